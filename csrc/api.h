@@ -1,0 +1,14 @@
+/* api.h - everything the cffi extension exposes to Python, in one include
+ *
+ * The declarations Python sees are the *.cdef files beside this one (one per C
+ * module); this header makes the real definitions visible to the generated
+ * wrapper so that the compiler checks the two agree.
+ */
+#ifndef RN_API_H
+#define RN_API_H
+
+#include "ring.h"
+#include "shm.h"
+#include "counters.h"
+
+#endif /* RN_API_H */

@@ -1,0 +1,83 @@
+/* counters.h - the C core's counters: names, order, and where they live
+ *
+ * Each worker and the namespace pump own an array of uint64_t counters in a
+ * memfd that the orchestrator creates and maps read-only (numpy views). Only
+ * the owning process writes its array, with relaxed atomic adds, so readers
+ * never take a lock and see values that are at worst a moment old. The names
+ * and order below are the single source of truth: Python reads them through
+ * rn_worker_counter_name() and rn_pump_counter_name().
+ */
+#ifndef RN_COUNTERS_H
+#define RN_COUNTERS_H
+
+#include <stdint.h>
+
+/* Worker counters: X(name, description) */
+#define RN_WORKER_COUNTERS(X)						\
+	X(frames_in,		"frames taken from the namespace ring")	\
+	X(bytes_in,		"bytes taken from the namespace ring")	\
+	X(frames_out,		"frames put into the namespace ring")	\
+	X(bytes_out,		"bytes put into the namespace ring")	\
+	X(wakeups,		"times the worker woke from epoll")	\
+	X(kicks,		"doorbell writes towards the namespace")\
+	X(ring_full,		"frames for the namespace lost: ring full") \
+	X(icmp_echo_replies,	"ICMP echo replies sent")		\
+	X(icmp6_echo_replies,	"ICMPv6 echo replies sent")		\
+	X(drop_short,		"frame shorter than its headers")	\
+	X(drop_vnet,		"virtio-net header invalid")		\
+	X(drop_ip_version,	"IP version neither 4 nor 6")		\
+	X(drop_ipv4_header,	"IPv4 header length or total length invalid") \
+	X(drop_ipv4_csum,	"IPv4 header checksum wrong")		\
+	X(drop_ipv6_header,	"IPv6 payload length invalid")		\
+	X(drop_src_addr,	"source address not the namespace's")	\
+	X(drop_fragment,	"IP fragments (not reassembled)")	\
+	X(drop_ext_header,	"IPv6 extension header not handled")	\
+	X(drop_multicast,	"multicast or broadcast destination")	\
+	X(drop_icmp_header,	"ICMP message too short")		\
+	X(drop_icmp_csum,	"ICMP checksum wrong")			\
+	X(drop_icmp_type,	"ICMP type not handled")		\
+	X(drop_unhandled_proto,	"transport protocol not handled yet")	\
+	X(drop_unhandled_dst,	"destination not handled yet")		\
+	X(drop_wrong_owner,	"frame's flow belongs to another worker")
+
+/* Namespace pump counters, summed over its threads */
+#define RN_PUMP_COUNTERS(X)						\
+	X(tun_frames_in,	"frames read from the tun device")	\
+	X(tun_bytes_in,		"bytes read from the tun device")	\
+	X(tun_frames_out,	"frames written to the tun device")	\
+	X(tun_bytes_out,	"bytes written to the tun device")	\
+	X(tun_write_errors,	"frames the tun device refused")	\
+	X(ring_full,		"times a worker ring was full")		\
+	X(handoffs,		"frames queued to another queue's worker") \
+	X(wakeups,		"times a pump thread woke from poll")	\
+	X(kicks,		"doorbell writes towards workers")
+
+#define RN_CTR_ENUM_W(name, desc) RN_WCTR_##name,
+#define RN_CTR_ENUM_P(name, desc) RN_PCTR_##name,
+enum rn_worker_counter { RN_WORKER_COUNTERS(RN_CTR_ENUM_W) RN_WCTR_COUNT };
+enum rn_pump_counter { RN_PUMP_COUNTERS(RN_CTR_ENUM_P) RN_PCTR_COUNT };
+
+/* Space reserved per array, so that adding counters keeps the file layout */
+#define RN_CTR_SLOTS		128u
+
+_Static_assert(RN_WCTR_COUNT <= RN_CTR_SLOTS, "too many worker counters");
+_Static_assert(RN_PCTR_COUNT <= RN_CTR_SLOTS, "too many pump counters");
+
+/**
+ * rn_ctr_add() - add to one counter; only the owning process calls this
+ * @ctr:	the owner's counter array
+ * @i:		counter index
+ * @v:		amount
+ */
+static inline void rn_ctr_add(uint64_t *ctr, unsigned int i, uint64_t v)
+{
+	__atomic_store_n(&ctr[i], __atomic_load_n(&ctr[i], __ATOMIC_RELAXED) + v,
+			 __ATOMIC_RELAXED);
+}
+
+unsigned int rn_worker_counter_count(void);
+const char *rn_worker_counter_name(unsigned int i);
+unsigned int rn_pump_counter_count(void);
+const char *rn_pump_counter_name(unsigned int i);
+
+#endif /* RN_COUNTERS_H */
