@@ -10,5 +10,6 @@
 #include "ring.h"
 #include "shm.h"
 #include "counters.h"
+#include "flow.h"
 
 #endif /* RN_API_H */
