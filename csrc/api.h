@@ -7,9 +7,13 @@
 #ifndef RN_API_H
 #define RN_API_H
 
+#include <sched.h>
+#include <sys/prctl.h>
+
 #include "ring.h"
 #include "shm.h"
 #include "counters.h"
 #include "flow.h"
+#include "ringtest.h"
 
 #endif /* RN_API_H */

@@ -1,0 +1,165 @@
+"""Control protocol between the orchestrator, the namespace child and the workers.
+
+Each message is one AF_UNIX SOCK_SEQPACKET datagram: a 12-byte header (magic,
+protocol version, message type, body length) followed by a JSON object; file
+descriptors ride along as SCM_RIGHTS. Only signalling travels here (hello, fd
+passing, readiness, errors, shutdown): frame data never does.
+
+The namespace child is not trusted, so receivers check everything: the header,
+the body size, that the body is a JSON object, the number of fds; unexpected fds
+are closed at once.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import select
+import socket
+import struct
+import time
+from typing import Any, Optional, Sequence
+
+from .errors import ProtocolError
+
+__all__ = ["Msg", "PROTOCOL_VERSION", "send", "recv", "Message"]
+
+PROTOCOL_VERSION = 1
+_MAGIC = 0x54434E52  # "RNCT"
+_HDR = struct.Struct("<IHHI")
+_MAX_BODY = 60 * 1024
+_MAX_FDS = 8
+
+
+class Msg(enum.IntEnum):
+    HELLO = 1       # namespace child -> worker: rings (fds: memfd, ev_worker, ev_ns)
+    ACK = 2         # worker -> namespace child: rings accepted
+    ERROR = 3       # any -> peer: {"error": text}; the sender is giving up
+    READY = 4       # namespace child -> orchestrator: interface up (fds: userns, netns)
+    SHUTDOWN = 5    # orchestrator -> child: stop and exit
+    IDMAP = 6       # namespace child -> orchestrator: map my ids with newuidmap/newgidmap
+    IDMAP_DONE = 7  # orchestrator -> namespace child: done, or {"error": text}
+
+
+class Message:
+    """A received control message: its type, JSON body and any file descriptors."""
+
+    __slots__ = ("type", "body", "fds")
+
+    def __init__(self, type_: Msg, body: dict, fds: list[int]) -> None:
+        self.type = type_
+        self.body = body
+        self.fds = fds
+
+    def close_fds(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+
+    def __repr__(self) -> str:
+        return f"Message({self.type.name}, {self.body!r}, fds={self.fds})"
+
+
+def send(sock: socket.socket, type_: Msg, body: Optional[dict] = None,
+         fds: Sequence[int] = ()) -> None:
+    """Send one message. Raises ProtocolError if the body is too large, OSError on I/O errors."""
+    data = json.dumps(body or {}, separators=(",", ":")).encode()
+    if len(data) > _MAX_BODY:
+        raise ProtocolError(f"control message {type_.name} body of {len(data)} bytes exceeds "
+                            f"{_MAX_BODY}")
+    payload = _HDR.pack(_MAGIC, PROTOCOL_VERSION, int(type_), len(data)) + data
+    if fds:
+        socket.send_fds(sock, [payload], list(fds))
+    else:
+        sock.sendall(payload)
+
+
+def recv(sock: socket.socket, timeout: Optional[float] = None,
+         max_fds: int = _MAX_FDS) -> Optional[Message]:
+    """Receive one message.
+
+    Returns None at end of file (the peer closed). Raises TimeoutError when nothing
+    arrives within ``timeout`` seconds (None waits forever) and ProtocolError for a
+    malformed message (its fds are closed first).
+    """
+    if timeout is not None:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no control message within the time allowed")
+            try:
+                r, _, _ = select.select([sock], [], [], left)
+            except InterruptedError:
+                continue
+            if r:
+                break
+    data, fds, flags, _ = socket.recv_fds(sock, _HDR.size + _MAX_BODY + 1, _MAX_FDS)
+    if not data and not fds:
+        return None
+    try:
+        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+            raise ProtocolError("control message truncated")
+        if len(fds) > max_fds:
+            raise ProtocolError(f"control message carries {len(fds)} fds, at most {max_fds} expected")
+        if len(data) < _HDR.size:
+            raise ProtocolError(f"control message of {len(data)} bytes is shorter than its header")
+        magic, version, type_, length = _HDR.unpack_from(data)
+        if magic != _MAGIC:
+            raise ProtocolError(f"control message has bad magic {magic:#x}")
+        if version != PROTOCOL_VERSION:
+            raise ProtocolError(f"control protocol version {version}, expected {PROTOCOL_VERSION}")
+        if length != len(data) - _HDR.size:
+            raise ProtocolError("control message length field disagrees with its size")
+        try:
+            mtype = Msg(type_)
+        except ValueError:
+            raise ProtocolError(f"unknown control message type {type_}") from None
+        try:
+            body = json.loads(data[_HDR.size:].decode()) if length else {}
+        except (UnicodeDecodeError, ValueError) as e:
+            raise ProtocolError(f"control message body is not JSON: {e}") from None
+        if not isinstance(body, dict):
+            raise ProtocolError("control message body is not a JSON object")
+    except ProtocolError:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return Message(mtype, body, list(fds))
+
+
+def expect(sock: socket.socket, want: Msg, timeout: Optional[float], who: str,
+           nfds: int = 0) -> Message:
+    """Receive one message that must be ``want`` carrying exactly ``nfds`` fds.
+
+    An ERROR message becomes ProtocolError carrying the peer's text, end of file a
+    ProtocolError saying ``who`` went away.
+    """
+    msg = recv(sock, timeout)
+    if msg is None:
+        raise ProtocolError(f"{who} closed the control connection")
+    if msg.type == Msg.ERROR:
+        msg.close_fds()
+        raise ProtocolError(str(msg.body.get("error", f"{who} reported an unspecified error")))
+    if msg.type != want or len(msg.fds) != nfds:
+        msg.close_fds()
+        raise ProtocolError(f"{who} sent {msg.type.name} with {len(msg.fds)} fds, "
+                            f"expected {want.name} with {nfds}")
+    return msg
+
+
+def send_error(sock: socket.socket, text: str) -> None:
+    """Best effort: tell the peer why we are giving up."""
+    try:
+        send(sock, Msg.ERROR, {"error": text[:4000]})
+    except OSError:
+        pass
+
+
+def body_field(msg: Message, name: str, kind: type) -> Any:
+    """Return ``msg.body[name]`` checked to be of ``kind``; ProtocolError otherwise."""
+    value = msg.body.get(name)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ProtocolError(f"{msg.type.name} message field {name!r} missing or not {kind.__name__}")
+    return value

@@ -1,0 +1,144 @@
+"""The namespace child: owns the network namespace, the tun device and the pump threads.
+
+Started by the orchestrator as ``python -m ringnet._nschild SPEC``. In order:
+enter the namespace (unshare new user + net namespaces and map our ids, or
+setns into an existing process's namespaces for attach), create the tun
+device, configure it through netlink, create each worker's ring mapping and
+send it in HELLO, wait for every worker's ACK, start the C pump (one thread
+per tun queue), and report READY with fds of its user and net namespaces.
+Then it waits for SHUTDOWN (or the end of the control connection, or a worker
+or pump failure) and stops the pump before exiting.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+
+from . import _control
+from ._child import run_child
+from ._control import Msg
+from ._core import check, ffi, lib
+from ._netconf import configure
+from ._nsutil import enter_netns_of, unshare_user_net, write_id_maps
+from ._shm import CounterArray, RingMapping
+from ._tun import open_tun
+from .config import NetworkConfig
+from .errors import ChildError
+
+HELLO_TIMEOUT = 30.0
+
+
+def _enter(spec: dict, cfg: NetworkConfig, ctl: socket.socket) -> None:
+    if spec["attach_pid"]:
+        enter_netns_of(spec["attach_pid"])
+        return
+    uid, gid = os.getuid(), os.getgid()
+    unshare_user_net()
+    if cfg.idmap_helpers:
+        _control.send(ctl, Msg.IDMAP, {"pid": os.getpid()})
+        _control.expect(ctl, Msg.IDMAP_DONE, cfg.startup_timeout, "orchestrator")
+    else:
+        write_id_maps(uid, gid)
+
+
+def _hello_workers(spec: dict, cfg: NetworkConfig, socks: list[socket.socket],
+                   rings: list[RingMapping]) -> list[tuple[int, int]]:
+    """Create each worker's rings and doorbells, send HELLO, collect every ACK."""
+    evs: list[tuple[int, int]] = []
+    for i, sock in enumerate(socks):
+        ring = RingMapping.create(cfg.ring_size, i)
+        rings.append(ring)
+        ev_worker = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        ev_ns = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        evs.append((ev_worker, ev_ns))
+        _control.send(sock, Msg.HELLO, {"version": _control.PROTOCOL_VERSION, "worker": i,
+                                        "ring_size": cfg.ring_size},
+                      [ring.fd, ev_worker, ev_ns])
+    for i, sock in enumerate(socks):
+        _control.expect(sock, Msg.ACK, HELLO_TIMEOUT, f"worker {i}")
+    return evs
+
+
+def _serve(ctl: socket.socket, socks: list[socket.socket], pump) -> None:
+    """Wait for SHUTDOWN; raise ChildError if a worker or the pump fails first."""
+    poller = select.poll()
+    poller.register(ctl, select.POLLIN)
+    for s in socks:
+        poller.register(s, select.POLLIN)
+    while True:
+        err = lib.rn_pump_error(pump)
+        if err:
+            raise ChildError(f"pump thread failed: {os.strerror(-err if err < 0 else err)}")
+        for fd, _ in poller.poll(500):
+            if fd == ctl.fileno():
+                msg = _control.recv(ctl)
+                if msg is None or msg.type == Msg.SHUTDOWN:
+                    return
+                msg.close_fds()
+                raise ChildError(f"unexpected {msg.type.name} from the orchestrator")
+            idx = next(i for i, s in enumerate(socks) if s.fileno() == fd)
+            msg = _control.recv(socks[idx])
+            text = msg.body.get("error") if msg is not None else None
+            if msg is not None:
+                msg.close_fds()
+            raise ChildError(f"worker {idx} went away" + (f": {text}" if text else ""))
+
+
+def main(spec: dict, ctl: socket.socket) -> int:
+    cfg = NetworkConfig(**spec["config"])
+    socks = [socket.socket(fileno=fd) for fd in spec["worker_fds"]]
+    counters = CounterArray.adopt(spec["counters_fd"])
+    rings: list[RingMapping] = []
+    evs: list[tuple[int, int]] = []
+    tun = None
+    pump = ffi.NULL
+    try:
+        _enter(spec, cfg, ctl)
+        tun = open_tun(cfg.ifname, cfg.workers, cfg.tun_sndbuf())
+        ifindex = configure(cfg, cfg.ifname)
+        evs = _hello_workers(spec, cfg, socks, rings)
+
+        params = ffi.new("struct rn_pump_params *")
+        params.nqueues = cfg.workers
+        ffi.memmove(params.hash_key, bytes.fromhex(spec["hash_key"]), 16)
+        params.ring_size = cfg.ring_size
+        out = ffi.new("struct rn_pump **")
+        check(lib.rn_pump_start(out, params, ffi.new("int[]", tun.fds),
+                                ffi.new("void *[]", [r.ptr for r in rings]),
+                                ffi.new("int[]", [e[0] for e in evs]),
+                                ffi.new("int[]", [e[1] for e in evs]), counters.ptr),
+              "rn_pump_start")
+        pump = out[0]
+
+        nsfds = [os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC),
+                 os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)]
+        try:
+            _control.send(ctl, Msg.READY, {"ifname": tun.name, "ifindex": ifindex,
+                                           "queues": len(tun.fds),
+                                           "offloads": tun.offload_names()}, nsfds)
+        finally:
+            for fd in nsfds:
+                os.close(fd)
+        _serve(ctl, socks, pump)
+        return 0
+    finally:
+        if pump != ffi.NULL:
+            err = lib.rn_pump_stop(pump)
+            if err:
+                _control.send_error(ctl, f"pump stopped with error: {os.strerror(abs(err))}")
+        for s in socks:
+            s.close()
+        for a, b in evs:
+            os.close(a)
+            os.close(b)
+        for r in rings:
+            r.close()
+        if tun is not None:
+            tun.close()
+        counters.close()
+
+
+if __name__ == "__main__":
+    run_child("ns", main)

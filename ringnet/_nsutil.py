@@ -1,0 +1,163 @@
+"""Namespace mechanics: creating, entering and identifying user and net namespaces.
+
+Used by the namespace child (unshare or setns, uid/gid maps, process hardening)
+and by the orchestrator (checks on an attach target, the newuidmap path).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+
+from ._core import check_libc, ffi, lib
+from .errors import NamespaceError
+
+__all__ = [
+    "unshare_user_net", "write_id_maps", "run_idmap_helpers", "enter_netns_of", "owning_userns",
+    "check_attach_target", "set_pdeathsig", "ns_inode", "userns_available",
+]
+
+NS_GET_USERNS = 0xB701
+
+
+def ns_inode(path: str) -> int:
+    """Inode of a namespace file such as /proc/self/ns/net (identifies the namespace)."""
+    return os.stat(path).st_ino
+
+
+def userns_available() -> tuple[bool, str]:
+    """Can this process create a user namespace? Returns (ok, reason if not)."""
+    for path, bad in (("/proc/sys/kernel/unprivileged_userns_clone", "0"),
+                      ("/proc/sys/user/max_user_namespaces", "0")):
+        try:
+            with open(path) as f:
+                if f.read().strip() == bad and (os.geteuid() != 0 or path.endswith("max_user_namespaces")):
+                    return False, f"{path} is {bad}"
+        except OSError:
+            pass
+    try:
+        with open("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") as f:
+            if f.read().strip() == "1" and os.geteuid() != 0:
+                return False, "kernel.apparmor_restrict_unprivileged_userns is 1"
+    except OSError:
+        pass
+    return True, ""
+
+
+def unshare_user_net() -> None:
+    """Move this (single-threaded) process into new user and net namespaces."""
+    if lib.unshare(lib.CLONE_NEWUSER | lib.CLONE_NEWNET) == -1:
+        err = ffi.errno
+        ok, why = userns_available()
+        hint = f" ({why})" if not ok else ""
+        if err in (errno.EPERM, errno.EACCES, errno.ENOSPC, errno.EUSERS):
+            raise NamespaceError(f"cannot create a user namespace: {os.strerror(err)}{hint}; "
+                                 "enable unprivileged user namespaces "
+                                 "(sysctl kernel.unprivileged_userns_clone=1 or "
+                                 "user.max_user_namespaces>0)")
+        raise NamespaceError(f"unshare(CLONE_NEWUSER|CLONE_NEWNET) failed: {os.strerror(err)}")
+
+
+def write_id_maps(uid: int, gid: int) -> None:
+    """Map ``uid``/``gid`` (our ids outside) to 0 inside, as an unprivileged process may."""
+    try:
+        with open("/proc/self/setgroups", "w") as f:
+            f.write("deny")
+        with open("/proc/self/uid_map", "w") as f:
+            f.write(f"0 {uid} 1")
+        with open("/proc/self/gid_map", "w") as f:
+            f.write(f"0 {gid} 1")
+    except OSError as e:
+        raise NamespaceError(f"cannot write the uid/gid maps of the new user namespace: "
+                             f"{e.strerror}") from None
+
+
+def _subid_range(path: str, name: str, uid: int) -> tuple[int, int]:
+    try:
+        with open(path) as f:
+            for line in f:
+                parts = line.strip().split(":")
+                if len(parts) == 3 and parts[0] in (name, str(uid)):
+                    return int(parts[1]), int(parts[2])
+    except OSError:
+        pass
+    raise NamespaceError(f"no entry for {name} in {path}: add one (usermod --add-subuids) or "
+                         "do not ask for idmap helpers")
+
+
+def run_idmap_helpers(pid: int) -> None:
+    """Map 0 to our ids and 1.. to our subordinate ranges in ``pid``'s user namespace."""
+    import pwd
+
+    uid, gid = os.getuid(), os.getgid()
+    name = pwd.getpwuid(uid).pw_name
+    for tool, path, own in (("newuidmap", "/etc/subuid", uid), ("newgidmap", "/etc/subgid", gid)):
+        exe = shutil.which(tool)
+        if exe is None:
+            raise NamespaceError(f"{tool} is not installed (package uidmap); do not ask for "
+                                 "idmap helpers, or install it")
+        start, count = _subid_range(path, name, uid)
+        res = subprocess.run([exe, str(pid), "0", str(own), "1", "1", str(start), str(count)],
+                             capture_output=True, text=True, timeout=30)
+        if res.returncode != 0:
+            raise NamespaceError(f"{tool} failed: {res.stderr.strip() or res.returncode}")
+
+
+def owning_userns(netns_fd: int) -> int:
+    """fd of the user namespace that owns the net namespace ``netns_fd``."""
+    try:
+        return fcntl.ioctl(netns_fd, NS_GET_USERNS)
+    except OSError as e:
+        raise NamespaceError(f"cannot find the user namespace owning the target network "
+                             f"namespace: {e.strerror}") from None
+
+
+def check_attach_target(pid: int) -> None:
+    """Raise NamespaceError unless ``pid`` is a live process of ours in another net namespace."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        raise NamespaceError(f"PID {pid!r} is not a process id")
+    try:
+        st = os.stat(f"/proc/{pid}")
+    except FileNotFoundError:
+        raise NamespaceError(f"PID {pid} does not exist") from None
+    if st.st_uid != os.getuid() and os.getuid() != 0:
+        raise NamespaceError(f"PID {pid} belongs to uid {st.st_uid}, not to us (uid {os.getuid()}); "
+                             "attach only to your own processes")
+    try:
+        target = ns_inode(f"/proc/{pid}/ns/net")
+    except PermissionError:
+        raise NamespaceError(f"PID {pid}'s network namespace is not accessible to us") from None
+    except FileNotFoundError:
+        raise NamespaceError(f"PID {pid} does not exist") from None
+    if target == ns_inode("/proc/self/ns/net"):
+        raise NamespaceError(f"PID {pid} shares our own network namespace; attach to a process "
+                             "in a separate one (for example started with unshare -Urn)")
+
+
+def enter_netns_of(pid: int) -> None:
+    """Enter ``pid``'s net namespace through its owning user namespace."""
+    check_attach_target(pid)
+    netfd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        userfd = owning_userns(netfd)
+        try:
+            same = os.fstat(userfd).st_ino == ns_inode("/proc/self/ns/user")
+            if not same:
+                check_libc(lib.setns(userfd, lib.CLONE_NEWUSER), "setns(user namespace)")
+        finally:
+            os.close(userfd)
+        check_libc(lib.setns(netfd, lib.CLONE_NEWNET), "setns(network namespace)")
+    except OSError as e:
+        raise NamespaceError(f"cannot enter PID {pid}'s namespaces: {e.strerror}") from None
+    finally:
+        os.close(netfd)
+
+
+def set_pdeathsig(sig: int = signal.SIGKILL) -> None:
+    """Die with ``sig`` when the parent exits (children must not outlive the orchestrator)."""
+    check_libc(lib.prctl(lib.PR_SET_PDEATHSIG, sig, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+

@@ -1,0 +1,153 @@
+"""Shared memory owned by ringnet processes: ring mappings and counter arrays.
+
+A ring mapping (one per worker) is a sealed memfd laid out as csrc/shm.h says;
+the namespace child creates it, the worker checks and maps it. A counter array
+is a memfd of RN_CTR_SLOTS uint64 values that the orchestrator creates, its
+child writes, and the orchestrator reads through a numpy view without locks.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import mmap
+import os
+import stat
+
+import numpy as np
+
+from ._core import check, ffi, lib
+from .errors import ProtocolError
+
+__all__ = ["RingMapping", "CounterArray", "check_eventfd", "REQUIRED_SEALS"]
+
+REQUIRED_SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+
+
+class RingMapping:
+    """One worker's ring pair in a sealed memfd, mapped shared.
+
+    ``ptr`` is the C address of the mapping; the mapping stays valid until close().
+    """
+
+    def __init__(self, fd: int, ring_size: int, mm: mmap.mmap) -> None:
+        self.fd = fd
+        self.ring_size = ring_size
+        self._mm = mm
+        self._buf = ffi.from_buffer(mm)
+        self.ptr = ffi.cast("void *", self._buf)
+        self.size = len(mm)
+
+    @classmethod
+    def create(cls, ring_size: int, worker: int) -> "RingMapping":
+        """Namespace child: create, size, seal and map the memfd, write the header and
+        reset both rings."""
+        size = lib.rn_shm_size(ring_size)
+        fd = os.memfd_create(f"ringnet-w{worker}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            os.ftruncate(fd, size)
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, REQUIRED_SEALS)
+            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except BaseException:
+            os.close(fd)
+            raise
+        self = cls(fd, ring_size, mm)
+        hdr = ffi.cast("struct rn_shm_hdr *", self.ptr)
+        hdr.magic = lib.RN_SHM_MAGIC
+        hdr.version = lib.RN_SHM_VERSION
+        hdr.ring_size = ring_size
+        hdr.frame_max = lib.RN_FRAME_MAX
+        hdr.worker = worker
+        ring = ffi.new("struct rn_ring *")
+        for mem in (lib.rn_shm_to_worker(self.ptr, ring_size), lib.rn_shm_to_ns(self.ptr, ring_size)):
+            check(lib.rn_ring_attach(ring, mem, ring_size, lib.RN_FRAME_MAX, 1), "rn_ring_attach")
+        return self
+
+    @classmethod
+    def adopt(cls, fd: int, ring_size: int) -> "RingMapping":
+        """Worker: check an untrusted memfd (seals, size, type) and map it.
+
+        Takes ownership of ``fd``. Raises ProtocolError when the memfd is unfit.
+        """
+        try:
+            try:
+                seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+            except OSError:
+                raise ProtocolError("ring fd is not a sealable memfd") from None
+            if seals & REQUIRED_SEALS != REQUIRED_SEALS:
+                raise ProtocolError(f"ring memfd seals {seals:#x} lack shrink/grow/seal "
+                                    f"({REQUIRED_SEALS:#x}); it could be truncated under us")
+            st = os.fstat(fd)
+            want = lib.rn_shm_size(ring_size)
+            if not stat.S_ISREG(st.st_mode) or st.st_size != want:
+                raise ProtocolError(f"ring memfd is {st.st_size} bytes, expected {want}")
+            mm = mmap.mmap(fd, want, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(fd, ring_size, mm)
+
+    def close(self) -> None:
+        if self._mm is None:
+            return
+        ffi.release(self._buf)
+        self._mm.close()
+        os.close(self.fd)
+        self._mm = None
+
+
+def check_eventfd(fd: int, what: str) -> None:
+    """Raise ProtocolError unless ``fd`` is an eventfd."""
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        target = ""
+    if target != "anon_inode:[eventfd]":
+        raise ProtocolError(f"{what} fd is {target or 'unknown'}, not an eventfd")
+
+
+class CounterArray:
+    """RN_CTR_SLOTS uint64 counters in a memfd: written by one child, read by anyone mapping it.
+
+    The orchestrator creates it (``create``), passes ``fd`` to the child, and reads
+    ``values`` (a numpy view) at any time; the child maps it with ``adopt`` and hands
+    ``ptr`` to C.
+    """
+
+    def __init__(self, fd: int, mm: mmap.mmap) -> None:
+        self.fd = fd
+        self._mm = mm
+        self.values = np.frombuffer(mm, dtype=np.uint64, count=lib.RN_CTR_SLOTS)
+        self._buf = ffi.from_buffer(mm)
+        self.ptr = ffi.cast("uint64_t *", self._buf)
+
+    @classmethod
+    def create(cls, name: str) -> "CounterArray":
+        size = lib.RN_CTR_SLOTS * 8
+        fd = os.memfd_create(f"ringnet-ctr-{name}", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, size)
+            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(fd, mm)
+
+    @classmethod
+    def adopt(cls, fd: int) -> "CounterArray":
+        size = lib.RN_CTR_SLOTS * 8
+        if os.fstat(fd).st_size != size:
+            raise ProtocolError("counter memfd has the wrong size")
+        return cls(fd, mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE))
+
+    def snapshot(self, names: tuple[str, ...]) -> dict[str, int]:
+        vals = self.values[: len(names)].copy()
+        return {n: int(v) for n, v in zip(names, vals)}
+
+    def close(self) -> None:
+        if self._mm is None:
+            return
+        del self.values
+        ffi.release(self._buf)
+        self._mm.close()
+        os.close(self.fd)
+        self._mm = None

@@ -1,0 +1,122 @@
+"""A host stack worker: checks the rings the namespace child offers, then runs the C loop.
+
+Started by the orchestrator as ``python -m ringnet._worker SPEC``. Its
+parameters (index, ring size, addresses, flow hash key) come from the trusted
+orchestrator; the namespace child only supplies the ring memfd and the two
+doorbell eventfds in HELLO, and those are checked before use: the memfd must be
+sealed against shrinking and growing and have exactly the expected size, the
+doorbells must be eventfds. The C loop (rn_worker_run) then runs with the GIL
+released and returns to Python only when a control socket wants attention, or
+with an error when the namespace corrupted its ring.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+
+from . import _control
+from ._child import run_child
+from ._control import Msg
+from ._core import check, ffi, lib
+from ._shm import CounterArray, RingMapping, check_eventfd
+from .config import NetworkConfig
+from .errors import ChildError, ProtocolError
+
+HELLO_TIMEOUT = 60.0
+
+
+def _params(spec: dict, cfg: NetworkConfig):
+    p = ffi.new("struct rn_worker_params *")
+    p.index = spec["index"]
+    p.nworkers = cfg.workers
+    ffi.memmove(p.hash_key, bytes.fromhex(spec["hash_key"]), 16)
+    p.ring_size = cfg.ring_size
+    p.mtu = cfg.mtu
+    addrs = cfg.addresses()
+    for field in ("guest4", "gateway4", "dns4", "guest6", "gateway6", "dns6"):
+        cname = field.replace("gateway", "gw")
+        addr = addrs.get(field)
+        if addr is None:  # IPv6 off: all-zero addresses match nothing
+            addr = ipaddress.IPv6Address(0)
+        ffi.memmove(getattr(p, cname), addr.packed, len(addr.packed))
+    return p
+
+
+def _accept_hello(spec: dict, cfg: NetworkConfig, ns: socket.socket) -> tuple[RingMapping, int, int]:
+    msg = _control.expect(ns, Msg.HELLO, HELLO_TIMEOUT, "namespace child", nfds=3)
+    memfd, ev_worker, ev_ns = msg.fds
+    try:
+        if msg.body.get("version") != _control.PROTOCOL_VERSION:
+            raise ProtocolError(f"HELLO version {msg.body.get('version')!r}, "
+                                f"expected {_control.PROTOCOL_VERSION}")
+        if msg.body.get("worker") != spec["index"] or msg.body.get("ring_size") != cfg.ring_size:
+            raise ProtocolError("HELLO names another worker or ring size than ours")
+        check_eventfd(ev_worker, "ev_worker")
+        check_eventfd(ev_ns, "ev_ns")
+    except BaseException:
+        msg.close_fds()
+        raise
+    ring = RingMapping.adopt(memfd, cfg.ring_size)
+    return ring, ev_worker, ev_ns
+
+
+def main(spec: dict, ctl: socket.socket) -> int:
+    cfg = NetworkConfig(**spec["config"])
+    ns = socket.socket(fileno=spec["ns_fd"])
+    counters = CounterArray.adopt(spec["counters_fd"])
+    ring = None
+    evs: tuple[int, ...] = ()
+    worker = ffi.NULL
+    try:
+        try:
+            ring, ev_worker, ev_ns = _accept_hello(spec, cfg, ns)
+            evs = (ev_worker, ev_ns)
+            out = ffi.new("struct rn_worker **")
+            check(lib.rn_worker_new(out, _params(spec, cfg), ring.ptr, ring.size, counters.ptr,
+                                    ev_worker, ev_ns), "rn_worker_new")
+            worker = out[0]
+            check(lib.rn_worker_watch_fd(worker, ctl.fileno()), "rn_worker_watch_fd")
+            check(lib.rn_worker_watch_fd(worker, ns.fileno()), "rn_worker_watch_fd")
+        except (ProtocolError, OSError) as e:
+            _control.send_error(ns, f"worker {spec['index']} refused the rings: {e}")
+            raise
+        _control.send(ns, Msg.ACK)
+        while True:
+            rc = lib.rn_worker_run(worker, -1)
+            if rc < 0:
+                raise ChildError(f"worker {spec['index']} stops: the namespace side broke its ring "
+                                 f"({os.strerror(-rc)})")
+            if rc == 1 and _control_wants_exit(ctl, ns):
+                return 0
+    finally:
+        if worker != ffi.NULL:
+            lib.rn_worker_free(worker)
+        for fd in evs:
+            os.close(fd)
+        if ring is not None:
+            ring.close()
+        ns.close()
+        counters.close()
+
+
+def _control_wants_exit(ctl: socket.socket, ns: socket.socket) -> bool:
+    """Handle pending control messages; True when the worker should exit."""
+    for sock, who in ((ctl, "orchestrator"), (ns, "namespace child")):
+        sock.setblocking(False)
+        try:
+            msg = _control.recv(sock)
+        except BlockingIOError:
+            continue
+        finally:
+            sock.setblocking(True)
+        if msg is None or msg.type in (Msg.SHUTDOWN, Msg.ERROR):
+            return True
+        msg.close_fds()
+        raise ProtocolError(f"unexpected {msg.type.name} from the {who}")
+    return False
+
+
+if __name__ == "__main__":
+    run_child("worker", main)

@@ -1,0 +1,183 @@
+"""NetworkConfig: every knob of a ringnet network, validated when it is created.
+
+Defaults follow slirp4netns so users feel at home: 10.0.2.0/24 with the guest at
+.100, the gateway at .2 and DNS at .3; fd00::/64 with ::100, ::2 and ::3.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from typing import Optional, Union
+
+from .errors import ConfigError
+
+__all__ = ["NetworkConfig", "default_workers", "MTU_MIN", "MTU_MAX"]
+
+MTU_MIN = 1280          # IPv6 minimum link MTU
+MTU_MAX = 65520         # largest MTU tun accepts with a 16-bit IP length and headroom
+WORKERS_MAX = 64
+RING_SIZE_MIN = 256 * 1024
+RING_SIZE_MAX = 256 * 1024 * 1024
+IFNAMSIZ = 16
+
+_V4_RESERVED = [ipaddress.ip_network(n) for n in ("0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/4",
+                                                   "240.0.0.0/4")]
+_V6_RESERVED = [ipaddress.ip_network(n) for n in ("::/127", "fe80::/10", "ff00::/8",
+                                                   "::ffff:0:0/96")]
+
+IPAddr = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+
+def default_workers() -> int:
+    """Half the CPUs this process may run on, 1 to 8: each worker pairs with a pump thread,
+    and the other half is left to the applications that send the traffic."""
+    try:
+        ncpu = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        ncpu = os.cpu_count() or 1
+    return max(1, min(8, ncpu // 2))
+
+
+def _network(value: str, field: str, version: int) -> Union[ipaddress.IPv4Network, ipaddress.IPv6Network]:
+    try:
+        net = ipaddress.ip_network(value, strict=True)
+    except ValueError as e:
+        raise ConfigError(f"{field}={value!r} is not a valid IPv{version} network in CIDR form "
+                          f"(for example {'10.0.2.0/24' if version == 4 else 'fd00::/64'}): {e}") from None
+    if net.version != version:
+        raise ConfigError(f"{field}={value!r} is an IPv{net.version} network; {field} takes IPv{version}")
+    return net
+
+
+def _address(value: Optional[str], field: str, net, default_offset: int) -> IPAddr:
+    if value is None:
+        if net.num_addresses <= default_offset + 1:
+            raise ConfigError(f"{field} has no default in {net} (the default is the network address "
+                              f"+ {default_offset}); use a larger network or set {field}")
+        return net.network_address + default_offset
+    try:
+        addr = ipaddress.ip_address(value)
+    except ValueError:
+        raise ConfigError(f"{field}={value!r} is not an IP address") from None
+    if addr not in net:
+        raise ConfigError(f"{field}={addr} is outside its network {net}")
+    if addr == net.network_address or (net.version == 4 and addr == net.broadcast_address):
+        raise ConfigError(f"{field}={addr} is the network or broadcast address of {net}")
+    return addr
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkConfig:
+    """Configuration of one ringnet network.
+
+    Attributes:
+        mtu: MTU of the namespace's interface, 1280..65520.
+        workers: host stack worker processes (one tun queue each), 1..64; None picks
+            default_workers().
+        cidr4: the namespace's IPv4 network.
+        guest4, gateway4, dns4: the namespace's address, the gateway and the DNS
+            address in cidr4; None means network + 100, + 2 and + 3.
+        ipv6: also configure IPv6.
+        cidr6, guest6, gateway6, dns6: the same for IPv6 (defaults ::100, ::2, ::3).
+        ifname: name of the tun interface inside the namespace.
+        ring_size: bytes of each ring's data area, a power of two, 256 KiB..256 MiB.
+        allow_host_loopback: map the gateway addresses to host loopback (127.0.0.1, ::1).
+        idmap_helpers: map a uid/gid range with newuidmap/newgidmap instead of mapping
+            only the caller's ids; needs the shadow tools and /etc/subuid entries.
+        startup_timeout: seconds to wait for the namespace child and workers to start.
+    """
+
+    mtu: int = MTU_MAX
+    workers: Optional[int] = None
+    cidr4: str = "10.0.2.0/24"
+    guest4: Optional[str] = None
+    gateway4: Optional[str] = None
+    dns4: Optional[str] = None
+    ipv6: bool = True
+    cidr6: str = "fd00::/64"
+    guest6: Optional[str] = None
+    gateway6: Optional[str] = None
+    dns6: Optional[str] = None
+    ifname: str = "rn0"
+    ring_size: int = 4 * 1024 * 1024
+    allow_host_loopback: bool = False
+    idmap_helpers: bool = False
+    startup_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        _int_in_range("mtu", self.mtu, MTU_MIN, MTU_MAX)
+        if self.workers is None:
+            object.__setattr__(self, "workers", default_workers())
+        _int_in_range("workers", self.workers, 1, WORKERS_MAX)
+        _int_in_range("ring_size", self.ring_size, RING_SIZE_MIN, RING_SIZE_MAX)
+        if self.ring_size & (self.ring_size - 1):
+            raise ConfigError(f"ring_size={self.ring_size} must be a power of two "
+                              f"between {RING_SIZE_MIN} and {RING_SIZE_MAX}")
+        if not isinstance(self.ifname, str) or not 0 < len(self.ifname.encode()) < IFNAMSIZ \
+                or "/" in self.ifname or any(c.isspace() for c in self.ifname) \
+                or self.ifname in (".", ".."):
+            raise ConfigError(f"ifname={self.ifname!r} must be 1 to {IFNAMSIZ - 1} bytes without "
+                              "'/' or white space")
+        if not isinstance(self.startup_timeout, (int, float)) or not 0 < self.startup_timeout <= 600:
+            raise ConfigError(f"startup_timeout={self.startup_timeout!r} must be between 0 and 600 s")
+        self._check_family(4, self.cidr4, ("guest4", "gateway4", "dns4"), _V4_RESERVED)
+        if self.ipv6:
+            self._check_family(6, self.cidr6, ("guest6", "gateway6", "dns6"), _V6_RESERVED)
+
+    def _check_family(self, version: int, cidr: str, fields, reserved) -> None:
+        cidr_field = f"cidr{version}"
+        net = _network(cidr, cidr_field, version)
+        if version == 4 and net.prefixlen > 30:
+            raise ConfigError(f"{cidr_field}={cidr} is too small: the prefix must be /30 or shorter")
+        if version == 6 and net.prefixlen > 120:
+            raise ConfigError(f"{cidr_field}={cidr} is too small: the prefix must be /120 or shorter")
+        for r in reserved:
+            if net.overlaps(r):
+                raise ConfigError(f"{cidr_field}={cidr} overlaps the reserved range {r}; "
+                                  "choose a private network")
+        offsets = (100, 2, 3)
+        addrs = [_address(getattr(self, f), f, net, off) for f, off in zip(fields, offsets)]
+        for i in range(3):
+            for j in range(i + 1, 3):
+                if addrs[i] == addrs[j]:
+                    raise ConfigError(f"{fields[i]} and {fields[j]} are both {addrs[i]}; "
+                                      "they must differ")
+
+    # Derived values -----------------------------------------------------------------
+
+    @property
+    def network4(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(self.cidr4)
+
+    @property
+    def network6(self) -> ipaddress.IPv6Network:
+        return ipaddress.IPv6Network(self.cidr6)
+
+    def addresses(self) -> dict[str, IPAddr]:
+        """The resolved guest, gateway and DNS addresses of both families (IPv6 ones only
+        when ipv6 is on)."""
+        out: dict[str, IPAddr] = {}
+        for f, off in (("guest4", 100), ("gateway4", 2), ("dns4", 3)):
+            out[f] = _address(getattr(self, f), f, self.network4, off)
+        if self.ipv6:
+            for f, off in (("guest6", 100), ("gateway6", 2), ("dns6", 3)):
+                out[f] = _address(getattr(self, f), f, self.network6, off)
+        return out
+
+    def txqueuelen(self) -> int:
+        """tun tx queue length: enough packets of the MTU to hold the window we advertise
+        (the default of 1000 overflows with large windows and a small MTU)."""
+        window = 8 * 1024 * 1024
+        return max(1000, min(65536, 2 * window // self.mtu))
+
+    def tun_sndbuf(self) -> int:
+        """tun socket send buffer: several advertised windows of frames in flight."""
+        return 32 * 1024 * 1024
+
+
+def _int_in_range(name: str, value, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"{name}={value!r} is out of range: {name} must be an integer "
+                          f"from {lo} to {hi}")

@@ -1,0 +1,417 @@
+"""Network: one ringnet network, its processes, and commands run inside it.
+
+The orchestrator side of ringnet. ``Network.start()`` creates the counter
+arrays and control sockets, starts the workers and the namespace child (fresh
+interpreters with ``pass_fds``), and waits for the namespace child's READY,
+which arrives only after every worker accepted its rings. A failure at any step
+tears down whatever was started and raises a RingnetError that names the step.
+``close()`` stops commands still running in the namespace, asks every child to
+shut down, reaps them (SIGKILL after a grace period) and closes every fd and
+mapping. A Network is a context manager guarded by a state enum.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from typing import Any, Optional, Sequence
+
+from . import _control
+from ._control import Msg
+from ._core import pump_counter_names, worker_counter_names
+from ._nsutil import check_attach_target, run_idmap_helpers, userns_available
+from ._shm import CounterArray
+from .config import NetworkConfig
+from .errors import ChildError, NamespaceError, ProtocolError, RingnetError
+
+__all__ = ["Network", "State"]
+
+log = logging.getLogger(__name__)
+
+_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ENTER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_enter.py")
+_GRACE = 5.0
+
+
+class State(enum.Enum):
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    CLOSED = "closed"
+    FAILED = "failed"
+
+
+class _Child:
+    """A child process of ours with its control socket."""
+
+    def __init__(self, name: str, proc: subprocess.Popen, ctl: socket.socket) -> None:
+        self.name = name
+        self.proc = proc
+        self.ctl = ctl
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = _PKG_PARENT + (os.pathsep + path if path else "")
+    return env
+
+
+def _reap(children: list[_Child], spawned: list[subprocess.Popen]) -> None:
+    """Stop and reap every process; used by close() and when a Network is collected."""
+    for p in spawned:
+        if p.poll() is None:
+            try:
+                p.terminate()
+            except ProcessLookupError:
+                pass
+    for c in children:
+        try:
+            _control.send(c.ctl, Msg.SHUTDOWN)
+        except OSError:
+            pass
+    deadline = time.monotonic() + _GRACE
+    for p in [c.proc for c in children] + spawned:
+        try:
+            p.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    for c in children:
+        c.ctl.close()
+
+
+class Network:
+    """A rootless network namespace with userspace networking through ringnet.
+
+    ``Network(config)`` or ``Network(mtu=1500, workers=2, ...)`` describes it; entering
+    the context (or ``start()``) brings it up; ``spawn()`` and ``run()`` run commands
+    inside; leaving the context (or ``close()``) tears everything down.
+    ``Network.attach(pid)`` gives networking to the namespace of an existing process.
+    """
+
+    def __init__(self, config: Optional[NetworkConfig] = None, **overrides: Any) -> None:
+        if config is None:
+            config = NetworkConfig(**overrides)
+        elif overrides:
+            config = dataclasses.replace(config, **overrides)
+        self.config: NetworkConfig = config
+        self.state = State.NEW
+        self._attach_pid: Optional[int] = None
+        self._lock = threading.Lock()
+        self._children: list[_Child] = []
+        self._spawned: list[subprocess.Popen] = []
+        self._wctr: list[CounterArray] = []
+        self._pctr: Optional[CounterArray] = None
+        self._nsfds: tuple[int, int] = (-1, -1)
+        self._ready: dict[str, Any] = {}
+        self._finalizer: Optional[weakref.finalize] = None
+
+    @classmethod
+    def attach(cls, pid: int, config: Optional[NetworkConfig] = None, **overrides: Any) -> "Network":
+        """A Network for the net namespace of process ``pid`` (entered through its owning user
+        namespace), as container runtimes use slirp4netns and pasta. Start it with ``with``
+        or ``start()``. Raises NamespaceError if ``pid`` does not exist, is not ours, or
+        shares our own network namespace."""
+        check_attach_target(pid)
+        net = cls(config, **overrides)
+        net._attach_pid = pid
+        return net
+
+    # Lifecycle ------------------------------------------------------------------------
+
+    def __enter__(self) -> "Network":
+        if self.state == State.NEW:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> "Network":
+        """Bring the network up. Raises RingnetError (nothing is left running on failure)."""
+        with self._lock:
+            if self.state != State.NEW:
+                raise RingnetError(f"network is {self.state.value}; a Network starts only once")
+            self.state = State.STARTING
+        try:
+            self._preflight()
+            self._start()
+        except BaseException as e:
+            self._teardown()
+            self.state = State.FAILED
+            if isinstance(e, (RingnetError, KeyboardInterrupt, SystemExit)):
+                raise
+            if isinstance(e, TimeoutError):
+                raise ChildError(f"network did not start within {self.config.startup_timeout} s") from e
+            raise ChildError(f"network failed to start: {e}") from e
+        self.state = State.RUNNING
+        return self
+
+    def _preflight(self) -> None:
+        if not os.path.exists("/dev/net/tun"):
+            raise NamespaceError("/dev/net/tun does not exist: load the tun module (modprobe tun) "
+                                 "or create it (mknod /dev/net/tun c 10 200)")
+        if os.geteuid() != 0 and not os.access("/dev/net/tun", os.R_OK | os.W_OK):
+            raise NamespaceError("/dev/net/tun is not accessible to this user: make it mode 0666 "
+                                 "(chmod 0666 /dev/net/tun), as common distributions ship it")
+        if self._attach_pid is None:
+            ok, why = userns_available()
+            if not ok:
+                raise NamespaceError(f"user namespaces are disabled ({why}): enable them "
+                                     "(sysctl user.max_user_namespaces=15000 or "
+                                     "kernel.unprivileged_userns_clone=1)")
+        else:
+            check_attach_target(self._attach_pid)
+
+    def _spawn_child(self, module: str, name: str, spec: dict, fds: list[int]) -> _Child:
+        ctl, child_ctl = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            spec = dict(spec, ctl_fd=child_ctl.fileno(), parent_pid=os.getpid())
+            proc = subprocess.Popen(
+                [sys.executable, "-m", module, json.dumps(spec)],
+                pass_fds=[child_ctl.fileno(), *fds], stdin=subprocess.DEVNULL,
+                env=_child_env(), start_new_session=True, close_fds=True)
+        except BaseException:
+            ctl.close()
+            raise
+        finally:
+            child_ctl.close()
+        child = _Child(name, proc, ctl)
+        self._children.append(child)
+        return child
+
+    def _start(self) -> None:
+        cfg = self.config
+        key = os.urandom(16).hex()
+        base = {"config": dataclasses.asdict(cfg), "hash_key": key}
+        self._pctr = CounterArray.create("pump")
+        ns_ends: list[socket.socket] = []
+        try:
+            for i in range(cfg.workers):
+                ctr = CounterArray.create(f"w{i}")
+                self._wctr.append(ctr)
+                ns_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                ns_ends.append(ns_end)
+                try:
+                    self._spawn_child("ringnet._worker", f"worker {i}",
+                                      dict(base, index=i, ns_fd=worker_end.fileno(),
+                                           counters_fd=ctr.fd),
+                                      [worker_end.fileno(), ctr.fd])
+                finally:
+                    worker_end.close()
+            ns = self._spawn_child("ringnet._nschild", "namespace child",
+                                   dict(base, attach_pid=self._attach_pid,
+                                        worker_fds=[s.fileno() for s in ns_ends],
+                                        counters_fd=self._pctr.fd),
+                                   [s.fileno() for s in ns_ends] + [self._pctr.fd])
+        finally:
+            for s in ns_ends:
+                s.close()
+        self._finalizer = weakref.finalize(self, _reap, self._children, self._spawned)
+        self._wait_ready(ns)
+
+    def _wait_ready(self, ns: _Child) -> None:
+        """Wait for READY from the namespace child, serving IDMAP requests and watching the
+        workers, which report their own failures (for example refused rings)."""
+        deadline = time.monotonic() + self.config.startup_timeout
+        poller = select.poll()
+        by_fd = {c.ctl.fileno(): c for c in self._children}
+        for fd in by_fd:
+            poller.register(fd, select.POLLIN)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError()
+            for fd, _ in poller.poll(int(left * 1000) + 1):
+                child = by_fd[fd]
+                msg = _control.recv(child.ctl)
+                if msg is None:
+                    status = child.proc.wait(_GRACE)
+                    raise ChildError(f"{child.name} exited during start-up (status {status})")
+                if msg.type == Msg.ERROR:
+                    msg.close_fds()
+                    raise ChildError(str(msg.body.get("error", f"{child.name} failed")))
+                if child is ns and msg.type == Msg.IDMAP:
+                    self._serve_idmap(ns)
+                elif child is ns and msg.type == Msg.READY and len(msg.fds) == 2:
+                    self._nsfds = (msg.fds[0], msg.fds[1])
+                    self._ready = msg.body
+                    return
+                else:
+                    msg.close_fds()
+                    raise ProtocolError(f"unexpected {msg.type.name} from {child.name} during start-up")
+
+    def _serve_idmap(self, ns: _Child) -> None:
+        try:
+            run_idmap_helpers(ns.proc.pid)
+        except RingnetError as e:
+            _control.send(ns.ctl, Msg.IDMAP_DONE, {"error": str(e)})
+            raise
+        _control.send(ns.ctl, Msg.IDMAP_DONE)
+
+    def close(self) -> None:
+        """Tear everything down: commands still running inside, the children, fds, memory.
+        Safe to call more than once."""
+        with self._lock:
+            if self.state in (State.CLOSED, State.NEW):
+                self.state = State.CLOSED
+                return
+            self._teardown()
+            self.state = State.CLOSED
+
+    def _teardown(self) -> None:
+        if self._attach_pid is None and self._nsfds[1] >= 0:
+            self._kill_namespace_processes()
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        _reap(self._children, self._spawned)
+        self._children = []
+        for fd in self._nsfds:
+            if fd >= 0:
+                os.close(fd)
+        self._nsfds = (-1, -1)
+        for ctr in self._wctr:
+            ctr.close()
+        self._wctr = []
+        if self._pctr is not None:
+            self._pctr.close()
+            self._pctr = None
+
+    def _kill_namespace_processes(self) -> None:
+        """SIGKILL processes other than ours left in a namespace we created (for example
+        daemons a command started), so the namespace dies with the network."""
+        netns = os.fstat(self._nsfds[1]).st_ino
+        ours = {c.proc.pid for c in self._children}
+        for p in self._spawned:
+            if p.poll() is None:
+                try:
+                    p.terminate()
+                    p.wait(_GRACE)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+                except ProcessLookupError:
+                    pass
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) in ours:
+                continue
+            try:
+                if os.stat(f"/proc/{entry}/ns/net").st_ino == netns:
+                    os.kill(int(entry), signal.SIGKILL)
+            except OSError:
+                continue
+
+    # Running things inside ---------------------------------------------------------------
+
+    def _require_running(self) -> None:
+        if self.state != State.RUNNING:
+            raise RingnetError(f"network is {self.state.value}, not running")
+
+    def enter_argv(self, argv: Sequence[str]) -> list[str]:
+        """The argv that runs ``argv`` inside the namespace; its process must inherit the
+        fds in ``namespace_fds`` (``pass_fds``)."""
+        self._require_running()
+        if isinstance(argv, (str, bytes)) or not argv:
+            raise RingnetError("argv must be a non-empty sequence of strings, not a string")
+        return [sys.executable, "-E", "-s", "-S", _ENTER, str(self._nsfds[0]), str(self._nsfds[1]),
+                "--", *map(os.fspath, argv)]
+
+    @property
+    def namespace_fds(self) -> tuple[int, int]:
+        """fds of the namespace's user and net namespaces (valid while running)."""
+        self._require_running()
+        return self._nsfds
+
+    def spawn(self, argv: Sequence[str], **popen_kwargs: Any) -> subprocess.Popen:
+        """Start ``argv`` inside the namespace; returns a subprocess.Popen (all of Popen's
+        keyword arguments apply except ``executable`` and ``shell``). The process is root
+        in the namespace's user namespace; it is terminated when the network closes."""
+        for bad in ("executable", "shell", "preexec_fn"):
+            if popen_kwargs.get(bad):
+                raise RingnetError(f"spawn() does not take {bad}=")
+            popen_kwargs.pop(bad, None)
+        full = self.enter_argv(argv)
+        pass_fds = tuple(popen_kwargs.pop("pass_fds", ())) + self._nsfds
+        proc = subprocess.Popen(full, pass_fds=pass_fds, **popen_kwargs)
+        proc.args = list(argv)
+        self._spawned = [p for p in self._spawned if p.poll() is None] + [proc]
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = weakref.finalize(self, _reap, self._children, self._spawned)
+        return proc
+
+    def run(self, argv: Sequence[str], *, input: Optional[bytes] = None, capture_output: bool = False,
+            timeout: Optional[float] = None, check: bool = False,
+            **popen_kwargs: Any) -> subprocess.CompletedProcess:
+        """Run ``argv`` inside the namespace and wait for it, like subprocess.run."""
+        if capture_output:
+            popen_kwargs["stdout"] = popen_kwargs["stderr"] = subprocess.PIPE
+        if input is not None:
+            popen_kwargs["stdin"] = subprocess.PIPE
+        with self.spawn(argv, **popen_kwargs) as proc:
+            try:
+                out, err = proc.communicate(input, timeout=timeout)
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+        done = subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
+        if check:
+            done.check_returncode()
+        return done
+
+    # Introspection ---------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int:
+        """PID of the namespace child (it holds the namespace and the tun device)."""
+        self._require_running()
+        return next(c.proc.pid for c in self._children if c.name == "namespace child")
+
+    @property
+    def worker_pids(self) -> list[int]:
+        self._require_running()
+        return [c.proc.pid for c in self._children if c.name.startswith("worker")]
+
+    def pids(self) -> list[int]:
+        """Every ringnet process of this network: the namespace child and the workers."""
+        self._require_running()
+        return [c.proc.pid for c in self._children]
+
+    @property
+    def ifname(self) -> str:
+        return str(self._ready.get("ifname", self.config.ifname))
+
+    @property
+    def offloads(self) -> list[str]:
+        """tun offloads the kernel accepted (csum, tso4, tso6, tso_ecn, uso4, uso6)."""
+        return list(self._ready.get("offloads", []))
+
+    def counters(self) -> dict[str, Any]:
+        """A snapshot of the C core's counters: ``{"pump": {...}, "workers": [{...}, ...]}``."""
+        self._require_running()
+        assert self._pctr is not None
+        wnames, pnames = worker_counter_names(), pump_counter_names()
+        return {"pump": self._pctr.snapshot(pnames),
+                "workers": [c.snapshot(wnames) for c in self._wctr]}
+
+    def failed_children(self) -> list[str]:
+        """Names of children that have exited while the network runs (empty when healthy)."""
+        return [f"{c.name} (status {c.proc.returncode})" for c in self._children
+                if c.proc.poll() is not None]
+
+    def __repr__(self) -> str:
+        return f"<Network {self.state.value} {self.config.cidr4} workers={self.config.workers}>"
