@@ -14,6 +14,7 @@
 #include "shm.h"
 #include "counters.h"
 #include "flow.h"
+#include "worker.h"
 #include "ringtest.h"
 
 #endif /* RN_API_H */

@@ -1,0 +1,718 @@
+/* worker.c - host stack worker: event loop and the untrusted frame intake
+ *
+ * Theory of operation
+ * -------------------
+ * A worker is one host process serving one pair of rings shared with the
+ * namespace child (shm.h): it consumes frames from ring to_worker and
+ * produces frames into ring to_ns. The namespace side is untrusted; this file
+ * is where its bytes enter.
+ *
+ * Event loop (rn_worker_run()): take up to RN_WORKER_BATCH frames from
+ * to_worker, process each, then release the consumed bytes and publish the
+ * produced frames once per batch, kicking the namespace's eventfd only if the
+ * ring protocol says it waits (need_wakeup on to_ns, need_space on
+ * to_worker), so a busy worker makes no syscall per frame. When to_worker is
+ * empty the worker announces sleep (rn_ring_consumer_sleep()), re-checks, and
+ * blocks in epoll_wait() on its doorbell eventfd and the watched control fds.
+ * A readable control fd makes rn_worker_run() return 1 so that Python can
+ * handle the message; a busy worker still looks at them every
+ * RN_WORKER_BUSY_CHECK batches. The worker never waits for room in to_ns: a
+ * reply that does not fit is dropped and counted (ring_full).
+ *
+ * Frame intake (rn_worker_input()): the frame stays in shared memory, where the
+ * namespace side may rewrite it at any time. The first RN_WORKER_HDR_COPY bytes
+ * are copied into the worker's private buffer and everything is parsed and
+ * validated from that copy only, through the bounds-checked accessor of
+ * packet.h; a validated length is never read again from shared memory.
+ * Protocol code that needs more of the frame copies it with rn_worker_pull().
+ * The checks, in order, each with its own drop counter: frame length
+ * (drop_short), virtio-net header (drop_vnet), IP version (drop_ip_version),
+ * IPv4 header and total length (drop_ipv4_header), IPv4 header checksum
+ * (drop_ipv4_csum), IPv6 payload length (drop_ipv6_header), fragments
+ * (drop_fragment), source address (drop_src_addr), multicast and broadcast
+ * destinations (drop_multicast), IPv6 extension headers (drop_ext_header),
+ * offload fields against the packet (drop_vnet), flow ownership
+ * (drop_wrong_owner). rn_worker_l4_input() then dispatches on the transport
+ * protocol; this is where TCP and UDP cores plug in.
+ *
+ * Accounting: every frame taken from to_worker adds to frames_in and bytes_in
+ * and then to exactly one outcome counter: a drop_* reason, a reply counter,
+ * or ring_full. Handlers return that counter's index and rn_worker_input()
+ * adds it, so no path can count a frame twice or not at all.
+ *
+ * Errors: a malformed frame is dropped; a ring whose indices or records are
+ * impossible (rn_ring_peek(), rn_ring_reserve() return -EPROTO) ends the
+ * worker: the error sticks in w->err and every later call returns it.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "checksum.h"
+#include "flow.h"
+#include "icmp.h"
+#include "worker.h"
+
+#define RN_WORKER_BUSY_CHECK	16u
+#define RN_WORKER_EVENTS	8
+#define RN_IPV4_HDR_MIN		20u
+#define RN_IPV6_HDR_LEN		40u
+#define RN_IPPROTO_ICMP		1u
+#define RN_IPPROTO_TCP		6u
+#define RN_IPPROTO_UDP		17u
+#define RN_IPPROTO_FRAGMENT	44u
+#define RN_IPPROTO_ICMPV6	58u
+#define RN_IPV4_MF_OFFSET	0x3fffu
+
+/**
+ * rn_worker_kick() - wake the namespace side
+ * @w:		worker
+ */
+static void rn_worker_kick(struct rn_worker *w)
+{
+	uint64_t one = 1;
+
+	/* EAGAIN means the counter is saturated: the kick is pending anyway */
+	if (write(w->ev_ns, &one, sizeof(one)) == sizeof(one))
+		rn_ctr_add(w->ctr, RN_WCTR_kicks, 1);
+}
+
+/**
+ * rn_worker_fatal() - record a fatal error; the worker does no more work
+ * @w:		worker
+ * @err:	negative errno
+ *
+ * Return: @err
+ */
+static int rn_worker_fatal(struct rn_worker *w, int err)
+{
+	if (!w->err)
+		w->err = err;
+	return w->err;
+}
+
+/**
+ * rn_worker_pull() - copy more of the transport part into the private buffer
+ * @w:		worker
+ * @f:		frame being processed
+ * @n:		transport bytes wanted, clamped to f->l4len
+ *
+ * Updates f->l4 and f->copied. The bytes come from shared memory once; the
+ * range lies inside the frame because 12 + f->pktlen <= f->len.
+ *
+ * Return: transport bytes now present in f->l4
+ */
+uint32_t rn_worker_pull(struct rn_worker *w, struct rn_frame *f, uint32_t n)
+{
+	uint32_t l4off = RN_VNET_HDR_LEN + f->l3len, want, end;
+
+	if (n > f->l4len)
+		n = f->l4len;
+	want = l4off + n;
+	if (want > f->copied) {
+		memcpy(w->buf + f->copied, f->shm + f->copied, want - f->copied);
+		f->copied = want;
+	}
+	end = RN_VNET_HDR_LEN + f->pktlen;
+	if (end > f->copied)
+		end = f->copied;
+	f->l4.p = w->buf + l4off;
+	f->l4.len = end - l4off;
+	return f->l4.len;
+}
+
+/**
+ * rn_worker_csum_complete() - fill in a NEEDS_CSUM partial checksum, privately
+ * @w:		worker
+ * @f:		frame with NEEDS_CSUM, transport part fully pulled
+ *
+ * Does what a NIC would: the sum from csum_start to the end of the packet
+ * (the field holds the pseudo-header sum) is folded, complemented and stored
+ * at csum_start + csum_offset, in the private copy only. The range was
+ * validated against the packet in rn_worker_vnet_l3().
+ */
+void rn_worker_csum_complete(struct rn_worker *w, struct rn_frame *f)
+{
+	uint32_t start = f->vnet.csum_start, field = start + f->vnet.csum_offset;
+	uint8_t *pkt = w->buf + RN_VNET_HDR_LEN;
+
+	if (RN_VNET_HDR_LEN + f->pktlen > f->copied)
+		return;
+	rn_put_be16(pkt + field, rn_csum(pkt + start, f->pktlen - start, 0));
+}
+
+/**
+ * rn_worker_tx_reserve() - room for a frame to the namespace, vnet header zeroed
+ * @w:		worker
+ * @pktlen:	length of the IP packet that will follow the virtio-net header
+ * @err:	set to 0 if the ring is full, or to -EPROTO if it is corrupted
+ *		(then the worker is finished)
+ *
+ * Return: where the IP packet goes, or NULL (see @err)
+ */
+uint8_t *rn_worker_tx_reserve(struct rn_worker *w, uint32_t pktlen, int *err)
+{
+	uint8_t *p;
+
+	*err = 0;
+	if (pktlen > RN_PKT_MAX) {
+		*err = rn_worker_fatal(w, -EINVAL);
+		return NULL;
+	}
+	p = rn_ring_reserve(&w->tx, RN_VNET_HDR_LEN + pktlen, err);
+	if (!p) {
+		if (*err)
+			*err = rn_worker_fatal(w, *err);
+		return NULL;
+	}
+	memset(p, 0, RN_VNET_HDR_LEN);
+	return p + RN_VNET_HDR_LEN;
+}
+
+/**
+ * rn_worker_tx_commit() - finish the frame reserved by rn_worker_tx_reserve()
+ * @w:		worker
+ * @pktlen:	IP packet length, at most what was reserved
+ *
+ * The frame becomes visible to the namespace at the end of the batch.
+ */
+void rn_worker_tx_commit(struct rn_worker *w, uint32_t pktlen)
+{
+	rn_ring_commit(&w->tx, RN_VNET_HDR_LEN + pktlen);
+	rn_ctr_add(w->ctr, RN_WCTR_frames_out, 1);
+	rn_ctr_add(w->ctr, RN_WCTR_bytes_out, RN_VNET_HDR_LEN + pktlen);
+}
+
+/**
+ * rn_worker_vnet() - parse and check the virtio-net header on its own
+ * @f:		frame; f->vnet is filled
+ * @frame:	private copy of the frame
+ *
+ * Accepts the flags NEEDS_CSUM and DATA_VALID and the GSO types NONE, TCPV4,
+ * TCPV6 and UDP_L4 (the latter three with a segment size, and possibly ECN).
+ *
+ * Return: 0, or the drop counter
+ */
+static int rn_worker_vnet(struct rn_frame *f, const struct rn_pkt *frame)
+{
+	const uint8_t *h = rn_pkt_get(frame, 0, RN_VNET_HDR_LEN);
+	struct rn_vnet_hdr *v = &f->vnet;
+
+	if (!h)
+		return RN_WCTR_drop_short;
+	v->flags = h[0];
+	v->gso_type = h[1];
+	v->hdr_len = rn_le16(h + 2);
+	v->gso_size = rn_le16(h + 4);
+	v->csum_start = rn_le16(h + 6);
+	v->csum_offset = rn_le16(h + 8);
+	v->num_buffers = rn_le16(h + 10);
+
+	if (v->flags & ~(RN_VNET_F_NEEDS_CSUM | RN_VNET_F_DATA_VALID))
+		return RN_WCTR_drop_vnet;
+	if (v->gso_type == RN_VNET_GSO_NONE)
+		return 0;
+	switch (v->gso_type & ~RN_VNET_GSO_ECN) {
+	case RN_VNET_GSO_TCPV4:
+	case RN_VNET_GSO_TCPV6:
+	case RN_VNET_GSO_UDP_L4:
+		return v->gso_size ? 0 : RN_WCTR_drop_vnet;
+	}
+	return RN_WCTR_drop_vnet;
+}
+
+/**
+ * rn_worker_vnet_l3() - check the virtio-net header against the parsed packet
+ * @f:		frame with the IP header parsed
+ *
+ * A NEEDS_CSUM checksum range must lie in the transport part of the packet,
+ * and a GSO type must match the IP version and transport protocol.
+ *
+ * Return: 0, or the drop counter
+ */
+static int rn_worker_vnet_l3(const struct rn_frame *f)
+{
+	const struct rn_vnet_hdr *v = &f->vnet;
+
+	if (v->flags & RN_VNET_F_NEEDS_CSUM) {
+		if (v->csum_start < f->l3len || v->csum_start > f->pktlen ||
+		    (uint32_t)v->csum_offset + 2 > f->pktlen - v->csum_start)
+			return RN_WCTR_drop_vnet;
+	}
+	switch (v->gso_type & ~RN_VNET_GSO_ECN) {
+	case RN_VNET_GSO_NONE:
+		return 0;
+	case RN_VNET_GSO_TCPV4:
+		return f->family == 4 && f->proto == RN_IPPROTO_TCP ? 0 : RN_WCTR_drop_vnet;
+	case RN_VNET_GSO_TCPV6:
+		return f->family == 6 && f->proto == RN_IPPROTO_TCP ? 0 : RN_WCTR_drop_vnet;
+	case RN_VNET_GSO_UDP_L4:
+		return f->proto == RN_IPPROTO_UDP ? 0 : RN_WCTR_drop_vnet;
+	}
+	return RN_WCTR_drop_vnet;
+}
+
+/**
+ * rn_worker_ip4() - validate an IPv4 header
+ * @w:		worker
+ * @f:		frame; the IP fields are filled
+ * @pkt:	private copy of the IP packet (bytes present, maybe truncated copy)
+ * @present:	bytes of the IP packet in the frame
+ *
+ * Return: 0, or the drop counter
+ */
+static int rn_worker_ip4(const struct rn_worker *w, struct rn_frame *f,
+			 const struct rn_pkt *pkt, uint32_t present)
+{
+	const uint8_t *h = rn_pkt_get(pkt, 0, RN_IPV4_HDR_MIN);
+	uint32_t ihl, tot;
+
+	if (!h)
+		return RN_WCTR_drop_short;
+	ihl = (h[0] & 0xfu) * 4u;
+	if (ihl < RN_IPV4_HDR_MIN || ihl > present || !(h = rn_pkt_get(pkt, 0, ihl)))
+		return RN_WCTR_drop_ipv4_header;
+	tot = rn_be16(h + 2);
+	if (tot < ihl || tot > present)
+		return RN_WCTR_drop_ipv4_header;
+	if (rn_csum(h, ihl, 0))
+		return RN_WCTR_drop_ipv4_csum;
+	if (rn_be16(h + 6) & RN_IPV4_MF_OFFSET)
+		return RN_WCTR_drop_fragment;
+
+	f->family = 4;
+	f->proto = h[9];
+	f->l3len = (uint16_t)ihl;
+	f->pktlen = tot;
+	f->saddr = h + 12;
+	f->daddr = h + 16;
+	f->l3.p = h;
+	f->l3.len = ihl;
+
+	if (memcmp(f->saddr, w->p.guest4, 4))
+		return RN_WCTR_drop_src_addr;
+	if ((f->daddr[0] & 0xf0) == 0xe0 || !memcmp(f->daddr, "\xff\xff\xff\xff", 4))
+		return RN_WCTR_drop_multicast;
+	return 0;
+}
+
+/**
+ * rn_worker_ip6_ext() - whether an IPv6 next header value is an extension header
+ * @nh:		next header value
+ *
+ * Return: true for the extension headers of the IANA registry, except the
+ *	   fragment header
+ */
+static int rn_worker_ip6_ext(uint8_t nh)
+{
+	switch (nh) {
+	case 0:		/* Hop-by-Hop */
+	case 43:	/* Routing */
+	case 51:	/* Authentication */
+	case 60:	/* Destination Options */
+	case 135:	/* Mobility */
+	case 139:	/* HIP */
+	case 140:	/* Shim6 */
+	case 253:	/* experiments */
+	case 254:
+		return 1;
+	}
+	return 0;
+}
+
+/**
+ * rn_worker_ip6() - validate an IPv6 header
+ * @w:		worker
+ * @f:		frame; the IP fields are filled
+ * @pkt:	private copy of the IP packet
+ * @present:	bytes of the IP packet in the frame
+ *
+ * Link-local sources are accepted here and left to rn_worker_l4_input().
+ *
+ * Return: 0, or the drop counter
+ */
+static int rn_worker_ip6(const struct rn_worker *w, struct rn_frame *f,
+			 const struct rn_pkt *pkt, uint32_t present)
+{
+	const uint8_t *h = rn_pkt_get(pkt, 0, RN_IPV6_HDR_LEN);
+	uint32_t plen;
+
+	if (!h || present < RN_IPV6_HDR_LEN)
+		return RN_WCTR_drop_short;
+	plen = rn_be16(h + 4);
+	/* Zero payload length: a jumbogram or a BIG TCP GSO frame */
+	if (!plen && (h[6] == 0 || f->vnet.gso_type != RN_VNET_GSO_NONE))
+		return RN_WCTR_drop_ipv6_header;
+	if (plen > present - RN_IPV6_HDR_LEN)
+		return RN_WCTR_drop_ipv6_header;
+
+	f->family = 6;
+	f->proto = h[6];
+	f->l3len = RN_IPV6_HDR_LEN;
+	f->pktlen = RN_IPV6_HDR_LEN + plen;
+	f->saddr = h + 8;
+	f->daddr = h + 24;
+	f->l3.p = h;
+	f->l3.len = RN_IPV6_HDR_LEN;
+
+	if (memcmp(f->saddr, w->p.guest6, 16) &&
+	    !(f->saddr[0] == 0xfe && (f->saddr[1] & 0xc0) == 0x80))
+		return RN_WCTR_drop_src_addr;
+	if (f->daddr[0] == 0xff)
+		return RN_WCTR_drop_multicast;
+	if (f->proto == RN_IPPROTO_FRAGMENT)
+		return RN_WCTR_drop_fragment;
+	if (rn_worker_ip6_ext(f->proto))
+		return RN_WCTR_drop_ext_header;
+	return 0;
+}
+
+/**
+ * rn_worker_l4_input() - hand a validated frame to its protocol's handler
+ * @w:		worker
+ * @f:		validated frame owned by this worker
+ *
+ * The one place that knows which protocols the worker handles: TCP and UDP
+ * cores are added here. IPv6 frames from link-local sources (neighbour
+ * discovery and the like) are not handled yet.
+ *
+ * Return: the counter recording what became of the frame, or negative errno
+ *	   when the worker must stop
+ */
+static int rn_worker_l4_input(struct rn_worker *w, struct rn_frame *f)
+{
+	if (f->family == 6 && memcmp(f->saddr, w->p.guest6, 16))
+		return RN_WCTR_drop_unhandled_proto;
+
+	switch (f->proto) {
+	case RN_IPPROTO_ICMP:
+		if (f->family == 4)
+			return rn_icmp_input(w, f);
+		break;
+	case RN_IPPROTO_ICMPV6:
+		if (f->family == 6)
+			return rn_icmp_input(w, f);
+		break;
+	}
+	return RN_WCTR_drop_unhandled_proto;
+}
+
+/**
+ * rn_worker_validate() - validate a frame from its private copy
+ * @w:		worker
+ * @f:		frame with shm, len and copied set; the rest is filled
+ *
+ * Return: 0 if the frame is valid and ours, else the drop counter
+ */
+static int rn_worker_validate(struct rn_worker *w, struct rn_frame *f)
+{
+	struct rn_pkt frame = { w->buf, f->copied }, pkt;
+	uint32_t present = f->len - RN_VNET_HDR_LEN;
+	const uint8_t *ver;
+	int drop;
+
+	if (f->len < RN_VNET_HDR_LEN + RN_IPV4_HDR_MIN)
+		return RN_WCTR_drop_short;
+	drop = rn_worker_vnet(f, &frame);
+	if (drop)
+		return drop;
+	rn_pkt_sub(&frame, RN_VNET_HDR_LEN, f->copied - RN_VNET_HDR_LEN, &pkt);
+	ver = rn_pkt_get(&pkt, 0, 1);
+	if (!ver)
+		return RN_WCTR_drop_short;
+
+	switch (ver[0] >> 4) {
+	case 4:
+		drop = rn_worker_ip4(w, f, &pkt, present);
+		break;
+	case 6:
+		drop = rn_worker_ip6(w, f, &pkt, present);
+		break;
+	default:
+		return RN_WCTR_drop_ip_version;
+	}
+	if (drop)
+		return drop;
+
+	drop = rn_worker_vnet_l3(f);
+	if (drop)
+		return drop;
+
+	rn_worker_pull(w, f, 0);
+	if (rn_flow_owner(w->p.hash_key, w->p.nworkers, w->buf, f->copied) != w->p.index)
+		return RN_WCTR_drop_wrong_owner;
+	return 0;
+}
+
+/**
+ * rn_worker_input() - process one frame from the namespace
+ * @w:		worker
+ * @shm:	frame in shared memory
+ * @len:	frame length from the ring record, at most RN_FRAME_MAX
+ *
+ * Return: 0, or negative errno when the worker must stop
+ */
+static int rn_worker_input(struct rn_worker *w, const uint8_t *shm, uint32_t len)
+{
+	struct rn_frame f = { .shm = shm, .len = len };
+	int outcome;
+
+	rn_ctr_add(w->ctr, RN_WCTR_frames_in, 1);
+	rn_ctr_add(w->ctr, RN_WCTR_bytes_in, len);
+
+	f.copied = len < RN_WORKER_HDR_COPY ? len : RN_WORKER_HDR_COPY;
+	memcpy(w->buf, shm, f.copied);
+
+	outcome = rn_worker_validate(w, &f);
+	if (!outcome)
+		outcome = rn_worker_l4_input(w, &f);
+	if (outcome < 0)
+		return rn_worker_fatal(w, outcome);
+	rn_ctr_add(w->ctr, (unsigned int)outcome, 1);
+	return 0;
+}
+
+/**
+ * rn_worker_batch() - process up to RN_WORKER_BATCH frames, then sync the rings
+ * @w:		worker
+ *
+ * Consumed bytes are released and replies published once, at the end, with
+ * at most one kick of the namespace side.
+ *
+ * Return: frames processed, or negative errno when the worker must stop
+ */
+static int rn_worker_batch(struct rn_worker *w)
+{
+	const uint8_t *frame;
+	unsigned int n;
+	uint32_t len;
+	int rc, kick;
+
+	if (w->err)
+		return w->err;
+	for (n = 0; n < RN_WORKER_BATCH; n++) {
+		rc = rn_ring_peek(&w->rx, &frame, &len);
+		if (rc < 0)
+			return rn_worker_fatal(w, rc);
+		if (!rc)
+			break;
+		rc = rn_worker_input(w, frame, len);
+		if (rc < 0)
+			return rc;
+		rn_ring_consume(&w->rx);
+	}
+	kick = rn_ring_release(&w->rx);
+	kick |= rn_ring_publish(&w->tx);
+	if (kick)
+		rn_worker_kick(w);
+	return (int)n;
+}
+
+/**
+ * rn_worker_poll() - process everything now in to_worker, without blocking
+ * @w:		worker
+ *
+ * Return: number of frames processed, or negative errno (-EPROTO: a ring is
+ *	   corrupted, the worker is finished)
+ */
+int rn_worker_poll(struct rn_worker *w)
+{
+	int n, total = 0;
+
+	do {
+		n = rn_worker_batch(w);
+		if (n < 0)
+			return n;
+		total += n;
+	} while (n == (int)RN_WORKER_BATCH);
+	return total;
+}
+
+/**
+ * rn_worker_now_ms() - monotonic clock in milliseconds
+ *
+ * Return: milliseconds since an arbitrary point
+ */
+static int64_t rn_worker_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/**
+ * rn_worker_run() - run the event loop until a control fd is readable or timeout
+ * @w:		worker
+ * @timeout_ms:	give up after this long, < 0 for never
+ *
+ * Return: 1 when a watched fd is readable or hung up, 0 on timeout, negative
+ *	   errno on a fatal error (-EPROTO: a ring is corrupted)
+ */
+int rn_worker_run(struct rn_worker *w, int timeout_ms)
+{
+	int64_t deadline = rn_worker_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+	struct epoll_event ev[RN_WORKER_EVENTS];
+	unsigned int busy = 0;
+	int n, i, idle, wait, ctl;
+	uint64_t v;
+
+	for (;;) {
+		n = rn_worker_batch(w);
+		if (n < 0)
+			return n;
+
+		idle = n < (int)RN_WORKER_BATCH && rn_ring_consumer_sleep(&w->rx);
+		if (!idle && ++busy % RN_WORKER_BUSY_CHECK)
+			continue;
+
+		wait = 0;
+		if (idle && timeout_ms < 0) {
+			wait = -1;
+		} else if (idle) {
+			int64_t left = deadline - rn_worker_now_ms();
+
+			wait = left > 0 ? (int)left : 0;
+		}
+
+		n = epoll_wait(w->epfd, ev, RN_WORKER_EVENTS, wait);
+		if (idle)
+			rn_ring_consumer_awake(&w->rx);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (wait)
+			rn_ctr_add(w->ctr, RN_WCTR_wakeups, 1);
+
+		for (ctl = 0, i = 0; i < n; i++) {
+			if (ev[i].data.fd != w->ev_worker)
+				ctl = 1;
+			else if (read(w->ev_worker, &v, sizeof(v)) < 0 && errno != EAGAIN)
+				return -errno;
+		}
+		if (ctl)
+			return 1;
+		if (timeout_ms >= 0 && rn_worker_now_ms() >= deadline)
+			return 0;
+	}
+}
+
+/**
+ * rn_worker_watch_fd() - make rn_worker_run() return 1 when @fd is readable
+ * @w:		worker
+ * @fd:		control fd; the caller keeps owning it
+ *
+ * Return: 0, or negative errno from epoll_ctl() (-EEXIST if already watched)
+ */
+int rn_worker_watch_fd(struct rn_worker *w, int fd)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+
+	if (fd < 0 || fd == w->ev_worker)
+		return -EINVAL;
+	ev.data.fd = fd;
+	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev))
+		return -errno;
+	return 0;
+}
+
+/**
+ * rn_worker_params_ok() - check parameters that do not depend on the mapping
+ * @p:		parameters
+ *
+ * Return: true if they are acceptable
+ */
+static int rn_worker_params_ok(const struct rn_worker_params *p)
+{
+	return p->nworkers >= 1 && p->index < p->nworkers &&
+	       p->mtu >= 1280 && p->mtu <= 65520;
+}
+
+/**
+ * rn_worker_new() - create a worker on a shared mapping
+ * @out:	set to the new worker on success
+ * @p:		parameters, copied
+ * @shm:	the worker's mapping (shm.h layout), page aligned
+ * @shm_len:	its length, must be rn_shm_size(p->ring_size)
+ * @counters:	RN_CTR_SLOTS counters owned by this worker
+ * @ev_worker_fd: eventfd the worker blocks on (caller keeps owning it)
+ * @ev_ns_fd:	eventfd that wakes the namespace side (caller keeps owning it)
+ *
+ * Attaches to_worker as consumer and to_ns as producer, adopting their
+ * control blocks (validated by rn_ring_attach()). Rings must be large enough
+ * for two RN_FRAME_MAX records each, that is at least 512 KiB.
+ *
+ * Return: 0, -EINVAL for bad parameters, -EPROTO for a bad shared header or
+ *	   ring, -ENOMEM, or another negative errno from epoll
+ */
+int rn_worker_new(struct rn_worker **out, const struct rn_worker_params *p, void *shm,
+		  size_t shm_len, uint64_t *counters, int ev_worker_fd, int ev_ns_fd)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+	struct rn_shm_hdr hdr;
+	struct rn_worker *w;
+	int rc;
+
+	if (!out || !p || !shm || !counters || ev_worker_fd < 0 || ev_ns_fd < 0)
+		return -EINVAL;
+	*out = NULL;
+	if (!rn_worker_params_ok(p) || p->ring_size < RN_RING_MIN_SIZE ||
+	    p->ring_size > RN_RING_MAX_SIZE || shm_len != rn_shm_size(p->ring_size))
+		return -EINVAL;
+
+	memcpy(&hdr, shm, sizeof(hdr));
+	if (hdr.magic != RN_SHM_MAGIC || hdr.version != RN_SHM_VERSION)
+		return -EPROTO;
+
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->p = *p;
+	w->ctr = counters;
+	w->ev_worker = ev_worker_fd;
+	w->ev_ns = ev_ns_fd;
+
+	rc = rn_ring_attach(&w->rx, rn_shm_to_worker(shm, p->ring_size), p->ring_size,
+			    RN_FRAME_MAX, 0);
+	if (!rc)
+		rc = rn_ring_attach(&w->tx, rn_shm_to_ns(shm, p->ring_size), p->ring_size,
+				    RN_FRAME_MAX, 0);
+	if (rc) {
+		free(w);
+		return rc;
+	}
+
+	w->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (w->epfd < 0) {
+		rc = -errno;
+		free(w);
+		return rc;
+	}
+	ev.data.fd = ev_worker_fd;
+	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, ev_worker_fd, &ev)) {
+		rc = -errno;
+		close(w->epfd);
+		free(w);
+		return rc;
+	}
+
+	*out = w;
+	return 0;
+}
+
+/**
+ * rn_worker_free() - destroy a worker; the mapping and eventfds stay the caller's
+ * @w:		worker, or NULL
+ */
+void rn_worker_free(struct rn_worker *w)
+{
+	if (!w)
+		return;
+	close(w->epfd);
+	free(w);
+}

@@ -1,0 +1,120 @@
+/* worker.h - a host stack worker: context, frame intake, hooks for protocol code
+ *
+ * The first half is the API Python uses (mirrored in worker.cdef). The second
+ * half is for the protocol modules (icmp.c, later tcp.c and udp.c) that
+ * rn_worker_l4_input() dispatches to: the frame being processed, its private
+ * copy, and the way to put a reply into the namespace ring.
+ */
+#ifndef RN_WORKER_H
+#define RN_WORKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "counters.h"
+#include "packet.h"
+#include "ring.h"
+#include "shm.h"
+
+/* Frame bytes copied out of shared memory before any parsing */
+#define RN_WORKER_HDR_COPY	256u
+/* Frames processed between two releases/publications of the rings */
+#define RN_WORKER_BATCH		64u
+
+/**
+ * struct rn_worker_params - what a worker needs to know, from the orchestrator
+ * @index:	this worker's index
+ * @nworkers:	number of workers, at least 1
+ * @hash_key:	flow hash secret (flow.h)
+ * @ring_size:	data area size of each ring (shm.h layout)
+ * @mtu:	namespace interface MTU, 1280..65520
+ * @guest4:	namespace IPv4 address, network order
+ * @gw4:	IPv4 gateway address (answered by the worker)
+ * @dns4:	IPv4 DNS address
+ * @guest6:	namespace IPv6 address
+ * @gw6:	IPv6 gateway address
+ * @dns6:	IPv6 DNS address
+ */
+struct rn_worker_params {
+	uint32_t index;
+	uint32_t nworkers;
+	uint8_t hash_key[16];
+	uint32_t ring_size;
+	uint32_t mtu;
+	uint8_t guest4[4], gw4[4], dns4[4];
+	uint8_t guest6[16], gw6[16], dns6[16];
+};
+
+/**
+ * struct rn_worker - one worker's context; all mutable state lives here
+ * @p:		parameters, copied at creation
+ * @rx:		ring to_worker, consumer side
+ * @tx:		ring to_ns, producer side
+ * @ctr:	counter array (RN_CTR_SLOTS entries), owned by this worker
+ * @ev_worker:	eventfd we block on (caller owns it)
+ * @ev_ns:	eventfd that wakes the namespace side (caller owns it)
+ * @epfd:	epoll instance: @ev_worker and the watched control fds
+ * @err:	fatal error (negative errno) once a ring was found corrupted, else 0
+ * @buf:	private copy of the frame being processed
+ */
+struct rn_worker {
+	struct rn_worker_params p;
+	struct rn_ring rx;
+	struct rn_ring tx;
+	uint64_t *ctr;
+	int ev_worker;
+	int ev_ns;
+	int epfd;
+	int err;
+	uint8_t buf[RN_FRAME_MAX];
+};
+
+int rn_worker_new(struct rn_worker **out, const struct rn_worker_params *p, void *shm,
+		  size_t shm_len, uint64_t *counters, int ev_worker_fd, int ev_ns_fd);
+int rn_worker_watch_fd(struct rn_worker *w, int fd);
+int rn_worker_run(struct rn_worker *w, int timeout_ms);
+int rn_worker_poll(struct rn_worker *w);
+void rn_worker_free(struct rn_worker *w);
+
+/**
+ * struct rn_frame - the frame being processed, as protocol handlers see it
+ * @shm:	the frame in shared memory: copy from it, never parse it
+ * @len:	frame length from the ring record (vnet header included)
+ * @copied:	bytes of the frame present in the worker's private buffer
+ * @vnet:	the validated virtio-net header, host order
+ * @family:	4 or 6
+ * @proto:	transport protocol (IPv6: the first next header)
+ * @l3len:	IP header length: IPv4 IHL * 4, IPv6 40
+ * @pktlen:	IP packet length from its header (trailing bytes excluded)
+ * @saddr:	source address, in the private copy
+ * @daddr:	destination address, in the private copy
+ * @l3:		the validated IP header, in the private copy
+ * @l4:		the transport bytes present in the private copy (see rn_worker_pull())
+ * @l4len:	transport header plus payload length, from the IP header
+ *
+ * All lengths here were validated: 12 + @pktlen <= @len, @l3len + @l4len ==
+ * @pktlen, and the checksum range of a NEEDS_CSUM header lies in the transport
+ * part.
+ */
+struct rn_frame {
+	const uint8_t *shm;
+	uint32_t len;
+	uint32_t copied;
+	struct rn_vnet_hdr vnet;
+	uint8_t family;
+	uint8_t proto;
+	uint16_t l3len;
+	uint32_t pktlen;
+	const uint8_t *saddr;
+	const uint8_t *daddr;
+	struct rn_pkt l3;
+	struct rn_pkt l4;
+	uint32_t l4len;
+};
+
+uint32_t rn_worker_pull(struct rn_worker *w, struct rn_frame *f, uint32_t n);
+void rn_worker_csum_complete(struct rn_worker *w, struct rn_frame *f);
+uint8_t *rn_worker_tx_reserve(struct rn_worker *w, uint32_t pktlen, int *err);
+void rn_worker_tx_commit(struct rn_worker *w, uint32_t pktlen);
+
+#endif /* RN_WORKER_H */
