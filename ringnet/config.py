@@ -27,6 +27,9 @@ _V4_RESERVED = [ipaddress.ip_network(n) for n in ("0.0.0.0/8", "127.0.0.0/8", "2
 _V6_RESERVED = [ipaddress.ip_network(n) for n in ("::/127", "fe80::/10", "ff00::/8",
                                                    "::ffff:0:0/96")]
 
+# guest, gateway, DNS: .100/.2/.3 and ::100/::2/::3 as slirp4netns places them
+_OFFSETS = {4: (100, 2, 3), 6: (0x100, 2, 3)}
+
 IPAddr = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
 
@@ -137,7 +140,7 @@ class NetworkConfig:
             if net.overlaps(r):
                 raise ConfigError(f"{cidr_field}={cidr} overlaps the reserved range {r}; "
                                   "choose a private network")
-        offsets = (100, 2, 3)
+        offsets = _OFFSETS[version]
         addrs = [_address(getattr(self, f), f, net, off) for f, off in zip(fields, offsets)]
         for i in range(3):
             for j in range(i + 1, 3):
@@ -159,10 +162,10 @@ class NetworkConfig:
         """The resolved guest, gateway and DNS addresses of both families (IPv6 ones only
         when ipv6 is on)."""
         out: dict[str, IPAddr] = {}
-        for f, off in (("guest4", 100), ("gateway4", 2), ("dns4", 3)):
+        for f, off in zip(("guest4", "gateway4", "dns4"), _OFFSETS[4]):
             out[f] = _address(getattr(self, f), f, self.network4, off)
         if self.ipv6:
-            for f, off in (("guest6", 100), ("gateway6", 2), ("dns6", 3)):
+            for f, off in zip(("guest6", "gateway6", "dns6"), _OFFSETS[6]):
                 out[f] = _address(getattr(self, f), f, self.network6, off)
         return out
 

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# setup-test-env.sh - install everything ringnet's tests need on a fresh Debian machine.
+#
+# As root: Debian packages (compiler, Python headers and venv, iperf3, ping, setpriv),
+# /dev/net/tun mode 0666 (as common distributions ship it), an unprivileged user for
+# the rootless tests, and a virtual environment that every user can run, made from
+# Debian's /usr/bin/python3, with ringnet and its test dependencies installed.
+# As another user: only the virtual environment (under ~/.cache unless RINGNET_VENV
+# says otherwise). Idempotent; prints the venv path on its last line.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TEST_USER=${RINGNET_TEST_USER:-ringnet-test}
+if [ "$(id -u)" = 0 ]; then
+    VENV=${RINGNET_VENV:-/opt/ringnet-venv}
+else
+    VENV=${RINGNET_VENV:-$HOME/.cache/ringnet-venv}
+fi
+PY=/usr/bin/python3
+
+if [ "$(id -u)" = 0 ]; then
+    pkgs="gcc libc6-dev python3-dev python3-venv iperf3 iputils-ping util-linux procps"
+    missing=""
+    for p in $pkgs; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+    done
+    if [ -n "$missing" ]; then
+        echo "setup: installing$missing" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq $missing >/dev/null
+    fi
+    [ -e /dev/net/tun ] && chmod 0666 /dev/net/tun
+    if ! id "$TEST_USER" >/dev/null 2>&1; then
+        useradd --system --create-home --shell /bin/bash "$TEST_USER"
+    fi
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PY" -m venv "$VENV"
+fi
+"$VENV/bin/pip" install -q --upgrade pip >/dev/null 2>&1 || true
+"$VENV/bin/pip" install -q ".[test]"
+chmod -R a+rX "$VENV"
+echo "$VENV"
