@@ -13,8 +13,6 @@ import mmap
 import os
 import stat
 
-import numpy as np
-
 from ._core import check, ffi, lib
 from .errors import ProtocolError
 
@@ -110,15 +108,26 @@ class CounterArray:
 
     The orchestrator creates it (``create``), passes ``fd`` to the child, and reads
     ``values`` (a numpy view) at any time; the child maps it with ``adopt`` and hands
-    ``ptr`` to C.
+    ``ptr`` to C. numpy is imported on first use of ``values`` only: children must stay
+    single-threaded until they have entered their namespaces, and numpy's BLAS starts
+    threads at import.
     """
 
     def __init__(self, fd: int, mm: mmap.mmap) -> None:
         self.fd = fd
         self._mm = mm
-        self.values = np.frombuffer(mm, dtype=np.uint64, count=lib.RN_CTR_SLOTS)
+        self._values = None
         self._buf = ffi.from_buffer(mm)
         self.ptr = ffi.cast("uint64_t *", self._buf)
+
+    @property
+    def values(self):
+        """numpy uint64 view of the counters (lock-free reads of the live values)."""
+        if self._values is None:
+            import numpy as np
+
+            self._values = np.frombuffer(self._mm, dtype=np.uint64, count=lib.RN_CTR_SLOTS)
+        return self._values
 
     @classmethod
     def create(cls, name: str) -> "CounterArray":
@@ -146,7 +155,7 @@ class CounterArray:
     def close(self) -> None:
         if self._mm is None:
             return
-        del self.values
+        self._values = None
         ffi.release(self._buf)
         self._mm.close()
         os.close(self.fd)

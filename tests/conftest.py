@@ -1,0 +1,94 @@
+"""Shared fixtures: skips where the kernel forbids user namespaces, leak checks,
+running ringnet as an unprivileged user."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+import ringnet
+
+PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(ringnet.__file__)))
+TEST_USER = os.environ.get("RINGNET_TEST_USER", "ringnet-test")
+
+
+def _userns_reason() -> str:
+    """Empty if this process can create user namespaces, else why not."""
+    if not os.path.exists("/dev/net/tun"):
+        return "/dev/net/tun does not exist"
+    try:
+        r = subprocess.run(["unshare", "-Urn", "true"], capture_output=True, timeout=20)
+    except FileNotFoundError:
+        return "unshare (util-linux) is not installed"
+    if r.returncode != 0:
+        return f"the kernel forbids user namespaces here: {r.stderr.decode().strip()}"
+    return ""
+
+
+_REASON = _userns_reason()
+needs_userns = pytest.mark.skipif(bool(_REASON), reason=_REASON or "ok")
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = PKG_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def ringnet_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ringnet", *args]
+
+
+def ringnet_processes() -> set[int]:
+    """PIDs of live ringnet children (namespace children and workers) on this machine."""
+    out = set()
+    for p in psutil.process_iter(["name", "status"]):
+        name = p.info["name"] or ""
+        if name.startswith("ringnet-") and p.info["status"] != psutil.STATUS_ZOMBIE:
+            out.add(p.pid)
+    return out
+
+
+def own_memfd_mappings() -> list[str]:
+    with open("/proc/self/maps") as f:
+        return [line for line in f if "memfd:ringnet" in line]
+
+
+@pytest.fixture
+def no_leaks():
+    """Assert that the test leaves no ringnet processes, fds or shared mappings behind."""
+    procs = ringnet_processes()
+    fds = set(os.listdir("/proc/self/fd"))
+    yield
+    assert ringnet_processes() - procs == set(), "ringnet processes left running"
+    assert own_memfd_mappings() == [], "ringnet shared memory still mapped"
+    leaked = set(os.listdir("/proc/self/fd")) - fds
+    assert not leaked, f"fds leaked: {[os.readlink(f'/proc/self/fd/{fd}') for fd in leaked if os.path.exists(f'/proc/self/fd/{fd}')]}"
+
+
+def unpriv_user():
+    """(uid, gid) of the unprivileged test user, or skip with the reason."""
+    if os.geteuid() != 0:
+        return os.getuid(), os.getgid()
+    try:
+        pw = pwd.getpwnam(TEST_USER)
+    except KeyError:
+        pytest.skip(f"no user {TEST_USER!r}: scripts/setup-test-env.sh creates it")
+    return pw.pw_uid, pw.pw_gid
+
+
+def as_user_argv(argv: list[str]) -> list[str]:
+    """argv that runs ``argv`` as the unprivileged test user (unchanged when not root)."""
+    if os.geteuid() != 0:
+        return argv
+    uid, gid = unpriv_user()
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    return [setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--", *argv]

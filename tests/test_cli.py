@@ -1,0 +1,150 @@
+"""The ringnet command: exit status, signal forwarding, one-line errors, teardown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from conftest import child_env, needs_userns, ringnet_cmd, ringnet_processes
+
+
+def run_cli(*args, timeout=60):
+    return subprocess.run(ringnet_cmd(*args), capture_output=True, text=True, timeout=timeout,
+                          env=child_env())
+
+
+@pytest.mark.parametrize("args,match", [
+    (["run", "--mtu", "99", "--", "true"], "mtu=99 is out of range: mtu must be an integer from 1280 to 65520"),
+    (["run", "--workers", "0", "--", "true"], "workers=0 is out of range"),
+    (["run", "--cidr", "10.0.2.0/40", "--", "true"], "cidr4='10.0.2.0/40' is not a valid IPv4 network"),
+    (["run", "--ring-size", "1000", "--", "true"], "ring_size=1000"),
+    (["run"], "no command given"),
+    (["attach", "4194000"], "PID 4194000 does not exist"),
+])
+def test_bad_input_one_line_error(args, match):
+    r = run_cli(*args)
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("ringnet: error: ") and match in lines[0], lines[0]
+    assert r.returncode == (125 if args[0] == "run" else 1)
+
+
+pytestmark_ns = needs_userns
+
+
+@needs_userns
+@pytest.mark.parametrize("code", [0, 3, 77])
+def test_run_exit_status_is_the_commands(code):
+    r = run_cli("run", "--workers", "1", "--", "sh", "-c", f"exit {code}")
+    assert r.returncode == code, r.stderr
+
+
+@needs_userns
+def test_run_ping_through_the_rings():
+    r = run_cli("run", "--workers", "2", "--", "ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.2.2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "3 received" in r.stdout
+
+
+@needs_userns
+def test_run_command_killed_by_signal():
+    r = run_cli("run", "--workers", "1", "--", "sh", "-c", "kill -KILL $$")
+    assert r.returncode == 128 + signal.SIGKILL
+
+
+@needs_userns
+def test_run_command_not_found():
+    r = run_cli("run", "--workers", "1", "--", "no-such-command-ringnet")
+    assert r.returncode == 127 and "command not found" in r.stderr
+
+
+SIGNAL_CHILD = r'''
+import signal, sys, time
+def h(signum, frame):
+    print("got", signal.Signals(signum).name, flush=True)
+    sys.exit(40 + signum)
+signal.signal(signal.SIGTERM, h)
+signal.signal(signal.SIGINT, h)
+print("ready", flush=True)
+time.sleep(60)
+'''
+
+
+@needs_userns
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_run_forwards_signals(sig):
+    before = ringnet_processes()
+    p = subprocess.Popen(ringnet_cmd("run", "--workers", "1", "--", sys.executable, "-c", SIGNAL_CHILD),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
+                         start_new_session=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert out.strip() == f"got {sig.name}", err
+    assert p.returncode == 40 + sig
+    assert ringnet_processes() == before
+
+
+@needs_userns
+def test_command_sigkilled_leaves_nothing():
+    before = ringnet_processes()
+    p = subprocess.Popen(ringnet_cmd("run", "--workers", "2", "--", "sh", "-c", "echo $$; exec sleep 60"),
+                         stdout=subprocess.PIPE, text=True, env=child_env(), start_new_session=True)
+    cmd_pid = int(p.stdout.readline())
+    kids = {c.pid for c in psutil.Process(p.pid).children()}
+    assert len(kids) == 4  # namespace child, two workers, the command
+    os.kill(cmd_pid, signal.SIGKILL)
+    assert p.wait(timeout=30) == 128 + signal.SIGKILL
+    for k in kids:
+        assert not psutil.pid_exists(k)
+    assert ringnet_processes() == before
+
+
+@needs_userns
+def test_orchestrator_sigkilled_children_follow():
+    p = subprocess.Popen(ringnet_cmd("run", "--workers", "2", "--", "sh", "-c", "echo go; exec sleep 60"),
+                         stdout=subprocess.PIPE, text=True, env=child_env(), start_new_session=True)
+    assert p.stdout.readline().strip() == "go"
+    kids = [c for c in psutil.Process(p.pid).children() if c.name().startswith("ringnet-")]
+    assert len(kids) == 3
+    p.kill()
+    p.wait()
+    gone, alive = psutil.wait_procs(kids, timeout=10)
+    assert not alive, f"children outlived the orchestrator: {alive}"
+
+
+@needs_userns
+def test_attach_cli_with_ready_fd():
+    target = subprocess.Popen(["unshare", "-Urn", "sleep", "120"])
+    r, w = os.pipe()
+    try:
+        time.sleep(0.3)
+        p = subprocess.Popen(ringnet_cmd("attach", "--workers", "1", "--ready-fd", str(w), str(target.pid)),
+                             pass_fds=[w], env=child_env(), stderr=subprocess.PIPE, text=True)
+        os.close(w)
+        w = -1
+        assert os.read(r, 1) == b"1"
+        ping = subprocess.run(["nsenter", f"--target={target.pid}", "--user", "--net",
+                               "--preserve-credentials", "ping", "-c", "2", "-i", "0.2", "-W", "2",
+                               "10.0.2.2"], capture_output=True, timeout=30)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        target.kill()  # attach ends when its target's namespace goes away
+        assert p.wait(timeout=30) == 0, p.stderr.read()
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+        target.kill()
+        target.wait()

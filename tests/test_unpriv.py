@@ -1,0 +1,64 @@
+"""The whole path as an unprivileged uid: no root anywhere, as users run ringnet.
+
+Run as root (as CI does), these tests drop to the unprivileged test user with
+setpriv; run as a normal user, they run as that user.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import as_user_argv, child_env, needs_userns, ringnet_processes, unpriv_user
+
+pytestmark = [needs_userns, pytest.mark.unpriv]
+
+LIFECYCLE = r'''
+import json, os, ringnet
+with ringnet.Network(workers=2, mtu=65520) as net:
+    pings = [net.run(a, capture_output=True).returncode for a in (
+        ["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.2.2"],
+        ["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", "fd00::2"])]
+    ids = net.run(["sh", "-c", "id -u; cat /proc/self/uid_map"], capture_output=True).stdout.decode()
+    c = net.counters()
+    pids = net.pids()
+    print(json.dumps({"uid": os.getuid(), "pings": pings, "inside": ids.split(),
+                      "replies": sum(w["icmp_echo_replies"] + w["icmp6_echo_replies"] for w in c["workers"]),
+                      "offloads": net.offloads, "pids": pids}))
+'''
+
+
+def test_lifecycle_and_ping_as_unprivileged_user():
+    uid, _ = unpriv_user()
+    r = subprocess.run(as_user_argv([sys.executable, "-c", LIFECYCLE]), capture_output=True, text=True,
+                       timeout=120, env=child_env(), cwd="/")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["uid"] == uid != 0
+    assert out["pings"] == [0, 0]
+    assert out["inside"][:4] == ["0", "0", str(uid), "1"]  # root inside, mapped to our uid only
+    assert out["replies"] == 6
+    assert {"csum", "tso4", "tso6"} <= set(out["offloads"])
+
+
+def test_cli_run_as_unprivileged_user():
+    before = ringnet_processes()
+    r = subprocess.run(as_user_argv([sys.executable, "-m", "ringnet", "run", "--workers", "1", "--",
+                                     "ping", "-c", "2", "-i", "0.2", "-W", "2", "10.0.2.2"]),
+                       capture_output=True, text=True, timeout=120, env=child_env(), cwd="/")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert ringnet_processes() == before
+
+
+def test_attach_refuses_another_users_process():
+    uid, _ = unpriv_user()
+    if uid == 0:
+        pytest.skip("needs an unprivileged user")
+    # PID 1 belongs to root: the unprivileged user may not attach to it.
+    r = subprocess.run(as_user_argv([sys.executable, "-m", "ringnet", "attach", "1"]),
+                       capture_output=True, text=True, timeout=60, env=child_env(), cwd="/")
+    assert r.returncode == 1
+    assert "not to us" in r.stderr or "not accessible" in r.stderr, r.stderr
