@@ -243,7 +243,8 @@ int rn_ring_peek(struct rn_ring *r, const uint8_t **frame, uint32_t *len)
 		if (!avail) {
 			/* Pairs with the release store in rn_ring_publish() */
 			head = load_acq(&r->ctrl->head);
-			if (head - r->tail > r->size)
+			/* Records are 16-byte aligned and tail is: so is head */
+			if (head - r->tail > r->size || (head & (RN_RING_ALIGN - 1)))
 				return -EPROTO;
 			r->head_cache = head;
 			avail = head - r->tail;
