@@ -1,0 +1,366 @@
+/* ringtest.c - producer and consumer loops for the ring stress test and benchmark
+ *
+ * See ringtest.h. The loops follow the same protocol as the data path: publish
+ * and release once per batch, kick the other side only when its NEED_WAKEUP
+ * flag says it sleeps, and block on an eventfd only after announcing it and
+ * re-checking the ring.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ring.h"
+#include "ringtest.h"
+
+#define PATTERN_SIZE	(1u << 18)
+#define PATTERN_SKEW	251u
+#define LEN_LIMIT	(PATTERN_SIZE - PATTERN_SKEW - 8u)
+/* Publish or release at least this often, in bytes: a fraction of the ring */
+#define BATCH_BYTES(p)	((p)->size / 8)
+
+static uint8_t pattern[PATTERN_SIZE];
+static pthread_once_t pattern_once = PTHREAD_ONCE_INIT;
+
+/**
+ * pattern_init() - fill the frame content pattern, once per process
+ */
+static void pattern_init(void)
+{
+	uint32_t i, x = 0x9e3779b9u;
+
+	for (i = 0; i < PATTERN_SIZE; i++) {
+		x ^= x << 13;
+		x ^= x >> 17;
+		x ^= x << 5;
+		pattern[i] = (uint8_t)x;
+	}
+}
+
+/**
+ * mix64() - splitmix64 finaliser
+ * @x:		input
+ *
+ * Return: a well-mixed 64-bit value
+ */
+static uint64_t mix64(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ULL;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+	return x ^ (x >> 31);
+}
+
+/**
+ * rn_ringtest_frame_len() - length of frame @seq in a run
+ * @p:		run parameters
+ * @seq:	sequence number
+ *
+ * Return: a length in [p->minlen, p->maxlen], a pure function of seed and @seq
+ */
+uint32_t rn_ringtest_frame_len(const struct rn_ringtest_params *p, uint64_t seq)
+{
+	uint64_t span;
+
+	if (p->maxlen <= p->minlen)
+		return p->minlen;
+	span = (uint64_t)p->maxlen - p->minlen + 1;
+	return p->minlen + (uint32_t)(mix64(p->seed ^ (seq * 0xd1b54a32d192ed03ULL)) % span);
+}
+
+/**
+ * rn_ringtest_fill() - write the content of frame @seq
+ * @frame:	where the frame goes
+ * @len:	frame length, below LEN_LIMIT
+ * @seq:	sequence number
+ *
+ * Return: nothing
+ */
+void rn_ringtest_fill(uint8_t *frame, uint32_t len, uint64_t seq)
+{
+	uint64_t le = seq;
+	uint32_t off = (uint32_t)(seq % PATTERN_SKEW), i;
+
+	pthread_once(&pattern_once, pattern_init);
+	for (i = 0; i < 8 && i < len; i++, le >>= 8)
+		frame[i] = (uint8_t)le;
+	if (len > 8)
+		memcpy(frame + 8, pattern + off + 8, len - 8);
+}
+
+/**
+ * rn_ringtest_check() - compare a frame with what frame @seq must hold
+ * @frame:	the frame
+ * @len:	its length
+ * @seq:	sequence number it should have
+ *
+ * Return: 0 if it matches, RN_RINGTEST_BAD if not
+ */
+int rn_ringtest_check(const uint8_t *frame, uint32_t len, uint64_t seq)
+{
+	uint32_t off = (uint32_t)(seq % PATTERN_SKEW), i;
+	uint64_t le = seq;
+
+	pthread_once(&pattern_once, pattern_init);
+	if (len >= LEN_LIMIT)
+		return RN_RINGTEST_BAD;
+	for (i = 0; i < 8 && i < len; i++, le >>= 8) {
+		if (frame[i] != (uint8_t)le)
+			return RN_RINGTEST_BAD;
+	}
+	if (len > 8 && memcmp(frame + 8, pattern + off + 8, len - 8))
+		return RN_RINGTEST_BAD;
+	return 0;
+}
+
+/**
+ * kick() - add one to an eventfd
+ * @fd:		eventfd
+ *
+ * Return: 0, or negative errno
+ */
+static int kick(int fd)
+{
+	uint64_t one = 1;
+
+	while (write(fd, &one, sizeof(one)) < 0) {
+		if (errno != EINTR)
+			return -errno;
+	}
+	return 0;
+}
+
+/**
+ * wait_fd() - block until an eventfd is readable, then reset it
+ * @fd:		eventfd
+ * @timeout_ms:	how long to wait at most
+ *
+ * Return: 0, -ETIMEDOUT, or negative errno
+ */
+static int wait_fd(int fd, int timeout_ms)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	uint64_t v;
+	int rc;
+
+	do
+		rc = poll(&pfd, 1, timeout_ms);
+	while (rc < 0 && errno == EINTR);
+	if (rc < 0)
+		return -errno;
+	if (!rc)
+		return -ETIMEDOUT;
+	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN && errno != EINTR)
+		return -errno;
+	return 0;
+}
+
+/**
+ * check_params() - validate run parameters
+ * @p:		run parameters
+ *
+ * Return: 0, or -EINVAL
+ */
+static int check_params(const struct rn_ringtest_params *p)
+{
+	if (!p->batch || p->minlen > p->maxlen || p->maxlen > p->frame_max ||
+	    p->maxlen >= LEN_LIMIT)
+		return -EINVAL;
+	return 0;
+}
+
+/**
+ * rn_ringtest_produce() - producer side of a run
+ * @mem:	the ring's shared memory, initialised already
+ * @p:		run parameters
+ * @st:		filled with what the producer saw
+ *
+ * Return: 0, or negative errno (-EPROTO from the ring, -ETIMEDOUT if the
+ *	   consumer stopped consuming)
+ */
+int rn_ringtest_produce(void *mem, const struct rn_ringtest_params *p,
+			struct rn_ringtest_stats *st)
+{
+	uint32_t len, pending = 0, pending_bytes = 0;
+	struct rn_ring r;
+	uint64_t seq = 0;
+	uint8_t *f;
+	int rc, err;
+
+	memset(st, 0, sizeof(*st));
+	if ((rc = check_params(p)) || (rc = rn_ring_attach(&r, mem, p->size, p->frame_max, 0)))
+		return rc;
+
+	while (seq < p->nframes) {
+		len = rn_ringtest_frame_len(p, seq);
+		f = rn_ring_reserve(&r, len, &err);
+		if (!f) {
+			if (err)
+				return err;
+			/* Full: what we hold back must be visible before we wait */
+			if (rn_ring_publish(&r)) {
+				if ((rc = kick(p->ev_consumer)))
+					return rc;
+				st->kicks++;
+			}
+			pending = pending_bytes = 0;
+			st->full++;
+			rc = rn_ring_producer_sleep(&r, len);
+			if (rc < 0)
+				return rc;
+			if (rc == 1) {
+				st->sleeps++;
+				if ((rc = wait_fd(p->ev_producer, p->timeout_ms)))
+					return rc;
+			}
+			rn_ring_producer_awake(&r);
+			continue;
+		}
+		rn_ringtest_fill(f, len, seq);
+		rn_ring_commit(&r, len);
+		st->frames++;
+		st->bytes += len;
+		seq++;
+		pending_bytes += len;
+		if (++pending >= p->batch || pending_bytes >= BATCH_BYTES(p) ||
+		    seq == p->nframes || (p->psleep_every && !(seq % p->psleep_every))) {
+			pending = pending_bytes = 0;
+			if (rn_ring_publish(&r)) {
+				if ((rc = kick(p->ev_consumer)))
+					return rc;
+				st->kicks++;
+			}
+			if (p->psleep_every && !(seq % p->psleep_every))
+				usleep(p->psleep_us);
+		}
+	}
+	return 0;
+}
+
+/**
+ * consumer_release() - release consumed frames, kicking the producer if it waits
+ * @r:		consumer view
+ * @p:		run parameters
+ * @st:		consumer statistics
+ *
+ * Return: 0, or negative errno
+ */
+static int consumer_release(struct rn_ring *r, const struct rn_ringtest_params *p,
+			    struct rn_ringtest_stats *st)
+{
+	int rc;
+
+	if (!rn_ring_release(r))
+		return 0;
+	if ((rc = kick(p->ev_producer)))
+		return rc;
+	st->kicks++;
+	return 0;
+}
+
+/**
+ * rn_ringtest_consume() - consumer side of a run
+ * @mem:	the ring's shared memory, initialised already
+ * @p:		run parameters
+ * @st:		filled with what the consumer saw; @st->bad_seq on RN_RINGTEST_BAD
+ *
+ * Return: 0, RN_RINGTEST_BAD on a wrong frame, or negative errno (-EPROTO
+ *	   from the ring, -ETIMEDOUT if the producer stopped producing)
+ */
+int rn_ringtest_consume(void *mem, const struct rn_ringtest_params *p,
+			struct rn_ringtest_stats *st)
+{
+	uint32_t len, since = 0, since_bytes = 0;
+	uint8_t *scratch = NULL;
+	const uint8_t *f;
+	struct rn_ring r;
+	uint64_t seq = 0;
+	int rc;
+
+	memset(st, 0, sizeof(*st));
+	if ((rc = check_params(p)) || (rc = rn_ring_attach(&r, mem, p->size, p->frame_max, 0)))
+		return rc;
+	if (!p->verify && !(scratch = malloc(p->frame_max ? p->frame_max : 1)))
+		return -ENOMEM;
+
+	while (seq < p->nframes) {
+		rc = rn_ring_peek(&r, &f, &len);
+		if (rc < 0)
+			goto out;
+		if (!rc) {
+			since = since_bytes = 0;
+			if ((rc = consumer_release(&r, p, st)))
+				goto out;
+			rc = rn_ring_consumer_sleep(&r);
+			if (rc == 1) {
+				st->sleeps++;
+				if ((rc = wait_fd(p->ev_consumer, p->timeout_ms)))
+					goto out;
+			}
+			rn_ring_consumer_awake(&r);
+			continue;
+		}
+		if (p->verify) {
+			if (len != rn_ringtest_frame_len(p, seq) || rn_ringtest_check(f, len, seq)) {
+				st->bad_seq = seq;
+				rc = RN_RINGTEST_BAD;
+				goto out;
+			}
+		} else {
+			memcpy(scratch, f, len);
+		}
+		rn_ring_consume(&r);
+		st->frames++;
+		st->bytes += len;
+		seq++;
+		since_bytes += len;
+		if (++since >= p->batch || since_bytes >= BATCH_BYTES(p)) {
+			since = since_bytes = 0;
+			if ((rc = consumer_release(&r, p, st)))
+				goto out;
+		}
+		if (p->csleep_every && !(seq % p->csleep_every)) {
+			since = since_bytes = 0;
+			if ((rc = consumer_release(&r, p, st)))
+				goto out;
+			usleep(p->csleep_us);
+		}
+	}
+	rc = consumer_release(&r, p, st);
+out:
+	free(scratch);
+	return rc;
+}
+
+/**
+ * rn_ringtest_memcpy() - the baseline: copy frames as a ring would, on one core
+ * @dst:	destination area, laid out like a ring's data area
+ * @dst_size:	its size
+ * @len:	bytes per copy, below LEN_LIMIT and at most @dst_size
+ * @count:	number of copies
+ *
+ * Copies @len bytes of the pattern to successive 16-byte aligned positions of
+ * @dst (record header room included), wrapping at the end like a ring.
+ *
+ * Return: a byte of the destination, so the copies cannot be optimised away
+ */
+uint64_t rn_ringtest_memcpy(void *dst, size_t dst_size, uint32_t len, uint64_t count)
+{
+	size_t step = ((size_t)len + 8 + 15) & ~(size_t)15, pos = 0;
+	uint8_t *d = dst;
+	uint64_t i;
+
+	pthread_once(&pattern_once, pattern_init);
+	if (len >= LEN_LIMIT || step > dst_size)
+		return 0;
+	for (i = 0; i < count; i++) {
+		if (pos + step > dst_size)
+			pos = 0;
+		memcpy(d + pos + 8, pattern + (i % PATTERN_SKEW), len);
+		__asm__ volatile("" : : "r"(d) : "memory");
+		pos += step;
+	}
+	return d[8];
+}
