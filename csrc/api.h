@@ -16,5 +16,6 @@
 #include "flow.h"
 #include "worker.h"
 #include "ringtest.h"
+#include "pump.h"
 
 #endif /* RN_API_H */
