@@ -95,21 +95,39 @@ uint32_t rn_csum_pseudo6(const uint8_t saddr[16], const uint8_t daddr[16], uint8
 }
 
 /**
+ * rn_csum_nonzero() - the checksum value to store for a result of an update
+ * @csum:	complemented sum, host order
+ *
+ * An incremental update adds x + ~x somewhere and so ends at -0 (0xffff)
+ * where a sum from scratch over all-zero data is +0: it then yields 0x0000,
+ * which a receiver rejects for all-zero data (an echo reply with identifier,
+ * sequence and data all zero). 0xffff is the same value in one's complement
+ * and verifies whenever 0x0000 does, so it is always the safe choice (and the
+ * one UDP requires).
+ *
+ * Return: @csum, or 0xffff for 0x0000
+ */
+static uint16_t rn_csum_nonzero(uint16_t csum)
+{
+	return csum ? csum : 0xffff;
+}
+
+/**
  * rn_csum_update16() - update a checksum for one changed 16-bit word (RFC 1624)
  * @csum:	checksum as stored, host order
  * @old:	old value of the word
  * @new:	new value of the word
  *
- * Uses eqn. 3 of RFC 1624, HC' = ~(~HC + ~m + m'), which never yields the
- * wrong zero of eqn. 2.
+ * Uses eqn. 3 of RFC 1624, HC' = ~(~HC + ~m + m'). See rn_csum_nonzero()
+ * for the one case it cannot get right on its own.
  *
- * Return: the updated checksum, host order
+ * Return: the updated checksum, host order, never 0x0000
  */
 uint16_t rn_csum_update16(uint16_t csum, uint16_t old, uint16_t new)
 {
 	uint32_t sum = (uint32_t)(uint16_t)~csum + (uint16_t)~old + new;
 
-	return (uint16_t)~rn_csum_fold(sum);
+	return rn_csum_nonzero((uint16_t)~rn_csum_fold(sum));
 }
 
 /**
@@ -119,7 +137,7 @@ uint16_t rn_csum_update16(uint16_t csum, uint16_t old, uint16_t new)
  * @new:	new field bytes
  * @len:	field length, even
  *
- * Return: the updated checksum, host order
+ * Return: the updated checksum, host order, never 0x0000
  */
 uint16_t rn_csum_replace(uint16_t csum, const void *old, const void *new, size_t len)
 {
@@ -127,5 +145,5 @@ uint16_t rn_csum_replace(uint16_t csum, const void *old, const void *new, size_t
 
 	sum += (uint16_t)~rn_csum_fold(rn_csum_partial(old, len, 0));
 	sum += rn_csum_partial(new, len, 0);
-	return (uint16_t)~rn_csum_fold(sum);
+	return rn_csum_nonzero((uint16_t)~rn_csum_fold(sum));
 }

@@ -287,6 +287,7 @@ static int rn_worker_ip4(const struct rn_worker *w, struct rn_frame *f,
 	f->proto = h[9];
 	f->l3len = (uint16_t)ihl;
 	f->pktlen = tot;
+	f->l4len = tot - ihl;
 	f->saddr = h + 12;
 	f->daddr = h + 16;
 	f->l3.p = h;
@@ -353,6 +354,7 @@ static int rn_worker_ip6(const struct rn_worker *w, struct rn_frame *f,
 	f->proto = h[6];
 	f->l3len = RN_IPV6_HDR_LEN;
 	f->pktlen = RN_IPV6_HDR_LEN + plen;
+	f->l4len = plen;
 	f->saddr = h + 8;
 	f->daddr = h + 24;
 	f->l3.p = h;
