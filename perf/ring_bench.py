@@ -1,0 +1,127 @@
+"""Ring throughput between two processes, beside a plain memcpy of the same bytes.
+
+    python perf/ring_bench.py [--ring-size BYTES] [--seconds S] [--sizes 64,1500,65536]
+
+For each frame size, a forked child produces frames into a ring in a memfd
+(rn_ringtest_produce: reserve, fill, commit, publish per batch) while this
+process consumes them (rn_ringtest_consume: peek, copy out, consume, release per
+batch), both in C with the NEED_WAKEUP protocol; then this process copies the
+same number of frames of the same size with memcpy into an area as large as
+the ring (rn_ringtest_memcpy). The ring moves every byte twice (in and out) on
+two cores; memcpy once on one. Aims are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import mmap
+import os
+import sys
+import time
+
+try:
+    from ringnet._ringnet_c import ffi, lib  # type: ignore[import-not-found]
+except ImportError:  # run from a checkout: python perf/ring_bench.py
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    from ringnet._ringnet_c import ffi, lib  # type: ignore[import-not-found]
+
+# frame size -> (what is aimed at, threshold)
+AIMS = {64: ("frames/s", 10e6), 65536: ("memcpy ratio", 0.70)}
+
+
+def ring_run(ring_size: int, frame: int, nframes: int, batch: int) -> tuple[float, int]:
+    """Move ``nframes`` frames of ``frame`` bytes; return (seconds, consumer rc)."""
+    fd = os.memfd_create("rn-ring-bench", os.MFD_CLOEXEC)
+    ev_c = os.eventfd(0, os.EFD_CLOEXEC)
+    ev_p = os.eventfd(0, os.EFD_CLOEXEC)
+    try:
+        length = lib.rn_ring_mem_size(ring_size)
+        os.ftruncate(fd, length)
+        mm = mmap.mmap(fd, length)
+        mem = ffi.from_buffer(mm)
+        r = ffi.new("struct rn_ring *")
+        rc = lib.rn_ring_attach(r, mem, ring_size, lib.RN_FRAME_MAX, 1)
+        if rc:
+            raise SystemExit(f"rn_ring_attach: {os.strerror(-rc)}")
+        p = ffi.new("struct rn_ringtest_params *")
+        p.size, p.frame_max, p.nframes = ring_size, lib.RN_FRAME_MAX, nframes
+        p.minlen = p.maxlen = frame
+        p.batch = batch
+        p.verify = 0
+        p.ev_consumer, p.ev_producer = ev_c, ev_p
+        p.timeout_ms = 10_000
+        st = ffi.new("struct rn_ringtest_stats *")
+        t0 = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = 0 if lib.rn_ringtest_produce(mem, p, ffi.new("struct rn_ringtest_stats *")) == 0 else 1
+            finally:
+                os._exit(code)
+        rc = lib.rn_ringtest_consume(mem, p, st)
+        t1 = time.perf_counter()
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            rc = rc or -1
+        return t1 - t0, rc
+    finally:
+        os.close(fd)
+        os.close(ev_c)
+        os.close(ev_p)
+
+
+def memcpy_run(ring_size: int, frame: int, nframes: int) -> float:
+    """Copy ``nframes`` frames of ``frame`` bytes once, ring-like; return seconds."""
+    dst = mmap.mmap(-1, ring_size)
+    buf = ffi.from_buffer(dst)
+    lib.rn_ringtest_memcpy(buf, ring_size, frame, min(nframes, 1000))  # fault pages in
+    t0 = time.perf_counter()
+    lib.rn_ringtest_memcpy(buf, ring_size, frame, nframes)
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ring-size", type=int, default=1 << 20)
+    ap.add_argument("--seconds", type=float, default=1.0, help="target time per ring run")
+    ap.add_argument("--sizes", default="64,1500,65536")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--repeat", type=int, default=3, help="runs per size, best kept")
+    args = ap.parse_args(argv)
+
+    print(f"ring {args.ring_size} B, batch {args.batch}, best of {args.repeat}")
+    print(f"{'frame':>7} {'frames/s':>12} {'ring GB/s':>10} {'memcpy GB/s':>12} "
+          f"{'ratio':>6}  aim")
+    missed = 0
+    for frame in (int(s) for s in args.sizes.split(",")):
+        # calibrate the frame count on a short run
+        n = 20_000 if frame > 4096 else 200_000
+        secs, rc = ring_run(args.ring_size, frame, n, args.batch)
+        if rc:
+            print(f"{frame:>7} ring run failed: {rc}")
+            return 2
+        n = max(1000, int(n * args.seconds / max(secs, 1e-6)))
+        best_ring = min(ring_run(args.ring_size, frame, n, args.batch)[0]
+                        for _ in range(args.repeat))
+        best_copy = min(memcpy_run(args.ring_size, frame, n) for _ in range(args.repeat))
+        fps = n / best_ring
+        ring_gbs = n * frame / best_ring / 1e9
+        copy_gbs = n * frame / best_copy / 1e9
+        ratio = ring_gbs / copy_gbs
+        aim = ""
+        if frame in AIMS:
+            what, want = AIMS[frame]
+            got = fps if what == "frames/s" else ratio
+            ok = got >= want
+            missed += not ok
+            want_s = f"{want / 1e6:.0f} M" if what == "frames/s" else f"{want:.0%}"
+            aim = f"{what} >= {want_s}: {'pass' if ok else 'MISS'}"
+        print(f"{frame:>7} {fps:>12,.0f} {ring_gbs:>10.2f} {copy_gbs:>12.2f} {ratio:>6.2f}  {aim}")
+    if missed:
+        print(f"{missed} aim(s) missed (not an error: figures depend on the machine's load)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
