@@ -148,8 +148,9 @@ void rn_worker_csum_complete(struct rn_worker *w, struct rn_frame *f)
  * rn_worker_tx_reserve() - room for a frame to the namespace, vnet header zeroed
  * @w:		worker
  * @pktlen:	length of the IP packet that will follow the virtio-net header
- * @err:	set to 0 if the ring is full, or to -EPROTO if it is corrupted
- *		(then the worker is finished)
+ * @err:	set to 0 if the ring is full, or to a negative errno that
+ *		finishes the worker: -EPROTO if the ring is corrupted, -EINVAL if
+ *		@pktlen exceeds RN_PKT_MAX (a bug in the caller)
  *
  * Return: where the IP packet goes, or NULL (see @err)
  */
