@@ -18,7 +18,8 @@
  * publish that finds the worker asleep kicks ev_worker[i].
  *
  * Full rings: a thread that cannot reserve stops reading tun until it can
- * (frames are refused, never dropped: the tun queue holds them). It records
+ * (frames wait in the tun queue, whose overflow the namespace's stack sees as
+ * congestion; the pump itself never drops a frame it has read). It records
  * itself in the ring's waiter mask and announces need_space in the ring. The
  * worker kicks ev_ns[j] when it releases space with need_space set, which
  * wakes thread j only; so thread j looks at its ring's waiter mask on every
