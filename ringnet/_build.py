@@ -3,7 +3,7 @@
 Every ``csrc/*.c`` file is compiled into one extension, ``ringnet._ringnet_c``; the
 declarations Python may use are the ``csrc/*.cdef`` files, one per C module,
 concatenated in name order. Used by setup.py at install time, and directly for an
-in-place development build: ``python -m ringnet._build`` (``RINGNET_SANITIZE=1``
+in-place development build: ``python ringnet/_build.py`` (``RINGNET_SANITIZE=1``
 adds ASan and UBSan).
 """
 

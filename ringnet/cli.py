@@ -41,7 +41,7 @@ def _net_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--disable-ipv6", action="store_true", help="configure IPv4 only")
     g.add_argument("--ifname", default="rn0", help="interface name inside (default rn0)")
     g.add_argument("--ring-size", type=int, default=4 * 1024 * 1024,
-                   help="bytes per ring, a power of two, 256 KiB..256 MiB (default 4 MiB)")
+                   help="bytes per ring, a power of two, 512 KiB..256 MiB (default 4 MiB)")
     g.add_argument("--allow-host-loopback", action="store_true",
                    help="let the gateway addresses reach host loopback (127.0.0.1, ::1)")
     g.add_argument("--idmap-helpers", action="store_true",

@@ -18,7 +18,7 @@ __all__ = ["NetworkConfig", "default_workers", "MTU_MIN", "MTU_MAX"]
 MTU_MIN = 1280          # IPv6 minimum link MTU
 MTU_MAX = 65520         # largest MTU tun accepts with a 16-bit IP length and headroom
 WORKERS_MAX = 64
-RING_SIZE_MIN = 256 * 1024
+RING_SIZE_MIN = 512 * 1024  # a ring must hold four of the largest frames (64 KiB + headers)
 RING_SIZE_MAX = 256 * 1024 * 1024
 IFNAMSIZ = 16
 
@@ -85,7 +85,7 @@ class NetworkConfig:
         ipv6: also configure IPv6.
         cidr6, guest6, gateway6, dns6: the same for IPv6 (defaults ::100, ::2, ::3).
         ifname: name of the tun interface inside the namespace.
-        ring_size: bytes of each ring's data area, a power of two, 256 KiB..256 MiB.
+        ring_size: bytes of each ring's data area, a power of two, 512 KiB..256 MiB.
         allow_host_loopback: map the gateway addresses to host loopback (127.0.0.1, ::1).
         idmap_helpers: map a uid/gid range with newuidmap/newgidmap instead of mapping
             only the caller's ids; needs the shadow tools and /etc/subuid entries.

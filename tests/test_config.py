@@ -79,7 +79,7 @@ def test_custom_subnet():
     assert str(a["guest4"]) == "172.30.0.100" and str(a["gateway6"]) == "fd12:3456::2"
 
 
-@pytest.mark.parametrize("size", [1000, 128 * 1024, 3 * 1024 * 1024, 512 * 1024 * 1024])
+@pytest.mark.parametrize("size", [1000, 256 * 1024, 3 * 1024 * 1024, 512 * 1024 * 1024])
 def test_ring_size(size):
     with pytest.raises(ConfigError, match="ring_size"):
         NetworkConfig(ring_size=size)

@@ -54,7 +54,8 @@ def test_interface_addresses_routes_mtu(no_leaks):
 
 
 def test_custom_subnet_and_mtu_1500(no_leaks):
-    with ringnet.Network(mtu=1500, cidr4="192.168.99.0/24", ipv6=False, workers=1) as net:
+    with ringnet.Network(mtu=1500, cidr4="192.168.99.0/24", ipv6=False, workers=1,
+                         ring_size=512 * 1024) as net:
         addrs = [a["local"] for l in ip_json(net, "addr", "show", "dev", "rn0")
                  for a in l["addr_info"] if a["family"] == "inet"]
         assert addrs == ["192.168.99.100"]
