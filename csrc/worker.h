@@ -34,7 +34,37 @@
  * @guest6:	namespace IPv6 address
  * @gw6:	IPv6 gateway address
  * @dns6:	IPv6 DNS address
+ * @allow_host_loopback:	map the gateway addresses to 127.0.0.1 / ::1
+ * @max_flows:	flows (all protocols) this worker may hold; new ones are refused
+ * @tcp_idle_timeout_ms:	close established TCP flows idle this long
+ * @tcp_fin_timeout_ms:	give up on closing TCP flows after this long
+ * @udp_timeout_ms:	expire UDP flows idle this long
+ * @ndns:	entries used in @dns
+ * @dns:	upstream resolvers the DNS addresses forward to
+ * @faults:	test-only fault injection on the ring path (all zero: off)
  */
+struct rn_dns_upstream {
+	uint8_t family;		/* 4 or 6 */
+	uint8_t addr[16];	/* network order, IPv4 in the first 4 bytes */
+	uint16_t port;		/* host order */
+};
+
+#define RN_DNS_UPSTREAM_MAX	3
+
+/**
+ * struct rn_fault_params - seeded fault injection on the ring path (tests only)
+ * @drop_ppm:		frames dropped, parts per million
+ * @dup_ppm:		frames duplicated, parts per million
+ * @reorder_ppm:	frames held back and sent after the next one, parts per million
+ * @seed:		PRNG seed, so that a failing run can be repeated
+ */
+struct rn_fault_params {
+	uint32_t drop_ppm;
+	uint32_t dup_ppm;
+	uint32_t reorder_ppm;
+	uint64_t seed;
+};
+
 struct rn_worker_params {
 	uint32_t index;
 	uint32_t nworkers;
@@ -43,6 +73,14 @@ struct rn_worker_params {
 	uint32_t mtu;
 	uint8_t guest4[4], gw4[4], dns4[4];
 	uint8_t guest6[16], gw6[16], dns6[16];
+	uint8_t allow_host_loopback;
+	uint32_t max_flows;
+	uint32_t tcp_idle_timeout_ms;
+	uint32_t tcp_fin_timeout_ms;
+	uint32_t udp_timeout_ms;
+	uint32_t ndns;
+	struct rn_dns_upstream dns[RN_DNS_UPSTREAM_MAX];
+	struct rn_fault_params faults;
 };
 
 /**

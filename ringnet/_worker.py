@@ -21,7 +21,8 @@ from ._child import run_child
 from ._control import Msg
 from ._core import check, ffi, lib
 from ._shm import CounterArray, RingMapping, check_eventfd
-from .config import NetworkConfig
+from ._resolv import parse_upstream
+from .config import NetworkConfig, parse_faults
 from .errors import ChildError, ProtocolError
 
 HELLO_TIMEOUT = 60.0
@@ -41,6 +42,24 @@ def _params(spec: dict, cfg: NetworkConfig):
         if addr is None:  # IPv6 off: all-zero addresses match nothing
             addr = ipaddress.IPv6Address(0)
         ffi.memmove(getattr(p, cname), addr.packed, len(addr.packed))
+    p.allow_host_loopback = int(cfg.allow_host_loopback)
+    p.max_flows = cfg.max_flows
+    p.tcp_idle_timeout_ms = cfg.tcp_idle_timeout * 1000
+    p.tcp_fin_timeout_ms = cfg.tcp_fin_timeout * 1000
+    p.udp_timeout_ms = cfg.udp_timeout * 1000
+    ups = spec["dns_upstreams"][: lib.RN_DNS_UPSTREAM_MAX]
+    p.ndns = len(ups)
+    for i, text in enumerate(ups):
+        up = parse_upstream(text)
+        p.dns[i].family = up.addr.version
+        ffi.memmove(p.dns[i].addr, up.addr.packed, len(up.addr.packed))
+        p.dns[i].port = up.port
+    if cfg.faults:
+        f = parse_faults(cfg.faults)
+        p.faults.drop_ppm = int(f["drop"] * 1_000_000)
+        p.faults.dup_ppm = int(f["dup"] * 1_000_000)
+        p.faults.reorder_ppm = int(f["reorder"] * 1_000_000)
+        p.faults.seed = int(f["seed"])
     return p
 
 

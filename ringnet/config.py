@@ -11,6 +11,7 @@ import ipaddress
 import os
 from typing import Optional, Union
 
+from ._resolv import MAX_UPSTREAMS, parse_upstream
 from .errors import ConfigError
 
 __all__ = ["NetworkConfig", "default_workers", "MTU_MIN", "MTU_MAX"]
@@ -90,6 +91,15 @@ class NetworkConfig:
         idmap_helpers: map a uid/gid range with newuidmap/newgidmap instead of mapping
             only the caller's ids; needs the shadow tools and /etc/subuid entries.
         startup_timeout: seconds to wait for the namespace child and workers to start.
+        max_flows: flows (TCP, UDP, ICMP together) each worker may hold, 16..1048576; at
+            the cap new flows are refused and established ones keep working.
+        tcp_idle_timeout: seconds an established TCP flow may stay idle, 10..604800.
+        tcp_fin_timeout: seconds a closing TCP flow may take to finish, 1..3600.
+        udp_timeout: seconds a UDP flow may stay idle, 1..86400 (pasta's 180 by default).
+        dns_upstream: resolvers the DNS addresses forward to, each "ADDR[:PORT]" or
+            "[V6ADDR]:PORT" (at most 3); None reads the host's /etc/resolv.conf.
+        faults: test-only fault injection on the ring path, "drop=F,dup=F,reorder=F,seed=N"
+            with fractions F in 0..0.5; None (the default) injects nothing.
     """
 
     mtu: int = MTU_MAX
@@ -108,6 +118,12 @@ class NetworkConfig:
     allow_host_loopback: bool = False
     idmap_helpers: bool = False
     startup_timeout: float = 30.0
+    max_flows: int = 16384
+    tcp_idle_timeout: int = 7200
+    tcp_fin_timeout: int = 60
+    udp_timeout: int = 180
+    dns_upstream: Optional[tuple[str, ...]] = None
+    faults: Optional[str] = None
 
     def __post_init__(self) -> None:
         _int_in_range("mtu", self.mtu, MTU_MIN, MTU_MAX)
@@ -125,6 +141,21 @@ class NetworkConfig:
                               "'/' or white space")
         if not isinstance(self.startup_timeout, (int, float)) or not 0 < self.startup_timeout <= 600:
             raise ConfigError(f"startup_timeout={self.startup_timeout!r} must be between 0 and 600 s")
+        _int_in_range("max_flows", self.max_flows, 16, 1 << 20)
+        _int_in_range("tcp_idle_timeout", self.tcp_idle_timeout, 10, 604800)
+        _int_in_range("tcp_fin_timeout", self.tcp_fin_timeout, 1, 3600)
+        _int_in_range("udp_timeout", self.udp_timeout, 1, 86400)
+        if self.dns_upstream is not None:
+            if isinstance(self.dns_upstream, str):
+                object.__setattr__(self, "dns_upstream", (self.dns_upstream,))
+            ups = tuple(self.dns_upstream)
+            if not 1 <= len(ups) <= MAX_UPSTREAMS:
+                raise ConfigError(f"dns_upstream takes 1 to {MAX_UPSTREAMS} resolvers, got {len(ups)}")
+            for u in ups:
+                parse_upstream(u)
+            object.__setattr__(self, "dns_upstream", ups)
+        if self.faults is not None:
+            parse_faults(self.faults)
         self._check_family(4, self.cidr4, ("guest4", "gateway4", "dns4"), _V4_RESERVED)
         if self.ipv6:
             self._check_family(6, self.cidr6, ("guest6", "gateway6", "dns6"), _V6_RESERVED)
@@ -178,6 +209,25 @@ class NetworkConfig:
     def tun_sndbuf(self) -> int:
         """tun socket send buffer: several advertised windows of frames in flight."""
         return 32 * 1024 * 1024
+
+
+def parse_faults(text: str) -> dict[str, float]:
+    """Parse the test-only fault spec "drop=F,dup=F,reorder=F,seed=N"; ConfigError if bad."""
+    out = {"drop": 0.0, "dup": 0.0, "reorder": 0.0, "seed": 1}
+    for part in filter(None, (p.strip() for p in str(text).split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or key not in out:
+            raise ConfigError(f"faults={text!r}: expected drop=F,dup=F,reorder=F,seed=N")
+        try:
+            num = int(value) if key == "seed" else float(value)
+        except ValueError:
+            raise ConfigError(f"faults={text!r}: {key} must be a number") from None
+        if key != "seed" and not 0.0 <= num <= 0.5:
+            raise ConfigError(f"faults={text!r}: {key} must be a fraction from 0 to 0.5")
+        if key == "seed" and not 0 <= num < 2**64:
+            raise ConfigError(f"faults={text!r}: seed must be from 0 to 2**64-1")
+        out[key] = num
+    return out
 
 
 def _int_in_range(name: str, value, lo: int, hi: int) -> None:

@@ -31,6 +31,7 @@ from . import _control
 from ._control import Msg
 from ._core import pump_counter_names, worker_counter_names
 from ._nsutil import check_attach_target, run_idmap_helpers, userns_available
+from ._resolv import read_resolv_conf
 from ._shm import CounterArray
 from .config import NetworkConfig
 from .errors import ChildError, NamespaceError, ProtocolError, RingnetError
@@ -195,7 +196,8 @@ class Network:
     def _start(self) -> None:
         cfg = self.config
         key = os.urandom(16).hex()
-        base = {"config": dataclasses.asdict(cfg), "hash_key": key}
+        ups = list(cfg.dns_upstream) if cfg.dns_upstream else [str(u) for u in read_resolv_conf()]
+        base = {"config": dataclasses.asdict(cfg), "hash_key": key, "dns_upstreams": ups}
         self._pctr = CounterArray.create("pump")
         ns_ends: list[socket.socket] = []
         try:
