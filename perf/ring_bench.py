@@ -29,8 +29,12 @@ except ImportError:  # run from a checkout: python perf/ring_bench.py
 AIMS = {64: ("frames/s", 10e6), 65536: ("memcpy ratio", 0.70)}
 
 
-def ring_run(ring_size: int, frame: int, nframes: int, batch: int) -> tuple[float, int]:
-    """Move ``nframes`` frames of ``frame`` bytes; return (seconds, consumer rc)."""
+def ring_run(ring_size: int, frame: int, nframes: int, batch: int,
+             cpus: tuple[int, int] | None = None) -> tuple[float, int]:
+    """Move ``nframes`` frames of ``frame`` bytes; return (seconds, consumer rc).
+
+    ``cpus``: pin the consumer (this process) and the producer to these CPUs.
+    """
     fd = os.memfd_create("rn-ring-bench", os.MFD_CLOEXEC)
     ev_c = os.eventfd(0, os.EFD_CLOEXEC)
     ev_p = os.eventfd(0, os.EFD_CLOEXEC)
@@ -56,11 +60,18 @@ def ring_run(ring_size: int, frame: int, nframes: int, batch: int) -> tuple[floa
         if pid == 0:
             code = 1
             try:
+                if cpus:
+                    os.sched_setaffinity(0, {cpus[1]})
                 code = 0 if lib.rn_ringtest_produce(mem, p, ffi.new("struct rn_ringtest_stats *")) == 0 else 1
             finally:
                 os._exit(code)
+        if cpus:
+            old = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, {cpus[0]})
         rc = lib.rn_ringtest_consume(mem, p, st)
         t1 = time.perf_counter()
+        if cpus:
+            os.sched_setaffinity(0, old)
         _, status = os.waitpid(pid, 0)
         if os.waitstatus_to_exitcode(status) != 0:
             rc = rc or -1
@@ -84,27 +95,37 @@ def memcpy_run(ring_size: int, frame: int, nframes: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ring-size", type=int, default=1 << 20)
-    ap.add_argument("--seconds", type=float, default=1.0, help="target time per ring run")
+    ap.add_argument("--seconds", type=float, default=0.5, help="target time per ring run")
     ap.add_argument("--sizes", default="64,1500,65536")
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--repeat", type=int, default=3, help="runs per size, best kept")
+    ap.add_argument("--repeat", type=int, default=5, help="runs per size, best kept")
+    ap.add_argument("--no-pin", action="store_true",
+                    help="let the scheduler place both processes (default: one CPU each)")
     args = ap.parse_args(argv)
+    avail = sorted(os.sched_getaffinity(0))
+    cpus = None if args.no_pin or len(avail) < 2 else (avail[0], avail[1])
 
-    print(f"ring {args.ring_size} B, batch {args.batch}, best of {args.repeat}")
+    print(f"ring {args.ring_size} B, batch {args.batch}, best of {args.repeat}, "
+          f"{f'consumer on CPU {cpus[0]}, producer on CPU {cpus[1]}' if cpus else 'unpinned'}")
     print(f"{'frame':>7} {'frames/s':>12} {'ring GB/s':>10} {'memcpy GB/s':>12} "
           f"{'ratio':>6}  aim")
     missed = 0
     for frame in (int(s) for s in args.sizes.split(",")):
         # calibrate the frame count on a short run
         n = 20_000 if frame > 4096 else 200_000
-        secs, rc = ring_run(args.ring_size, frame, n, args.batch)
+        secs, rc = ring_run(args.ring_size, frame, n, args.batch, cpus)
         if rc:
             print(f"{frame:>7} ring run failed: {rc}")
             return 2
         n = max(1000, int(n * args.seconds / max(secs, 1e-6)))
-        best_ring = min(ring_run(args.ring_size, frame, n, args.batch)[0]
+        best_ring = min(ring_run(args.ring_size, frame, n, args.batch, cpus)[0]
                         for _ in range(args.repeat))
+        if cpus:
+            old = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, {cpus[0]})
         best_copy = min(memcpy_run(args.ring_size, frame, n) for _ in range(args.repeat))
+        if cpus:
+            os.sched_setaffinity(0, old)
         fps = n / best_ring
         ring_gbs = n * frame / best_ring / 1e9
         copy_gbs = n * frame / best_copy / 1e9
