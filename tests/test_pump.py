@@ -388,18 +388,26 @@ def test_worker_waiting_for_to_ns_space_is_kicked():
 # --- full rings ---------------------------------------------------------------------------------
 
 
-def _fill_until_refused(rig: Rig, q: int, frames, quiet: float = 0.2) -> int:
-    """Send frames on queue q until the pump stops reading; return how many went."""
+def _fill_until_refused(rig: Rig, q: int, frames, quiet: float = 0.2, until=None) -> int:
+    """Send frames on queue q until the pump stops reading; return how many went.
+
+    Stops once sends have failed for ``quiet`` seconds and ``until()`` holds.
+    """
     sock = rig.tun[q]
     sock.setblocking(False)
     sent = 0
     last = time.monotonic()
-    while sent < len(frames) and time.monotonic() - last < quiet:
+    deadline = last + 10
+    while sent < len(frames):
         try:
             sock.send(frames[sent])
             sent += 1
             last = time.monotonic()
         except BlockingIOError:
+            now = time.monotonic()
+            if now - last >= quiet and (until is None or until()):
+                break
+            assert now < deadline, "the pump neither reads nor reports a full ring"
             time.sleep(0.002)
     sock.settimeout(5)
     return sent
@@ -409,7 +417,7 @@ def test_full_ring_stops_reading_and_resumes(rig2):
     w = rig2.workers[0]
     p0 = port_for(0, 2)
     frames = [udp4(p0, i, size=1500) for i in range(2000)]
-    sent = _fill_until_refused(rig2, 0, frames)
+    sent = _fill_until_refused(rig2, 0, frames, until=lambda: rig2.ctr("ring_full") >= 1)
     assert sent < len(frames)                    # the pump stopped reading
     assert rig2.ctr("ring_full") == 1
     n_in = rig2.ctr("tun_frames_in")
@@ -440,7 +448,7 @@ def test_handoff_to_full_ring_waits_and_keeps_order(rig2):
     p0, p1 = port_for(0, 2), port_for(1, 2)
     # fill worker 1's ring through queue 1
     filler = [udp4(p1, i, size=1500) for i in range(2000)]
-    sent = _fill_until_refused(rig2, 1, filler)
+    sent = _fill_until_refused(rig2, 1, filler, until=lambda: rig2.ctr("ring_full") >= 1)
     assert sent < len(filler)
     # queue 0: a frame for worker 1 (must wait), then one for worker 0 (must wait behind it);
     # the held frame is as large as the frame thread 1 could not reserve: it cannot fit either
@@ -448,11 +456,12 @@ def test_handoff_to_full_ring_waits_and_keeps_order(rig2):
     assert len(held) == lib.RN_FRAME_MAX
     after = udp4(p0, 10_001, size=100)
     rig2.tun[0].send(held)
-    time.sleep(0.1)
+    wait_for(lambda: rig2.ctr("ring_full") == 2, what="queue 0 to wait")
+    n_in = rig2.ctr("tun_frames_in")
     rig2.tun[0].send(after)
     time.sleep(0.2)
     assert w0.take() == []                     # queue 0 stopped behind the held frame
-    assert rig2.ctr("ring_full") == 2
+    assert rig2.ctr("ring_full") == 2 and rig2.ctr("tun_frames_in") == n_in
     t0 = pump_cpu_ticks()
     time.sleep(0.2)
     assert pump_cpu_ticks() - t0 <= 2
@@ -489,7 +498,8 @@ def test_stop_joins_and_leaks_nothing():
 
 
 def test_stop_is_prompt_while_a_ring_is_full(rig2):
-    _fill_until_refused(rig2, 0, [udp4(port_for(0, 2), i, size=1500) for i in range(2000)])
+    _fill_until_refused(rig2, 0, [udp4(port_for(0, 2), i, size=1500) for i in range(2000)],
+                        until=lambda: rig2.ctr("ring_full") >= 1)
     t0 = time.monotonic()
     assert rig2.stop() == 0
     assert time.monotonic() - t0 < 1
