@@ -18,20 +18,22 @@ import json
 import logging
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import weakref
 from typing import Any, Optional, Sequence
 
-from . import _control
+from . import _control, _resolv
 from ._control import Msg
 from ._core import pump_counter_names, worker_counter_names
 from ._nsutil import check_attach_target, run_idmap_helpers, userns_available
-from ._resolv import read_resolv_conf
+from ._resolv import ResolvWatcher, Upstream, namespace_resolv_conf
 from ._shm import CounterArray
 from .config import NetworkConfig
 from .errors import ChildError, NamespaceError, ProtocolError, RingnetError
@@ -118,6 +120,8 @@ class Network:
         self._nsfds: tuple[int, int] = (-1, -1)
         self._ready: dict[str, Any] = {}
         self._finalizer: Optional[weakref.finalize] = None
+        self._resolv_dir: Optional[str] = None
+        self._watcher: Optional[ResolvWatcher] = None
 
     @classmethod
     def attach(cls, pid: int, config: Optional[NetworkConfig] = None, **overrides: Any) -> "Network":
@@ -196,7 +200,13 @@ class Network:
     def _start(self) -> None:
         cfg = self.config
         key = os.urandom(16).hex()
-        ups = list(cfg.dns_upstream) if cfg.dns_upstream else [str(u) for u in read_resolv_conf()]
+        host_conf = _resolv.RESOLV_CONF
+        host_ups = _resolv.read_resolv_conf(host_conf) if not cfg.dns_upstream else []
+        search = _resolv.read_search_lines(host_conf) if not cfg.dns_upstream else []
+        ups = list(cfg.dns_upstream) if cfg.dns_upstream else [str(u) for u in host_ups]
+        if not ups:
+            log.warning("no usable nameserver in %s: DNS queries inside the namespace will fail "
+                        "until it names one (or set dns_upstream)", host_conf)
         base = {"config": dataclasses.asdict(cfg), "hash_key": key, "dns_upstreams": ups}
         self._pctr = CounterArray.create("pump")
         ns_ends: list[socket.socket] = []
@@ -223,6 +233,32 @@ class Network:
                 s.close()
         self._finalizer = weakref.finalize(self, _reap, self._children, self._spawned)
         self._wait_ready(ns)
+        if cfg.resolv_conf and self._attach_pid is None:
+            self._resolv_dir = tempfile.mkdtemp(prefix="ringnet-dns-")
+            self._write_resolv_conf(search)
+        if not cfg.dns_upstream:
+            self._watcher = ResolvWatcher(host_conf, host_ups, search, self._dns_changed).start()
+
+    # DNS: the resolv.conf offered inside, upstream changes --------------------------------
+
+    def _write_resolv_conf(self, search: Sequence[str]) -> None:
+        """(Re)write the resolv.conf that spawn() bind-mounts inside, in place (the
+        mounts of running commands see the new text)."""
+        if self._resolv_dir is None:
+            return
+        addrs = self.config.addresses()
+        dns = [str(addrs[k]) for k in ("dns4", "dns6") if k in addrs]
+        path = os.path.join(self._resolv_dir, "resolv.conf")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(namespace_resolv_conf(dns, search))
+        os.chmod(path, 0o644)
+
+    def _dns_changed(self, upstreams: list[Upstream], search: list[str]) -> None:
+        """The host's resolv.conf changed: tell every worker its new upstreams."""
+        for c in self._children:
+            if c.name.startswith("worker"):
+                _control.send(c.ctl, Msg.DNS_UPSTREAMS, {"upstreams": [str(u) for u in upstreams]})
+        self._write_resolv_conf(search)
 
     def _wait_ready(self, ns: _Child) -> None:
         """Wait for READY from the namespace child, serving IDMAP requests and watching the
@@ -239,12 +275,17 @@ class Network:
             for fd, _ in poller.poll(int(left * 1000) + 1):
                 child = by_fd[fd]
                 msg = _control.recv(child.ctl)
-                if msg is None:
-                    status = child.proc.wait(_GRACE)
-                    raise ChildError(f"{child.name} exited during start-up (status {status})")
-                if msg.type == Msg.ERROR:
-                    msg.close_fds()
-                    raise ChildError(str(msg.body.get("error", f"{child.name} failed")))
+                if msg is None or msg.type == Msg.ERROR:
+                    if msg is None:
+                        why = f"{child.name} exited during start-up (status {child.proc.wait(_GRACE)})"
+                    else:
+                        msg.close_fds()
+                        why = str(msg.body.get("error", f"{child.name} failed"))
+                    # A worker fails when the namespace child gives up and closes its end:
+                    # the namespace child's own report names the cause, so prefer it.
+                    if child is not ns:
+                        why = self._ns_error(ns) or why
+                    raise ChildError(why)
                 if child is ns and msg.type == Msg.IDMAP:
                     self._serve_idmap(ns)
                 elif child is ns and msg.type == Msg.READY and len(msg.fds) == 2:
@@ -254,6 +295,18 @@ class Network:
                 else:
                     msg.close_fds()
                     raise ProtocolError(f"unexpected {msg.type.name} from {child.name} during start-up")
+
+    @staticmethod
+    def _ns_error(ns: _Child) -> Optional[str]:
+        """The namespace child's ERROR text if it reports one within a moment, else None."""
+        try:
+            msg = _control.recv(ns.ctl, timeout=2.0)
+        except (TimeoutError, ProtocolError, OSError):
+            return None
+        if msg is None:
+            return None
+        msg.close_fds()
+        return str(msg.body["error"]) if msg.type == Msg.ERROR and "error" in msg.body else None
 
     def _serve_idmap(self, ns: _Child) -> None:
         try:
@@ -274,6 +327,9 @@ class Network:
             self.state = State.CLOSED
 
     def _teardown(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
         if self._attach_pid is None and self._nsfds[1] >= 0:
             self._kill_namespace_processes()
         if self._finalizer is not None:
@@ -291,6 +347,9 @@ class Network:
         if self._pctr is not None:
             self._pctr.close()
             self._pctr = None
+        if self._resolv_dir is not None:
+            shutil.rmtree(self._resolv_dir, ignore_errors=True)
+            self._resolv_dir = None
 
     def _kill_namespace_processes(self) -> None:
         """SIGKILL processes other than ours left in a namespace we created (for example
@@ -328,8 +387,9 @@ class Network:
         self._require_running()
         if isinstance(argv, (str, bytes)) or not argv:
             raise RingnetError("argv must be a non-empty sequence of strings, not a string")
+        resolv = [f"--resolv-conf={self._resolv_dir}/resolv.conf"] if self._resolv_dir else []
         return [sys.executable, "-E", "-s", "-S", _ENTER, str(self._nsfds[0]), str(self._nsfds[1]),
-                "--", *map(os.fspath, argv)]
+                *resolv, "--", *map(os.fspath, argv)]
 
     @property
     def namespace_fds(self) -> tuple[int, int]:
