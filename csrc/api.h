@@ -15,6 +15,7 @@
 #include "counters.h"
 #include "flow.h"
 #include "worker.h"
+#include "dns.h"
 #include "ringtest.h"
 #include "pump.h"
 

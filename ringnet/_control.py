@@ -40,6 +40,7 @@ class Msg(enum.IntEnum):
     SHUTDOWN = 5    # orchestrator -> child: stop and exit
     IDMAP = 6       # namespace child -> orchestrator: map my ids with newuidmap/newgidmap
     IDMAP_DONE = 7  # orchestrator -> namespace child: done, or {"error": text}
+    DNS_UPSTREAMS = 8  # orchestrator -> worker: {"upstreams": ["ADDR:PORT", ...]}
 
 
 class Message:

@@ -13,6 +13,7 @@ with an error when the namespace corrupted its ring.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import socket
 
@@ -23,7 +24,9 @@ from ._core import check, ffi, lib
 from ._shm import CounterArray, RingMapping, check_eventfd
 from ._resolv import parse_upstream
 from .config import NetworkConfig, parse_faults
-from .errors import ChildError, ProtocolError
+from .errors import ChildError, ConfigError, ProtocolError
+
+log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT = 60.0
 
@@ -47,13 +50,7 @@ def _params(spec: dict, cfg: NetworkConfig):
     p.tcp_idle_timeout_ms = cfg.tcp_idle_timeout * 1000
     p.tcp_fin_timeout_ms = cfg.tcp_fin_timeout * 1000
     p.udp_timeout_ms = cfg.udp_timeout * 1000
-    ups = spec["dns_upstreams"][: lib.RN_DNS_UPSTREAM_MAX]
-    p.ndns = len(ups)
-    for i, text in enumerate(ups):
-        up = parse_upstream(text)
-        p.dns[i].family = up.addr.version
-        ffi.memmove(p.dns[i].addr, up.addr.packed, len(up.addr.packed))
-        p.dns[i].port = up.port
+    p.ndns = _fill_upstreams(p.dns, spec["dns_upstreams"])
     if cfg.faults:
         f = parse_faults(cfg.faults)
         p.faults.drop_ppm = int(f["drop"] * 1_000_000)
@@ -61,6 +58,31 @@ def _params(spec: dict, cfg: NetworkConfig):
         p.faults.reorder_ppm = int(f["reorder"] * 1_000_000)
         p.faults.seed = int(f["seed"])
     return p
+
+
+def _fill_upstreams(arr, texts: list) -> int:
+    """Fill a struct rn_dns_upstream array from "ADDR:PORT" strings; returns the count used.
+    Raises ConfigError (a ProtocolError's sibling) for a malformed entry."""
+    ups = [parse_upstream(t) for t in texts[: lib.RN_DNS_UPSTREAM_MAX]]
+    for i, up in enumerate(ups):
+        arr[i].family = up.addr.version
+        ffi.memmove(arr[i].addr, up.addr.packed, len(up.addr.packed))
+        arr[i].port = up.port
+    return len(ups)
+
+
+def _set_upstreams(worker, msg: _control.Message) -> None:
+    """DNS_UPSTREAMS from the orchestrator: the host's resolv.conf changed."""
+    texts = msg.body.get("upstreams")
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise ProtocolError("DNS_UPSTREAMS message without a list of upstreams")
+    arr = ffi.new("struct rn_dns_upstream[]", lib.RN_DNS_UPSTREAM_MAX)
+    try:
+        n = _fill_upstreams(arr, texts)
+    except ConfigError as e:
+        raise ProtocolError(f"DNS_UPSTREAMS: {e}") from None
+    check(lib.rn_dns_set_upstreams(worker, arr, n), "rn_dns_set_upstreams")
+    log.info("DNS upstreams now %s", ", ".join(texts) or "none")
 
 
 def _accept_hello(spec: dict, cfg: NetworkConfig, ns: socket.socket) -> tuple[RingMapping, int, int]:
@@ -107,7 +129,7 @@ def main(spec: dict, ctl: socket.socket) -> int:
             if rc < 0:
                 raise ChildError(f"worker {spec['index']} stops: the namespace side broke its ring "
                                  f"({os.strerror(-rc)})")
-            if rc == 1 and _control_wants_exit(ctl, ns):
+            if rc == 1 and _control_wants_exit(worker, ctl, ns):
                 return 0
     finally:
         if worker != ffi.NULL:
@@ -120,7 +142,7 @@ def main(spec: dict, ctl: socket.socket) -> int:
         counters.close()
 
 
-def _control_wants_exit(ctl: socket.socket, ns: socket.socket) -> bool:
+def _control_wants_exit(worker, ctl: socket.socket, ns: socket.socket) -> bool:
     """Handle pending control messages; True when the worker should exit."""
     for sock, who in ((ctl, "orchestrator"), (ns, "namespace child")):
         sock.setblocking(False)
@@ -133,6 +155,9 @@ def _control_wants_exit(ctl: socket.socket, ns: socket.socket) -> bool:
         if msg is None or msg.type in (Msg.SHUTDOWN, Msg.ERROR):
             return True
         msg.close_fds()
+        if sock is ctl and msg.type == Msg.DNS_UPSTREAMS:
+            _set_upstreams(worker, msg)
+            continue
         raise ProtocolError(f"unexpected {msg.type.name} from the {who}")
     return False
 

@@ -44,6 +44,9 @@ def _net_options(p: argparse.ArgumentParser) -> None:
                    help="bytes per ring, a power of two, 512 KiB..256 MiB (default 4 MiB)")
     g.add_argument("--allow-host-loopback", action="store_true",
                    help="let the gateway addresses reach host loopback (127.0.0.1, ::1)")
+    g.add_argument("--dns-upstream", action="append", metavar="ADDR[:PORT]",
+                   help="resolver the DNS addresses forward to, instead of the host's "
+                   "/etc/resolv.conf (repeatable, at most 3; [V6ADDR]:PORT for IPv6 with a port)")
     g.add_argument("--idmap-helpers", action="store_true",
                    help="map subordinate ids with newuidmap/newgidmap")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more logging (repeatable)")
@@ -53,6 +56,8 @@ def _config(args: argparse.Namespace) -> NetworkConfig:
     return NetworkConfig(mtu=args.mtu, workers=args.workers, cidr4=args.cidr, cidr6=args.cidr6,
                          ipv6=not args.disable_ipv6, ifname=args.ifname, ring_size=args.ring_size,
                          allow_host_loopback=args.allow_host_loopback,
+                         dns_upstream=tuple(args.dns_upstream) if args.dns_upstream else None,
+                         resolv_conf=not getattr(args, "no_resolv_conf", False),
                          idmap_helpers=args.idmap_helpers)
 
 
@@ -64,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a command in a new namespace with networking",
                          usage="ringnet run [OPTIONS] -- CMD [ARGS...]")
     _net_options(run)
+    run.add_argument("--no-resolv-conf", action="store_true",
+                     help="leave /etc/resolv.conf alone (by default CMD sees one naming the "
+                     "namespace's DNS addresses, in a private mount namespace)")
     run.add_argument("argv", nargs=argparse.REMAINDER, help="the command, after --")
     att = sub.add_parser("attach", help="give networking to an existing process's namespace")
     _net_options(att)

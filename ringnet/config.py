@@ -97,7 +97,15 @@ class NetworkConfig:
         tcp_fin_timeout: seconds a closing TCP flow may take to finish, 1..3600.
         udp_timeout: seconds a UDP flow may stay idle, 1..86400 (pasta's 180 by default).
         dns_upstream: resolvers the DNS addresses forward to, each "ADDR[:PORT]" or
-            "[V6ADDR]:PORT" (at most 3); None reads the host's /etc/resolv.conf.
+            "[V6ADDR]:PORT" (at most 3); None reads the host's /etc/resolv.conf, and
+            again whenever it changes.
+        resolv_conf: give commands started by spawn()/run() a private mount namespace
+            in which /etc/resolv.conf names the DNS addresses (not for attach(), where
+            the container runtime owns resolv.conf).
+        control_socket: serve info and stats to other processes of the same user on a
+            Unix socket (``ringnet ls``, ``ringnet stats``, ``ringnet top``).
+        control_dir: directory of that socket; None is $XDG_RUNTIME_DIR/ringnet or
+            /tmp/ringnet-<uid>.
         faults: test-only fault injection on the ring path, "drop=F,dup=F,reorder=F,seed=N"
             with fractions F in 0..0.5; None (the default) injects nothing.
     """
@@ -123,7 +131,10 @@ class NetworkConfig:
     tcp_fin_timeout: int = 60
     udp_timeout: int = 180
     dns_upstream: Optional[tuple[str, ...]] = None
+    resolv_conf: bool = True
     faults: Optional[str] = None
+    control_socket: bool = True
+    control_dir: Optional[str] = None
 
     def __post_init__(self) -> None:
         _int_in_range("mtu", self.mtu, MTU_MIN, MTU_MAX)

@@ -17,6 +17,7 @@ import enum
 import json
 import logging
 import os
+import secrets
 import select
 import shutil
 import signal
@@ -31,12 +32,14 @@ from typing import Any, Optional, Sequence
 
 from . import _control, _resolv
 from ._control import Msg
+from ._ctlsock import ControlServer
 from ._core import pump_counter_names, worker_counter_names
 from ._nsutil import check_attach_target, run_idmap_helpers, userns_available
 from ._resolv import ResolvWatcher, Upstream, namespace_resolv_conf
 from ._shm import CounterArray
 from .config import NetworkConfig
 from .errors import ChildError, NamespaceError, ProtocolError, RingnetError
+from .stats import ProcessSampler, Stats
 
 __all__ = ["Network", "State"]
 
@@ -110,7 +113,12 @@ class Network:
         elif overrides:
             config = dataclasses.replace(config, **overrides)
         self.config: NetworkConfig = config
+        self.id = secrets.token_hex(4)
+        self.label = ""
         self.state = State.NEW
+        self._started = 0.0
+        self._sampler = ProcessSampler()
+        self._ctlserver: Optional[ControlServer] = None
         self._attach_pid: Optional[int] = None
         self._lock = threading.Lock()
         self._children: list[_Child] = []
@@ -161,7 +169,15 @@ class Network:
             if isinstance(e, TimeoutError):
                 raise ChildError(f"network did not start within {self.config.startup_timeout} s") from e
             raise ChildError(f"network failed to start: {e}") from e
+        self._started = time.time()
         self.state = State.RUNNING
+        if self.config.control_socket:
+            try:
+                self._ctlserver = ControlServer(self.id, {"info": self.info, "stats": self._stats_dict},
+                                                self.config.control_dir)
+            except BaseException:
+                self.close()
+                raise
         return self
 
     def _preflight(self) -> None:
@@ -327,6 +343,9 @@ class Network:
             self.state = State.CLOSED
 
     def _teardown(self) -> None:
+        if self._ctlserver is not None:
+            self._ctlserver.close()
+            self._ctlserver = None
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
@@ -469,6 +488,34 @@ class Network:
         wnames, pnames = worker_counter_names(), pump_counter_names()
         return {"pump": self._pctr.snapshot(pnames),
                 "workers": [c.snapshot(wnames) for c in self._wctr]}
+
+    def stats(self) -> Stats:
+        """A typed snapshot: counters, psutil figures of every ringnet process (the namespace
+        child and the workers; none of the user's), and flow rows."""
+        self._require_running()
+        c = self.counters()
+        roles = {c_.proc.pid: ("ns" if c_.name == "namespace child" else c_.name)
+                 for c_ in self._children}
+        return Stats(time=time.time(), pump=c["pump"], workers=c["workers"],
+                     processes=self._sampler.sample(roles), flows=[])
+
+    def _stats_dict(self) -> dict[str, Any]:
+        return self.stats().to_dict()
+
+    def info(self) -> dict[str, Any]:
+        """What ``ringnet ls`` shows of this network."""
+        self._require_running()
+        return {"id": self.id, "pid": os.getpid(), "ns_pid": self.pid, "worker_pids": self.worker_pids,
+                "mode": "attach" if self._attach_pid else "new", "attach_pid": self._attach_pid,
+                "ifname": self.ifname, "cidr4": self.config.cidr4,
+                "cidr6": self.config.cidr6 if self.config.ipv6 else None, "mtu": self.config.mtu,
+                "workers": self.config.workers, "started": self._started, "label": self.label,
+                "control_socket": self._ctlserver.path if self._ctlserver else None}
+
+    @property
+    def control_socket(self) -> Optional[str]:
+        """Path of this network's control socket (None when disabled)."""
+        return self._ctlserver.path if self._ctlserver else None
 
     def failed_children(self) -> list[str]:
         """Names of children that have exited while the network runs (empty when healthy)."""
