@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # setup-test-env.sh - install everything ringnet's tests need on a fresh Debian machine.
 #
-# As root: Debian packages (compiler, Python headers and venv, iperf3, ping, setpriv),
+# As root: Debian packages (compiler, Python headers and venv, iperf3, ping, setpriv,
+# dnsmasq and dig for the DNS tests),
 # /dev/net/tun mode 0666 (as common distributions ship it), an unprivileged user for
 # the rootless tests, and a virtual environment that every user can run, made from
 # Debian's /usr/bin/python3, with ringnet and its test dependencies installed.
@@ -19,7 +20,7 @@ fi
 PY=/usr/bin/python3
 
 if [ "$(id -u)" = 0 ]; then
-    pkgs="gcc libc6-dev python3-dev python3-venv iperf3 iputils-ping iproute2 util-linux procps"
+    pkgs="gcc libc6-dev python3-dev python3-venv iperf3 iputils-ping iproute2 util-linux procps dnsmasq-base bind9-dnsutils"
     missing=""
     for p in $pkgs; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
