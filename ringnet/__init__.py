@@ -10,6 +10,7 @@ The public API is what ``__all__`` lists; modules starting with ``_`` are privat
 from .config import MTU_MAX, MTU_MIN, NetworkConfig, default_workers
 from .errors import ChildError, ConfigError, CoreError, NamespaceError, ProtocolError, RingnetError
 from .network import Network, State
+from .stats import FlowRow, ProcessStats, Stats
 
 __version__ = "0.1.0"
 
@@ -17,6 +18,9 @@ __all__ = [
     "Network",
     "NetworkConfig",
     "State",
+    "Stats",
+    "ProcessStats",
+    "FlowRow",
     "default_workers",
     "MTU_MIN",
     "MTU_MAX",

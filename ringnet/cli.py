@@ -2,6 +2,9 @@
 
     ringnet run [OPTIONS] -- CMD [ARGS...]   run CMD in a new rootless namespace with networking
     ringnet attach [OPTIONS] PID             give networking to PID's namespace until interrupted
+    ringnet ls                               list this user's running networks
+    ringnet stats ID [--json]                a snapshot of one network's counters and processes
+    ringnet top ID                           a live view of one network, refreshed every second
 
 ``run`` exits with CMD's status (128+N when CMD is killed by signal N), and 125
 when ringnet itself fails. Errors are printed on one line. Logging handlers are
@@ -11,17 +14,20 @@ installed here only, never by the library.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import select
 import signal
 import sys
+import time
 from typing import Optional, Sequence
 
-from . import __version__
+from . import __version__, _ctlsock
 from .config import MTU_MAX, MTU_MIN, NetworkConfig
 from .errors import RingnetError
 from .network import Network
+from .stats import Stats, rates
 
 __all__ = ["main"]
 
@@ -78,6 +84,19 @@ def _parser() -> argparse.ArgumentParser:
     att.add_argument("--ready-fd", type=int, default=None,
                      help="write '1' to this fd once the network is up")
     att.add_argument("pid", type=int, help="a process in the target network namespace")
+    ls = sub.add_parser("ls", help="list this user's running networks")
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    st = sub.add_parser("stats", help="print a snapshot of a running network")
+    st.add_argument("id", help="network id (or a unique prefix), from ringnet ls")
+    st.add_argument("--json", action="store_true", help="print JSON")
+    top = sub.add_parser("top", help="live view of a running network")
+    top.add_argument("id", help="network id (or a unique prefix), from ringnet ls")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    top.add_argument("--iterations", type=int, default=0, help="stop after N refreshes (0: never)")
+    for q in (ls, st, top):
+        q.add_argument("--dir", default=None, help="control socket directory "
+                       "(default $XDG_RUNTIME_DIR/ringnet or /tmp/ringnet-UID)")
+        q.add_argument("-v", "--verbose", action="count", default=0, help=argparse.SUPPRESS)
     return p
 
 
@@ -90,6 +109,7 @@ def _run(args: argparse.Namespace) -> int:
     if not argv:
         raise RingnetError("no command given: ringnet run [OPTIONS] -- CMD [ARGS...]")
     with Network(_config(args)) as net:
+        net.label = " ".join(argv)[:200]
         # Signals are taken synchronously (sigwaitinfo) so that we know who sent them: a
         # signal the terminal sent to the whole foreground group (si_code is not SI_USER)
         # reached CMD already and is not forwarded again; one sent to us alone is.
@@ -127,6 +147,7 @@ def _attach(args: argparse.Namespace) -> int:
     pidfd = os.pidfd_open(args.pid)
     try:
         with Network.attach(args.pid, _config(args)) as net:
+            net.label = f"attach {args.pid}"
             if args.ready_fd is not None:
                 os.write(args.ready_fd, b"1")
                 os.close(args.ready_fd)
@@ -143,6 +164,90 @@ def _attach(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ls(args: argparse.Namespace) -> int:
+    nets = _ctlsock.list_networks(args.dir)
+    if args.json:
+        print(json.dumps(nets, indent=2))
+        return 0
+    print(f"{'ID':<9} {'PID':>7} {'MODE':<6} {'WORKERS':>7} {'MTU':>6} {'CIDR':<18} {'UP':>8}  LABEL")
+    for n in nets:
+        up = _duration(time.time() - n["started"])
+        print(f"{n['id']:<9} {n['pid']:>7} {n['mode']:<6} {n['workers']:>7} {n['mtu']:>6} "
+              f"{n['cidr4']:<18} {up:>8}  {n['label']}")
+    return 0
+
+
+def _duration(sec: float) -> str:
+    sec = int(sec)
+    return f"{sec // 3600}h{sec % 3600 // 60:02d}m" if sec >= 3600 else f"{sec // 60}m{sec % 60:02d}s"
+
+
+def _stats(args: argparse.Namespace) -> int:
+    snap = _ctlsock.query(_ctlsock.resolve(args.id, args.dir), "stats")
+    if args.json:
+        print(json.dumps(snap, indent=2))
+        return 0
+    print(_render(Stats.from_dict(snap), None))
+    return 0
+
+
+def _human(n: float, unit: str = "") -> str:
+    for prefix in ("", "K", "M", "G", "T"):
+        if abs(n) < 1000:
+            return f"{n:.3g}{prefix}{unit}"
+        n /= 1000
+    return f"{n:.3g}P{unit}"
+
+
+def _render(cur: Stats, prev: Optional[Stats]) -> str:
+    lines = []
+    r = rates(prev, cur)
+    if r:
+        lines.append(f"to host  {_human(r['frames_in'])} frames/s  {_human(8 * r['bytes_in'], 'bit/s')}    "
+                     f"to namespace  {_human(r['frames_out'])} frames/s  {_human(8 * r['bytes_out'], 'bit/s')}")
+    lines.append(f"{'PROCESS':<10} {'PID':>7} {'CPU%':>6} {'CPU s':>8} {'RSS':>8} {'FDS':>5} {'THR':>4}")
+    for p in cur.processes:
+        lines.append(f"{p.role:<10} {p.pid:>7} {p.cpu_percent:>6.1f} {p.cpu_seconds:>8.2f} "
+                     f"{_human(p.rss, 'B'):>8} {p.num_fds:>5} {p.num_threads:>4}")
+    lines.append("")
+    names = [k for k in (cur.workers[0] if cur.workers else {})]
+    nonzero = [k for k in names if cur.total(k)] + [k for k, v in cur.pump.items() if v]
+    lines.append("counters (workers summed; pump: tun_*, handoffs)")
+    for k in names:
+        if cur.total(k):
+            lines.append(f"  {k:<28} {cur.total(k)}")
+    for k, v in cur.pump.items():
+        if v:
+            lines.append(f"  pump.{k:<23} {v}")
+    if not nonzero:
+        lines.append("  (all zero)")
+    if cur.flows:
+        lines.append("")
+        lines.append(f"{'PROTO':<5} {'GUEST':<28} {'REMOTE':<28} {'STATE':<12} {'IN':>8} {'OUT':>8} {'AGE':>7}")
+        for f in sorted(cur.flows, key=lambda f: f.bytes_in + f.bytes_out, reverse=True)[:30]:
+            lines.append(f"{f.proto:<5} {f'{f.guest}:{f.guest_port}':<28} {f'{f.remote}:{f.remote_port}':<28} "
+                         f"{f.state:<12} {_human(f.bytes_in, 'B'):>8} {_human(f.bytes_out, 'B'):>8} "
+                         f"{_duration(f.age):>7}")
+    return "\n".join(lines)
+
+
+def _top(args: argparse.Namespace) -> int:
+    path = _ctlsock.resolve(args.id, args.dir)
+    if not 0.1 <= args.interval <= 3600:
+        raise RingnetError(f"--interval={args.interval} must be from 0.1 to 3600 seconds")
+    prev = None
+    n = 0
+    clear = "\x1b[H\x1b[2J" if sys.stdout.isatty() else ""
+    while True:
+        cur = Stats.from_dict(_ctlsock.query(path, "stats"))
+        print(f"{clear}ringnet top {args.id}  {time.strftime('%H:%M:%S')}\n{_render(cur, prev)}", flush=True)
+        prev = cur
+        n += 1
+        if args.iterations and n >= args.iterations:
+            return 0
+        time.sleep(args.interval)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``ringnet`` console script."""
     parser = _parser()
@@ -151,9 +256,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         format="ringnet: %(levelname)s %(message)s")
     failed = EXIT_RINGNET_FAILED if args.command == "run" else 1
     try:
-        if args.command == "run":
-            return _run(args)
-        return _attach(args)
+        handlers = {"run": _run, "attach": _attach, "ls": _ls, "stats": _stats, "top": _top}
+        return handlers[args.command](args)
     except RingnetError as e:
         print(f"ringnet: error: {e}", file=sys.stderr)
         return failed

@@ -1,0 +1,119 @@
+"""Monitoring: typed stats snapshots, the per-network control socket, ringnet ls/stats/top."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+import ringnet
+from conftest import as_user_argv, child_env, needs_userns, ringnet_cmd, unpriv_user
+
+pytestmark = needs_userns
+
+
+def cli(*args, argv_wrap=lambda a: a):
+    return subprocess.run(argv_wrap(ringnet_cmd(*args)), capture_output=True, text=True, timeout=60,
+                          env=child_env(), cwd="/")
+
+
+def test_stats_snapshot_counts_known_traffic(no_leaks, tmp_path):
+    with ringnet.Network(workers=2, control_dir=str(tmp_path)) as net:
+        r = net.run(["ping", "-c", "5", "-i", "0.2", "-W", "2", "10.0.2.2"], capture_output=True)
+        assert r.returncode == 0
+        s = net.stats()
+        assert isinstance(s, ringnet.Stats)
+        assert s.total("icmp_echo_replies") == 5
+        assert s.total("frames_in") >= 5 and s.total("bytes_in") >= 5 * 84
+        assert s.pump["tun_frames_in"] >= 5
+        # psutil figures cover every ringnet process and none of the user's
+        assert {p.pid for p in s.processes} == set(net.pids())
+        assert os.getpid() not in {p.pid for p in s.processes}
+        assert sorted(p.role for p in s.processes) == ["ns", "worker 0", "worker 1"]
+        assert all(p.rss > 0 and p.num_fds > 0 and p.num_threads >= 1 for p in s.processes)
+        ns = next(p for p in s.processes if p.role == "ns")
+        assert ns.num_threads >= 3  # main thread and one pump thread per queue
+        again = ringnet.Stats.from_dict(json.loads(json.dumps(s.to_dict())))
+        assert again == s
+
+
+def test_control_socket_serves_other_processes(no_leaks, tmp_path):
+    with ringnet.Network(workers=1, control_dir=str(tmp_path)) as net:
+        net.label = "monitor-test"
+        path = net.control_socket
+        assert os.path.dirname(path) == str(tmp_path)
+        assert stat.S_IMODE(os.stat(path).st_mode) & 0o077 == 0
+        net.run(["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.0.2.2"], capture_output=True, check=True)
+
+        ls = cli("ls", "--json", "--dir", str(tmp_path))
+        assert ls.returncode == 0, ls.stderr
+        nets = json.loads(ls.stdout)
+        assert [(n["id"], n["label"], n["ns_pid"]) for n in nets] == [(net.id, "monitor-test", net.pid)]
+
+        st = cli("stats", net.id[:5], "--json", "--dir", str(tmp_path))
+        assert st.returncode == 0, st.stderr
+        snap = json.loads(st.stdout)
+        assert sum(w["icmp_echo_replies"] for w in snap["workers"]) == 2
+        assert {p["pid"] for p in snap["processes"]} == set(net.pids())
+
+        text = cli("stats", net.id, "--dir", str(tmp_path))
+        assert "icmp_echo_replies" in text.stdout and "worker 0" in text.stdout
+
+        top = cli("top", net.id, "--iterations", "2", "--interval", "0.2", "--dir", str(tmp_path))
+        assert top.returncode == 0, top.stderr
+        assert top.stdout.count("ringnet top") == 2
+    assert not os.path.exists(path)
+    assert json.loads(cli("ls", "--json", "--dir", str(tmp_path)).stdout) == []
+
+
+def test_stats_refused_for_another_uid(no_leaks):
+    uid, _ = unpriv_user()
+    if uid == os.getuid():
+        pytest.skip("needs to run as root to test another uid")
+    import shutil
+    import tempfile
+    top = tempfile.mkdtemp(prefix="ringnet-ctl-", dir="/tmp")  # reachable by the other user
+    os.chmod(top, 0o755)
+    d = os.path.join(top, "ctl")
+    os.mkdir(d, 0o700)
+    try:
+        _refused_for_another_uid(d)
+    finally:
+        shutil.rmtree(top)
+
+
+def _refused_for_another_uid(d):
+    with ringnet.Network(workers=1, control_dir=str(d)) as net:
+        r = cli("stats", net.id, "--json", "--dir", str(d), argv_wrap=as_user_argv)
+        assert r.returncode == 1
+        assert f"refused: {d} belongs to another user" in r.stderr and r.stdout == ""
+        # Even with the directory opened up, the server checks the peer's uid.
+        os.chmod(d, 0o755)
+        os.chmod(net.control_socket, 0o666)
+        probe = ("import sys; from ringnet import _ctlsock\n"
+                 "try:\n    _ctlsock.query(sys.argv[1], 'stats')\n"
+                 "except Exception as e:\n    print(e)\n")
+        r = subprocess.run(as_user_argv([sys.executable, "-c", probe, net.control_socket]),
+                           capture_output=True, text=True, timeout=60, env=child_env(), cwd="/")
+        assert "refused: this network belongs to another user" in r.stdout, r.stdout + r.stderr
+        os.chmod(d, 0o700)
+
+
+def test_unknown_network_id(tmp_path):
+    r = cli("stats", "nosuchid", "--dir", str(tmp_path))
+    assert r.returncode == 1 and "no running network with id 'nosuchid'" in r.stderr
+
+
+def test_runtime_dir_must_be_private(tmp_path, monkeypatch):
+    from ringnet import _ctlsock
+    base = tmp_path / "run"
+    base.mkdir()
+    (base / "ringnet").mkdir(mode=0o755)
+    os.chmod(base / "ringnet", 0o755)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(base))
+    with pytest.raises(ringnet.RingnetError, match="not a private directory"):
+        _ctlsock.runtime_dir()
