@@ -45,14 +45,29 @@ def ringnet_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "ringnet", *args]
 
 
-def ringnet_processes() -> set[int]:
-    """PIDs of live ringnet children (namespace children and workers) on this machine."""
+def ringnet_processes(uid: int | None = None) -> set[int]:
+    """PIDs of live ringnet children (namespace children and workers): those of ``uid``
+    anywhere on the machine, or, by default, those descending from this process (other
+    ringnet users on the machine must not disturb the tests)."""
+    if uid is None:
+        procs = psutil.Process().children(recursive=True)
+    else:
+        procs = [p for p in psutil.process_iter() if _uid_of(p) == uid]
     out = set()
-    for p in psutil.process_iter(["name", "status"]):
-        name = p.info["name"] or ""
-        if name.startswith("ringnet-") and p.info["status"] != psutil.STATUS_ZOMBIE:
-            out.add(p.pid)
+    for p in procs:
+        try:
+            if p.name().startswith("ringnet-") and p.status() != psutil.STATUS_ZOMBIE:
+                out.add(p.pid)
+        except psutil.NoSuchProcess:
+            continue
     return out
+
+
+def _uid_of(p: psutil.Process) -> int:
+    try:
+        return p.uids().real
+    except psutil.NoSuchProcess:
+        return -1
 
 
 def own_memfd_mappings() -> list[str]:

@@ -11,7 +11,7 @@ import time
 import psutil
 import pytest
 
-from conftest import child_env, needs_userns, ringnet_cmd, ringnet_processes
+from conftest import child_env, needs_userns, ringnet_cmd
 
 
 def run_cli(*args, timeout=60):
@@ -80,12 +80,13 @@ time.sleep(60)
 @needs_userns
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_run_forwards_signals(sig):
-    before = ringnet_processes()
     p = subprocess.Popen(ringnet_cmd("run", "--workers", "1", "--", sys.executable, "-c", SIGNAL_CHILD),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
                          start_new_session=True)
     try:
         assert p.stdout.readline().strip() == "ready"
+        kids = psutil.Process(p.pid).children()
+        assert len(kids) == 3  # namespace child, worker, the command
         p.send_signal(sig)
         out, err = p.communicate(timeout=30)
     finally:
@@ -94,12 +95,12 @@ def test_run_forwards_signals(sig):
             p.wait()
     assert out.strip() == f"got {sig.name}", err
     assert p.returncode == 40 + sig
-    assert ringnet_processes() == before
+    gone, alive = psutil.wait_procs(kids, timeout=10)
+    assert not alive, f"left running: {alive}"
 
 
 @needs_userns
 def test_command_sigkilled_leaves_nothing():
-    before = ringnet_processes()
     p = subprocess.Popen(ringnet_cmd("run", "--workers", "2", "--", "sh", "-c", "echo $$; exec sleep 60"),
                          stdout=subprocess.PIPE, text=True, env=child_env(), start_new_session=True)
     cmd_pid = int(p.stdout.readline())
@@ -109,7 +110,6 @@ def test_command_sigkilled_leaves_nothing():
     assert p.wait(timeout=30) == 128 + signal.SIGKILL
     for k in kids:
         assert not psutil.pid_exists(k)
-    assert ringnet_processes() == before
 
 
 @needs_userns

@@ -45,12 +45,13 @@ def test_lifecycle_and_ping_as_unprivileged_user():
 
 
 def test_cli_run_as_unprivileged_user():
-    before = ringnet_processes()
+    uid, _ = unpriv_user()
+    before = ringnet_processes(uid)
     r = subprocess.run(as_user_argv([sys.executable, "-m", "ringnet", "run", "--workers", "1", "--",
                                      "ping", "-c", "2", "-i", "0.2", "-W", "2", "10.0.2.2"]),
                        capture_output=True, text=True, timeout=120, env=child_env(), cwd="/")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert ringnet_processes() == before
+    assert ringnet_processes(uid) == before
 
 
 def test_attach_refuses_another_users_process():
