@@ -6,6 +6,13 @@
  * never take a lock and see values that are at worst a moment old. The names
  * and order below are the single source of truth: Python reads them through
  * rn_worker_counter_name() and rn_pump_counter_name().
+ *
+ * Worker accounting: every frame taken from to_worker adds to frames_in and to
+ * exactly one outcome counter: a drop_* reason, a reply (icmp_echo_replies,
+ * icmp6_echo_replies), ring_full, a refused new flow (policy_refused,
+ * flows_refused_cap, flows_refused_fd), or a protocol's "accepted" counter
+ * (tcp_segments_in, ...). Everything else here counts events, not frames;
+ * counters marked (gauge) go up and down (decremented by adding -1).
  */
 #ifndef RN_COUNTERS_H
 #define RN_COUNTERS_H
@@ -38,7 +45,16 @@
 	X(drop_icmp_type,	"ICMP type not handled")		\
 	X(drop_unhandled_proto,	"transport protocol not handled yet")	\
 	X(drop_unhandled_dst,	"destination not handled yet")		\
-	X(drop_wrong_owner,	"frame's flow belongs to another worker")
+	X(drop_wrong_owner,	"frame's flow belongs to another worker") \
+	X(policy_refused,	"new flows refused by destination policy") \
+	X(flows_refused_cap,	"new flows refused: max_flows reached")	\
+	X(flows_refused_fd,	"new flows refused: no host socket (fd limit)") \
+	X(flows_open_tcp,	"TCP flows held now (gauge)")		\
+	X(flows_open_udp,	"UDP flows held now (gauge)")		\
+	X(flows_open_icmp,	"ICMP flows held now (gauge)")		\
+	X(host_events,		"host socket events handled")		\
+	X(timer_runs,		"flow timers run")			\
+	X(room_waits,		"times a flow waited for room in the namespace ring")
 
 /* Namespace pump counters, summed over its threads */
 #define RN_PUMP_COUNTERS(X)						\

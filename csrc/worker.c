@@ -13,11 +13,13 @@
  * ring protocol says it waits (need_wakeup on to_ns, need_space on
  * to_worker), so a busy worker makes no syscall per frame. When to_worker is
  * empty the worker announces sleep (rn_ring_consumer_sleep()), re-checks, and
- * blocks in epoll_wait() on its doorbell eventfd and the watched control fds.
- * A readable control fd makes rn_worker_run() return 1 so that Python can
- * handle the message; a busy worker still looks at them every
- * RN_WORKER_BUSY_CHECK batches. The worker never waits for room in to_ns: a
- * reply that does not fit is dropped and counted (ring_full).
+ * blocks in epoll_wait() on its doorbell eventfd, the watched control fds and
+ * the host sockets of its flows, until the nearest timer deadline. A readable
+ * control fd makes rn_worker_run() return 1 so that Python can handle the
+ * message; a busy worker looks at its epoll without blocking after every
+ * batch. A reply to a frame (an echo reply, a RST)
+ * that does not fit in to_ns is dropped and counted (ring_full); data from
+ * host sockets waits instead (see Flows).
  *
  * Frame intake (rn_worker_input()): the frame stays in shared memory, where the
  * namespace side may rewrite it at any time. The first RN_WORKER_HDR_COPY bytes
@@ -40,6 +42,30 @@
  * or ring_full. Handlers return that counter's index and rn_worker_input()
  * adds it, so no path can count a frame twice or not at all.
  *
+ * Flows: protocol cores keep their flows in the worker's flow table
+ * (flowtab.h) and their host sockets in the worker's epoll instance, with
+ * epoll_data.ptr pointing at the flow's common header; struct rn_flow_ops of
+ * the flow's type says what to do with its events (rn_worker_ops[]). Each
+ * loop pass: frames from to_worker, then expired timers, then flows waiting
+ * for room in to_ns, then host socket events (epoll_wait() without blocking
+ * while the rings are busy, else blocking until the nearest timer deadline),
+ * then to_ns is published once and closed flows are freed. Control fds and
+ * ev_worker carry tag pointers (rn_worker_tag_ctl, &w->ev_worker) instead.
+ *
+ * Backpressure towards the namespace: a flow that finds to_ns full stops
+ * reading its host socket and queues itself (rn_worker_wait_room()). The
+ * worker then waits as the ring's producer (rn_ring_producer_sleep():
+ * need_space is set), and the namespace pump kicks ev_worker once it has
+ * freed half the ring; when a largest frame fits again the waiting flows are
+ * called back in order (ops->room()). Host data is never read unless there
+ * is room for it, so nothing read from a host socket is ever dropped.
+ *
+ * File descriptors: at start the soft RLIMIT_NOFILE is raised to the hard
+ * limit. Each flow holds at most one host socket and flows are capped at
+ * max_flows, so fd use is bounded; a socket() that fails anyway (EMFILE)
+ * refuses the flow, counted flows_refused_fd. Closed flows close their fd at
+ * once (no lingering).
+ *
  * Errors: a malformed frame is dropped; a ring whose indices or records are
  * impossible (rn_ring_peek(), rn_ring_reserve() return -EPROTO) ends the
  * worker: the error sticks in w->err and every later call returns it.
@@ -48,16 +74,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "checksum.h"
 #include "flow.h"
+#include "flowtab.h"
 #include "icmp.h"
 #include "worker.h"
 
-#define RN_WORKER_BUSY_CHECK	16u
-#define RN_WORKER_EVENTS	8
+#define RN_WORKER_EVENTS	64
 #define RN_IPV4_HDR_MIN		20u
 #define RN_IPV6_HDR_LEN		40u
 #define RN_IPPROTO_ICMP		1u
@@ -514,25 +541,21 @@ static int rn_worker_batch(struct rn_worker *w)
 	return (int)n;
 }
 
-/**
- * rn_worker_poll() - process everything now in to_worker, without blocking
- * @w:		worker
- *
- * Return: number of frames processed, or negative errno (-EPROTO: a ring is
- *	   corrupted, the worker is finished)
- */
-int rn_worker_poll(struct rn_worker *w)
-{
-	int n, total = 0;
+/* Tag pointers in epoll_data for the fds that are not flows */
+static char rn_worker_tag_ctl;
 
-	do {
-		n = rn_worker_batch(w);
-		if (n < 0)
-			return n;
-		total += n;
-	} while (n == (int)RN_WORKER_BATCH);
-	return total;
-}
+/* Protocol cores by flow type; a NULL entry has no flows */
+static const struct rn_flow_ops *const rn_worker_ops[RN_FLOW_TYPES] = {
+	[RN_FLOW_NONE] = NULL,
+};
+
+/* Gauge counters of open flows by type */
+static const unsigned int rn_worker_open_ctr[RN_FLOW_TYPES] = {
+	[RN_FLOW_NONE] = RN_WCTR_COUNT,
+	[RN_FLOW_TCP] = RN_WCTR_flows_open_tcp,
+	[RN_FLOW_UDP] = RN_WCTR_flows_open_udp,
+	[RN_FLOW_ICMP] = RN_WCTR_flows_open_icmp,
+};
 
 /**
  * rn_worker_now_ms() - monotonic clock in milliseconds
@@ -548,6 +571,345 @@ static int64_t rn_worker_now_ms(void)
 }
 
 /**
+ * rn_worker_flow_add() - put a new flow into the worker's table
+ * @w:		worker
+ * @f:		flow with key, type and fd (or -1) set, zeroed otherwise
+ *
+ * Return: 0, -ENOSPC at the max_flows cap, -EEXIST if the key is taken,
+ *	   -EINVAL for a bad type
+ */
+int rn_worker_flow_add(struct rn_worker *w, struct rn_flow *f)
+{
+	int rc;
+
+	f->flags = 0;
+	f->events = 0;
+	f->wnext = NULL;
+	rc = rn_flowtab_insert(&w->flows, f, w->now);
+	if (!rc)
+		rn_ctr_add(w->ctr, rn_worker_open_ctr[f->type], 1);
+	return rc;
+}
+
+/**
+ * rn_worker_flow_watch() - set the epoll events wanted for a flow's host socket
+ * @w:		worker
+ * @f:		flow with a host socket in f->fd
+ * @events:	EPOLLIN, EPOLLOUT, EPOLLRDHUP... (0: stop watching); level
+ *		triggered
+ *
+ * Does nothing when @events are already registered.
+ *
+ * Return: 0, or negative errno from epoll_ctl()
+ */
+int rn_worker_flow_watch(struct rn_worker *w, struct rn_flow *f, uint32_t events)
+{
+	struct epoll_event ev = { .events = events, .data.ptr = f };
+	int op;
+
+	if (f->fd < 0 || f->events == events)
+		return 0;
+	if (!events)
+		op = EPOLL_CTL_DEL;
+	else
+		op = f->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+	if (epoll_ctl(w->epfd, op, f->fd, &ev))
+		return -errno;
+	f->events = events;
+	return 0;
+}
+
+/**
+ * rn_worker_flow_timer() - arm, move or disarm a flow's timer
+ * @w:		worker
+ * @f:		flow in the table
+ * @deadline:	when ops->timer() should run, in w->now milliseconds (0: never)
+ */
+void rn_worker_flow_timer(struct rn_worker *w, struct rn_flow *f, int64_t deadline)
+{
+	rn_flowtab_timer(&w->flows, f, deadline);
+}
+
+/**
+ * rn_worker_wait_room() - call ops->room() for @f once to_ns has room again
+ * @w:		worker
+ * @f:		flow that could not reserve a frame; it stopped reading its host
+ *		socket until then
+ *
+ * A flow already waiting keeps its place.
+ */
+void rn_worker_wait_room(struct rn_worker *w, struct rn_flow *f)
+{
+	if (f->flags & (RN_FLOW_F_ROOM_WAIT | RN_FLOW_F_CLOSED))
+		return;
+	f->flags |= RN_FLOW_F_ROOM_WAIT;
+	f->wnext = NULL;
+	*w->room_tail = f;
+	w->room_tail = &f->wnext;
+	rn_ctr_add(w->ctr, RN_WCTR_room_waits, 1);
+}
+
+/**
+ * rn_worker_room_unlink() - take @f off the room wait list
+ * @w:		worker
+ * @f:		flow on the list
+ */
+static void rn_worker_room_unlink(struct rn_worker *w, struct rn_flow *f)
+{
+	struct rn_flow **pp = &w->room_head;
+
+	while (*pp && *pp != f)
+		pp = &(*pp)->wnext;
+	if (*pp) {
+		*pp = f->wnext;
+		if (w->room_tail == &f->wnext)
+			w->room_tail = pp;
+	}
+	f->wnext = NULL;
+	f->flags &= ~RN_FLOW_F_ROOM_WAIT;
+}
+
+/**
+ * rn_worker_flow_close() - end a flow: table, timer, epoll, fd, then memory
+ * @w:		worker
+ * @f:		flow in the table (closing a closed flow does nothing)
+ *
+ * The fd is closed at once; ops->release() runs now; the struct is freed
+ * with free() at the end of the current loop pass, and until then the flow
+ * is marked closed so that no hook runs for it again.
+ */
+void rn_worker_flow_close(struct rn_worker *w, struct rn_flow *f)
+{
+	const struct rn_flow_ops *ops = rn_worker_ops[f->type];
+
+	if (f->flags & RN_FLOW_F_CLOSED)
+		return;
+	if (f->flags & RN_FLOW_F_ROOM_WAIT)
+		rn_worker_room_unlink(w, f);
+	rn_flowtab_remove(&w->flows, f);
+	rn_ctr_add(w->ctr, rn_worker_open_ctr[f->type], (uint64_t)-1);
+	if (f->fd >= 0) {
+		/* close() removes it from epoll too */
+		close(f->fd);
+		f->fd = -1;
+		f->events = 0;
+	}
+	if (ops && ops->release)
+		ops->release(w, f);
+	f->flags |= RN_FLOW_F_CLOSED;
+	f->wnext = w->closed;
+	w->closed = f;
+}
+
+/**
+ * rn_worker_reap() - free the flows closed during this loop pass
+ * @w:		worker
+ */
+static void rn_worker_reap(struct rn_worker *w)
+{
+	struct rn_flow *f;
+
+	while ((f = w->closed)) {
+		w->closed = f->wnext;
+		free(f);
+	}
+}
+
+/**
+ * rn_worker_timers() - run the timer hooks of every flow whose deadline passed
+ * @w:		worker
+ */
+static void rn_worker_timers(struct rn_worker *w)
+{
+	const struct rn_flow_ops *ops;
+	struct rn_flow *f;
+	unsigned int n = 0;
+
+	while (!w->err && (f = rn_flowtab_expired(&w->flows, w->now))) {
+		ops = rn_worker_ops[f->type];
+		if (ops && ops->timer)
+			ops->timer(w, f);
+		n++;
+	}
+	if (n)
+		rn_ctr_add(w->ctr, RN_WCTR_timer_runs, n);
+}
+
+/**
+ * rn_worker_room() - call back the flows waiting for room in to_ns, if any
+ * @w:		worker
+ *
+ * to_ns is published first, so the namespace side can drain what is there.
+ * If a largest frame still does not fit, need_space stays set in to_ns and
+ * the pump's kick on ev_worker brings us back here.
+ *
+ * Return: 0, or negative errno (-EPROTO: the namespace corrupted to_ns)
+ */
+static int rn_worker_room(struct rn_worker *w)
+{
+	const struct rn_flow_ops *ops;
+	struct rn_flow *f, *list;
+	int rc;
+
+	if (!w->room_head)
+		return 0;
+	if (rn_ring_publish(&w->tx))
+		rn_worker_kick(w);
+	rc = rn_ring_producer_sleep(&w->tx, RN_FRAME_MAX);
+	if (rc < 0)
+		return rn_worker_fatal(w, rc);
+	if (rc)
+		return 0;
+
+	/* Take the whole list: a flow that runs out of room again re-queues */
+	list = w->room_head;
+	w->room_head = NULL;
+	w->room_tail = &w->room_head;
+	while ((f = list) && !w->err) {
+		list = f->wnext;
+		f->wnext = NULL;
+		f->flags &= ~RN_FLOW_F_ROOM_WAIT;
+		ops = rn_worker_ops[f->type];
+		if (ops && ops->room)
+			ops->room(w, f);
+	}
+	/* Not reached only after a fatal error: keep the rest queued anyway */
+	while ((f = list)) {
+		list = f->wnext;
+		f->flags &= ~RN_FLOW_F_ROOM_WAIT;
+		rn_worker_wait_room(w, f);
+	}
+	return w->err;
+}
+
+/**
+ * rn_worker_sync() - publish to_ns and kick the namespace side if it sleeps
+ * @w:		worker
+ */
+static void rn_worker_sync(struct rn_worker *w)
+{
+	if (rn_ring_publish(&w->tx))
+		rn_worker_kick(w);
+}
+
+/**
+ * rn_worker_events() - wait for and dispatch epoll events
+ * @w:		worker
+ * @wait:	epoll_wait() timeout, ms (0: do not block, -1: forever)
+ * @ctl:	set to 1 when a control fd is readable or hung up
+ *
+ * Return: number of events, or negative errno from epoll_wait() (EINTR is 0)
+ */
+static int rn_worker_events(struct rn_worker *w, int wait, int *ctl)
+{
+	struct epoll_event ev[RN_WORKER_EVENTS];
+	const struct rn_flow_ops *ops;
+	struct rn_flow *f;
+	int n, i;
+	uint64_t v;
+
+	n = epoll_wait(w->epfd, ev, RN_WORKER_EVENTS, wait);
+	if (n < 0)
+		return errno == EINTR ? 0 : -errno;
+	w->now = rn_worker_now_ms();
+	for (i = 0; i < n && !w->err; i++) {
+		void *tag = ev[i].data.ptr;
+
+		if (tag == &rn_worker_tag_ctl) {
+			*ctl = 1;
+		} else if (tag == &w->ev_worker) {
+			if (read(w->ev_worker, &v, sizeof(v)) < 0 && errno != EAGAIN)
+				return -errno;
+		} else {
+			f = tag;
+			if (f->flags & RN_FLOW_F_CLOSED)
+				continue;
+			ops = rn_worker_ops[f->type];
+			rn_ctr_add(w->ctr, RN_WCTR_host_events, 1);
+			if (ops && ops->event)
+				ops->event(w, f, ev[i].events);
+			else
+				rn_worker_flow_close(w, f);
+		}
+	}
+	return n;
+}
+
+/**
+ * rn_worker_pass() - one pass of the loop: frames, timers, room, events
+ * @w:		worker
+ * @block:	may block in epoll_wait() when the rings are idle
+ * @deadline:	if blocking, wake up by this time at the latest (0: no limit)
+ * @frames:	set to the number of frames taken from to_worker
+ * @ctl:	set to 1 when a control fd is readable
+ *
+ * Return: 0, or negative errno when the worker must stop
+ */
+static int rn_worker_pass(struct rn_worker *w, int block, int64_t deadline, int *frames,
+			  int *ctl)
+{
+	int n, idle, wait = 0, rc;
+	int64_t next;
+
+	w->now = rn_worker_now_ms();
+	n = rn_worker_batch(w);
+	if (n < 0)
+		return n;
+	*frames = n;
+	rn_worker_timers(w);
+	rc = rn_worker_room(w);
+	if (rc < 0)
+		return rc;
+	rn_worker_sync(w);
+
+	idle = block && n < (int)RN_WORKER_BATCH && rn_ring_consumer_sleep(&w->rx);
+	if (idle) {
+		next = rn_flowtab_next_deadline(&w->flows);
+		if (deadline && (!next || deadline < next))
+			next = deadline;
+		if (!next)
+			wait = -1;
+		else if (next > w->now)
+			wait = next - w->now > INT32_MAX ? INT32_MAX : (int)(next - w->now);
+	}
+	rc = rn_worker_events(w, wait, ctl);
+	if (idle)
+		rn_ring_consumer_awake(&w->rx);
+	if (rc < 0)
+		return rc;
+	if (idle && wait)
+		rn_ctr_add(w->ctr, RN_WCTR_wakeups, 1);
+	rn_worker_sync(w);
+	rn_worker_reap(w);
+	return w->err;
+}
+
+/**
+ * rn_worker_poll() - process everything now pending, without blocking
+ * @w:		worker
+ *
+ * Frames in to_worker, expired timers, flows waiting for room and ready host
+ * sockets, until a pass finds no frames.
+ *
+ * Return: number of frames processed, or negative errno (-EPROTO: a ring is
+ *	   corrupted, the worker is finished)
+ */
+int rn_worker_poll(struct rn_worker *w)
+{
+	int n, total = 0, ctl = 0, rc;
+
+	if (w->err)
+		return w->err;
+	do {
+		rc = rn_worker_pass(w, 0, 0, &n, &ctl);
+		if (rc < 0)
+			return rc;
+		total += n;
+	} while (n == (int)RN_WORKER_BATCH);
+	return total;
+}
+
+/**
  * rn_worker_run() - run the event loop until a control fd is readable or timeout
  * @w:		worker
  * @timeout_ms:	give up after this long, < 0 for never
@@ -557,50 +919,20 @@ static int64_t rn_worker_now_ms(void)
  */
 int rn_worker_run(struct rn_worker *w, int timeout_ms)
 {
-	int64_t deadline = rn_worker_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
-	struct epoll_event ev[RN_WORKER_EVENTS];
-	unsigned int busy = 0;
-	int n, i, idle, wait, ctl;
-	uint64_t v;
+	int64_t deadline = 0;
+	int n, ctl = 0, rc;
 
+	if (w->err)
+		return w->err;
+	if (timeout_ms >= 0)
+		deadline = rn_worker_now_ms() + timeout_ms;
 	for (;;) {
-		n = rn_worker_batch(w);
-		if (n < 0)
-			return n;
-
-		idle = n < (int)RN_WORKER_BATCH && rn_ring_consumer_sleep(&w->rx);
-		if (!idle && ++busy % RN_WORKER_BUSY_CHECK)
-			continue;
-
-		wait = 0;
-		if (idle && timeout_ms < 0) {
-			wait = -1;
-		} else if (idle) {
-			int64_t left = deadline - rn_worker_now_ms();
-
-			wait = left > 0 ? (int)left : 0;
-		}
-
-		n = epoll_wait(w->epfd, ev, RN_WORKER_EVENTS, wait);
-		if (idle)
-			rn_ring_consumer_awake(&w->rx);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (wait)
-			rn_ctr_add(w->ctr, RN_WCTR_wakeups, 1);
-
-		for (ctl = 0, i = 0; i < n; i++) {
-			if (ev[i].data.fd != w->ev_worker)
-				ctl = 1;
-			else if (read(w->ev_worker, &v, sizeof(v)) < 0 && errno != EAGAIN)
-				return -errno;
-		}
+		rc = rn_worker_pass(w, 1, deadline, &n, &ctl);
+		if (rc < 0)
+			return rc;
 		if (ctl)
 			return 1;
-		if (timeout_ms >= 0 && rn_worker_now_ms() >= deadline)
+		if (deadline && w->now >= deadline)
 			return 0;
 	}
 }
@@ -618,7 +950,7 @@ int rn_worker_watch_fd(struct rn_worker *w, int fd)
 
 	if (fd < 0 || fd == w->ev_worker)
 		return -EINVAL;
-	ev.data.fd = fd;
+	ev.data.ptr = &rn_worker_tag_ctl;
 	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev))
 		return -errno;
 	return 0;
@@ -637,6 +969,23 @@ static int rn_worker_params_ok(const struct rn_worker_params *p)
 }
 
 /**
+ * rn_worker_nofile() - raise the soft limit on open files to the hard limit
+ *
+ * Each flow holds at most one host socket; the limit, not the flow count,
+ * would otherwise be the first thing a busy namespace runs into. Failure is
+ * harmless (socket() then fails with EMFILE and the flow is refused).
+ */
+static void rn_worker_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	setrlimit(RLIMIT_NOFILE, &rl);
+}
+
+/**
  * rn_worker_new() - create a worker on a shared mapping
  * @out:	set to the new worker on success
  * @p:		parameters, copied
@@ -648,7 +997,9 @@ static int rn_worker_params_ok(const struct rn_worker_params *p)
  *
  * Attaches to_worker as consumer and to_ns as producer, adopting their
  * control blocks (validated by rn_ring_attach()). Rings must be large enough
- * for two RN_FRAME_MAX records each, that is at least 512 KiB.
+ * for two RN_FRAME_MAX records each, that is at least 512 KiB. The flow table
+ * is sized for p->max_flows (0 counts as 1), and the soft RLIMIT_NOFILE is
+ * raised to the hard limit.
  *
  * Return: 0, -EINVAL for bad parameters, -EPROTO for a bad shared header or
  *	   ring, -ENOMEM, or another negative errno from epoll
@@ -679,33 +1030,40 @@ int rn_worker_new(struct rn_worker **out, const struct rn_worker_params *p, void
 	w->ctr = counters;
 	w->ev_worker = ev_worker_fd;
 	w->ev_ns = ev_ns_fd;
+	w->epfd = -1;
+	w->room_tail = &w->room_head;
+	w->now = rn_worker_now_ms();
 
 	rc = rn_ring_attach(&w->rx, rn_shm_to_worker(shm, p->ring_size), p->ring_size,
 			    RN_FRAME_MAX, 0);
 	if (!rc)
 		rc = rn_ring_attach(&w->tx, rn_shm_to_ns(shm, p->ring_size), p->ring_size,
 				    RN_FRAME_MAX, 0);
-	if (rc) {
-		free(w);
-		return rc;
-	}
+	if (!rc)
+		rc = rn_flowtab_init(&w->flows, p->max_flows ? p->max_flows : 1, p->hash_key);
+	if (rc)
+		goto fail;
 
 	w->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (w->epfd < 0) {
 		rc = -errno;
-		free(w);
-		return rc;
+		goto fail;
 	}
-	ev.data.fd = ev_worker_fd;
+	ev.data.ptr = &w->ev_worker;
 	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, ev_worker_fd, &ev)) {
 		rc = -errno;
-		close(w->epfd);
-		free(w);
-		return rc;
+		goto fail;
 	}
+	rn_worker_nofile();
 
 	*out = w;
 	return 0;
+fail:
+	if (w->epfd >= 0)
+		close(w->epfd);
+	rn_flowtab_fini(&w->flows);
+	free(w);
+	return rc;
 }
 
 /**
@@ -714,8 +1072,14 @@ int rn_worker_new(struct rn_worker **out, const struct rn_worker_params *p, void
  */
 void rn_worker_free(struct rn_worker *w)
 {
+	struct rn_flow *f;
+
 	if (!w)
 		return;
+	while ((f = rn_flowtab_first(&w->flows)))
+		rn_worker_flow_close(w, f);
+	rn_worker_reap(w);
+	rn_flowtab_fini(&w->flows);
 	close(w->epfd);
 	free(w);
 }

@@ -1,9 +1,27 @@
 /* worker.h - a host stack worker: context, frame intake, hooks for protocol code
  *
  * The first half is the API Python uses (mirrored in worker.cdef). The second
- * half is for the protocol modules (icmp.c, later tcp.c and udp.c) that
+ * half is for the protocol modules (icmp.c, tcp.c, udp.c) that
  * rn_worker_l4_input() dispatches to: the frame being processed, its private
- * copy, and the way to put a reply into the namespace ring.
+ * copy, the way to put a reply into the namespace ring, and the flow services
+ * (host sockets in the worker's epoll, timers, waiting for ring room).
+ *
+ * Flow services, for a protocol core (see worker.c, "Flows"):
+ * - allocate its flow struct (it begins with struct rn_flow, flowtab.h), set
+ *   key, type and fd (-1 until there is a socket), then rn_worker_flow_add():
+ *   -ENOSPC at the max_flows cap (refuse, count flows_refused_cap);
+ * - rn_worker_flow_watch() registers the fd with the events wanted (0
+ *   removes it); the worker calls ops->event() with the ready events;
+ * - rn_worker_flow_timer() arms the one timer per flow; ops->timer() runs
+ *   when it expires (disarmed before the call);
+ * - when rn_worker_tx_reserve() finds no room, the protocol stops reading its
+ *   host socket (rn_worker_flow_watch() without EPOLLIN) and calls
+ *   rn_worker_wait_room(); ops->room() runs once a largest frame fits again;
+ * - rn_worker_flow_close() ends a flow: out of the table, epoll and lists, fd
+ *   closed, ops->release() called, memory freed with free() at the end of
+ *   the loop pass (so pointers in the current epoll batch stay valid).
+ * Hooks run inside the event loop with w->now current; they report a fatal
+ * ring error through rn_worker_tx_reserve()'s sticky error and never block.
  */
 #ifndef RN_WORKER_H
 #define RN_WORKER_H
@@ -12,6 +30,7 @@
 #include <stdint.h>
 
 #include "counters.h"
+#include "flowtab.h"
 #include "packet.h"
 #include "ring.h"
 #include "shm.h"
@@ -34,6 +53,8 @@
  * @guest6:	namespace IPv6 address
  * @gw6:	IPv6 gateway address
  * @dns6:	IPv6 DNS address
+ * @prefix4:	prefix length of the namespace's IPv4 subnet (0: unknown)
+ * @prefix6:	prefix length of the namespace's IPv6 subnet (0: unknown)
  * @allow_host_loopback:	map the gateway addresses to 127.0.0.1 / ::1
  * @max_flows:	flows (all protocols) this worker may hold; new ones are refused
  * @tcp_idle_timeout_ms:	close established TCP flows idle this long
@@ -73,6 +94,7 @@ struct rn_worker_params {
 	uint32_t mtu;
 	uint8_t guest4[4], gw4[4], dns4[4];
 	uint8_t guest6[16], gw6[16], dns6[16];
+	uint8_t prefix4, prefix6;
 	uint8_t allow_host_loopback;
 	uint32_t max_flows;
 	uint32_t tcp_idle_timeout_ms;
@@ -93,6 +115,11 @@ struct rn_worker_params {
  * @ev_ns:	eventfd that wakes the namespace side (caller owns it)
  * @epfd:	epoll instance: @ev_worker and the watched control fds
  * @err:	fatal error (negative errno) once a ring was found corrupted, else 0
+ * @now:	CLOCK_MONOTONIC milliseconds, refreshed at every loop pass
+ * @flows:	flow table
+ * @room_head:	flows waiting for room in to_ns, first in first served
+ * @room_tail:	where the next waiting flow is linked
+ * @closed:	flows closed during this loop pass, freed at its end
  * @buf:	private copy of the frame being processed
  */
 struct rn_worker {
@@ -104,6 +131,11 @@ struct rn_worker {
 	int ev_ns;
 	int epfd;
 	int err;
+	int64_t now;
+	struct rn_flowtab flows;
+	struct rn_flow *room_head;
+	struct rn_flow **room_tail;
+	struct rn_flow *closed;
 	uint8_t buf[RN_FRAME_MAX];
 };
 
@@ -149,6 +181,31 @@ struct rn_frame {
 	struct rn_pkt l4;
 	uint32_t l4len;
 };
+
+/**
+ * struct rn_flow_ops - what a protocol core does for the worker's event loop
+ * @event:	@f's host socket is ready: @events are epoll events (EPOLLIN,
+ *		EPOLLOUT, EPOLLERR, EPOLLHUP, EPOLLRDHUP)
+ * @timer:	@f's timer expired (it is disarmed now)
+ * @room:	ring to_ns has room for a largest frame again, after
+ *		rn_worker_wait_room(@f)
+ * @release:	@f is being closed: free what it owns besides its struct and fd
+ *		(may be NULL)
+ *
+ * Every hook but @release may be NULL for a protocol that never asks for it.
+ */
+struct rn_flow_ops {
+	void (*event)(struct rn_worker *w, struct rn_flow *f, uint32_t events);
+	void (*timer)(struct rn_worker *w, struct rn_flow *f);
+	void (*room)(struct rn_worker *w, struct rn_flow *f);
+	void (*release)(struct rn_worker *w, struct rn_flow *f);
+};
+
+int rn_worker_flow_add(struct rn_worker *w, struct rn_flow *f);
+int rn_worker_flow_watch(struct rn_worker *w, struct rn_flow *f, uint32_t events);
+void rn_worker_flow_timer(struct rn_worker *w, struct rn_flow *f, int64_t deadline);
+void rn_worker_wait_room(struct rn_worker *w, struct rn_flow *f);
+void rn_worker_flow_close(struct rn_worker *w, struct rn_flow *f);
 
 uint32_t rn_worker_pull(struct rn_worker *w, struct rn_frame *f, uint32_t n);
 void rn_worker_csum_complete(struct rn_worker *w, struct rn_frame *f);

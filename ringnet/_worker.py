@@ -45,6 +45,8 @@ def _params(spec: dict, cfg: NetworkConfig):
         if addr is None:  # IPv6 off: all-zero addresses match nothing
             addr = ipaddress.IPv6Address(0)
         ffi.memmove(getattr(p, cname), addr.packed, len(addr.packed))
+    p.prefix4 = cfg.network4.prefixlen
+    p.prefix6 = cfg.network6.prefixlen if cfg.ipv6 else 0
     p.allow_host_loopback = int(cfg.allow_host_loopback)
     p.max_flows = cfg.max_flows
     p.tcp_idle_timeout_ms = cfg.tcp_idle_timeout * 1000

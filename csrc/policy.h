@@ -1,0 +1,57 @@
+/* policy.h - where a new flow from the namespace may go, as a host address
+ *
+ * For TCP now, and for UDP and ICMP forwarding: a protocol core asks
+ * rn_policy_dest() once, when a flow is created, and either connects its host
+ * socket to the sockaddr it gets or refuses the flow with the reason (TCP:
+ * RST; UDP: ICMP port unreachable or silence, as that core decides), counting
+ * policy_refused. See policy.c for the rules.
+ */
+#ifndef RN_POLICY_H
+#define RN_POLICY_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "flow.h"
+#include "worker.h"
+
+/**
+ * enum rn_policy_reason - why a destination is refused
+ * @RN_POLICY_ALLOW:	not refused
+ * @RN_POLICY_LOOPBACK:	host loopback (127.0.0.0/8, ::1), or the gateway while
+ *			host loopback is not allowed
+ * @RN_POLICY_SUBNET:	another address in the namespace's own subnet
+ * @RN_POLICY_INVALID:	unspecified, link-local, IPv4-mapped or otherwise
+ *			unroutable destination, or a family that is off
+ * @RN_POLICY_NO_DNS:	the DNS address, but no upstream resolver is known
+ */
+enum rn_policy_reason {
+	RN_POLICY_ALLOW = 0,
+	RN_POLICY_LOOPBACK,
+	RN_POLICY_SUBNET,
+	RN_POLICY_INVALID,
+	RN_POLICY_NO_DNS,
+};
+
+/**
+ * struct rn_policy_dest - the host side of a new flow
+ * @sa:		destination address for connect()/sendto()
+ * @salen:	its length
+ * @family:	AF_INET or AF_INET6 (may differ from the namespace's family: an
+ *		IPv4 DNS flow can go to an IPv6 resolver)
+ * @dns:	the flow goes to the DNS upstream
+ * @loopback:	the destination is host loopback (gateway mapping or DNS)
+ */
+struct rn_policy_dest {
+	struct sockaddr_storage sa;
+	socklen_t salen;
+	int family;
+	uint8_t dns;
+	uint8_t loopback;
+};
+
+int rn_policy_dest(const struct rn_worker_params *p, const struct rn_flow_key *k,
+		   struct rn_policy_dest *d);
+const char *rn_policy_reason_name(int reason);
+
+#endif /* RN_POLICY_H */
