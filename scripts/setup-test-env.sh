@@ -20,7 +20,7 @@ fi
 PY=/usr/bin/python3
 
 if [ "$(id -u)" = 0 ]; then
-    pkgs="gcc libc6-dev python3-dev python3-venv iperf3 iputils-ping iproute2 util-linux procps dnsmasq-base bind9-dnsutils"
+    pkgs="gcc libc6-dev python3-dev python3-venv iperf3 iputils-ping iproute2 util-linux procps dnsmasq-base bind9-dnsutils uidmap"
     missing=""
     for p in $pkgs; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
@@ -35,6 +35,9 @@ if [ "$(id -u)" = 0 ]; then
     if ! id "$TEST_USER" >/dev/null 2>&1; then
         useradd --system --create-home --shell /bin/bash "$TEST_USER"
     fi
+    # Subordinate ids for the newuidmap/newgidmap path (system users get none by default).
+    grep -q "^$TEST_USER:" /etc/subuid 2>/dev/null || usermod --add-subuids 300000-365535 "$TEST_USER"
+    grep -q "^$TEST_USER:" /etc/subgid 2>/dev/null || usermod --add-subgids 300000-365535 "$TEST_USER"
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then

@@ -63,3 +63,29 @@ def test_attach_refuses_another_users_process():
                        capture_output=True, text=True, timeout=60, env=child_env(), cwd="/")
     assert r.returncode == 1
     assert "not to us" in r.stderr or "not accessible" in r.stderr, r.stderr
+
+
+IDMAP = r'''
+import ringnet
+with ringnet.Network(workers=1, idmap_helpers=True) as net:
+    r = net.run(["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; ping -c 1 -W 2 10.0.2.2 >/dev/null && echo pinged"],
+                capture_output=True, check=True)
+    print(r.stdout.decode())
+'''
+
+
+def test_idmap_helpers_map_subordinate_ranges():
+    import shutil
+    uid, gid = unpriv_user()
+    if uid == 0 or not shutil.which("newuidmap"):
+        pytest.skip("needs an unprivileged user and newuidmap (package uidmap)")
+    r = subprocess.run(as_user_argv([sys.executable, "-c", IDMAP]), capture_output=True, text=True,
+                       timeout=120, env=child_env(), cwd="/")
+    if "no entry for" in r.stderr:
+        pytest.skip("the test user has no /etc/subuid range: scripts/setup-test-env.sh adds one")
+    assert r.returncode == 0, r.stderr
+    rows = [line.split() for line in r.stdout.splitlines() if line.strip() and line != "pinged"]
+    assert rows[0] == ["0", str(uid), "1"]           # root inside is our uid
+    assert rows[1][0] == "1" and int(rows[1][2]) >= 65536  # 1.. from the subordinate range
+    assert rows[2] == ["0", str(gid), "1"]
+    assert "pinged" in r.stdout
