@@ -92,6 +92,49 @@ def memcpy_run(ring_size: int, frame: int, nframes: int) -> float:
     return time.perf_counter() - t0
 
 
+def measure(frame: int, ring_size: int = 1 << 20, seconds: float = 0.5, batch: int = 32,
+            repeat: int = 5, cpus: tuple[int, int] | None = None) -> dict:
+    """Best of ``repeat`` ring runs and memcpy runs for one frame size.
+
+    Returns {"frame", "frames", "frames_per_s", "ring_gbs", "memcpy_gbs", "ratio"};
+    raises RuntimeError when a ring run fails.
+    """
+    # calibrate the frame count on a short run
+    n = 20_000 if frame > 4096 else 200_000
+    secs, rc = ring_run(ring_size, frame, n, batch, cpus)
+    if rc:
+        raise RuntimeError(f"ring run failed: {rc}")
+    n = max(1000, int(n * seconds / max(secs, 1e-6)))
+    best_ring = min(ring_run(ring_size, frame, n, batch, cpus)[0] for _ in range(repeat))
+    if cpus:
+        old = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {cpus[0]})
+    best_copy = min(memcpy_run(ring_size, frame, n) for _ in range(repeat))
+    if cpus:
+        os.sched_setaffinity(0, old)
+    ring_gbs = n * frame / best_ring / 1e9
+    copy_gbs = n * frame / best_copy / 1e9
+    return {"frame": frame, "frames": n, "frames_per_s": n / best_ring, "ring_gbs": ring_gbs,
+            "memcpy_gbs": copy_gbs, "ratio": ring_gbs / copy_gbs}
+
+
+def default_cpus(no_pin: bool = False) -> tuple[int, int] | None:
+    """The first two CPUs this process may use, or None (unpinned)."""
+    avail = sorted(os.sched_getaffinity(0))
+    return None if no_pin or len(avail) < 2 else (avail[0], avail[1])
+
+
+def aim(row: dict) -> tuple[str, bool | None]:
+    """(text, passed) for the aim of this frame size; ("", None) when there is none."""
+    if row["frame"] not in AIMS:
+        return "", None
+    what, want = AIMS[row["frame"]]
+    got = row["frames_per_s"] if what == "frames/s" else row["ratio"]
+    ok = got >= want
+    want_s = f"{want / 1e6:.0f} M" if what == "frames/s" else f"{want:.0%}"
+    return f"{what} >= {want_s}: {'pass' if ok else 'MISS'}", ok
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ring-size", type=int, default=1 << 20)
@@ -102,8 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-pin", action="store_true",
                     help="let the scheduler place both processes (default: one CPU each)")
     args = ap.parse_args(argv)
-    avail = sorted(os.sched_getaffinity(0))
-    cpus = None if args.no_pin or len(avail) < 2 else (avail[0], avail[1])
+    cpus = default_cpus(args.no_pin)
 
     print(f"ring {args.ring_size} B, batch {args.batch}, best of {args.repeat}, "
           f"{f'consumer on CPU {cpus[0]}, producer on CPU {cpus[1]}' if cpus else 'unpinned'}")
@@ -111,38 +153,18 @@ def main(argv: list[str] | None = None) -> int:
           f"{'ratio':>6}  aim")
     missed = 0
     for frame in (int(s) for s in args.sizes.split(",")):
-        # calibrate the frame count on a short run
-        n = 20_000 if frame > 4096 else 200_000
-        secs, rc = ring_run(args.ring_size, frame, n, args.batch, cpus)
-        if rc:
-            print(f"{frame:>7} ring run failed: {rc}")
+        try:
+            row = measure(frame, args.ring_size, args.seconds, args.batch, args.repeat, cpus)
+        except RuntimeError as e:
+            print(f"{frame:>7} {e}")
             return 2
-        n = max(1000, int(n * args.seconds / max(secs, 1e-6)))
-        best_ring = min(ring_run(args.ring_size, frame, n, args.batch, cpus)[0]
-                        for _ in range(args.repeat))
-        if cpus:
-            old = os.sched_getaffinity(0)
-            os.sched_setaffinity(0, {cpus[0]})
-        best_copy = min(memcpy_run(args.ring_size, frame, n) for _ in range(args.repeat))
-        if cpus:
-            os.sched_setaffinity(0, old)
-        fps = n / best_ring
-        ring_gbs = n * frame / best_ring / 1e9
-        copy_gbs = n * frame / best_copy / 1e9
-        ratio = ring_gbs / copy_gbs
-        aim = ""
-        if frame in AIMS:
-            what, want = AIMS[frame]
-            got = fps if what == "frames/s" else ratio
-            ok = got >= want
-            missed += not ok
-            want_s = f"{want / 1e6:.0f} M" if what == "frames/s" else f"{want:.0%}"
-            aim = f"{what} >= {want_s}: {'pass' if ok else 'MISS'}"
-        print(f"{frame:>7} {fps:>12,.0f} {ring_gbs:>10.2f} {copy_gbs:>12.2f} {ratio:>6.2f}  {aim}")
+        text, ok = aim(row)
+        missed += ok is False
+        print(f"{frame:>7} {row['frames_per_s']:>12,.0f} {row['ring_gbs']:>10.2f} "
+              f"{row['memcpy_gbs']:>12.2f} {row['ratio']:>6.2f}  {text}")
     if missed:
         print(f"{missed} aim(s) missed (not an error: figures depend on the machine's load)")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

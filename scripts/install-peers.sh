@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# install-peers.sh - install what the perf harness compares ringnet with, from Debian packages:
+# iperf3, slirp4netns and passt (pasta), plus unshare/nsenter (util-linux) and a C compiler
+# for its latency helper. As root (apt-get); otherwise it says what to run. Idempotent.
+#
+#   scripts/install-peers.sh            # install what is missing
+#   scripts/install-peers.sh --check    # only report what is missing (exit 1 if anything is)
+set -euo pipefail
+
+pkgs="iperf3 slirp4netns passt util-linux gcc libc6-dev"
+missing=""
+for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+if [ -z "$missing" ]; then
+    echo "install-peers: all installed ($pkgs)"
+    exit 0
+fi
+if [ "${1:-}" = "--check" ]; then
+    echo "install-peers: missing:$missing"
+    exit 1
+fi
+if [ "$(id -u)" != 0 ]; then
+    echo "install-peers: missing:$missing; as root run: apt-get install -y$missing" >&2
+    exit 1
+fi
+echo "install-peers: installing$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq $missing >/dev/null
+echo "install-peers: installed$missing"
