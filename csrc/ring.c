@@ -187,6 +187,30 @@ int rn_ring_publish(struct rn_ring *r)
 }
 
 /**
+ * rn_ring_frames_free() - producer: how many frames surely fit, one after another
+ * @r:		producer view, no reservation outstanding
+ * @maxlen:	largest frame the caller will reserve, at most r->frame_max
+ *
+ * Counts from the consumer's tail as it is now, and leaves out one record for
+ * the padding a reservation may need at the end of the data area, so that
+ * this many reservations of up to @maxlen bytes in a row all succeed (for a
+ * caller that must know before it reads data it cannot put back). An
+ * impossible tail counts as a full ring; rn_ring_reserve() reports it.
+ *
+ * Return: number of frames
+ */
+uint32_t rn_ring_frames_free(const struct rn_ring *r, uint32_t maxlen)
+{
+	/* Pairs with the consumer's release store in rn_ring_release() */
+	uint32_t tail = load_acq(&r->ctrl->tail), used = r->head - tail, n;
+
+	if (maxlen > r->frame_max || used > r->size)
+		return 0;
+	n = (r->size - used) / rec_size(maxlen);
+	return n ? n - 1 : 0;
+}
+
+/**
  * rn_ring_producer_sleep() - producer: announce that we wait for space
  * @r:		producer view
  * @maxlen:	size of the frame we want to write

@@ -95,6 +95,7 @@ int rn_ring_attach(struct rn_ring *r, void *mem, uint32_t size, uint32_t frame_m
 uint8_t *rn_ring_reserve(struct rn_ring *r, uint32_t maxlen, int *err);
 void rn_ring_commit(struct rn_ring *r, uint32_t len);
 int rn_ring_publish(struct rn_ring *r);
+uint32_t rn_ring_frames_free(const struct rn_ring *r, uint32_t maxlen);
 int rn_ring_producer_sleep(struct rn_ring *r, uint32_t maxlen);
 void rn_ring_producer_awake(struct rn_ring *r);
 
