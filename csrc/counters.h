@@ -54,7 +54,44 @@
 	X(flows_open_icmp,	"ICMP flows held now (gauge)")		\
 	X(host_events,		"host socket events handled")		\
 	X(timer_runs,		"flow timers run")			\
-	X(room_waits,		"times a flow waited for room in the namespace ring")
+	X(room_waits,		"times a flow waited for room in the namespace ring") \
+	X(tcp_segments_in,	"TCP segments accepted into a flow or opening one") \
+	X(drop_tcp_header,	"TCP header too short or bad data offset") \
+	X(drop_tcp_options,	"TCP options overrun the header")	\
+	X(drop_tcp_flags,	"TCP flag combination illegal")		\
+	X(drop_tcp_port,	"TCP port zero")			\
+	X(drop_tcp_csum,	"TCP checksum wrong, or partial checksum misplaced") \
+	X(drop_tcp_no_flow,	"TCP segment for no connection (RST sent unless RST)") \
+	X(drop_tcp_ack,		"TCP ACK for unsent data or before the SYN-ACK") \
+	X(drop_tcp_rst,		"TCP RST not at rcv_nxt (challenge ACK in window)") \
+	X(drop_tcp_syn,		"TCP SYN on a synchronised connection (challenge ACK)") \
+	X(drop_tcp_window,	"TCP data beyond the window or after FIN (ACK sent)") \
+	X(drop_tcp_ooo,		"TCP data ahead of rcv_nxt, not buffered (dup ACK sent)") \
+	X(drop_tcp_old,		"TCP duplicate data or window probe (ACK sent)") \
+	X(tcp_connects,		"TCP host connects started")		\
+	X(tcp_connected,	"TCP host connects that succeeded")	\
+	X(tcp_connect_refused,	"TCP host connects refused (RST to the namespace)") \
+	X(tcp_connect_failed,	"TCP host connects failed otherwise")	\
+	X(tcp_established,	"TCP handshakes completed with the namespace") \
+	X(tcp_closed,		"TCP flows ended")			\
+	X(tcp_bytes_up,		"TCP payload bytes namespace -> host")	\
+	X(tcp_bytes_down,	"TCP payload bytes host -> namespace")	\
+	X(tcp_retransmits,	"TCP frames sent again to the namespace") \
+	X(tcp_fast_retransmits,	"TCP fast retransmits (third duplicate ACK)") \
+	X(tcp_rto_expired,	"TCP retransmission timeouts")		\
+	X(tcp_window_probes,	"TCP zero-window probes sent")		\
+	X(tcp_window_updates,	"TCP window updates after the host socket drained") \
+	X(tcp_buffered,		"TCP namespace bytes held until the host socket took them") \
+	X(tcp_short_sends,	"TCP segments partly refused: host socket and buffer full") \
+	X(tcp_rst_sent,		"TCP RSTs sent to the namespace")	\
+	X(tcp_rst_received,	"TCP RSTs from the namespace accepted")	\
+	X(tcp_host_resets,	"TCP host connections reset (SO_LINGER 0)") \
+	X(tcp_host_errors,	"TCP host socket errors (RST to the namespace)") \
+	X(tcp_challenge_acks,	"TCP challenge ACKs (RFC 5961)")	\
+	X(tcp_icmp_sent,	"ICMP unreachable sent for failed TCP connects") \
+	X(tcp_idle_timeouts,	"TCP flows reset after the idle timeout") \
+	X(tcp_fin_timeouts,	"TCP flows reset after the FIN timeout") \
+	X(tcp_ring_full,	"TCP control segments lost: namespace ring full")
 
 /* Namespace pump counters, summed over its threads */
 #define RN_PUMP_COUNTERS(X)						\

@@ -63,6 +63,7 @@ enum rn_flow_type {
 /* struct rn_flow.flags, worker-managed */
 #define RN_FLOW_F_ROOM_WAIT	1u	/* on the worker's wait list for to_ns room */
 #define RN_FLOW_F_CLOSED	2u	/* closed, freed at the end of the loop pass */
+#define RN_FLOW_F_DEFER		4u	/* on the worker's list for ops->flush() */
 
 #define RN_FLOW_NO_HEAP		UINT32_MAX
 
@@ -86,6 +87,7 @@ enum rn_flow_type {
  * @prev:	list of all flows, creation order (table)
  * @next:	list of all flows (table)
  * @wnext:	room wait list, then the list of closed flows (worker)
+ * @dnext:	list of flows deferred to the end of the batch (worker)
  */
 struct rn_flow {
 	struct rn_flow_key key;
@@ -105,6 +107,7 @@ struct rn_flow {
 	struct rn_flow *prev;
 	struct rn_flow *next;
 	struct rn_flow *wnext;
+	struct rn_flow *dnext;
 };
 
 /**

@@ -82,6 +82,7 @@
 #include "flow.h"
 #include "flowtab.h"
 #include "icmp.h"
+#include "tcp.h"
 #include "worker.h"
 
 #define RN_WORKER_EVENTS	64
@@ -93,6 +94,8 @@
 #define RN_IPPROTO_FRAGMENT	44u
 #define RN_IPPROTO_ICMPV6	58u
 #define RN_IPV4_MF_OFFSET	0x3fffu
+
+static void rn_worker_flush(struct rn_worker *w);
 
 /**
  * rn_worker_kick() - wake the namespace side
@@ -418,6 +421,8 @@ static int rn_worker_l4_input(struct rn_worker *w, struct rn_frame *f)
 		return RN_WCTR_drop_unhandled_proto;
 
 	switch (f->proto) {
+	case RN_IPPROTO_TCP:
+		return rn_tcp_input(w, f);
 	case RN_IPPROTO_ICMP:
 		if (f->family == 4)
 			return rn_icmp_input(w, f);
@@ -534,6 +539,7 @@ static int rn_worker_batch(struct rn_worker *w)
 			return rc;
 		rn_ring_consume(&w->rx);
 	}
+	rn_worker_flush(w);
 	kick = rn_ring_release(&w->rx);
 	kick |= rn_ring_publish(&w->tx);
 	if (kick)
@@ -547,6 +553,7 @@ static char rn_worker_tag_ctl;
 /* Protocol cores by flow type; a NULL entry has no flows */
 static const struct rn_flow_ops *const rn_worker_ops[RN_FLOW_TYPES] = {
 	[RN_FLOW_NONE] = NULL,
+	[RN_FLOW_TCP] = &rn_tcp_ops,
 };
 
 /* Gauge counters of open flows by type */
@@ -650,6 +657,65 @@ void rn_worker_wait_room(struct rn_worker *w, struct rn_flow *f)
 }
 
 /**
+ * rn_worker_defer() - call ops->flush() for @f when the current batch is done
+ * @w:		worker
+ * @f:		flow (deferring twice in one batch calls flush once)
+ */
+void rn_worker_defer(struct rn_worker *w, struct rn_flow *f)
+{
+	if (f->flags & (RN_FLOW_F_DEFER | RN_FLOW_F_CLOSED))
+		return;
+	f->flags |= RN_FLOW_F_DEFER;
+	f->dnext = w->deferred;
+	w->deferred = f;
+}
+
+/**
+ * rn_worker_flush() - run ops->flush() of every deferred flow
+ * @w:		worker
+ *
+ * Flows that defer themselves again during their flush wait for the next
+ * call, so this always ends.
+ */
+static void rn_worker_flush(struct rn_worker *w)
+{
+	const struct rn_flow_ops *ops;
+	struct rn_flow *f, *list = w->deferred;
+
+	w->deferred = NULL;
+	while ((f = list) && !w->err) {
+		list = f->dnext;
+		f->dnext = NULL;
+		f->flags &= ~RN_FLOW_F_DEFER;
+		ops = rn_worker_ops[f->type];
+		if (ops && ops->flush)
+			ops->flush(w, f);
+	}
+	while ((f = list)) {
+		list = f->dnext;
+		f->flags &= ~RN_FLOW_F_DEFER;
+		rn_worker_defer(w, f);
+	}
+}
+
+/**
+ * rn_worker_defer_unlink() - take @f off the deferred list
+ * @w:		worker
+ * @f:		flow on the list
+ */
+static void rn_worker_defer_unlink(struct rn_worker *w, struct rn_flow *f)
+{
+	struct rn_flow **pp = &w->deferred;
+
+	while (*pp && *pp != f)
+		pp = &(*pp)->dnext;
+	if (*pp)
+		*pp = f->dnext;
+	f->dnext = NULL;
+	f->flags &= ~RN_FLOW_F_DEFER;
+}
+
+/**
  * rn_worker_room_unlink() - take @f off the room wait list
  * @w:		worker
  * @f:		flow on the list
@@ -686,6 +752,8 @@ void rn_worker_flow_close(struct rn_worker *w, struct rn_flow *f)
 		return;
 	if (f->flags & RN_FLOW_F_ROOM_WAIT)
 		rn_worker_room_unlink(w, f);
+	if (f->flags & RN_FLOW_F_DEFER)
+		rn_worker_defer_unlink(w, f);
 	rn_flowtab_remove(&w->flows, f);
 	rn_ctr_add(w->ctr, rn_worker_open_ctr[f->type], (uint64_t)-1);
 	if (f->fd >= 0) {
@@ -783,11 +851,12 @@ static int rn_worker_room(struct rn_worker *w)
 }
 
 /**
- * rn_worker_sync() - publish to_ns and kick the namespace side if it sleeps
+ * rn_worker_sync() - flush deferred flows, publish to_ns, kick if needed
  * @w:		worker
  */
 static void rn_worker_sync(struct rn_worker *w)
 {
+	rn_worker_flush(w);
 	if (rn_ring_publish(&w->tx))
 		rn_worker_kick(w);
 }
@@ -862,7 +931,8 @@ static int rn_worker_pass(struct rn_worker *w, int block, int64_t deadline, int 
 		return rc;
 	rn_worker_sync(w);
 
-	idle = block && n < (int)RN_WORKER_BATCH && rn_ring_consumer_sleep(&w->rx);
+	idle = block && n < (int)RN_WORKER_BATCH && !w->deferred &&
+	       rn_ring_consumer_sleep(&w->rx);
 	if (idle) {
 		next = rn_flowtab_next_deadline(&w->flows);
 		if (deadline && (!next || deadline < next))

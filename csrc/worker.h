@@ -17,6 +17,9 @@
  * - when rn_worker_tx_reserve() finds no room, the protocol stops reading its
  *   host socket (rn_worker_flow_watch() without EPOLLIN) and calls
  *   rn_worker_wait_room(); ops->room() runs once a largest frame fits again;
+ * - rn_worker_defer() asks for ops->flush() once the current batch of frames
+ *   or events is done (one ACK per flow per batch, resuming a flow that
+ *   stopped to let others run);
  * - rn_worker_flow_close() ends a flow: out of the table, epoll and lists, fd
  *   closed, ops->release() called, memory freed with free() at the end of
  *   the loop pass (so pointers in the current epoll batch stay valid).
@@ -120,6 +123,7 @@ struct rn_worker_params {
  * @room_head:	flows waiting for room in to_ns, first in first served
  * @room_tail:	where the next waiting flow is linked
  * @closed:	flows closed during this loop pass, freed at its end
+ * @deferred:	flows waiting for ops->flush()
  * @buf:	private copy of the frame being processed
  */
 struct rn_worker {
@@ -136,6 +140,7 @@ struct rn_worker {
 	struct rn_flow *room_head;
 	struct rn_flow **room_tail;
 	struct rn_flow *closed;
+	struct rn_flow *deferred;
 	uint8_t buf[RN_FRAME_MAX];
 };
 
@@ -189,15 +194,16 @@ struct rn_frame {
  * @timer:	@f's timer expired (it is disarmed now)
  * @room:	ring to_ns has room for a largest frame again, after
  *		rn_worker_wait_room(@f)
+ * @flush:	the batch during which rn_worker_defer(@f) was called is done
  * @release:	@f is being closed: free what it owns besides its struct and fd
- *		(may be NULL)
  *
- * Every hook but @release may be NULL for a protocol that never asks for it.
+ * Any hook may be NULL for a protocol that never asks for it.
  */
 struct rn_flow_ops {
 	void (*event)(struct rn_worker *w, struct rn_flow *f, uint32_t events);
 	void (*timer)(struct rn_worker *w, struct rn_flow *f);
 	void (*room)(struct rn_worker *w, struct rn_flow *f);
+	void (*flush)(struct rn_worker *w, struct rn_flow *f);
 	void (*release)(struct rn_worker *w, struct rn_flow *f);
 };
 
@@ -205,6 +211,7 @@ int rn_worker_flow_add(struct rn_worker *w, struct rn_flow *f);
 int rn_worker_flow_watch(struct rn_worker *w, struct rn_flow *f, uint32_t events);
 void rn_worker_flow_timer(struct rn_worker *w, struct rn_flow *f, int64_t deadline);
 void rn_worker_wait_room(struct rn_worker *w, struct rn_flow *f);
+void rn_worker_defer(struct rn_worker *w, struct rn_flow *f);
 void rn_worker_flow_close(struct rn_worker *w, struct rn_flow *f);
 
 uint32_t rn_worker_pull(struct rn_worker *w, struct rn_frame *f, uint32_t n);

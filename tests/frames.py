@@ -206,3 +206,17 @@ def l4_csum_ok(p: Packet) -> bool:
     if p.version == 6 or p.proto in (PROTO_TCP, PROTO_UDP):
         init = _l4_pseudo(p.src, p.dst, p.proto, len(p.payload))
     return csum_partial(p.payload, init) == 0xFFFF
+
+
+def complete_csum(frm: bytes) -> bytes:
+    """The frame as the namespace's kernel sees it: a NEEDS_CSUM partial checksum (the
+    field holds the pseudo-header sum) completed over csum_start.., flags cleared."""
+    flags, _, _, _, start, offset, _ = struct.unpack("<BBHHHHH", frm[:VNET_HDR_LEN])
+    if not flags & VNET_F_NEEDS_CSUM:
+        return frm
+    start += VNET_HDR_LEN
+    c = csum(frm[start:])
+    out = bytearray(frm)
+    out[start + offset:start + offset + 2] = struct.pack("!H", c)
+    out[0] &= ~VNET_F_NEEDS_CSUM
+    return bytes(out)

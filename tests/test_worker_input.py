@@ -39,7 +39,8 @@ def counter_names() -> list[str]:
 
 NAMES = counter_names()
 DROPS = [n for n in NAMES if n.startswith("drop_")]
-OUTCOMES = DROPS + ["icmp_echo_replies", "icmp6_echo_replies", "ring_full"]
+OUTCOMES = DROPS + ["icmp_echo_replies", "icmp6_echo_replies", "ring_full", "policy_refused",
+                    "flows_refused_cap", "flows_refused_fd", "tcp_segments_in"]
 
 
 def params(index: int = 0, nworkers: int = 1, ring_size: int = RING, mtu: int = 65520,
@@ -428,10 +429,8 @@ DROP_CASES = {
         v6(payload=F.icmp6_echo(GUEST6, GW6, 1, 1, type_=F.ICMP6_ECHO_REPLY)),
     ],
     "drop_unhandled_proto": [
-        v4(F.PROTO_TCP, F.tcp(GUEST4, GW4, 40000, 80)),
         v4(F.PROTO_UDP, F.udp(GUEST4, DNS4, 40000, 53, b"q")),
         v4(255, b"x"),
-        v6(F.PROTO_TCP, F.tcp(GUEST6, GW6, 40000, 80)),
         v6(F.PROTO_ICMP, F.icmp4_echo(1, 1)),  # ICMP (v4) inside IPv6
         v6(src=LLADDR6),  # link-local source: echo to the gateway, not handled
         v6(59, b""),  # no next header
@@ -439,6 +438,18 @@ DROP_CASES = {
     "drop_unhandled_dst": [
         v4(dst="192.0.2.1"), v4(dst=GUEST4), v6(dst="2001:db8::1"),
     ],
+    # TCP header checks that need no connection (the rest: tests/test_tcp_input.py)
+    "drop_tcp_header": [
+        v4(F.PROTO_TCP, F.tcp(GUEST4, GW4, 40000, 80)[:19]),
+        v6(F.PROTO_TCP, F.tcp(GUEST6, GW6, 40000, 80)[:12] + b"\x40" + bytes(7)),
+    ],
+    "drop_tcp_port": [v4(F.PROTO_TCP, F.tcp(GUEST4, GW4, 0, 80))],
+    "drop_tcp_flags": [v4(F.PROTO_TCP, F.tcp(GUEST4, GW4, 40000, 80, flags=0x03))],
+    "drop_tcp_options": [
+        v4(F.PROTO_TCP, F.tcp(GUEST4, GW4, 40000, 80)[:12] + b"\x60" +
+           F.tcp(GUEST4, GW4, 40000, 80)[13:] + b"\x02\x08\x05\xb4"),
+    ],
+    "drop_tcp_csum": [v4(F.PROTO_TCP, with_byte(F.tcp(GUEST4, GW4, 40000, 80), 16, 0))],
 }
 
 
@@ -454,7 +465,9 @@ def test_drop_reason(h, name, idx):
 
 
 def test_every_drop_counter_has_a_case():
-    untested = set(DROPS) - set(DROP_CASES) - {"drop_wrong_owner"}
+    in_test_tcp_input = {"drop_tcp_no_flow", "drop_tcp_ack", "drop_tcp_rst", "drop_tcp_syn",
+                         "drop_tcp_window", "drop_tcp_ooo", "drop_tcp_old"}
+    untested = set(DROPS) - set(DROP_CASES) - {"drop_wrong_owner"} - in_test_tcp_input
     assert not untested
 
 
@@ -693,9 +706,13 @@ def test_fuzz_never_crashes_and_accounts_every_frame(frms, nworkers):
         assert sum(c[n] for n in OUTCOMES) == len(frms)
         replies = hw.pop()
         assert len(replies) == c["frames_out"]
-        for rep in replies:  # anything the worker sends is a well-formed echo reply
-            p = F.parse(rep)
-            assert p.vnet == bytes(12) and F.l4_csum_ok(p)
-            assert p.src == F.addr(GW4 if p.version == 4 else GW6)
+        for rep in replies:  # an echo reply, or a TCP RST refusing a connection
+            p = F.parse(F.complete_csum(rep))
+            assert F.l4_csum_ok(p)
             assert p.dst == F.addr(GUEST4 if p.version == 4 else GUEST6)
+            if p.proto == F.PROTO_TCP:
+                assert p.payload[13] & 0x04  # RST
+                continue
+            assert p.vnet == bytes(12)
+            assert p.src == F.addr(GW4 if p.version == 4 else GW6)
             assert p.payload[0] in (F.ICMP_ECHO_REPLY, F.ICMP6_ECHO_REPLY)
