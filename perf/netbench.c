@@ -240,7 +240,7 @@ static int udp_once(struct sockaddr_in *addr, int timeout_ms)
 	if (sendto(fd, "ping", 4, 0, (struct sockaddr *)addr, sizeof(*addr)) != 4 ||
 	    (n = recv(fd, buf, sizeof(buf), 0)) != 4 || memcmp(buf, "ping", 4)) {
 		printf("{\"ok\": false, \"error\": \"udp echo: %s\"}\n",
-		       errno ? strerror(errno) : "wrong reply");
+		       errno == EAGAIN ? "no reply in time" : errno ? strerror(errno) : "wrong reply");
 		return 1;
 	}
 	printf("{\"ok\": true, \"rtt_us\": %.3f}\n", (now_s() - t0) * 1e6);

@@ -288,6 +288,7 @@ def write_plots(doc: dict[str, Any], out: str) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     paths = []
     for test, metric, fname, ylabel in (
@@ -310,7 +311,8 @@ def write_plots(doc: dict[str, Any], out: str) -> list[str]:
                                   if p["backend"] == n and p["direction"] == d and p["streams"] == s
                                   and metric in p["summary"])
                     if not line:
-                        if any(p["backend"] == n and p["direction"] == d for p in pts):
+                        if any(p["backend"] == n and p["direction"] == d and p["status"] != "ok"
+                               for p in pts):
                             missing.add(n)
                         continue
                     xs = [x for x, _ in line]
@@ -323,15 +325,21 @@ def write_plots(doc: dict[str, Any], out: str) -> list[str]:
             ax.set_xticks(mtus)
             ax.set_xticklabels([str(m) for m in mtus], rotation=30)
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
             ax.set_xlabel("MTU (bytes)")
             ax.set_ylabel(ylabel)
             ax.set_title(f"{ylabel}, {s} stream{'s' if s > 1 else ''}")
             ax.grid(True, which="both", alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7)
+        foot = []
         if missing:
-            fig.text(0.01, 0.01, "no figures (failed or skipped, see sweep.md): " +
-                     ", ".join(sorted(missing)), fontsize=8)
+            foot.append("no figures (failed or skipped, see sweep.md): " + ", ".join(sorted(missing)))
+        if metric == "cpu_s_per_gb":
+            foot.append("loopback: no stack process (the kernel's work is not counted for anyone)")
+        if foot:
+            fig.text(0.01, 0.01, "; ".join(foot), fontsize=8)
         fig.suptitle(f"{doc['started'][:10]}, Linux {doc['environment']['kernel']}, "
                      f"{doc['environment']['cpus_usable']} CPUs; solid ns->host, dashed host->ns; "
                      "bars min–max", fontsize=9)
