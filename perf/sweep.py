@@ -274,10 +274,16 @@ def environment(chosen: list[bk.Backend], cc: str) -> dict[str, Any]:
                 "python": platform.python_version()}
     for b in chosen:
         versions[b.kind] = None if b.unavailable() else b.version()
+    try:
+        import ringnet
+        ringnet_module: Optional[str] = os.path.dirname(os.path.abspath(ringnet.__file__))
+    except ImportError:
+        ringnet_module = None
     return {"kernel": platform.release(), "machine": platform.machine(),
             "cpus": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)), "cpu_model": model,
             "memory_bytes": psutil.virtual_memory().total, "euid": os.geteuid(),
-            "loadavg_start": list(os.getloadavg()), "git_commit": commit, "versions": versions}
+            "loadavg_start": list(os.getloadavg()), "git_commit": commit, "ringnet_module": ringnet_module,
+            "versions": versions}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
