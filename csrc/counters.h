@@ -30,6 +30,11 @@
 	X(ring_full,		"frames for the namespace lost: ring full") \
 	X(icmp_echo_replies,	"ICMP echo replies sent")		\
 	X(icmp6_echo_replies,	"ICMPv6 echo replies sent")		\
+	X(icmp_echo_fwd,	"ICMP echo requests sent through ping sockets") \
+	X(icmp6_echo_fwd,	"ICMPv6 echo requests sent through ping sockets") \
+	X(icmp_ping_denied,	"echo requests refused: ping sockets not permitted") \
+	X(udp_in,		"UDP datagrams (or USO frames) sent to host sockets") \
+	X(frag_held,		"IP fragments held until their datagram is complete") \
 	X(drop_short,		"frame shorter than its headers")	\
 	X(drop_vnet,		"virtio-net header invalid")		\
 	X(drop_ip_version,	"IP version neither 4 nor 6")		\
@@ -37,14 +42,16 @@
 	X(drop_ipv4_csum,	"IPv4 header checksum wrong")		\
 	X(drop_ipv6_header,	"IPv6 payload length invalid")		\
 	X(drop_src_addr,	"source address not the namespace's")	\
-	X(drop_fragment,	"IP fragments (not reassembled)")	\
+	X(drop_fragment,	"IP fragments refused (bad length, overlap, ext. header)") \
 	X(drop_ext_header,	"IPv6 extension header not handled")	\
 	X(drop_multicast,	"multicast or broadcast destination")	\
 	X(drop_icmp_header,	"ICMP message too short")		\
 	X(drop_icmp_csum,	"ICMP checksum wrong")			\
 	X(drop_icmp_type,	"ICMP type not handled")		\
+	X(drop_udp_header,	"UDP header truncated or length disagrees with IP") \
+	X(drop_udp_port,	"UDP to or from port 0")		\
+	X(drop_udp_csum,	"UDP checksum wrong, or partial checksum misplaced") \
 	X(drop_unhandled_proto,	"transport protocol not handled yet")	\
-	X(drop_unhandled_dst,	"destination not handled yet")		\
 	X(drop_wrong_owner,	"frame's flow belongs to another worker") \
 	X(policy_refused,	"new flows refused by destination policy") \
 	X(flows_refused_cap,	"new flows refused: max_flows reached")	\
@@ -55,6 +62,15 @@
 	X(host_events,		"host socket events handled")		\
 	X(timer_runs,		"flow timers run")			\
 	X(room_waits,		"times a flow waited for room in the namespace ring") \
+	X(udp_out,		"UDP datagrams from host sockets to the namespace") \
+	X(udp_gso_sends,	"sends carrying several datagrams (UDP_SEGMENT)") \
+	X(dns_flows,		"UDP flows opened to the DNS forwarder's upstreams") \
+	X(icmp_echo_in,		"echo replies from ping sockets to the namespace") \
+	X(icmp_errors_out,	"ICMP errors sent to the namespace")	\
+	X(host_send_errors,	"datagrams the host stack refused to send") \
+	X(host_drops,		"datagrams from host sockets dropped (other host, too big)") \
+	X(frag_reassembled,	"datagrams reassembled from fragments")	\
+	X(frag_expired,		"incomplete datagrams given up (timeout, no free slot)") \
 	X(tcp_segments_in,	"TCP segments accepted into a flow or opening one") \
 	X(drop_tcp_header,	"TCP header too short or bad data offset") \
 	X(drop_tcp_options,	"TCP options overrun the header")	\

@@ -20,7 +20,9 @@
  *    address on other ports included): nothing is there, refused
  *    (RN_POLICY_SUBNET). A prefix length of 0 means the subnet is unknown
  *    and this rule is skipped.
- * 6. Everything else: the same address and port on the host.
+ * 6. Everything else: the same address and port on the host, unless
+ *    loopback_only (tests) refuses all but host loopback (RN_POLICY_INVALID,
+ *    also for a DNS upstream off the machine).
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -149,7 +151,7 @@ int rn_policy_dest(const struct rn_worker_params *p, const struct rn_flow_key *k
 		rn_policy_sa(d, up->family, up->addr, up->port);
 		d->dns = 1;
 		d->loopback = up->family == 4 ? up->addr[0] == 127 : !memcmp(up->addr, lo6, 16);
-		return RN_POLICY_ALLOW;
+		return p->loopback_only && !d->loopback ? RN_POLICY_INVALID : RN_POLICY_ALLOW;
 	}
 
 	if (!memcmp(k->daddr, gw, alen)) {
@@ -172,6 +174,8 @@ int rn_policy_dest(const struct rn_worker_params *p, const struct rn_flow_key *k
 		return RN_POLICY_INVALID;
 	if (plen && rn_policy_in_prefix(k->daddr, guest, plen, alen))
 		return RN_POLICY_SUBNET;
+	if (p->loopback_only)
+		return RN_POLICY_INVALID;
 
 	rn_policy_sa(d, k->family, k->daddr, k->dport);
 	return RN_POLICY_ALLOW;

@@ -81,8 +81,10 @@
 #include "checksum.h"
 #include "flow.h"
 #include "flowtab.h"
+#include "frag.h"
 #include "icmp.h"
 #include "tcp.h"
+#include "udp.h"
 #include "worker.h"
 
 #define RN_WORKER_EVENTS	64
@@ -311,8 +313,6 @@ static int rn_worker_ip4(const struct rn_worker *w, struct rn_frame *f,
 		return RN_WCTR_drop_ipv4_header;
 	if (rn_csum(h, ihl, 0))
 		return RN_WCTR_drop_ipv4_csum;
-	if (rn_be16(h + 6) & RN_IPV4_MF_OFFSET)
-		return RN_WCTR_drop_fragment;
 
 	f->family = 4;
 	f->proto = h[9];
@@ -328,6 +328,7 @@ static int rn_worker_ip4(const struct rn_worker *w, struct rn_frame *f,
 		return RN_WCTR_drop_src_addr;
 	if ((f->daddr[0] & 0xf0) == 0xe0 || !memcmp(f->daddr, "\xff\xff\xff\xff", 4))
 		return RN_WCTR_drop_multicast;
+	f->frag = !!(rn_be16(h + 6) & RN_IPV4_MF_OFFSET);
 	return 0;
 }
 
@@ -396,8 +397,7 @@ static int rn_worker_ip6(const struct rn_worker *w, struct rn_frame *f,
 		return RN_WCTR_drop_src_addr;
 	if (f->daddr[0] == 0xff)
 		return RN_WCTR_drop_multicast;
-	if (f->proto == RN_IPPROTO_FRAGMENT)
-		return RN_WCTR_drop_fragment;
+	f->frag = f->proto == RN_IPPROTO_FRAGMENT;
 	if (rn_worker_ip6_ext(f->proto))
 		return RN_WCTR_drop_ext_header;
 	return 0;
@@ -419,8 +419,12 @@ static int rn_worker_l4_input(struct rn_worker *w, struct rn_frame *f)
 {
 	if (f->family == 6 && memcmp(f->saddr, w->p.guest6, 16))
 		return RN_WCTR_drop_unhandled_proto;
+	if (f->frag)
+		return rn_frag_input(w, f);
 
 	switch (f->proto) {
+	case RN_IPPROTO_UDP:
+		return rn_udp_input(w, f);
 	case RN_IPPROTO_TCP:
 		return rn_tcp_input(w, f);
 	case RN_IPPROTO_ICMP:
@@ -477,9 +481,48 @@ static int rn_worker_validate(struct rn_worker *w, struct rn_frame *f)
 		return drop;
 
 	rn_worker_pull(w, f, 0);
-	if (rn_flow_owner(w->p.hash_key, w->p.nworkers, w->buf, f->copied) != w->p.index)
+	if (!f->reassembled &&
+	    rn_flow_owner(w->p.hash_key, w->p.nworkers, w->buf, f->copied) != w->p.index)
 		return RN_WCTR_drop_wrong_owner;
 	return 0;
+}
+
+/**
+ * rn_worker_process() - copy, validate and dispatch a frame
+ * @w:		worker
+ * @f:		frame with shm and len set
+ *
+ * Return: the outcome counter, or negative errno when the worker must stop
+ */
+static int rn_worker_process(struct rn_worker *w, struct rn_frame *f)
+{
+	int outcome;
+
+	f->copied = f->len < RN_WORKER_HDR_COPY ? f->len : RN_WORKER_HDR_COPY;
+	memcpy(w->buf, f->shm, f->copied);
+	outcome = rn_worker_validate(w, f);
+	if (!outcome)
+		outcome = rn_worker_l4_input(w, f);
+	return outcome;
+}
+
+/**
+ * rn_worker_reinput() - process a datagram frag.c reassembled, as if it came whole
+ * @w:		worker
+ * @frame:	virtio-net header (zero) and IP packet, in private memory
+ * @len:	frame length, at most RN_FRAME_MAX
+ *
+ * Validated like a frame from the ring except for ownership (fragments
+ * belong to the worker of their address pair); not counted in frames_in: its
+ * outcome is that of the fragment that completed it.
+ *
+ * Return: the outcome counter, or negative errno when the worker must stop
+ */
+int rn_worker_reinput(struct rn_worker *w, const uint8_t *frame, uint32_t len)
+{
+	struct rn_frame f = { .shm = frame, .len = len, .reassembled = 1 };
+
+	return rn_worker_process(w, &f);
 }
 
 /**
@@ -498,12 +541,7 @@ static int rn_worker_input(struct rn_worker *w, const uint8_t *shm, uint32_t len
 	rn_ctr_add(w->ctr, RN_WCTR_frames_in, 1);
 	rn_ctr_add(w->ctr, RN_WCTR_bytes_in, len);
 
-	f.copied = len < RN_WORKER_HDR_COPY ? len : RN_WORKER_HDR_COPY;
-	memcpy(w->buf, shm, f.copied);
-
-	outcome = rn_worker_validate(w, &f);
-	if (!outcome)
-		outcome = rn_worker_l4_input(w, &f);
+	outcome = rn_worker_process(w, &f);
 	if (outcome < 0)
 		return rn_worker_fatal(w, outcome);
 	rn_ctr_add(w->ctr, (unsigned int)outcome, 1);
@@ -554,6 +592,8 @@ static char rn_worker_tag_ctl;
 static const struct rn_flow_ops *const rn_worker_ops[RN_FLOW_TYPES] = {
 	[RN_FLOW_NONE] = NULL,
 	[RN_FLOW_TCP] = &rn_tcp_ops,
+	[RN_FLOW_UDP] = &rn_udp_ops,
+	[RN_FLOW_ICMP] = &rn_icmp_ops,
 };
 
 /* Gauge counters of open flows by type */
@@ -1149,6 +1189,8 @@ void rn_worker_free(struct rn_worker *w)
 	while ((f = rn_flowtab_first(&w->flows)))
 		rn_worker_flow_close(w, f);
 	rn_worker_reap(w);
+	rn_udp_free(w);
+	rn_frag_free(w);
 	rn_flowtab_fini(&w->flows);
 	close(w->epfd);
 	free(w);

@@ -42,6 +42,11 @@
 #define RN_WORKER_HDR_COPY	256u
 /* Frames processed between two releases/publications of the rings */
 #define RN_WORKER_BATCH		64u
+/* struct rn_worker.logged: one-time messages already written to stderr */
+#define RN_WORKER_LOGGED_PING	1u
+
+struct rn_udp;
+struct rn_frag;
 
 /**
  * struct rn_worker_params - what a worker needs to know, from the orchestrator
@@ -59,6 +64,9 @@
  * @prefix4:	prefix length of the namespace's IPv4 subnet (0: unknown)
  * @prefix6:	prefix length of the namespace's IPv6 subnet (0: unknown)
  * @allow_host_loopback:	map the gateway addresses to 127.0.0.1 / ::1
+ * @loopback_only:	refuse every destination but host loopback (the gateway
+ *			mapping, DNS upstreams on loopback): for tests that must
+ *			not send anything off the machine, whatever the frames say
  * @max_flows:	flows (all protocols) this worker may hold; new ones are refused
  * @tcp_idle_timeout_ms:	close established TCP flows idle this long
  * @tcp_fin_timeout_ms:	give up on closing TCP flows after this long
@@ -99,6 +107,7 @@ struct rn_worker_params {
 	uint8_t guest6[16], gw6[16], dns6[16];
 	uint8_t prefix4, prefix6;
 	uint8_t allow_host_loopback;
+	uint8_t loopback_only;
 	uint32_t max_flows;
 	uint32_t tcp_idle_timeout_ms;
 	uint32_t tcp_fin_timeout_ms;
@@ -124,6 +133,9 @@ struct rn_worker_params {
  * @room_tail:	where the next waiting flow is linked
  * @closed:	flows closed during this loop pass, freed at its end
  * @deferred:	flows waiting for ops->flush()
+ * @udp:	UDP core state (udp.c), allocated on first use
+ * @frag:	fragment reassembly slots (frag.c), allocated on first use
+ * @logged:	RN_WORKER_LOGGED_* one-time messages already written
  * @buf:	private copy of the frame being processed
  */
 struct rn_worker {
@@ -141,6 +153,9 @@ struct rn_worker {
 	struct rn_flow **room_tail;
 	struct rn_flow *closed;
 	struct rn_flow *deferred;
+	struct rn_udp *udp;
+	struct rn_frag *frag;
+	uint32_t logged;
 	uint8_t buf[RN_FRAME_MAX];
 };
 
@@ -166,6 +181,8 @@ void rn_worker_free(struct rn_worker *w);
  * @l3:		the validated IP header, in the private copy
  * @l4:		the transport bytes present in the private copy (see rn_worker_pull())
  * @l4len:	transport header plus payload length, from the IP header
+ * @frag:	an IP fragment (frag.c reassembles it)
+ * @reassembled: a datagram frag.c reassembled (rn_worker_reinput())
  *
  * All lengths here were validated: 12 + @pktlen <= @len, @l3len + @l4len ==
  * @pktlen, and the checksum range of a NEEDS_CSUM header lies in the transport
@@ -185,6 +202,8 @@ struct rn_frame {
 	struct rn_pkt l3;
 	struct rn_pkt l4;
 	uint32_t l4len;
+	uint8_t frag;
+	uint8_t reassembled;
 };
 
 /**
@@ -214,6 +233,7 @@ void rn_worker_wait_room(struct rn_worker *w, struct rn_flow *f);
 void rn_worker_defer(struct rn_worker *w, struct rn_flow *f);
 void rn_worker_flow_close(struct rn_worker *w, struct rn_flow *f);
 
+int rn_worker_reinput(struct rn_worker *w, const uint8_t *frame, uint32_t len);
 uint32_t rn_worker_pull(struct rn_worker *w, struct rn_frame *f, uint32_t n);
 void rn_worker_csum_complete(struct rn_worker *w, struct rn_frame *f);
 uint8_t *rn_worker_tx_reserve(struct rn_worker *w, uint32_t pktlen, int *err);

@@ -40,7 +40,8 @@ def counter_names() -> list[str]:
 NAMES = counter_names()
 DROPS = [n for n in NAMES if n.startswith("drop_")]
 OUTCOMES = DROPS + ["icmp_echo_replies", "icmp6_echo_replies", "ring_full", "policy_refused",
-                    "flows_refused_cap", "flows_refused_fd", "tcp_segments_in"]
+                    "flows_refused_cap", "flows_refused_fd", "tcp_segments_in", "udp_in",
+                    "icmp_echo_fwd", "icmp6_echo_fwd", "icmp_ping_denied", "frag_held"]
 
 
 def params(index: int = 0, nworkers: int = 1, ring_size: int = RING, mtu: int = 65520,
@@ -50,6 +51,7 @@ def params(index: int = 0, nworkers: int = 1, ring_size: int = RING, mtu: int = 
     p.hash_key = list(key)
     p.guest4, p.gw4, p.dns4 = (list(F.addr(a)) for a in (GUEST4, GW4, DNS4))
     p.guest6, p.gw6, p.dns6 = (list(F.addr(a)) for a in (GUEST6, GW6, DNS6))
+    p.loopback_only = 1  # whatever a (fuzzed) frame asks for, nothing leaves the machine
     return p
 
 
@@ -392,7 +394,7 @@ DROP_CASES = {
         v4(hdr_csum=0x1234), with_byte(v4(), 12 + 8, 63),
     ],
     "drop_fragment": [
-        v4(mf=True), v4(frag_offset=100), v4(frag_offset=1, mf=True),
+        v4(mf=True), v4(frag_offset=8190), v4(frag_offset=1, mf=True),
         v6(nh=44, payload=bytes(16)),
     ],
     "drop_ipv6_header": [
@@ -429,15 +431,15 @@ DROP_CASES = {
         v6(payload=F.icmp6_echo(GUEST6, GW6, 1, 1, type_=F.ICMP6_ECHO_REPLY)),
     ],
     "drop_unhandled_proto": [
-        v4(F.PROTO_UDP, F.udp(GUEST4, DNS4, 40000, 53, b"q")),
         v4(255, b"x"),
         v6(F.PROTO_ICMP, F.icmp4_echo(1, 1)),  # ICMP (v4) inside IPv6
         v6(src=LLADDR6),  # link-local source: echo to the gateway, not handled
         v6(59, b""),  # no next header
     ],
-    "drop_unhandled_dst": [
-        v4(dst="192.0.2.1"), v4(dst=GUEST4), v6(dst="2001:db8::1"),
-    ],
+    # UDP header checks (the rest: tests/test_udp_worker.py)
+    "drop_udp_header": [v4(F.PROTO_UDP, F.udp(GUEST4, GW4, 40000, 53, b"q")[:7])],
+    "drop_udp_port": [v4(F.PROTO_UDP, F.udp(GUEST4, GW4, 40000, 0, b"q"))],
+    "drop_udp_csum": [v4(F.PROTO_UDP, with_byte(F.udp(GUEST4, GW4, 40000, 53, b"q"), 8, 0))],
     # TCP header checks that need no connection (the rest: tests/test_tcp_input.py)
     "drop_tcp_header": [
         v4(F.PROTO_TCP, F.tcp(GUEST4, GW4, 40000, 80)[:19]),
@@ -706,7 +708,7 @@ def test_fuzz_never_crashes_and_accounts_every_frame(frms, nworkers):
         assert sum(c[n] for n in OUTCOMES) == len(frms)
         replies = hw.pop()
         assert len(replies) == c["frames_out"]
-        for rep in replies:  # an echo reply, or a TCP RST refusing a connection
+        for rep in replies:  # an echo reply, an ICMP error, or a TCP RST refusing a connection
             p = F.parse(F.complete_csum(rep))
             assert F.l4_csum_ok(p)
             assert p.dst == F.addr(GUEST4 if p.version == 4 else GUEST6)
@@ -714,5 +716,8 @@ def test_fuzz_never_crashes_and_accounts_every_frame(frms, nworkers):
                 assert p.payload[13] & 0x04  # RST
                 continue
             assert p.vnet == bytes(12)
+            if p.payload[0] in (3, 1) and p.proto in (F.PROTO_ICMP, F.PROTO_ICMPV6):
+                assert p.src in (F.addr(a) for a in (GW4, DNS4, GW6, DNS6))  # unreachable
+                continue
             assert p.src == F.addr(GW4 if p.version == 4 else GW6)
             assert p.payload[0] in (F.ICMP_ECHO_REPLY, F.ICMP6_ECHO_REPLY)

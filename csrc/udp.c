@@ -1,0 +1,721 @@
+/* udp.c - UDP between the namespace and host sockets: one socket per flow
+ *
+ * Theory of operation
+ * -------------------
+ * A UDP flow is one (source, destination) pair as the namespace sends it
+ * (flowtab.h key). The first datagram creates it, after the destination
+ * policy (policy.c: the DNS address goes to an upstream resolver, the
+ * gateway to host loopback when that is allowed; refusals are answered with
+ * an ICMP unreachable, icmp.c). A flow owns one unconnected host socket of
+ * the destination's family, bound by the kernel on the first send, so
+ * replies from any port of the destination host reach it; a connected socket
+ * would see only the one port. Datagrams from other hosts are dropped
+ * (host_drops). Flows count against max_flows with every other protocol: at
+ * the cap new flows are refused (flows_refused_cap) and nothing else
+ * changes. A flow closes after udp_timeout_ms without traffic either way
+ * (RN_UDP_DNS_TIMEOUT_MS for DNS, whose clients use a port per query).
+ *
+ * Namespace -> host: rn_udp_input() checks the header (length against the
+ * IP length, no port 0, the checksum unless the namespace left it to
+ * offload) and queues the payload where it lies, in ring to_worker, which is
+ * not released before the end of the intake batch; the namespace can only
+ * alter its own data meanwhile (a frame that is not in the ring, such as a
+ * reassembled datagram, is sent at once). The flow asks for ops->flush() at
+ * the end of the batch (rn_worker_defer()), where rn_udp_flush() sends
+ * everything queued: a run of datagrams of one flow goes out in one
+ * sendmmsg(), and equal-sized datagrams within it (the last one may be
+ * shorter) are merged into one UDP_SEGMENT send, which the host stack
+ * handles as one packet as far as it can. A USO frame from the namespace
+ * (gso_type UDP_L4) is one UDP_SEGMENT send of gso_size segments. When the
+ * kernel refuses segmentation for a flow (EIO, EINVAL: no checksum offload
+ * on the route, segment larger than the path MTU), that message and all the
+ * flow's later datagrams are sent one by one. A send the host refuses is
+ * counted (host_send_errors) and the datagram is lost, as on a wire.
+ *
+ * Host -> namespace: recvmmsg() into the worker's private buffers, never
+ * more datagrams than ring to_ns surely holds (rn_ring_frames_free()); with
+ * no room the flow stops reading and waits for room, so datagrams wait in
+ * the host socket rather than being read and lost. Each datagram becomes a
+ * frame from the destination as the namespace named it (the port the
+ * namespace sent to, or the other port the host answered from) with
+ * NEEDS_CSUM and the pseudo-header sum in the checksum field: the
+ * namespace's kernel takes it as checksummed, so no payload is summed here.
+ * A datagram is at most 65507 (IPv4) or 65527 (IPv6) bytes and is written
+ * as one IP packet even above the namespace's MTU: a receiving kernel does
+ * not enforce its MTU.
+ *
+ * Errors: every socket has IP_RECVERR (IPV6_RECVERR); ICMP errors the host
+ * receives for a flow (port unreachable, fragmentation needed or packet too
+ * big, ...) become ICMP errors in the namespace (icmp.c) quoting a rebuilt
+ * copy of the datagram, so that a connected socket inside sees
+ * ECONNREFUSED.
+ *
+ * Per-worker state (struct rn_udp, allocated on first use): the send queue
+ * of the current intake batch and the receive buffers.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "checksum.h"
+#include "flowtab.h"
+#include "icmp.h"
+#include "ip.h"
+#include "policy.h"
+#include "udp.h"
+
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT		103
+#endif
+
+#define RN_UDP_HDR_LEN		8u
+#define RN_IPPROTO_UDP		17u
+/* Datagrams per recvmmsg(), and recvmmsg() calls per socket event */
+#define RN_UDP_RX_BATCH		32u
+#define RN_UDP_RX_BUDGET	4u
+/* Largest UDP payload: IPv4 counts its header in the 64 KiB limit */
+#define RN_UDP_MAX4		(65535u - RN_IP4_HDR_LEN - RN_UDP_HDR_LEN)
+#define RN_UDP_MAX6		(65535u - RN_UDP_HDR_LEN)
+/* UDP_SEGMENT sends: at most this many segments, this many bytes */
+#define RN_UDP_GSO_SEGS		64u
+#define RN_UDP_GSO_BYTES	RN_UDP_MAX4
+#define RN_UDP_DNS_TIMEOUT_MS	10000u
+/* Payload quoted back in ICMP errors, at most (IPv6 minimum MTU) */
+#define RN_UDP_QUOTE_MAX	1232u
+
+/**
+ * struct rn_udp_flow - a UDP flow and its host socket
+ * @f:		common header
+ * @dst:	host destination (policy.c), where datagrams go and replies come from
+ * @dstlen:	its length
+ * @timeout_ms:	idle timeout
+ * @no_gso:	the kernel refused UDP_SEGMENT once: send datagrams one by one
+ */
+struct rn_udp_flow {
+	struct rn_flow f;
+	struct sockaddr_storage dst;
+	socklen_t dstlen;
+	uint32_t timeout_ms;
+	uint8_t no_gso;
+};
+
+/**
+ * struct rn_udp_tx - a datagram queued for the end of the intake batch
+ * @fl:		its flow
+ * @data:	payload, in ring to_worker
+ * @len:	payload length
+ * @gso:	segment size of a USO frame's payload, 0 for one datagram
+ */
+struct rn_udp_tx {
+	struct rn_udp_flow *fl;
+	const uint8_t *data;
+	uint32_t len;
+	uint16_t gso;
+};
+
+union rn_udp_cmsg {
+	char buf[CMSG_SPACE(sizeof(uint16_t))];
+	struct cmsghdr align;
+};
+
+/**
+ * struct rn_udp - one worker's UDP state
+ * @ntx:	datagrams queued in @tx
+ * @tx:		send queue of the current intake batch
+ * @msg:	sendmmsg() messages
+ * @msg_dgrams:	datagrams each message carries
+ * @iov:	their payload pieces
+ * @cmsg:	their UDP_SEGMENT control messages
+ * @rmsg:	recvmmsg() messages
+ * @riov:	their buffers
+ * @rsa:	their source addresses
+ * @rbuf:	receive buffers, one largest datagram each
+ */
+struct rn_udp {
+	uint32_t ntx;
+	struct rn_udp_tx tx[RN_WORKER_BATCH];
+	struct mmsghdr msg[RN_WORKER_BATCH];
+	uint32_t msg_dgrams[RN_WORKER_BATCH];
+	struct iovec iov[RN_WORKER_BATCH];
+	union rn_udp_cmsg cmsg[RN_WORKER_BATCH];
+	struct mmsghdr rmsg[RN_UDP_RX_BATCH];
+	struct iovec riov[RN_UDP_RX_BATCH];
+	struct sockaddr_storage rsa[RN_UDP_RX_BATCH];
+	uint8_t rbuf[RN_UDP_RX_BATCH][RN_UDP_MAX6];
+};
+
+/**
+ * rn_udp_state() - the worker's UDP state, allocated on first use
+ * @w:		worker
+ *
+ * Return: the state, or NULL when out of memory
+ */
+static struct rn_udp *rn_udp_state(struct rn_worker *w)
+{
+	struct rn_udp *u = w->udp;
+	unsigned int i;
+
+	if (u)
+		return u;
+	u = calloc(1, sizeof(*u));
+	if (!u)
+		return NULL;
+	for (i = 0; i < RN_UDP_RX_BATCH; i++) {
+		u->riov[i].iov_base = u->rbuf[i];
+		u->riov[i].iov_len = sizeof(u->rbuf[i]);
+		u->rmsg[i].msg_hdr.msg_iov = &u->riov[i];
+		u->rmsg[i].msg_hdr.msg_iovlen = 1;
+		u->rmsg[i].msg_hdr.msg_name = &u->rsa[i];
+	}
+	w->udp = u;
+	return u;
+}
+
+/**
+ * rn_udp_free() - free the worker's UDP state (its flows are closed already)
+ * @w:		worker
+ */
+void rn_udp_free(struct rn_worker *w)
+{
+	free(w->udp);
+	w->udp = NULL;
+}
+
+/**
+ * rn_udp_csum_ok() - verify the checksum of a datagram
+ * @f:		validated UDP frame
+ * @uh:		its UDP header (private copy)
+ *
+ * A checksum left to offload (NEEDS_CSUM) is the namespace kernel's business
+ * and passes if it is in its place; any other checksum is verified, also
+ * with DATA_VALID (cheap, and a forged destination cannot slip through). The
+ * sum runs over the datagram in shared memory: a namespace that changes it
+ * meanwhile fools only itself.
+ *
+ * Return: true if the checksum is right or absent (IPv4 only)
+ */
+static int rn_udp_csum_ok(const struct rn_frame *f, const uint8_t *uh)
+{
+	const uint8_t *dgram = f->shm + RN_VNET_HDR_LEN + f->l3len;
+
+	if (f->vnet.flags & RN_VNET_F_NEEDS_CSUM)
+		return f->vnet.csum_start == f->l3len && f->vnet.csum_offset == 6;
+	if (!rn_be16(uh + 6))
+		return f->family == 4;
+	return !rn_csum(dgram, f->l4len, rn_ip_pseudo(f->family, f->saddr, f->daddr,
+						       RN_IPPROTO_UDP, f->l4len));
+}
+
+/**
+ * rn_udp_flow_new() - create the flow for a datagram's key
+ * @w:		worker
+ * @f:		the datagram
+ * @k:		its flow key
+ * @out:	set to the new flow
+ *
+ * Return: 0, the outcome counter refusing the flow, or negative errno (ring
+ *	   corrupted while sending an ICMP error)
+ */
+static int rn_udp_flow_new(struct rn_worker *w, struct rn_frame *f,
+			   const struct rn_flow_key *k, struct rn_udp_flow **out)
+{
+	struct rn_policy_dest d;
+	struct rn_udp_flow *fl;
+	int reason, fd, rc, one = 1;
+
+	reason = rn_policy_dest(&w->p, k, &d);
+	if (reason) {
+		rc = rn_icmp_refuse(w, f, rn_icmp_policy_kind(reason));
+		return rc < 0 ? rc : RN_WCTR_policy_refused;
+	}
+	if (w->flows.count >= w->flows.max)
+		return RN_WCTR_flows_refused_cap;
+
+	fd = socket(d.family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return RN_WCTR_flows_refused_fd;
+	if (d.family == AF_INET6)
+		setsockopt(fd, SOL_IPV6, IPV6_RECVERR, &one, sizeof(one));
+	else
+		setsockopt(fd, SOL_IP, IP_RECVERR, &one, sizeof(one));
+
+	fl = calloc(1, sizeof(*fl));
+	if (!fl) {
+		close(fd);
+		return RN_WCTR_flows_refused_fd;
+	}
+	fl->f.key = *k;
+	fl->f.type = RN_FLOW_UDP;
+	fl->f.fd = fd;
+	memcpy(&fl->dst, &d.sa, sizeof(d.sa));
+	fl->dstlen = d.salen;
+	fl->timeout_ms = w->p.udp_timeout_ms ? w->p.udp_timeout_ms : 1;
+	if (d.dns && fl->timeout_ms > RN_UDP_DNS_TIMEOUT_MS)
+		fl->timeout_ms = RN_UDP_DNS_TIMEOUT_MS;
+	rc = rn_worker_flow_add(w, &fl->f);
+	if (rc) {
+		close(fd);
+		free(fl);
+		return RN_WCTR_flows_refused_cap;
+	}
+	if (rn_worker_flow_watch(w, &fl->f, EPOLLIN)) {
+		rn_worker_flow_close(w, &fl->f);
+		return RN_WCTR_flows_refused_fd;
+	}
+	rn_worker_flow_timer(w, &fl->f, w->now + fl->timeout_ms);
+	if (d.dns)
+		rn_ctr_add(w->ctr, RN_WCTR_dns_flows, 1);
+	*out = fl;
+	return 0;
+}
+
+/**
+ * rn_udp_input() - take a UDP datagram (or USO frame) from the namespace
+ * @w:		worker
+ * @f:		validated frame, f->proto UDP
+ *
+ * Return: the outcome counter, or negative errno (ring corrupted)
+ */
+int rn_udp_input(struct rn_worker *w, struct rn_frame *f)
+{
+	int uso = (f->vnet.gso_type & ~RN_VNET_GSO_ECN) == RN_VNET_GSO_UDP_L4;
+	struct rn_udp *u = rn_udp_state(w);
+	struct rn_udp_flow *fl;
+	struct rn_flow_key k;
+	struct rn_udp_tx *t;
+	const uint8_t *uh;
+	uint32_t len;
+	int rc;
+
+	if (f->l4len < RN_UDP_HDR_LEN || !(uh = rn_pkt_get(&f->l4, 0, RN_UDP_HDR_LEN)) ||
+	    rn_be16(uh + 4) != f->l4len)
+		return RN_WCTR_drop_udp_header;
+	if (!rn_be16(uh) || !rn_be16(uh + 2))
+		return RN_WCTR_drop_udp_port;
+	if (!rn_udp_csum_ok(f, uh))
+		return RN_WCTR_drop_udp_csum;
+	if (!u)
+		return RN_WCTR_flows_refused_fd;
+
+	if (rn_flow_key_parse(w->buf + RN_VNET_HDR_LEN, f->copied - RN_VNET_HDR_LEN, &k))
+		return RN_WCTR_drop_udp_header;
+	fl = (struct rn_udp_flow *)rn_flowtab_lookup(&w->flows, &k);
+	if (!fl) {
+		rc = rn_udp_flow_new(w, f, &k, &fl);
+		if (rc)
+			return rc;
+	}
+
+	if (u->ntx == RN_WORKER_BATCH)
+		rn_udp_flush(w);
+	len = f->l4len - RN_UDP_HDR_LEN;
+	t = &u->tx[u->ntx++];
+	t->fl = fl;
+	t->data = f->shm + RN_VNET_HDR_LEN + f->l3len + RN_UDP_HDR_LEN;
+	t->len = len;
+	t->gso = uso && len > f->vnet.gso_size ? f->vnet.gso_size : 0;
+	fl->f.last = w->now;
+	fl->f.bytes_up += len;
+	if (t->data >= w->rx.data && t->data < w->rx.data + w->rx.size)
+		rn_worker_defer(w, &fl->f);
+	else
+		rn_udp_flush(w);
+	return RN_WCTR_udp_in;
+}
+
+/**
+ * rn_udp_segment_cmsg() - attach a UDP_SEGMENT control message to a send
+ * @mh:		message
+ * @c:		control buffer for it
+ * @gso:	segment size
+ */
+static void rn_udp_segment_cmsg(struct msghdr *mh, union rn_udp_cmsg *c, uint16_t gso)
+{
+	struct cmsghdr *cm = &c->align;
+
+	memset(c, 0, sizeof(*c));
+	cm->cmsg_level = SOL_UDP;
+	cm->cmsg_type = UDP_SEGMENT;
+	cm->cmsg_len = CMSG_LEN(sizeof(gso));
+	memcpy(CMSG_DATA(cm), &gso, sizeof(gso));
+	mh->msg_control = c->buf;
+	mh->msg_controllen = sizeof(c->buf);
+}
+
+/**
+ * rn_udp_send_split() - send a segmented message's datagrams one by one
+ * @w:		worker
+ * @fl:		flow
+ * @mh:		message whose UDP_SEGMENT the kernel refused
+ * @gso:	its segment size
+ *
+ * Every piece of the message is cut into @gso-sized datagrams (a merged run
+ * has one datagram per piece already).
+ */
+static void rn_udp_send_split(struct rn_worker *w, struct rn_udp_flow *fl,
+			      const struct msghdr *mh, uint16_t gso)
+{
+	uint32_t i, off, n;
+
+	for (i = 0; i < mh->msg_iovlen; i++) {
+		const uint8_t *p = mh->msg_iov[i].iov_base;
+		uint32_t len = (uint32_t)mh->msg_iov[i].iov_len;
+
+		off = 0;
+		do {
+			n = len - off < gso ? len - off : gso;
+			if (sendto(fl->f.fd, p + off, n, MSG_DONTWAIT,
+				   (const struct sockaddr *)&fl->dst, fl->dstlen) < 0)
+				rn_ctr_add(w->ctr, RN_WCTR_host_send_errors, 1);
+			off += n;
+		} while (off < len);
+	}
+}
+
+/**
+ * rn_udp_send_run() - send the queued datagrams @from..@to-1 of one flow
+ * @w:		worker
+ * @u:		UDP state
+ * @from:	first queue entry
+ * @to:		one past the last entry; all entries in between have one flow
+ */
+static void rn_udp_send_run(struct rn_worker *w, struct rn_udp *u, uint32_t from, uint32_t to)
+{
+	struct rn_udp_flow *fl = u->tx[from].fl;
+	uint32_t i = from, nmsg = 0, niov = 0, sent = 0, n, total;
+	struct rn_udp_tx *t;
+	struct msghdr *mh;
+	uint16_t gso;
+	int rc;
+
+	while (i < to) {
+		t = &u->tx[i];
+		mh = &u->msg[nmsg].msg_hdr;
+		memset(mh, 0, sizeof(*mh));
+		mh->msg_name = &fl->dst;
+		mh->msg_namelen = fl->dstlen;
+		mh->msg_iov = &u->iov[niov];
+		u->iov[niov].iov_base = (void *)t->data;
+		u->iov[niov++].iov_len = t->len;
+		gso = t->gso;
+		n = 1;
+		total = t->len;
+		/* Merge equal-sized datagrams that follow; a shorter one ends the run */
+		while (!gso && !fl->no_gso && t->len && i + n < to && n < RN_UDP_GSO_SEGS &&
+		       !u->tx[i + n].gso && u->tx[i + n].len <= t->len && u->tx[i + n].len &&
+		       total + u->tx[i + n].len <= RN_UDP_GSO_BYTES) {
+			u->iov[niov].iov_base = (void *)u->tx[i + n].data;
+			u->iov[niov++].iov_len = u->tx[i + n].len;
+			total += u->tx[i + n].len;
+			if (u->tx[i + n++].len < t->len)
+				break;
+		}
+		if (n > 1)
+			gso = (uint16_t)t->len;
+		mh->msg_iovlen = n;
+		if (gso && fl->no_gso) {
+			rn_udp_send_split(w, fl, mh, gso);
+			mh->msg_iovlen = 0;
+		} else if (gso) {
+			rn_udp_segment_cmsg(mh, &u->cmsg[nmsg], gso);
+		}
+		u->msg_dgrams[nmsg] = gso ? (total + gso - 1) / gso : 1;
+		if (mh->msg_iovlen)
+			nmsg++;
+		i += n;
+	}
+
+	while (sent < nmsg) {
+		rc = sendmmsg(fl->f.fd, &u->msg[sent], nmsg - sent, MSG_DONTWAIT);
+		if (rc > 0) {
+			for (i = sent; i < sent + (uint32_t)rc; i++) {
+				if (u->msg_dgrams[i] > 1)
+					rn_ctr_add(w->ctr, RN_WCTR_udp_gso_sends, 1);
+			}
+			sent += (uint32_t)rc;
+			continue;
+		}
+		if (errno == EINTR)
+			continue;
+		mh = &u->msg[sent].msg_hdr;
+		if (mh->msg_controllen && (errno == EIO || errno == EINVAL ||
+					   errno == ENOPROTOOPT || errno == EOPNOTSUPP)) {
+			memcpy(&gso, CMSG_DATA(&u->cmsg[sent].align), sizeof(gso));
+			fl->no_gso = 1;
+			rn_udp_send_split(w, fl, mh, gso);
+		} else {
+			rn_ctr_add(w->ctr, RN_WCTR_host_send_errors, u->msg_dgrams[sent]);
+		}
+		sent++;
+	}
+}
+
+/**
+ * rn_udp_flush() - send the datagrams queued during this intake batch
+ * @w:		worker
+ *
+ * Called before ring to_worker is released, while the queued payloads are
+ * still there (ops->flush), or at once for a frame that is not in the ring.
+ */
+void rn_udp_flush(struct rn_worker *w)
+{
+	struct rn_udp *u = w->udp;
+	uint32_t i = 0, j;
+
+	if (!u || !u->ntx)
+		return;
+	while (i < u->ntx) {
+		for (j = i + 1; j < u->ntx && u->tx[j].fl == u->tx[i].fl; j++)
+			;
+		rn_udp_send_run(w, u, i, j);
+		i = j;
+	}
+	u->ntx = 0;
+}
+
+/**
+ * rn_udp_defer_flush() - ops->flush: the intake batch is done, send what it queued
+ * @w:		worker
+ * @f:		a flow that queued datagrams (the whole queue goes, in order)
+ */
+static void rn_udp_defer_flush(struct rn_worker *w, struct rn_flow *f)
+{
+	rn_udp_flush(w);
+}
+
+/**
+ * rn_udp_same_host() - whether a datagram's source is the flow's destination host
+ * @dst:	the flow's destination
+ * @src:	where the datagram came from
+ *
+ * Return: true if family and address agree (the port may differ)
+ */
+static int rn_udp_same_host(const struct sockaddr_storage *dst,
+			    const struct sockaddr_storage *src)
+{
+	if (dst->ss_family != src->ss_family)
+		return 0;
+	if (dst->ss_family == AF_INET)
+		return !memcmp(&((const struct sockaddr_in *)dst)->sin_addr,
+			       &((const struct sockaddr_in *)src)->sin_addr, 4);
+	return !memcmp(&((const struct sockaddr_in6 *)dst)->sin6_addr,
+		       &((const struct sockaddr_in6 *)src)->sin6_addr, 16);
+}
+
+/**
+ * rn_udp_port() - port of an IPv4 or IPv6 socket address
+ * @sa:		address
+ *
+ * Return: the port, host order
+ */
+static uint16_t rn_udp_port(const struct sockaddr_storage *sa)
+{
+	if (sa->ss_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)sa)->sin_port);
+	return ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+}
+
+/**
+ * rn_udp_deliver() - put one datagram from the host into ring to_ns
+ * @w:		worker
+ * @fl:		flow whose socket received it
+ * @src:	where it came from
+ * @data:	payload
+ * @len:	payload length
+ */
+static void rn_udp_deliver(struct rn_worker *w, struct rn_udp_flow *fl,
+			   const struct sockaddr_storage *src, const uint8_t *data, uint32_t len)
+{
+	const struct rn_flow_key *k = &fl->f.key;
+	uint32_t l3 = rn_ip_hdr_len(k->family), ulen = RN_UDP_HDR_LEN + len;
+	uint16_t sport = rn_udp_port(src);
+	uint8_t *out, *uh, *vnet;
+	int err;
+
+	if (!rn_udp_same_host(&fl->dst, src) || len > (k->family == 6 ? RN_UDP_MAX6 : RN_UDP_MAX4)) {
+		rn_ctr_add(w->ctr, RN_WCTR_host_drops, 1);
+		return;
+	}
+	if (sport == rn_udp_port(&fl->dst))
+		sport = k->dport;
+	out = rn_worker_tx_reserve(w, l3 + ulen, &err);
+	if (!out)
+		return;	/* room was checked: only a corrupted ring (fatal) gets here */
+	rn_ip_hdr(out, k->family, k->daddr, k->saddr, RN_IPPROTO_UDP, ulen);
+	uh = out + l3;
+	rn_put_be16(uh, sport);
+	rn_put_be16(uh + 2, k->sport);
+	rn_put_be16(uh + 4, (uint16_t)ulen);
+	rn_put_be16(uh + 6, rn_csum_fold(rn_ip_pseudo(k->family, k->daddr, k->saddr,
+						      RN_IPPROTO_UDP, ulen)));
+	memcpy(uh + RN_UDP_HDR_LEN, data, len);
+	vnet = out - RN_VNET_HDR_LEN;
+	vnet[0] = RN_VNET_F_NEEDS_CSUM;
+	vnet[6] = (uint8_t)l3;		/* csum_start, little-endian */
+	vnet[8] = 6;			/* csum_offset: the UDP checksum field */
+	rn_worker_tx_commit(w, l3 + ulen);
+	rn_ctr_add(w->ctr, RN_WCTR_udp_out, 1);
+	fl->f.last = w->now;
+	fl->f.bytes_down += len;
+}
+
+/**
+ * rn_udp_pause() - stop reading a flow's socket until ring to_ns has room
+ * @w:		worker
+ * @fl:		flow
+ */
+static void rn_udp_pause(struct rn_worker *w, struct rn_udp_flow *fl)
+{
+	rn_worker_flow_watch(w, &fl->f, 0);
+	rn_worker_wait_room(w, &fl->f);
+}
+
+/**
+ * rn_udp_errors() - report what a flow's error queue holds to the namespace
+ * @w:		worker
+ * @fl:		flow
+ *
+ * Return: 0, or -1 if to_ns is full (then the flow waits for room)
+ */
+static int rn_udp_errors(struct rn_worker *w, struct rn_udp_flow *fl)
+{
+	uint8_t buf[RN_UDP_HDR_LEN + RN_UDP_QUOTE_MAX];
+	const struct rn_flow_key *k = &fl->f.key;
+	struct rn_icmp_err e;
+	uint32_t len;
+	int rc;
+
+	for (;;) {
+		if (!rn_ring_frames_free(&w->tx, RN_IP6_HDR_LEN + 1280)) {
+			rn_udp_pause(w, fl);
+			return -1;
+		}
+		rc = rn_icmp_read_err(fl->f.fd, k->family, buf + RN_UDP_HDR_LEN,
+				      RN_UDP_QUOTE_MAX, &len, &e);
+		if (!rc)
+			return 0;
+		if (rc < 0)
+			continue;
+		rn_put_be16(buf, k->sport);
+		rn_put_be16(buf + 2, k->dport);
+		rn_put_be16(buf + 4, (uint16_t)(RN_UDP_HDR_LEN + len));
+		rn_put_be16(buf + 6, 0);
+		if (rn_icmp_flow_err(w, k, &e, buf, RN_UDP_HDR_LEN + len) < 0)
+			return -1;
+	}
+}
+
+/**
+ * rn_udp_drain() - deliver what a flow's socket holds, as far as to_ns has room
+ * @w:		worker
+ * @fl:		flow
+ * @events:	epoll events seen (EPOLLERR: read the error queue first)
+ */
+static void rn_udp_drain(struct rn_worker *w, struct rn_udp_flow *fl, uint32_t events)
+{
+	struct rn_udp *u = rn_udp_state(w);
+	uint32_t b, i, room;
+	int n;
+
+	if ((events & EPOLLERR) && rn_udp_errors(w, fl))
+		return;
+	if (!u)
+		return;
+	for (b = 0; b < RN_UDP_RX_BUDGET && !w->err; b++) {
+		room = rn_ring_frames_free(&w->tx, RN_FRAME_MAX);
+		if (!room) {
+			rn_udp_pause(w, fl);
+			return;
+		}
+		if (room > RN_UDP_RX_BATCH)
+			room = RN_UDP_RX_BATCH;
+		for (i = 0; i < room; i++)
+			u->rmsg[i].msg_hdr.msg_namelen = sizeof(u->rsa[i]);
+		n = recvmmsg(fl->f.fd, u->rmsg, room, MSG_DONTWAIT, NULL);
+		if (n <= 0)
+			return;
+		for (i = 0; i < (uint32_t)n; i++) {
+			if (u->rmsg[i].msg_hdr.msg_flags & MSG_TRUNC)
+				rn_ctr_add(w->ctr, RN_WCTR_host_drops, 1);
+			else
+				rn_udp_deliver(w, fl, &u->rsa[i], u->rbuf[i], u->rmsg[i].msg_len);
+		}
+		if ((uint32_t)n < room)
+			return;
+	}
+}
+
+/**
+ * rn_udp_event() - ops->event: the flow's socket is readable or has errors
+ * @w:		worker
+ * @f:		flow
+ * @events:	epoll events
+ */
+static void rn_udp_event(struct rn_worker *w, struct rn_flow *f, uint32_t events)
+{
+	rn_udp_drain(w, (struct rn_udp_flow *)f, events);
+}
+
+/**
+ * rn_udp_room() - ops->room: ring to_ns has room again; read the socket again
+ * @w:		worker
+ * @f:		flow
+ */
+static void rn_udp_room(struct rn_worker *w, struct rn_flow *f)
+{
+	if (rn_worker_flow_watch(w, f, EPOLLIN)) {
+		rn_worker_flow_close(w, f);
+		return;
+	}
+	rn_udp_drain(w, (struct rn_udp_flow *)f, EPOLLERR);
+}
+
+/**
+ * rn_udp_timer() - ops->timer: close the flow once it has been idle long enough
+ * @w:		worker
+ * @f:		flow
+ */
+static void rn_udp_timer(struct rn_worker *w, struct rn_flow *f)
+{
+	struct rn_udp_flow *fl = (struct rn_udp_flow *)f;
+
+	if (w->now - f->last >= fl->timeout_ms)
+		rn_worker_flow_close(w, f);
+	else
+		rn_worker_flow_timer(w, f, f->last + fl->timeout_ms);
+}
+
+/**
+ * rn_udp_release() - ops->release: drop queued datagrams of a closing flow
+ * @w:		worker
+ * @f:		flow being closed
+ *
+ * A flow closes only outside intake (timer, error), when nothing is queued;
+ * this keeps the queue safe should that ever change.
+ */
+static void rn_udp_release(struct rn_worker *w, struct rn_flow *f)
+{
+	struct rn_udp *u = w->udp;
+	uint32_t i, j;
+
+	if (!u)
+		return;
+	for (i = j = 0; i < u->ntx; i++) {
+		if (u->tx[i].fl != (struct rn_udp_flow *)f)
+			u->tx[j++] = u->tx[i];
+	}
+	u->ntx = j;
+}
+
+const struct rn_flow_ops rn_udp_ops = {
+	.event = rn_udp_event,
+	.timer = rn_udp_timer,
+	.room = rn_udp_room,
+	.flush = rn_udp_defer_flush,
+	.release = rn_udp_release,
+};

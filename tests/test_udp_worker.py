@@ -1,0 +1,461 @@
+"""The UDP core and the ICMP errors it sends, driven in-process: the test plays the
+namespace (frames into ring to_worker, out of ring to_ns) and the host (sockets on
+127.0.0.1 and ::1).
+
+Every destination here is host loopback: the worker's policy maps the gateway
+addresses to 127.0.0.1 and ::1 (allow_host_loopback), and the DNS address to an
+upstream on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import time
+
+import pytest
+
+from ringnet._ringnet_c import ffi, lib
+
+import frames as F
+from test_worker_input import (DNS4, DNS6, GUEST4, GUEST6, GW4, GW6, KEY, NAMES, Harness, Shm,
+                               params)
+
+MAX4, MAX6 = 65507, 65527
+
+
+class UdpHarness(Harness):
+    """One worker whose gateway maps to host loopback, with a small flow cap."""
+
+    def __init__(self, allow: bool = True, max_flows: int = 64, udp_timeout_ms: int = 30000,
+                 dns=(), ring_size: int = 512 * 1024):
+        p = params(ring_size=ring_size)
+        p.allow_host_loopback = int(allow)
+        p.max_flows = max_flows
+        p.udp_timeout_ms = udp_timeout_ms
+        p.prefix4, p.prefix6 = 24, 64
+        p.ndns = len(dns)
+        for i, (host, port) in enumerate(dns):
+            a = F.addr(host)
+            p.dns[i].family = 4 if len(a) == 4 else 6
+            ffi.memmove(p.dns[i].addr, a, len(a))
+            p.dns[i].port = port
+        self.shm = Shm(ring_size)
+        self.ev_worker = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.ev_ns = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.ctr = ffi.new("uint64_t[]", lib.RN_CTR_SLOTS)
+        wp = ffi.new("struct rn_worker **")
+        rc = lib.rn_worker_new(wp, p, self.shm.base, self.shm.size, self.ctr, self.ev_worker,
+                               self.ev_ns)
+        assert rc == 0, os.strerror(-rc)
+        self.w = wp[0]
+        self.err = ffi.new("int *")
+
+    def counters(self) -> dict[str, int]:
+        return {n: self.ctr[i] for i, n in enumerate(NAMES)}
+
+    def send(self, *frms: bytes) -> None:
+        """Push frames and process them (one intake batch if they fit)."""
+        assert self.push(*frms) == len(frms)
+        assert self.poll() >= len(frms)
+
+    def run(self, ms: int = 50) -> None:
+        """Let the event loop serve host sockets and timers for a while."""
+        deadline = time.monotonic() + ms / 1000
+        while True:
+            left = int((deadline - time.monotonic()) * 1000)
+            if left <= 0:
+                break
+            rc = lib.rn_worker_run(self.w, left)
+            assert rc >= 0, os.strerror(-rc)
+
+    def frames(self, n: int, timeout: float = 5.0) -> list[bytes]:
+        """Run the loop until n frames came out of to_ns; return them."""
+        out: list[bytes] = []
+        deadline = time.monotonic() + timeout
+        while len(out) < n and time.monotonic() < deadline:
+            self.run(10)
+            out += self.pop()
+        assert len(out) == n, f"{len(out)} frames, expected {n}"
+        return out
+
+
+@pytest.fixture
+def h():
+    with UdpHarness() as harness:
+        yield harness
+
+
+def server(family: int = 4, port: int = 0) -> socket.socket:
+    s = socket.socket(socket.AF_INET6 if family == 6 else socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("::1" if family == 6 else "127.0.0.1", port))
+    s.settimeout(5)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    return s
+
+
+def udp4(sport, dport, payload=b"", dst=GW4, **ip):
+    return F.frame(F.ipv4(GUEST4, dst, F.PROTO_UDP, F.udp(GUEST4, dst, sport, dport, payload),
+                          **ip))
+
+
+def udp6(sport, dport, payload=b"", dst=GW6):
+    return F.frame(F.ipv6(GUEST6, dst, F.PROTO_UDP, F.udp(GUEST6, dst, sport, dport, payload)))
+
+
+def udp_frame(family, sport, dport, payload=b"", dst=None):
+    if family == 6:
+        return udp6(sport, dport, payload, dst or GW6)
+    return udp4(sport, dport, payload, dst or GW4)
+
+
+def complete(frm: bytes) -> F.Packet:
+    """Parse a UDP frame from the worker; check its NEEDS_CSUM header and fill in the
+    checksum the way the namespace's kernel would, then verify it."""
+    p = F.parse(frm)
+    flags, _, _, _, start, offset, _ = struct.unpack("<BBHHHHH", p.vnet)
+    assert (flags, start, offset) == (F.VNET_F_NEEDS_CSUM, len(p.header), 6)
+    seed = struct.unpack("!H", p.payload[6:8])[0]
+    assert seed == F.csum_partial(b"", F._l4_pseudo(p.src, p.dst, F.PROTO_UDP, len(p.payload)))
+    full = p.payload[:6] + struct.pack("!H", F.csum(p.payload)) + p.payload[8:]
+    p.payload = full
+    assert F.l4_csum_ok(p)
+    return p
+
+
+def udp_fields(p: F.Packet) -> tuple[int, int, int, bytes]:
+    sport, dport, length, _ = struct.unpack("!HHHH", p.payload[:8])
+    return sport, dport, length, p.payload[8:]
+
+
+# --- namespace -> host --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_datagram_reaches_host_and_reply_comes_back(h, family):
+    with server(family) as srv:
+        port = srv.getsockname()[1]
+        h.send(udp_frame(family, 40000, port, b"hello"))
+        data, peer = srv.recvfrom(100)
+        assert data == b"hello"
+        assert peer[0] == ("::1" if family == 6 else "127.0.0.1")
+        c = h.counters()
+        assert (c["udp_in"], c["flows_open_udp"]) == (1, 1)
+        srv.sendto(b"world", peer)
+        [frm] = h.frames(1)
+    p = complete(frm)
+    gw, guest = (GW6, GUEST6) if family == 6 else (GW4, GUEST4)
+    assert (p.src, p.dst, p.proto, p.ttl) == (F.addr(gw), F.addr(guest), F.PROTO_UDP, 64)
+    assert udp_fields(p) == (port, 40000, 13, b"world")
+    if family == 4:
+        assert F.csum(p.header) == 0 and p.header[6] & 0x40  # DF, checksum right
+    assert h.counters()["udp_out"] == 1
+
+
+def test_one_flow_per_source_destination_pair(h):
+    with server() as a, server() as b:
+        pa, pb = a.getsockname()[1], b.getsockname()[1]
+        h.send(udp4(1000, pa, b"1"), udp4(1000, pa, b"2"), udp4(1001, pa, b"3"),
+               udp4(1000, pb, b"4"))
+        got_a = [a.recvfrom(10) for _ in range(3)]
+        assert [d for d, _ in got_a] == [b"1", b"2", b"3"]
+        assert got_a[0][1] == got_a[1][1] != got_a[2][1]  # same flow, same host port
+        assert b.recv(10) == b"4"
+        assert h.counters()["flows_open_udp"] == 3
+
+
+def test_replies_from_another_port_of_the_host(h):
+    with server() as srv, server() as other:
+        port, oport = srv.getsockname()[1], other.getsockname()[1]
+        h.send(udp4(40001, port, b"q"))
+        _, peer = srv.recvfrom(10)
+        other.sendto(b"from another port", peer)
+        srv.sendto(b"from the port", peer)
+        frms = h.frames(2)
+    got = sorted(udp_fields(complete(f))[:2] + (udp_fields(complete(f))[3],) for f in frms)
+    assert got == sorted([(oport, 40001, b"from another port"), (port, 40001, b"from the port")])
+
+
+def test_datagrams_from_another_host_are_dropped(h):
+    with server() as srv:
+        port = srv.getsockname()[1]
+        h.send(udp4(40002, port, b"q"))
+        _, peer = srv.recvfrom(10)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+            stranger.bind(("127.0.0.2", 0))
+            stranger.sendto(b"spoof", peer)
+        h.run(100)
+        assert h.pop() == []
+        assert h.counters()["host_drops"] == 1
+
+
+@pytest.mark.parametrize("family,size", [(4, 0), (4, 1), (4, 1472), (4, 9000), (4, MAX4),
+                                         (6, 0), (6, 1452), (6, 65000), (6, MAX6)])
+def test_sizes_byte_exact_both_ways(family, size):
+    payload = os.urandom(size)
+    with UdpHarness(ring_size=1 << 20) as h, server(family) as srv:
+        port = srv.getsockname()[1]
+        h.send(udp_frame(family, 40003, port, payload))
+        data, peer = srv.recvfrom(70000)
+        assert data == payload
+        srv.sendto(payload[::-1], peer)
+        [frm] = h.frames(1)
+        assert udp_fields(complete(frm)) == (port, 40003, 8 + size, payload[::-1])
+
+
+def test_batch_of_equal_datagrams_is_one_segmented_send(h):
+    with server() as srv:
+        port = srv.getsockname()[1]
+        msgs = [bytes([i]) * 1400 for i in range(20)] + [b"tail"]
+        h.send(*[udp4(40004, port, m) for m in msgs])
+        assert [srv.recv(2000) for _ in msgs] == msgs
+        c = h.counters()
+        assert c["udp_in"] == len(msgs) and c["udp_gso_sends"] >= 1
+        assert c["host_send_errors"] == 0
+
+
+def test_uso_frame_is_sent_as_segments(h):
+    with server() as srv:
+        port = srv.getsockname()[1]
+        payload = os.urandom(3500)
+        dgram = F.udp(GUEST4, GW4, 40005, port, payload)
+        pkt = F.ipv4(GUEST4, GW4, F.PROTO_UDP, dgram)
+        h.send(F.frame(pkt, flags=F.VNET_F_NEEDS_CSUM, gso_type=F.GSO_UDP_L4, gso_size=1000,
+                       hdr_len=28, csum_start=20, csum_offset=6))
+        got = [srv.recv(2000) for _ in range(4)]
+        assert got == [payload[:1000], payload[1000:2000], payload[2000:3000], payload[3000:]]
+        assert h.counters()["udp_gso_sends"] == 1
+
+
+# --- DNS forwarder ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ns_family,up_family", [(4, 4), (6, 6), (4, 6), (6, 4)])
+def test_dns_address_forwards_to_the_upstream(ns_family, up_family):
+    with server(up_family) as up:
+        port = up.getsockname()[1]
+        host = "::1" if up_family == 6 else "127.0.0.1"
+        with UdpHarness(allow=False, dns=[(host, port)]) as h:
+            dns = DNS6 if ns_family == 6 else DNS4
+            h.send(udp_frame(ns_family, 5353, 53, b"query", dst=dns))
+            data, peer = up.recvfrom(100)
+            assert data == b"query"
+            up.sendto(b"answer", peer)
+            [frm] = h.frames(1)
+            p = complete(frm)
+            assert p.src == F.addr(dns)
+            assert udp_fields(p) == (53, 5353, 14, b"answer")
+            assert h.counters()["dns_flows"] == 1
+
+
+def test_dns_upstreams_can_be_replaced():
+    with server() as a, server() as b:
+        with UdpHarness(allow=False, dns=[("127.0.0.1", a.getsockname()[1])]) as h:
+            h.send(udp4(5000, 53, b"one", dst=DNS4))
+            assert a.recv(10) == b"one"
+            ups = ffi.new("struct rn_dns_upstream[1]")
+            ups[0].family, ups[0].port = 4, b.getsockname()[1]
+            ffi.memmove(ups[0].addr, F.addr("127.0.0.1"), 4)
+            assert lib.rn_dns_set_upstreams(h.w, ups, 1) == 0
+            h.send(udp4(5001, 53, b"two", dst=DNS4))  # a new flow: the new upstream
+            assert b.recv(10) == b"two"
+            assert lib.rn_dns_set_upstreams(h.w, ups, 4) < 0
+            ups[0].port = 0
+            assert lib.rn_dns_set_upstreams(h.w, ups, 1) < 0
+            assert lib.rn_dns_set_upstreams(h.w, ffi.NULL, 0) == 0
+            [err] = h.exchange(udp4(5002, 53, b"three", dst=DNS4))
+            assert icmp_error(err)[:2] == (3, 3)  # no upstream: port unreachable
+
+
+# --- refusals and ICMP errors -------------------------------------------------------
+
+
+def icmp_error(frm: bytes):
+    """(type, code, rest, quoted packet) of an ICMP/ICMPv6 error frame, checked."""
+    p = F.parse(frm)
+    assert p.vnet == bytes(12) and F.l4_csum_ok(p)
+    assert len(p.payload) <= (576 - 20 if p.version == 4 else 1280 - 40)
+    t, c, _, rest = struct.unpack("!BBHI", p.payload[:8])
+    return t, c, rest, p.payload[8:], p
+
+
+@pytest.mark.parametrize("frm,dst,want", [
+    (udp4(1, 9, b"x", dst=GW4), GW4, (3, 13)),           # host loopback not allowed
+    (udp4(1, 9, b"x", dst="10.0.2.77"), GW4, (3, 1)),    # own subnet: host unreachable
+    (udp4(1, 53, b"x", dst=DNS4), DNS4, (3, 3)),         # no DNS upstream
+    (udp6(1, 9, b"x", dst=GW6), GW6, (1, 1)),
+    (udp6(1, 9, b"x", dst="fd00::77"), GW6, (1, 3)),
+    (udp6(1, 53, b"x", dst=DNS6), DNS6, (1, 4)),
+])
+def test_policy_refusals_answer_with_icmp(frm, dst, want):
+    with UdpHarness(allow=False) as h:
+        [err] = h.exchange(frm)
+        t, c, _, quote, p = icmp_error(err)
+        assert (t, c) == want
+        assert p.src == F.addr(dst)
+        assert quote == frm[12:]  # the whole datagram fits in the quote
+        c = h.counters()
+        assert (c["policy_refused"], c["flows_open_udp"], c["icmp_errors_out"]) == (1, 0, 1)
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_closed_host_port_gives_port_unreachable(h, family):
+    with server(family) as probe:
+        port = probe.getsockname()[1]
+    frm = udp_frame(family, 40006, port, b"anyone?")
+    h.send(frm)
+    [err] = h.frames(1)
+    t, c, _, quote, p = icmp_error(err)
+    assert (t, c) == ((1, 4) if family == 6 else (3, 3))
+    q = F.parse(bytes(12) + quote)
+    assert (q.src, q.dst, q.proto) == (F.addr(GUEST6 if family == 6 else GUEST4),
+                                       F.addr(GW6 if family == 6 else GW4), F.PROTO_UDP)
+    assert q.payload[:4] == struct.pack("!HH", 40006, port)
+    assert q.payload[8:] == b"anyone?"
+    # The socket's error was consumed: no busy loop, and the flow still works
+    h.run(50)
+    assert h.pop() == []
+    assert h.counters()["host_events"] < 10
+
+
+# --- bad input ------------------------------------------------------------------------
+
+
+def raw_udp4(udp_bytes: bytes) -> bytes:
+    return F.frame(F.ipv4(GUEST4, GW4, F.PROTO_UDP, udp_bytes))
+
+
+def bad_csum4() -> bytes:
+    d = bytearray(F.udp(GUEST4, GW4, 1000, 2000, b"data"))
+    d[6] ^= 0x55
+    return raw_udp4(bytes(d))
+
+
+BAD = {
+    "drop_udp_header": [
+        raw_udp4(b"\x03\xe8\x07\xd0\x00"),  # 5 bytes
+        raw_udp4(b""),
+        raw_udp4(struct.pack("!HHHH", 1000, 2000, 20, 0) + b"abc"),  # length too long
+        raw_udp4(struct.pack("!HHHH", 1000, 2000, 9, 0) + b"abcd"),  # length too short
+        raw_udp4(struct.pack("!HHHH", 1000, 2000, 0, 0) + b"abcd"),
+    ],
+    "drop_udp_port": [
+        udp4(0, 2000, b"x"), udp4(1000, 0, b"x"), udp6(0, 53, b"x", dst=DNS6),
+    ],
+    "drop_udp_csum": [
+        bad_csum4(),
+        F.frame(F.ipv6(GUEST6, GW6, F.PROTO_UDP, struct.pack("!HHHH", 1, 2, 9, 0) + b"z")),
+        F.frame(F.ipv6(GUEST6, GW6, F.PROTO_UDP, F.udp("fd00::99", GW6, 1, 2, b"z"))),
+    ],
+}
+
+
+@pytest.mark.parametrize("name,idx", [(n, i) for n, c in BAD.items() for i in range(len(c))])
+def test_malformed_datagrams_are_counted(h, name, idx):
+    frm = BAD[name][idx]
+    assert h.exchange(frm) == []
+    c = h.counters()
+    assert c[name] == 1 and c["frames_in"] == 1
+    assert c["flows_open_udp"] == 0 and c["udp_in"] == 0
+
+
+def test_ipv4_datagram_without_checksum_is_accepted(h):
+    with server() as srv:
+        port = srv.getsockname()[1]
+        h.send(raw_udp4(struct.pack("!HHHH", 40007, port, 12, 0) + b"none"))
+        assert srv.recv(10) == b"none"
+
+
+# --- flow table: cap, expiry, descriptors ---------------------------------------------
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_flood_of_new_flows_stays_under_the_cap_and_expires():
+    with server() as srv, UdpHarness(max_flows=16, udp_timeout_ms=200) as h:
+        port = srv.getsockname()[1]
+        fds = open_fds()
+        for i in range(5):
+            h.send(*[udp4(10000 + 40 * i + j, port, b"f") for j in range(40)])
+        c = h.counters()
+        assert c["flows_open_udp"] == 16
+        assert c["udp_in"] == 16 and c["flows_refused_cap"] == 200 - 16
+        assert open_fds() == fds + 16
+        time.sleep(0.25)
+        h.run(100)
+        c = h.counters()
+        assert c["flows_open_udp"] == 0 and open_fds() == fds
+        h.send(udp4(9999, port, b"again"))  # room again after expiry
+        assert h.counters()["flows_open_udp"] == 1
+
+
+def test_traffic_keeps_a_flow_alive():
+    with server() as srv, UdpHarness(udp_timeout_ms=300) as h2:
+        port = srv.getsockname()[1]
+        for i in range(6):
+            h2.send(udp4(40008, port, b"%d" % i))
+            h2.run(100)
+        assert h2.counters()["flows_open_udp"] == 1
+        assert len({srv.recvfrom(10)[1] for _ in range(6)}) == 1  # one host socket all along
+        h2.run(450)
+        assert h2.counters()["flows_open_udp"] == 0
+
+
+# --- backpressure -----------------------------------------------------------------------
+
+
+def test_full_namespace_ring_pauses_reading_without_loss():
+    with UdpHarness(ring_size=512 * 1024) as h, server() as srv:
+        port = srv.getsockname()[1]
+        h.send(udp4(40009, port, b"open"))
+        _, peer = srv.recvfrom(10)
+        payloads = [bytes([i]) * 40000 for i in range(12)]
+        got: list[bytes] = []
+        for i, p in enumerate(payloads):
+            srv.sendto(p, peer)
+            if i % 2:
+                h.run(20)  # the ring fills up: the worker stops reading
+        assert h.counters()["room_waits"] >= 1
+        deadline = time.monotonic() + 10
+        while len(got) < len(payloads) and time.monotonic() < deadline:
+            got += [udp_fields(complete(f))[3] for f in h.pop()]
+            h.poll()
+            h.run(10)
+        assert got == payloads
+        assert h.counters()["host_drops"] == 0
+
+
+# --- rn_ring_frames_free(): the promise the receive path relies on -------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, lib.RN_FRAME_MAX), st.booleans()), max_size=40),
+       st.integers(1, lib.RN_FRAME_MAX))
+def test_frames_free_reservations_all_succeed(ops, maxlen):
+    shm = Shm(512 * 1024)
+    try:
+        prod, cons = ffi.new("struct rn_ring *"), ffi.new("struct rn_ring *")
+        assert lib.rn_ring_attach(prod, shm.tn_mem, shm.ring_size, lib.RN_FRAME_MAX, 0) == 0
+        assert lib.rn_ring_attach(cons, shm.tn_mem, shm.ring_size, lib.RN_FRAME_MAX, 0) == 0
+        err = ffi.new("int *")
+        fp, lp = ffi.new("const uint8_t **"), ffi.new("uint32_t *")
+        for size, consume in ops:  # move head and tail around, wrapping the area
+            if lib.rn_ring_reserve(prod, size, err) != ffi.NULL:
+                lib.rn_ring_commit(prod, size)
+                lib.rn_ring_publish(prod)
+            if consume and lib.rn_ring_peek(cons, fp, lp) == 1:
+                lib.rn_ring_consume(cons)
+                lib.rn_ring_release(cons)
+        n = lib.rn_ring_frames_free(prod, maxlen)
+        for _ in range(n):
+            assert lib.rn_ring_reserve(prod, maxlen, err) != ffi.NULL and err[0] == 0
+            lib.rn_ring_commit(prod, maxlen)
+        assert lib.rn_ring_frames_free(prod, lib.RN_FRAME_MAX + 1) == 0
+    finally:
+        shm.close()
