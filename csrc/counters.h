@@ -10,8 +10,8 @@
  * Worker accounting: every frame taken from to_worker adds to frames_in and to
  * exactly one outcome counter: a drop_* reason, a reply (icmp_echo_replies,
  * icmp6_echo_replies), ring_full, a refused new flow (policy_refused,
- * flows_refused_cap, flows_refused_fd), or a protocol's "accepted" counter
- * (tcp_segments_in, ...). Everything else here counts events, not frames;
+ * flows_refused_cap, flows_refused_fd), a protocol's "accepted" counter
+ * (tcp_segments_in, ...), or fault_drop_in (test-only fault injection). Everything else here counts events, not frames;
  * counters marked (gauge) go up and down (decremented by adding -1).
  */
 #ifndef RN_COUNTERS_H
@@ -98,6 +98,7 @@
 	X(tcp_window_probes,	"TCP zero-window probes sent")		\
 	X(tcp_window_updates,	"TCP window updates after the host socket drained") \
 	X(tcp_buffered,		"TCP namespace bytes held until the host socket took them") \
+	X(tcp_ooo_held,		"TCP namespace bytes held after a gap until it was filled") \
 	X(tcp_short_sends,	"TCP segments partly refused: host socket and buffer full") \
 	X(tcp_rst_sent,		"TCP RSTs sent to the namespace")	\
 	X(tcp_rst_received,	"TCP RSTs from the namespace accepted")	\
@@ -107,7 +108,13 @@
 	X(tcp_icmp_sent,	"ICMP unreachable sent for failed TCP connects") \
 	X(tcp_idle_timeouts,	"TCP flows reset after the idle timeout") \
 	X(tcp_fin_timeouts,	"TCP flows reset after the FIN timeout") \
-	X(tcp_ring_full,	"TCP control segments lost: namespace ring full")
+	X(tcp_ring_full,	"TCP control segments lost: namespace ring full") \
+	X(fault_drop_in,	"frames from the namespace dropped by the fault injector") \
+	X(fault_dup_in,		"frames from the namespace duplicated by the fault injector") \
+	X(fault_hold_in,	"frames from the namespace reordered by the fault injector") \
+	X(fault_drop_out,	"frames to the namespace dropped by the fault injector") \
+	X(fault_dup_out,	"frames to the namespace duplicated by the fault injector") \
+	X(fault_hold_out,	"frames to the namespace reordered by the fault injector")
 
 /* Namespace pump counters, summed over its threads */
 #define RN_PUMP_COUNTERS(X)						\

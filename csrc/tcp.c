@@ -30,10 +30,12 @@
  * dropped (pasta's ns->host stall). Only bytes beyond that buffer are
  * refused; then the window update sent when the socket drains (EPOLLOUT) is
  * followed by duplicate ACKs so that the namespace retransmits at once
- * rather than after its RTO. Out-of-order segments are not buffered: they
- * are answered with a duplicate ACK (their ACK field is still used). ACKs go
+ * rather than after its RTO. Segments after a gap (a loss) are answered at
+ * once with a duplicate ACK each, and one contiguous block of them is kept
+ * (RN_TCP_OOO, allocated only while in use) and taken when the gap is
+ * filled, so one loss costs one retransmission, not a window. Other ACKs go
  * out once per batch per flow (rn_tcp_flush()), and only if the ACK number
- * or window changed, unless a duplicate is wanted.
+ * or window changed.
  *
  * Host -> namespace: data stays in the host socket's receive queue until the
  * namespace acknowledges it. We peek (MSG_PEEK with SO_PEEK_OFF, so each
@@ -46,8 +48,9 @@
  * sum in the checksum field, so no payload byte is ever summed by us.
  *
  * Memory per connection: struct rn_tcp_flow (about 250 bytes), one host
- * socket, and while the socket refuses bytes from inside the window, the
- * RN_TCP_OVERFLOW (256 KiB) buffer. The kernel bounds the rest: the socket's
+ * socket, and only while needed, the RN_TCP_OVERFLOW (256 KiB) buffer of
+ * bytes the socket refused and the RN_TCP_OOO (1 MiB) block of bytes after a
+ * gap: at most 1.25 MiB and a few hundred bytes. The kernel bounds the rest: the socket's
  * send buffer (net.ipv4.tcp_wmem max) holds namespace data not yet sent on,
  * its receive buffer (tcp_rmem max) host data the namespace has not
  * acknowledged.
@@ -119,6 +122,7 @@
 #define RN_TCP_DISCARD		(1u << 20)	/* peek fallback: max bytes in flight */
 #define RN_TCP_DUPACKS		3
 #define RN_TCP_OVERFLOW		(256u * 1024u)	/* per-flow buffer for refused bytes */
+#define RN_TCP_OOO		(1024u * 1024u)	/* per-flow buffer past a sequence gap */
 
 /* Event flags */
 #define RN_TCP_F_CONNECTING	0x0001u	/* connect() in progress */
@@ -148,6 +152,10 @@
  *		allocated while in use), not yet acknowledged
  * @ovf_off:	first byte of @ovf still to send
  * @ovf_len:	bytes in @ovf from @ovf_off: they follow rcv_nxt
+ * @ooo:	namespace bytes that arrived after a gap (RN_TCP_OOO bytes,
+ *		allocated while in use), one contiguous block
+ * @ooo_seq:	sequence number of the first byte in @ooo
+ * @ooo_len:	bytes in @ooo
  * @last_ack:	acknowledgement number of the last segment we sent
  * @last_wnd:	window field of the last segment we sent
  * @ns_ws:	window scale shift the namespace's windows use
@@ -184,6 +192,9 @@ struct rn_tcp_flow {
 	uint8_t *ovf;
 	uint32_t ovf_off;
 	uint32_t ovf_len;
+	uint8_t *ooo;
+	uint32_t ooo_seq;
+	uint32_t ooo_len;
 	uint32_t last_ack;
 	uint16_t last_wnd;
 	uint8_t ns_ws;
@@ -1281,6 +1292,134 @@ static int rn_tcp_ovf_drain(struct rn_worker *w, struct rn_tcp_flow *c)
 }
 
 /**
+ * rn_tcp_take() - pass in-order bytes to the host socket, or buffer them
+ * @w:		worker
+ * @c:		flow
+ * @data:	bytes that follow rcv_nxt + ovf_len
+ * @len:	their length
+ *
+ * What the socket does not take goes to the flow's bounded buffer, not
+ * acknowledged until the socket takes it (EPOLLOUT); only what does not fit
+ * there either is refused (RN_TCP_F_SHORT: the namespace must resend it).
+ *
+ * Return: bytes refused, or negative errno for a host socket error
+ */
+static ssize_t rn_tcp_take(struct rn_worker *w, struct rn_tcp_flow *c, const uint8_t *data,
+			   uint32_t len)
+{
+	uint32_t take;
+	ssize_t n;
+	int rc;
+
+	rc = rn_tcp_ovf_drain(w, c);
+	if (rc)
+		return rc;
+	if (!c->ovf_len) {
+		n = rn_tcp_to_host(w, c, data, len);
+		if (n < 0)
+			return n;
+		data += n;
+		len -= (uint32_t)n;
+	}
+	if (len && !c->ovf)
+		c->ovf = malloc(RN_TCP_OVERFLOW);
+	if (len && c->ovf) {
+		if (c->ovf_off + c->ovf_len + len > RN_TCP_OVERFLOW) {
+			memmove(c->ovf, c->ovf + c->ovf_off, c->ovf_len);
+			c->ovf_off = 0;
+		}
+		take = RN_TCP_OVERFLOW - c->ovf_len;
+		take = len < take ? len : take;
+		memcpy(c->ovf + c->ovf_off + c->ovf_len, data, take);
+		c->ovf_len += take;
+		len -= take;
+		c->flags |= RN_TCP_F_WANT_OUT;
+		rn_ctr_add(w->ctr, RN_WCTR_tcp_buffered, take);
+	}
+	if (len) {
+		c->flags |= RN_TCP_F_SHORT | RN_TCP_F_WANT_OUT;
+		rn_ctr_add(w->ctr, RN_WCTR_tcp_short_sends, 1);
+	}
+	/* The window is recomputed once, when the ACK goes out */
+	rn_tcp_update_later(w, c);
+	return len;
+}
+
+/**
+ * rn_tcp_ooo_free() - forget the out-of-order block
+ * @c:		flow
+ */
+static void rn_tcp_ooo_free(struct rn_tcp_flow *c)
+{
+	free(c->ooo);
+	c->ooo = NULL;
+	c->ooo_len = 0;
+}
+
+/**
+ * rn_tcp_ooo_add() - keep a segment that arrived after a gap
+ * @w:		worker
+ * @c:		flow
+ * @seq:	its sequence number, after rcv_nxt + ovf_len
+ * @data:	payload
+ * @len:	payload length
+ *
+ * One contiguous block is kept: a segment that starts it, extends it at
+ * its end, or repeats part of it. Anything else is dropped (the namespace
+ * sends it again).
+ *
+ * Return: true if the segment's bytes are now held
+ */
+static int rn_tcp_ooo_add(struct rn_worker *w, struct rn_tcp_flow *c, uint32_t seq,
+			  const uint8_t *data, uint32_t len)
+{
+	uint32_t end, skip;
+
+	if (!c->ooo_len) {
+		if (len > RN_TCP_OOO || (!c->ooo && !(c->ooo = malloc(RN_TCP_OOO))))
+			return 0;
+		c->ooo_seq = seq;
+		memcpy(c->ooo, data, len);
+		c->ooo_len = len;
+		rn_ctr_add(w->ctr, RN_WCTR_tcp_ooo_held, len);
+		return 1;
+	}
+	end = c->ooo_seq + c->ooo_len;
+	if (rn_seq_lt(seq, c->ooo_seq) || rn_seq_lt(end, seq))
+		return 0;
+	skip = end - seq;
+	if (skip >= len)
+		return 1;
+	if (c->ooo_len + (len - skip) > RN_TCP_OOO)
+		return 0;
+	memcpy(c->ooo + c->ooo_len, data + skip, len - skip);
+	c->ooo_len += len - skip;
+	rn_ctr_add(w->ctr, RN_WCTR_tcp_ooo_held, len - skip);
+	return 1;
+}
+
+/**
+ * rn_tcp_ooo_merge() - take the out-of-order block once the gap is filled
+ * @w:		worker
+ * @c:		flow
+ *
+ * Return: 0, or negative errno for a host socket error
+ */
+static int rn_tcp_ooo_merge(struct rn_worker *w, struct rn_tcp_flow *c)
+{
+	uint32_t tail = c->rcv_nxt + c->ovf_len, skip;
+	ssize_t n = 0;
+
+	if (!c->ooo_len || rn_seq_lt(tail, c->ooo_seq))
+		return 0;
+	skip = tail - c->ooo_seq;
+	if (skip < c->ooo_len)
+		n = rn_tcp_take(w, c, c->ooo + skip, c->ooo_len - skip);
+	rn_tcp_ooo_free(c);
+	return n < 0 ? (int)n : 0;
+}
+
+/**
  * rn_tcp_data_in() - pass in-order payload and FIN on to the host socket
  * @w:		worker
  * @c:		established flow
@@ -1288,57 +1427,23 @@ static int rn_tcp_ovf_drain(struct rn_worker *w, struct rn_tcp_flow *c)
  * @fin_end:	sequence number right after the segment's payload (where its
  *		FIN sits, if it has one)
  *
- * What the socket does not take goes to the flow's bounded buffer, not
- * acknowledged until the socket takes it (EPOLLOUT); only what does not fit
- * there either is refused (RN_TCP_F_SHORT: the namespace must resend it).
- *
  * Return: the outcome counter
  */
 static int rn_tcp_data_in(struct rn_worker *w, struct rn_tcp_flow *c, const struct rn_tcp_seg *s,
 			  uint32_t fin_end)
 {
-	const uint8_t *data = s->data;
-	uint32_t len = s->len, take;
-	ssize_t n;
-	int rc;
+	ssize_t left = 0;
 
-	if (len) {
-		rc = rn_tcp_ovf_drain(w, c);
-		if (!rc && !c->ovf_len) {
-			n = rn_tcp_to_host(w, c, data, len);
-			rc = n < 0 ? (int)n : 0;
-			if (n > 0) {
-				data += n;
-				len -= (uint32_t)n;
-			}
-		}
-		if (rc) {
-			rn_tcp_host_error(w, c, rc);
+	if (s->len) {
+		left = rn_tcp_take(w, c, s->data, s->len);
+		if (!left && rn_tcp_ooo_merge(w, c))
+			left = -EPIPE;
+		if (left < 0) {
+			rn_tcp_host_error(w, c, (int)left);
 			return RN_WCTR_tcp_segments_in;
 		}
-		if (len && !c->ovf && !(c->ovf = malloc(RN_TCP_OVERFLOW)))
-			c->ovf_len = 0;
-		if (len && c->ovf) {
-			if (c->ovf_off + c->ovf_len + len > RN_TCP_OVERFLOW) {
-				memmove(c->ovf, c->ovf + c->ovf_off, c->ovf_len);
-				c->ovf_off = 0;
-			}
-			take = RN_TCP_OVERFLOW - c->ovf_len;
-			take = len < take ? len : take;
-			memcpy(c->ovf + c->ovf_off + c->ovf_len, data, take);
-			c->ovf_len += take;
-			len -= take;
-			c->flags |= RN_TCP_F_WANT_OUT;
-			rn_ctr_add(w->ctr, RN_WCTR_tcp_buffered, take);
-		}
-		if (len) {
-			c->flags |= RN_TCP_F_SHORT | RN_TCP_F_WANT_OUT;
-			rn_ctr_add(w->ctr, RN_WCTR_tcp_short_sends, 1);
-		}
-		/* The window is recomputed once, when the ACK goes out */
-		rn_tcp_update_later(w, c);
 	}
-	if ((s->flags & RN_TCP_FIN) && !len && !(c->flags & RN_TCP_F_NS_FIN) &&
+	if ((s->flags & RN_TCP_FIN) && !left && !(c->flags & RN_TCP_F_NS_FIN) &&
 	    c->rcv_nxt + c->ovf_len == fin_end) {
 		if (c->ovf_len)
 			c->flags |= RN_TCP_F_FIN_PEND;
@@ -1675,13 +1780,15 @@ int rn_tcp_input(struct rn_worker *w, struct rn_frame *f)
 			return RN_WCTR_drop_tcp_window;
 		}
 		rc = rn_tcp_ack_in(w, c, &s);
-		if (!rc && s.len) {
-			/* Ahead of rcv_nxt: not buffered; a duplicate ACK asks for the gap */
-			rn_tcp_ack_later(w, c);
-			rc = RN_WCTR_drop_tcp_ooo;
-		} else if (!rc && (s.flags & RN_TCP_FIN) && rel > 0) {
-			rn_tcp_ack_later(w, c);
-			rc = RN_WCTR_drop_tcp_ooo;
+		if (!rc && !(c->f.flags & RN_FLOW_F_CLOSED) &&
+		    (s.len || ((s.flags & RN_TCP_FIN) && rel > 0))) {
+			/* After a gap: keep what we can, and ask for the gap with an
+			 * immediate duplicate ACK (one per segment, as a receiver
+			 * should, so that the namespace retransmits fast) */
+			rc = s.len && !(c->flags & (RN_TCP_F_NS_FIN | RN_TCP_F_FIN_PEND)) &&
+			     rn_tcp_ooo_add(w, c, s.seq, s.data, s.len) ?
+			     RN_WCTR_tcp_segments_in : RN_WCTR_drop_tcp_ooo;
+			rn_tcp_send_ack(w, c);
 		}
 	} else if (rn_seq_lt(fin_end, tail) ||
 		   (fin_end == tail && !((s.flags & RN_TCP_FIN) &&
@@ -1894,6 +2001,7 @@ static void rn_tcp_release(struct rn_worker *w, struct rn_flow *fl)
 	free(c->ovf);
 	c->ovf = NULL;
 	c->ovf_len = 0;
+	rn_tcp_ooo_free(c);
 }
 
 const struct rn_flow_ops rn_tcp_ops = {

@@ -66,6 +66,11 @@
  * refuses the flow, counted flows_refused_fd. Closed flows close their fd at
  * once (no lingering).
  *
+ * Fault injection (tests only, fault.h): when params.faults is non-zero, frames
+ * taken from to_worker and frames committed to to_ns pass through seeded
+ * injectors that drop, duplicate or reorder (hold back by one frame) a
+ * fraction of them. A dropped input frame's outcome is fault_drop_in.
+ *
  * Errors: a malformed frame is dropped; a ring whose indices or records are
  * impossible (rn_ring_peek(), rn_ring_reserve() return -EPROTO) ends the
  * worker: the error sticks in w->err and every later call returns it.
@@ -202,7 +207,88 @@ uint8_t *rn_worker_tx_reserve(struct rn_worker *w, uint32_t pktlen, int *err)
 		return NULL;
 	}
 	memset(p, 0, RN_VNET_HDR_LEN);
+	w->tx_resv = p;
 	return p + RN_VNET_HDR_LEN;
+}
+
+/**
+ * rn_worker_tx_put() - commit a frame of @len bytes (vnet header included)
+ * @w:		worker
+ * @len:	frame length
+ */
+static void rn_worker_tx_put(struct rn_worker *w, uint32_t len)
+{
+	rn_ring_commit(&w->tx, len);
+	rn_ctr_add(w->ctr, RN_WCTR_frames_out, 1);
+	rn_ctr_add(w->ctr, RN_WCTR_bytes_out, len);
+}
+
+/**
+ * rn_worker_tx_copy() - put a copy of a frame into to_ns, if it fits
+ * @w:		worker
+ * @frame:	frame, vnet header first (not in the current reservation)
+ * @len:	its length
+ *
+ * Return: true if it was committed
+ */
+static int rn_worker_tx_copy(struct rn_worker *w, const uint8_t *frame, uint32_t len)
+{
+	uint8_t *p;
+	int err;
+
+	p = rn_ring_reserve(&w->tx, len, &err);
+	if (!p) {
+		if (err)
+			rn_worker_fatal(w, err);
+		return 0;
+	}
+	memcpy(p, frame, len);
+	rn_worker_tx_put(w, len);
+	return 1;
+}
+
+/**
+ * rn_worker_tx_held() - deliver the frame the output fault injector held back
+ * @w:		worker
+ */
+static void rn_worker_tx_held(struct rn_worker *w)
+{
+	if (!w->fout.held_len)
+		return;
+	if (!rn_worker_tx_copy(w, w->fout.held, w->fout.held_len))
+		rn_ctr_add(w->ctr, RN_WCTR_fault_drop_out, 1);
+	w->fout.held_len = 0;
+}
+
+/**
+ * rn_worker_tx_fault() - apply the output fault injector to the reserved frame
+ * @w:		worker
+ * @len:	frame length, vnet header included
+ *
+ * Return: true if the frame was dealt with here (dropped, held, or committed
+ *	   together with its duplicate), false if the caller commits it
+ */
+static int rn_worker_tx_fault(struct rn_worker *w, uint32_t len)
+{
+	switch (rn_fault_decide(&w->fout)) {
+	case RN_FAULT_DROP:
+		rn_ctr_add(w->ctr, RN_WCTR_fault_drop_out, 1);
+		return 1;
+	case RN_FAULT_DUP:
+		rn_worker_tx_put(w, len);
+		/* The committed frame stays where it is until published */
+		rn_worker_tx_copy(w, w->tx_resv, len);
+		rn_ctr_add(w->ctr, RN_WCTR_fault_dup_out, 1);
+		return 1;
+	case RN_FAULT_HOLD:
+		if (w->fout.held_len)
+			return 0;
+		memcpy(w->fout.held, w->tx_resv, len);
+		w->fout.held_len = len;
+		rn_ctr_add(w->ctr, RN_WCTR_fault_hold_out, 1);
+		return 1;
+	}
+	return 0;
 }
 
 /**
@@ -210,13 +296,22 @@ uint8_t *rn_worker_tx_reserve(struct rn_worker *w, uint32_t pktlen, int *err)
  * @w:		worker
  * @pktlen:	IP packet length, at most what was reserved
  *
- * The frame becomes visible to the namespace at the end of the batch.
+ * The frame becomes visible to the namespace at the end of the batch. With
+ * output faults on, it may be lost, doubled or delivered after the next one
+ * (callers cannot tell, as on a lossy link).
  */
 void rn_worker_tx_commit(struct rn_worker *w, uint32_t pktlen)
 {
-	rn_ring_commit(&w->tx, RN_VNET_HDR_LEN + pktlen);
-	rn_ctr_add(w->ctr, RN_WCTR_frames_out, 1);
-	rn_ctr_add(w->ctr, RN_WCTR_bytes_out, RN_VNET_HDR_LEN + pktlen);
+	uint32_t len = RN_VNET_HDR_LEN + pktlen;
+
+	if (w->fout.on) {
+		if (rn_worker_tx_fault(w, len))
+			return;
+		rn_worker_tx_put(w, len);
+		rn_worker_tx_held(w);
+		return;
+	}
+	rn_worker_tx_put(w, len);
 }
 
 /**
@@ -549,6 +644,50 @@ static int rn_worker_input(struct rn_worker *w, const uint8_t *shm, uint32_t len
 }
 
 /**
+ * rn_worker_input_faulty() - process one frame through the input fault injector
+ * @w:		worker
+ * @shm:	frame in shared memory
+ * @len:	frame length
+ *
+ * A dropped frame counts as taken (frames_in) with the outcome fault_drop_in;
+ * a duplicated one is processed twice; a held one is copied and processed
+ * after the next frame (or when the ring runs dry).
+ *
+ * Return: 0, or negative errno when the worker must stop
+ */
+static int rn_worker_input_faulty(struct rn_worker *w, const uint8_t *shm, uint32_t len)
+{
+	int rc;
+
+	switch (rn_fault_decide(&w->fin)) {
+	case RN_FAULT_DROP:
+		rn_ctr_add(w->ctr, RN_WCTR_frames_in, 1);
+		rn_ctr_add(w->ctr, RN_WCTR_bytes_in, len);
+		rn_ctr_add(w->ctr, RN_WCTR_fault_drop_in, 1);
+		return 0;
+	case RN_FAULT_DUP:
+		rn_ctr_add(w->ctr, RN_WCTR_fault_dup_in, 1);
+		rc = rn_worker_input(w, shm, len);
+		if (rc < 0)
+			return rc;
+		break;
+	case RN_FAULT_HOLD:
+		if (w->fin.held_len)
+			break;
+		memcpy(w->fin.held, shm, len);
+		w->fin.held_len = len;
+		rn_ctr_add(w->ctr, RN_WCTR_fault_hold_in, 1);
+		return 0;
+	}
+	rc = rn_worker_input(w, shm, len);
+	if (rc >= 0 && w->fin.held_len) {
+		rc = rn_worker_input(w, w->fin.held, w->fin.held_len);
+		w->fin.held_len = 0;
+	}
+	return rc;
+}
+
+/**
  * rn_worker_batch() - process up to RN_WORKER_BATCH frames, then sync the rings
  * @w:		worker
  *
@@ -572,12 +711,22 @@ static int rn_worker_batch(struct rn_worker *w)
 			return rn_worker_fatal(w, rc);
 		if (!rc)
 			break;
-		rc = rn_worker_input(w, frame, len);
+		if (w->fin.on)
+			rc = rn_worker_input_faulty(w, frame, len);
+		else
+			rc = rn_worker_input(w, frame, len);
 		if (rc < 0)
 			return rc;
 		rn_ring_consume(&w->rx);
 	}
+	if (w->fin.held_len && n < RN_WORKER_BATCH) {
+		rc = rn_worker_input(w, w->fin.held, w->fin.held_len);
+		w->fin.held_len = 0;
+		if (rc < 0)
+			return rc;
+	}
 	rn_worker_flush(w);
+	rn_worker_tx_held(w);
 	kick = rn_ring_release(&w->rx);
 	kick |= rn_ring_publish(&w->tx);
 	if (kick)
@@ -897,6 +1046,7 @@ static int rn_worker_room(struct rn_worker *w)
 static void rn_worker_sync(struct rn_worker *w)
 {
 	rn_worker_flush(w);
+	rn_worker_tx_held(w);
 	if (rn_ring_publish(&w->tx))
 		rn_worker_kick(w);
 }
@@ -1151,6 +1301,10 @@ int rn_worker_new(struct rn_worker **out, const struct rn_worker_params *p, void
 				    RN_FRAME_MAX, 0);
 	if (!rc)
 		rc = rn_flowtab_init(&w->flows, p->max_flows ? p->max_flows : 1, p->hash_key);
+	if (!rc)
+		rc = rn_fault_init(&w->fin, &p->faults, 2ull * p->index + 1);
+	if (!rc)
+		rc = rn_fault_init(&w->fout, &p->faults, 2ull * p->index + 2);
 	if (rc)
 		goto fail;
 
@@ -1172,6 +1326,8 @@ fail:
 	if (w->epfd >= 0)
 		close(w->epfd);
 	rn_flowtab_fini(&w->flows);
+	rn_fault_fini(&w->fin);
+	rn_fault_fini(&w->fout);
 	free(w);
 	return rc;
 }
@@ -1192,6 +1348,8 @@ void rn_worker_free(struct rn_worker *w)
 	rn_udp_free(w);
 	rn_frag_free(w);
 	rn_flowtab_fini(&w->flows);
+	rn_fault_fini(&w->fin);
+	rn_fault_fini(&w->fout);
 	close(w->epfd);
 	free(w);
 }

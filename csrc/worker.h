@@ -33,6 +33,7 @@
 #include <stdint.h>
 
 #include "counters.h"
+#include "fault.h"
 #include "flowtab.h"
 #include "packet.h"
 #include "ring.h"
@@ -136,6 +137,9 @@ struct rn_worker_params {
  * @udp:	UDP core state (udp.c), allocated on first use
  * @frag:	fragment reassembly slots (frag.c), allocated on first use
  * @logged:	RN_WORKER_LOGGED_* one-time messages already written
+ * @tx_resv:	frame (vnet header first) of the last rn_worker_tx_reserve()
+ * @fin:	fault injection on frames from the namespace (tests only)
+ * @fout:	fault injection on frames to the namespace (tests only)
  * @buf:	private copy of the frame being processed
  */
 struct rn_worker {
@@ -156,6 +160,9 @@ struct rn_worker {
 	struct rn_udp *udp;
 	struct rn_frag *frag;
 	uint32_t logged;
+	uint8_t *tx_resv;
+	struct rn_fault fin;
+	struct rn_fault fout;
 	uint8_t buf[RN_FRAME_MAX];
 };
 

@@ -20,7 +20,7 @@ fi
 PY=/usr/bin/python3
 
 if [ "$(id -u)" = 0 ]; then
-    pkgs="gcc libc6-dev python3-dev python3-venv iperf3 iputils-ping iproute2 util-linux procps dnsmasq-base bind9-dnsutils uidmap slirp4netns passt"
+    pkgs="gcc libc6-dev python3-dev python3-venv iperf3 iputils-ping iproute2 util-linux procps dnsmasq-base bind9-dnsutils uidmap slirp4netns passt curl clang libclang-rt-14-dev"
     missing=""
     for p in $pkgs; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
