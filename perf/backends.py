@@ -77,6 +77,10 @@ class Env:
         """The stack's own counters, summed (ringnet only), for failure reasons."""
         return None
 
+    def health(self) -> Optional[str]:
+        """None while the stack's processes run, else what died (added to a failed run's error)."""
+        return None
+
     def close(self) -> None:
         pass
 
@@ -163,6 +167,11 @@ class _HolderEnv(Env):
 
     def stack_pids(self) -> list[int]:
         return [self.stack.pid] if self.stack is not None and self.stack.poll() is None else []
+
+    def health(self) -> Optional[str]:
+        if self.stack is not None and self.stack.poll() is not None:
+            return f"{self.backend.name} exited with status {self.stack.returncode}"
+        return None
 
     def wait_default_route(self, what: str) -> None:
         """Wait until the namespace has a default route (the stack configured it)."""
@@ -300,6 +309,10 @@ class _RingnetEnv(Env):
 
     def stack_pids(self) -> list[int]:
         return self.net.pids()
+
+    def health(self) -> Optional[str]:
+        dead = self.net.failed_children()
+        return f"ringnet processes exited: {', '.join(dead)}" if dead else None
 
     def counters(self) -> Optional[dict[str, int]]:
         c = self.net.counters()

@@ -200,7 +200,11 @@ def run_backend(b: bk.Backend, mtu: int, args: argparse.Namespace, netbench: Opt
         settle(todo, "failed", f"{b.name} did not start at MTU {mtu}: {e}")
         return
     with env:
-        pr = measure.probe(env, netbench)
+        try:
+            pr = measure.probe(env, netbench)
+        except RuntimeError as e:
+            settle(todo, "failed", f"probe: {e}")
+            return
         for p in todo:
             why = pr["tcp"]
             if p["test"] == "udp" and not why and pr["udp"]:
@@ -221,6 +225,9 @@ def run_backend(b: bk.Backend, mtu: int, args: argparse.Namespace, netbench: Opt
                     r = measure.netbench_run(env, netbench, p["test"], p["streams"], args.rr_seconds,
                                              args.max_conns)
                 r["repeat"] = i
+                health = env.health()
+                if not r["ok"] and health:
+                    r["error"] = f"{r['error']} ({health})"
                 p["runs"].append(r)
                 progress.step()
             summarise(p)
