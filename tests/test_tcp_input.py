@@ -1,0 +1,727 @@
+"""The TCP core driven segment by segment, in-process (smoltcp style: test_<state>_<event>).
+
+The test plays the namespace's TCP: it writes segments into ring to_worker, runs the
+worker (rn_worker_poll() for frames, rn_worker_run() to let host socket events and
+timers happen) and parses what comes out of ring to_ns. The host side is a real
+listening socket on 127.0.0.1, reached through the gateway address (host loopback
+allowed, and the worker confined to loopback whatever a frame asks for).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from ringnet._ringnet_c import ffi, lib
+
+import frames as F
+from test_worker_input import GUEST4, GUEST6, GW4, GW6, NAMES, RING, Shm, params
+
+SYN, FIN, RST, PSH, ACK = 0x02, 0x01, 0x04, 0x08, 0x10
+STATES = {1: "CONNECTING", 2: "SYN_RCVD", 3: "ESTABLISHED", 4: "CLOSE_WAIT", 5: "FIN_WAIT",
+          6: "CLOSING", 7: "TIME_WAIT"}
+DATA_OUTCOMES = {n for n in NAMES if n.startswith("drop_")} | {
+    "tcp_segments_in", "policy_refused", "flows_refused_cap", "flows_refused_fd"}
+
+
+@dataclass
+class Seg:
+    """A segment the worker sent, parsed (checksum completed and verified)."""
+
+    vnet: bytes
+    src: bytes
+    dst: bytes
+    sport: int
+    dport: int
+    seq: int
+    ack: int
+    flags: int
+    wnd: int
+    opts: bytes
+    payload: bytes
+    gso_type: int
+    gso_size: int
+
+
+def parse_seg(frm: bytes) -> Seg:
+    p = F.parse(F.complete_csum(frm))
+    assert p.proto == F.PROTO_TCP
+    assert F.l4_csum_ok(p)
+    t = p.payload
+    sport, dport, seq, ack, off, flags, wnd = struct.unpack("!HHIIBBH", t[:16])
+    hl = (off >> 4) * 4
+    _, gso_type, _, gso_size, _, _, _ = struct.unpack("<BBHHHHH", frm[:12])
+    return Seg(frm[:12], p.src, p.dst, sport, dport, seq, ack, flags, wnd, t[20:hl], t[hl:],
+               gso_type, gso_size)
+
+
+def tcp_options(opts: bytes) -> dict[int, bytes]:
+    out, i = {}, 0
+    while i < len(opts):
+        if opts[i] == 0:
+            break
+        if opts[i] == 1:
+            i += 1
+            continue
+        out[opts[i]] = opts[i + 2:i + opts[i + 1]]
+        i += opts[i + 1]
+    return out
+
+
+class TcpHarness:
+    """One worker on its own mapping, host loopback allowed, driven from the namespace."""
+
+    def __init__(self, max_flows: int = 64, idle_ms: int = 7_200_000, fin_ms: int = 60_000,
+                 allow: bool = True, mtu: int = 65520):
+        self.shm = Shm(RING)
+        self.ev_worker = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.ev_ns = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.ctr = ffi.new("uint64_t[]", lib.RN_CTR_SLOTS)
+        p = params(mtu=mtu)
+        p.allow_host_loopback = int(allow)
+        p.prefix4, p.prefix6 = 24, 64
+        p.max_flows = max_flows
+        p.tcp_idle_timeout_ms, p.tcp_fin_timeout_ms = idle_ms, fin_ms
+        wp = ffi.new("struct rn_worker **")
+        rc = lib.rn_worker_new(wp, p, self.shm.base, self.shm.size, self.ctr, self.ev_worker,
+                               self.ev_ns)
+        assert rc == 0, os.strerror(-rc)
+        self.w = wp[0]
+        self.err = ffi.new("int *")
+
+    def close(self) -> None:
+        lib.rn_worker_free(self.w)
+        os.close(self.ev_worker)
+        os.close(self.ev_ns)
+        self.shm.close()
+
+    def push(self, frm: bytes) -> None:
+        p = lib.rn_ring_reserve(self.shm.to_worker, len(frm), self.err)
+        assert p != ffi.NULL and self.err[0] == 0
+        ffi.memmove(p, frm, len(frm))
+        lib.rn_ring_commit(self.shm.to_worker, len(frm))
+        lib.rn_ring_publish(self.shm.to_worker)
+
+    def pop(self) -> list[Seg]:
+        out = []
+        fp, lp = ffi.new("const uint8_t **"), ffi.new("uint32_t *")
+        while lib.rn_ring_peek(self.shm.to_ns, fp, lp) == 1:
+            out.append(bytes(ffi.buffer(fp[0], lp[0])))
+            lib.rn_ring_consume(self.shm.to_ns)
+        lib.rn_ring_release(self.shm.to_ns)
+        return out
+
+    def run(self, ms: int = 30) -> None:
+        """Let host socket events and timers happen for about ms milliseconds."""
+        assert lib.rn_worker_run(self.w, ms) >= 0
+
+    def c(self, name: str) -> int:
+        return self.ctr[NAMES.index(name)]
+
+
+@pytest.fixture
+def h():
+    harness = TcpHarness()
+    yield harness
+    harness.close()
+
+
+@pytest.fixture
+def server():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    s.settimeout(5)
+    yield s
+    s.close()
+
+
+def closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Peer:
+    """The namespace's end of one connection."""
+
+    def __init__(self, h: TcpHarness, dport: int, v6: bool = False, sport: int = 40000,
+                 isn: int = 0x10000000, wnd: int = 65535, ws: int = 7, mss: int = 1460):
+        self.h, self.dport, self.v6, self.sport = h, dport, v6, sport
+        self.src, self.dst = (GUEST6, GW6) if v6 else (GUEST4, GW4)
+        self.isn, self.snd_nxt, self.wnd, self.ws, self.mss = isn, isn, wnd, ws, mss
+        self.rcv_nxt = 0
+        self.iss = None
+
+    def frame(self, flags: int, payload: bytes = b"", seq: int = None, ack: int = None,
+              wnd: int = None, opts: bytes = b"", doff: int = None) -> bytes:
+        seq = self.snd_nxt if seq is None else seq
+        ack = (self.rcv_nxt if flags & ACK else 0) if ack is None else ack
+        wnd = self.wnd if wnd is None else wnd
+        hl = 20 + len(opts)
+        off = (doff if doff is not None else hl // 4) << 4
+        t = struct.pack("!HHIIBBHHH", self.sport, self.dport, seq & 0xFFFFFFFF,
+                        ack & 0xFFFFFFFF, off, flags, wnd, 0, 0) + opts + payload
+        c = F.csum(t, F._l4_pseudo(self.src, self.dst, F.PROTO_TCP, len(t)))
+        t = t[:16] + struct.pack("!H", c) + t[18:]
+        if self.v6:
+            return F.frame(F.ipv6(self.src, self.dst, F.PROTO_TCP, t))
+        return F.frame(F.ipv4(self.src, self.dst, F.PROTO_TCP, t, df=True))
+
+    def send(self, flags: int, payload: bytes = b"", advance: bool = True, **kw) -> list[Seg]:
+        self.h.push(self.frame(flags, payload, **kw))
+        assert lib.rn_worker_poll(self.h.w) >= 1
+        if advance and "seq" not in kw:
+            self.snd_nxt += len(payload) + (1 if flags & (SYN | FIN) else 0)
+        return [parse_seg(f) for f in self.h.pop()]
+
+    def recv(self, ms: int = 30) -> list[Seg]:
+        self.h.run(ms)
+        return [parse_seg(f) for f in self.h.pop()]
+
+    def syn(self) -> list[Seg]:
+        opts = struct.pack("!BBH", 2, 4, self.mss)
+        if self.ws is not None:
+            opts += struct.pack("!BBBB", 1, 3, 3, self.ws)
+        return self.send(SYN, opts=opts)
+
+    def connect(self, server: socket.socket) -> socket.socket:
+        """Handshake through the worker; returns the host side's accepted socket."""
+        segs = self.syn()  # on loopback the host connect() may complete at once
+        conn, _ = server.accept()
+        if not segs:
+            segs = self.wait(lambda s: s.flags & SYN)
+        [sa] = segs
+        assert sa.flags == SYN | ACK and sa.ack == self.isn + 1
+        self.iss = sa.seq
+        self.rcv_nxt = sa.seq + 1
+        assert self.send(ACK) == []
+        conn.settimeout(5)
+        return conn
+
+    def wait(self, pred, timeout: float = 3.0) -> list[Seg]:
+        deadline = time.monotonic() + timeout
+        got = []
+        while time.monotonic() < deadline:
+            got += self.recv(20)
+            if any(pred(s) for s in got):
+                return got
+        raise AssertionError(f"no matching segment in {timeout} s; got {got}")
+
+    def take(self, segs: list[Seg]) -> bytes:
+        """Accept in-order data from segs (advance rcv_nxt), without acknowledging yet."""
+        data = b""
+        for s in segs:
+            if s.payload and s.seq == self.rcv_nxt:
+                data += s.payload
+                self.rcv_nxt += len(s.payload)
+            if s.flags & FIN and s.seq + len(s.payload) == self.rcv_nxt:
+                self.rcv_nxt += 1
+        return data
+
+
+# --- CLOSED: segments for no connection ----------------------------------------------------
+
+
+def test_closed_syn_refused_port_rst_at_once(h):
+    peer = Peer(h, closed_port())
+    t0 = time.monotonic()
+    segs = peer.syn()  # loopback may refuse the connect() at once, or a moment later
+    if not segs:
+        segs = peer.wait(lambda s: s.flags & RST, 2)
+    assert time.monotonic() - t0 < 0.1
+    [rst] = [s for s in segs if s.flags & RST]
+    assert rst.flags == RST | ACK and rst.ack == peer.isn + 1
+    assert h.c("tcp_connect_refused") == 1 and h.c("flows_open_tcp") == 0
+
+
+def test_closed_syn_policy_refused_rst(h):
+    peer = Peer(h, 80)
+    peer.dst = "10.0.2.77"  # own subnet: nothing there
+    [rst] = peer.syn()
+    assert rst.flags == RST | ACK and rst.ack == peer.isn + 1
+    assert rst.src == F.addr("10.0.2.77") and rst.dst == F.addr(GUEST4)
+    assert h.c("policy_refused") == 1 and h.c("tcp_connects") == 0
+
+
+def test_closed_syn_host_loopback_denied_by_default(server):
+    h = TcpHarness(allow=False)
+    try:
+        peer = Peer(h, server.getsockname()[1])
+        [rst] = peer.syn()
+        assert rst.flags & RST and h.c("policy_refused") == 1
+        server.settimeout(0.2)
+        with pytest.raises(socket.timeout):
+            server.accept()
+    finally:
+        h.close()
+
+
+def test_closed_ack_gets_rst(h):
+    peer = Peer(h, 80)
+    [rst] = peer.send(ACK, b"x", ack=1234)
+    assert rst.flags == RST and rst.seq == 1234
+    assert h.c("drop_tcp_no_flow") == 1
+
+
+def test_closed_rst_ignored(h):
+    assert Peer(h, 80).send(RST) == []
+    assert h.c("drop_tcp_no_flow") == 1 and h.c("tcp_rst_sent") == 0
+
+
+def test_closed_syn_at_cap_rst(server):
+    h = TcpHarness(max_flows=2)
+    try:
+        port = server.getsockname()[1]
+        conns = [Peer(h, port, sport=41000 + i).connect(server) for i in range(2)]
+        third = Peer(h, port, sport=42000)
+        [rst] = third.syn()
+        assert rst.flags & RST and h.c("flows_refused_cap") == 1
+        assert len(conns) == 2
+    finally:
+        h.close()
+
+
+# --- CONNECTING / SYN_RCVD --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("v6,ws", [(False, 7), (False, None), (True, 2)])
+def test_connecting_host_accepts_synack_options(v6, ws):
+    h = TcpHarness()
+    srv = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET)
+    srv.bind(("::1" if v6 else "127.0.0.1", 0))
+    srv.listen(1)
+    srv.settimeout(5)
+    try:
+        peer = Peer(h, srv.getsockname()[1], v6=v6, ws=ws)
+        segs = peer.syn()
+        srv.accept()
+        [sa] = segs or peer.wait(lambda s: s.flags & SYN)
+        opts = tcp_options(sa.opts)
+        assert sa.flags == SYN | ACK and sa.ack == peer.isn + 1
+        assert struct.unpack("!H", opts[2])[0] == 65520 - (60 if v6 else 40)  # MSS from MTU
+        assert (3 in opts) == (ws is not None)  # window scale only if offered
+        assert 4 not in opts and 8 not in opts  # neither SACK-permitted nor timestamps
+        assert sa.vnet[0] & F.VNET_F_NEEDS_CSUM
+    finally:
+        srv.close()
+        h.close()
+
+
+def test_connecting_no_synack_until_host_connect_completes(h):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = [socket.socket() for _ in range(3)]
+    try:
+        for f in fillers:  # fill the accept queue: the next SYN waits for the host's retry
+            f.setblocking(False)
+            f.connect_ex(("127.0.0.1", port))
+        time.sleep(0.1)
+        peer = Peer(h, port)
+        assert peer.syn() == []
+        assert peer.recv(300) == []  # host connect() still in progress: no SYN-ACK
+        listener.settimeout(1)
+        accepted = []
+        deadline = time.monotonic() + 5
+        got = []
+        while not any(s.flags & SYN for s in got) and time.monotonic() < deadline:
+            try:
+                accepted.append(listener.accept()[0])
+            except socket.timeout:
+                pass
+            got += peer.recv(20)
+        assert [s.flags for s in got] == [SYN | ACK]
+        for a in accepted:
+            a.close()
+    finally:
+        for f in fillers:
+            f.close()
+        listener.close()
+
+
+def test_syn_rcvd_repeated_syn_repeats_synack(h, server):
+    peer = Peer(h, server.getsockname()[1])
+    segs = peer.syn()
+    server.accept()
+    [sa] = segs or peer.wait(lambda s: s.flags & SYN)
+    [again] = peer.send(SYN, seq=peer.isn, opts=struct.pack("!BBH", 2, 4, 1460))
+    assert again.flags == SYN | ACK and again.seq == sa.seq
+
+
+def test_syn_rcvd_bad_ack_rst(h, server):
+    peer = Peer(h, server.getsockname()[1])
+    segs = peer.syn()
+    server.accept()
+    [sa] = segs or peer.wait(lambda s: s.flags & SYN)
+    [rst] = peer.send(ACK, ack=sa.seq + 77)
+    assert rst.flags == RST and rst.seq == sa.seq + 77
+    assert h.c("drop_tcp_ack") == 1
+
+
+def test_syn_rcvd_synack_retransmitted(h, server):
+    peer = Peer(h, server.getsockname()[1])
+    first = peer.syn()
+    server.accept()
+    first = first or peer.wait(lambda s: s.flags & SYN)
+    again = peer.wait(lambda s: s.flags & SYN, timeout=3)  # initial RTO 1 s
+    assert [s.seq for s in first + again if s.flags & SYN] == [first[0].seq] * 2
+    assert h.c("tcp_retransmits") >= 1
+
+
+def test_connecting_rst_from_namespace_aborts(h):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    try:
+        peer = Peer(h, listener.getsockname()[1])
+        peer.syn()
+        peer.send(RST, seq=peer.isn + 1)
+        assert h.c("tcp_rst_received") == 1 and h.c("flows_open_tcp") == 0
+    finally:
+        listener.close()
+
+
+# --- ESTABLISHED -------------------------------------------------------------------------------
+
+
+def test_established_data_to_host_acked_exactly(h, server):
+    peer = Peer(h, server.getsockname()[1])
+    conn = peer.connect(server)
+    segs = peer.send(ACK | PSH, b"hello world")
+    [ack] = segs
+    assert ack.ack == peer.snd_nxt and ack.flags == ACK and ack.wnd > 0
+    assert conn.recv(100) == b"hello world"
+    assert h.c("tcp_bytes_up") == 11
+
+
+def test_established_host_data_to_namespace(h, server):
+    peer = Peer(h, server.getsockname()[1])
+    conn = peer.connect(server)
+    conn.sendall(b"from the host")
+    segs = peer.wait(lambda s: s.payload)
+    assert peer.take(segs) == b"from the host"
+    seg = [s for s in segs if s.payload][0]
+    assert seg.flags & ACK and seg.vnet[0] & F.VNET_F_NEEDS_CSUM
+    assert seg.gso_type == F.GSO_NONE
+
+
+def test_established_large_host_data_tso_frames(server):
+    h = TcpHarness(mtu=1500)
+    try:
+        peer = Peer(h, server.getsockname()[1], wnd=65535, ws=7, mss=1460)
+        conn = peer.connect(server)
+        data = os.urandom(200_000)
+        conn.sendall(data)
+        got = b""
+        deadline = time.monotonic() + 5
+        while len(got) < len(data) and time.monotonic() < deadline:
+            segs = peer.recv(20)
+            got += peer.take(segs)
+            for s in segs:
+                assert len(s.payload) <= 65535 - 40
+                if len(s.payload) > 1460:
+                    assert s.gso_type == F.GSO_TCPV4 and s.gso_size == 1460
+            if segs:
+                peer.send(ACK)
+        assert got == data
+    finally:
+        h.close()
+
+
+def test_established_ack_discards_host_bytes(h, server):
+    peer = Peer(h, server.getsockname()[1])
+    conn = peer.connect(server)
+    conn.sendall(b"a" * 1000)
+    data = peer.take(peer.wait(lambda s: s.payload))
+    assert data == b"a" * 1000
+    peer.send(ACK)
+    conn.sendall(b"b" * 10)
+    assert peer.take(peer.wait(lambda s: s.payload)) == b"b" * 10  # not resent from the start
+
+
+def test_established_rto_retransmits_unacked(h, server):
+    peer = Peer(h, server.getsockname()[1])
+    conn = peer.connect(server)
+    conn.sendall(b"retransmit me")
+    first = [s for s in peer.wait(lambda s: s.payload) if s.payload]
+    again = [s for s in peer.wait(lambda s: s.payload, timeout=3) if s.payload]
+    assert again[0].seq == first[0].seq and again[0].payload == b"retransmit me"
+    assert h.c("tcp_rto_expired") >= 1
+
+
+def test_established_three_dupacks_fast_retransmit(h, server):
+    peer = Peer(h, server.getsockname()[1])
+    conn = peer.connect(server)
+    conn.sendall(b"x" * 3000)
+    segs = [s for s in peer.wait(lambda s: s.payload) if s.payload]
+    start = segs[0].seq
+    out = []
+    for _ in range(4):  # a window update, then three duplicates
+        out += peer.send(ACK, ack=start, wnd=100)
+    assert h.c("tcp_fast_retransmits") == 1
+    assert any(s.payload and s.seq == start for s in out)
+
+
+def test_established_zero_window_probe(h, server):
+    peer = Peer(h, server.getsockname()[1], wnd=0)
+    conn = peer.connect(server)
+    conn.sendall(b"blocked")
+    segs = peer.wait(lambda s: s.seq == peer.iss, timeout=3)  # probe: seq = snd_una - 1
+    assert not any(s.payload for s in segs)
+    assert h.c("tcp_window_probes") >= 1
+    out = peer.send(ACK, wnd=100)
+    out += peer.recv(30)
+    assert peer.take(out) == b"blocked"
+
+
+def test_established_out_of_order_dupack_then_held(h, server):
+    peer = Peer(h, server.getsockname()[1])
+    conn = peer.connect(server)
+    base = peer.snd_nxt
+    [dup] = peer.send(ACK, b"world", seq=base + 6)
+    assert dup.ack == base  # duplicate ACK asks for the gap, at once
+    assert h.c("tcp_segments_in") >= 3 and h.c("tcp_ooo_held") == 5
+    [ack] = peer.send(ACK, b"hello ", seq=base)
+    assert ack.ack == base + 11
+    peer.snd_nxt = base + 11
+    assert conn.recv(100) == b"hello world"
+
+
+def test_established_duplicate_data_acked_not_resent(h, server):
+    peer = Peer(h, server.getsockname()[1])
+    conn = peer.connect(server)
+    base = peer.snd_nxt
+    peer.send(ACK, b"once")
+    [ack] = peer.send(ACK, b"once", seq=base)
+    assert ack.ack == base + 4 and h.c("drop_tcp_old") == 1
+    conn.settimeout(0.3)
+    assert conn.recv(100) == b"once"
+    with pytest.raises(socket.timeout):
+        conn.recv(100)
+
+
+def test_established_overlapping_segment_trimmed(h, server):
+    peer = Peer(h, server.getsockname()[1])
+    conn = peer.connect(server)
+    base = peer.snd_nxt
+    peer.send(ACK, b"abc")
+    peer.send(ACK, b"bcdef", seq=base + 1)
+    peer.snd_nxt = base + 6
+    got = b""
+    while len(got) < 6:
+        got += conn.recv(100)
+    assert got == b"abcdef"
+
+
+def test_established_ack_for_unsent_data_dropped(h, server):
+    peer = Peer(h, server.getsockname()[1])
+    conn = peer.connect(server)  # noqa: F841 (kept open: closing it would send a FIN)
+    [ack] = peer.send(ACK, ack=peer.rcv_nxt + 5000)
+    assert ack.ack == peer.snd_nxt and h.c("drop_tcp_ack") == 1
+    assert h.c("flows_open_tcp") == 1
+
+
+def test_established_rst_exact_resets_host(h, server):
+    peer = Peer(h, server.getsockname()[1])
+    conn = peer.connect(server)
+    assert peer.send(RST) == []
+    assert h.c("tcp_rst_received") == 1 and h.c("flows_open_tcp") == 0
+    with pytest.raises(ConnectionResetError):
+        conn.recv(10)
+
+
+def test_established_rst_in_window_challenge_ack(h, server):
+    peer = Peer(h, server.getsockname()[1])
+    conn = peer.connect(server)  # noqa: F841 (kept open: closing it would send a FIN)
+    [ack] = peer.send(RST, seq=peer.snd_nxt + 10)
+    assert ack.flags == ACK and ack.ack == peer.snd_nxt
+    assert h.c("drop_tcp_rst") == 1 and h.c("tcp_challenge_acks") == 1
+    assert h.c("flows_open_tcp") == 1
+
+
+def test_established_rst_outside_window_dropped_silently(h, server):
+    peer = Peer(h, server.getsockname()[1])
+    conn = peer.connect(server)  # noqa: F841 (kept open: closing it would send a FIN)
+    assert peer.send(RST, seq=peer.snd_nxt + 0x40000000) == []
+    assert h.c("drop_tcp_rst") == 1 and h.c("flows_open_tcp") == 1
+
+
+def test_established_syn_challenge_ack(h, server):
+    peer = Peer(h, server.getsockname()[1])
+    conn = peer.connect(server)  # noqa: F841 (kept open: closing it would send a FIN)
+    [ack] = peer.send(SYN, seq=peer.snd_nxt + 1000, advance=False)
+    assert ack.flags == ACK and ack.ack == peer.snd_nxt
+    assert h.c("drop_tcp_syn") == 1 and h.c("flows_open_tcp") == 1
+
+
+def test_established_data_beyond_window_acked_and_dropped(h, server):
+    peer = Peer(h, server.getsockname()[1])
+    conn = peer.connect(server)  # noqa: F841 (kept open: closing it would send a FIN)
+    [ack] = peer.send(ACK, b"far", seq=peer.snd_nxt + 0x20000000, advance=False)
+    assert ack.ack == peer.snd_nxt and h.c("drop_tcp_window") == 1
+
+
+def test_established_host_reset_sends_rst(h, server):
+    peer = Peer(h, server.getsockname()[1])
+    conn = peer.connect(server)
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()
+    segs = peer.wait(lambda s: s.flags & RST)
+    [rst] = [s for s in segs if s.flags & RST]
+    assert rst.seq == peer.rcv_nxt
+    assert h.c("flows_open_tcp") == 0
+
+
+def test_established_idle_timeout_resets_both(server):
+    h = TcpHarness(idle_ms=300)
+    try:
+        peer = Peer(h, server.getsockname()[1])
+        conn = peer.connect(server)
+        segs = peer.wait(lambda s: s.flags & RST, timeout=3)
+        assert any(s.flags & RST for s in segs)
+        assert h.c("tcp_idle_timeouts") == 1 and h.c("flows_open_tcp") == 0
+        with pytest.raises(ConnectionResetError):
+            conn.recv(10)
+    finally:
+        h.close()
+
+
+# --- closing ----------------------------------------------------------------------------------
+
+
+def test_established_fin_shuts_host_write(h, server):
+    peer = Peer(h, server.getsockname()[1])
+    conn = peer.connect(server)
+    [ack] = peer.send(ACK | FIN, b"last")
+    assert ack.ack == peer.snd_nxt  # data and FIN acknowledged
+    assert conn.recv(10) == b"last" and conn.recv(10) == b""  # EOF on the host
+    conn.sendall(b"reply after half-close")
+    assert peer.take(peer.wait(lambda s: s.payload)) == b"reply after half-close"
+
+
+def test_close_wait_host_eof_sends_fin_then_closes(h, server):
+    peer = Peer(h, server.getsockname()[1])
+    conn = peer.connect(server)
+    peer.send(ACK | FIN)
+    conn.close()
+    segs = peer.wait(lambda s: s.flags & FIN)
+    peer.take(segs)
+    assert h.c("flows_open_tcp") == 1
+    assert peer.send(ACK) == []
+    assert h.c("flows_open_tcp") == 0 and h.c("tcp_closed") == 1
+
+
+def test_established_host_eof_fin_then_namespace_fin_time_wait(h, server):
+    peer = Peer(h, server.getsockname()[1])
+    conn = peer.connect(server)
+    conn.shutdown(socket.SHUT_WR)
+    segs = peer.wait(lambda s: s.flags & FIN)
+    peer.take(segs)
+    peer.send(ACK)  # our FIN acknowledged
+    [ack] = peer.send(ACK | PSH, b"still talking")  # half-close: the namespace may send
+    assert conn.recv(100) == b"still talking"
+    [ack] = peer.send(ACK | FIN)
+    assert ack.ack == peer.snd_nxt and h.c("flows_open_tcp") == 1  # TIME_WAIT, no fd
+    assert conn.recv(10) == b""
+    [again] = peer.send(ACK | FIN, seq=peer.snd_nxt - 1)  # our ACK was lost
+    assert again.ack == peer.snd_nxt
+    peer.recv(1200)
+    assert h.c("flows_open_tcp") == 0
+
+
+def test_time_wait_new_syn_reuses_tuple(h, server):
+    peer = Peer(h, server.getsockname()[1])
+    conn = peer.connect(server)
+    conn.shutdown(socket.SHUT_WR)
+    peer.take(peer.wait(lambda s: s.flags & FIN))
+    peer.send(ACK)
+    peer.send(ACK | FIN)
+    again = Peer(h, server.getsockname()[1], isn=0x50000000)
+    again.connect(server)
+    assert h.c("tcp_established") == 2
+
+
+def test_fin_timeout_resets(server):
+    h = TcpHarness(fin_ms=300)
+    try:
+        peer = Peer(h, server.getsockname()[1])
+        peer.connect(server)
+        peer.send(ACK | FIN)
+        peer.wait(lambda s: s.flags & RST, timeout=3)
+        assert h.c("tcp_fin_timeouts") == 1 and h.c("flows_open_tcp") == 0
+    finally:
+        h.close()
+
+
+# --- bad input on a live flow -------------------------------------------------------------------
+
+
+def test_established_malformed_segments_counted_flow_unaffected(h, server):
+    peer = Peer(h, server.getsockname()[1])
+    conn = peer.connect(server)
+    bad = {
+        "drop_tcp_header": [peer.frame(ACK, doff=4), peer.frame(ACK, b"xy", doff=15)],
+        "drop_tcp_options": [peer.frame(ACK, opts=b"\x02\x08\x05\xb4")],
+        "drop_tcp_flags": [peer.frame(SYN | FIN), peer.frame(SYN | RST), peer.frame(0),
+                           peer.frame(FIN | PSH)],
+        "drop_tcp_csum": [peer.frame(ACK, b"data")[:-1] + b"X"],
+    }
+    for frames in bad.values():
+        for frm in frames:
+            h.push(frm)
+            lib.rn_worker_poll(h.w)
+    for name, frames in bad.items():
+        assert h.c(name) == len(frames), name
+    assert h.pop() == []
+    peer.send(ACK | PSH, b"still fine")
+    assert conn.recv(100) == b"still fine"
+
+
+def test_partial_checksum_accepted_unverified(h, server):
+    peer = Peer(h, server.getsockname()[1])
+    conn = peer.connect(server)
+    frm = bytearray(peer.frame(ACK | PSH, b"offloaded"))
+    # NEEDS_CSUM: the field holds only the pseudo-header sum; the payload is not summed
+    frm[:12] = F.vnet(flags=F.VNET_F_NEEDS_CSUM, csum_start=20, csum_offset=16)
+    frm[12 + 20 + 16:12 + 20 + 18] = struct.pack("!H", F.pseudo4(GUEST4, GW4, 6, 20 + 9))
+    h.push(bytes(frm))
+    lib.rn_worker_poll(h.w)
+    assert conn.recv(100) == b"offloaded"
+    frm[:12] = F.vnet(flags=F.VNET_F_NEEDS_CSUM, csum_start=20, csum_offset=6)
+    h.push(bytes(frm))
+    lib.rn_worker_poll(h.w)
+    assert h.c("drop_tcp_csum") == 1
+
+
+def test_every_frame_has_one_outcome(h, server):
+    peer = Peer(h, server.getsockname()[1])
+    conn = peer.connect(server)
+    for i in range(20):
+        peer.send(ACK, b"x" * i)
+    peer.send(RST, seq=peer.snd_nxt + 5, advance=False)
+    peer.send(ACK, ack=peer.rcv_nxt + 99, advance=False)
+    del conn
+    total = sum(h.c(n) for n in DATA_OUTCOMES)
+    assert total == h.c("frames_in")
+
+
+def test_free_closes_every_host_socket(server):
+    before = len(os.listdir("/proc/self/fd"))
+    h = TcpHarness()
+    peers = [Peer(h, server.getsockname()[1], sport=43000 + i) for i in range(5)]
+    conns = [p.connect(server) for p in peers]
+    assert len(os.listdir("/proc/self/fd")) >= before + 10
+    h.close()
+    for c in conns:
+        c.close()
+    assert len(os.listdir("/proc/self/fd")) == before
