@@ -16,6 +16,7 @@
 #include "flow.h"
 #include "worker.h"
 #include "dns.h"
+#include "udp.h"
 #include "ringtest.h"
 #include "pump.h"
 

@@ -64,6 +64,7 @@
 	X(room_waits,		"times a flow waited for room in the namespace ring") \
 	X(udp_out,		"UDP datagrams from host sockets to the namespace") \
 	X(udp_gso_sends,	"sends carrying several datagrams (UDP_SEGMENT)") \
+	X(udp_uso_out,		"USO frames to the namespace (several datagrams each)") \
 	X(dns_flows,		"UDP flows opened to the DNS forwarder's upstreams") \
 	X(icmp_echo_in,		"echo replies from ping sockets to the namespace") \
 	X(icmp_errors_out,	"ICMP errors sent to the namespace")	\

@@ -40,6 +40,11 @@
  * namespace sent to, or the other port the host answered from) with
  * NEEDS_CSUM and the pseudo-header sum in the checksum field: the
  * namespace's kernel takes it as checksummed, so no payload is summed here.
+ * Once the orchestrator says the namespace's tun device takes USO frames
+ * (rn_udp_set_uso()), a run of equal-sized datagrams from one sender in a
+ * recvmmsg() batch becomes one frame with gso_type UDP_L4, and sockets ask
+ * for UDP_GRO so that the kernel hands over what a GSO sender sent as one
+ * buffer: one write into the tun device for up to RN_UDP_GSO_SEGS datagrams.
  * A datagram is at most 65507 (IPv4) or 65527 (IPv6) bytes and is written
  * as one IP packet even above the namespace's MTU: a receiving kernel does
  * not enforce its MTU.
@@ -72,6 +77,9 @@
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT		103
 #endif
+#ifndef UDP_GRO
+#define UDP_GRO			104
+#endif
 
 #define RN_UDP_HDR_LEN		8u
 #define RN_IPPROTO_UDP		17u
@@ -85,6 +93,10 @@
 #define RN_UDP_GSO_SEGS		64u
 #define RN_UDP_GSO_BYTES	RN_UDP_MAX4
 #define RN_UDP_DNS_TIMEOUT_MS	10000u
+/* Socket buffers: bursts at 1 Gbit/s wait here while the worker is busy
+ * (the kernel caps them at net.core.rmem_max and wmem_max) */
+#define RN_UDP_RCVBUF		(4 << 20)
+#define RN_UDP_SNDBUF		(1 << 20)
 /* Payload quoted back in ICMP errors, at most (IPv6 minimum MTU) */
 #define RN_UDP_QUOTE_MAX	1232u
 
@@ -123,6 +135,11 @@ union rn_udp_cmsg {
 	struct cmsghdr align;
 };
 
+union rn_udp_rcmsg {
+	char buf[CMSG_SPACE(sizeof(int))];
+	struct cmsghdr align;
+};
+
 /**
  * struct rn_udp - one worker's UDP state
  * @ntx:	datagrams queued in @tx
@@ -134,6 +151,8 @@ union rn_udp_cmsg {
  * @rmsg:	recvmmsg() messages
  * @riov:	their buffers
  * @rsa:	their source addresses
+ * @rcmsg:	their control data (UDP_GRO segment size)
+ * @uso:	the namespace's tun device takes USO frames (rn_udp_set_uso())
  * @rbuf:	receive buffers, one largest datagram each
  */
 struct rn_udp {
@@ -146,6 +165,8 @@ struct rn_udp {
 	struct mmsghdr rmsg[RN_UDP_RX_BATCH];
 	struct iovec riov[RN_UDP_RX_BATCH];
 	struct sockaddr_storage rsa[RN_UDP_RX_BATCH];
+	union rn_udp_rcmsg rcmsg[RN_UDP_RX_BATCH];
+	int uso;
 	uint8_t rbuf[RN_UDP_RX_BATCH][RN_UDP_MAX6];
 };
 
@@ -171,9 +192,30 @@ static struct rn_udp *rn_udp_state(struct rn_worker *w)
 		u->rmsg[i].msg_hdr.msg_iov = &u->riov[i];
 		u->rmsg[i].msg_hdr.msg_iovlen = 1;
 		u->rmsg[i].msg_hdr.msg_name = &u->rsa[i];
+		u->rmsg[i].msg_hdr.msg_control = u->rcmsg[i].buf;
 	}
 	w->udp = u;
 	return u;
+}
+
+/**
+ * rn_udp_set_uso() - allow USO frames (gso_type UDP_L4) towards the namespace
+ * @w:		worker
+ * @on:		the namespace's tun device accepted the USO offloads
+ *
+ * Sockets of flows created from now on also ask the kernel to coalesce what
+ * they receive (UDP_GRO).
+ *
+ * Return: 0, or -ENOMEM
+ */
+int rn_udp_set_uso(struct rn_worker *w, int on)
+{
+	struct rn_udp *u = rn_udp_state(w);
+
+	if (!u)
+		return -ENOMEM;
+	u->uso = !!on;
+	return 0;
 }
 
 /**
@@ -226,7 +268,7 @@ static int rn_udp_flow_new(struct rn_worker *w, struct rn_frame *f,
 {
 	struct rn_policy_dest d;
 	struct rn_udp_flow *fl;
-	int reason, fd, rc, one = 1;
+	int reason, fd, rc, one = 1, rcvbuf = RN_UDP_RCVBUF, sndbuf = RN_UDP_SNDBUF;
 
 	reason = rn_policy_dest(&w->p, k, &d);
 	if (reason) {
@@ -239,6 +281,10 @@ static int rn_udp_flow_new(struct rn_worker *w, struct rn_frame *f,
 	fd = socket(d.family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return RN_WCTR_flows_refused_fd;
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+	if (w->udp && w->udp->uso)
+		setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof(one));
 	if (d.family == AF_INET6)
 		setsockopt(fd, SOL_IPV6, IPV6_RECVERR, &one, sizeof(one));
 	else
@@ -521,24 +567,30 @@ static uint16_t rn_udp_port(const struct sockaddr_storage *sa)
 }
 
 /**
- * rn_udp_deliver() - put one datagram from the host into ring to_ns
+ * rn_udp_deliver() - put datagrams from the host into ring to_ns, as one frame
  * @w:		worker
- * @fl:		flow whose socket received it
- * @src:	where it came from
- * @data:	payload
- * @len:	payload length
+ * @fl:		flow whose socket received them
+ * @src:	where they came from
+ * @iov:	payload pieces, copied one after the other
+ * @niov:	number of pieces
+ * @len:	payload length, all pieces together
+ * @gso:	0 for one datagram; else the frame is a USO frame of @gso-sized
+ *		datagrams (the last one may be shorter), which the namespace's
+ *		kernel splits
  */
 static void rn_udp_deliver(struct rn_worker *w, struct rn_udp_flow *fl,
-			   const struct sockaddr_storage *src, const uint8_t *data, uint32_t len)
+			   const struct sockaddr_storage *src, const struct iovec *iov,
+			   uint32_t niov, uint32_t len, uint16_t gso)
 {
 	const struct rn_flow_key *k = &fl->f.key;
-	uint32_t l3 = rn_ip_hdr_len(k->family), ulen = RN_UDP_HDR_LEN + len;
+	uint32_t l3 = rn_ip_hdr_len(k->family), ulen = RN_UDP_HDR_LEN + len, i, off;
+	uint32_t dgrams = gso ? (len + gso - 1) / gso : 1;
 	uint16_t sport = rn_udp_port(src);
 	uint8_t *out, *uh, *vnet;
 	int err;
 
 	if (!rn_udp_same_host(&fl->dst, src) || len > (k->family == 6 ? RN_UDP_MAX6 : RN_UDP_MAX4)) {
-		rn_ctr_add(w->ctr, RN_WCTR_host_drops, 1);
+		rn_ctr_add(w->ctr, RN_WCTR_host_drops, dgrams);
 		return;
 	}
 	if (sport == rn_udp_port(&fl->dst))
@@ -553,15 +605,117 @@ static void rn_udp_deliver(struct rn_worker *w, struct rn_udp_flow *fl,
 	rn_put_be16(uh + 4, (uint16_t)ulen);
 	rn_put_be16(uh + 6, rn_csum_fold(rn_ip_pseudo(k->family, k->daddr, k->saddr,
 						      RN_IPPROTO_UDP, ulen)));
-	memcpy(uh + RN_UDP_HDR_LEN, data, len);
+	for (i = 0, off = RN_UDP_HDR_LEN; i < niov; off += (uint32_t)iov[i++].iov_len)
+		memcpy(uh + off, iov[i].iov_base, iov[i].iov_len);
 	vnet = out - RN_VNET_HDR_LEN;
 	vnet[0] = RN_VNET_F_NEEDS_CSUM;
 	vnet[6] = (uint8_t)l3;		/* csum_start, little-endian */
 	vnet[8] = 6;			/* csum_offset: the UDP checksum field */
+	if (gso) {
+		vnet[1] = RN_VNET_GSO_UDP_L4;
+		vnet[2] = (uint8_t)(l3 + RN_UDP_HDR_LEN);	/* hdr_len */
+		vnet[4] = (uint8_t)gso;				/* gso_size */
+		vnet[5] = (uint8_t)(gso >> 8);
+		rn_ctr_add(w->ctr, RN_WCTR_udp_uso_out, 1);
+	}
 	rn_worker_tx_commit(w, l3 + ulen);
-	rn_ctr_add(w->ctr, RN_WCTR_udp_out, 1);
+	rn_ctr_add(w->ctr, RN_WCTR_udp_out, dgrams);
 	fl->f.last = w->now;
 	fl->f.bytes_down += len;
+}
+
+/**
+ * rn_udp_same_sender() - whether two received datagrams come from one address and port
+ * @a:		source address
+ * @b:		source address
+ *
+ * Return: true if they are equal
+ */
+static int rn_udp_same_sender(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	return rn_udp_same_host(a, b) && rn_udp_port(a) == rn_udp_port(b);
+}
+
+/**
+ * rn_udp_gro_size() - segment size of a datagram the kernel coalesced (UDP_GRO)
+ * @mh:		its message header, with the control data received
+ *
+ * Return: the segment size, or 0 if the buffer is one datagram
+ */
+static uint16_t rn_udp_gro_size(struct msghdr *mh)
+{
+	struct cmsghdr *c;
+	int size;
+
+	for (c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
+		if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+			memcpy(&size, CMSG_DATA(c), sizeof(size));
+			return size > 0 && size < 0xffff ? (uint16_t)size : 0;
+		}
+	}
+	return 0;
+}
+
+/**
+ * rn_udp_deliver_batch() - put what one recvmmsg() returned into ring to_ns
+ * @w:		worker
+ * @fl:		flow
+ * @u:		UDP state holding @n received messages
+ * @n:		number of messages
+ *
+ * With USO frames allowed (rn_udp_set_uso()), a run of datagrams from one
+ * sender with one size (the last may be shorter) becomes one USO frame of up
+ * to RN_UDP_GSO_SEGS datagrams, and a buffer the kernel coalesced (UDP_GRO)
+ * stays one frame: one write into the tun device instead of one per datagram.
+ * Without, every datagram is a frame of its own.
+ */
+static void rn_udp_deliver_batch(struct rn_worker *w, struct rn_udp_flow *fl, struct rn_udp *u,
+				 uint32_t n)
+{
+	uint32_t max = fl->f.key.family == 6 ? RN_UDP_MAX6 : RN_UDP_MAX4;
+	uint32_t i, j, len, total, off, seg;
+	struct iovec iov[RN_UDP_GSO_SEGS];
+	uint16_t gro;
+
+	for (i = 0; i < n; i = j) {
+		j = i + 1;
+		len = u->rmsg[i].msg_len;
+		if (u->rmsg[i].msg_hdr.msg_flags & MSG_TRUNC) {
+			rn_ctr_add(w->ctr, RN_WCTR_host_drops, 1);
+			continue;
+		}
+		iov[0].iov_base = u->rbuf[i];
+		iov[0].iov_len = len;
+		gro = rn_udp_gro_size(&u->rmsg[i].msg_hdr);
+		if (gro && gro < len && (!u->uso || len / gro >= RN_UDP_GSO_SEGS)) {
+			/* Coalesced by the kernel, but not to be passed on as such */
+			for (off = 0; off < len; off += seg) {
+				seg = len - off < gro ? len - off : gro;
+				iov[0].iov_base = u->rbuf[i] + off;
+				iov[0].iov_len = seg;
+				rn_udp_deliver(w, fl, &u->rsa[i], iov, 1, seg, 0);
+			}
+			continue;
+		}
+		if (gro && gro < len) {
+			rn_udp_deliver(w, fl, &u->rsa[i], iov, 1, len, gro);
+			continue;
+		}
+		total = len;
+		while (u->uso && len && j < n && j - i < RN_UDP_GSO_SEGS &&
+		       !(u->rmsg[j].msg_hdr.msg_flags & MSG_TRUNC) &&
+		       !rn_udp_gro_size(&u->rmsg[j].msg_hdr) &&
+		       u->rmsg[j].msg_len && u->rmsg[j].msg_len <= len &&
+		       total + u->rmsg[j].msg_len <= max &&
+		       rn_udp_same_sender(&u->rsa[i], &u->rsa[j])) {
+			iov[j - i].iov_base = u->rbuf[j];
+			iov[j - i].iov_len = u->rmsg[j].msg_len;
+			total += u->rmsg[j].msg_len;
+			if (u->rmsg[j++].msg_len < len)
+				break;
+		}
+		rn_udp_deliver(w, fl, &u->rsa[i], iov, j - i, total, j - i > 1 ? (uint16_t)len : 0);
+	}
 }
 
 /**
@@ -634,17 +788,14 @@ static void rn_udp_drain(struct rn_worker *w, struct rn_udp_flow *fl, uint32_t e
 		}
 		if (room > RN_UDP_RX_BATCH)
 			room = RN_UDP_RX_BATCH;
-		for (i = 0; i < room; i++)
+		for (i = 0; i < room; i++) {
 			u->rmsg[i].msg_hdr.msg_namelen = sizeof(u->rsa[i]);
+			u->rmsg[i].msg_hdr.msg_controllen = sizeof(u->rcmsg[i]);
+		}
 		n = recvmmsg(fl->f.fd, u->rmsg, room, MSG_DONTWAIT, NULL);
 		if (n <= 0)
 			return;
-		for (i = 0; i < (uint32_t)n; i++) {
-			if (u->rmsg[i].msg_hdr.msg_flags & MSG_TRUNC)
-				rn_ctr_add(w->ctr, RN_WCTR_host_drops, 1);
-			else
-				rn_udp_deliver(w, fl, &u->rsa[i], u->rbuf[i], u->rmsg[i].msg_len);
-		}
+		rn_udp_deliver_batch(w, fl, u, (uint32_t)n);
 		if ((uint32_t)n < room)
 			return;
 	}

@@ -160,6 +160,14 @@ def _control_wants_exit(worker, ctl: socket.socket, ns: socket.socket) -> bool:
         if sock is ctl and msg.type == Msg.DNS_UPSTREAMS:
             _set_upstreams(worker, msg)
             continue
+        if sock is ctl and msg.type == Msg.OFFLOADS:
+            offloads = msg.body.get("offloads")
+            if not isinstance(offloads, list):
+                raise ProtocolError("OFFLOADS message without a list of offloads")
+            # USO frames towards the namespace, when its tun device takes them
+            check(lib.rn_udp_set_uso(worker, int("uso4" in offloads and "uso6" in offloads)),
+                  "rn_udp_set_uso")
+            continue
         raise ProtocolError(f"unexpected {msg.type.name} from the {who}")
     return False
 

@@ -249,6 +249,7 @@ class Network:
                 s.close()
         self._finalizer = weakref.finalize(self, _reap, self._children, self._spawned)
         self._wait_ready(ns)
+        self._tell_workers(Msg.OFFLOADS, {"offloads": self.offloads})
         if cfg.resolv_conf and self._attach_pid is None:
             self._resolv_dir = tempfile.mkdtemp(prefix="ringnet-dns-")
             self._write_resolv_conf(search)
@@ -269,11 +270,14 @@ class Network:
             f.write(namespace_resolv_conf(dns, search))
         os.chmod(path, 0o644)
 
-    def _dns_changed(self, upstreams: list[Upstream], search: list[str]) -> None:
-        """The host's resolv.conf changed: tell every worker its new upstreams."""
+    def _tell_workers(self, type_: Msg, body: dict) -> None:
         for c in self._children:
             if c.name.startswith("worker"):
-                _control.send(c.ctl, Msg.DNS_UPSTREAMS, {"upstreams": [str(u) for u in upstreams]})
+                _control.send(c.ctl, type_, body)
+
+    def _dns_changed(self, upstreams: list[Upstream], search: list[str]) -> None:
+        """The host's resolv.conf changed: tell every worker its new upstreams."""
+        self._tell_workers(Msg.DNS_UPSTREAMS, {"upstreams": [str(u) for u in upstreams]})
         self._write_resolv_conf(search)
 
     def _wait_ready(self, ns: _Child) -> None:

@@ -459,3 +459,62 @@ def test_frames_free_reservations_all_succeed(ops, maxlen):
         assert lib.rn_ring_frames_free(prod, lib.RN_FRAME_MAX + 1) == 0
     finally:
         shm.close()
+
+
+# --- USO frames towards the namespace ------------------------------------------------
+
+
+def test_equal_datagrams_become_one_uso_frame():
+    with UdpHarness(ring_size=1 << 20) as h, server() as srv:
+        assert lib.rn_udp_set_uso(h.w, 1) == 0
+        port = srv.getsockname()[1]
+        h.send(udp4(40010, port, b"open"))
+        _, peer = srv.recvfrom(10)
+        msgs = [bytes([i]) * 1000 for i in range(10)] + [b"short", b"other"]
+        for m in msgs:
+            srv.sendto(m, peer)
+        time.sleep(0.05)  # all queued before the worker reads: one recvmmsg
+        frms = h.frames(2)
+        p = F.parse(frms[0])
+        flags, gso_type, hdr_len, gso_size, start, offset, _ = struct.unpack("<BBHHHHH", p.vnet)
+        assert (flags, gso_type, hdr_len, gso_size, start, offset) == (1, F.GSO_UDP_L4, 28, 1000,
+                                                                      20, 6)
+        sport, dport, length, data = struct.unpack("!HHHH", p.payload[:8])[:3] + (p.payload[8:],)
+        assert (sport, dport, length) == (port, 40010, 8 + 10 * 1000 + 5)
+        assert data == b"".join(msgs[:11])
+        # The pseudo-header sum covers the whole frame's length; the kernel adjusts it
+        seed = struct.unpack("!H", p.payload[6:8])[0]
+        assert seed == F.csum_partial(b"", F.pseudo4(GW4, GUEST4, F.PROTO_UDP, length))
+        assert udp_fields(complete(frms[1])) == (port, 40010, 13, b"other")
+        c = h.counters()
+        assert (c["udp_out"], c["udp_uso_out"]) == (12, 1)
+
+
+def test_without_uso_every_datagram_is_a_frame(h):
+    with server() as srv:
+        port = srv.getsockname()[1]
+        h.send(udp4(40011, port, b"open"))
+        _, peer = srv.recvfrom(10)
+        for i in range(5):
+            srv.sendto(b"%d" % i * 100, peer)
+        time.sleep(0.05)
+        frms = h.frames(5)
+        assert [udp_fields(complete(f))[3] for f in frms] == [b"%d" % i * 100 for i in range(5)]
+        assert h.counters()["udp_uso_out"] == 0
+
+
+def test_gso_sender_is_received_coalesced_and_passed_on():
+    UDP_SEGMENT = 103
+    with UdpHarness(ring_size=1 << 20) as h, server() as srv:
+        assert lib.rn_udp_set_uso(h.w, 1) == 0
+        port = srv.getsockname()[1]
+        h.send(udp4(40012, port, b"open"))  # the flow's socket has UDP_GRO
+        _, peer = srv.recvfrom(10)
+        srv.setsockopt(socket.SOL_UDP, UDP_SEGMENT, 1200)
+        payload = os.urandom(1200 * 20 + 7)
+        srv.sendto(payload, peer)
+        frms = h.frames(1)
+        p = F.parse(frms[0])
+        assert struct.unpack("<BBHHHHH", p.vnet)[1:4] == (F.GSO_UDP_L4, 28, 1200)
+        assert p.payload[8:] == payload
+        assert h.counters()["udp_out"] == 21
