@@ -15,6 +15,7 @@
 #include "counters.h"
 #include "flow.h"
 #include "worker.h"
+#include "flowstats.h"
 #include "dns.h"
 #include "udp.h"
 #include "ringtest.h"

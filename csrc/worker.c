@@ -758,7 +758,7 @@ static const unsigned int rn_worker_open_ctr[RN_FLOW_TYPES] = {
  *
  * Return: milliseconds since an arbitrary point
  */
-static int64_t rn_worker_now_ms(void)
+int64_t rn_worker_now_ms(void)
 {
 	struct timespec ts;
 

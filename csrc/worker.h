@@ -245,5 +245,6 @@ uint32_t rn_worker_pull(struct rn_worker *w, struct rn_frame *f, uint32_t n);
 void rn_worker_csum_complete(struct rn_worker *w, struct rn_frame *f);
 uint8_t *rn_worker_tx_reserve(struct rn_worker *w, uint32_t pktlen, int *err);
 void rn_worker_tx_commit(struct rn_worker *w, uint32_t pktlen);
+int64_t rn_worker_now_ms(void);
 
 #endif /* RN_WORKER_H */

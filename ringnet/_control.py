@@ -41,6 +41,7 @@ class Msg(enum.IntEnum):
     IDMAP = 6       # namespace child -> orchestrator: map my ids with newuidmap/newgidmap
     IDMAP_DONE = 7  # orchestrator -> namespace child: done, or {"error": text}
     DNS_UPSTREAMS = 8  # orchestrator -> worker: {"upstreams": ["ADDR:PORT", ...]}
+    FLOWS = 10      # orchestrator -> worker: {"max": N}; worker -> orchestrator: {"total", "rows"}
     OFFLOADS = 9    # orchestrator -> worker: {"offloads": [...]} the tun device accepted
 
 

@@ -98,15 +98,15 @@ class ControlServer:
                     log.debug("control client failed: %s", e)
 
     def _answer(self, conn: socket.socket) -> None:
-        if _peer_uid(conn) != os.getuid():
-            conn.sendall(json.dumps({"error": "refused: this network belongs to another user"}).encode() + b"\n")
-            return
         data = b""
         while b"\n" not in data and len(data) < _MAX_REQUEST:
             chunk = conn.recv(_MAX_REQUEST)
             if not chunk:
                 break
             data += chunk
+        if _peer_uid(conn) != os.getuid():
+            conn.sendall(json.dumps({"error": "refused: this network belongs to another user"}).encode() + b"\n")
+            return
         try:
             req = json.loads(data.split(b"\n", 1)[0] or b"{}")
             handler = self._handlers[req["cmd"]]

@@ -144,6 +144,30 @@ def main(spec: dict, ctl: socket.socket) -> int:
         counters.close()
 
 
+_PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6"}
+FLOW_ROWS_MAX = 400    # rows per reply: a control message body is at most 60 KiB
+_FLOW_FETCH_MAX = 4096
+
+
+def flow_rows(worker, want) -> dict:
+    """The busiest flows of this worker as statistics rows (at most FLOW_ROWS_MAX) and the
+    total number of flows."""
+    limit = want if isinstance(want, int) and 0 <= want <= FLOW_ROWS_MAX else FLOW_ROWS_MAX
+    buf = ffi.new("struct rn_flow_row[]", _FLOW_FETCH_MAX)
+    n = lib.rn_worker_flow_rows(worker, buf, _FLOW_FETCH_MAX)
+    rows = []
+    for r in buf[0:n]:
+        alen = 16 if r.family == 6 else 4
+        guest = ipaddress.ip_address(bytes(r.guest)[:alen])
+        remote = ipaddress.ip_address(bytes(r.remote)[:alen])
+        rows.append([_PROTO_NAMES.get(r.proto, str(r.proto)),
+                     ffi.string(lib.rn_flow_state_name(r.type, r.state)).decode(),
+                     str(guest), r.guest_port, str(remote), r.remote_port,
+                     r.bytes_up, r.bytes_down, r.age_ms / 1000.0])
+    rows.sort(key=lambda row: row[6] + row[7], reverse=True)
+    return {"total": lib.rn_worker_flow_count(worker), "rows": rows[:limit]}
+
+
 def _control_wants_exit(worker, ctl: socket.socket, ns: socket.socket) -> bool:
     """Handle pending control messages; True when the worker should exit."""
     for sock, who in ((ctl, "orchestrator"), (ns, "namespace child")):
@@ -159,6 +183,9 @@ def _control_wants_exit(worker, ctl: socket.socket, ns: socket.socket) -> bool:
         msg.close_fds()
         if sock is ctl and msg.type == Msg.DNS_UPSTREAMS:
             _set_upstreams(worker, msg)
+            continue
+        if sock is ctl and msg.type == Msg.FLOWS:
+            _control.send(ctl, Msg.FLOWS, flow_rows(worker, msg.body.get("max")))
             continue
         if sock is ctl and msg.type == Msg.OFFLOADS:
             offloads = msg.body.get("offloads")

@@ -39,7 +39,7 @@ from ._resolv import ResolvWatcher, Upstream, namespace_resolv_conf
 from ._shm import CounterArray
 from .config import NetworkConfig
 from .errors import ChildError, NamespaceError, ProtocolError, RingnetError
-from .stats import ProcessSampler, Stats
+from .stats import FlowRow, ProcessSampler, Stats
 
 __all__ = ["Network", "State"]
 
@@ -121,6 +121,7 @@ class Network:
         self._ctlserver: Optional[ControlServer] = None
         self._attach_pid: Optional[int] = None
         self._lock = threading.Lock()
+        self._query_lock = threading.Lock()   # one request/reply exchange with workers at a time
         self._children: list[_Child] = []
         self._spawned: list[subprocess.Popen] = []
         self._wctr: list[CounterArray] = []
@@ -501,7 +502,25 @@ class Network:
         roles = {c_.proc.pid: ("ns" if c_.name == "namespace child" else c_.name)
                  for c_ in self._children}
         return Stats(time=time.time(), pump=c["pump"], workers=c["workers"],
-                     processes=self._sampler.sample(roles), flows=[])
+                     processes=self._sampler.sample(roles), flows=self._flows())
+
+    def _flows(self) -> list[FlowRow]:
+        """Ask every worker for its busiest flows (each answers between two loop passes)."""
+        out: list[FlowRow] = []
+        workers = [c for c in self._children if c.name.startswith("worker")]
+        for i, child in enumerate(workers):
+            try:
+                with self._query_lock:
+                    _control.send(child.ctl, Msg.FLOWS, {"max": 400})
+                    msg = _control.expect(child.ctl, Msg.FLOWS, 5.0, child.name)
+            except (OSError, TimeoutError, ProtocolError) as e:
+                raise ChildError(f"{child.name} did not report its flows: {e}") from None
+            for row in msg.body.get("rows", []):
+                proto, state, guest, gport, remote, rport, up, down, age = row
+                out.append(FlowRow(worker=i, proto=proto, guest=guest, guest_port=gport,
+                                   remote=remote, remote_port=rport, state=state,
+                                   bytes_in=up, bytes_out=down, age=age))
+        return out
 
     def _stats_dict(self) -> dict[str, Any]:
         return self.stats().to_dict()

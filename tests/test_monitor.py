@@ -117,3 +117,63 @@ def test_runtime_dir_must_be_private(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(base))
     with pytest.raises(ringnet.RingnetError, match="not a private directory"):
         _ctlsock.runtime_dir()
+
+
+FLOW_CLIENT = r'''
+import socket, sys, time
+s = socket.create_connection(("10.0.2.2", int(sys.argv[1])))
+s.sendall(b"x" * 100000)
+got = 0
+while got < 5000:
+    got += len(s.recv(65536))
+print("sent", flush=True)
+sys.stdin.readline()
+s.close()
+'''
+
+
+def test_flow_rows_show_live_tcp_flows(no_leaks, tmp_path):
+    import socket
+    import threading
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    got = []
+
+    def serve():
+        conn, _ = srv.accept()
+        with conn:
+            while sum(got) < 100000:
+                data = conn.recv(65536)
+                if not data:
+                    break
+                got.append(len(data))
+            conn.sendall(b"y" * 5000)
+            conn.recv(1)  # EOF once the client closes
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    with ringnet.Network(workers=2, allow_host_loopback=True, control_dir=str(tmp_path)) as net:
+        p = net.spawn([sys.executable, "-c", FLOW_CLIENT, str(port)], stdin=subprocess.PIPE,
+                      stdout=subprocess.PIPE)
+        assert p.stdout.readline().strip() == b"sent"
+        deadline = __import__("time").time() + 10
+        while sum(got) < 100000 and __import__("time").time() < deadline:
+            __import__("time").sleep(0.05)
+        __import__("time").sleep(0.2)
+        flows = [f for f in net.stats().flows if f.proto == "tcp"]
+        assert len(flows) == 1, flows
+        f = flows[0]
+        assert (f.guest, f.remote, f.remote_port) == ("10.0.2.100", "10.0.2.2", port)
+        assert f.state == "ESTABLISHED"
+        assert f.bytes_in == 100000 and f.bytes_out == 5000
+        assert 0 <= f.age < 30
+        snap = json.loads(cli("stats", net.id, "--json", "--dir", str(tmp_path)).stdout)
+        assert [(r["proto"], r["remote_port"]) for r in snap["flows"]] == [("tcp", port)]
+        p.stdin.write(b"\n")
+        p.stdin.close()
+        p.wait(timeout=10)
+        p.stdout.close()
+    srv.close()
+    t.join(timeout=5)
