@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # install-peers.sh - install what the perf harness compares ringnet with, from Debian packages:
-# iperf3, slirp4netns and passt (pasta), plus unshare/nsenter (util-linux) and a C compiler
+# iperf3, slirp4netns and passt (pasta), dnsperf and dnsmasq for perf/dns_bench.py, plus
+# unshare/nsenter (util-linux) and a C compiler
 # for its latency helper. As root (apt-get); otherwise it says what to run. Idempotent.
 #
 #   scripts/install-peers.sh            # install what is missing
 #   scripts/install-peers.sh --check    # only report what is missing (exit 1 if anything is)
 set -euo pipefail
 
-pkgs="iperf3 slirp4netns passt util-linux gcc libc6-dev"
+pkgs="iperf3 slirp4netns passt dnsperf dnsmasq-base util-linux gcc libc6-dev"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
