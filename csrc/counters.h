@@ -11,8 +11,9 @@
  * exactly one outcome counter: a drop_* reason, a reply (icmp_echo_replies,
  * icmp6_echo_replies), ring_full, a refused new flow (policy_refused,
  * flows_refused_cap, flows_refused_fd), a protocol's "accepted" counter
- * (tcp_segments_in, ...), or fault_drop_in (test-only fault injection). Everything else here counts events, not frames;
- * counters marked (gauge) go up and down (decremented by adding -1).
+ * (tcp_segments_in, ...), or fault_drop_in (test-only fault injection).
+ * Everything else here counts events, not frames; counters marked (gauge) go
+ * up and down (decremented by adding -1).
  */
 #ifndef RN_COUNTERS_H
 #define RN_COUNTERS_H

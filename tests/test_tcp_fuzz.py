@@ -1,0 +1,98 @@
+"""Fuzzing the worker's frame intake and TCP input path with libFuzzer, under ASan and UBSan.
+
+tests/fuzz/fuzz_worker.c is built with clang (Debian packages clang and
+libclang-rt-14-dev, which scripts/setup-test-env.sh installs) together with every
+csrc/*.c file, seeded with a few valid TCP conversations, and run for a bounded time
+(RINGNET_FUZZ_SECONDS, 60 by default). Any crash, sanitizer report, accounting error
+or malformed output frame fails the test, with libFuzzer's report and the crashing
+input's path in the message.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import struct
+import subprocess
+
+import pytest
+
+import frames as F
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FUZZ_SECONDS = int(os.environ.get("RINGNET_FUZZ_SECONDS", "60"))
+
+FIX, POLL, HOST, RELACK, PARTIAL, TSO = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+SYN, FIN, RST, PSH, ACK = 0x02, 0x01, 0x04, 0x08, 0x10
+
+
+def clang_fuzzer() -> str:
+    """Path of clang if it can build libFuzzer targets, else skip with the reason."""
+    clang = shutil.which("clang")
+    if not clang:
+        pytest.skip("clang is not installed (scripts/setup-test-env.sh installs it)")
+    r = subprocess.run([clang, "-print-file-name=libclang_rt.fuzzer-x86_64.a"],
+                       capture_output=True, text=True)
+    lib = r.stdout.strip()
+    found = os.path.isabs(lib) and os.path.exists(lib)
+    if not found and not glob.glob("/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-*.a"):
+        pytest.skip("the libFuzzer runtime is missing (Debian: libclang-rt-14-dev)")
+    return clang
+
+
+def record(mode: int, frame: bytes) -> bytes:
+    return struct.pack("<BH", mode, len(frame)) + frame
+
+
+def tcp(flags: int, payload: bytes = b"", seq: int = 1000, ack: int = 0, opts: bytes = b"",
+        v6: bool = False) -> bytes:
+    src, dst = ("fd00::100", "fd00::2") if v6 else ("10.0.2.100", "10.0.2.2")
+    t = struct.pack("!HHIIBBHHH", 40000, 80, seq, ack, (20 + len(opts)) // 4 << 4, flags,
+                    65535, 0, 0) + opts + payload
+    pkt = F.ipv6(src, dst, 6, t) if v6 else F.ipv4(src, dst, 6, t)
+    return F.frame(pkt)
+
+
+def seeds() -> list[bytes]:
+    out = []
+    for v6 in (False, True):
+        syn = tcp(SYN, opts=b"\x02\x04\x05\xb4\x01\x03\x03\x07", v6=v6)
+        conv = [record(FIX | POLL | HOST, syn), record(FIX | POLL | RELACK, tcp(ACK, seq=1001, v6=v6))]
+        conv += [record(FIX | POLL | RELACK, tcp(ACK | PSH, b"hello", seq=1001, v6=v6))]
+        conv += [record(FIX | POLL | HOST | RELACK, tcp(ACK, b"x" * 3000, seq=1006, v6=v6))]
+        conv += [record(FIX | POLL | PARTIAL | RELACK, tcp(ACK, b"y" * 100, seq=4006, v6=v6))]
+        conv += [record(FIX | POLL | TSO | RELACK, tcp(ACK, b"z" * 4000, seq=4106, v6=v6))]
+        conv += [record(FIX | POLL | HOST | RELACK | 0x40, tcp(ACK | FIN, seq=8106, v6=v6))]
+        conv += [record(FIX | POLL | RELACK, tcp(RST, seq=8107, v6=v6))]
+        out.append(b"".join(conv))
+        out.append(record(FIX | POLL, syn) + record(POLL, tcp(ACK, seq=5, ack=7, v6=v6)))
+    return out
+
+
+def test_fuzz_worker_tcp_input(tmp_path):
+    clang = clang_fuzzer()
+    binary = tmp_path / "fuzz_worker"
+    srcs = sorted(glob.glob(os.path.join(ROOT, "csrc", "*.c")))
+    r = subprocess.run([clang, "-g", "-O1", "-fsanitize=fuzzer,address,undefined",
+                        "-fno-sanitize-recover=undefined", "-D_GNU_SOURCE",
+                        "-I", os.path.join(ROOT, "csrc"),
+                        os.path.join(ROOT, "tests", "fuzz", "fuzz_worker.c"), *srcs,
+                        "-o", str(binary), "-lpthread"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-4000:]
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i, s in enumerate(seeds()):
+        (corpus / f"seed{i}").write_bytes(s)
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0",
+               UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1")
+    r = subprocess.run([str(binary), f"-max_total_time={FUZZ_SECONDS}", "-max_len=70000",
+                        "-rss_limit_mb=2048", "-timeout=10", "-print_final_stats=1",
+                        f"-artifact_prefix={artifacts}/", str(corpus)],
+                       capture_output=True, text=True, env=env, timeout=FUZZ_SECONDS + 120)
+    crashes = os.listdir(artifacts)
+    assert r.returncode == 0 and not crashes, (crashes, r.stderr[-6000:])
+    assert "stat::number_of_executed_units" in r.stderr
