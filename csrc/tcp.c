@@ -143,6 +143,7 @@
 #define RN_TCP_F_WS		0x8000u	/* window scaling in use */
 #define RN_TCP_F_FIN_PEND	0x10000u /* FIN from the namespace behind buffered bytes */
 #define RN_TCP_F_ACK_MAYBE	0x20000u /* an ACK at flush if ack or window changed */
+#define RN_TCP_F_NS_FIN_LAST	0x40000u /* the namespace's FIN came after ours was acked */
 
 /**
  * struct rn_tcp_flow - one TCP connection (begins with the common header)
@@ -682,8 +683,11 @@ static void rn_tcp_icmp_unreach(struct rn_worker *w, struct rn_tcp_flow *c, int 
  */
 static void rn_tcp_close(struct rn_worker *w, struct rn_tcp_flow *c, int rst_ns, int rst_host)
 {
+	/* snd_max: what the namespace most likely expects next (exactly, unless
+	 * frames are in flight: then it answers with a challenge ACK, and that
+	 * ACK, finding no flow, gets a RST at the exact sequence number) */
 	if (rst_ns && (c->flags & RN_TCP_F_SYNACK))
-		rn_tcp_rst_key(w, &c->f.key, c->snd_nxt, c->rcv_nxt, 1);
+		rn_tcp_rst_key(w, &c->f.key, c->snd_max, c->rcv_nxt, 1);
 	else if (rst_ns)
 		rn_tcp_rst_key(w, &c->f.key, 0, c->rcv_nxt, 1);
 	if (rst_host && c->f.fd >= 0) {
@@ -730,12 +734,13 @@ static int rn_tcp_check_done(struct rn_worker *w, struct rn_tcp_flow *c)
 		return 0;
 	if (c->flags & RN_TCP_F_TIME_WAIT)
 		return 1;
-	if (c->flags & RN_TCP_F_ACK_DUE) {
+	if (c->flags & RN_TCP_F_NS_FIN_LAST) {
 		/* The namespace's FIN came last: ACK it, linger for a repeat */
 		rn_tcp_send_ack(w, c);
 		rn_tcp_time_wait(w, c);
 		return 1;
 	}
+	/* Ours came last and is acknowledged: the namespace is in TIME_WAIT */
 	rn_tcp_close(w, c, 0, 0);
 	return 1;
 }
@@ -1072,7 +1077,10 @@ static void rn_tcp_push(struct rn_worker *w, struct rn_tcp_flow *c)
 			continue;
 		}
 		budget = (uint32_t)n < budget ? budget - (uint32_t)n : 0;
-		if ((uint32_t)n < len && len <= c->mss)
+		/* Drained for now: new data raises EPOLLIN again, and an EOF
+		 * behind it is found by the push that the namespace's ACK of
+		 * this data brings */
+		if ((uint32_t)n < len)
 			return;
 	}
 }
@@ -1220,6 +1228,8 @@ static void rn_tcp_ns_fin(struct rn_worker *w, struct rn_tcp_flow *c)
 {
 	c->rcv_nxt++;
 	c->flags |= RN_TCP_F_NS_FIN;
+	if (c->flags & RN_TCP_F_FIN_ACKED)
+		c->flags |= RN_TCP_F_NS_FIN_LAST;
 	c->flags &= ~(RN_TCP_F_WANT_OUT | RN_TCP_F_SHORT | RN_TCP_F_FIN_PEND);
 	if (!c->closing)
 		c->closing = w->now;
