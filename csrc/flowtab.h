@@ -86,8 +86,9 @@ enum rn_flow_type {
  * @hnext:	hash chain (table)
  * @prev:	list of all flows, creation order (table)
  * @next:	list of all flows (table)
- * @wnext:	room wait list, then the list of closed flows (worker)
+ * @wnext:	room wait list (worker)
  * @dnext:	list of flows deferred to the end of the batch (worker)
+ * @cnext:	list of flows closed during this loop pass (worker)
  */
 struct rn_flow {
 	struct rn_flow_key key;
@@ -108,6 +109,7 @@ struct rn_flow {
 	struct rn_flow *next;
 	struct rn_flow *wnext;
 	struct rn_flow *dnext;
+	struct rn_flow *cnext;
 };
 
 /**

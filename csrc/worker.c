@@ -876,6 +876,9 @@ static void rn_worker_flush(struct rn_worker *w)
 		list = f->dnext;
 		f->dnext = NULL;
 		f->flags &= ~RN_FLOW_F_DEFER;
+		/* A hook may close flows further down this list: skip those */
+		if (f->flags & RN_FLOW_F_CLOSED)
+			continue;
 		ops = rn_worker_ops[f->type];
 		if (ops && ops->flush)
 			ops->flush(w, f);
@@ -890,7 +893,8 @@ static void rn_worker_flush(struct rn_worker *w)
 /**
  * rn_worker_defer_unlink() - take @f off the deferred list
  * @w:		worker
- * @f:		flow on the list
+ * @f:		flow on the list, or on the list rn_worker_flush() is working
+ *		through (then it stays linked there, and is skipped as closed)
  */
 static void rn_worker_defer_unlink(struct rn_worker *w, struct rn_flow *f)
 {
@@ -898,8 +902,9 @@ static void rn_worker_defer_unlink(struct rn_worker *w, struct rn_flow *f)
 
 	while (*pp && *pp != f)
 		pp = &(*pp)->dnext;
-	if (*pp)
-		*pp = f->dnext;
+	if (!*pp)
+		return;
+	*pp = f->dnext;
 	f->dnext = NULL;
 	f->flags &= ~RN_FLOW_F_DEFER;
 }
@@ -907,7 +912,8 @@ static void rn_worker_defer_unlink(struct rn_worker *w, struct rn_flow *f)
 /**
  * rn_worker_room_unlink() - take @f off the room wait list
  * @w:		worker
- * @f:		flow on the list
+ * @f:		flow on the list, or on the list rn_worker_room() is working
+ *		through (then it stays linked there, and is skipped as closed)
  */
 static void rn_worker_room_unlink(struct rn_worker *w, struct rn_flow *f)
 {
@@ -915,11 +921,11 @@ static void rn_worker_room_unlink(struct rn_worker *w, struct rn_flow *f)
 
 	while (*pp && *pp != f)
 		pp = &(*pp)->wnext;
-	if (*pp) {
-		*pp = f->wnext;
-		if (w->room_tail == &f->wnext)
-			w->room_tail = pp;
-	}
+	if (!*pp)
+		return;
+	*pp = f->wnext;
+	if (w->room_tail == &f->wnext)
+		w->room_tail = pp;
 	f->wnext = NULL;
 	f->flags &= ~RN_FLOW_F_ROOM_WAIT;
 }
@@ -954,7 +960,7 @@ void rn_worker_flow_close(struct rn_worker *w, struct rn_flow *f)
 	if (ops && ops->release)
 		ops->release(w, f);
 	f->flags |= RN_FLOW_F_CLOSED;
-	f->wnext = w->closed;
+	f->cnext = w->closed;
 	w->closed = f;
 }
 
@@ -967,7 +973,7 @@ static void rn_worker_reap(struct rn_worker *w)
 	struct rn_flow *f;
 
 	while ((f = w->closed)) {
-		w->closed = f->wnext;
+		w->closed = f->cnext;
 		free(f);
 	}
 }
@@ -1026,6 +1032,9 @@ static int rn_worker_room(struct rn_worker *w)
 		list = f->wnext;
 		f->wnext = NULL;
 		f->flags &= ~RN_FLOW_F_ROOM_WAIT;
+		/* A hook may close flows further down this list: skip those */
+		if (f->flags & RN_FLOW_F_CLOSED)
+			continue;
 		ops = rn_worker_ops[f->type];
 		if (ops && ops->room)
 			ops->room(w, f);

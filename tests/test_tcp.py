@@ -560,39 +560,31 @@ def test_one_gib_both_ways_with_faults():
 
 
 MALFORMED_TCP = r'''
-import socket, struct, random
+import random, socket, struct
+import frames as F
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
 s.bind(("rn0", 0))
-def csum(b):
-    if len(b) % 2: b += b"\0"
-    t = sum(struct.unpack("!%dH" % (len(b) // 2), b))
-    while t >> 16: t = (t & 0xffff) + (t >> 16)
-    return (~t) & 0xffff
-SRC, DST = socket.inet_aton("10.0.2.100"), socket.inet_aton("10.0.2.2")
-def ip4(payload):
-    h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 1, 0x4000, 64, 6, 0, SRC, DST)
-    return h[:10] + struct.pack("!H", csum(h)) + h[12:] + payload
-def tcp(sport, dport, flags, payload=b"", doff=None, opts=b"", seq=1, ack=0, good=True):
+SRC, DST = "10.0.2.100", "10.0.2.2"
+def tcp(sport, dport, flags, payload=b"", doff=None, opts=b"", good=True):
     off = (doff if doff is not None else (20 + len(opts)) // 4) << 4
-    t = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, off, flags, 1000, 0, 0) + opts + payload
-    c = csum(SRC + DST + struct.pack("!BBH", 0, 6, len(t)) + t) ^ (0 if good else 0x5555)
-    return t[:16] + struct.pack("!H", c) + t[18:]
+    t = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, off, flags, 1000, 0, 0) + opts + payload
+    c = F.csum(t, F.pseudo4(SRC, DST, 6, len(t))) ^ (0 if good else 0x5555)
+    return F.ipv4(SRC, DST, 6, t[:16] + struct.pack("!H", c) + t[18:], df=True)
 frames = {
-    "drop_tcp_header": [ip4(tcp(40001, {port}, 0x10, doff=4)), ip4(tcp(40001, {port}, 0x10, doff=15)),
-                        ip4(tcp(40001, {port}, 0x10)[:12])],
-    "drop_tcp_options": [ip4(tcp(40001, {port}, 0x02, opts=b"\x02\x08\x05\xb4"))],
-    "drop_tcp_flags": [ip4(tcp(40001, {port}, 0x03)), ip4(tcp(40001, {port}, 0x06)),
-                       ip4(tcp(40001, {port}, 0x00)), ip4(tcp(40001, {port}, 0x01))],
-    "drop_tcp_port": [ip4(tcp(0, {port}, 0x02))],
-    "drop_tcp_csum": [ip4(tcp(40001, {port}, 0x02, good=False))],
-    "drop_tcp_no_flow": [ip4(tcp(40002, {port}, 0x10, b"stray")), ip4(tcp(40003, {port}, 0x04))],
+    "drop_tcp_header": [tcp(40001, PORT, 0x10, doff=4), tcp(40001, PORT, 0x10, doff=15),
+                        F.ipv4(SRC, DST, 6, bytes(12))],
+    "drop_tcp_options": [tcp(40001, PORT, 0x02, opts=b"\x02\x08\x05\xb4")],
+    "drop_tcp_flags": [tcp(40001, PORT, f) for f in (0x03, 0x06, 0x00, 0x01)],
+    "drop_tcp_port": [tcp(0, PORT, 0x02)],
+    "drop_tcp_csum": [tcp(40001, PORT, 0x02, good=False)],
+    "drop_tcp_no_flow": [tcp(40002, PORT, 0x10, b"stray"), tcp(40003, PORT, 0x04)],
 }
 for fs in frames.values():
     for f in fs:
         s.send(f)
 rnd = random.Random(7)
-for i in range(300):  # random garbage after a valid-looking TCP/IP header
-    s.send(ip4(bytes(rnd.getrandbits(8) for _ in range(rnd.randrange(0, 80)))))
+for i in range(300):  # random bytes behind a valid IPv4 header
+    s.send(F.ipv4(SRC, DST, 6, rnd.randbytes(rnd.randrange(0, 80))))
 print("sent")
 '''
 
@@ -607,7 +599,10 @@ def test_malformed_tcp_frames_counted_live_flow_unaffected(net):
         before = {k: worker_sum(net, k) for k in ("drop_tcp_header", "drop_tcp_options",
                                                   "drop_tcp_flags", "drop_tcp_port",
                                                   "drop_tcp_csum", "drop_tcp_no_flow")}
-        run_inside(net, MALFORMED_TCP.replace("{port}", str(srv.port)))
+        r = net.run([sys.executable, "-c", MALFORMED_TCP.replace("PORT", str(srv.port))],
+                    capture_output=True, timeout=60,
+                    env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.abspath(__file__))))
+        assert r.returncode == 0, r.stderr.decode()
         out, err = live.communicate(timeout=120)
         assert live.returncode == 0, err.decode()
         srv.join()

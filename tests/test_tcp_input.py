@@ -9,7 +9,6 @@ allowed, and the worker confined to loopback whatever a frame asks for).
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
 import struct
@@ -18,10 +17,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from ringnet._ringnet_c import ffi, lib
+from ringnet._ringnet_c import lib
 
 import frames as F
-from test_worker_input import GUEST4, GUEST6, GW4, GW6, NAMES, RING, Shm, params
+from test_worker_input import GUEST4, GUEST6, GW4, GW6, NAMES, Harness, params
 
 SYN, FIN, RST, PSH, ACK = 0x02, 0x01, 0x04, 0x08, 0x10
 STATES = {1: "CONNECTING", 2: "SYN_RCVD", 3: "ESTABLISHED", 4: "CLOSE_WAIT", 5: "FIN_WAIT",
@@ -74,48 +73,17 @@ def tcp_options(opts: bytes) -> dict[int, bytes]:
     return out
 
 
-class TcpHarness:
+class TcpHarness(Harness):
     """One worker on its own mapping, host loopback allowed, driven from the namespace."""
 
     def __init__(self, max_flows: int = 64, idle_ms: int = 7_200_000, fin_ms: int = 60_000,
                  allow: bool = True, mtu: int = 65520):
-        self.shm = Shm(RING)
-        self.ev_worker = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self.ev_ns = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self.ctr = ffi.new("uint64_t[]", lib.RN_CTR_SLOTS)
         p = params(mtu=mtu)
         p.allow_host_loopback = int(allow)
         p.prefix4, p.prefix6 = 24, 64
         p.max_flows = max_flows
         p.tcp_idle_timeout_ms, p.tcp_fin_timeout_ms = idle_ms, fin_ms
-        wp = ffi.new("struct rn_worker **")
-        rc = lib.rn_worker_new(wp, p, self.shm.base, self.shm.size, self.ctr, self.ev_worker,
-                               self.ev_ns)
-        assert rc == 0, os.strerror(-rc)
-        self.w = wp[0]
-        self.err = ffi.new("int *")
-
-    def close(self) -> None:
-        lib.rn_worker_free(self.w)
-        os.close(self.ev_worker)
-        os.close(self.ev_ns)
-        self.shm.close()
-
-    def push(self, frm: bytes) -> None:
-        p = lib.rn_ring_reserve(self.shm.to_worker, len(frm), self.err)
-        assert p != ffi.NULL and self.err[0] == 0
-        ffi.memmove(p, frm, len(frm))
-        lib.rn_ring_commit(self.shm.to_worker, len(frm))
-        lib.rn_ring_publish(self.shm.to_worker)
-
-    def pop(self) -> list[Seg]:
-        out = []
-        fp, lp = ffi.new("const uint8_t **"), ffi.new("uint32_t *")
-        while lib.rn_ring_peek(self.shm.to_ns, fp, lp) == 1:
-            out.append(bytes(ffi.buffer(fp[0], lp[0])))
-            lib.rn_ring_consume(self.shm.to_ns)
-        lib.rn_ring_release(self.shm.to_ns)
-        return out
+        super().__init__(p=p)
 
     def run(self, ms: int = 30) -> None:
         """Let host socket events and timers happen for about ms milliseconds."""
@@ -177,7 +145,7 @@ class Peer:
         return F.frame(F.ipv4(self.src, self.dst, F.PROTO_TCP, t, df=True))
 
     def send(self, flags: int, payload: bytes = b"", advance: bool = True, **kw) -> list[Seg]:
-        self.h.push(self.frame(flags, payload, **kw))
+        assert self.h.push(self.frame(flags, payload, **kw)) == 1
         assert lib.rn_worker_poll(self.h.w) >= 1
         if advance and "seq" not in kw:
             self.snd_nxt += len(payload) + (1 if flags & (SYN | FIN) else 0)
@@ -677,9 +645,8 @@ def test_established_malformed_segments_counted_flow_unaffected(h, server):
         "drop_tcp_csum": [peer.frame(ACK, b"data")[:-1] + b"X"],
     }
     for frames in bad.values():
-        for frm in frames:
-            h.push(frm)
-            lib.rn_worker_poll(h.w)
+        assert h.push(*frames) == len(frames)
+        lib.rn_worker_poll(h.w)
     for name, frames in bad.items():
         assert h.c(name) == len(frames), name
     assert h.pop() == []

@@ -86,14 +86,17 @@ class Harness:
     """One worker on its own mapping, driven from the namespace side."""
 
     def __init__(self, index: int = 0, nworkers: int = 1, key: bytes = KEY,
-                 ring_size: int = RING):
+                 ring_size: int = RING, p=None):
+        """p: parameters (params() with changes), instead of index, nworkers and key."""
         self.shm = Shm(ring_size)
         self.ev_worker = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.ev_ns = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.ctr = ffi.new("uint64_t[]", lib.RN_CTR_SLOTS)
         wp = ffi.new("struct rn_worker **")
-        rc = lib.rn_worker_new(wp, params(index, nworkers, ring_size, key=key), self.shm.base,
-                               self.shm.size, self.ctr, self.ev_worker, self.ev_ns)
+        if p is None:
+            p = params(index, nworkers, ring_size, key=key)
+        rc = lib.rn_worker_new(wp, p, self.shm.base, self.shm.size, self.ctr, self.ev_worker,
+                               self.ev_ns)
         assert rc == 0, os.strerror(-rc)
         self.w = wp[0]
         self.err = ffi.new("int *")
