@@ -1576,6 +1576,28 @@ static void rn_tcp_connect_done(struct rn_worker *w, struct rn_tcp_flow *c, int 
 }
 
 /**
+ * rn_tcp_evict_time_wait() - at the flow cap, end the oldest TIME_WAIT flow
+ * @w:		worker
+ *
+ * A lingering flow holds no socket and must not keep a new connection out.
+ * Walks the flows from the oldest: only done at the cap.
+ *
+ * Return: true if a flow was ended
+ */
+static int rn_tcp_evict_time_wait(struct rn_worker *w)
+{
+	struct rn_flow *f;
+
+	for (f = rn_flowtab_first(&w->flows); f; f = rn_flowtab_next(f)) {
+		if (f->type == RN_FLOW_TCP && (rn_tcp_of(f)->flags & RN_TCP_F_TIME_WAIT)) {
+			rn_tcp_close(w, rn_tcp_of(f), 0, 0);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/**
  * rn_tcp_open() - a SYN for a new flow: policy, cap, socket, connect()
  * @w:		worker
  * @k:		flow key
@@ -1604,6 +1626,8 @@ static int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, const s
 	c->f.type = RN_FLOW_TCP;
 	c->f.fd = -1;
 	rc = rn_worker_flow_add(w, &c->f);
+	if (rc == -ENOSPC && rn_tcp_evict_time_wait(w))
+		rc = rn_worker_flow_add(w, &c->f);
 	if (rc) {
 		free(c);
 		rn_tcp_rst_key(w, k, 0, s->seq + 1, 1);

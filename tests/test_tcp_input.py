@@ -692,3 +692,27 @@ def test_free_closes_every_host_socket(server):
     for c in conns:
         c.close()
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_time_wait_evicted_at_cap(server):
+    h = TcpHarness(max_flows=2)
+    try:
+        port = server.getsockname()[1]
+        first = Peer(h, port, sport=44000)
+        conn = first.connect(server)
+        conn.shutdown(socket.SHUT_WR)  # the host closes first...
+        first.take(first.wait(lambda s: s.flags & FIN))
+        first.send(ACK)
+        first.send(ACK | FIN)  # ...so the flow lingers in TIME_WAIT, without a socket
+        second = Peer(h, port, sport=44001)
+        keep = second.connect(server)
+        assert h.c("flows_open_tcp") == 2
+        third = Peer(h, port, sport=44002)
+        keep3 = third.connect(server)  # at the cap: the TIME_WAIT flow makes room
+        assert h.c("flows_refused_cap") == 0 and h.c("flows_open_tcp") == 2
+        fourth = Peer(h, port, sport=44003)
+        assert [s.flags & RST for s in fourth.syn() if s.dport == 44003] == [RST]
+        assert h.c("flows_refused_cap") == 1  # nothing left to evict
+        del keep, keep3
+    finally:
+        h.close()
