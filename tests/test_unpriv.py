@@ -89,3 +89,40 @@ def test_idmap_helpers_map_subordinate_ranges():
     assert rows[1][0] == "1" and int(rows[1][2]) >= 65536  # 1.. from the subordinate range
     assert rows[2] == ["0", str(gid), "1"]
     assert "pinged" in r.stdout
+
+
+TCP_AS_USER = r'''
+import hashlib, http.server, json, os, sys, threading, ringnet
+data = os.urandom(8 * 1024 * 1024)
+
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def log_message(self, *a):
+        pass
+
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+threading.Thread(target=srv.serve_forever, daemon=True).start()
+fetch = ("import hashlib, sys, urllib.request; "
+         "print(hashlib.sha256(urllib.request.urlopen(sys.argv[1], timeout=30).read()).hexdigest())")
+with ringnet.Network(workers=2, allow_host_loopback=True) as net:
+    r = net.run([sys.executable, "-c", fetch, f"http://10.0.2.2:{srv.server_address[1]}/"],
+                capture_output=True, timeout=120)
+srv.shutdown()
+print(json.dumps({"uid": os.getuid(), "rc": r.returncode, "err": r.stderr.decode()[-500:],
+                  "got": r.stdout.decode().strip(), "want": hashlib.sha256(data).hexdigest()}))
+'''
+
+
+def test_tcp_fetch_as_unprivileged_user():
+    uid, _ = unpriv_user()
+    r = subprocess.run(as_user_argv([sys.executable, "-c", TCP_AS_USER]), capture_output=True, text=True,
+                       timeout=180, env=child_env(), cwd="/")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["uid"] == uid
+    assert out["rc"] == 0, out["err"]
+    assert out["got"] == out["want"]
