@@ -39,13 +39,13 @@
 #include <linux/errqueue.h>
 #include <netinet/in.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "checksum.h"
+#include "dgram.h"
 #include "flowtab.h"
 #include "icmp.h"
 #include "ip.h"
@@ -72,18 +72,6 @@
 #define RN_ICMP_TIMEOUT_MS	60000
 /* Replies read per host socket event */
 #define RN_ICMP_RECV_BUDGET	16u
-
-/**
- * struct rn_icmp_flow - an echo "session" through a ping socket
- * @f:		common header; key ports are the namespace's identifier
- * @dst:	host destination (policy.c)
- * @dstlen:	its length
- */
-struct rn_icmp_flow {
-	struct rn_flow f;
-	struct sockaddr_storage dst;
-	socklen_t dstlen;
-};
 
 /**
  * rn_icmp_ip4_reply() - write the IPv4 header of a reply
@@ -465,57 +453,22 @@ static void rn_icmp_log_denied(struct rn_worker *w, int err)
  *	   negative errno (ring corrupted)
  */
 static int rn_icmp_flow_new(struct rn_worker *w, struct rn_frame *f,
-			    const struct rn_flow_key *k, struct rn_icmp_flow **out)
+			    const struct rn_flow_key *k, struct rn_dgram_flow **out)
 {
-	struct rn_policy_dest d;
-	struct rn_icmp_flow *fl;
-	int reason, fd, rc, one = 1;
+	static const struct rn_dgram_spec spec = {
+		.type = RN_FLOW_ICMP, .icmp = 1, .size = sizeof(struct rn_dgram_flow),
+		.timeout_ms = RN_ICMP_TIMEOUT_MS,
+	};
+	int rc, err;
 
-	reason = rn_policy_dest(&w->p, k, &d);
-	if (reason) {
-		rc = rn_icmp_refuse(w, f, rn_icmp_policy_kind(reason));
-		return rc < 0 ? rc : RN_WCTR_policy_refused;
-	}
-	if (w->flows.count >= w->flows.max)
-		return RN_WCTR_flows_refused_cap;
-
-	fd = socket(d.family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-		    d.family == AF_INET6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP);
-	if (fd < 0) {
-		if (errno != EACCES && errno != EPERM)
-			return RN_WCTR_flows_refused_fd;
-		rn_icmp_log_denied(w, errno);
+	/* Echo flows are plain datagram flows; their key ports are the identifier */
+	rc = rn_dgram_open(w, f, k, &spec, out, &err);
+	if (err == EACCES || err == EPERM) {
+		rn_icmp_log_denied(w, err);
 		rc = rn_icmp_refuse(w, f, RN_ICMP_ADMIN);
 		return rc < 0 ? rc : RN_WCTR_icmp_ping_denied;
 	}
-	if (d.family == AF_INET6)
-		setsockopt(fd, SOL_IPV6, IPV6_RECVERR, &one, sizeof(one));
-	else
-		setsockopt(fd, SOL_IP, IP_RECVERR, &one, sizeof(one));
-
-	fl = calloc(1, sizeof(*fl));
-	if (!fl) {
-		close(fd);
-		return RN_WCTR_flows_refused_fd;
-	}
-	fl->f.key = *k;
-	fl->f.type = RN_FLOW_ICMP;
-	fl->f.fd = fd;
-	memcpy(&fl->dst, &d.sa, sizeof(d.sa));
-	fl->dstlen = d.salen;
-	rc = rn_worker_flow_add(w, &fl->f);
-	if (rc) {
-		close(fd);
-		free(fl);
-		return RN_WCTR_flows_refused_cap;
-	}
-	if (rn_worker_flow_watch(w, &fl->f, EPOLLIN)) {
-		rn_worker_flow_close(w, &fl->f);
-		return RN_WCTR_flows_refused_fd;
-	}
-	rn_worker_flow_timer(w, &fl->f, w->now + RN_ICMP_TIMEOUT_MS);
-	*out = fl;
-	return 0;
+	return rc;
 }
 
 /**
@@ -528,13 +481,13 @@ static int rn_icmp_flow_new(struct rn_worker *w, struct rn_frame *f,
  */
 static int rn_icmp_forward(struct rn_worker *w, struct rn_frame *f, const uint8_t *msg)
 {
-	struct rn_icmp_flow *fl;
+	struct rn_dgram_flow *fl;
 	struct rn_flow_key k;
 	int rc;
 
 	if (rn_flow_key_parse(w->buf + RN_VNET_HDR_LEN, f->copied - RN_VNET_HDR_LEN, &k))
 		return RN_WCTR_drop_icmp_header;
-	fl = (struct rn_icmp_flow *)rn_flowtab_lookup(&w->flows, &k);
+	fl = (struct rn_dgram_flow *)rn_flowtab_lookup(&w->flows, &k);
 	if (!fl) {
 		rc = rn_icmp_flow_new(w, f, &k, &fl);
 		if (rc)
@@ -613,17 +566,6 @@ int rn_icmp_input(struct rn_worker *w, struct rn_frame *f)
 }
 
 /**
- * rn_icmp_pause() - stop reading a flow's socket until ring to_ns has room
- * @w:		worker
- * @fl:		flow
- */
-static void rn_icmp_pause(struct rn_worker *w, struct rn_icmp_flow *fl)
-{
-	rn_worker_flow_watch(w, &fl->f, 0);
-	rn_worker_wait_room(w, &fl->f);
-}
-
-/**
  * rn_icmp_reply() - put one echo reply from the ping socket into ring to_ns
  * @w:		worker
  * @fl:		flow
@@ -634,7 +576,7 @@ static void rn_icmp_pause(struct rn_worker *w, struct rn_icmp_flow *fl)
  * Return: 1 if a message was read, 0 if the socket is drained or to_ns is
  *	   full (then the flow waits for room)
  */
-static int rn_icmp_reply(struct rn_worker *w, struct rn_icmp_flow *fl)
+static int rn_icmp_reply(struct rn_worker *w, struct rn_dgram_flow *fl)
 {
 	const struct rn_flow_key *k = &fl->f.key;
 	int v6 = k->family == 6, err;
@@ -647,7 +589,7 @@ static int rn_icmp_reply(struct rn_worker *w, struct rn_icmp_flow *fl)
 	out = rn_worker_tx_reserve(w, l3 + max, &err);
 	if (!out) {
 		if (!err)
-			rn_icmp_pause(w, fl);
+			rn_dgram_pause(w, &fl->f);
 		return 0;
 	}
 	msg = out + l3;
@@ -675,35 +617,15 @@ static int rn_icmp_reply(struct rn_worker *w, struct rn_icmp_flow *fl)
 }
 
 /**
- * rn_icmp_errors() - report what the ping socket's error queue holds
- * @w:		worker
- * @fl:		flow
- *
- * The quoted echo request gets the namespace's identifier back.
- *
- * Return: 0, or -1 if to_ns is full (then the flow waits for room)
+ * rn_icmp_quote() - give a quoted echo request its namespace identifier back
+ * @k:		the flow's key (ports: the identifier)
+ * @l4:		the echo request the error queue returned
+ * @len:	its length
  */
-static int rn_icmp_errors(struct rn_worker *w, struct rn_icmp_flow *fl)
+static void rn_icmp_quote(const struct rn_flow_key *k, uint8_t *l4, uint32_t len)
 {
-	uint8_t buf[RN_ICMP6_ERR_MAX];
-	struct rn_icmp_err e;
-	uint32_t len;
-	int rc;
-
-	for (;;) {
-		if (!rn_ring_frames_free(&w->tx, RN_IP6_HDR_LEN + RN_ICMP6_ERR_MAX)) {
-			rn_icmp_pause(w, fl);
-			return -1;
-		}
-		rc = rn_icmp_read_err(fl->f.fd, fl->f.key.family, buf, sizeof(buf), &len, &e);
-		if (!rc)
-			return 0;
-		if (rc < 0 || len < RN_ICMP_HDR_LEN)
-			continue;
-		rn_put_be16(buf + 4, fl->f.key.sport);
-		if (rn_icmp_flow_err(w, &fl->f.key, &e, buf, len) < 0)
-			return -1;
-	}
+	if (len >= RN_ICMP_HDR_LEN)
+		rn_put_be16(l4 + 4, k->sport);
 }
 
 /**
@@ -712,11 +634,11 @@ static int rn_icmp_errors(struct rn_worker *w, struct rn_icmp_flow *fl)
  * @fl:		flow
  * @events:	epoll events seen (EPOLLERR: read the error queue first)
  */
-static void rn_icmp_drain(struct rn_worker *w, struct rn_icmp_flow *fl, uint32_t events)
+static void rn_icmp_drain(struct rn_worker *w, struct rn_dgram_flow *fl, uint32_t events)
 {
 	unsigned int i;
 
-	if ((events & EPOLLERR) && rn_icmp_errors(w, fl))
+	if ((events & EPOLLERR) && rn_dgram_errors(w, fl, 0, rn_icmp_quote))
 		return;
 	for (i = 0; i < RN_ICMP_RECV_BUDGET && !w->err; i++) {
 		if (!rn_icmp_reply(w, fl))
@@ -732,7 +654,7 @@ static void rn_icmp_drain(struct rn_worker *w, struct rn_icmp_flow *fl, uint32_t
  */
 static void rn_icmp_event(struct rn_worker *w, struct rn_flow *f, uint32_t events)
 {
-	rn_icmp_drain(w, (struct rn_icmp_flow *)f, events);
+	rn_icmp_drain(w, (struct rn_dgram_flow *)f, events);
 }
 
 /**
@@ -742,29 +664,13 @@ static void rn_icmp_event(struct rn_worker *w, struct rn_flow *f, uint32_t event
  */
 static void rn_icmp_room(struct rn_worker *w, struct rn_flow *f)
 {
-	if (rn_worker_flow_watch(w, f, EPOLLIN)) {
-		rn_worker_flow_close(w, f);
-		return;
-	}
-	rn_icmp_drain(w, (struct rn_icmp_flow *)f, EPOLLERR);
-}
-
-/**
- * rn_icmp_timer() - ops->timer: close the flow after RN_ICMP_TIMEOUT_MS idle
- * @w:		worker
- * @f:		flow
- */
-static void rn_icmp_timer(struct rn_worker *w, struct rn_flow *f)
-{
-	if (w->now - f->last >= RN_ICMP_TIMEOUT_MS)
-		rn_worker_flow_close(w, f);
-	else
-		rn_worker_flow_timer(w, f, f->last + RN_ICMP_TIMEOUT_MS);
+	if (!rn_dgram_resume(w, f))
+		rn_icmp_drain(w, (struct rn_dgram_flow *)f, EPOLLERR);
 }
 
 const struct rn_flow_ops rn_icmp_ops = {
 	.event = rn_icmp_event,
-	.timer = rn_icmp_timer,
+	.timer = rn_dgram_timer,
 	.room = rn_icmp_room,
 	.release = NULL,
 };

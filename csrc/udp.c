@@ -14,6 +14,8 @@
  * the cap new flows are refused (flows_refused_cap) and nothing else
  * changes. A flow closes after udp_timeout_ms without traffic either way
  * (RN_UDP_DNS_TIMEOUT_MS for DNS, whose clients use a port per query).
+ * Creation, idle timer, pausing and the error queue are shared with the echo
+ * flows of icmp.c (dgram.c).
  *
  * Namespace -> host: rn_udp_input() checks the header (length against the
  * IP length, no port 0, the checksum unless the namespace left it to
@@ -68,10 +70,10 @@
 #include <unistd.h>
 
 #include "checksum.h"
+#include "dgram.h"
 #include "flowtab.h"
 #include "icmp.h"
 #include "ip.h"
-#include "policy.h"
 #include "udp.h"
 
 #ifndef UDP_SEGMENT
@@ -97,22 +99,14 @@
  * (the kernel caps them at net.core.rmem_max and wmem_max) */
 #define RN_UDP_RCVBUF		(4 << 20)
 #define RN_UDP_SNDBUF		(1 << 20)
-/* Payload quoted back in ICMP errors, at most (IPv6 minimum MTU) */
-#define RN_UDP_QUOTE_MAX	1232u
 
 /**
  * struct rn_udp_flow - a UDP flow and its host socket
- * @f:		common header
- * @dst:	host destination (policy.c), where datagrams go and replies come from
- * @dstlen:	its length
- * @timeout_ms:	idle timeout
+ * @g:		datagram flow: header, destination, idle timeout (dgram.h)
  * @no_gso:	the kernel refused UDP_SEGMENT once: send datagrams one by one
  */
 struct rn_udp_flow {
-	struct rn_flow f;
-	struct sockaddr_storage dst;
-	socklen_t dstlen;
-	uint32_t timeout_ms;
+	struct rn_dgram_flow g;
 	uint8_t no_gso;
 };
 
@@ -266,57 +260,21 @@ static int rn_udp_csum_ok(const struct rn_frame *f, const uint8_t *uh)
 static int rn_udp_flow_new(struct rn_worker *w, struct rn_frame *f,
 			   const struct rn_flow_key *k, struct rn_udp_flow **out)
 {
-	struct rn_policy_dest d;
-	struct rn_udp_flow *fl;
-	int reason, fd, rc, one = 1, rcvbuf = RN_UDP_RCVBUF, sndbuf = RN_UDP_SNDBUF;
+	struct rn_dgram_spec spec = {
+		.type = RN_FLOW_UDP, .size = sizeof(struct rn_udp_flow),
+		.timeout_ms = w->p.udp_timeout_ms, .dns_timeout_ms = RN_UDP_DNS_TIMEOUT_MS,
+	};
+	int rc, err, one = 1, rcvbuf = RN_UDP_RCVBUF, sndbuf = RN_UDP_SNDBUF;
+	struct rn_dgram_flow *g;
 
-	reason = rn_policy_dest(&w->p, k, &d);
-	if (reason) {
-		rc = rn_icmp_refuse(w, f, rn_icmp_policy_kind(reason));
-		return rc < 0 ? rc : RN_WCTR_policy_refused;
-	}
-	if (w->flows.count >= w->flows.max)
-		return RN_WCTR_flows_refused_cap;
-
-	fd = socket(d.family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return RN_WCTR_flows_refused_fd;
-	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
-	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+	rc = rn_dgram_open(w, f, k, &spec, &g, &err);
+	if (rc)
+		return rc;
+	setsockopt(g->f.fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+	setsockopt(g->f.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
 	if (w->udp && w->udp->uso)
-		setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof(one));
-	if (d.family == AF_INET6)
-		setsockopt(fd, SOL_IPV6, IPV6_RECVERR, &one, sizeof(one));
-	else
-		setsockopt(fd, SOL_IP, IP_RECVERR, &one, sizeof(one));
-
-	fl = calloc(1, sizeof(*fl));
-	if (!fl) {
-		close(fd);
-		return RN_WCTR_flows_refused_fd;
-	}
-	fl->f.key = *k;
-	fl->f.type = RN_FLOW_UDP;
-	fl->f.fd = fd;
-	memcpy(&fl->dst, &d.sa, sizeof(d.sa));
-	fl->dstlen = d.salen;
-	fl->timeout_ms = w->p.udp_timeout_ms ? w->p.udp_timeout_ms : 1;
-	if (d.dns && fl->timeout_ms > RN_UDP_DNS_TIMEOUT_MS)
-		fl->timeout_ms = RN_UDP_DNS_TIMEOUT_MS;
-	rc = rn_worker_flow_add(w, &fl->f);
-	if (rc) {
-		close(fd);
-		free(fl);
-		return RN_WCTR_flows_refused_cap;
-	}
-	if (rn_worker_flow_watch(w, &fl->f, EPOLLIN)) {
-		rn_worker_flow_close(w, &fl->f);
-		return RN_WCTR_flows_refused_fd;
-	}
-	rn_worker_flow_timer(w, &fl->f, w->now + fl->timeout_ms);
-	if (d.dns)
-		rn_ctr_add(w->ctr, RN_WCTR_dns_flows, 1);
-	*out = fl;
+		setsockopt(g->f.fd, SOL_UDP, UDP_GRO, &one, sizeof(one));
+	*out = (struct rn_udp_flow *)g;
 	return 0;
 }
 
@@ -365,10 +323,10 @@ int rn_udp_input(struct rn_worker *w, struct rn_frame *f)
 	t->data = f->shm + RN_VNET_HDR_LEN + f->l3len + RN_UDP_HDR_LEN;
 	t->len = len;
 	t->gso = uso && len > f->vnet.gso_size ? f->vnet.gso_size : 0;
-	fl->f.last = w->now;
-	fl->f.bytes_up += len;
+	fl->g.f.last = w->now;
+	fl->g.f.bytes_up += len;
 	if (t->data >= w->rx.data && t->data < w->rx.data + w->rx.size)
-		rn_worker_defer(w, &fl->f);
+		rn_worker_defer(w, &fl->g.f);
 	else
 		rn_udp_flush(w);
 	return RN_WCTR_udp_in;
@@ -415,8 +373,8 @@ static void rn_udp_send_split(struct rn_worker *w, struct rn_udp_flow *fl,
 		off = 0;
 		do {
 			n = len - off < gso ? len - off : gso;
-			if (sendto(fl->f.fd, p + off, n, MSG_DONTWAIT,
-				   (const struct sockaddr *)&fl->dst, fl->dstlen) < 0)
+			if (sendto(fl->g.f.fd, p + off, n, MSG_DONTWAIT,
+				   (const struct sockaddr *)&fl->g.dst, fl->g.dstlen) < 0)
 				rn_ctr_add(w->ctr, RN_WCTR_host_send_errors, 1);
 			off += n;
 		} while (off < len);
@@ -443,8 +401,8 @@ static void rn_udp_send_run(struct rn_worker *w, struct rn_udp *u, uint32_t from
 		t = &u->tx[i];
 		mh = &u->msg[nmsg].msg_hdr;
 		memset(mh, 0, sizeof(*mh));
-		mh->msg_name = &fl->dst;
-		mh->msg_namelen = fl->dstlen;
+		mh->msg_name = &fl->g.dst;
+		mh->msg_namelen = fl->g.dstlen;
 		mh->msg_iov = &u->iov[niov];
 		u->iov[niov].iov_base = (void *)t->data;
 		u->iov[niov++].iov_len = t->len;
@@ -477,7 +435,7 @@ static void rn_udp_send_run(struct rn_worker *w, struct rn_udp *u, uint32_t from
 	}
 
 	while (sent < nmsg) {
-		rc = sendmmsg(fl->f.fd, &u->msg[sent], nmsg - sent, MSG_DONTWAIT);
+		rc = sendmmsg(fl->g.f.fd, &u->msg[sent], nmsg - sent, MSG_DONTWAIT);
 		if (rc > 0) {
 			for (i = sent; i < sent + (uint32_t)rc; i++) {
 				if (u->msg_dgrams[i] > 1)
@@ -582,18 +540,18 @@ static void rn_udp_deliver(struct rn_worker *w, struct rn_udp_flow *fl,
 			   const struct sockaddr_storage *src, const struct iovec *iov,
 			   uint32_t niov, uint32_t len, uint16_t gso)
 {
-	const struct rn_flow_key *k = &fl->f.key;
+	const struct rn_flow_key *k = &fl->g.f.key;
 	uint32_t l3 = rn_ip_hdr_len(k->family), ulen = RN_UDP_HDR_LEN + len, i, off;
 	uint32_t dgrams = gso ? (len + gso - 1) / gso : 1;
 	uint16_t sport = rn_udp_port(src);
 	uint8_t *out, *uh, *vnet;
 	int err;
 
-	if (!rn_udp_same_host(&fl->dst, src) || len > (k->family == 6 ? RN_UDP_MAX6 : RN_UDP_MAX4)) {
+	if (!rn_udp_same_host(&fl->g.dst, src) || len > (k->family == 6 ? RN_UDP_MAX6 : RN_UDP_MAX4)) {
 		rn_ctr_add(w->ctr, RN_WCTR_host_drops, dgrams);
 		return;
 	}
-	if (sport == rn_udp_port(&fl->dst))
+	if (sport == rn_udp_port(&fl->g.dst))
 		sport = k->dport;
 	out = rn_worker_tx_reserve(w, l3 + ulen, &err);
 	if (!out)
@@ -620,8 +578,8 @@ static void rn_udp_deliver(struct rn_worker *w, struct rn_udp_flow *fl,
 	}
 	rn_worker_tx_commit(w, l3 + ulen);
 	rn_ctr_add(w->ctr, RN_WCTR_udp_out, dgrams);
-	fl->f.last = w->now;
-	fl->f.bytes_down += len;
+	fl->g.f.last = w->now;
+	fl->g.f.bytes_down += len;
 }
 
 /**
@@ -672,7 +630,7 @@ static uint16_t rn_udp_gro_size(struct msghdr *mh)
 static void rn_udp_deliver_batch(struct rn_worker *w, struct rn_udp_flow *fl, struct rn_udp *u,
 				 uint32_t n)
 {
-	uint32_t max = fl->f.key.family == 6 ? RN_UDP_MAX6 : RN_UDP_MAX4;
+	uint32_t max = fl->g.f.key.family == 6 ? RN_UDP_MAX6 : RN_UDP_MAX4;
 	uint32_t i, j, len, total, off, seg;
 	struct iovec iov[RN_UDP_GSO_SEGS];
 	uint16_t gro;
@@ -719,49 +677,17 @@ static void rn_udp_deliver_batch(struct rn_worker *w, struct rn_udp_flow *fl, st
 }
 
 /**
- * rn_udp_pause() - stop reading a flow's socket until ring to_ns has room
- * @w:		worker
- * @fl:		flow
+ * rn_udp_quote() - the UDP header of a datagram quoted in an ICMP error
+ * @k:		the flow's key
+ * @l4:		8 bytes of header, then the payload the error queue returned
+ * @len:	all of it
  */
-static void rn_udp_pause(struct rn_worker *w, struct rn_udp_flow *fl)
+static void rn_udp_quote(const struct rn_flow_key *k, uint8_t *l4, uint32_t len)
 {
-	rn_worker_flow_watch(w, &fl->f, 0);
-	rn_worker_wait_room(w, &fl->f);
-}
-
-/**
- * rn_udp_errors() - report what a flow's error queue holds to the namespace
- * @w:		worker
- * @fl:		flow
- *
- * Return: 0, or -1 if to_ns is full (then the flow waits for room)
- */
-static int rn_udp_errors(struct rn_worker *w, struct rn_udp_flow *fl)
-{
-	uint8_t buf[RN_UDP_HDR_LEN + RN_UDP_QUOTE_MAX];
-	const struct rn_flow_key *k = &fl->f.key;
-	struct rn_icmp_err e;
-	uint32_t len;
-	int rc;
-
-	for (;;) {
-		if (!rn_ring_frames_free(&w->tx, RN_IP6_HDR_LEN + 1280)) {
-			rn_udp_pause(w, fl);
-			return -1;
-		}
-		rc = rn_icmp_read_err(fl->f.fd, k->family, buf + RN_UDP_HDR_LEN,
-				      RN_UDP_QUOTE_MAX, &len, &e);
-		if (!rc)
-			return 0;
-		if (rc < 0)
-			continue;
-		rn_put_be16(buf, k->sport);
-		rn_put_be16(buf + 2, k->dport);
-		rn_put_be16(buf + 4, (uint16_t)(RN_UDP_HDR_LEN + len));
-		rn_put_be16(buf + 6, 0);
-		if (rn_icmp_flow_err(w, k, &e, buf, RN_UDP_HDR_LEN + len) < 0)
-			return -1;
-	}
+	rn_put_be16(l4, k->sport);
+	rn_put_be16(l4 + 2, k->dport);
+	rn_put_be16(l4 + 4, (uint16_t)len);
+	rn_put_be16(l4 + 6, 0);
 }
 
 /**
@@ -776,14 +702,14 @@ static void rn_udp_drain(struct rn_worker *w, struct rn_udp_flow *fl, uint32_t e
 	uint32_t b, i, room;
 	int n;
 
-	if ((events & EPOLLERR) && rn_udp_errors(w, fl))
+	if ((events & EPOLLERR) && rn_dgram_errors(w, &fl->g, RN_UDP_HDR_LEN, rn_udp_quote))
 		return;
 	if (!u)
 		return;
 	for (b = 0; b < RN_UDP_RX_BUDGET && !w->err; b++) {
 		room = rn_ring_frames_free(&w->tx, RN_FRAME_MAX);
 		if (!room) {
-			rn_udp_pause(w, fl);
+			rn_dgram_pause(w, &fl->g.f);
 			return;
 		}
 		if (room > RN_UDP_RX_BATCH)
@@ -792,7 +718,7 @@ static void rn_udp_drain(struct rn_worker *w, struct rn_udp_flow *fl, uint32_t e
 			u->rmsg[i].msg_hdr.msg_namelen = sizeof(u->rsa[i]);
 			u->rmsg[i].msg_hdr.msg_controllen = sizeof(u->rcmsg[i]);
 		}
-		n = recvmmsg(fl->f.fd, u->rmsg, room, MSG_DONTWAIT, NULL);
+		n = recvmmsg(fl->g.f.fd, u->rmsg, room, MSG_DONTWAIT, NULL);
 		if (n <= 0)
 			return;
 		rn_udp_deliver_batch(w, fl, u, (uint32_t)n);
@@ -819,26 +745,8 @@ static void rn_udp_event(struct rn_worker *w, struct rn_flow *f, uint32_t events
  */
 static void rn_udp_room(struct rn_worker *w, struct rn_flow *f)
 {
-	if (rn_worker_flow_watch(w, f, EPOLLIN)) {
-		rn_worker_flow_close(w, f);
-		return;
-	}
-	rn_udp_drain(w, (struct rn_udp_flow *)f, EPOLLERR);
-}
-
-/**
- * rn_udp_timer() - ops->timer: close the flow once it has been idle long enough
- * @w:		worker
- * @f:		flow
- */
-static void rn_udp_timer(struct rn_worker *w, struct rn_flow *f)
-{
-	struct rn_udp_flow *fl = (struct rn_udp_flow *)f;
-
-	if (w->now - f->last >= fl->timeout_ms)
-		rn_worker_flow_close(w, f);
-	else
-		rn_worker_flow_timer(w, f, f->last + fl->timeout_ms);
+	if (!rn_dgram_resume(w, f))
+		rn_udp_drain(w, (struct rn_udp_flow *)f, EPOLLERR);
 }
 
 /**
@@ -865,7 +773,7 @@ static void rn_udp_release(struct rn_worker *w, struct rn_flow *f)
 
 const struct rn_flow_ops rn_udp_ops = {
 	.event = rn_udp_event,
-	.timer = rn_udp_timer,
+	.timer = rn_dgram_timer,
 	.room = rn_udp_room,
 	.flush = rn_udp_defer_flush,
 	.release = rn_udp_release,

@@ -30,12 +30,14 @@
  * The checks, in order, each with its own drop counter: frame length
  * (drop_short), virtio-net header (drop_vnet), IP version (drop_ip_version),
  * IPv4 header and total length (drop_ipv4_header), IPv4 header checksum
- * (drop_ipv4_csum), IPv6 payload length (drop_ipv6_header), fragments
- * (drop_fragment), source address (drop_src_addr), multicast and broadcast
- * destinations (drop_multicast), IPv6 extension headers (drop_ext_header),
- * offload fields against the packet (drop_vnet), flow ownership
- * (drop_wrong_owner). rn_worker_l4_input() then dispatches on the transport
- * protocol; this is where TCP and UDP cores plug in.
+ * (drop_ipv4_csum), IPv6 payload length (drop_ipv6_header), source address
+ * (drop_src_addr), multicast and broadcast destinations (drop_multicast),
+ * IPv6 extension headers (drop_ext_header), offload fields against the packet
+ * (drop_vnet), flow ownership (drop_wrong_owner; a fragment belongs to the
+ * worker of its address pair). rn_worker_l4_input() then hands fragments to
+ * frag.c, which reassembles them and feeds the whole datagram back through
+ * rn_worker_reinput(), and dispatches the rest on the transport protocol:
+ * tcp.c, udp.c, icmp.c.
  *
  * Accounting: every frame taken from to_worker adds to frames_in and bytes_in
  * and then to exactly one outcome counter: a drop_* reason, a reply counter,

@@ -1,0 +1,168 @@
+/* dgram.c - flows over host datagram sockets: what udp.c and icmp.c share
+ *
+ * A UDP flow and an echo flow look alike from the worker's side: created by
+ * the namespace's first packet after the destination policy, one
+ * non-blocking socket with IP_RECVERR (IPV6_RECVERR) watched for EPOLLIN, an
+ * idle timeout, reading paused while ring to_ns has no room, and errors from
+ * the socket's error queue reported to the namespace as ICMP errors. The
+ * protocol files keep what differs: how datagrams are sent and received, and
+ * what the quoted transport header of an error looks like.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "dgram.h"
+#include "icmp.h"
+#include "ip.h"
+#include "policy.h"
+
+/**
+ * rn_dgram_open() - create the flow of a packet's key, with its host socket
+ * @w:		worker
+ * @f:		the packet (quoted by the ICMP error of a policy refusal)
+ * @k:		its flow key
+ * @s:		kind of flow
+ * @out:	set to the new flow (s->size bytes, zeroed but for what is set here)
+ * @sock_err:	set to socket()'s errno when that failed, else 0
+ *
+ * Return: 0, the outcome counter that refuses the flow (policy_refused after
+ *	   an ICMP error, flows_refused_cap, flows_refused_fd), or negative errno
+ *	   when ring to_ns is corrupted
+ */
+int rn_dgram_open(struct rn_worker *w, struct rn_frame *f, const struct rn_flow_key *k,
+		  const struct rn_dgram_spec *s, struct rn_dgram_flow **out, int *sock_err)
+{
+	struct rn_policy_dest d;
+	struct rn_dgram_flow *fl;
+	int reason, fd, rc, one = 1;
+
+	*sock_err = 0;
+	reason = rn_policy_dest(&w->p, k, &d);
+	if (reason) {
+		rc = rn_icmp_refuse(w, f, rn_icmp_policy_kind(reason));
+		return rc < 0 ? rc : RN_WCTR_policy_refused;
+	}
+	if (w->flows.count >= w->flows.max)
+		return RN_WCTR_flows_refused_cap;
+
+	fd = socket(d.family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+		    !s->icmp ? 0 : d.family == AF_INET6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP);
+	if (fd < 0) {
+		*sock_err = errno;
+		return RN_WCTR_flows_refused_fd;
+	}
+	if (d.family == AF_INET6)
+		setsockopt(fd, SOL_IPV6, IPV6_RECVERR, &one, sizeof(one));
+	else
+		setsockopt(fd, SOL_IP, IP_RECVERR, &one, sizeof(one));
+
+	fl = calloc(1, s->size);
+	if (!fl) {
+		close(fd);
+		return RN_WCTR_flows_refused_fd;
+	}
+	fl->f.key = *k;
+	fl->f.type = s->type;
+	fl->f.fd = fd;
+	memcpy(&fl->dst, &d.sa, sizeof(d.sa));
+	fl->dstlen = d.salen;
+	fl->timeout_ms = s->timeout_ms ? s->timeout_ms : 1;
+	if (d.dns && s->dns_timeout_ms && fl->timeout_ms > s->dns_timeout_ms)
+		fl->timeout_ms = s->dns_timeout_ms;
+	rc = rn_worker_flow_add(w, &fl->f);
+	if (rc) {
+		close(fd);
+		free(fl);
+		return RN_WCTR_flows_refused_cap;
+	}
+	if (rn_worker_flow_watch(w, &fl->f, EPOLLIN)) {
+		rn_worker_flow_close(w, &fl->f);
+		return RN_WCTR_flows_refused_fd;
+	}
+	rn_worker_flow_timer(w, &fl->f, w->now + fl->timeout_ms);
+	if (d.dns)
+		rn_ctr_add(w->ctr, RN_WCTR_dns_flows, 1);
+	*out = fl;
+	return 0;
+}
+
+/**
+ * rn_dgram_pause() - stop reading a flow's socket until ring to_ns has room
+ * @w:		worker
+ * @f:		flow; ops->room() runs once a largest frame fits
+ */
+void rn_dgram_pause(struct rn_worker *w, struct rn_flow *f)
+{
+	rn_worker_flow_watch(w, f, 0);
+	rn_worker_wait_room(w, f);
+}
+
+/**
+ * rn_dgram_resume() - watch a paused flow's socket again (from ops->room())
+ * @w:		worker
+ * @f:		flow
+ *
+ * Return: 0, or -1 if epoll refused (the flow is closed then)
+ */
+int rn_dgram_resume(struct rn_worker *w, struct rn_flow *f)
+{
+	if (!rn_worker_flow_watch(w, f, EPOLLIN))
+		return 0;
+	rn_worker_flow_close(w, f);
+	return -1;
+}
+
+/**
+ * rn_dgram_timer() - ops->timer: close the flow once it has been idle long enough
+ * @w:		worker
+ * @f:		flow (a struct rn_dgram_flow)
+ */
+void rn_dgram_timer(struct rn_worker *w, struct rn_flow *f)
+{
+	struct rn_dgram_flow *fl = (struct rn_dgram_flow *)f;
+
+	if (w->now - f->last >= fl->timeout_ms)
+		rn_worker_flow_close(w, f);
+	else
+		rn_worker_flow_timer(w, f, f->last + fl->timeout_ms);
+}
+
+/**
+ * rn_dgram_errors() - report what a flow's socket error queue holds to the namespace
+ * @w:		worker
+ * @fl:		flow
+ * @hdrlen:	bytes of transport header to put before the returned payload
+ * @fix:	fills in that header, or adjusts the payload (the namespace's
+ *		identifier back into an echo request), given all @len bytes
+ *
+ * Return: 0, or -1 if ring to_ns is full (then the flow waits for room) or
+ *	   corrupted
+ */
+int rn_dgram_errors(struct rn_worker *w, struct rn_dgram_flow *fl, uint32_t hdrlen,
+		    void (*fix)(const struct rn_flow_key *k, uint8_t *l4, uint32_t len))
+{
+	uint8_t buf[RN_IP6_HDR_LEN + 1280];
+	struct rn_icmp_err e;
+	uint32_t len;
+	int rc;
+
+	for (;;) {
+		if (!rn_ring_frames_free(&w->tx, sizeof(buf))) {
+			rn_dgram_pause(w, &fl->f);
+			return -1;
+		}
+		rc = rn_icmp_read_err(fl->f.fd, fl->f.key.family, buf + hdrlen,
+				      (uint32_t)sizeof(buf) - hdrlen, &len, &e);
+		if (!rc)
+			return 0;
+		if (rc < 0)
+			continue;
+		fix(&fl->f.key, buf, hdrlen + len);
+		if (rn_icmp_flow_err(w, &fl->f.key, &e, buf, hdrlen + len) < 0)
+			return -1;
+	}
+}

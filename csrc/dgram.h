@@ -1,0 +1,49 @@
+/* dgram.h - flows over host datagram sockets: what udp.c and icmp.c share */
+#ifndef RN_DGRAM_H
+#define RN_DGRAM_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "flow.h"
+#include "worker.h"
+
+/**
+ * struct rn_dgram_flow - a flow with one host datagram socket (UDP, ping)
+ * @f:		common header
+ * @dst:	host destination (policy.c): where datagrams go, replies come from
+ * @dstlen:	its length
+ * @timeout_ms:	idle timeout
+ */
+struct rn_dgram_flow {
+	struct rn_flow f;
+	struct sockaddr_storage dst;
+	socklen_t dstlen;
+	uint32_t timeout_ms;
+};
+
+/**
+ * struct rn_dgram_spec - what kind of flow rn_dgram_open() makes
+ * @type:	enum rn_flow_type
+ * @icmp:	a ping socket (IPPROTO_ICMP or IPPROTO_ICMPV6) rather than UDP
+ * @size:	size of the protocol's flow struct (it begins with struct rn_dgram_flow)
+ * @timeout_ms:	idle timeout
+ * @dns_timeout_ms: idle timeout of a flow to a DNS upstream, if shorter
+ */
+struct rn_dgram_spec {
+	uint8_t type;
+	int icmp;
+	uint32_t size;
+	uint32_t timeout_ms;
+	uint32_t dns_timeout_ms;
+};
+
+int rn_dgram_open(struct rn_worker *w, struct rn_frame *f, const struct rn_flow_key *k,
+		  const struct rn_dgram_spec *s, struct rn_dgram_flow **out, int *sock_err);
+void rn_dgram_pause(struct rn_worker *w, struct rn_flow *f);
+int rn_dgram_resume(struct rn_worker *w, struct rn_flow *f);
+void rn_dgram_timer(struct rn_worker *w, struct rn_flow *f);
+int rn_dgram_errors(struct rn_worker *w, struct rn_dgram_flow *fl, uint32_t hdrlen,
+		    void (*fix)(const struct rn_flow_key *k, uint8_t *l4, uint32_t len));
+
+#endif /* RN_DGRAM_H */
