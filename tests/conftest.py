@@ -8,6 +8,7 @@ import pwd
 import shutil
 import subprocess
 import sys
+import time
 
 import psutil
 import pytest
@@ -107,3 +108,19 @@ def as_user_argv(argv: list[str]) -> list[str]:
     if setpriv is None:
         pytest.skip("setpriv (util-linux) is not installed")
     return [setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--", *argv]
+
+
+@pytest.fixture
+def unshared_target():
+    """A process (``sleep``) in a rootless namespace made by ``unshare -Urn``, as a container
+    runtime would make one; waits until it has left our network namespace."""
+    target = subprocess.Popen(["unshare", "-Urn", "sleep", "300"])
+    try:
+        deadline = time.time() + 10
+        while os.stat(f"/proc/{target.pid}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino:
+            assert time.time() < deadline, "unshare -Urn did not create a namespace"
+            time.sleep(0.02)
+        yield target
+    finally:
+        target.kill()
+        target.wait()

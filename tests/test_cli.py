@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import psutil
 import pytest
@@ -126,11 +125,10 @@ def test_orchestrator_sigkilled_children_follow():
 
 
 @needs_userns
-def test_attach_cli_with_ready_fd():
-    target = subprocess.Popen(["unshare", "-Urn", "sleep", "120"])
+def test_attach_cli_with_ready_fd(unshared_target):
+    target = unshared_target
     r, w = os.pipe()
     try:
-        time.sleep(0.3)
         p = subprocess.Popen(ringnet_cmd("attach", "--workers", "1", "--ready-fd", str(w), str(target.pid)),
                              pass_fds=[w], env=child_env(), stderr=subprocess.PIPE, text=True)
         os.close(w)
@@ -146,5 +144,3 @@ def test_attach_cli_with_ready_fd():
         os.close(r)
         if w >= 0:
             os.close(w)
-        target.kill()
-        target.wait()

@@ -84,19 +84,10 @@ def test_resolv_conf_off(no_leaks):
 
 
 @needs_userns
-def test_resolv_conf_not_offered_in_attach_mode(no_leaks):
-    target = subprocess.Popen(["unshare", "-Urn", "sleep", "60"])
-    try:
-        deadline = time.time() + 10
-        while os.stat(f"/proc/{target.pid}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino:
-            assert time.time() < deadline
-            time.sleep(0.05)
-        with ringnet.Network.attach(target.pid, workers=1) as net:
-            inside = net.run(["cat", "/etc/resolv.conf"], capture_output=True, check=True).stdout
-        assert inside.decode() == host_resolv_text()
-    finally:
-        target.kill()
-        target.wait()
+def test_resolv_conf_not_offered_in_attach_mode(no_leaks, unshared_target):
+    with ringnet.Network.attach(unshared_target.pid, workers=1) as net:
+        inside = net.run(["cat", "/etc/resolv.conf"], capture_output=True, check=True).stdout
+    assert inside.decode() == host_resolv_text()
 
 
 @needs_userns

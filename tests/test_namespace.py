@@ -156,29 +156,21 @@ def test_malformed_frames_are_counted_and_pings_still_work(no_leaks):
         assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_attach_to_unshare_namespace(no_leaks):
-    target = subprocess.Popen(["unshare", "-Urn", "sleep", "120"])
-    try:
-        deadline = time.time() + 10
-        while os.stat(f"/proc/{target.pid}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino:
-            assert time.time() < deadline
-            time.sleep(0.05)
-        with ringnet.Network.attach(target.pid, workers=1) as net:
-            probe = net.run(["sh", "-c", "readlink /proc/self/ns/net"], capture_output=True, check=True)
-            assert probe.stdout.decode().strip() == os.readlink(f"/proc/{target.pid}/ns/net")
-            # Enter the target's namespaces the way a container runtime would: nsenter.
-            r = subprocess.run(["nsenter", f"--target={target.pid}", "--user", "--net",
-                                "--preserve-credentials", "ping", "-c", "3", "-i", "0.2", "-W", "2",
-                                "10.0.2.2"], capture_output=True, timeout=30)
-            assert r.returncode == 0, r.stdout + r.stderr
-        # Closing the network removed the tun device from the target namespace.
+def test_attach_to_unshare_namespace(no_leaks, unshared_target):
+    target = unshared_target
+    with ringnet.Network.attach(target.pid, workers=1) as net:
+        probe = net.run(["sh", "-c", "readlink /proc/self/ns/net"], capture_output=True, check=True)
+        assert probe.stdout.decode().strip() == os.readlink(f"/proc/{target.pid}/ns/net")
+        # Enter the target's namespaces the way a container runtime would: nsenter.
         r = subprocess.run(["nsenter", f"--target={target.pid}", "--user", "--net",
-                            "--preserve-credentials", "ip", "-j", "link"], capture_output=True)
-        assert [l["ifname"] for l in json.loads(r.stdout)] == ["lo"]
-        assert target.poll() is None, "attach must not harm the target"
-    finally:
-        target.kill()
-        target.wait()
+                            "--preserve-credentials", "ping", "-c", "3", "-i", "0.2", "-W", "2",
+                            "10.0.2.2"], capture_output=True, timeout=30)
+        assert r.returncode == 0, r.stdout + r.stderr
+    # Closing the network removed the tun device from the target namespace.
+    r = subprocess.run(["nsenter", f"--target={target.pid}", "--user", "--net",
+                        "--preserve-credentials", "ip", "-j", "link"], capture_output=True)
+    assert [l["ifname"] for l in json.loads(r.stdout)] == ["lo"]
+    assert target.poll() is None, "attach must not harm the target"
 
 
 @pytest.mark.parametrize("pid,match", [(2**22 + 12345, "does not exist"), (0, "not a process id")])
