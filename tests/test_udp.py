@@ -213,32 +213,25 @@ def test_ten_thousand_short_flows_stay_under_the_cap_and_expire(no_leaks):
 
 
 MALFORMED_UDP = r'''
-import socket, struct
+import socket, struct, sys
+sys.path.insert(0, sys.argv[1])
+import frames as F
+G, GW = "10.0.2.100", "10.0.2.2"
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
 s.bind(("rn0", 0))
-def csum(b):
-    if len(b) % 2: b += b"\0"
-    t = sum(struct.unpack("!%dH" % (len(b) // 2), b))
-    while t >> 16: t = (t & 0xffff) + (t >> 16)
-    return (~t) & 0xffff
-def ip4(payload, proto=17, frag=0, tot=None):
-    h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, tot or 20 + len(payload), 7, frag, 64, proto, 0,
-                    socket.inet_aton("10.0.2.100"), socket.inet_aton("10.0.2.2"))
-    return h[:10] + struct.pack("!H", csum(h)) + h[12:] + payload
-def udp(sport, dport, data, length=None, check=None):
-    length = 8 + len(data) if length is None else length
-    ph = socket.inet_aton("10.0.2.100") + socket.inet_aton("10.0.2.2") + struct.pack("!BBH", 0, 17, 8 + len(data))
-    c = csum(ph + struct.pack("!HHHH", sport, dport, length, 0) + data) if check is None else check
-    return struct.pack("!HHHH", sport, dport, length, c or 0xffff) + data
+def ip4(l4, proto=F.PROTO_UDP, **kw):
+    return F.ipv4(G, GW, proto, l4, **kw)
+def with_len(dgram, length):
+    return dgram[:4] + struct.pack("!H", length) + dgram[6:]
 frames = [
-    ip4(b"\x01\x02\x03"),                          # truncated header
-    ip4(udp(1000, 2000, b"abc", length=30)),       # length beyond the IP packet
-    ip4(udp(1000, 2000, b"abcdef", length=10)),    # length short of it
-    ip4(udp(0, 2000, b"x")), ip4(udp(1000, 0, b"x")),
-    ip4(udp(1000, 2000, b"x", check=0x1234)),
-    ip4(udp(1000, 2000, b"x" * 64), frag=0x2000),  # a fragment
-    ip4(b"\x08\x00", proto=1),                     # truncated ICMP
-    ip4(b"\x0d\x00\x00\x00" + b"\0" * 16, proto=1) # ICMP timestamp: not handled
+    ip4(b"\x01\x02\x03"),                                            # truncated header
+    ip4(with_len(F.udp(G, GW, 1000, 2000, b"abc"), 30)),              # length beyond the packet
+    ip4(with_len(F.udp(G, GW, 1000, 2000, b"abcdef"), 10)),           # length short of it
+    ip4(F.udp(G, GW, 0, 2000, b"x")), ip4(F.udp(G, GW, 1000, 0, b"x")),
+    ip4(F.udp(G, GW, 1000, 2000, b"x")[:6] + b"\x12\x34" + b"x"),      # checksum wrong
+    ip4(F.udp(G, GW, 1000, 2000, b"x" * 64), mf=True),                # a fragment
+    ip4(b"\x08\x00", proto=F.PROTO_ICMP),                             # truncated ICMP
+    ip4(F.icmp4(13, 0, bytes(4), bytes(12)), proto=F.PROTO_ICMP),     # timestamp: not handled
 ]
 for f in frames:
     s.send(f)
@@ -248,7 +241,8 @@ print(len(frames))
 
 def test_malformed_udp_and_icmp_frames_are_counted(no_leaks):
     with ringnet.Network(workers=1, allow_host_loopback=True) as net:
-        r = net.run([sys.executable, "-c", MALFORMED_UDP], capture_output=True, timeout=30)
+        r = net.run([sys.executable, "-c", MALFORMED_UDP, os.path.dirname(os.path.abspath(__file__))],
+                    capture_output=True, timeout=30)
         assert r.returncode == 0, r.stderr.decode()
         time.sleep(0.3)
         w = net.counters()["workers"][0]

@@ -19,7 +19,7 @@ import pytest
 from ringnet._ringnet_c import ffi, lib
 
 import frames as F
-from test_worker_input import (DNS4, DNS6, GUEST4, GUEST6, GW4, GW6, KEY, NAMES, Harness, Shm,
+from test_worker_input import (DNS4, DNS6, GUEST4, GUEST6, GW4, GW6, NAMES, Harness, Shm,
                                params)
 
 MAX4, MAX6 = 65507, 65527
