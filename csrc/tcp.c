@@ -1808,6 +1808,16 @@ int rn_tcp_input(struct rn_worker *w, struct rn_frame *f)
 	rel = (int32_t)(s.seq - tail);
 	fin_end = s.seq + s.len;
 	wmax = 65535u << c->our_ws;
+	if (!s.len && !(s.flags & RN_TCP_FIN)) {
+		/* A pure ACK is acceptable from rcv_nxt on (the namespace may
+		 * have gone back to resend what we buffered); rcv_nxt - 1 is a
+		 * window probe or keepalive, answered below */
+		rel = (int32_t)(s.seq - c->rcv_nxt);
+		if (rel < 0) {
+			rn_tcp_ack_later(w, c);
+			return RN_WCTR_drop_tcp_old;
+		}
+	}
 	if (rel > 0 || (rel == 0 && !s.len && !(s.flags & RN_TCP_FIN))) {
 		if ((uint32_t)rel > wmax) {
 			rn_tcp_ack_later(w, c);
