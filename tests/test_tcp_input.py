@@ -77,9 +77,12 @@ class TcpHarness(Harness):
     """One worker on its own mapping, host loopback allowed, driven from the namespace."""
 
     def __init__(self, max_flows: int = 64, idle_ms: int = 7_200_000, fin_ms: int = 60_000,
-                 allow: bool = True, mtu: int = 65520):
+                 allow: bool = True, mtu: int = 65520, confined: bool = True):
+        """confined=False lets the worker connect beyond loopback: only in a network
+        namespace of the test's own."""
         p = params(mtu=mtu)
         p.allow_host_loopback = int(allow)
+        p.loopback_only = int(confined)
         p.prefix4, p.prefix6 = 24, 64
         p.max_flows = max_flows
         p.tcp_idle_timeout_ms, p.tcp_fin_timeout_ms = idle_ms, fin_ms
@@ -716,3 +719,44 @@ def test_time_wait_evicted_at_cap(server):
         del keep, keep3
     finally:
         h.close()
+
+
+UNREACHABLE = r'''
+import struct, sys
+sys.path.insert(0, {tests!r})
+import frames as F
+from test_tcp_input import Peer, TcpHarness, SYN
+from ringnet._ringnet_c import lib
+h = TcpHarness(confined=False)  # safe: this namespace has nothing but lo
+out = []
+for v6, dst in ((False, "192.0.2.1"), (True, "2001:db8::1")):
+    peer = Peer(h, 80, v6=v6)
+    peer.dst = dst
+    h.push(peer.frame(SYN, opts=b"\x02\x04\x05\xb4"))
+    lib.rn_worker_poll(h.w)
+    frames = h.pop()
+    p = F.parse(frames[0])
+    assert F.l4_csum_ok(p), "ICMP checksum"
+    quoted_seq = struct.unpack("!I", p.payload[8 + (40 if v6 else 20) + 4:][:4])[0]
+    out.append((p.version, p.proto, p.payload[0], p.payload[1], p.src == F.addr(dst),
+                quoted_seq == peer.isn))
+print(out, h.c("tcp_icmp_sent"), h.c("flows_open_tcp"))
+h.close()
+'''
+
+
+def test_connecting_unreachable_destination_icmp_error():
+    """In a network namespace of its own with nothing but lo (so no packet can leave), a
+    SYN to a routable address fails to connect at once: ICMP destination unreachable."""
+    import subprocess
+    import sys as _sys
+    code = UNREACHABLE.format(tests=os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run(["unshare", "-Urn", "sh", "-c", 'ip link set lo up && exec "$0" -c "$1"',
+                        _sys.executable, code], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, PYTHONPATH=os.pathsep.join(_sys.path)))
+    if r.returncode and "unshare" in r.stderr and "Operation not permitted" in r.stderr:
+        pytest.skip("no user namespaces here")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("]")[0] + "]" == str([(4, F.PROTO_ICMP, 3, 0, True, True),
+                                                  (6, F.PROTO_ICMPV6, 1, 0, True, True)])
+    assert r.stdout.split("]")[1].split() == ["2", "0"]
