@@ -92,12 +92,18 @@ class Env:
 
 
 class Backend:
-    """One column of the comparison."""
+    """One column of the comparison.
+
+    ``wrap`` goes before a peer's command line (for example a private mount namespace
+    with another resolv.conf, perf/dns_bench.py), ``extra`` after its options.
+    """
 
     name = ""
     kind = ""
     workers: Optional[int] = None
     tools: tuple[str, ...] = ()
+    wrap: tuple[str, ...] = ()
+    extra: tuple[str, ...] = ()
 
     def unavailable(self) -> Optional[str]:
         """Why this backend cannot run here (the recorded skip reason), or None."""
@@ -233,8 +239,8 @@ class Slirp4netns(Backend):
         try:
             # 10.0.2.2 reaches host loopback: slirp4netns's default (no --disable-host-loopback)
             env.stack = subprocess.Popen(
-                ["slirp4netns", "--configure", f"--mtu={mtu}", f"--ready-fd={ready_w}",
-                 str(env.holder.pid), "tap0"],
+                [*self.wrap, "slirp4netns", "--configure", f"--mtu={mtu}",
+                 f"--ready-fd={ready_w}", *self.extra, str(env.holder.pid), "tap0"],
                 pass_fds=[ready_w], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE, start_new_session=True)
             os.close(ready_w)
@@ -282,7 +288,8 @@ class Pasta(Backend):
             argv += ["--runas", "0"]      # as root pasta drops to nobody, who cannot enter the namespace
         env = _HolderEnv(self, mtu)
         try:
-            env.stack = subprocess.Popen(argv + [str(env.holder.pid)], stdin=subprocess.DEVNULL,
+            env.stack = subprocess.Popen([*self.wrap, *argv, *self.extra, str(env.holder.pid)],
+                                         stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                          start_new_session=True)
             env.wait_default_route("pasta")

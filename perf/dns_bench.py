@@ -34,7 +34,7 @@ import tempfile
 import time
 from typing import Any, Optional
 
-from .backends import GATEWAY, BackendError, Env, Pasta, Ringnet, Slirp4netns, _HolderEnv, _RingnetEnv
+from .backends import BackendError, Env, Pasta, Ringnet, Slirp4netns, _RingnetEnv
 from .measure import cpu_seconds
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -47,50 +47,10 @@ NAMES = {"example.test": ("192.0.2.10", "2001:db8::10")}
 BACKENDS = ("loopback", "slirp4netns", "pasta", "ringnet")
 
 
-def _private_resolv(argv: list[str], resolv: str) -> list[str]:
-    """``argv`` run in a private mount namespace where ``resolv`` is /etc/resolv.conf."""
-    return ["unshare", "-m", "sh", "-c", 'mount --bind "$0" /etc/resolv.conf && exec "$@"',
-            resolv, *argv]
-
-
-def start_slirp4netns(resolv: str) -> Env:
-    env = _HolderEnv(Slirp4netns(), 1500)
-    r, w = os.pipe()
-    try:
-        env.stack = subprocess.Popen(
-            _private_resolv(["slirp4netns", "--configure", "--mtu=1500", f"--ready-fd={w}",
-                             str(env.holder.pid), "tap0"], resolv),
-            pass_fds=[w], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, start_new_session=True)
-        os.close(w)
-        w = -1
-        if os.read(r, 1) != b"1":
-            raise BackendError(f"slirp4netns did not report ready: {env.stack_stderr()}")
-        env.wait_default_route("slirp4netns")
-    except BaseException:
-        env.close()
-        raise
-    finally:
-        os.close(r)
-        if w >= 0:
-            os.close(w)
-    return env
-
-
-def start_pasta(resolv: str) -> Env:
-    env = _HolderEnv(Pasta(), 1500)
-    argv = ["pasta", "--config-net", "-f", "-q", "-4", "-a", "10.0.2.100", "-n", "24", "-g",
-            GATEWAY, "-m", "1500", "-t", "none", "-u", "none", "-T", "none", "-U", "none",
-            "--dns-forward", DNS_INSIDE, "--runas", "0", str(env.holder.pid)]
-    try:
-        env.stack = subprocess.Popen(_private_resolv(argv, resolv), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     start_new_session=True)
-        env.wait_default_route("pasta")
-    except BaseException:
-        env.close()
-        raise
-    return env
+def _private_resolv(resolv: str) -> tuple[str, ...]:
+    """A command prefix: run in a private mount namespace where ``resolv`` is /etc/resolv.conf."""
+    return ("unshare", "-m", "sh", "-c", 'mount --bind "$0" /etc/resolv.conf && exec "$@"',
+            resolv)
 
 
 class _LoopbackEnv(Env):
@@ -103,10 +63,12 @@ class _LoopbackEnv(Env):
 def start(name: str, workers: int, resolv: str, dns: LocalDns) -> Env:
     if name == "loopback":
         return _LoopbackEnv(None, 1500)  # type: ignore[arg-type]
-    if name == "slirp4netns":
-        return start_slirp4netns(resolv)
-    if name == "pasta":
-        return start_pasta(resolv)
+    if name in ("slirp4netns", "pasta"):
+        peer = Slirp4netns() if name == "slirp4netns" else Pasta()
+        peer.wrap = _private_resolv(resolv)
+        if name == "pasta":
+            peer.extra = ("--dns-forward", DNS_INSIDE)
+        return peer.start(1500)
     import ringnet
 
     env = _RingnetEnv.__new__(_RingnetEnv)
