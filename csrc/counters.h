@@ -10,8 +10,11 @@
  * Worker accounting: every frame taken from to_worker adds to frames_in and to
  * exactly one outcome counter: a drop_* reason, a reply (icmp_echo_replies,
  * icmp6_echo_replies), ring_full, a refused new flow (policy_refused,
- * flows_refused_cap, flows_refused_fd), a protocol's "accepted" counter
- * (tcp_segments_in, ...), or fault_drop_in (test-only fault injection).
+ * flows_refused_cap, flows_refused_fd, icmp_ping_denied), a protocol's
+ * "accepted" counter (tcp_segments_in, udp_in, icmp_echo_fwd, icmp6_echo_fwd),
+ * frag_held (a fragment waiting for the rest of its datagram; the fragment
+ * that completes one counts the datagram's outcome), or fault_drop_in
+ * (test-only fault injection).
  * Everything else here counts events, not frames; counters marked (gauge) go
  * up and down (decremented by adding -1).
  */
