@@ -201,13 +201,31 @@ def test_close_terminates_everything(no_leaks):
     assert names == ["ringnet-ns", "ringnet-worker", "ringnet-worker"]
     sleeper = net.spawn(["sh", "-c", "sleep 300 & sleep 300"])
     time.sleep(0.3)
+    netns = os.stat(f"/proc/{net.pid}/ns/net").st_ino
+    userns = os.stat(f"/proc/{net.pid}/ns/user").st_ino
+    inside = [p for p in psutil.process_iter() if _ns_inode(p.pid, "net") == netns]
+    assert len(inside) >= 3  # the namespace child, sh and both sleeps (a daemon of sorts)
     net.close()
     net.close()  # idempotent
     for p in pids:
         assert not psutil.pid_exists(p) or psutil.Process(p).status() == psutil.STATUS_ZOMBIE
     assert sleeper.poll() is not None
+    # Nothing keeps the namespaces alive: no process is left in them (our fds are
+    # checked by no_leaks), so the kernel frees them.
+    for p in psutil.process_iter(["status"]):
+        if p.info["status"] == psutil.STATUS_ZOMBIE:
+            continue  # dead; an orphan waits for init to reap it, holding only its credentials
+        assert _ns_inode(p.pid, "net") != netns, f"{p} still in the network namespace"
+        assert _ns_inode(p.pid, "user") != userns, f"{p} still in the user namespace"
     with pytest.raises(ringnet.RingnetError, match="closed"):
         net.spawn(["true"])
+
+
+def _ns_inode(pid: int, kind: str) -> int:
+    try:
+        return os.stat(f"/proc/{pid}/ns/{kind}").st_ino
+    except OSError:
+        return -1
 
 
 def test_start_twice_refused(no_leaks):
