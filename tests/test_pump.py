@@ -475,7 +475,10 @@ def test_handoff_to_full_ring_waits_and_keeps_order(rig2):
         k = _fill_until_refused(rig2, 1, rest, quiet=0.02)
         rest = rest[k:]
         got1 += w1.take()
-    got1 += w1.take()
+    # the last frames sent may still be on their way through the pump
+    missing = len(filler) + 1 - len(got1)
+    if missing > 0:
+        got1 += collect(w1, missing)
     assert [f for f in got1 if f != held] == filler
     assert rig2.ctr("handoffs") == 1
 
