@@ -24,7 +24,8 @@
  * Ping sockets need the worker's group in net.ipv4.ping_group_range (which
  * also covers ICMPv6). When socket() is refused, the namespace gets
  * "administratively prohibited" for each request (icmp_ping_denied) and the
- * worker says why on stderr, once.
+ * worker says why on stderr, once; requests to the gateway mapped to host
+ * loopback are then answered by the worker, since loopback would answer.
  *
  * ICMP errors towards the namespace (this file builds all of them, for UDP
  * too): rn_icmp_refuse() answers a frame the worker refuses, quoting the
@@ -436,23 +437,42 @@ static void rn_icmp_log_denied(struct rn_worker *w, int err)
 	}
 	dprintf(STDERR_FILENO, "ringnet[worker %d] WARNING ping sockets are not permitted (%s): "
 		"group %u is outside net.ipv4.ping_group_range (\"%s\"), so echo requests from "
-		"the namespace get ICMP unreachable (administratively prohibited); allow with "
+		"the namespace to hosts other than the gateway get ICMP unreachable "
+		"(administratively prohibited); allow with "
 		"sysctl -w net.ipv4.ping_group_range=\"0 2147483647\"\n",
 		(int)getpid(), strerror(err), (unsigned int)getgid(), range);
+}
+
+/**
+ * rn_icmp_to_gateway() - whether @f is addressed to a gateway address
+ * @w:		worker
+ * @f:		validated frame
+ */
+static int rn_icmp_to_gateway(const struct rn_worker *w, const struct rn_frame *f)
+{
+	int v6 = f->family == 6;
+
+	return !memcmp(f->daddr, v6 ? w->p.gw6 : w->p.gw4, v6 ? 16 : 4);
 }
 
 /**
  * rn_icmp_flow_new() - open a ping socket flow for an echo request
  * @w:		worker
  * @f:		the validated request
+ * @msg:	its ICMP message (f->l4len bytes, private copy)
  * @k:		its flow key
  * @out:	set to the new flow
  *
- * Return: 0, or the outcome counter refusing the request (after an ICMP
- *	   unreachable where the policy or ping_group_range says no), or
- *	   negative errno (ring corrupted)
+ * When ping sockets are not permitted, a request to the gateway (which maps
+ * to host loopback, always up and always answering) is answered by the
+ * worker itself, as it is when host loopback is not mapped; other
+ * destinations get an ICMP unreachable.
+ *
+ * Return: 0, or the outcome counter of a request answered or refused here
+ *	   (refused: after an ICMP unreachable where the policy or
+ *	   ping_group_range says no), or negative errno (ring corrupted)
  */
-static int rn_icmp_flow_new(struct rn_worker *w, struct rn_frame *f,
+static int rn_icmp_flow_new(struct rn_worker *w, struct rn_frame *f, const uint8_t *msg,
 			    const struct rn_flow_key *k, struct rn_dgram_flow **out)
 {
 	static const struct rn_dgram_spec spec = {
@@ -465,6 +485,8 @@ static int rn_icmp_flow_new(struct rn_worker *w, struct rn_frame *f,
 	rc = rn_dgram_open(w, f, k, &spec, out, &err);
 	if (err == EACCES || err == EPERM) {
 		rn_icmp_log_denied(w, err);
+		if (rn_icmp_to_gateway(w, f))
+			return rn_icmp_echo_reply(w, f, msg);
 		rc = rn_icmp_refuse(w, f, RN_ICMP_ADMIN);
 		return rc < 0 ? rc : RN_WCTR_icmp_ping_denied;
 	}
@@ -489,7 +511,7 @@ static int rn_icmp_forward(struct rn_worker *w, struct rn_frame *f, const uint8_
 		return RN_WCTR_drop_icmp_header;
 	fl = (struct rn_dgram_flow *)rn_flowtab_lookup(&w->flows, &k);
 	if (!fl) {
-		rc = rn_icmp_flow_new(w, f, &k, &fl);
+		rc = rn_icmp_flow_new(w, f, msg, &k, &fl);
 		if (rc)
 			return rc;
 	}
@@ -516,7 +538,7 @@ static int rn_icmp_local(const struct rn_worker *w, const struct rn_frame *f)
 
 	if (!memcmp(f->daddr, v6 ? w->p.dns6 : w->p.dns4, alen))
 		return 1;
-	return !w->p.allow_host_loopback && !memcmp(f->daddr, v6 ? w->p.gw6 : w->p.gw4, alen);
+	return !w->p.allow_host_loopback && rn_icmp_to_gateway(w, f);
 }
 
 /**
