@@ -100,6 +100,7 @@
 	X(tcp_retransmits,	"TCP frames sent again to the namespace") \
 	X(tcp_fast_retransmits,	"TCP fast retransmits (third duplicate ACK)") \
 	X(tcp_rto_expired,	"TCP retransmission timeouts")		\
+	X(tcp_loss_probes,	"TCP tail loss probes sent")		\
 	X(tcp_window_probes,	"TCP zero-window probes sent")		\
 	X(tcp_window_updates,	"TCP window updates after the host socket drained") \
 	X(tcp_buffered,		"TCP namespace bytes held until the host socket took them") \

@@ -13,10 +13,10 @@
  * (EPOLLOUT, SO_ERROR 0), so a refused connect becomes a RST at once (the
  * application sees ECONNREFUSED), an unreachable destination an ICMP
  * destination unreachable, anything else (timeout...) a RST. Options
- * negotiated: MSS (ours from the MTU; theirs caps gso_size) and window
- * scaling (shift RN_TCP_WS when the namespace offers it). SACK-permitted and
- * timestamps are not offered: we do not implement them, so the SYN-ACK does
- * not claim them.
+ * negotiated: MSS (ours from the MTU; theirs caps gso_size), window scaling
+ * (shift RN_TCP_WS) and SACK-permitted (as a receiver: see below), each only
+ * when the namespace offers it. Timestamps are not implemented, so the
+ * SYN-ACK does not claim them.
  *
  * Namespace -> host: an in-order segment's payload goes to send(MSG_DONTWAIT)
  * straight from ring memory, and rcv_nxt (what we acknowledge) advances by
@@ -24,18 +24,20 @@
  * free send buffer (SO_MEMINFO: sndbuf - wmem_queued, the test tcp_sendmsg()
  * applies, less 1/32 for buffer overhead); its right edge never moves left.
  * The socket's accounting still drifts from our estimate, so bytes it
- * refuses from inside the window go to a bounded per-flow buffer
- * (RN_TCP_OVERFLOW, allocated only while in use) and are acknowledged when
- * the socket takes them: data that arrived inside our window is never
- * dropped (pasta's ns->host stall). Only bytes beyond that buffer are
- * refused; then the window update sent when the socket drains (EPOLLOUT) is
- * followed by duplicate ACKs so that the namespace retransmits at once
- * rather than after its RTO. Segments after a gap (a loss) are answered at
- * once with a duplicate ACK each, and one contiguous block of them is kept
- * (RN_TCP_OOO, allocated only while in use) and taken when the gap is
- * filled, so one loss costs one retransmission, not a window. Other ACKs go
- * out once per batch per flow (rn_tcp_flush()), and only if the ACK number
- * or window changed.
+ * refuses from inside the window go to the flow's overflow buffer and are
+ * acknowledged when the socket takes them: data that arrived inside our
+ * window is never dropped (pasta's ns->host stall). Segments after a gap (a
+ * loss) are answered at once with a duplicate ACK each and kept, in up to
+ * RN_TCP_OOO_BLOCKS blocks, until the gap is filled; with SACK permitted
+ * (we offer it when the namespace does) every ACK lists the blocks held
+ * (RFC 2018), so the namespace resends only the gaps. Overflow and
+ * out-of-order bytes live in hold buffers, allocated while needed, within
+ * RN_TCP_HOLD_FLOW per flow and RN_TCP_HOLD_WORKER for the whole worker;
+ * only what those limits refuse is refused to the namespace, and then the
+ * window update sent when the socket drains (EPOLLOUT) is followed by
+ * duplicate ACKs so that the namespace resends at once rather than after its
+ * RTO. Other ACKs go out once per batch per flow (rn_tcp_flush()), and only
+ * if the ACK number or window changed.
  *
  * Host -> namespace: data stays in the host socket's receive queue until the
  * namespace acknowledges it. We peek (MSG_PEEK with SO_PEEK_OFF, so each
@@ -47,20 +49,23 @@
  * in flight at RN_TCP_DISCARD. Frames carry NEEDS_CSUM with the pseudo-header
  * sum in the checksum field, so no payload byte is ever summed by us.
  *
- * Memory per connection: struct rn_tcp_flow (about 250 bytes), one host
- * socket, and only while needed, the RN_TCP_OVERFLOW (256 KiB) buffer of
- * bytes the socket refused and the RN_TCP_OOO (1 MiB) block of bytes after a
- * gap: at most 1.25 MiB and a few hundred bytes. The kernel bounds the rest: the socket's
- * send buffer (net.ipv4.tcp_wmem max) holds namespace data not yet sent on,
- * its receive buffer (tcp_rmem max) host data the namespace has not
- * acknowledged.
+ * Memory per connection: struct rn_tcp_flow (about 300 bytes), one host
+ * socket, and only while needed, hold buffers for bytes the socket refused
+ * and bytes after a gap: at most RN_TCP_HOLD_FLOW (4 MiB) per flow and
+ * RN_TCP_HOLD_WORKER (64 MiB) for all flows of a worker. The kernel bounds
+ * the rest: the socket's send buffer (net.ipv4.tcp_wmem max) holds namespace
+ * data not yet sent on, its receive buffer (tcp_rmem max) host data the
+ * namespace has not acknowledged.
  *
  * Reliability towards the namespace: one retransmission timer per flow
  * (RFC 6298 estimator in milliseconds, minimum RN_TCP_RTO_MIN, doubling on
  * each expiry, go-back-N from snd_una); fast retransmit on the third
- * duplicate ACK with NewReno-style partial-ACK recovery, one super-frame
- * per ACK; zero-window probes (an ACK with seq = snd_una - 1) while the
- * namespace's window is closed. No congestion control: the peer sits behind
+ * duplicate ACK (or ACK with SACK blocks) with NewReno-style partial-ACK
+ * recovery, one super-frame per ACK, cut to the first gap when the
+ * namespace's SACK blocks show where it ends; zero-window probes (an ACK
+ * with seq = snd_una - 1) while the namespace's window is closed; a tail
+ * loss probe (RFC 8985: the last frame again, after about two RTTs without
+ * an ACK) so that losing the last frames of a burst costs no RTO. No congestion control: the peer sits behind
  * a memory ring and its receive window bounds what is in flight.
  *
  * Closing: a FIN from the namespace (after all its data was taken) becomes
@@ -121,8 +126,11 @@
 #define RN_TCP_BUDGET		(256u * 1024u)	/* host bytes per flow per pass */
 #define RN_TCP_DISCARD		(1u << 20)	/* peek fallback: max bytes in flight */
 #define RN_TCP_DUPACKS		3
-#define RN_TCP_OVERFLOW		(256u * 1024u)	/* per-flow buffer for refused bytes */
-#define RN_TCP_OOO		(1024u * 1024u)	/* per-flow buffer past a sequence gap */
+#define RN_TCP_PTO_MIN		10		/* ms, tail loss probe (RFC 8985) */
+#define RN_TCP_DELACK		40		/* ms, the peer's delayed ACK, at most */
+#define RN_TCP_HOLD_FLOW	(4u << 20)	/* hold buffers of one flow, bytes */
+#define RN_TCP_HOLD_WORKER	(64u << 20)	/* hold buffers of all flows */
+#define RN_TCP_OOO_BLOCKS	4		/* out-of-order blocks per flow */
 
 /* Event flags */
 #define RN_TCP_F_CONNECTING	0x0001u	/* connect() in progress */
@@ -144,19 +152,37 @@
 #define RN_TCP_F_FIN_PEND	0x10000u /* FIN from the namespace behind buffered bytes */
 #define RN_TCP_F_ACK_MAYBE	0x20000u /* an ACK at flush if ack or window changed */
 #define RN_TCP_F_NS_FIN_LAST	0x40000u /* the namespace's FIN came after ours was acked */
+#define RN_TCP_F_SACK		0x80000u /* SACK permitted: we report held blocks */
+#define RN_TCP_F_TLP_OUT	0x100000u /* a tail loss probe is out: no other until an ACK */
+
+/**
+ * struct rn_tcp_blk - bytes held after a sequence gap
+ * @seq:	sequence number of the first byte
+ * @len:	bytes held
+ * @cap:	capacity of @buf
+ * @buf:	the bytes (a hold buffer)
+ */
+struct rn_tcp_blk {
+	uint32_t seq;
+	uint32_t len;
+	uint32_t cap;
+	uint8_t *buf;
+};
 
 /**
  * struct rn_tcp_flow - one TCP connection (begins with the common header)
  * @f:		common flow header (flowtab.h)
  * @flags:	RN_TCP_F_*
- * @ovf:	namespace bytes the host socket refused (RN_TCP_OVERFLOW bytes,
- *		allocated while in use), not yet acknowledged
+ * @ovf:	namespace bytes the host socket refused (a hold buffer),
+ *		not yet acknowledged
+ * @ovf_cap:	its capacity
  * @ovf_off:	first byte of @ovf still to send
  * @ovf_len:	bytes in @ovf from @ovf_off: they follow rcv_nxt
- * @ooo:	namespace bytes that arrived after a gap (RN_TCP_OOO bytes,
- *		allocated while in use), one contiguous block
- * @ooo_seq:	sequence number of the first byte in @ooo
- * @ooo_len:	bytes in @ooo
+ * @ooo:	blocks of namespace bytes that arrived after a gap, in sequence
+ *		order, disjoint (hold buffers)
+ * @nooo:	blocks in use
+ * @sack_first:	sequence number of the block that got the latest segment
+ * @held:	bytes of hold buffers this flow has allocated
  * @last_ack:	acknowledgement number of the last segment we sent
  * @last_wnd:	window field of the last segment we sent
  * @ns_ws:	window scale shift the namespace's windows use
@@ -177,12 +203,14 @@
  * @snd_wl2:	ack of that segment
  * @fin_seq:	sequence number of our FIN (valid with RN_TCP_F_HOST_EOF)
  * @recover:	snd_max when fast recovery began
+ * @hole_end:	end of the first gap the namespace reported with SACK (0: none)
  * @rtt_seq:	sequence number being timed
  * @rtt_ts:	when it was sent, ms
  * @srtt:	smoothed RTT, ms << 3
  * @rttvar:	RTT variation, ms << 2
  * @rto:	retransmission timeout, ms
  * @rto_at:	retransmission or probe deadline, 0 for none
+ * @tlp_at:	tail loss probe deadline, 0 for none
  * @end_at:	idle, FIN or TIME_WAIT deadline, 0 for none
  * @closing:	when the first FIN was seen, ms (0: not closing)
  * @peek_off:	the host socket's SO_PEEK_OFF as we last left it
@@ -191,11 +219,13 @@ struct rn_tcp_flow {
 	struct rn_flow f;
 	uint32_t flags;
 	uint8_t *ovf;
+	uint32_t ovf_cap;
 	uint32_t ovf_off;
 	uint32_t ovf_len;
-	uint8_t *ooo;
-	uint32_t ooo_seq;
-	uint32_t ooo_len;
+	struct rn_tcp_blk ooo[RN_TCP_OOO_BLOCKS];
+	unsigned int nooo;
+	uint32_t sack_first;
+	uint32_t held;
 	uint32_t last_ack;
 	uint16_t last_wnd;
 	uint8_t ns_ws;
@@ -216,12 +246,14 @@ struct rn_tcp_flow {
 	uint32_t snd_wl2;
 	uint32_t fin_seq;
 	uint32_t recover;
+	uint32_t hole_end;
 	uint32_t rtt_seq;
 	int64_t rtt_ts;
 	uint32_t srtt;
 	uint32_t rttvar;
 	uint32_t rto;
 	int64_t rto_at;
+	int64_t tlp_at;
 	int64_t end_at;
 	int64_t closing;
 	uint32_t peek_off;
@@ -238,6 +270,9 @@ struct rn_tcp_flow {
  * @data:	payload, in shared memory (only ever copied out, never parsed)
  * @mss:	MSS option, 0 if absent
  * @ws:		window scale option, 0xff if absent
+ * @sack_ok:	SACK-permitted option present
+ * @sack_left:	left edges of the SACK blocks
+ * @nsack:	SACK blocks in the segment
  */
 struct rn_tcp_seg {
 	uint32_t seq;
@@ -249,13 +284,21 @@ struct rn_tcp_seg {
 	const uint8_t *data;
 	uint16_t mss;
 	uint8_t ws;
+	uint8_t sack_ok;
+	uint32_t sack_left[4];
+	uint8_t nsack;
 };
 
 /* Skip buffer for peeking without SO_PEEK_OFF */
 static uint8_t rn_tcp_discard[RN_TCP_DISCARD];
 
+/* Bytes of hold buffers allocated by all flows of this process (a worker) */
+static size_t rn_tcp_held;
+
 static void rn_tcp_push(struct rn_worker *w, struct rn_tcp_flow *c);
 static void rn_tcp_arm(struct rn_worker *w, struct rn_tcp_flow *c);
+static uint32_t rn_tcp_sack_opts(const struct rn_tcp_flow *c, uint8_t *opts);
+static uint32_t rn_tcp_sack_above(const struct rn_tcp_seg *s, uint32_t ack, uint32_t max);
 
 /**
  * rn_seq_lt() - sequence number comparison, modulo 2^32
@@ -479,7 +522,7 @@ static void rn_tcp_wnd_update(struct rn_tcp_flow *c)
 static int rn_tcp_send_ctl(struct rn_worker *w, struct rn_tcp_flow *c, uint8_t flags,
 			   uint32_t seq)
 {
-	uint8_t opts[8];
+	uint8_t opts[40];
 	uint32_t optlen = 0, l3 = rn_tcp_l3len(&c->f.key);
 	uint16_t wnd;
 	uint8_t *pkt;
@@ -492,13 +535,20 @@ static int rn_tcp_send_ctl(struct rn_worker *w, struct rn_tcp_flow *c, uint8_t f
 		opts[1] = 4;
 		rn_put_be16(opts + 2, mss);
 		optlen = 4;
-		if (c->flags & RN_TCP_F_WS) {
-			opts[4] = 1;
-			opts[5] = 3;
-			opts[6] = 3;
-			opts[7] = RN_TCP_WS;
-			optlen = 8;
+		if (c->flags & RN_TCP_F_SACK) {
+			opts[optlen++] = 1;
+			opts[optlen++] = 1;
+			opts[optlen++] = 4;	/* SACK permitted */
+			opts[optlen++] = 2;
 		}
+		if (c->flags & RN_TCP_F_WS) {
+			opts[optlen++] = 1;
+			opts[optlen++] = 3;
+			opts[optlen++] = 3;
+			opts[optlen++] = RN_TCP_WS;
+		}
+	} else if (!(flags & RN_TCP_RST)) {
+		optlen = rn_tcp_sack_opts(c, opts);
 	}
 	pkt = rn_worker_tx_reserve(w, l3 + RN_TCP_HDR + optlen, &err);
 	if (!pkt)
@@ -781,6 +831,8 @@ static void rn_tcp_arm(struct rn_worker *w, struct rn_tcp_flow *c)
 {
 	int64_t t = c->rto_at;
 
+	if (c->tlp_at && (!t || c->tlp_at < t))
+		t = c->tlp_at;
 	if (c->end_at && (!t || c->end_at < t))
 		t = c->end_at;
 	rn_worker_flow_timer(w, &c->f, t);
@@ -812,6 +864,30 @@ static void rn_tcp_rto_start(struct rn_worker *w, struct rn_tcp_flow *c)
 		c->rto_at = w->now + c->rto;
 		rn_tcp_arm(w, c);
 	}
+}
+
+/**
+ * rn_tcp_tlp_arm() - schedule a tail loss probe while data is in flight
+ * @w:		worker
+ * @c:		flow
+ *
+ * PTO = 2 SRTT, at least RN_TCP_PTO_MIN, plus the peer's delayed ACK time
+ * when a single frame is in flight (RFC 8985, 7.2); none in recovery, none
+ * while a probe awaits its ACK, and none that would come after the RTO.
+ */
+static void rn_tcp_tlp_arm(struct rn_worker *w, struct rn_tcp_flow *c)
+{
+	uint32_t pto = c->srtt >> 2;
+
+	c->tlp_at = 0;
+	if (c->snd_una == c->snd_max || (c->flags & (RN_TCP_F_RECOVERY | RN_TCP_F_TLP_OUT)))
+		return;
+	if (pto < RN_TCP_PTO_MIN)
+		pto = RN_TCP_PTO_MIN;
+	if (c->snd_max - c->snd_una <= c->mss * 2u || c->snd_max - c->snd_una <= 65536u)
+		pto += RN_TCP_DELACK;
+	if (pto < c->rto)
+		c->tlp_at = w->now + pto;
 }
 
 /**
@@ -1000,6 +1076,10 @@ static ssize_t rn_tcp_send_data(struct rn_worker *w, struct rn_tcp_flow *c, uint
 	}
 	c->snd_nxt = end;
 	rn_tcp_rto_start(w, c);
+	if (!c->tlp_at) {
+		rn_tcp_tlp_arm(w, c);
+		rn_tcp_arm(w, c);
+	}
 	return n;
 }
 
@@ -1091,7 +1171,8 @@ static void rn_tcp_push(struct rn_worker *w, struct rn_tcp_flow *c)
  * @c:		flow
  *
  * Used by fast retransmit and for each partial ACK in recovery: one
- * super-frame from snd_una (or the FIN, if only that is outstanding), then
+ * super-frame from snd_una, or only the gap up to the first block the
+ * namespace's SACK reported, or the FIN if only that is outstanding; then
  * snd_nxt goes back to where it was.
  */
 static void rn_tcp_retransmit_head(struct rn_worker *w, struct rn_tcp_flow *c)
@@ -1105,6 +1186,9 @@ static void rn_tcp_retransmit_head(struct rn_worker *w, struct rn_tcp_flow *c)
 		return;
 	}
 	len = (c->flags & RN_TCP_F_HOST_EOF ? c->fin_seq : c->snd_max) - c->snd_una;
+	if (c->hole_end && rn_seq_lt(c->snd_una, c->hole_end) &&
+	    c->hole_end - c->snd_una < len)
+		len = c->hole_end - c->snd_una;	/* just the gap SACK reported */
 	if (!len || rn_seq_lt(c->snd_nxt, c->snd_una + 1))
 		return;
 	c->snd_nxt = c->snd_una;
@@ -1113,6 +1197,37 @@ static void rn_tcp_retransmit_head(struct rn_worker *w, struct rn_tcp_flow *c)
 		c->snd_nxt = saved;
 	else if (n <= 0)
 		c->snd_nxt = saved;
+	if (n < 0 && n != -EAGAIN && !w->err)
+		rn_tcp_host_error(w, c, (int)n);
+}
+
+/**
+ * rn_tcp_probe_tail() - tail loss probe: resend the last frame in flight
+ * @w:		worker
+ * @c:		flow with data in flight, not in recovery
+ *
+ * Its acknowledgement (with SACK, or as a duplicate) reveals a loss that no
+ * later frame would have, so fast retransmit repairs it instead of the RTO.
+ * Only our FIN in flight: the FIN again.
+ */
+static void rn_tcp_probe_tail(struct rn_worker *w, struct rn_tcp_flow *c)
+{
+	uint32_t saved = c->snd_nxt, end, frame, start;
+	ssize_t n;
+
+	end = c->flags & RN_TCP_F_HOST_EOF ? c->fin_seq : c->snd_max;
+	if (!rn_seq_lt(c->snd_una, end)) {
+		if (c->flags & RN_TCP_F_FIN_SENT && !rn_tcp_send_fin(w, c))
+			c->snd_nxt = saved;
+		return;
+	}
+	frame = rn_tcp_max_payload(&c->f.key);
+	if (frame > c->mss)
+		frame -= frame % c->mss;
+	start = end - c->snd_una > frame ? end - frame : c->snd_una;
+	c->snd_nxt = start;
+	n = rn_tcp_send_data(w, c, end - start);
+	c->snd_nxt = saved;
 	if (n < 0 && n != -EAGAIN && !w->err)
 		rn_tcp_host_error(w, c, (int)n);
 }
@@ -1156,6 +1271,10 @@ static int rn_tcp_ack_in(struct rn_worker *w, struct rn_tcp_flow *c, const struc
 		rn_tcp_ack_later(w, c);
 		return RN_WCTR_drop_tcp_ack;
 	}
+	/* Where the first gap ends, if SACK says (used to size a resend) */
+	c->hole_end = rn_tcp_sack_above(s, ack, c->snd_max);
+	if (c->hole_end == ack)
+		c->hole_end = 0;
 	if (rn_seq_lt(ack, c->snd_una - (65535u << c->ns_ws))) {
 		rn_tcp_ack_later(w, c);
 		rn_ctr_add(w->ctr, RN_WCTR_tcp_challenge_acks, 1);
@@ -1187,6 +1306,7 @@ static int rn_tcp_ack_in(struct rn_worker *w, struct rn_tcp_flow *c, const struc
 			}
 		}
 		c->snd_una = ack;
+		c->flags &= ~RN_TCP_F_TLP_OUT;
 		if (rn_seq_lt(c->snd_nxt, ack))
 			c->snd_nxt = ack;
 		c->dup_acks = 0;
@@ -1196,6 +1316,7 @@ static int rn_tcp_ack_in(struct rn_worker *w, struct rn_tcp_flow *c, const struc
 			c->flags &= ~RN_TCP_F_RTT;
 		}
 		c->rto_at = c->snd_una == c->snd_max ? 0 : w->now + c->rto;
+		rn_tcp_tlp_arm(w, c);
 		if (c->flags & RN_TCP_F_RECOVERY) {
 			if (rn_seq_lt(ack, c->recover))
 				rn_tcp_retransmit_head(w, c);
@@ -1204,10 +1325,21 @@ static int rn_tcp_ack_in(struct rn_worker *w, struct rn_tcp_flow *c, const struc
 		}
 		rn_tcp_arm(w, c);
 		c->flags |= RN_TCP_F_MORE;
-	} else if (ack == c->snd_una && !s->len && !(s->flags & RN_TCP_FIN) && !wnd_changed &&
-		   c->snd_una != c->snd_max) {
-		if (++c->dup_acks == RN_TCP_DUPACKS && !(c->flags & RN_TCP_F_RECOVERY)) {
+	} else if (ack == c->snd_una && !s->len && !(s->flags & RN_TCP_FIN) &&
+		   (!wnd_changed || c->hole_end) && c->snd_una != c->snd_max) {
+		/* With SACK the window may shrink as the namespace queues data
+		 * out of order: blocks above snd_una make it a duplicate anyway.
+		 * With fewer than four frames in flight, three duplicates never
+		 * come: early retransmit (RFC 5827) after as many as can. */
+		uint32_t frame = rn_tcp_max_payload(&c->f.key) - rn_tcp_max_payload(&c->f.key) %
+				 c->mss, flight = (c->snd_max - c->snd_una + frame - 1) / frame;
+		uint32_t thresh = flight < 4 ? (flight > 1 ? flight - 1 : 1) : RN_TCP_DUPACKS;
+
+		if (!c->hole_end && flight < 4)
+			thresh = RN_TCP_DUPACKS;	/* no evidence beyond the window rule */
+		if (++c->dup_acks >= thresh && !(c->flags & RN_TCP_F_RECOVERY)) {
 			c->flags |= RN_TCP_F_RECOVERY;
+			c->tlp_at = 0;
 			c->recover = c->snd_max;
 			c->flags &= ~RN_TCP_F_RTT;
 			rn_ctr_add(w->ctr, RN_WCTR_tcp_fast_retransmits, 1);
@@ -1268,6 +1400,58 @@ static ssize_t rn_tcp_to_host(struct rn_worker *w, struct rn_tcp_flow *c, const 
 }
 
 /**
+ * rn_tcp_hold_grow() - grow a flow's hold buffer to at least @need bytes
+ * @c:		flow
+ * @buf:	the buffer (may be NULL), updated
+ * @cap:	its capacity, updated
+ * @need:	bytes it must hold
+ *
+ * Capacity doubles from 64 KiB, within RN_TCP_HOLD_FLOW for all of the
+ * flow's buffers together and RN_TCP_HOLD_WORKER for all flows of this
+ * worker process.
+ *
+ * Return: 0, or -ENOMEM when a limit (or malloc) says no
+ */
+static int rn_tcp_hold_grow(struct rn_tcp_flow *c, uint8_t **buf, uint32_t *cap, uint32_t need)
+{
+	uint32_t ncap = *cap ? *cap : 65536u;
+	uint8_t *p;
+
+	if (need <= *cap)
+		return 0;
+	while (ncap < need && ncap < RN_TCP_HOLD_FLOW)
+		ncap *= 2;
+	if (ncap > RN_TCP_HOLD_FLOW)
+		ncap = RN_TCP_HOLD_FLOW;
+	if (ncap < need || c->held - *cap + ncap > RN_TCP_HOLD_FLOW ||
+	    rn_tcp_held - *cap + ncap > RN_TCP_HOLD_WORKER)
+		return -ENOMEM;
+	p = realloc(*buf, ncap);
+	if (!p)
+		return -ENOMEM;
+	rn_tcp_held += ncap - *cap;
+	c->held += ncap - *cap;
+	*buf = p;
+	*cap = ncap;
+	return 0;
+}
+
+/**
+ * rn_tcp_hold_free() - free one of a flow's hold buffers
+ * @c:		flow
+ * @buf:	the buffer, set to NULL
+ * @cap:	its capacity, set to 0
+ */
+static void rn_tcp_hold_free(struct rn_tcp_flow *c, uint8_t **buf, uint32_t *cap)
+{
+	free(*buf);
+	rn_tcp_held -= *cap;
+	c->held -= *cap;
+	*buf = NULL;
+	*cap = 0;
+}
+
+/**
  * rn_tcp_ovf_drain() - send buffered namespace bytes to the host socket
  * @w:		worker
  * @c:		flow
@@ -1293,8 +1477,7 @@ static int rn_tcp_ovf_drain(struct rn_worker *w, struct rn_tcp_flow *c)
 		c->flags |= RN_TCP_F_WANT_OUT;
 		return 0;
 	}
-	free(c->ovf);
-	c->ovf = NULL;
+	rn_tcp_hold_free(c, &c->ovf, &c->ovf_cap);
 	c->ovf_off = 0;
 	if (c->flags & RN_TCP_F_FIN_PEND)
 		rn_tcp_ns_fin(w, c);
@@ -1308,9 +1491,10 @@ static int rn_tcp_ovf_drain(struct rn_worker *w, struct rn_tcp_flow *c)
  * @data:	bytes that follow rcv_nxt + ovf_len
  * @len:	their length
  *
- * What the socket does not take goes to the flow's bounded buffer, not
- * acknowledged until the socket takes it (EPOLLOUT); only what does not fit
- * there either is refused (RN_TCP_F_SHORT: the namespace must resend it).
+ * What the socket does not take goes to the flow's overflow buffer, not
+ * acknowledged until the socket takes it (EPOLLOUT); only what the hold
+ * limits do not let in is refused (RN_TCP_F_SHORT: the namespace must send
+ * it again).
  *
  * Return: bytes refused, or negative errno for a host socket error
  */
@@ -1331,15 +1515,15 @@ static ssize_t rn_tcp_take(struct rn_worker *w, struct rn_tcp_flow *c, const uin
 		data += n;
 		len -= (uint32_t)n;
 	}
-	if (len && !c->ovf)
-		c->ovf = malloc(RN_TCP_OVERFLOW);
-	if (len && c->ovf) {
-		if (c->ovf_off + c->ovf_len + len > RN_TCP_OVERFLOW) {
+	if (len) {
+		if (c->ovf_off && c->ovf_off + c->ovf_len + len > c->ovf_cap) {
 			memmove(c->ovf, c->ovf + c->ovf_off, c->ovf_len);
 			c->ovf_off = 0;
 		}
-		take = RN_TCP_OVERFLOW - c->ovf_len;
-		take = len < take ? len : take;
+		take = len;
+		while (take && rn_tcp_hold_grow(c, &c->ovf, &c->ovf_cap,
+						c->ovf_off + c->ovf_len + take))
+			take = take > 65536u ? take - 65536u : 0;
 		memcpy(c->ovf + c->ovf_off + c->ovf_len, data, take);
 		c->ovf_len += take;
 		len -= take;
@@ -1356,14 +1540,60 @@ static ssize_t rn_tcp_take(struct rn_worker *w, struct rn_tcp_flow *c, const uin
 }
 
 /**
- * rn_tcp_ooo_free() - forget the out-of-order block
+ * rn_tcp_ooo_drop() - forget out-of-order block @i
  * @c:		flow
+ * @i:		block index
  */
-static void rn_tcp_ooo_free(struct rn_tcp_flow *c)
+static void rn_tcp_ooo_drop(struct rn_tcp_flow *c, unsigned int i)
 {
-	free(c->ooo);
-	c->ooo = NULL;
-	c->ooo_len = 0;
+	rn_tcp_hold_free(c, &c->ooo[i].buf, &c->ooo[i].cap);
+	memmove(&c->ooo[i], &c->ooo[i + 1], (c->nooo - i - 1) * sizeof(c->ooo[0]));
+	c->nooo--;
+	memset(&c->ooo[c->nooo], 0, sizeof(c->ooo[0]));
+}
+
+/**
+ * rn_tcp_ooo_append() - add bytes at the end of out-of-order block @i
+ * @c:		flow
+ * @i:		block index
+ * @data:	bytes that follow the block
+ * @len:	their length
+ *
+ * Return: 0, or -ENOMEM (nothing added)
+ */
+static int rn_tcp_ooo_append(struct rn_tcp_flow *c, unsigned int i, const uint8_t *data,
+			     uint32_t len)
+{
+	struct rn_tcp_blk *b = &c->ooo[i];
+
+	if (rn_tcp_hold_grow(c, &b->buf, &b->cap, b->len + len))
+		return -ENOMEM;
+	memcpy(b->buf + b->len, data, len);
+	b->len += len;
+	return 0;
+}
+
+/**
+ * rn_tcp_ooo_join() - merge block @i with the blocks it now reaches
+ * @c:		flow
+ * @i:		block index
+ */
+static void rn_tcp_ooo_join(struct rn_tcp_flow *c, unsigned int i)
+{
+	struct rn_tcp_blk *b = &c->ooo[i], *n;
+	uint32_t end, nend;
+
+	while (i + 1 < c->nooo) {
+		n = &c->ooo[i + 1];
+		end = b->seq + b->len;
+		if (rn_seq_lt(end, n->seq))
+			return;
+		nend = n->seq + n->len;
+		/* If the bytes do not fit, the next block is lost: it comes again */
+		if (rn_seq_lt(end, nend))
+			rn_tcp_ooo_append(c, i, n->buf + (end - n->seq), nend - end);
+		rn_tcp_ooo_drop(c, i + 1);
+	}
 }
 
 /**
@@ -1374,59 +1604,149 @@ static void rn_tcp_ooo_free(struct rn_tcp_flow *c)
  * @data:	payload
  * @len:	payload length
  *
- * One contiguous block is kept: a segment that starts it, extends it at
- * its end, or repeats part of it. Anything else is dropped (the namespace
- * sends it again).
+ * Up to RN_TCP_OOO_BLOCKS disjoint blocks, in sequence order, are kept in
+ * hold buffers; a segment extends or repeats a block, joins two, or starts
+ * a new one. What the limits do not let in is dropped (the namespace sends
+ * it again).
  *
  * Return: true if the segment's bytes are now held
  */
 static int rn_tcp_ooo_add(struct rn_worker *w, struct rn_tcp_flow *c, uint32_t seq,
 			  const uint8_t *data, uint32_t len)
 {
-	uint32_t end, skip;
+	uint32_t end = seq + len, bend;
+	unsigned int i;
 
-	if (!c->ooo_len) {
-		if (len > RN_TCP_OOO || (!c->ooo && !(c->ooo = malloc(RN_TCP_OOO))))
-			return 0;
-		c->ooo_seq = seq;
-		memcpy(c->ooo, data, len);
-		c->ooo_len = len;
-		rn_ctr_add(w->ctr, RN_WCTR_tcp_ooo_held, len);
+	for (i = 0; i < c->nooo; i++) {
+		if (rn_seq_le(seq, c->ooo[i].seq + c->ooo[i].len))
+			break;
+	}
+	if (i < c->nooo && rn_seq_le(c->ooo[i].seq, seq)) {
+		/* Starts inside block i or right at its end */
+		bend = c->ooo[i].seq + c->ooo[i].len;
+		if (rn_seq_lt(bend, end)) {
+			if (rn_tcp_ooo_append(c, i, data + (bend - seq), end - bend))
+				return 0;
+			rn_ctr_add(w->ctr, RN_WCTR_tcp_ooo_held, end - bend);
+			rn_tcp_ooo_join(c, i);
+		}
+		c->sack_first = c->ooo[i].seq;
 		return 1;
 	}
-	end = c->ooo_seq + c->ooo_len;
-	if (rn_seq_lt(seq, c->ooo_seq) || rn_seq_lt(end, seq))
+	if (c->nooo == RN_TCP_OOO_BLOCKS)
 		return 0;
-	skip = end - seq;
-	if (skip >= len)
-		return 1;
-	if (c->ooo_len + (len - skip) > RN_TCP_OOO)
+	memmove(&c->ooo[i + 1], &c->ooo[i], (c->nooo - i) * sizeof(c->ooo[0]));
+	memset(&c->ooo[i], 0, sizeof(c->ooo[0]));
+	c->nooo++;
+	c->ooo[i].seq = seq;
+	if (rn_tcp_ooo_append(c, i, data, len)) {
+		rn_tcp_ooo_drop(c, i);
 		return 0;
-	memcpy(c->ooo + c->ooo_len, data + skip, len - skip);
-	c->ooo_len += len - skip;
-	rn_ctr_add(w->ctr, RN_WCTR_tcp_ooo_held, len - skip);
+	}
+	rn_ctr_add(w->ctr, RN_WCTR_tcp_ooo_held, len);
+	rn_tcp_ooo_join(c, i);
+	c->sack_first = c->ooo[i].seq;
 	return 1;
 }
 
 /**
- * rn_tcp_ooo_merge() - take the out-of-order block once the gap is filled
+ * rn_tcp_ooo_free() - forget every out-of-order block
+ * @c:		flow
+ */
+static void rn_tcp_ooo_free(struct rn_tcp_flow *c)
+{
+	while (c->nooo)
+		rn_tcp_ooo_drop(c, c->nooo - 1);
+}
+
+/**
+ * rn_tcp_ooo_merge() - take out-of-order blocks that the in-order data reached
  * @w:		worker
  * @c:		flow
+ *
+ * A block's buffer becomes the overflow buffer when the host socket cannot
+ * take it all and nothing else is buffered, so that nothing is copied twice.
  *
  * Return: 0, or negative errno for a host socket error
  */
 static int rn_tcp_ooo_merge(struct rn_worker *w, struct rn_tcp_flow *c)
 {
-	uint32_t tail = c->rcv_nxt + c->ovf_len, skip;
-	ssize_t n = 0;
+	struct rn_tcp_blk *b;
+	uint32_t tail, skip;
+	ssize_t n;
 
-	if (!c->ooo_len || rn_seq_lt(tail, c->ooo_seq))
+	while (c->nooo) {
+		b = &c->ooo[0];
+		tail = c->rcv_nxt + c->ovf_len;
+		if (rn_seq_lt(tail, b->seq))
+			return 0;
+		skip = tail - b->seq;
+		if (skip >= b->len) {
+			rn_tcp_ooo_drop(c, 0);
+			continue;
+		}
+		if (c->ovf_len) {
+			n = rn_tcp_take(w, c, b->buf + skip, b->len - skip);
+			rn_tcp_ooo_drop(c, 0);
+			if (n < 0)
+				return (int)n;
+			continue;
+		}
+		n = rn_tcp_to_host(w, c, b->buf + skip, b->len - skip);
+		if (n < 0)
+			return (int)n;
+		rn_tcp_update_later(w, c);
+		if ((uint32_t)n < b->len - skip) {
+			rn_tcp_hold_free(c, &c->ovf, &c->ovf_cap);
+			c->ovf = b->buf;
+			c->ovf_cap = b->cap;
+			c->ovf_off = skip + (uint32_t)n;
+			c->ovf_len = b->len - c->ovf_off;
+			c->flags |= RN_TCP_F_WANT_OUT;
+			b->buf = NULL;
+			b->cap = 0;
+		}
+		rn_tcp_ooo_drop(c, 0);
+	}
+	return 0;
+}
+
+/**
+ * rn_tcp_sack_opts() - SACK option for the blocks we hold (RFC 2018)
+ * @c:		flow
+ * @opts:	where the option goes (up to 36 bytes)
+ *
+ * The block that received the latest segment comes first, the others
+ * follow in sequence order.
+ *
+ * Return: option length, a multiple of 4 (0 without SACK or blocks)
+ */
+static uint32_t rn_tcp_sack_opts(const struct rn_tcp_flow *c, uint8_t *opts)
+{
+	uint32_t len = 4, i, first = c->nooo;
+
+	if (!(c->flags & RN_TCP_F_SACK) || !c->nooo)
 		return 0;
-	skip = tail - c->ooo_seq;
-	if (skip < c->ooo_len)
-		n = rn_tcp_take(w, c, c->ooo + skip, c->ooo_len - skip);
-	rn_tcp_ooo_free(c);
-	return n < 0 ? (int)n : 0;
+	for (i = 0; i < c->nooo; i++) {
+		if (c->ooo[i].seq == c->sack_first)
+			first = i;
+	}
+	opts[0] = opts[1] = 1;
+	opts[2] = 5;
+	if (first < c->nooo) {
+		rn_put_be32(opts + len, c->ooo[first].seq);
+		rn_put_be32(opts + len + 4, c->ooo[first].seq + c->ooo[first].len);
+		len += 8;
+	}
+	for (i = 0; i < c->nooo; i++) {
+		if (i == first)
+			continue;
+		rn_put_be32(opts + len, c->ooo[i].seq);
+		rn_put_be32(opts + len + 4, c->ooo[i].seq + c->ooo[i].len);
+		len += 8;
+	}
+	opts[3] = (uint8_t)(len - 2);
+	return len;
 }
 
 /**
@@ -1463,6 +1783,44 @@ static int rn_tcp_data_in(struct rn_worker *w, struct rn_tcp_flow *c, const stru
 	if (c->flags & RN_TCP_F_WANT_OUT)
 		rn_tcp_watch(w, c);
 	return RN_WCTR_tcp_segments_in;
+}
+
+/**
+ * rn_tcp_parse_sack() - note the left edges of a SACK option's blocks
+ * @s:		segment being parsed
+ * @blk:	the blocks (8 bytes each, inside the validated header)
+ * @n:		their number
+ */
+static void rn_tcp_parse_sack(struct rn_tcp_seg *s, const uint8_t *blk, uint32_t n)
+{
+	uint32_t i;
+
+	for (i = 0; i < n && s->nsack < 4; i++)
+		s->sack_left[s->nsack++] = rn_be32(blk + 8 * i);
+}
+
+/**
+ * rn_tcp_sack_above() - the lowest SACK left edge above an ACK number
+ * @s:		segment
+ * @ack:	its acknowledgement number
+ * @max:	highest sequence number we sent, plus one
+ *
+ * Blocks at or below @ack (D-SACK, RFC 2883: duplicates received) say
+ * nothing about a gap and are ignored.
+ *
+ * Return: the left edge where the first gap after @ack ends, or @ack if none
+ */
+static uint32_t rn_tcp_sack_above(const struct rn_tcp_seg *s, uint32_t ack, uint32_t max)
+{
+	uint32_t i, lo = ack;
+
+	for (i = 0; i < s->nsack; i++) {
+		uint32_t l = s->sack_left[i];
+
+		if (rn_seq_lt(ack, l) && rn_seq_le(l, max) && (lo == ack || rn_seq_lt(l, lo)))
+			lo = l;
+	}
+	return lo;
 }
 
 /**
@@ -1515,6 +1873,10 @@ static int rn_tcp_parse(struct rn_worker *w, struct rn_frame *f, struct rn_tcp_s
 			s->mss = rn_be16(o + 2);
 		else if (o[0] == 3 && o[1] == 3)
 			s->ws = o[2] > 14 ? 14 : o[2];
+		else if (o[0] == 4 && o[1] == 2)
+			s->sack_ok = 1;
+		else if (o[0] == 5 && o[1] >= 10 && (o[1] - 2) % 8 == 0)
+			rn_tcp_parse_sack(s, o + 2, (o[1] - 2u) / 8u);
 		off += o[1];
 	}
 
@@ -1654,6 +2016,8 @@ static int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, const s
 	c->rcv_edge = c->rcv_nxt;
 	c->snd_wl1 = s->seq;
 	c->snd_wnd = s->wnd;		/* never scaled in a SYN */
+	if (s->sack_ok)
+		c->flags |= RN_TCP_F_SACK;
 	if (s->ws != 0xff) {
 		c->flags |= RN_TCP_F_WS;
 		c->ns_ws = s->ws;
@@ -1946,6 +2310,17 @@ static void rn_tcp_timer(struct rn_worker *w, struct rn_flow *fl)
 			return;
 		}
 	}
+	if (c->tlp_at && w->now >= c->tlp_at) {
+		c->tlp_at = 0;
+		if ((c->flags & RN_TCP_F_ESTABLISHED) && c->snd_una != c->snd_max &&
+		    !(c->flags & RN_TCP_F_RECOVERY)) {
+			rn_ctr_add(w->ctr, RN_WCTR_tcp_loss_probes, 1);
+			c->flags |= RN_TCP_F_TLP_OUT;
+			rn_tcp_probe_tail(w, c);
+			if (c->f.flags & RN_FLOW_F_CLOSED)
+				return;
+		}
+	}
 	if (c->rto_at && w->now >= c->rto_at) {
 		c->rto_at = 0;
 		if (c->flags & RN_TCP_F_CONNECTING) {
@@ -2042,8 +2417,7 @@ static void rn_tcp_release(struct rn_worker *w, struct rn_flow *fl)
 {
 	struct rn_tcp_flow *c = rn_tcp_of(fl);
 
-	free(c->ovf);
-	c->ovf = NULL;
+	rn_tcp_hold_free(c, &c->ovf, &c->ovf_cap);
 	c->ovf_len = 0;
 	rn_tcp_ooo_free(c);
 }

@@ -125,8 +125,9 @@ class Peer:
     """The namespace's end of one connection."""
 
     def __init__(self, h: TcpHarness, dport: int, v6: bool = False, sport: int = 40000,
-                 isn: int = 0x10000000, wnd: int = 65535, ws: int = 7, mss: int = 1460):
-        self.h, self.dport, self.v6, self.sport = h, dport, v6, sport
+                 isn: int = 0x10000000, wnd: int = 65535, ws: int = 7, mss: int = 1460,
+                 sack: bool = False):
+        self.h, self.dport, self.v6, self.sport, self.sack = h, dport, v6, sport, sack
         self.src, self.dst = (GUEST6, GW6) if v6 else (GUEST4, GW4)
         self.isn, self.snd_nxt, self.wnd, self.ws, self.mss = isn, isn, wnd, ws, mss
         self.rcv_nxt = 0
@@ -162,6 +163,8 @@ class Peer:
         opts = struct.pack("!BBH", 2, 4, self.mss)
         if self.ws is not None:
             opts += struct.pack("!BBBB", 1, 3, 3, self.ws)
+        if self.sack:
+            opts += b"\x01\x01\x04\x02"
         return self.send(SYN, opts=opts)
 
     def connect(self, server: socket.socket) -> socket.socket:
@@ -280,7 +283,7 @@ def test_connecting_host_accepts_synack_options(v6, ws):
         assert sa.flags == SYN | ACK and sa.ack == peer.isn + 1
         assert struct.unpack("!H", opts[2])[0] == 65520 - (60 if v6 else 40)  # MSS from MTU
         assert (3 in opts) == (ws is not None)  # window scale only if offered
-        assert 4 not in opts and 8 not in opts  # neither SACK-permitted nor timestamps
+        assert 4 not in opts and 8 not in opts  # SACK-permitted only if offered; no timestamps
         assert sa.vnet[0] & F.VNET_F_NEEDS_CSUM
     finally:
         srv.close()
@@ -420,14 +423,22 @@ def test_established_ack_discards_host_bytes(h, server):
     assert peer.take(peer.wait(lambda s: s.payload)) == b"b" * 10  # not resent from the start
 
 
-def test_established_rto_retransmits_unacked(h, server):
+def test_established_unacked_data_probed_then_rto(h, server):
     peer = Peer(h, server.getsockname()[1])
     conn = peer.connect(server)
     conn.sendall(b"retransmit me")
+    t0 = time.monotonic()
     first = [s for s in peer.wait(lambda s: s.payload) if s.payload]
+    probe = [s for s in peer.wait(lambda s: s.payload, timeout=3) if s.payload]
+    t_probe = time.monotonic() - t0
+    assert probe[0].seq == first[0].seq and probe[0].payload == b"retransmit me"
+    assert h.c("tcp_loss_probes") == 1 and h.c("tcp_rto_expired") == 0  # tail loss probe first
     again = [s for s in peer.wait(lambda s: s.payload, timeout=3) if s.payload]
-    assert again[0].seq == first[0].seq and again[0].payload == b"retransmit me"
-    assert h.c("tcp_rto_expired") >= 1
+    assert again[0].seq == first[0].seq and h.c("tcp_rto_expired") == 1  # then the RTO
+    assert time.monotonic() - t0 > t_probe + 0.1
+    peer.take(again)
+    peer.send(ACK)
+    assert peer.recv(400) == []  # acknowledged: nothing more is resent
 
 
 def test_established_three_dupacks_fast_retransmit(h, server):
@@ -466,6 +477,38 @@ def test_established_out_of_order_dupack_then_held(h, server):
     assert ack.ack == base + 11
     peer.snd_nxt = base + 11
     assert conn.recv(100) == b"hello world"
+
+
+def test_syn_rcvd_sack_permitted_answered(h, server):
+    peer = Peer(h, server.getsockname()[1], sack=True)
+    segs = peer.syn()
+    server.accept()
+    [sa] = segs or peer.wait(lambda s: s.flags & SYN)
+    assert tcp_options(sa.opts)[4] == b""
+
+
+def test_established_out_of_order_blocks_reported_with_sack(h, server):
+    peer = Peer(h, server.getsockname()[1], sack=True)
+    conn = peer.connect(server)
+    base = peer.snd_nxt
+    [dup] = peer.send(ACK, b"C" * 10, seq=base + 20)
+    assert dup.ack == base and tcp_options(dup.opts)[5] == struct.pack("!II", base + 20, base + 30)
+    [dup] = peer.send(ACK, b"E" * 10, seq=base + 40)  # a second block, reported first
+    assert tcp_options(dup.opts)[5] == struct.pack("!IIII", base + 40, base + 50, base + 20,
+                                                   base + 30)
+    [dup] = peer.send(ACK, b"B" * 10, seq=base + 10)  # joins the first block
+    assert tcp_options(dup.opts)[5] == struct.pack("!IIII", base + 10, base + 30, base + 40,
+                                                   base + 50)
+    [ack] = peer.send(ACK, b"A" * 10, seq=base)
+    assert ack.ack == base + 30 and tcp_options(ack.opts)[5] == struct.pack("!II", base + 40,
+                                                                           base + 50)
+    [ack] = peer.send(ACK, b"D" * 10, seq=base + 30)
+    assert ack.ack == base + 50 and 5 not in tcp_options(ack.opts)
+    peer.snd_nxt = base + 50
+    got = b""
+    while len(got) < 50:
+        got += conn.recv(100)
+    assert got == b"A" * 10 + b"B" * 10 + b"C" * 10 + b"D" * 10 + b"E" * 10
 
 
 def test_established_duplicate_data_acked_not_resent(h, server):
