@@ -43,7 +43,7 @@
  * namespace acknowledges it. We peek (MSG_PEEK with SO_PEEK_OFF, so each
  * peek continues where the last one ended) straight into ring memory, up to
  * 64 KiB per frame as a TSO super-frame (gso_size = the namespace's MSS),
- * and discard acknowledged bytes with recv(MSG_TRUNC). Retransmission peeks
+ * and discard acknowledged bytes with recv(MSG_TRUNC), once per batch. Retransmission peeks
  * again from offset 0. Without SO_PEEK_OFF (kernels before 6.9), the peek
  * skips already-sent bytes into a static discard buffer, which caps the bytes
  * in flight at RN_TCP_DISCARD. Frames carry NEEDS_CSUM with the pseudo-header
@@ -214,6 +214,9 @@ struct rn_tcp_blk {
  * @end_at:	idle, FIN or TIME_WAIT deadline, 0 for none
  * @closing:	when the first FIN was seen, ms (0: not closing)
  * @peek_off:	the host socket's SO_PEEK_OFF as we last left it
+ * @q_head:	sequence number of the first byte in the host socket's receive
+ *		queue: acknowledged bytes are discarded up to snd_una once per
+ *		batch (rn_tcp_flush())
  */
 struct rn_tcp_flow {
 	struct rn_flow f;
@@ -257,6 +260,7 @@ struct rn_tcp_flow {
 	int64_t end_at;
 	int64_t closing;
 	uint32_t peek_off;
+	uint32_t q_head;
 };
 
 /**
@@ -299,6 +303,7 @@ static void rn_tcp_push(struct rn_worker *w, struct rn_tcp_flow *c);
 static void rn_tcp_arm(struct rn_worker *w, struct rn_tcp_flow *c);
 static uint32_t rn_tcp_sack_opts(const struct rn_tcp_flow *c, uint8_t *opts);
 static uint32_t rn_tcp_sack_above(const struct rn_tcp_seg *s, uint32_t ack, uint32_t max);
+static int rn_tcp_discard_upto_una(struct rn_tcp_flow *c);
 
 /**
  * rn_seq_lt() - sequence number comparison, modulo 2^32
@@ -784,6 +789,8 @@ static int rn_tcp_check_done(struct rn_worker *w, struct rn_tcp_flow *c)
 		return 0;
 	if (c->flags & RN_TCP_F_TIME_WAIT)
 		return 1;
+	/* Unread bytes at close() would make it a reset */
+	rn_tcp_discard_upto_una(c);
 	if (c->flags & RN_TCP_F_NS_FIN_LAST) {
 		/* The namespace's FIN came last: ACK it, linger for a repeat */
 		rn_tcp_send_ack(w, c);
@@ -985,6 +992,27 @@ static int rn_tcp_discard_acked(struct rn_tcp_flow *c, uint32_t n)
 }
 
 /**
+ * rn_tcp_discard_upto_una() - drop what the namespace acknowledged from the socket
+ * @c:		flow
+ *
+ * Once per batch rather than per ACK: one recv(MSG_TRUNC) for all of them.
+ *
+ * Return: 0, or negative errno from recv()
+ */
+static int rn_tcp_discard_upto_una(struct rn_tcp_flow *c)
+{
+	uint32_t target = c->flags & RN_TCP_F_FIN_ACKED ? c->fin_seq : c->snd_una;
+	int rc;
+
+	if (c->f.fd < 0 || !rn_seq_lt(c->q_head, target))
+		return 0;
+	rc = rn_tcp_discard_acked(c, target - c->q_head);
+	if (!rc)
+		c->q_head = target;
+	return rc;
+}
+
+/**
  * rn_tcp_send_fin() - send our FIN at fin_seq
  * @w:		worker
  * @c:		flow with RN_TCP_F_HOST_EOF, snd_nxt == fin_seq
@@ -1040,7 +1068,7 @@ static ssize_t rn_tcp_send_data(struct rn_worker *w, struct rn_tcp_flow *c, uint
 		rn_worker_wait_room(w, &c->f);
 		return -EAGAIN;
 	}
-	n = rn_tcp_peek(c, c->snd_nxt - c->snd_una, pkt + hdr, len);
+	n = rn_tcp_peek(c, c->snd_nxt - c->q_head, pkt + hdr, len);
 	if (n == 0) {
 		c->flags |= RN_TCP_F_HOST_EOF;
 		c->fin_seq = c->snd_nxt;
@@ -1129,8 +1157,8 @@ static void rn_tcp_push(struct rn_worker *w, struct rn_tcp_flow *c)
 		wnd_end = c->snd_una + c->snd_wnd;
 		avail = rn_seq_lt(c->snd_nxt, wnd_end) ? wnd_end - c->snd_nxt : 0;
 		if ((c->flags & RN_TCP_F_NO_PEEKOFF) &&
-		    avail > RN_TCP_DISCARD - (c->snd_nxt - c->snd_una))
-			avail = RN_TCP_DISCARD - (c->snd_nxt - c->snd_una);
+		    avail > RN_TCP_DISCARD - (c->snd_nxt - c->q_head))
+			avail = RN_TCP_DISCARD - (c->snd_nxt - c->q_head);
 		if (c->flags & RN_TCP_F_HOST_EOF && avail > c->fin_seq - c->snd_nxt)
 			avail = c->fin_seq - c->snd_nxt;
 		if (!avail) {
@@ -1241,6 +1269,7 @@ static void rn_tcp_established(struct rn_worker *w, struct rn_tcp_flow *c)
 {
 	c->flags |= RN_TCP_F_ESTABLISHED;
 	c->snd_una = c->iss + 1;
+	c->q_head = c->snd_una;
 	c->retries = 0;
 	c->rto_at = 0;
 	if (c->flags & RN_TCP_F_RTT) {
@@ -1264,8 +1293,8 @@ static void rn_tcp_established(struct rn_worker *w, struct rn_tcp_flow *c)
  */
 static int rn_tcp_ack_in(struct rn_worker *w, struct rn_tcp_flow *c, const struct rn_tcp_seg *s)
 {
-	uint32_t ack = s->ack, wnd = (uint32_t)s->wnd << c->ns_ws, acked, data;
-	int wnd_changed = wnd != c->snd_wnd, rc;
+	uint32_t ack = s->ack, wnd = (uint32_t)s->wnd << c->ns_ws;
+	int wnd_changed = wnd != c->snd_wnd;
 
 	if (rn_seq_lt(c->snd_max, ack)) {
 		rn_tcp_ack_later(w, c);
@@ -1292,19 +1321,9 @@ static int rn_tcp_ack_in(struct rn_worker *w, struct rn_tcp_flow *c, const struc
 	}
 
 	if (rn_seq_lt(c->snd_una, ack)) {
-		acked = ack - c->snd_una;
-		data = acked;
-		if ((c->flags & RN_TCP_F_FIN_SENT) && ack == c->fin_seq + 1) {
+		/* The bytes leave the host socket at the end of the batch */
+		if ((c->flags & RN_TCP_F_FIN_SENT) && ack == c->fin_seq + 1)
 			c->flags |= RN_TCP_F_FIN_ACKED;
-			data--;
-		}
-		if (data && c->f.fd >= 0) {
-			rc = rn_tcp_discard_acked(c, data);
-			if (rc) {
-				rn_tcp_host_error(w, c, rc);
-				return RN_WCTR_tcp_segments_in;
-			}
-		}
 		c->snd_una = ack;
 		c->flags &= ~RN_TCP_F_TLP_OUT;
 		if (rn_seq_lt(c->snd_nxt, ack))
@@ -2389,7 +2408,12 @@ static void rn_tcp_room(struct rn_worker *w, struct rn_flow *fl)
 static void rn_tcp_flush(struct rn_worker *w, struct rn_flow *fl)
 {
 	struct rn_tcp_flow *c = rn_tcp_of(fl);
+	int rc = rn_tcp_discard_upto_una(c);
 
+	if (rc) {
+		rn_tcp_host_error(w, c, rc);
+		return;
+	}
 	if (c->flags & RN_TCP_F_MORE)
 		rn_tcp_push(w, c);
 	if (c->f.flags & RN_FLOW_F_CLOSED)
