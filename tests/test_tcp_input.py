@@ -20,7 +20,7 @@ import pytest
 from ringnet._ringnet_c import lib
 
 import frames as F
-from test_worker_input import GUEST4, GUEST6, GW4, GW6, NAMES, Harness, params
+from test_worker_input import DNS4, GUEST4, GUEST6, GW4, GW6, NAMES, Harness, params
 
 SYN, FIN, RST, PSH, ACK = 0x02, 0x01, 0x04, 0x08, 0x10
 STATES = {1: "CONNECTING", 2: "SYN_RCVD", 3: "ESTABLISHED", 4: "CLOSE_WAIT", 5: "FIN_WAIT",
@@ -77,12 +77,18 @@ class TcpHarness(Harness):
     """One worker on its own mapping, host loopback allowed, driven from the namespace."""
 
     def __init__(self, max_flows: int = 64, idle_ms: int = 7_200_000, fin_ms: int = 60_000,
-                 allow: bool = True, mtu: int = 65520, confined: bool = True):
+                 allow: bool = True, mtu: int = 65520, confined: bool = True, dns=None):
         """confined=False lets the worker connect beyond loopback: only in a network
-        namespace of the test's own."""
+        namespace of the test's own. dns: (address, port) of the upstream resolver."""
         p = params(mtu=mtu)
         p.allow_host_loopback = int(allow)
         p.loopback_only = int(confined)
+        if dns:
+            a = F.addr(dns[0])
+            p.ndns = 1
+            p.dns[0].family = 4 if len(a) == 4 else 6
+            p.dns[0].addr = list(a) + [0] * (16 - len(a))
+            p.dns[0].port = dns[1]
         p.prefix4, p.prefix6 = 24, 64
         p.max_flows = max_flows
         p.tcp_idle_timeout_ms, p.tcp_fin_timeout_ms = idle_ms, fin_ms
@@ -235,6 +241,21 @@ def test_closed_syn_host_loopback_denied_by_default(server):
         server.settimeout(0.2)
         with pytest.raises(socket.timeout):
             server.accept()
+    finally:
+        h.close()
+
+
+def test_closed_syn_to_dns_address_reaches_upstream_even_without_loopback(server):
+    h = TcpHarness(allow=False, dns=("127.0.0.1", server.getsockname()[1]))
+    try:
+        peer = Peer(h, 53)
+        peer.dst = DNS4
+        conn = peer.connect(server)  # DNS over TCP to the namespace's DNS address
+        peer.send(ACK | PSH, b"query")
+        assert conn.recv(10) == b"query"
+        other = Peer(h, server.getsockname()[1], sport=40001)
+        assert [s.flags & RST for s in other.syn()] == [RST]  # the gateway stays refused
+        assert h.c("policy_refused") == 1
     finally:
         h.close()
 
