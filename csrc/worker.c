@@ -50,8 +50,11 @@
  * the flow's type says what to do with its events (rn_worker_ops[]). Each
  * loop pass: frames from to_worker, then expired timers, then flows waiting
  * for room in to_ns, then host socket events (epoll_wait() without blocking
- * while the rings are busy, else blocking until the nearest timer deadline),
- * then to_ns is published once and closed flows are freed. Control fds and
+ * while the rings are busy, else blocking until the nearest timer deadline);
+ * after the frames and after the events, flows that asked for it
+ * (rn_worker_defer()) are flushed (ops->flush(): one ACK per flow per batch)
+ * and to_ns is published once; closed flows are freed at the end. Control
+ * fds and
  * ev_worker carry tag pointers (rn_worker_tag_ctl, &w->ev_worker) instead.
  *
  * Backpressure towards the namespace: a flow that finds to_ns full stops
