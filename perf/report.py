@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from typing import Any, Optional
 
@@ -194,6 +195,7 @@ def markdown(doc: dict[str, Any], pngs: list[str], extra_notes: list[str]) -> st
 
     # ratios first: the headline
     if ringnets:
+        out += summary_table(doc["ratios"], ringnets)
         out += ["## ringnet ÷ peers", ""]
         for test, metrics in HEADLINE.items():
             for m in metrics:
@@ -255,6 +257,40 @@ def markdown(doc: dict[str, Any], pngs: list[str], extra_notes: list[str]) -> st
         out += [f"- {t}" for t in extra_notes]
         out.append("")
     return "\n".join(out)
+
+
+def summary_table(rows: list[dict[str, Any]], ringnets: list[str]) -> list[str]:
+    """Markdown lines: per ringnet backend, test, metric and direction, the geometric mean of
+    its ratios to each peer over every MTU and stream count (with the lowest and highest)."""
+    groups: dict[tuple, dict[str, list[float]]] = {}
+    for r in rows:
+        g = groups.setdefault((r["backend"], r["test"], r["metric"], r["direction"]), {})
+        for peer, x in r["vs"].items():
+            if x["ratio"]:
+                g.setdefault(peer, []).append(x["ratio"])
+    if not any(groups.values()):
+        return []
+    out = ["## Summary: ringnet ÷ peers", "",
+           "Geometric mean of the ratios over every MTU and stream count of this run "
+           "[lowest–highest]; the tables below give each point.", "",
+           "| ringnet | test | figure | direction | ÷ slirp4netns | ÷ pasta | ÷ loopback |",
+           "|---|---|---|---|---|---|---|"]
+    order = {t: i for i, t in enumerate(HEADLINE)}
+    for key in sorted(groups, key=lambda k: (ringnets.index(k[0]) if k[0] in ringnets else 0,
+                                             order[k[1]], HEADLINE[k[1]].index(k[2]), k[3] != "ns->host")):
+        backend, test, metric, direction = key
+        cells = []
+        for peer in PEERS:
+            vals = groups[key].get(peer)
+            if not vals:
+                cells.append("—")
+                continue
+            gm = math.exp(sum(math.log(v) for v in vals) / len(vals))
+            cells.append(f"{gm:.2f} [{min(vals):.2f}–{max(vals):.2f}]")
+        label, unit, better = LABELS[metric]
+        out.append(f"| {backend} | {test} | {label}{f' ({unit})' if unit else ''}, {better} is better | "
+                   f"{direction} | " + " | ".join(cells) + " |")
+    return out + [""]
 
 
 def headline(doc: dict[str, Any]) -> str:
