@@ -95,18 +95,26 @@ sys.exit(0 if s.recv(16) == b"ping" else 1)
 
 
 @pytest.fixture(scope="module")
-def ringnet_forwards():
+def ringnet_forwards(tmp_path_factory):
     """What ringnet forwards to host loopback right now: {"tcp": bool, "udp": bool}, found
     independently of the harness (an echo through 10.0.2.2 from inside a Network)."""
     got = {}
-    with ringnet.Network(mtu=1500, workers=1, allow_host_loopback=True) as net:
-        for proto, kind in (("tcp", socket.SOCK_STREAM), ("udp", socket.SOCK_DGRAM)):
-            srv, t = _echo_server(kind)
-            with srv:
-                r = net.run([sys.executable, "-c", _PROBE, proto, str(srv.getsockname()[1])],
-                            capture_output=True, timeout=20)
-                got[proto] = r.returncode == 0
-                t.join(10)
+    # Start it away from the checkout: ringnet's children run "python -m", which puts
+    # their working directory first on sys.path, where a checkout without the in-place
+    # build would shadow the installed ringnet.
+    old = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("probe"))
+    try:
+        with ringnet.Network(mtu=1500, workers=1, allow_host_loopback=True) as net:
+            for proto, kind in (("tcp", socket.SOCK_STREAM), ("udp", socket.SOCK_DGRAM)):
+                srv, t = _echo_server(kind)
+                with srv:
+                    r = net.run([sys.executable, "-c", _PROBE, proto, str(srv.getsockname()[1])],
+                                capture_output=True, timeout=20)
+                    got[proto] = r.returncode == 0
+                    t.join(10)
+    finally:
+        os.chdir(old)
     return got
 
 
