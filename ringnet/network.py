@@ -204,7 +204,11 @@ class Network:
             proc = subprocess.Popen(
                 [sys.executable, "-m", module, json.dumps(spec)],
                 pass_fds=[child_ctl.fileno(), *fds], stdin=subprocess.DEVNULL,
-                env=_child_env(), start_new_session=True, close_fds=True)
+                env=_child_env(), start_new_session=True, close_fds=True,
+                # -m looks in the working directory first: run where this very ringnet
+                # package lives, so that a ringnet/ folder in the caller's directory (a
+                # source checkout, say) cannot stand in for it.
+                cwd=_PKG_PARENT)
         except BaseException:
             ctl.close()
             raise
