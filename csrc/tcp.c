@@ -1040,10 +1040,27 @@ static int rn_tcp_send_fin(struct rn_worker *w, struct rn_tcp_flow *c)
 }
 
 /**
+ * rn_tcp_frame_len() - payload bytes one frame carries when @len bytes may go
+ * @c:		flow
+ * @len:	bytes the window and the budget allow
+ *
+ * Return: @len capped to a 64 KiB frame and, above one segment, cut down to
+ *	   whole segments of the namespace's MSS
+ */
+static uint32_t rn_tcp_frame_len(const struct rn_tcp_flow *c, uint32_t len)
+{
+	if (len > rn_tcp_max_payload(&c->f.key))
+		len = rn_tcp_max_payload(&c->f.key);
+	if (len > c->mss)
+		len -= len % c->mss;
+	return len;
+}
+
+/**
  * rn_tcp_send_data() - send one frame of host data at snd_nxt
  * @w:		worker
  * @c:		flow
- * @len:	most payload bytes to send
+ * @len:	most payload bytes to send (cut to one frame, rn_tcp_frame_len())
  *
  * Return: payload bytes sent, 0 at host EOF (RN_TCP_F_HOST_EOF is set),
  *	   -EAGAIN if nothing could be sent (no data, or no room: then the flow
@@ -1057,10 +1074,7 @@ static ssize_t rn_tcp_send_data(struct rn_worker *w, struct rn_tcp_flow *c, uint
 	ssize_t n;
 	int err;
 
-	if (len > rn_tcp_max_payload(&c->f.key))
-		len = rn_tcp_max_payload(&c->f.key);
-	if (len > c->mss)
-		len -= len % c->mss;
+	len = rn_tcp_frame_len(c, len);
 	pkt = rn_worker_tx_reserve(w, hdr + len, &err);
 	if (!pkt) {
 		if (err)
@@ -1172,7 +1186,8 @@ static void rn_tcp_push(struct rn_worker *w, struct rn_tcp_flow *c)
 			rn_worker_defer(w, &c->f);
 			return;
 		}
-		len = avail < budget ? avail : budget;
+		/* One frame's worth: a shorter peek than that means drained (below) */
+		len = rn_tcp_frame_len(c, avail < budget ? avail : budget);
 		n = rn_tcp_send_data(w, c, len);
 		if (n == -EAGAIN || w->err)
 			return;
