@@ -74,26 +74,36 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _reap(children: list[_Child], spawned: list[subprocess.Popen]) -> None:
-    """Stop and reap every process; used by close() and when a Network is collected."""
-    for p in spawned:
+def _terminate(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM every process of ``procs`` still running."""
+    for p in procs:
         if p.poll() is None:
             try:
                 p.terminate()
             except ProcessLookupError:
                 pass
-    for c in children:
-        try:
-            _control.send(c.ctl, Msg.SHUTDOWN)
-        except OSError:
-            pass
+
+
+def _wait_or_kill(procs: list[subprocess.Popen]) -> None:
+    """Reap ``procs``, giving them _GRACE seconds together; SIGKILL the slow ones."""
     deadline = time.monotonic() + _GRACE
-    for p in [c.proc for c in children] + spawned:
+    for p in procs:
         try:
             p.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+def _reap(children: list[_Child], spawned: list[subprocess.Popen]) -> None:
+    """Stop and reap every process; used by close() and when a Network is collected."""
+    _terminate(spawned)
+    for c in children:
+        try:
+            _control.send(c.ctl, Msg.SHUTDOWN)
+        except OSError:
+            pass
+    _wait_or_kill([c.proc for c in children] + spawned)
     for c in children:
         c.ctl.close()
 
@@ -384,16 +394,9 @@ class Network:
         daemons a command started), so the namespace dies with the network."""
         netns = os.fstat(self._nsfds[1]).st_ino
         ours = {c.proc.pid for c in self._children}
-        for p in self._spawned:
-            if p.poll() is None:
-                try:
-                    p.terminate()
-                    p.wait(_GRACE)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
-                except ProcessLookupError:
-                    pass
+        # Commands we started get SIGTERM and a grace period first; the rest, SIGKILL.
+        _terminate(self._spawned)
+        _wait_or_kill(self._spawned)
         for entry in os.listdir("/proc"):
             if not entry.isdigit() or int(entry) in ours:
                 continue
