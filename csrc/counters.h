@@ -31,6 +31,7 @@
 	X(bytes_out,		"bytes put into the namespace ring")	\
 	X(wakeups,		"times the worker woke from epoll")	\
 	X(kicks,		"doorbell writes towards the namespace")\
+	X(naps,			"naps instead of sleeps during small-packet streams") \
 	X(ring_full,		"frames for the namespace lost: ring full") \
 	X(icmp_echo_replies,	"ICMP echo replies sent")		\
 	X(icmp6_echo_replies,	"ICMPv6 echo replies sent")		\
@@ -132,7 +133,8 @@
 	X(ring_full,		"times a worker ring was full")		\
 	X(handoffs,		"frames queued to another queue's worker") \
 	X(wakeups,		"times a pump thread woke from poll")	\
-	X(kicks,		"doorbell writes towards workers")
+	X(kicks,		"doorbell writes towards workers")	\
+	X(naps,			"naps instead of sleeps during small-packet streams")
 
 #define RN_CTR_ENUM_W(name, desc) RN_WCTR_##name,
 #define RN_CTR_ENUM_P(name, desc) RN_PCTR_##name,

@@ -35,9 +35,11 @@
  * A worker waiting for space is kicked once half the ring is free (or the
  * ring is empty), not at the first release.
  *
- * Idle: announce sleep on to_ns (NEED_WAKEUP), then poll() ev_ns[i], the stop
- * eventfd and, unless waiting for ring space, the tun queue. A busy thread
- * makes no syscall for wakeups.
+ * Idle: during a stream of small frames (at most RN_MOD_SMALL bytes, either
+ * way) the thread naps instead (moderate.h) and looks again. Else it announces
+ * sleep on to_ns (NEED_WAKEUP), then poll()s ev_ns[i], the stop eventfd and,
+ * unless waiting for ring space, the tun queue. A busy thread makes no syscall
+ * for wakeups.
  *
  * Counters are kept per thread and added to the shared array (relaxed atomic
  * adds, several threads write it) once per loop.
@@ -55,6 +57,7 @@
 
 #include "counters.h"
 #include "flow.h"
+#include "moderate.h"
 #include "pump.h"
 #include "ring.h"
 #include "shm.h"
@@ -109,6 +112,7 @@ struct pump_queue {
 	uint32_t held_len;
 	uint32_t held_owner;
 	uint8_t *buf;
+	struct rn_mod mod;
 	uint64_t ctr[RN_PCTR_COUNT];
 };
 
@@ -167,6 +171,29 @@ static int efd_write(int fd)
 		return errno == EAGAIN ? 0 : -errno;
 	}
 	return 0;
+}
+
+/**
+ * pump_small_pkts() - small packets in a frame, for wake-up moderation
+ * @f:		frame, virtio-net header first (from either side: only counted)
+ * @len:	its length
+ *
+ * Return: 1 for a frame of at most RN_MOD_SMALL bytes, the datagrams of a
+ *	   USO frame of small datagrams, else 0 (see moderate.h)
+ */
+static uint32_t pump_small_pkts(const uint8_t *f, uint32_t len)
+{
+	struct rn_vnet_hdr h;
+
+	if (len <= RN_MOD_SMALL)
+		return 1;
+	if (len < sizeof(h))
+		return 0;
+	memcpy(&h, f, sizeof(h));
+	if ((h.gso_type & ~RN_VNET_GSO_ECN) != RN_VNET_GSO_UDP_L4 || !h.gso_size ||
+	    h.gso_size > RN_MOD_SMALL)
+		return 0;
+	return len / h.gso_size;
 }
 
 /**
@@ -417,6 +444,7 @@ static int pump_rx(struct pump_queue *q)
 		n++;
 		q->ctr[RN_PCTR_tun_frames_in]++;
 		q->ctr[RN_PCTR_tun_bytes_in] += (uint64_t)len;
+		rn_mod_up(&q->mod, pump_small_pkts(f, (uint32_t)len));
 		j = rn_flow_owner(pump->key, pump->nqueues, f, (uint32_t)len);
 		if (j == q->idx) {
 			rn_ring_commit(&own->r, (uint32_t)len);
@@ -486,6 +514,7 @@ static int pump_tx(struct pump_queue *q)
 		} else {
 			q->ctr[RN_PCTR_tun_frames_out]++;
 			q->ctr[RN_PCTR_tun_bytes_out] += len;
+			rn_mod_down(&q->mod, pump_small_pkts(f, len));
 		}
 		rn_ring_consume(&q->to_ns);
 		n++;
@@ -504,6 +533,8 @@ static int pump_tx(struct pump_queue *q)
  * pump_idle() - sleep until the tun queue, a doorbell or the stop eventfd fires
  * @q:		calling thread, with everything consumed released
  *
+ * Or nap, during a stream of small frames (moderate.h), and return at once.
+ *
  * Return: 0 to go on, 1 to stop, or negative errno
  */
 static int pump_idle(struct pump_queue *q)
@@ -516,6 +547,11 @@ static int pump_idle(struct pump_queue *q)
 	uint64_t v;
 	int rc;
 
+	/* A stream of small frames: nap before announcing sleep (moderate.h) */
+	if (rn_mod_idle(&q->mod)) {
+		q->ctr[RN_PCTR_naps]++;
+		return 0;
+	}
 	if (!rn_ring_consumer_sleep(&q->to_ns))
 		return 0;	/* frames arrived meanwhile */
 	/* While a ring is full, tun stays unread: no POLLIN on it */
@@ -726,6 +762,7 @@ int rn_pump_start(struct rn_pump **out, const struct rn_pump_params *p, const in
 				      ev_ns_fds[i]);
 		if (rc)
 			goto fail;
+		rn_mod_init(&pump->qs[i].mod, p->coalesce_us);
 	}
 	if ((pump->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
 		rc = -errno;

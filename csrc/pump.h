@@ -19,11 +19,14 @@
  * @nqueues:	tun queues, one per worker, 1..RN_PUMP_MAX_QUEUES
  * @hash_key:	flow hash secret, the workers' too
  * @ring_size:	data area size of each ring
+ * @coalesce_us: nap this long instead of sleeping during small-packet streams
+ *		(moderate.h), 0 to always sleep at once
  */
 struct rn_pump_params {
 	uint32_t nqueues;
 	uint8_t hash_key[16];
 	uint32_t ring_size;
+	uint32_t coalesce_us;
 };
 
 struct rn_pump;

@@ -17,7 +17,9 @@
  * the host sockets of its flows, until the nearest timer deadline. A readable
  * control fd makes rn_worker_run() return 1 so that Python can handle the
  * message; a busy worker looks at its epoll without blocking after every
- * batch. A reply to a frame (an echo reply, a RST)
+ * batch. During a one-way stream of small UDP datagrams the worker naps
+ * instead of blocking (rn_worker_nap(), moderate.h), leaving NEED_WAKEUP
+ * clear, so that each wake-up moves a batch. A reply to a frame (an echo reply, a RST)
  * that does not fit in to_ns is dropped and counted (ring_full); data from
  * host sockets waits instead (see Flows).
  *
@@ -1109,6 +1111,44 @@ static int rn_worker_events(struct rn_worker *w, int wait, int *ctl)
 }
 
 /**
+ * rn_worker_nap() - at an idle point, nap instead of blocking during a stream
+ * @w:		worker, to_worker drained, nothing deferred
+ * @ctl:	set to 1 when a control fd is readable
+ *
+ * Feeds the moderation state with the UDP datagrams moved since the last
+ * call. Host sockets are polled without blocking first when a nap may be due,
+ * so that the worker naps only when it really has nothing to do. The ring's
+ * NEED_WAKEUP stays clear during a nap: the pump does not kick.
+ *
+ * Return: 1 if the worker found events or napped (the pass ends without
+ *	   blocking), 0 if it should block now, negative errno from epoll_wait()
+ */
+static int rn_worker_nap(struct rn_worker *w, int *ctl)
+{
+	uint64_t up = w->ctr[RN_WCTR_udp_in], down = w->ctr[RN_WCTR_udp_out];
+	int rc;
+
+	rn_mod_up(&w->mod, up - w->mod_up);
+	rn_mod_down(&w->mod, down - w->mod_down);
+	w->mod_up = up;
+	w->mod_down = down;
+	if (!rn_mod_may_nap(&w->mod))
+		return 0;
+	rc = rn_worker_events(w, 0, ctl);
+	if (rc < 0)
+		return rc;
+	if (rc) {
+		rn_worker_sync(w);
+		rn_worker_reap(w);
+		return 1;
+	}
+	if (!rn_mod_idle(&w->mod))
+		return 0;
+	rn_ctr_add(w->ctr, RN_WCTR_naps, 1);
+	return 1;
+}
+
+/**
  * rn_worker_pass() - one pass of the loop: frames, timers, room, events
  * @w:		worker
  * @block:	may block in epoll_wait() when the rings are idle
@@ -1135,8 +1175,10 @@ static int rn_worker_pass(struct rn_worker *w, int block, int64_t deadline, int 
 		return rc;
 	rn_worker_sync(w);
 
-	idle = block && n < (int)RN_WORKER_BATCH && !w->deferred &&
-	       rn_ring_consumer_sleep(&w->rx);
+	idle = block && n < (int)RN_WORKER_BATCH && !w->deferred;
+	if (idle && (rc = rn_worker_nap(w, ctl)))
+		return rc < 0 ? rc : w->err;
+	idle = idle && rn_ring_consumer_sleep(&w->rx);
 	if (idle) {
 		next = rn_flowtab_next_deadline(&w->flows);
 		if (deadline && (!next || deadline < next))
@@ -1301,6 +1343,7 @@ int rn_worker_new(struct rn_worker **out, const struct rn_worker_params *p, void
 	if (!w)
 		return -ENOMEM;
 	w->p = *p;
+	rn_mod_init(&w->mod, p->coalesce_us);
 	w->ctr = counters;
 	w->ev_worker = ev_worker_fd;
 	w->ev_ns = ev_ns_fd;

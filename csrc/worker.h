@@ -35,6 +35,7 @@
 #include "counters.h"
 #include "fault.h"
 #include "flowtab.h"
+#include "moderate.h"
 #include "packet.h"
 #include "ring.h"
 #include "shm.h"
@@ -75,6 +76,8 @@ struct rn_frag;
  * @ndns:	entries used in @dns
  * @dns:	upstream resolvers the DNS addresses forward to
  * @faults:	test-only fault injection on the ring path (all zero: off)
+ * @coalesce_us:	nap this long instead of sleeping during small-packet streams
+ *		(moderate.h), 0 to always sleep at once
  */
 struct rn_dns_upstream {
 	uint8_t family;		/* 4 or 6 */
@@ -116,6 +119,7 @@ struct rn_worker_params {
 	uint32_t ndns;
 	struct rn_dns_upstream dns[RN_DNS_UPSTREAM_MAX];
 	struct rn_fault_params faults;
+	uint32_t coalesce_us;
 };
 
 /**
@@ -140,6 +144,9 @@ struct rn_worker_params {
  * @tx_resv:	frame (vnet header first) of the last rn_worker_tx_reserve()
  * @fin:	fault injection on frames from the namespace (tests only)
  * @fout:	fault injection on frames to the namespace (tests only)
+ * @mod:	wake-up moderation (moderate.h), fed with UDP datagrams moved
+ * @mod_up:	udp_in when @mod was last fed
+ * @mod_down:	udp_out when @mod was last fed
  * @buf:	private copy of the frame being processed
  */
 struct rn_worker {
@@ -163,6 +170,9 @@ struct rn_worker {
 	uint8_t *tx_resv;
 	struct rn_fault fin;
 	struct rn_fault fout;
+	struct rn_mod mod;
+	uint64_t mod_up;
+	uint64_t mod_down;
 	uint8_t buf[RN_FRAME_MAX];
 };
 

@@ -102,6 +102,7 @@ def main(spec: dict, ctl: socket.socket) -> int:
 
         params = ffi.new("struct rn_pump_params *")
         params.nqueues = cfg.workers
+        params.coalesce_us = cfg.coalesce_us
         ffi.memmove(params.hash_key, bytes.fromhex(spec["hash_key"]), 16)
         params.ring_size = cfg.ring_size
         out = ffi.new("struct rn_pump **")

@@ -52,6 +52,7 @@ def _params(spec: dict, cfg: NetworkConfig):
     p.tcp_idle_timeout_ms = cfg.tcp_idle_timeout * 1000
     p.tcp_fin_timeout_ms = cfg.tcp_fin_timeout * 1000
     p.udp_timeout_ms = cfg.udp_timeout * 1000
+    p.coalesce_us = cfg.coalesce_us
     p.ndns = _fill_upstreams(p.dns, spec["dns_upstreams"])
     if cfg.faults:
         f = parse_faults(cfg.faults)

@@ -24,7 +24,7 @@ import time
 from typing import Optional, Sequence
 
 from . import __version__, _ctlsock
-from .config import MTU_MAX, MTU_MIN, NetworkConfig
+from .config import COALESCE_US_DEFAULT, COALESCE_US_MAX, MTU_MAX, MTU_MIN, NetworkConfig
 from .errors import RingnetError
 from .network import Network
 from .stats import Stats, rates
@@ -53,6 +53,9 @@ def _net_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dns-upstream", action="append", metavar="ADDR[:PORT]",
                    help="resolver the DNS addresses forward to, instead of the host's "
                    "/etc/resolv.conf (repeatable, at most 3; [V6ADDR]:PORT for IPv6 with a port)")
+    g.add_argument("--coalesce-us", type=int, default=COALESCE_US_DEFAULT, metavar="US",
+                   help=f"wake-up moderation during small-packet streams, 0..{COALESCE_US_MAX} "
+                   f"microseconds (default {COALESCE_US_DEFAULT}; 0: off)")
     g.add_argument("--idmap-helpers", action="store_true",
                    help="map subordinate ids with newuidmap/newgidmap")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more logging (repeatable)")
@@ -64,7 +67,7 @@ def _config(args: argparse.Namespace) -> NetworkConfig:
                          allow_host_loopback=args.allow_host_loopback,
                          dns_upstream=tuple(args.dns_upstream) if args.dns_upstream else None,
                          resolv_conf=not getattr(args, "no_resolv_conf", False),
-                         idmap_helpers=args.idmap_helpers)
+                         idmap_helpers=args.idmap_helpers, coalesce_us=args.coalesce_us)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -22,6 +22,8 @@ WORKERS_MAX = 64
 RING_SIZE_MIN = 512 * 1024  # a ring must hold four of the largest frames (64 KiB + headers)
 RING_SIZE_MAX = 256 * 1024 * 1024
 IFNAMSIZ = 16
+COALESCE_US_DEFAULT = 200   # see csrc/moderate.h
+COALESCE_US_MAX = 1000      # RN_MOD_NAP_MAX_US
 
 _V4_RESERVED = [ipaddress.ip_network(n) for n in ("0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/4",
                                                    "240.0.0.0/4")]
@@ -96,6 +98,11 @@ class NetworkConfig:
         tcp_idle_timeout: seconds an established TCP flow may stay idle, 10..604800.
         tcp_fin_timeout: seconds a closing TCP flow may take to finish, 1..3600.
         udp_timeout: seconds a UDP flow may stay idle, 1..86400 (pasta's 180 by default).
+        coalesce_us: wake-up moderation, 0..1000 microseconds: during a stream of small
+            packets (UDP at high rates) a worker or pump thread naps this long instead of
+            sleeping until the next packet wakes it, so that it serves the stream in
+            batches; a packet may then wait up to this long. Request/response traffic and
+            TCP's 64 KiB frames are left alone. 0 turns moderation off.
         dns_upstream: resolvers the DNS addresses forward to, each "ADDR[:PORT]" or
             "[V6ADDR]:PORT" (at most 3); None reads the host's /etc/resolv.conf, and
             again whenever it changes.
@@ -130,6 +137,7 @@ class NetworkConfig:
     tcp_idle_timeout: int = 7200
     tcp_fin_timeout: int = 60
     udp_timeout: int = 180
+    coalesce_us: int = COALESCE_US_DEFAULT
     dns_upstream: Optional[tuple[str, ...]] = None
     resolv_conf: bool = True
     faults: Optional[str] = None
@@ -156,6 +164,7 @@ class NetworkConfig:
         _int_in_range("tcp_idle_timeout", self.tcp_idle_timeout, 10, 604800)
         _int_in_range("tcp_fin_timeout", self.tcp_fin_timeout, 1, 3600)
         _int_in_range("udp_timeout", self.udp_timeout, 1, 86400)
+        _int_in_range("coalesce_us", self.coalesce_us, 0, COALESCE_US_MAX)
         if self.dns_upstream is not None:
             if isinstance(self.dns_upstream, str):
                 object.__setattr__(self, "dns_upstream", (self.dns_upstream,))

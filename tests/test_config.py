@@ -99,3 +99,14 @@ def test_frozen():
 
 def test_txqueuelen_grows_when_mtu_shrinks():
     assert NetworkConfig(mtu=1500).txqueuelen() > NetworkConfig(mtu=65520).txqueuelen() >= 1000
+
+
+@pytest.mark.parametrize("us", [-1, 1001, "200", 2.5])
+def test_coalesce_us_out_of_range_names_option_and_range(us):
+    with pytest.raises(ConfigError, match=r"coalesce_us=.*0 to 1000"):
+        NetworkConfig(coalesce_us=us)
+
+
+@pytest.mark.parametrize("us", [0, 1, 200, 1000])
+def test_coalesce_us_in_range(us):
+    assert NetworkConfig(coalesce_us=us).coalesce_us == us

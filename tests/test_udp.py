@@ -303,26 +303,85 @@ def _fmt(s: dict) -> str:
             f"({s['lost_percent']:.3f}%)")
 
 
+def _met(s: dict) -> bool:
+    return s["bits_per_second"] >= 0.9 * RATE and s["lost_percent"] <= LOSS_MAX
+
+
 @needs_iperf3
-@pytest.mark.xfail(strict=False, reason=(
-    "issue 5's target (<= 0.1% loss at 1 Gbit/s, 1400-byte datagrams) is not met yet on the "
-    "2-core machine: 0.78-0.85 Gbit/s with 0-4.9% loss measured while plain loopback reached "
-    "1 Gbit/s with 0-1.2% loss; the issue stays open for it"))
 @pytest.mark.parametrize("family", [4, 6])
 @pytest.mark.parametrize("reverse", [False, True], ids=["ns_to_host", "host_to_ns"])
 def test_iperf3_udp_1g_loss(family, reverse, no_leaks):
-    """Issue 5's target: at most 0.1% loss at 1 Gbit/s of 1400-byte datagrams, measured
-    twice before a miss counts; plain loopback's figures are printed beside a miss."""
+    """Issue 5's target: at most 0.1% loss at 1 Gbit/s of 1400-byte datagrams. A run can
+    miss when the 2-core machine starves the receiving iperf3 for tens of milliseconds
+    (its 8 MiB buffer holds about 40 ms); so up to three runs, and if all miss, plain
+    loopback measured right after decides: when it misses too, the machine cannot carry
+    the target at the moment and the test is an expected failure with both figures."""
     what = f"iperf3 UDP IPv{family} {'host->ns' if reverse else 'ns->host'}"
-    for attempt in range(2):
+    for attempt in range(3):
         with ringnet.Network(workers=1, allow_host_loopback=True) as net:
             s = iperf3_udp(family, reverse, net)
             stuck = [k for k in ("host_send_errors", "host_drops") if counter(net, k)]
         print(f"{what}: ringnet {_fmt(s)}")
         assert s["packets"] > 0 and not stuck, stuck
-        if s["bits_per_second"] >= 0.9 * RATE and s["lost_percent"] <= LOSS_MAX:
+        if _met(s):
             return
     base = iperf3_udp(family, reverse)
     print(f"{what}: plain loopback {_fmt(base)}")
-    assert s["bits_per_second"] >= 0.9 * RATE and s["lost_percent"] <= LOSS_MAX, \
-        f"ringnet {_fmt(s)}; plain loopback {_fmt(base)}"
+    if not _met(base):
+        pytest.xfail(f"plain loopback misses the target too right now: ringnet {_fmt(s)}; "
+                     f"plain loopback {_fmt(base)}")
+    assert _met(s), f"ringnet {_fmt(s)}; plain loopback {_fmt(base)}"
+
+
+# --- wake-up moderation (csrc/moderate.h) ---------------------------------------------
+
+def _naps(net) -> tuple[int, int]:
+    c = net.counters()
+    return sum(w["naps"] for w in c["workers"]), c["pump"]["naps"]
+
+
+@needs_iperf3
+@pytest.mark.parametrize("coalesce_us", [0, 200])
+@pytest.mark.parametrize("reverse", [False, True], ids=["ns_to_host", "host_to_ns"])
+def test_small_datagram_stream_is_served_in_naps(coalesce_us, reverse, no_leaks):
+    """A 1 Gbit/s stream of 1400-byte datagrams makes the worker and the pump nap
+    instead of sleeping (so that each wake-up moves a batch); coalesce_us=0 never naps."""
+    with ringnet.Network(workers=1, allow_host_loopback=True, coalesce_us=coalesce_us) as net:
+        s = iperf3_udp(4, reverse, net)
+        worker, pump = _naps(net)
+    print(f"coalesce_us={coalesce_us}: {_fmt(s)}, naps: worker {worker}, pump {pump}")
+    assert s["packets"] > 100_000
+    if coalesce_us:
+        # the side that receives the stream from its producer naps at least
+        assert (pump if not reverse else worker) > 100, (worker, pump)
+    else:
+        assert worker == pump == 0
+
+
+PINGPONG = r'''
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+s.connect((sys.argv[1], int(sys.argv[2])))
+lat = []
+for i in range(int(sys.argv[3])):
+    t = time.perf_counter()
+    s.send(b"%d" % i)
+    assert s.recv(100) == b"%d" % i
+    lat.append(time.perf_counter() - t)
+lat.sort()
+print(lat[len(lat) // 2] * 1e6)
+'''
+
+
+def test_request_response_does_not_nap(no_leaks):
+    """UDP request/response goes both ways in equal numbers: the worker never naps, and
+    the pump (which also sees the namespace's other small frames) hardly ever."""
+    with Echo(4) as echo, ringnet.Network(workers=1, allow_host_loopback=True) as net:
+        r = net.run([sys.executable, "-c", PINGPONG, GW[4], str(echo.port), "3000"],
+                    capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stderr.decode()
+        worker, pump = _naps(net)
+    print(f"3000 round trips, p50 {float(r.stdout):.0f} us; naps: worker {worker}, pump {pump}")
+    assert echo.count == 3000
+    assert worker == 0 and pump <= 8, (worker, pump)
