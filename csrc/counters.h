@@ -71,6 +71,8 @@
 	X(udp_gso_sends,	"sends carrying several datagrams (UDP_SEGMENT)") \
 	X(udp_uso_out,		"USO frames to the namespace (several datagrams each)") \
 	X(dns_flows,		"UDP flows opened to the DNS forwarder's upstreams") \
+	X(dns_failovers,	"times the current DNS upstream failed and the next took over") \
+	X(dns_resends,		"DNS queries (UDP) and connects (TCP) retried on another upstream") \
 	X(icmp_echo_in,		"echo replies from ping sockets to the namespace") \
 	X(icmp_errors_out,	"ICMP errors sent to the namespace")	\
 	X(host_send_errors,	"datagrams the host stack refused to send") \

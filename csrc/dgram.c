@@ -16,9 +16,32 @@
 #include <unistd.h>
 
 #include "dgram.h"
+#include "dns.h"
 #include "icmp.h"
 #include "ip.h"
 #include "policy.h"
+
+/**
+ * rn_dgram_socket() - a non-blocking datagram socket that queues ICMP errors
+ * @family:	AF_INET or AF_INET6
+ * @icmp:	a ping socket (IPPROTO_ICMP, IPPROTO_ICMPV6) rather than UDP
+ *
+ * Return: the fd, or negative errno of socket()
+ */
+int rn_dgram_socket(int family, int icmp)
+{
+	int fd, one = 1;
+
+	fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+		    !icmp ? 0 : family == AF_INET6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP);
+	if (fd < 0)
+		return -errno;
+	if (family == AF_INET6)
+		setsockopt(fd, SOL_IPV6, IPV6_RECVERR, &one, sizeof(one));
+	else
+		setsockopt(fd, SOL_IP, IP_RECVERR, &one, sizeof(one));
+	return fd;
+}
 
 /**
  * rn_dgram_open() - create the flow of a packet's key, with its host socket
@@ -38,10 +61,10 @@ int rn_dgram_open(struct rn_worker *w, struct rn_frame *f, const struct rn_flow_
 {
 	struct rn_policy_dest d;
 	struct rn_dgram_flow *fl;
-	int reason, fd, rc, one = 1;
+	int reason, fd, rc;
 
 	*sock_err = 0;
-	reason = rn_policy_dest(&w->p, k, &d);
+	reason = rn_policy_dest(&w->p, rn_dns_current(w), k, &d);
 	if (reason) {
 		rc = rn_icmp_refuse(w, f, rn_icmp_policy_kind(reason));
 		return rc < 0 ? rc : RN_WCTR_policy_refused;
@@ -49,16 +72,11 @@ int rn_dgram_open(struct rn_worker *w, struct rn_frame *f, const struct rn_flow_
 	if (w->flows.count >= w->flows.max)
 		return RN_WCTR_flows_refused_cap;
 
-	fd = socket(d.family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-		    !s->icmp ? 0 : d.family == AF_INET6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP);
+	fd = rn_dgram_socket(d.family, s->icmp);
 	if (fd < 0) {
-		*sock_err = errno;
+		*sock_err = -fd;
 		return RN_WCTR_flows_refused_fd;
 	}
-	if (d.family == AF_INET6)
-		setsockopt(fd, SOL_IPV6, IPV6_RECVERR, &one, sizeof(one));
-	else
-		setsockopt(fd, SOL_IP, IP_RECVERR, &one, sizeof(one));
 
 	fl = calloc(1, s->size);
 	if (!fl) {
@@ -70,6 +88,9 @@ int rn_dgram_open(struct rn_worker *w, struct rn_frame *f, const struct rn_flow_
 	fl->f.fd = fd;
 	memcpy(&fl->dst, &d.sa, sizeof(d.sa));
 	fl->dstlen = d.salen;
+	fl->dns = d.dns;
+	fl->dns_up = d.dns_up;
+	fl->dns_gen = w->dns_gen;
 	fl->timeout_ms = s->timeout_ms ? s->timeout_ms : 1;
 	if (d.dns && s->dns_timeout_ms && fl->timeout_ms > s->dns_timeout_ms)
 		fl->timeout_ms = s->dns_timeout_ms;
@@ -138,12 +159,15 @@ void rn_dgram_timer(struct rn_worker *w, struct rn_flow *f)
  * @hdrlen:	bytes of transport header to put before the returned payload
  * @fix:	fills in that header, or adjusts the payload (the namespace's
  *		identifier back into an echo request), given all @len bytes
+ * @take:	if not NULL, sees each error first and may keep it from the
+ *		namespace (a DNS flow failing over, udp.c)
  *
  * Return: 0, or -1 if ring to_ns is full (then the flow waits for room) or
  *	   corrupted
  */
 int rn_dgram_errors(struct rn_worker *w, struct rn_dgram_flow *fl, uint32_t hdrlen,
-		    void (*fix)(const struct rn_flow_key *k, uint8_t *l4, uint32_t len))
+		    void (*fix)(const struct rn_flow_key *k, uint8_t *l4, uint32_t len),
+		    rn_dgram_take_fn *take)
 {
 	uint8_t buf[RN_IP6_HDR_LEN + 1280];
 	struct rn_icmp_err e;
@@ -160,6 +184,11 @@ int rn_dgram_errors(struct rn_worker *w, struct rn_dgram_flow *fl, uint32_t hdrl
 		if (!rc)
 			return 0;
 		if (rc < 0)
+			continue;
+		rc = take ? take(w, fl, &e, buf + hdrlen, len) : 0;
+		if (rc < 0)
+			return -1;
+		if (rc)
 			continue;
 		fix(&fl->f.key, buf, hdrlen + len);
 		if (rn_icmp_flow_err(w, &fl->f.key, &e, buf, hdrlen + len) < 0)

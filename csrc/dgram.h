@@ -14,13 +14,35 @@
  * @dst:	host destination (policy.c): where datagrams go, replies come from
  * @dstlen:	its length
  * @timeout_ms:	idle timeout
+ * @dns:	@dst is a DNS upstream (the namespace sent to its DNS address)
+ * @dns_up:	which one: index into w->p.dns (dns.c)
+ * @dns_gen:	w->dns_gen when @dns_up was chosen
  */
 struct rn_dgram_flow {
 	struct rn_flow f;
 	struct sockaddr_storage dst;
 	socklen_t dstlen;
 	uint32_t timeout_ms;
+	uint8_t dns;
+	uint8_t dns_up;
+	uint32_t dns_gen;
 };
+
+struct rn_icmp_err;
+
+/**
+ * typedef rn_dgram_take_fn - a protocol's look at a socket error before it is reported
+ * @w:		worker
+ * @fl:		flow whose socket had the error
+ * @e:		the error
+ * @payload:	start of the payload of the datagram that caused it
+ * @len:	bytes at @payload
+ *
+ * Return: 0 to report the error to the namespace, 1 if it was dealt with
+ *	   (not reported), -1 if the flow was closed meanwhile
+ */
+typedef int rn_dgram_take_fn(struct rn_worker *w, struct rn_dgram_flow *fl,
+			     const struct rn_icmp_err *e, const uint8_t *payload, uint32_t len);
 
 /**
  * struct rn_dgram_spec - what kind of flow rn_dgram_open() makes
@@ -43,7 +65,9 @@ int rn_dgram_open(struct rn_worker *w, struct rn_frame *f, const struct rn_flow_
 void rn_dgram_pause(struct rn_worker *w, struct rn_flow *f);
 int rn_dgram_resume(struct rn_worker *w, struct rn_flow *f);
 void rn_dgram_timer(struct rn_worker *w, struct rn_flow *f);
+int rn_dgram_socket(int family, int icmp);
 int rn_dgram_errors(struct rn_worker *w, struct rn_dgram_flow *fl, uint32_t hdrlen,
-		    void (*fix)(const struct rn_flow_key *k, uint8_t *l4, uint32_t len));
+		    void (*fix)(const struct rn_flow_key *k, uint8_t *l4, uint32_t len),
+		    rn_dgram_take_fn *take);
 
 #endif /* RN_DGRAM_H */

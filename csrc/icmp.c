@@ -660,7 +660,7 @@ static void rn_icmp_drain(struct rn_worker *w, struct rn_dgram_flow *fl, uint32_
 {
 	unsigned int i;
 
-	if ((events & EPOLLERR) && rn_dgram_errors(w, fl, 0, rn_icmp_quote))
+	if ((events & EPOLLERR) && rn_dgram_errors(w, fl, 0, rn_icmp_quote, NULL))
 		return;
 	for (i = 0; i < RN_ICMP_RECV_BUDGET && !w->err; i++) {
 		if (!rn_icmp_reply(w, fl))

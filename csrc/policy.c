@@ -3,10 +3,12 @@
  * The rules, in order, for a flow key as the namespace sees it (destination
  * address and port):
  *
- * 1. The DNS address (dns4, dns6) on port 53, TCP or UDP: the first upstream
- *    resolver, whatever its family and even on host loopback (a resolver such
- *    as 127.0.0.53 must work when host loopback is otherwise denied). No
- *    upstream: refused (RN_POLICY_NO_DNS).
+ * 1. The DNS address (dns4, dns6) on port 53, TCP or UDP: the upstream
+ *    resolver the caller names (the worker's current one, dns.c), whatever
+ *    its family and even on host loopback (a resolver such as 127.0.0.53
+ *    must work when host loopback is otherwise denied). No upstream: refused
+ *    (RN_POLICY_NO_DNS). rn_policy_dns() applies the same rule to another
+ *    upstream when a DNS flow fails over.
  * 2. The gateway address (gw4, gw6): 127.0.0.1 / ::1 when
  *    allow_host_loopback is set, else refused (RN_POLICY_LOOPBACK).
  * 3. Host loopback itself (127.0.0.0/8, ::1): refused unless
@@ -117,14 +119,44 @@ static int rn_policy_unroutable6(const uint8_t *a)
 }
 
 /**
+ * rn_policy_dns() - the host destination of DNS upstream @i
+ * @p:		worker parameters (DNS upstreams, loopback_only)
+ * @i:		index into @p->dns
+ * @d:		filled with the upstream's address when allowed (d->dns set,
+ *		d->dns_up = @i)
+ *
+ * Return: RN_POLICY_ALLOW (0); RN_POLICY_NO_DNS if @i is not a valid
+ *	   upstream; RN_POLICY_INVALID for one off the machine while
+ *	   loopback_only is set
+ */
+int rn_policy_dns(const struct rn_worker_params *p, int i, struct rn_policy_dest *d)
+{
+	static const uint8_t lo6[16] = { [15] = 1 };
+	const struct rn_dns_upstream *up;
+
+	memset(d, 0, sizeof(*d));
+	if (i < 0 || (uint32_t)i >= p->ndns || i >= RN_DNS_UPSTREAM_MAX)
+		return RN_POLICY_NO_DNS;
+	up = &p->dns[i];
+	if (up->family != 4 && up->family != 6)
+		return RN_POLICY_NO_DNS;
+	rn_policy_sa(d, up->family, up->addr, up->port);
+	d->dns = 1;
+	d->dns_up = (uint8_t)i;
+	d->loopback = up->family == 4 ? up->addr[0] == 127 : !memcmp(up->addr, lo6, 16);
+	return p->loopback_only && !d->loopback ? RN_POLICY_INVALID : RN_POLICY_ALLOW;
+}
+
+/**
  * rn_policy_dest() - decide where a new flow goes on the host
  * @p:		worker parameters (addresses, prefixes, policy, DNS upstreams)
+ * @dns_up:	the upstream a DNS flow goes to (rn_dns_current()), -1 for none
  * @k:		flow key as the namespace sees it
  * @d:		filled with the host destination when allowed
  *
  * Return: RN_POLICY_ALLOW (0), or the enum rn_policy_reason refusing it
  */
-int rn_policy_dest(const struct rn_worker_params *p, const struct rn_flow_key *k,
+int rn_policy_dest(const struct rn_worker_params *p, int dns_up, const struct rn_flow_key *k,
 		   struct rn_policy_dest *d)
 {
 	static const uint8_t lo4[4] = { 127, 0, 0, 1 };
@@ -143,16 +175,8 @@ int rn_policy_dest(const struct rn_worker_params *p, const struct rn_flow_key *k
 		return RN_POLICY_INVALID;
 
 	if ((k->proto == RN_IPPROTO_TCP || k->proto == RN_IPPROTO_UDP) &&
-	    k->dport == RN_DNS_PORT && !memcmp(k->daddr, dns, alen)) {
-		const struct rn_dns_upstream *up = &p->dns[0];
-
-		if (!p->ndns || (up->family != 4 && up->family != 6))
-			return RN_POLICY_NO_DNS;
-		rn_policy_sa(d, up->family, up->addr, up->port);
-		d->dns = 1;
-		d->loopback = up->family == 4 ? up->addr[0] == 127 : !memcmp(up->addr, lo6, 16);
-		return p->loopback_only && !d->loopback ? RN_POLICY_INVALID : RN_POLICY_ALLOW;
-	}
+	    k->dport == RN_DNS_PORT && !memcmp(k->daddr, dns, alen))
+		return rn_policy_dns(p, dns_up, d);
 
 	if (!memcmp(k->daddr, gw, alen)) {
 		if (!p->allow_host_loopback)

@@ -1,7 +1,8 @@
 /* policy.h - where a new flow from the namespace may go, as a host address
  *
  * For TCP now, and for UDP and ICMP forwarding: a protocol core asks
- * rn_policy_dest() once, when a flow is created, and either connects its host
+ * rn_policy_dest() once, when a flow is created (and rn_policy_dns() when a
+ * DNS flow fails over to another upstream, dns.c), and either connects its host
  * socket to the sockaddr it gets or refuses the flow with the reason (TCP:
  * RST; UDP: ICMP port unreachable or silence, as that core decides), counting
  * policy_refused. See policy.c for the rules.
@@ -39,7 +40,8 @@ enum rn_policy_reason {
  * @salen:	its length
  * @family:	AF_INET or AF_INET6 (may differ from the namespace's family: an
  *		IPv4 DNS flow can go to an IPv6 resolver)
- * @dns:	the flow goes to the DNS upstream
+ * @dns:	the flow goes to a DNS upstream
+ * @dns_up:	which one (index into the worker's DNS upstreams), if @dns
  * @loopback:	the destination is host loopback (gateway mapping or DNS)
  */
 struct rn_policy_dest {
@@ -47,11 +49,13 @@ struct rn_policy_dest {
 	socklen_t salen;
 	int family;
 	uint8_t dns;
+	uint8_t dns_up;
 	uint8_t loopback;
 };
 
-int rn_policy_dest(const struct rn_worker_params *p, const struct rn_flow_key *k,
+int rn_policy_dest(const struct rn_worker_params *p, int dns_up, const struct rn_flow_key *k,
 		   struct rn_policy_dest *d);
+int rn_policy_dns(const struct rn_worker_params *p, int i, struct rn_policy_dest *d);
 const char *rn_policy_reason_name(int reason);
 
 #endif /* RN_POLICY_H */

@@ -102,6 +102,7 @@
 #include <unistd.h>
 
 #include "checksum.h"
+#include "dns.h"
 #include "policy.h"
 #include "tcp.h"
 
@@ -2008,7 +2009,7 @@ static int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, const s
 	int fd, one = 1, zero = 0, rc;
 	uint32_t isn;
 
-	rc = rn_policy_dest(&w->p, k, &d);
+	rc = rn_policy_dest(&w->p, rn_dns_current(w), k, &d);
 	if (rc) {
 		rn_tcp_rst_key(w, k, 0, s->seq + 1, 1);
 		return RN_WCTR_policy_refused;

@@ -10,7 +10,8 @@
  * the destination's family, bound by the kernel on the first send, so
  * replies from any port of the destination host reach it; a connected socket
  * would see only the one port. Datagrams from other hosts are dropped
- * (host_drops). Flows count against max_flows with every other protocol: at
+ * (host_drops), except on a DNS flow, which takes them from every
+ * configured upstream and shows them all as coming from port 53. Flows count against max_flows with every other protocol: at
  * the cap new flows are refused (flows_refused_cap) and nothing else
  * changes. A flow closes after udp_timeout_ms without traffic either way
  * (RN_UDP_DNS_TIMEOUT_MS for DNS, whose clients use a port per query).
@@ -57,6 +58,16 @@
  * copy of the datagram, so that a connected socket inside sees
  * ECONNREFUSED.
  *
+ * DNS failover (dns.c has the rules): a DNS flow follows the worker's
+ * current upstream with each query (rn_udp_dns_query()); with more than one
+ * upstream it keeps a copy of its queries in flight (RN_DNS_SAVED, allocated
+ * only while one waits for its answer). The flow's timer runs at the earlier
+ * of its idle deadline and the failover deadline (rn_udp_timer()); an
+ * unanswered query, or one an upstream answers with an ICMP unreachable
+ * (rn_udp_dns_err(), before rn_dgram_errors() reports it), is resent to the
+ * next upstream from the flow's socket, which is replaced by one of the
+ * other family when the upstream's family differs.
+ *
  * Per-worker state (struct rn_udp, allocated on first use): the send queue
  * of the current intake batch and the receive buffers.
  */
@@ -71,9 +82,11 @@
 
 #include "checksum.h"
 #include "dgram.h"
+#include "dns.h"
 #include "flowtab.h"
 #include "icmp.h"
 #include "ip.h"
+#include "policy.h"
 #include "udp.h"
 
 #ifndef UDP_SEGMENT
@@ -104,10 +117,13 @@
  * struct rn_udp_flow - a UDP flow and its host socket
  * @g:		datagram flow: header, destination, idle timeout (dgram.h)
  * @no_gso:	the kernel refused UDP_SEGMENT once: send datagrams one by one
+ * @dnsq:	a DNS flow's queries in flight, RN_DNS_SAVED of them, kept for a
+ *		resend to another upstream (allocated with the first one kept)
  */
 struct rn_udp_flow {
 	struct rn_dgram_flow g;
 	uint8_t no_gso;
+	struct rn_dns_query *dnsq;
 };
 
 /**
@@ -248,6 +264,21 @@ static int rn_udp_csum_ok(const struct rn_frame *f, const uint8_t *uh)
 }
 
 /**
+ * rn_udp_sockopts() - the options every UDP flow's host socket gets
+ * @w:		worker
+ * @fd:		the socket
+ */
+static void rn_udp_sockopts(struct rn_worker *w, int fd)
+{
+	int one = 1, rcvbuf = RN_UDP_RCVBUF, sndbuf = RN_UDP_SNDBUF;
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+	if (w->udp && w->udp->uso)
+		setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof(one));
+}
+
+/**
  * rn_udp_flow_new() - create the flow for a datagram's key
  * @w:		worker
  * @f:		the datagram
@@ -264,17 +295,203 @@ static int rn_udp_flow_new(struct rn_worker *w, struct rn_frame *f,
 		.type = RN_FLOW_UDP, .size = sizeof(struct rn_udp_flow),
 		.timeout_ms = w->p.udp_timeout_ms, .dns_timeout_ms = RN_UDP_DNS_TIMEOUT_MS,
 	};
-	int rc, err, one = 1, rcvbuf = RN_UDP_RCVBUF, sndbuf = RN_UDP_SNDBUF;
 	struct rn_dgram_flow *g;
+	int rc, err;
 
 	rc = rn_dgram_open(w, f, k, &spec, &g, &err);
 	if (rc)
 		return rc;
-	setsockopt(g->f.fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
-	setsockopt(g->f.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
-	if (w->udp && w->udp->uso)
-		setsockopt(g->f.fd, SOL_UDP, UDP_GRO, &one, sizeof(one));
+	rn_udp_sockopts(w, g->f.fd);
 	*out = (struct rn_udp_flow *)g;
+	return 0;
+}
+
+/**
+ * rn_udp_dns_forget() - free a DNS flow's kept queries once none waits
+ * @fl:		flow
+ *
+ * Memory for kept queries is held only while a query waits for its answer.
+ */
+static void rn_udp_dns_forget(struct rn_udp_flow *fl)
+{
+	if (fl->dnsq && !rn_dns_next_deadline(fl->dnsq)) {
+		free(fl->dnsq);
+		fl->dnsq = NULL;
+	}
+}
+
+/**
+ * rn_udp_dns_point() - send a DNS flow's datagrams to upstream @i from now on
+ * @w:		worker
+ * @fl:		DNS flow
+ * @i:		index into w->p.dns
+ *
+ * An upstream of the other address family gets a new socket of that
+ * family, which replaces the flow's (answers still on their way to the old
+ * one are lost with it). Kept queries of an older upstream list forget where
+ * they went.
+ *
+ * Return: 0; -1 if @i may not be used (policy, no socket), nothing changed;
+ *	   -2 if the flow had to be closed (epoll refused the new socket)
+ */
+static int rn_udp_dns_point(struct rn_worker *w, struct rn_udp_flow *fl, int i)
+{
+	struct rn_dgram_flow *g = &fl->g;
+	uint32_t events = g->f.events, j;
+	struct rn_policy_dest d;
+	int fd;
+
+	if (rn_policy_dns(&w->p, i, &d))
+		return -1;
+	if (d.family != g->dst.ss_family) {
+		fd = rn_dgram_socket(d.family, 0);
+		if (fd < 0)
+			return -1;
+		rn_udp_sockopts(w, fd);
+		rn_worker_flow_watch(w, &g->f, 0);
+		close(g->f.fd);
+		g->f.fd = fd;
+		fl->no_gso = 0;
+		if (events && rn_worker_flow_watch(w, &g->f, events)) {
+			rn_worker_flow_close(w, &g->f);
+			return -2;
+		}
+	}
+	if (g->dns_gen != w->dns_gen && fl->dnsq) {
+		for (j = 0; j < RN_DNS_SAVED; j++) {
+			fl->dnsq[j].up = RN_DNS_UPSTREAM_MAX;
+			fl->dnsq[j].tried = 0;
+		}
+	}
+	memcpy(&g->dst, &d.sa, sizeof(d.sa));
+	g->dstlen = d.salen;
+	g->dns_up = d.dns_up;
+	g->dns_gen = w->dns_gen;
+	return 0;
+}
+
+/**
+ * rn_udp_dns_arm() - make the flow's timer run when a kept query is due
+ * @w:		worker
+ * @fl:		DNS flow
+ *
+ * The timer keeps the earlier of its deadline (the idle timeout) and the
+ * failover deadline of the queries waiting for an answer.
+ */
+static void rn_udp_dns_arm(struct rn_worker *w, struct rn_udp_flow *fl)
+{
+	int64_t t = fl->dnsq ? rn_dns_next_deadline(fl->dnsq) : 0;
+
+	if (t && (!fl->g.f.deadline || t < fl->g.f.deadline))
+		rn_worker_flow_timer(w, &fl->g.f, t);
+}
+
+/**
+ * rn_udp_dns_failover() - a query's upstream failed: resend it to another one
+ * @w:		worker
+ * @fl:		DNS flow
+ * @q:		the kept query that failed, or NULL if it was not kept
+ *
+ * The upstream the query went to stops being the current one (dns.c); the
+ * query goes to the upstream rn_dns_pick() names, one it was not sent to
+ * yet, and the flow sends there from now on.
+ *
+ * Return: 1 if the query was resent; 0 if not (not kept, every upstream
+ *	   tried); -1 if the flow was closed
+ */
+static int rn_udp_dns_failover(struct rn_worker *w, struct rn_udp_flow *fl,
+			       struct rn_dns_query *q)
+{
+	struct rn_dgram_flow *g = &fl->g;
+	int next, rc;
+
+	rn_dns_failed(w, q ? q->up : g->dns_up, g->dns_gen);
+	if (!q)
+		return 0;
+	q->sent_at = 0;
+	if (g->dns_gen != w->dns_gen)
+		q->tried = 0;	/* a new list: every upstream is new to the query */
+	for (;;) {
+		next = rn_dns_pick(w, q->tried);
+		if (next < 0)
+			return 0;
+		q->tried |= 1u << next;
+		rc = rn_udp_dns_point(w, fl, next);
+		if (rc == -2)
+			return -1;
+		if (rc)
+			continue;
+		q->tried |= 1u << next;	/* rn_udp_dns_point() forgets older lists */
+		if (sendto(g->f.fd, q->msg, q->len, MSG_DONTWAIT,
+			   (const struct sockaddr *)&g->dst, g->dstlen) < 0) {
+			rn_ctr_add(w->ctr, RN_WCTR_host_send_errors, 1);
+			rn_dns_failed(w, (uint32_t)next, g->dns_gen);
+			continue;
+		}
+		q->up = (uint32_t)next;
+		q->sent_at = w->now;
+		rn_ctr_add(w->ctr, RN_WCTR_dns_resends, 1);
+		return 1;
+	}
+}
+
+/**
+ * rn_udp_dns_err() - rn_dgram_take_fn: an upstream refused a query, try another
+ * @w:		worker
+ * @g:		flow whose socket had the error
+ * @e:		the error
+ * @payload:	the datagram it quotes (the query, as far as returned)
+ * @len:	its length
+ *
+ * An unreachable error (port, host, network, prohibited) for a DNS query
+ * while other upstreams exist fails over (rn_udp_dns_failover()); the
+ * namespace sees the error only when the query could not be resent.
+ *
+ * Return: 1 if the query was resent (the error is not reported), 0 to report
+ *	   it, -1 if the flow was closed
+ */
+static int rn_udp_dns_err(struct rn_worker *w, struct rn_dgram_flow *g,
+			  const struct rn_icmp_err *e, const uint8_t *payload, uint32_t len)
+{
+	struct rn_udp_flow *fl = (struct rn_udp_flow *)g;
+	int rc;
+
+	if (!g->dns || w->p.ndns < 2 || e->kind == RN_ICMP_TOO_BIG || e->kind == RN_ICMP_TIME)
+		return 0;
+	rc = rn_udp_dns_failover(w, fl, fl->dnsq ? rn_dns_find(fl->dnsq, payload, len) : NULL);
+	if (rc > 0)
+		rn_udp_dns_arm(w, fl);
+	return rc;
+}
+
+/**
+ * rn_udp_dns_query() - a datagram to the DNS address: current upstream, keep a copy
+ * @w:		worker
+ * @fl:		DNS flow
+ * @msg:	the query (payload), before it is sent
+ * @len:	its length
+ * @gso:	it is a USO frame of several datagrams (never kept)
+ *
+ * The flow follows the worker's current upstream; with more than one
+ * upstream, a query of RN_DNS_HDR_LEN..RN_DNS_QUERY_MAX bytes is kept for a
+ * resend and the flow's timer is set for its failover deadline.
+ *
+ * Return: 0, or -1 if the flow was closed
+ */
+static int rn_udp_dns_query(struct rn_worker *w, struct rn_udp_flow *fl, const uint8_t *msg,
+			    uint32_t len, int gso)
+{
+	int cur = rn_dns_current(w);
+
+	if (cur >= 0 && (fl->g.dns_up != cur || fl->g.dns_gen != w->dns_gen) &&
+	    rn_udp_dns_point(w, fl, cur) == -2)
+		return -1;
+	if (w->p.ndns < 2 || gso || len < RN_DNS_HDR_LEN || len > RN_DNS_QUERY_MAX)
+		return 0;
+	if (!fl->dnsq)
+		fl->dnsq = calloc(RN_DNS_SAVED, sizeof(*fl->dnsq));
+	if (fl->dnsq && rn_dns_save(fl->dnsq, w->now, fl->g.dns_up, msg, len))
+		rn_udp_dns_arm(w, fl);
 	return 0;
 }
 
@@ -291,9 +508,10 @@ int rn_udp_input(struct rn_worker *w, struct rn_frame *f)
 	struct rn_udp *u = rn_udp_state(w);
 	struct rn_udp_flow *fl;
 	struct rn_flow_key k;
+	const uint8_t *uh, *data;
 	struct rn_udp_tx *t;
-	const uint8_t *uh;
 	uint32_t len;
+	uint16_t gso;
 	int rc;
 
 	if (f->l4len < RN_UDP_HDR_LEN || !(uh = rn_pkt_get(&f->l4, 0, RN_UDP_HDR_LEN)) ||
@@ -318,11 +536,15 @@ int rn_udp_input(struct rn_worker *w, struct rn_frame *f)
 	if (u->ntx == RN_WORKER_BATCH)
 		rn_udp_flush(w);
 	len = f->l4len - RN_UDP_HDR_LEN;
+	data = f->shm + RN_VNET_HDR_LEN + f->l3len + RN_UDP_HDR_LEN;
+	gso = uso && len > f->vnet.gso_size ? f->vnet.gso_size : 0;
+	if (fl->g.dns && rn_udp_dns_query(w, fl, data, len, gso))
+		return RN_WCTR_flows_refused_fd;
 	t = &u->tx[u->ntx++];
 	t->fl = fl;
-	t->data = f->shm + RN_VNET_HDR_LEN + f->l3len + RN_UDP_HDR_LEN;
+	t->data = data;
 	t->len = len;
-	t->gso = uso && len > f->vnet.gso_size ? f->vnet.gso_size : 0;
+	t->gso = gso;
 	fl->g.f.last = w->now;
 	fl->g.f.bytes_up += len;
 	if (t->data >= w->rx.data && t->data < w->rx.data + w->rx.size)
@@ -545,13 +767,15 @@ static void rn_udp_deliver(struct rn_worker *w, struct rn_udp_flow *fl,
 	uint32_t dgrams = gso ? (len + gso - 1) / gso : 1;
 	uint16_t sport = rn_udp_port(src);
 	uint8_t *out, *uh, *vnet;
+	struct rn_dns_query *q;
 	int err;
 
-	if (!rn_udp_same_host(&fl->g.dst, src) || len > (k->family == 6 ? RN_UDP_MAX6 : RN_UDP_MAX4)) {
+	if (!(rn_udp_same_host(&fl->g.dst, src) || (fl->g.dns && rn_dns_is_upstream(w, src))) ||
+	    len > (k->family == 6 ? RN_UDP_MAX6 : RN_UDP_MAX4)) {
 		rn_ctr_add(w->ctr, RN_WCTR_host_drops, dgrams);
 		return;
 	}
-	if (sport == rn_udp_port(&fl->g.dst))
+	if (fl->g.dns || sport == rn_udp_port(&fl->g.dst))
 		sport = k->dport;
 	out = rn_worker_tx_reserve(w, l3 + ulen, &err);
 	if (!out)
@@ -580,6 +804,11 @@ static void rn_udp_deliver(struct rn_worker *w, struct rn_udp_flow *fl,
 	rn_ctr_add(w->ctr, RN_WCTR_udp_out, dgrams);
 	fl->g.f.last = w->now;
 	fl->g.f.bytes_down += len;
+	/* An answer (read from our private copy): its query needs no failover */
+	if (fl->dnsq && (q = rn_dns_find(fl->dnsq, iov[0].iov_base, (uint32_t)iov[0].iov_len))) {
+		q->sent_at = 0;
+		rn_udp_dns_forget(fl);
+	}
 }
 
 /**
@@ -702,7 +931,8 @@ static void rn_udp_drain(struct rn_worker *w, struct rn_udp_flow *fl, uint32_t e
 	uint32_t b, i, room;
 	int n;
 
-	if ((events & EPOLLERR) && rn_dgram_errors(w, &fl->g, RN_UDP_HDR_LEN, rn_udp_quote))
+	if ((events & EPOLLERR) &&
+	    rn_dgram_errors(w, &fl->g, RN_UDP_HDR_LEN, rn_udp_quote, rn_udp_dns_err))
 		return;
 	if (!u)
 		return;
@@ -750,7 +980,7 @@ static void rn_udp_room(struct rn_worker *w, struct rn_flow *f)
 }
 
 /**
- * rn_udp_release() - ops->release: drop queued datagrams of a closing flow
+ * rn_udp_release() - ops->release: free kept DNS queries, drop queued datagrams
  * @w:		worker
  * @f:		flow being closed
  *
@@ -762,6 +992,8 @@ static void rn_udp_release(struct rn_worker *w, struct rn_flow *f)
 	struct rn_udp *u = w->udp;
 	uint32_t i, j;
 
+	free(((struct rn_udp_flow *)f)->dnsq);
+	((struct rn_udp_flow *)f)->dnsq = NULL;
 	if (!u)
 		return;
 	for (i = j = 0; i < u->ntx; i++) {
@@ -771,9 +1003,37 @@ static void rn_udp_release(struct rn_worker *w, struct rn_flow *f)
 	u->ntx = j;
 }
 
+/**
+ * rn_udp_timer() - ops->timer: DNS failover deadlines, else the idle timeout
+ * @w:		worker
+ * @f:		flow
+ *
+ * Kept DNS queries without an answer for RN_DNS_FAILOVER_MS go to the next
+ * upstream (rn_udp_dns_failover()); then the idle logic of rn_dgram_timer()
+ * closes the flow or re-arms it, and the timer is brought forward to the
+ * next failover deadline if one is earlier.
+ */
+static void rn_udp_timer(struct rn_worker *w, struct rn_flow *f)
+{
+	struct rn_udp_flow *fl = (struct rn_udp_flow *)f;
+	struct rn_dns_query *q;
+	uint32_t i;
+
+	for (i = 0; fl->dnsq && i < RN_DNS_SAVED; i++) {
+		q = &fl->dnsq[i];
+		if (q->sent_at && w->now - q->sent_at >= RN_DNS_FAILOVER_MS &&
+		    rn_udp_dns_failover(w, fl, q) < 0)
+			return;
+	}
+	rn_udp_dns_forget(fl);
+	rn_dgram_timer(w, f);
+	if (!(f->flags & RN_FLOW_F_CLOSED))
+		rn_udp_dns_arm(w, fl);
+}
+
 const struct rn_flow_ops rn_udp_ops = {
 	.event = rn_udp_event,
-	.timer = rn_dgram_timer,
+	.timer = rn_udp_timer,
 	.room = rn_udp_room,
 	.flush = rn_udp_defer_flush,
 	.release = rn_udp_release,

@@ -141,6 +141,8 @@ struct rn_worker_params {
  * @udp:	UDP core state (udp.c), allocated on first use
  * @frag:	fragment reassembly slots (frag.c), allocated on first use
  * @logged:	RN_WORKER_LOGGED_* one-time messages already written
+ * @dns_cur:	the current DNS upstream, an index into @p.dns (dns.c)
+ * @dns_gen:	times @p.dns was replaced: DNS indexes of older lists are stale
  * @tx_resv:	frame (vnet header first) of the last rn_worker_tx_reserve()
  * @fin:	fault injection on frames from the namespace (tests only)
  * @fout:	fault injection on frames to the namespace (tests only)
@@ -167,6 +169,8 @@ struct rn_worker {
 	struct rn_udp *udp;
 	struct rn_frag *frag;
 	uint32_t logged;
+	uint32_t dns_cur;
+	uint32_t dns_gen;
 	uint8_t *tx_resv;
 	struct rn_fault fin;
 	struct rn_fault fout;
