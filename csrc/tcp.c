@@ -12,7 +12,10 @@
  * without blocking. The SYN-ACK goes out only once the host connect succeeded
  * (EPOLLOUT, SO_ERROR 0), so a refused connect becomes a RST at once (the
  * application sees ECONNREFUSED), an unreachable destination an ICMP
- * destination unreachable, anything else (timeout...) a RST. Options
+ * destination unreachable, anything else (timeout...) a RST; a flow to a
+ * DNS upstream first connects to the next upstream (rn_tcp_dns_retry(),
+ * dns.c), also when the connect has not completed after
+ * RN_DNS_FAILOVER_MS while another upstream is left. Options
  * negotiated: MSS (ours from the MTU; theirs caps gso_size), window scaling
  * (shift RN_TCP_WS) and SACK-permitted (as a receiver: see below), each only
  * when the namespace offers it. Timestamps are not implemented, so the
@@ -155,6 +158,7 @@
 #define RN_TCP_F_NS_FIN_LAST	0x40000u /* the namespace's FIN came after ours was acked */
 #define RN_TCP_F_SACK		0x80000u /* SACK permitted: we report held blocks */
 #define RN_TCP_F_TLP_OUT	0x100000u /* a tail loss probe is out: no other until an ACK */
+#define RN_TCP_F_DNS		0x200000u /* to a DNS upstream: a failed connect tries the next */
 
 /**
  * struct rn_tcp_blk - bytes held after a sequence gap
@@ -218,6 +222,9 @@ struct rn_tcp_blk {
  * @q_head:	sequence number of the first byte in the host socket's receive
  *		queue: acknowledged bytes are discarded up to snd_una once per
  *		batch (rn_tcp_flush())
+ * @dns_up:	with RN_TCP_F_DNS: the upstream connected to (index, dns.c)
+ * @dns_tried:	upstreams this flow tried to connect to, one bit per index
+ * @dns_gen:	w->dns_gen that @dns_up and @dns_tried refer to
  */
 struct rn_tcp_flow {
 	struct rn_flow f;
@@ -262,6 +269,9 @@ struct rn_tcp_flow {
 	int64_t closing;
 	uint32_t peek_off;
 	uint32_t q_head;
+	uint8_t dns_up;
+	uint8_t dns_tried;
+	uint32_t dns_gen;
 };
 
 /**
@@ -1932,23 +1942,118 @@ static int rn_tcp_parse(struct rn_worker *w, struct rn_frame *f, struct rn_tcp_s
 }
 
 /**
+ * rn_tcp_socket() - a host socket for a flow: non-blocking, no Nagle, peek offset
+ * @c:		flow (RN_TCP_F_NO_PEEKOFF follows the new socket)
+ * @family:	AF_INET or AF_INET6
+ *
+ * Return: the fd, or negative errno of socket()
+ */
+static int rn_tcp_socket(struct rn_tcp_flow *c, int family)
+{
+	int fd, one = 1, zero = 0;
+
+	fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+	if (fd < 0)
+		return -errno;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->flags &= ~RN_TCP_F_NO_PEEKOFF;
+	if (setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &zero, sizeof(zero)))
+		c->flags |= RN_TCP_F_NO_PEEKOFF;
+	return fd;
+}
+
+/**
+ * rn_tcp_dns_deadline() - give a DNS connect RN_DNS_FAILOVER_MS if another upstream is left
+ * @w:		worker
+ * @c:		flow in RN_TCP_CONNECTING
+ *
+ * Sets @c->rto_at (the caller arms the timer). With no other upstream the
+ * kernel's own connect timeout applies, as for any flow.
+ */
+static void rn_tcp_dns_deadline(struct rn_worker *w, struct rn_tcp_flow *c)
+{
+	if ((c->flags & RN_TCP_F_DNS) && c->dns_gen == w->dns_gen &&
+	    rn_dns_pick(w, c->dns_tried) >= 0)
+		c->rto_at = w->now + RN_DNS_FAILOVER_MS;
+}
+
+/**
+ * rn_tcp_dns_retry() - a DNS flow's connect failed: connect to another upstream
+ * @w:		worker
+ * @c:		flow in RN_TCP_CONNECTING, with RN_TCP_F_DNS
+ *
+ * The failed upstream stops being the current one (dns.c); the flow gets a
+ * new socket (of the new upstream's family) and connects to the upstream
+ * rn_dns_pick() names, one it did not try yet (dns_resends).
+ *
+ * Return: 1 if a connect is under way (or the flow was closed meanwhile),
+ *	   0 if no upstream is left: the flow is unchanged, the caller refuses it
+ */
+static int rn_tcp_dns_retry(struct rn_worker *w, struct rn_tcp_flow *c)
+{
+	struct rn_policy_dest d;
+	int next, fd;
+
+	rn_dns_failed(w, c->dns_up, c->dns_gen);
+	if (c->dns_gen != w->dns_gen) {
+		c->dns_gen = w->dns_gen;
+		c->dns_tried = 0;
+	}
+	for (;;) {
+		next = rn_dns_pick(w, c->dns_tried);
+		if (next < 0)
+			return 0;
+		c->dns_tried |= (uint8_t)(1u << next);
+		if (rn_policy_dns(&w->p, next, &d))
+			continue;
+		fd = rn_tcp_socket(c, d.family);
+		if (fd < 0)
+			return 0;
+		rn_worker_flow_watch(w, &c->f, 0);
+		close(c->f.fd);
+		c->f.fd = fd;
+		c->dns_up = (uint8_t)next;
+		rn_ctr_add(w->ctr, RN_WCTR_dns_resends, 1);
+		rn_ctr_add(w->ctr, RN_WCTR_tcp_connects, 1);
+		if (connect(fd, (struct sockaddr *)&d.sa, d.salen) && errno != EINPROGRESS) {
+			rn_ctr_add(w->ctr, errno == ECONNREFUSED ? RN_WCTR_tcp_connect_refused :
+				   RN_WCTR_tcp_connect_failed, 1);
+			rn_dns_failed(w, (uint32_t)next, c->dns_gen);
+			continue;
+		}
+		rn_tcp_watch(w, c);
+		if (c->f.flags & RN_FLOW_F_CLOSED)
+			return 1;
+		c->rto_at = 0;
+		rn_tcp_dns_deadline(w, c);
+		rn_tcp_arm(w, c);
+		return 1;
+	}
+}
+
+/**
  * rn_tcp_connect_done() - the host connect() finished: SYN-ACK, or refuse
  * @w:		worker
  * @c:		flow in RN_TCP_CONNECTING
  * @err:	0 on success, else the positive errno of the connect
+ *
+ * A DNS flow whose connect failed connects to another upstream first, if
+ * one is left (rn_tcp_dns_retry()); only then is the namespace told.
  */
 static void rn_tcp_connect_done(struct rn_worker *w, struct rn_tcp_flow *c, int err)
 {
 	int rc;
 
 	if (err) {
+		rn_ctr_add(w->ctr, err == ECONNREFUSED ? RN_WCTR_tcp_connect_refused :
+			   RN_WCTR_tcp_connect_failed, 1);
+		if ((c->flags & RN_TCP_F_DNS) && rn_tcp_dns_retry(w, c))
+			return;
 		if (err == ENETUNREACH || err == EHOSTUNREACH) {
 			rn_tcp_icmp_unreach(w, c, err);
 		} else {
 			rn_tcp_rst_key(w, &c->f.key, 0, c->rcv_nxt, 1);
 		}
-		rn_ctr_add(w->ctr, err == ECONNREFUSED ? RN_WCTR_tcp_connect_refused :
-			   RN_WCTR_tcp_connect_failed, 1);
 		rn_ctr_add(w->ctr, RN_WCTR_tcp_closed, 1);
 		rn_worker_flow_close(w, &c->f);
 		return;
@@ -2006,8 +2111,8 @@ static int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, const s
 {
 	struct rn_policy_dest d;
 	struct rn_tcp_flow *c;
-	int fd, one = 1, zero = 0, rc;
 	uint32_t isn;
+	int fd, rc;
 
 	rc = rn_policy_dest(&w->p, rn_dns_current(w), k, &d);
 	if (rc) {
@@ -2031,16 +2136,19 @@ static int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, const s
 		return RN_WCTR_flows_refused_cap;
 	}
 
-	fd = socket(d.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+	fd = rn_tcp_socket(c, d.family);
 	if (fd < 0) {
 		rn_worker_flow_close(w, &c->f);
 		rn_tcp_rst_key(w, k, 0, s->seq + 1, 1);
 		return RN_WCTR_flows_refused_fd;
 	}
 	c->f.fd = fd;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &zero, sizeof(zero)))
-		c->flags |= RN_TCP_F_NO_PEEKOFF;
+	if (d.dns) {
+		c->flags |= RN_TCP_F_DNS;
+		c->dns_up = d.dns_up;
+		c->dns_tried = (uint8_t)(1u << d.dns_up);
+		c->dns_gen = w->dns_gen;
+	}
 
 	if (getrandom(&isn, sizeof(isn), GRND_NONBLOCK) != sizeof(isn))
 		isn = (uint32_t)w->now * 2654435761u ^ (uint32_t)(uintptr_t)c;
@@ -2075,6 +2183,7 @@ static int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, const s
 	}
 	/* Even an immediate success is reported by EPOLLOUT */
 	rn_tcp_watch(w, c);
+	rn_tcp_dns_deadline(w, c);
 	rn_tcp_arm(w, c);
 	return RN_WCTR_tcp_segments_in;
 }
@@ -2359,7 +2468,10 @@ static void rn_tcp_timer(struct rn_worker *w, struct rn_flow *fl)
 	if (c->rto_at && w->now >= c->rto_at) {
 		c->rto_at = 0;
 		if (c->flags & RN_TCP_F_CONNECTING) {
-			/* connect() has its own timeout; nothing to resend */
+			/* connect() has its own timeout; only a DNS flow with
+			 * another upstream left gives up sooner and tries that */
+			if (c->flags & RN_TCP_F_DNS)
+				rn_tcp_connect_done(w, c, ETIMEDOUT);
 		} else if (!(c->flags & RN_TCP_F_ESTABLISHED)) {
 			if (++c->retries > RN_TCP_SYNACK_RETRIES) {
 				rn_tcp_close(w, c, 1, 1);
