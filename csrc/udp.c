@@ -11,10 +11,11 @@
  * replies from any port of the destination host reach it; a connected socket
  * would see only the one port. Datagrams from other hosts are dropped
  * (host_drops), except on a DNS flow, which takes them from every
- * configured upstream and shows them all as coming from port 53. Flows count against max_flows with every other protocol: at
- * the cap new flows are refused (flows_refused_cap) and nothing else
- * changes. A flow closes after udp_timeout_ms without traffic either way
- * (RN_UDP_DNS_TIMEOUT_MS for DNS, whose clients use a port per query).
+ * configured upstream and shows them all as coming from port 53. Flows
+ * count against max_flows with every other protocol: at the cap new flows
+ * are refused (flows_refused_cap) and nothing else changes. A flow closes
+ * after udp_timeout_ms without traffic either way (RN_UDP_DNS_TIMEOUT_MS
+ * for DNS, whose clients use a port per query).
  * Creation, idle timer, pausing and the error queue are shared with the echo
  * flows of icmp.c (dgram.c).
  *
@@ -118,7 +119,7 @@
  * @g:		datagram flow: header, destination, idle timeout (dgram.h)
  * @no_gso:	the kernel refused UDP_SEGMENT once: send datagrams one by one
  * @dnsq:	a DNS flow's queries in flight, RN_DNS_SAVED of them, kept for a
- *		resend to another upstream (allocated with the first one kept)
+ *		resend to another upstream (allocated only while one waits)
  */
 struct rn_udp_flow {
 	struct rn_dgram_flow g;
