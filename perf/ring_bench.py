@@ -24,6 +24,7 @@ try:
 except ImportError:  # run from a checkout: python perf/ring_bench.py
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     from ringnet._ringnet_c import ffi, lib  # type: ignore[import-not-found]
+from ringnet._ringtest import run_pair  # noqa: E402 (after the import path is settled)
 
 # frame size -> (what is aimed at, threshold)
 AIMS = {64: ("frames/s", 10e6), 65536: ("memcpy ratio", 0.70)}
@@ -31,55 +32,14 @@ AIMS = {64: ("frames/s", 10e6), 65536: ("memcpy ratio", 0.70)}
 
 def ring_run(ring_size: int, frame: int, nframes: int, batch: int,
              cpus: tuple[int, int] | None = None) -> tuple[float, int]:
-    """Move ``nframes`` frames of ``frame`` bytes; return (seconds, consumer rc).
+    """Move ``nframes`` frames of ``frame`` bytes; return (seconds, rc): the consumer's
+    return code, or -1 when the producer failed.
 
     ``cpus``: pin the consumer (this process) and the producer to these CPUs.
     """
-    fd = os.memfd_create("rn-ring-bench", os.MFD_CLOEXEC)
-    ev_c = os.eventfd(0, os.EFD_CLOEXEC)
-    ev_p = os.eventfd(0, os.EFD_CLOEXEC)
-    try:
-        length = lib.rn_ring_mem_size(ring_size)
-        os.ftruncate(fd, length)
-        mm = mmap.mmap(fd, length)
-        mem = ffi.from_buffer(mm)
-        r = ffi.new("struct rn_ring *")
-        rc = lib.rn_ring_attach(r, mem, ring_size, lib.RN_FRAME_MAX, 1)
-        if rc:
-            raise SystemExit(f"rn_ring_attach: {os.strerror(-rc)}")
-        p = ffi.new("struct rn_ringtest_params *")
-        p.size, p.frame_max, p.nframes = ring_size, lib.RN_FRAME_MAX, nframes
-        p.minlen = p.maxlen = frame
-        p.batch = batch
-        p.verify = 0
-        p.ev_consumer, p.ev_producer = ev_c, ev_p
-        p.timeout_ms = 10_000
-        st = ffi.new("struct rn_ringtest_stats *")
-        t0 = time.perf_counter()
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                if cpus:
-                    os.sched_setaffinity(0, {cpus[1]})
-                code = 0 if lib.rn_ringtest_produce(mem, p, ffi.new("struct rn_ringtest_stats *")) == 0 else 1
-            finally:
-                os._exit(code)
-        if cpus:
-            old = os.sched_getaffinity(0)
-            os.sched_setaffinity(0, {cpus[0]})
-        rc = lib.rn_ringtest_consume(mem, p, st)
-        t1 = time.perf_counter()
-        if cpus:
-            os.sched_setaffinity(0, old)
-        _, status = os.waitpid(pid, 0)
-        if os.waitstatus_to_exitcode(status) != 0:
-            rc = rc or -1
-        return t1 - t0, rc
-    finally:
-        os.close(fd)
-        os.close(ev_c)
-        os.close(ev_p)
+    prod, cons, secs = run_pair(ring_size, lib.RN_FRAME_MAX, cpus, nframes=nframes,
+                                minlen=frame, maxlen=frame, batch=batch, verify=0)
+    return secs, cons.rc or (-1 if prod.rc else 0)
 
 
 def memcpy_run(ring_size: int, frame: int, nframes: int) -> float:

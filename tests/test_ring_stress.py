@@ -10,82 +10,22 @@ from __future__ import annotations
 
 import mmap
 import os
-import time
-from dataclasses import dataclass
 
 import pytest
 
 from ringnet._ringnet_c import ffi, lib  # type: ignore[import-not-found]
+from ringnet._ringtest import Side, run_pair as _run_pair
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="needs memfd_create")
 
 SMALL_RING = 64 * 1024
 
 
-@dataclass
-class Result:
-    rc: int
-    frames: int
-    bytes: int
-    kicks: int
-    sleeps: int
-    full: int
-    bad_seq: int
-
-
-def _result(rc: int, s) -> Result:
-    return Result(rc, s.frames, s.bytes, s.kicks, s.sleeps, s.full, s.bad_seq)
-
-
-def run_pair(size: int, frame_max: int, **kw) -> tuple[Result, Result, float]:
-    """Move frames from a forked producer to this process; return both sides' results."""
-    fd = os.memfd_create("rn-ring-stress", os.MFD_CLOEXEC)
-    ev_c = os.eventfd(0, os.EFD_CLOEXEC)
-    ev_p = os.eventfd(0, os.EFD_CLOEXEC)
-    try:
-        length = lib.rn_ring_mem_size(size)
-        os.ftruncate(fd, length)
-        mm = mmap.mmap(fd, length)
-        out = mmap.mmap(-1, 4096)         # the child's results, shared across fork
-        mem = ffi.from_buffer(mm)
-        r = ffi.new("struct rn_ring *")
-        assert lib.rn_ring_attach(r, mem, size, frame_max, 1) == 0
-
-        p = ffi.new("struct rn_ringtest_params *")
-        p.size = size
-        p.frame_max = frame_max
-        p.batch = 32
-        p.ev_consumer = ev_c
-        p.ev_producer = ev_p
-        p.timeout_ms = 10_000
-        for k, v in kw.items():
-            setattr(p, k, v)
-
-        t0 = time.perf_counter()
-        pid = os.fork()
-        if pid == 0:                          # producer child: C only, then _exit
-            code = 1
-            try:
-                buf = ffi.from_buffer(out)
-                prc = ffi.cast("int32_t *", buf)
-                prc[0] = lib.rn_ringtest_produce(
-                    mem, p, ffi.cast("struct rn_ringtest_stats *", buf + 64))
-                code = 0
-            finally:
-                os._exit(code)
-        cst = ffi.new("struct rn_ringtest_stats *")
-        crc = lib.rn_ringtest_consume(mem, p, cst)
-        _, status = os.waitpid(pid, 0)
-        elapsed = time.perf_counter() - t0
-        assert os.waitstatus_to_exitcode(status) == 0
-        buf = ffi.from_buffer(out)
-        prc = ffi.cast("int32_t *", buf)[0]
-        pst = ffi.cast("struct rn_ringtest_stats *", buf + 64)
-        return _result(prc, pst[0]), _result(crc, cst[0]), elapsed
-    finally:
-        os.close(fd)
-        os.close(ev_c)
-        os.close(ev_p)
+def run_pair(size: int, frame_max: int, **kw) -> tuple[Side, Side, float]:
+    """Move frames from a forked producer to this process; return both sides' reports."""
+    prod, cons, elapsed = _run_pair(size, frame_max, **kw)
+    assert prod.rc != -1, "the producer process failed"
+    return prod, cons, elapsed
 
 
 def test_ten_million_small_frames_in_order():
