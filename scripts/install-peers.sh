@@ -8,26 +8,24 @@
 #   scripts/install-peers.sh --check    # only report what is missing (exit 1 if anything is)
 set -euo pipefail
 
+. "$(dirname "$0")/lib-apt.sh"
+
 pkgs="iperf3 slirp4netns passt dnsperf dnsmasq-base util-linux gcc libc6-dev"
-missing=""
-for p in $pkgs; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
-done
+# shellcheck disable=SC2086
+missing=$(apt_missing $pkgs)
 if [ -z "$missing" ]; then
     echo "install-peers: all installed ($pkgs)"
     exit 0
 fi
 if [ "${1:-}" = "--check" ]; then
-    echo "install-peers: missing:$missing"
+    echo "install-peers: missing: $missing"
     exit 1
 fi
 if [ "$(id -u)" != 0 ]; then
-    echo "install-peers: missing:$missing; as root run: apt-get install -y$missing" >&2
+    echo "install-peers: missing: $missing; as root run: apt-get install -y $missing" >&2
     exit 1
 fi
-echo "install-peers: installing$missing" >&2
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
+echo "install-peers: installing $missing" >&2
 # shellcheck disable=SC2086
-apt-get install -y -qq $missing >/dev/null
-echo "install-peers: installed$missing"
+apt_install $missing
+echo "install-peers: installed $missing"

@@ -10,6 +10,7 @@
 # says otherwise). Idempotent; prints the venv path on its last line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib-apt.sh
 
 TEST_USER=${RINGNET_TEST_USER:-ringnet-test}
 if [ "$(id -u)" = 0 ]; then
@@ -21,15 +22,12 @@ PY=/usr/bin/python3
 
 if [ "$(id -u)" = 0 ]; then
     pkgs="gcc libc6-dev python3-dev python3-venv iperf3 iputils-ping iproute2 util-linux procps dnsmasq-base bind9-dnsutils uidmap slirp4netns passt curl clang libclang-rt-14-dev"
-    missing=""
-    for p in $pkgs; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
-    done
+    # shellcheck disable=SC2086
+    missing=$(apt_missing $pkgs)
     if [ -n "$missing" ]; then
-        echo "setup: installing$missing" >&2
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq $missing >/dev/null
+        echo "setup: installing $missing" >&2
+        # shellcheck disable=SC2086
+        apt_install $missing
     fi
     [ -e /dev/net/tun ] && chmod 0666 /dev/net/tun
     if ! id "$TEST_USER" >/dev/null 2>&1; then
