@@ -122,6 +122,8 @@ struct pump_queue {
  * @key:	flow hash secret
  * @ring_size:	data area of each ring
  * @stop_fd:	eventfd written once by rn_pump_stop(), never read
+ * @stopping:	set by rn_pump_stop() before it writes @stop_fd (atomic): a thread
+ *		that never sleeps (a busy queue, naps) looks at it every loop
  * @error:	first error a thread hit, 0 if none (atomic)
  * @counters:	shared counter array, RN_CTR_SLOTS entries
  * @rings:	@nqueues producer sides of the to_worker rings
@@ -132,6 +134,7 @@ struct rn_pump {
 	uint8_t key[16];
 	uint32_t ring_size;
 	int stop_fd;
+	int stopping;
 	int error;
 	uint64_t *counters;
 	struct pump_ring *rings;
@@ -608,6 +611,8 @@ static void *pump_thread(void *arg)
 	pthread_setname_np(pthread_self(), name);
 
 	for (;;) {
+		if (__atomic_load_n(&q->pump->stopping, __ATOMIC_ACQUIRE))
+			break;
 		if ((rc = pump_check_waiters(q, 0)))
 			break;
 		if ((rx = pump_rx(q)) < 0) {
@@ -645,6 +650,7 @@ static int pump_free(struct rn_pump *pump, uint32_t nlocks)
 	uint32_t i;
 	int err;
 
+	__atomic_store_n(&pump->stopping, 1, __ATOMIC_RELEASE);
 	if (pump->stop_fd >= 0)
 		efd_write(pump->stop_fd);
 	for (i = 0; pump->qs && i < pump->nqueues; i++) {

@@ -385,3 +385,31 @@ def test_request_response_does_not_nap(no_leaks):
     print(f"3000 round trips, p50 {float(r.stdout):.0f} us; naps: worker {worker}, pump {pump}")
     assert echo.count == 3000
     assert worker == 0 and pump <= 8, (worker, pump)
+
+
+@needs_iperf3
+@pytest.mark.parametrize("reverse", [False, True], ids=["ns_to_host", "host_to_ns"])
+def test_close_during_a_small_datagram_stream_is_prompt(reverse, no_leaks):
+    """A pump or worker that naps through a stream (it never sleeps in poll) still sees
+    the network close: close() returns promptly and leaves nothing behind."""
+    port = _free_tcp_port(HOST[4])
+    srv = subprocess.Popen(["iperf3", "-s", "-1", "-B", HOST[4], "-p", str(port)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.3)
+        net = ringnet.Network(workers=1, allow_host_loopback=True).start()
+        argv = ["iperf3", "-c", GW[4], "-p", str(port), "-u", "-b", "1G", "-l", "1400",
+                "-t", "30", "-w", "4M"] + (["-R"] if reverse else [])
+        cli = net.spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while sum(_naps(net)) < 50 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sum(_naps(net)) >= 50, "the stream did not make ringnet nap"
+        t0 = time.monotonic()
+        net.close()
+        took = time.monotonic() - t0
+        cli.wait(timeout=10)
+        assert took < 3, f"close() took {took:.1f} s"
+    finally:
+        srv.kill()
+        srv.wait()
