@@ -39,7 +39,8 @@
  * way) the thread naps instead (moderate.h) and looks again. Else it announces
  * sleep on to_ns (NEED_WAKEUP), then poll()s ev_ns[i], the stop eventfd and,
  * unless waiting for ring space, the tun queue. A busy thread makes no syscall
- * for wakeups.
+ * for wakeups. rn_pump_stop() sets a flag that every loop looks at before it
+ * writes the stop eventfd, so a thread that never sleeps stops too.
  *
  * Counters are kept per thread and added to the shared array (relaxed atomic
  * adds, several threads write it) once per loop.
