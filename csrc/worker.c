@@ -19,9 +19,9 @@
  * message; a busy worker looks at its epoll without blocking after every
  * batch. During a one-way stream of small UDP datagrams the worker naps
  * instead of blocking (rn_worker_nap(), moderate.h), leaving NEED_WAKEUP
- * clear, so that each wake-up moves a batch. A reply to a frame (an echo reply, a RST)
- * that does not fit in to_ns is dropped and counted (ring_full); data from
- * host sockets waits instead (see Flows).
+ * clear, so that each wake-up moves a batch. A reply to a frame (an echo
+ * reply, a RST) that does not fit in to_ns is dropped and counted
+ * (ring_full); data from host sockets waits instead (see Flows).
  *
  * Frame intake (rn_worker_input()): the frame stays in shared memory, where the
  * namespace side may rewrite it at any time. The first RN_WORKER_HDR_COPY bytes
