@@ -68,13 +68,14 @@ int rn_mod_may_nap(const struct rn_mod *m)
  */
 int rn_mod_idle(struct rn_mod *m)
 {
-	struct timespec ts;
+	int may = rn_mod_may_nap(m);
 	uint64_t work = rn_mod_work(m);
+	struct timespec ts;
 	int64_t now;
 
 	m->up = 0;
 	m->down = 0;
-	if (!m->nap_ns || (!m->napped && work < RN_MOD_BURST))
+	if (!may)
 		return 0;
 	now = mono_ns();
 	if (m->napped) {
