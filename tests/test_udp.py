@@ -7,6 +7,7 @@ Per the network rule of these tests, every peer is on 127.0.0.1 or ::1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -277,14 +278,24 @@ def _free_tcp_port(host):
         return s.getsockname()[1]
 
 
-def iperf3_udp(family: int, reverse: bool, net=None) -> dict:
-    """iperf3 UDP from inside ``net`` to host loopback (or, without ``net``, from host
-    loopback to itself); returns the receiver's summary."""
+@contextlib.contextmanager
+def iperf3_server(family: int):
+    """A one-shot iperf3 server on host loopback; yields its port."""
     port = _free_tcp_port(HOST[family])
     srv = subprocess.Popen(["iperf3", "-s", "-1", "-B", HOST[family], "-p", str(port)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.3)
+        yield port
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+def iperf3_udp(family: int, reverse: bool, net=None) -> dict:
+    """iperf3 UDP from inside ``net`` to host loopback (or, without ``net``, from host
+    loopback to itself); returns the receiver's summary."""
+    with iperf3_server(family) as port:
         argv = ["iperf3", "-c", GW[family] if net else HOST[family], "-p", str(port), "-u",
                 "-b", str(int(RATE)), "-l", str(LEN), "-t", str(SECONDS), "-w", "4M", "-J"]
         if reverse:
@@ -293,9 +304,6 @@ def iperf3_udp(family: int, reverse: bool, net=None) -> dict:
         r = run(argv, capture_output=True, timeout=SECONDS + 30)
         assert r.returncode == 0, r.stdout.decode()[-2000:] + r.stderr.decode()
         return json.loads(r.stdout)["end"]["sum"]
-    finally:
-        srv.kill()
-        srv.wait()
 
 
 def _fmt(s: dict) -> str:
@@ -392,12 +400,7 @@ def test_request_response_does_not_nap(no_leaks):
 def test_close_during_a_small_datagram_stream_is_prompt(reverse, no_leaks):
     """A pump or worker that naps through a stream (it never sleeps in poll) still sees
     the network close: close() returns promptly and leaves nothing behind."""
-    port = _free_tcp_port(HOST[4])
-    srv = subprocess.Popen(["iperf3", "-s", "-1", "-B", HOST[4], "-p", str(port)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(0.3)
-        net = ringnet.Network(workers=1, allow_host_loopback=True).start()
+    with iperf3_server(4) as port, ringnet.Network(workers=1, allow_host_loopback=True) as net:
         argv = ["iperf3", "-c", GW[4], "-p", str(port), "-u", "-b", "1G", "-l", "1400",
                 "-t", "30", "-w", "4M"] + (["-R"] if reverse else [])
         cli = net.spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -410,6 +413,3 @@ def test_close_during_a_small_datagram_stream_is_prompt(reverse, no_leaks):
         took = time.monotonic() - t0
         cli.wait(timeout=10)
         assert took < 3, f"close() took {took:.1f} s"
-    finally:
-        srv.kill()
-        srv.wait()
