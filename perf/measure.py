@@ -220,6 +220,7 @@ def _parse_iperf3(data: dict[str, Any], test: str, direction: str, run: dict[str
     side = data.get("server_output_json") if direction == "ns->host" else data
     intervals = (side or {}).get("intervals") or []
     run["per_second_gbps"] = stats.iperf3_per_second(intervals)
+    run["per_second_from"] = "receiver"
     run["iperf3_cpu_percent"] = end.get("cpu_utilization_percent")
     run["iperf3_version"] = data.get("start", {}).get("version")
     gb = run["bytes"] / 1e9

@@ -64,6 +64,16 @@ def _median(p: Optional[dict[str, Any]], metric: str) -> Optional[float]:
     return None if s is None else s["median"]
 
 
+def _usable(p: dict[str, Any]) -> list[dict[str, Any]]:
+    """The point's runs for an interval. Runs recorded before ``per_second_from`` took UDP
+    ns->host per-second figures from the sender (the offered rate, not what arrived):
+    those series are left out."""
+    if p["test"] != "udp" or p["direction"] != "ns->host":
+        return p["runs"]
+    return [r if r.get("per_second_from") == "receiver" else
+            {k: v for k, v in r.items() if k != "per_second_gbps"} for r in p["runs"]]
+
+
 def ratios(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """For every ringnet point and headline metric: its median and its ratio (ringnet / peer)
     to the same point of each peer in this run; None where either side has no figure."""
@@ -81,7 +91,7 @@ def ratios(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 value = mine / theirs if mine is not None and theirs else None
                 vs[peer] = {"value": theirs, "ratio": value, "status": q["status"] if q else "absent"}
                 if value is not None and q is not None:
-                    r = stats.run_ratio(p["runs"], q["runs"], m, value=value)
+                    r = stats.run_ratio(_usable(p), _usable(q), m, value=value)
                     vs[peer].update(r.as_json(), ci_why=r.why or None)
                 else:
                     vs[peer].update(ci=None, ci_basis=None, ci_n=None, ci_why="no figure on one side")
@@ -302,7 +312,7 @@ def summary_table(doc: dict[str, Any], ringnets: list[str]) -> list[str]:
         for peer, x in r["vs"].items():
             theirs = by.get((peer, r["test"], r["mtu"], r["direction"], r["streams"]))
             if x["ratio"] and mine is not None and theirs is not None:
-                a, b, basis = stats.choose_samples(mine["runs"], theirs["runs"], r["metric"])
+                a, b, basis = stats.choose_samples(_usable(mine), _usable(theirs), r["metric"])
                 g.setdefault(peer, []).append((a, b, basis, x["ratio"]))
     if not any(groups.values()):
         return []
