@@ -29,6 +29,7 @@ import tempfile
 from typing import Optional
 
 ENV_COMMAND = "RINGNET_PERF_COMMAND"     # the command line as typed, for the records
+ENV_OUT = "RINGNET_PERF_OUT"             # where the rerun's output ends up, for its messages
 TEST_USER = os.environ.get("RINGNET_TEST_USER", "ringnet-test")
 
 
@@ -51,6 +52,12 @@ def command(module: str, argv: Optional[list[str]]) -> list[str]:
         except (ValueError, TypeError):
             pass
     return ["python", "-m", module, *(argv if argv is not None else sys.argv[1:])]
+
+
+def shown_path(path: str) -> str:
+    """``path`` as the user will find it: in the output directory asked for, after a rerun."""
+    final = os.environ.get(ENV_OUT)
+    return os.path.join(final, os.path.basename(path)) if final else path
 
 
 def should_drop(as_root: bool) -> bool:
@@ -102,6 +109,7 @@ def rerun(module: str, argv: list[str], out: Optional[str] = None) -> int:
         tmp = tempfile.mkdtemp(prefix="ringnet-perf-out-")
         os.chown(tmp, pw.pw_uid, pw.pw_gid)
         args += ["--out", tmp]
+        env[ENV_OUT] = os.path.abspath(out)
     print(f"{module}: started as {whoami()}; running as uid {pw.pw_uid} ({pw.pw_name}), rootless "
           f"as users run it (--as-root keeps root)", file=sys.stderr, flush=True)
     argv_all = [setpriv, f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups", "--",

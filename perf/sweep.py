@@ -347,7 +347,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     doc["ratios"] = report.ratios(doc["points"])
     paths = report.write_all(doc, args.out, plots=not args.no_plots)
     print(report.headline(doc))
-    print("wrote " + ", ".join(paths))
+    print("wrote " + ", ".join(rootless.shown_path(p) for p in paths))
     return 130 if doc["interrupted"] else 0
 
 
