@@ -98,7 +98,6 @@
 #endif
 
 #define RN_UDP_HDR_LEN		8u
-#define RN_IPPROTO_UDP		17u
 /* Datagrams per recvmmsg(), and recvmmsg() calls per socket event */
 #define RN_UDP_RX_BATCH		32u
 #define RN_UDP_RX_BUDGET	4u
@@ -767,8 +766,12 @@ static void rn_udp_deliver(struct rn_worker *w, struct rn_udp_flow *fl,
 	uint32_t l3 = rn_ip_hdr_len(k->family), ulen = RN_UDP_HDR_LEN + len, i, off;
 	uint32_t dgrams = gso ? (len + gso - 1) / gso : 1;
 	uint16_t sport = rn_udp_port(src);
-	uint8_t *out, *uh, *vnet;
+	struct rn_ip_out o = {
+		.family = k->family, .proto = RN_IPPROTO_UDP, .flags = RN_IP_OUT_DF | RN_IP_OUT_CSUM,
+		.src = k->daddr, .dst = k->saddr, .l4len = ulen, .csum_offset = 6,
+	};
 	struct rn_dns_query *q;
+	uint8_t *out, *uh;
 	int err;
 
 	if (!(rn_udp_same_host(&fl->g.dst, src) || (fl->g.dns && rn_dns_is_upstream(w, src))) ||
@@ -781,26 +784,18 @@ static void rn_udp_deliver(struct rn_worker *w, struct rn_udp_flow *fl,
 	out = rn_worker_tx_reserve(w, l3 + ulen, &err);
 	if (!out)
 		return;	/* room was checked: only a corrupted ring (fatal) gets here */
-	rn_ip_hdr(out, k->family, k->daddr, k->saddr, RN_IPPROTO_UDP, ulen);
-	uh = out + l3;
+	if (gso) {
+		o.gso_type = RN_VNET_GSO_UDP_L4;
+		o.gso_size = gso;
+		o.l4hdr = RN_UDP_HDR_LEN;
+		rn_ctr_add(w->ctr, RN_WCTR_udp_uso_out, 1);
+	}
+	uh = out + rn_ip_build(out, &o);
 	rn_put_be16(uh, sport);
 	rn_put_be16(uh + 2, k->sport);
 	rn_put_be16(uh + 4, (uint16_t)ulen);
-	rn_put_be16(uh + 6, rn_csum_fold(rn_ip_pseudo(k->family, k->daddr, k->saddr,
-						      RN_IPPROTO_UDP, ulen)));
 	for (i = 0, off = RN_UDP_HDR_LEN; i < niov; off += (uint32_t)iov[i++].iov_len)
 		memcpy(uh + off, iov[i].iov_base, iov[i].iov_len);
-	vnet = out - RN_VNET_HDR_LEN;
-	vnet[0] = RN_VNET_F_NEEDS_CSUM;
-	vnet[6] = (uint8_t)l3;		/* csum_start, little-endian */
-	vnet[8] = 6;			/* csum_offset: the UDP checksum field */
-	if (gso) {
-		vnet[1] = RN_VNET_GSO_UDP_L4;
-		vnet[2] = (uint8_t)(l3 + RN_UDP_HDR_LEN);	/* hdr_len */
-		vnet[4] = (uint8_t)gso;				/* gso_size */
-		vnet[5] = (uint8_t)(gso >> 8);
-		rn_ctr_add(w->ctr, RN_WCTR_udp_uso_out, 1);
-	}
 	rn_worker_tx_commit(w, l3 + ulen);
 	rn_ctr_add(w->ctr, RN_WCTR_udp_out, dgrams);
 	fl->g.f.last = w->now;
