@@ -59,15 +59,17 @@
  * copy of the datagram, so that a connected socket inside sees
  * ECONNREFUSED.
  *
- * DNS failover (dns.c has the rules): a DNS flow follows the worker's
- * current upstream with each query (rn_udp_dns_query()); with more than one
- * upstream it keeps a copy of its queries in flight (RN_DNS_SAVED, allocated
- * only while one waits for its answer). The flow's timer runs at the earlier
- * of its idle deadline and the failover deadline (rn_udp_timer()); an
- * unanswered query, or one an upstream answers with an ICMP unreachable
- * (rn_udp_dns_err(), before rn_dgram_errors() reports it), is resent to the
- * next upstream from the flow's socket, which is replaced by one of the
- * other family when the upstream's family differs.
+ * DNS failover (dns.c has the rules and does the choosing): a DNS flow
+ * follows the worker's current upstream with each query
+ * (rn_udp_dns_query()) and, with more than one upstream, has dns.c keep a
+ * copy of its queries in flight (rn_dns_keep()). The flow's timer runs at
+ * the earlier of its idle deadline and the failover deadline
+ * (rn_udp_timer()); an unanswered query (rn_dns_due()), or one an upstream
+ * answers with an ICMP unreachable (rn_udp_dns_err(), before
+ * rn_dgram_errors() reports it), goes to rn_dns_retry(), which calls back
+ * rn_udp_dns_resend() for the upstream it picks: the query is resent from
+ * the flow's socket, which is replaced by one of the other family when the
+ * upstream's family differs.
  *
  * Per-worker state (struct rn_udp, allocated on first use): the send queue
  * of the current intake batch and the receive buffers.
@@ -307,44 +309,27 @@ static int rn_udp_flow_new(struct rn_worker *w, struct rn_frame *f,
 }
 
 /**
- * rn_udp_dns_forget() - free a DNS flow's kept queries once none waits
- * @fl:		flow
- *
- * Memory for kept queries is held only while a query waits for its answer.
- */
-static void rn_udp_dns_forget(struct rn_udp_flow *fl)
-{
-	if (fl->dnsq && !rn_dns_next_deadline(fl->dnsq)) {
-		free(fl->dnsq);
-		fl->dnsq = NULL;
-	}
-}
-
-/**
- * rn_udp_dns_point() - send a DNS flow's datagrams to upstream @i from now on
+ * rn_udp_dns_point() - send a DNS flow's datagrams to upstream @d from now on
  * @w:		worker
  * @fl:		DNS flow
- * @i:		index into w->p.dns
+ * @d:		the upstream's host address (policy checked)
  *
  * An upstream of the other address family gets a new socket of that
  * family, which replaces the flow's (answers still on their way to the old
- * one are lost with it). Kept queries of an older upstream list forget where
- * they went.
+ * one are lost with it).
  *
- * Return: 0; -1 if @i may not be used (policy, no socket), nothing changed;
- *	   -2 if the flow had to be closed (epoll refused the new socket)
+ * Return: 0; -1 if there is no socket for it, nothing changed; -2 if the
+ *	   flow had to be closed (epoll refused the new socket)
  */
-static int rn_udp_dns_point(struct rn_worker *w, struct rn_udp_flow *fl, int i)
+static int rn_udp_dns_point(struct rn_worker *w, struct rn_udp_flow *fl,
+			    const struct rn_policy_dest *d)
 {
 	struct rn_dgram_flow *g = &fl->g;
-	uint32_t events = g->f.events, j;
-	struct rn_policy_dest d;
+	uint32_t events = g->f.events;
 	int fd;
 
-	if (rn_policy_dns(&w->p, i, &d))
-		return -1;
-	if (d.family != g->dst.ss_family) {
-		fd = rn_dgram_socket(d.family, 0);
+	if (d->family != g->dst.ss_family) {
+		fd = rn_dgram_socket(d->family, 0);
 		if (fd < 0)
 			return -1;
 		rn_udp_sockopts(w, fd);
@@ -357,15 +342,9 @@ static int rn_udp_dns_point(struct rn_worker *w, struct rn_udp_flow *fl, int i)
 			return -2;
 		}
 	}
-	if (g->dns_gen != w->dns_gen && fl->dnsq) {
-		for (j = 0; j < RN_DNS_SAVED; j++) {
-			fl->dnsq[j].up = RN_DNS_UPSTREAM_MAX;
-			fl->dnsq[j].tried = 0;
-		}
-	}
-	memcpy(&g->dst, &d.sa, sizeof(d.sa));
-	g->dstlen = d.salen;
-	g->dns_up = d.dns_up;
+	memcpy(&g->dst, &d->sa, sizeof(d->sa));
+	g->dstlen = d->salen;
+	g->dns_up = d->dns_up;
 	g->dns_gen = w->dns_gen;
 	return 0;
 }
@@ -387,14 +366,52 @@ static void rn_udp_dns_arm(struct rn_worker *w, struct rn_udp_flow *fl)
 }
 
 /**
+ * struct rn_udp_resend - what rn_udp_dns_resend() resends, from which flow
+ * @fl:		DNS flow
+ * @q:		the kept query
+ */
+struct rn_udp_resend {
+	struct rn_udp_flow *fl;
+	struct rn_dns_query *q;
+};
+
+/**
+ * rn_udp_dns_resend() - rn_dns_send_fn: resend a kept query to another upstream
+ * @w:		worker
+ * @ctx:	struct rn_udp_resend
+ * @up:		the upstream
+ * @d:		its host address
+ *
+ * The flow sends there from now on (rn_udp_dns_point()).
+ *
+ * Return: enum rn_dns_sent
+ */
+static int rn_udp_dns_resend(struct rn_worker *w, void *ctx, uint32_t up,
+			     const struct rn_policy_dest *d)
+{
+	struct rn_udp_resend *r = ctx;
+	struct rn_dgram_flow *g = &r->fl->g;
+	int rc = rn_udp_dns_point(w, r->fl, d);
+
+	if (rc)
+		return rc == -2 ? RN_DNS_CLOSED : RN_DNS_SKIP;
+	if (sendto(g->f.fd, r->q->msg, r->q->len, MSG_DONTWAIT,
+		   (const struct sockaddr *)&g->dst, g->dstlen) < 0) {
+		rn_ctr_add(w->ctr, RN_WCTR_host_send_errors, 1);
+		return RN_DNS_FAILED;
+	}
+	r->q->sent_at = w->now;
+	return RN_DNS_SENT;
+}
+
+/**
  * rn_udp_dns_failover() - a query's upstream failed: resend it to another one
  * @w:		worker
  * @fl:		DNS flow
  * @q:		the kept query that failed, or NULL if it was not kept
  *
- * The upstream the query went to stops being the current one (dns.c); the
- * query goes to the upstream rn_dns_pick() names, one it was not sent to
- * yet, and the flow sends there from now on.
+ * dns.c's rn_dns_retry() decides where it goes; a query that was not kept
+ * only makes its upstream stop being the current one.
  *
  * Return: 1 if the query was resent; 0 if not (not kept, every upstream
  *	   tried); -1 if the flow was closed
@@ -402,37 +419,14 @@ static void rn_udp_dns_arm(struct rn_worker *w, struct rn_udp_flow *fl)
 static int rn_udp_dns_failover(struct rn_worker *w, struct rn_udp_flow *fl,
 			       struct rn_dns_query *q)
 {
-	struct rn_dgram_flow *g = &fl->g;
-	int next, rc;
+	struct rn_udp_resend r = { .fl = fl, .q = q };
 
-	rn_dns_failed(w, q ? q->up : g->dns_up, g->dns_gen);
-	if (!q)
+	if (!q) {
+		rn_dns_failed(w, fl->g.dns_up, fl->g.dns_gen);
 		return 0;
-	q->sent_at = 0;
-	if (g->dns_gen != w->dns_gen)
-		q->tried = 0;	/* a new list: every upstream is new to the query */
-	for (;;) {
-		next = rn_dns_pick(w, q->tried);
-		if (next < 0)
-			return 0;
-		q->tried |= 1u << next;
-		rc = rn_udp_dns_point(w, fl, next);
-		if (rc == -2)
-			return -1;
-		if (rc)
-			continue;
-		q->tried |= 1u << next;	/* rn_udp_dns_point() forgets older lists */
-		if (sendto(g->f.fd, q->msg, q->len, MSG_DONTWAIT,
-			   (const struct sockaddr *)&g->dst, g->dstlen) < 0) {
-			rn_ctr_add(w->ctr, RN_WCTR_host_send_errors, 1);
-			rn_dns_failed(w, (uint32_t)next, g->dns_gen);
-			continue;
-		}
-		q->up = (uint32_t)next;
-		q->sent_at = w->now;
-		rn_ctr_add(w->ctr, RN_WCTR_dns_resends, 1);
-		return 1;
 	}
+	q->sent_at = 0;
+	return rn_dns_retry(w, &q->t, rn_udp_dns_resend, &r);
 }
 
 /**
@@ -443,9 +437,9 @@ static int rn_udp_dns_failover(struct rn_worker *w, struct rn_udp_flow *fl,
  * @payload:	the datagram it quotes (the query, as far as returned)
  * @len:	its length
  *
- * An unreachable error (port, host, network, prohibited) for a DNS query
- * while other upstreams exist fails over (rn_udp_dns_failover()); the
- * namespace sees the error only when the query could not be resent.
+ * An error that fails the upstream over (rn_dns_error_fails()) resends the
+ * query (rn_udp_dns_failover()); the namespace sees the error only when the
+ * query could not be resent.
  *
  * Return: 1 if the query was resent (the error is not reported), 0 to report
  *	   it, -1 if the flow was closed
@@ -456,7 +450,7 @@ static int rn_udp_dns_err(struct rn_worker *w, struct rn_dgram_flow *g,
 	struct rn_udp_flow *fl = (struct rn_udp_flow *)g;
 	int rc;
 
-	if (!g->dns || w->p.ndns < 2 || e->kind == RN_ICMP_TOO_BIG || e->kind == RN_ICMP_TIME)
+	if (!g->dns || !rn_dns_error_fails(w, e->kind))
 		return 0;
 	rc = rn_udp_dns_failover(w, fl, fl->dnsq ? rn_dns_find(fl->dnsq, payload, len) : NULL);
 	if (rc > 0)
@@ -472,9 +466,8 @@ static int rn_udp_dns_err(struct rn_worker *w, struct rn_dgram_flow *g,
  * @len:	its length
  * @gso:	it is a USO frame of several datagrams (never kept)
  *
- * The flow follows the worker's current upstream; with more than one
- * upstream, a query of RN_DNS_HDR_LEN..RN_DNS_QUERY_MAX bytes is kept for a
- * resend and the flow's timer is set for its failover deadline.
+ * The flow follows the worker's current upstream; the query is kept for a
+ * failover (rn_dns_keep()) and the flow's timer set for its deadline.
  *
  * Return: 0, or -1 if the flow was closed
  */
@@ -482,15 +475,12 @@ static int rn_udp_dns_query(struct rn_worker *w, struct rn_udp_flow *fl, const u
 			    uint32_t len, int gso)
 {
 	int cur = rn_dns_current(w);
+	struct rn_policy_dest d;
 
 	if (cur >= 0 && (fl->g.dns_up != cur || fl->g.dns_gen != w->dns_gen) &&
-	    rn_udp_dns_point(w, fl, cur) == -2)
+	    !rn_policy_dns(&w->p, cur, &d) && rn_udp_dns_point(w, fl, &d) == -2)
 		return -1;
-	if (w->p.ndns < 2 || gso || len < RN_DNS_HDR_LEN || len > RN_DNS_QUERY_MAX)
-		return 0;
-	if (!fl->dnsq)
-		fl->dnsq = calloc(RN_DNS_SAVED, sizeof(*fl->dnsq));
-	if (fl->dnsq && rn_dns_save(fl->dnsq, w->now, fl->g.dns_up, msg, len))
+	if (!gso && rn_dns_keep(w, &fl->dnsq, fl->g.dns_up, fl->g.dns_gen, msg, len))
 		rn_udp_dns_arm(w, fl);
 	return 0;
 }
@@ -770,7 +760,6 @@ static void rn_udp_deliver(struct rn_worker *w, struct rn_udp_flow *fl,
 		.family = k->family, .proto = RN_IPPROTO_UDP, .flags = RN_IP_OUT_DF | RN_IP_OUT_CSUM,
 		.src = k->daddr, .dst = k->saddr, .l4len = ulen, .csum_offset = 6,
 	};
-	struct rn_dns_query *q;
 	uint8_t *out, *uh;
 	int err;
 
@@ -801,10 +790,7 @@ static void rn_udp_deliver(struct rn_worker *w, struct rn_udp_flow *fl,
 	fl->g.f.last = w->now;
 	fl->g.f.bytes_down += len;
 	/* An answer (read from our private copy): its query needs no failover */
-	if (fl->dnsq && (q = rn_dns_find(fl->dnsq, iov[0].iov_base, (uint32_t)iov[0].iov_len))) {
-		q->sent_at = 0;
-		rn_udp_dns_forget(fl);
-	}
+	rn_dns_answered(&fl->dnsq, iov[0].iov_base, (uint32_t)iov[0].iov_len);
 }
 
 /**
@@ -1013,15 +999,12 @@ static void rn_udp_timer(struct rn_worker *w, struct rn_flow *f)
 {
 	struct rn_udp_flow *fl = (struct rn_udp_flow *)f;
 	struct rn_dns_query *q;
-	uint32_t i;
 
-	for (i = 0; fl->dnsq && i < RN_DNS_SAVED; i++) {
-		q = &fl->dnsq[i];
-		if (q->sent_at && w->now - q->sent_at >= RN_DNS_FAILOVER_MS &&
-		    rn_udp_dns_failover(w, fl, q) < 0)
+	while ((q = rn_dns_due(fl->dnsq, w->now))) {
+		if (rn_udp_dns_failover(w, fl, q) < 0)
 			return;
 	}
-	rn_udp_dns_forget(fl);
+	rn_dns_forget(&fl->dnsq);
 	rn_dgram_timer(w, f);
 	if (!(f->flags & RN_FLOW_F_CLOSED))
 		rn_udp_dns_arm(w, fl);
