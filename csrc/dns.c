@@ -324,11 +324,11 @@ void rn_dns_forget(struct rn_dns_query **qs)
  * rn_dns_id() - the ID of a DNS message
  * @msg:	message, at least 2 bytes
  *
- * Return: the ID field, network order as it is
+ * Return: the ID field, host order
  */
 static uint16_t rn_dns_id(const uint8_t *msg)
 {
-	return (uint16_t)(msg[0] << 8 | msg[1]);
+	return rn_be16(msg);
 }
 
 /**
