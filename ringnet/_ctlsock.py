@@ -17,9 +17,9 @@ import select
 import socket
 import stat
 import struct
-import threading
 from typing import Any, Callable, Optional
 
+from ._threads import start_thread
 from .errors import RingnetError
 
 __all__ = ["runtime_dir", "ControlServer", "query", "list_networks"]
@@ -58,7 +58,8 @@ def _peer_uid(conn: socket.socket) -> int:
 
 
 class ControlServer:
-    """Serves info and stats requests for one network on a thread of the owning process."""
+    """Serves info and stats requests for one network on a thread of the owning process
+    (started with signals blocked, _threads.start_thread)."""
 
     def __init__(self, net_id: str, handlers: dict[str, Callable[[], Any]],
                  directory: Optional[str] = None) -> None:
@@ -78,8 +79,7 @@ class ControlServer:
             self._sock.close()
             raise RingnetError(f"cannot create control socket {self.path}: {e.strerror}") from None
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
-        self._thread = threading.Thread(target=self._serve, name=f"ringnet-ctl-{net_id}", daemon=True)
-        self._thread.start()
+        self._thread = start_thread(self._serve, f"ringnet-ctl-{net_id}")
 
     def _serve(self) -> None:
         while True:
