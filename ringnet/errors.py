@@ -89,29 +89,29 @@ class CoreError(RingnetError, OSError):
 
 class ChildOSError(ChildError, OSError):
     """An OSError raised in a child. ``ChildOSError.of(PermissionError)`` is the class of a
-    PermissionError from a child: both a ChildError and a PermissionError."""
+    PermissionError from a child (ChildPermissionError): both a ChildError and a
+    PermissionError."""
 
-    _classes: dict[type, type] = {}
-
-    @classmethod
-    def of(cls, base: type) -> type:
-        """The ChildError subclass that also is the OSError subclass ``base``."""
-        if base is OSError:
-            return cls
-        sub = cls._classes.get(base)
-        if sub is None:
-            sub = type(f"Child{base.__name__}", (cls, base),
-                       {"__module__": __name__,
-                        "__doc__": f"A {base.__name__} raised in a ringnet child process."})
-            cls._classes[base] = sub
-        return sub
+    @staticmethod
+    def of(base: type) -> type:
+        """The ChildError subclass that also is ``base``, OSError or one of Python's
+        subclasses of it."""
+        return _CHILD_OS[base]
 
 
 _TREE: dict[str, type] = {c.__name__: c for c in (RingnetError, ConfigError, NamespaceError,
                                                   ChildError, ProtocolError)}
-# OSError and every subclass Python defines (PermissionError, TimeoutError, ...)
-_OS: dict[str, type] = {n: c for n, c in vars(builtins).items()
+# OSError and every subclass Python defines (PermissionError, TimeoutError, ...), by name
+_OS: dict[str, type] = {c.__name__: c for c in vars(builtins).values()
                         if isinstance(c, type) and issubclass(c, OSError)}
+# and the class of each as raised in a child: module attributes, so that they pickle
+_CHILD_OS: dict[type, type] = {OSError: ChildOSError}
+for _base in _OS.values():
+    if _base is not OSError:
+        _CHILD_OS[_base] = globals()[f"Child{_base.__name__}"] = type(
+            f"Child{_base.__name__}", (ChildOSError, _base),
+            {"__module__": __name__, "__doc__": f"A {_base.__name__} raised in a ringnet child."})
+del _base
 
 
 def role_display(role: str) -> str:
@@ -173,13 +173,14 @@ def _rebuild(body: dict[str, Any]) -> RingnetError:
     exc: RingnetError
     if kind == "CoreError" and errno_ is not None:
         exc = CoreError(errno_, _clip(body.get("what"), _NAME_MAX) or "C core")
-    elif kind in _OS and errno_ is None:  # raised with a message only: TimeoutError("...")
-        exc = ChildOSError.of(_OS[kind])(text)
     elif kind in _OS:
-        strerror = _clip(body.get("strerror"), _TEXT_MAX) or os.strerror(errno_)
-        filename = _clip(body.get("filename"), _TEXT_MAX)
         cls = ChildOSError.of(_OS[kind])
-        exc = cls(errno_, strerror, filename) if filename is not None else cls(errno_, strerror)
+        if errno_ is None:  # raised with a message only: TimeoutError("...")
+            exc = cls(text)
+        else:
+            strerror = _clip(body.get("strerror"), _TEXT_MAX) or os.strerror(errno_)
+            filename = _clip(body.get("filename"), _TEXT_MAX)
+            exc = cls(errno_, strerror, filename) if filename is not None else cls(errno_, strerror)
     elif kind in _TREE:
         exc = _TREE[kind](text)
     else:

@@ -47,7 +47,7 @@ from ._nsutil import check_attach_target, run_idmap_helpers, userns_available
 from ._resolv import ResolvWatcher, Upstream, namespace_resolv_conf
 from ._shm import CounterArray
 from .config import NetworkConfig
-from .errors import ChildError, NamespaceError, ProtocolError, RingnetError, from_wire
+from .errors import ChildError, NamespaceError, ProtocolError, RingnetError, from_wire, role_display
 from .stats import ProcessSampler, Stats, busiest_first, flow_array
 
 if TYPE_CHECKING:
@@ -378,7 +378,8 @@ class Network:
                     return
                 else:
                     msg.close_fds()
-                    raise ProtocolError(f"unexpected {msg.type.name} from {child.name} during start-up")
+                    raise ProtocolError(f"unexpected {msg.type.name} from {role_display(child.name)} "
+                                        "during start-up")
 
     @staticmethod
     def _ns_error(ns: _Child) -> Optional[RingnetError]:
@@ -605,7 +606,7 @@ class Network:
 
     def failed_children(self) -> list[str]:
         """Names of children that have exited while the network runs (empty when healthy)."""
-        return [f"{c.name} (status {c.proc.returncode})" for c in self._children
+        return [f"{role_display(c.name)} (status {c.proc.returncode})" for c in self._children
                 if c.proc.poll() is not None]
 
     def __repr__(self) -> str:

@@ -41,7 +41,7 @@ from .errors import ProtocolError
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["Stats", "ProcessStats", "ProcessSampler", "FLOW_FIELDS", "FLOW_DTYPE", "flow_dtype",
+__all__ = ["Stats", "ProcessStats", "ProcessSampler", "FLOW_FIELDS", "flow_dtype",
            "flow_array", "flow_records", "busiest_first"]
 
 # (name, numpy type, meaning): the flow table's columns, in order (see the table above)
