@@ -3,8 +3,10 @@
 Each running Network listens on ``<runtime dir>/<id>.sock``, where the runtime dir is
 ``$XDG_RUNTIME_DIR/ringnet`` (or ``/tmp/ringnet-<uid>``), created mode 0700 and refused
 if anyone else owns it or can enter it. A client connects, sends one JSON line
-(``{"cmd": "info"}`` or ``{"cmd": "stats"}``) and reads one JSON line back. The server
-checks the peer's uid with SO_PEERCRED and answers only its owner. ``ringnet ls``,
+(``{"cmd": "info"}`` or ``{"cmd": "stats"}``) and reads one JSON line back:
+``{"ok": ...}``, or ``{"error": text}`` with, for an error of the network, ``"raised"``:
+the error as data (errors.to_wire), which ``query`` raises as its own class. The
+server checks the peer's uid with SO_PEERCRED and answers only its owner. ``ringnet ls``,
 ``ringnet stats`` and ``ringnet top`` are the clients.
 """
 
@@ -20,7 +22,7 @@ import struct
 from typing import Any, Callable, Optional
 
 from ._threads import start_thread
-from .errors import RingnetError
+from .errors import RingnetError, from_wire, to_wire
 
 __all__ = ["runtime_dir", "ControlServer", "query", "list_networks"]
 
@@ -116,7 +118,8 @@ class ControlServer:
             try:
                 reply = {"ok": handler()}
             except RingnetError as e:
-                reply = {"error": str(e)}
+                # as data, so that the client raises the very error (errors.to_wire)
+                reply = {"error": str(e), "raised": to_wire(e, None, None)}
         conn.sendall(json.dumps(reply).encode() + b"\n")
 
     def close(self) -> None:
@@ -157,6 +160,8 @@ def query(path: str, cmd: str, timeout: float = _TIMEOUT) -> Any:
         reply = json.loads(data)
     except ValueError:
         raise RingnetError(f"{path}: malformed reply") from None
+    if isinstance(reply.get("raised"), dict):
+        raise from_wire(reply["raised"], None)
     if "error" in reply:
         raise RingnetError(str(reply["error"]))
     return reply["ok"]

@@ -124,8 +124,9 @@ def _os_base(exc: OSError) -> type:
     return next(c for c in type(exc).__mro__ if c in _OS.values())
 
 
-def to_wire(exc: BaseException, child: str, step: str) -> dict[str, Any]:
-    """The ERROR message body describing ``exc``, raised in ``child`` during ``step``.
+def to_wire(exc: BaseException, child: Optional[str], step: Optional[str]) -> dict[str, Any]:
+    """The ERROR message body describing ``exc``, raised in ``child`` during ``step`` (None:
+    in the orchestrator, outside any child).
 
     An error that already came from a child keeps its own ``child`` and ``step``."""
     if isinstance(exc, RingnetError) and exc.child is not None:
@@ -147,14 +148,15 @@ def to_wire(exc: BaseException, child: str, step: str) -> dict[str, Any]:
     return body
 
 
-def from_wire(body: dict[str, Any], who: str) -> RingnetError:
+def from_wire(body: dict[str, Any], who: Optional[str]) -> RingnetError:
     """The exception an ERROR message body describes, re-created as its own class.
 
-    ``who`` is the role of the sender, used when the body does not name a child. The
+    ``who`` is the role of the sender, used when the body does not say (None: the body
+    describes an error of the orchestrator, as the control socket reports them). The
     body may come from the untrusted namespace side: unknown kinds and malformed
     fields give a ChildError carrying the text."""
     body = dict(body)
-    if not isinstance(body.get("child"), str):
+    if who is not None and not isinstance(body.get("child"), str):
         body["child"] = who
     return _rebuild(body)
 
@@ -185,6 +187,6 @@ def _rebuild(body: dict[str, Any]) -> RingnetError:
         exc = _TREE[kind](text)
     else:
         exc = ChildError(text)
-    exc.child = _clip(body.get("child"), _NAME_MAX)
+    exc.child = _clip(body.get("child"), _NAME_MAX) or None
     exc.step = _clip(body.get("step"), _NAME_MAX) or None
     return exc

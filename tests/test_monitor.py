@@ -203,3 +203,29 @@ def test_stats_round_trip_keeps_the_flow_table():
                                   processes=[], flows=flows[:1])
     with pytest.raises(ringnet.ProtocolError, match="flow record"):
         ringnet.Stats.from_dict(dict(s.to_dict(), flows=[{"proto": "tcp"}]))
+
+
+def test_control_socket_errors_arrive_as_their_class(tmp_path):
+    import errno
+    from ringnet import _ctlsock
+    from ringnet.errors import from_wire, to_wire
+
+    def worker_failed():
+        raise from_wire(to_wire(PermissionError(errno.EPERM, "Operation not permitted"),
+                                "worker 1", "run"), "worker 1")
+
+    def closed():
+        raise ringnet.RingnetError("network is closed, not running")
+
+    srv = _ctlsock.ControlServer("errtest", {"stats": worker_failed, "info": closed}, str(tmp_path))
+    try:
+        with pytest.raises(PermissionError) as info:
+            _ctlsock.query(srv.path, "stats")
+        assert isinstance(info.value, ringnet.ChildError)
+        assert (info.value.errno, info.value.child, info.value.step) == (errno.EPERM, "worker 1", "run")
+        with pytest.raises(ringnet.RingnetError) as info:
+            _ctlsock.query(srv.path, "info")
+        assert type(info.value) is ringnet.RingnetError and info.value.child is None
+        assert str(info.value) == "network is closed, not running"
+    finally:
+        srv.close()
