@@ -247,15 +247,38 @@ def _render(cur: Stats, prev: Optional[Stats]) -> str:
     if not nonzero:
         lines.append("  (all zero)")
     if len(cur.flows):
-        lines += _flow_lines(cur.flows)
+        lines += _flow_lines(cur.flows, _flow_rates(prev, cur) if prev is not None else None)
     return "\n".join(lines)
 
 
 _FLOWS_SHOWN = 30
 
 
-def _flow_lines(flows: "np.ndarray") -> list[str]:
-    """The flow table (FLOW_DTYPE) aggregated per protocol, then its busiest flows."""
+_FLOW_KEY = ["worker", "proto", "guest", "guest_port", "remote", "remote_port"]
+
+
+def _flow_rates(prev: Stats, cur: Stats) -> "np.ndarray":
+    """Bytes per second (in + out) of each flow of ``cur`` since ``prev``; a flow that is
+    new since then counts from its creation."""
+    import numpy as np
+
+    dt = cur.time - prev.time
+    if dt <= 0:
+        return np.zeros(len(cur.flows))
+    def moved(flows: "np.ndarray") -> list[tuple[tuple, int]]:
+        keys = map(tuple, flows[_FLOW_KEY].tolist())
+        return list(zip(keys, (flows["bytes_in"] + flows["bytes_out"]).tolist()))
+
+    before, now = dict(moved(prev.flows)), moved(cur.flows)
+    delta = np.array([b - before.get(k, 0) for k, b in now], dtype=np.float64)
+    new = np.array([k not in before for k, _ in now], dtype=bool)
+    span = np.where(new, np.clip(cur.flows["age"], 1e-3, dt), dt)
+    return np.maximum(delta, 0.0) / span
+
+
+def _flow_lines(flows: "np.ndarray", rates: "Optional[np.ndarray]" = None) -> list[str]:
+    """The flow table (FLOW_DTYPE) aggregated per protocol, then its busiest flows: by
+    ``rates`` (bytes/s, as ``ringnet top`` shows them) when given, else by bytes moved."""
     import numpy as np
 
     protos, which = np.unique(flows["proto"], return_inverse=True)
@@ -273,13 +296,19 @@ def _flow_lines(flows: "np.ndarray") -> list[str]:
                      + ", ".join(f"{s} {c}" for s, c in zip(states.tolist(), n.tolist())))
     lines.append("")
     lines.append(f"{'PROTO':<5} {'GUEST':<28} {'REMOTE':<28} {'STATE':<12} {'IN':>8} {'OUT':>8} "
-                 f"{'AGE':>7} {'IDLE':>7}")
-    for f in busiest_first(flows)[:_FLOWS_SHOWN].tolist():
+                 f"{'AGE':>7} {'IDLE':>7}" + (f" {'RATE':>10}" if rates is not None else ""))
+    if rates is None:
+        shown, shown_rates = busiest_first(flows)[:_FLOWS_SHOWN], None
+    else:  # fastest first; among equals, the busiest
+        order = np.lexsort((flows["bytes_in"] + flows["bytes_out"], rates))[::-1][:_FLOWS_SHOWN]
+        shown, shown_rates = flows[order], rates[order].tolist()
+    for i, f in enumerate(shown.tolist()):
         r = dict(zip(flows.dtype.names, f))
         lines.append(f"{r['proto']:<5} {r['guest'] + ':' + str(r['guest_port']):<28} "
                      f"{r['remote'] + ':' + str(r['remote_port']):<28} {r['state']:<12} "
                      f"{_human(r['bytes_in'], 'B'):>8} {_human(r['bytes_out'], 'B'):>8} "
-                     f"{_duration(r['age']):>7} {_duration(r['idle']):>7}")
+                     f"{_duration(r['age']):>7} {_duration(r['idle']):>7}"
+                     + (f" {_human(8 * shown_rates[i], 'bit/s'):>10}" if shown_rates else ""))
     if len(flows) > _FLOWS_SHOWN:
         lines.append(f"... and {len(flows) - _FLOWS_SHOWN} more")
     return lines

@@ -211,3 +211,32 @@ def test_attach_cli_with_ready_fd(unshared_target):
         os.close(r)
         if w >= 0:
             os.close(w)
+
+
+def _flows(*rows):
+    import numpy as np
+    return np.array(list(rows), dtype=ringnet.FLOW_DTYPE)
+
+
+def test_top_aggregates_and_sorts_the_flow_table():
+    from ringnet import cli
+    old = _flows((0, "tcp", "ESTABLISHED", "10.0.2.100", 1000, "10.0.2.2", 80, 100, 0, 5.0, 1.0),
+                 (1, "udp", "active", "10.0.2.100", 2000, "10.0.2.3", 53, 10, 10, 5.0, 1.0))
+    new = _flows((0, "tcp", "ESTABLISHED", "10.0.2.100", 1000, "10.0.2.2", 80, 1100, 0, 7.0, 0.0),
+                 (1, "udp", "active", "10.0.2.100", 2000, "10.0.2.3", 53, 10, 90000, 7.0, 3.0),
+                 (0, "tcp", "SYN_RCVD", "10.0.2.100", 1001, "10.0.2.2", 80, 500, 0, 0.5, 0.0))
+    prev = ringnet.Stats(time=10.0, pump={}, workers=[], processes=[], flows=old)
+    cur = ringnet.Stats(time=12.0, pump={}, workers=[], processes=[], flows=new)
+    # bytes per second since the previous snapshot; a new flow counts from its creation
+    assert cli._flow_rates(prev, cur).tolist() == [500.0, 44995.0, 1000.0]
+    lines = cli._render(cur, prev).splitlines()
+    agg = [line.split() for line in lines if line.startswith(("tcp ", "udp "))][:2]
+    assert agg == [["tcp", "2", "1.6KB", "0B", "ESTABLISHED", "1,", "SYN_RCVD", "1"],
+                   ["udp", "1", "10B", "90KB", "active", "1"]]
+    listed = [line.split()[1] for line in lines if line.startswith(("tcp ", "udp "))][2:]
+    assert listed == ["10.0.2.100:2000", "10.0.2.100:1001", "10.0.2.100:1000"]  # fastest first
+    # ringnet stats (no previous snapshot): busiest first, no rate column
+    lines = cli._render(cur, None).splitlines()
+    listed = [line.split()[1] for line in lines if line.startswith(("tcp ", "udp "))][2:]
+    assert listed == ["10.0.2.100:2000", "10.0.2.100:1000", "10.0.2.100:1001"]
+    assert not any("RATE" in line for line in lines)
