@@ -11,7 +11,8 @@ when ringnet itself fails; SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to it are
 forwarded to CMD (ringnet's own threads block them, so they reach the main
 thread's sigtimedwait). Every network option's default is NetworkConfig's: the
 options' dests are its field names. ``stats`` and ``top`` aggregate the flow
-table (numpy, FLOW_DTYPE) per protocol and list the busiest flows. Errors are
+table (numpy, FLOW_DTYPE) per protocol and list the busiest flows (``top``: the
+fastest since its previous refresh). Errors are
 printed on one line. Logging handlers are installed here only, never by the
 library.
 """
