@@ -1,5 +1,6 @@
 """Shared fixtures: skips where the kernel forbids user namespaces, leak checks,
-running ringnet as an unprivileged user."""
+running ringnet as an unprivileged user; the check that scripts/test.sh's sanitized
+run really runs the ASan+UBSan build."""
 
 from __future__ import annotations
 
@@ -17,6 +18,30 @@ import ringnet
 
 PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(ringnet.__file__)))
 TEST_USER = os.environ.get("RINGNET_TEST_USER", "ringnet-test")
+
+
+def _check_sanitized_run() -> None:
+    """In scripts/test.sh's sanitized run (RINGNET_SANITIZED names the tree it built),
+    refuse to run unless the C core really is that ASan+UBSan build with ASan loaded:
+    otherwise the run would pass without checking anything."""
+    tree = os.environ.get("RINGNET_SANITIZED")
+    if not tree:
+        return
+    import ringnet._ringnet_c as core  # type: ignore[import-not-found]
+
+    where = os.path.realpath(core.__file__)
+    if not where.startswith(os.path.realpath(tree) + os.sep):
+        pytest.exit(f"sanitized run imports {where}, not the build in {tree}", returncode=3)
+    with open(where, "rb") as f:
+        if b"__asan_report_" not in f.read():
+            pytest.exit(f"{where} is not built with AddressSanitizer", returncode=3)
+    with open("/proc/self/maps") as f:
+        if "libasan" not in f.read():
+            pytest.exit("the ASan runtime is not loaded (LD_PRELOAD)", returncode=3)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _check_sanitized_run()
 
 
 def _userns_reason() -> str:
