@@ -61,6 +61,21 @@ _REASON = _userns_reason()
 needs_userns = pytest.mark.skipif(bool(_REASON), reason=_REASON or "ok")
 
 
+# How long wait_until() waits for something that must happen: only a hang detector, so
+# generous enough that a busy machine never reaches it.
+HANG_S = 60.0
+
+
+def wait_until(cond, what: str, timeout: float = HANG_S, interval: float = 0.005) -> None:
+    """Poll ``cond()`` until it is true. The tests synchronise on conditions, never on
+    sleeps; ``timeout`` only turns a hang into a failure naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
 def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = PKG_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -141,10 +156,9 @@ def unshared_target():
     runtime would make one; waits until it has left our network namespace."""
     target = subprocess.Popen(["unshare", "-Urn", "sleep", "300"])
     try:
-        deadline = time.time() + 10
-        while os.stat(f"/proc/{target.pid}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino:
-            assert time.time() < deadline, "unshare -Urn did not create a namespace"
-            time.sleep(0.02)
+        ours = os.stat("/proc/self/ns/net").st_ino
+        wait_until(lambda: os.stat(f"/proc/{target.pid}/ns/net").st_ino != ours,
+                   "unshare -Urn to create a namespace")
         yield target
     finally:
         target.kill()
