@@ -76,6 +76,18 @@ def wait_until(cond, what: str, timeout: float = HANG_S, interval: float = 0.005
         time.sleep(interval)
 
 
+def worker_counter(net, name: str) -> int:
+    """A worker counter of ``net``, summed over its workers."""
+    return sum(w[name] for w in net.counters()["workers"])
+
+
+def counter_reaches(net, name: str, want: int) -> int:
+    """Wait until the workers' ``name`` counts ``want``, then return the count. A worker
+    counts after it acts, so what it did (a reply, an ICMP error) can be seen first."""
+    wait_until(lambda: worker_counter(net, name) >= want, f"{name} to reach {want}")
+    return worker_counter(net, name)
+
+
 def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = PKG_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")

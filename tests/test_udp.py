@@ -22,7 +22,7 @@ import pytest
 
 import ringnet
 
-from conftest import needs_userns, wait_until
+from conftest import counter_reaches, needs_userns, wait_until
 
 pytestmark = needs_userns
 
@@ -33,13 +33,6 @@ FAM = {4: socket.AF_INET, 6: socket.AF_INET6}
 
 def counter(net, name):
     return sum(w[name] for w in net.counters()["workers"])
-
-
-def counter_reaches(net, name: str, want: int) -> int:
-    """Wait until the workers' ``name`` counts ``want`` (a worker counts after it acts, so
-    the effect can be seen first); return the count."""
-    wait_until(lambda: counter(net, name) >= want, f"{name} to reach {want}")
-    return counter(net, name)
 
 
 class Echo:
