@@ -49,7 +49,7 @@ def _userns_reason() -> str:
     if not os.path.exists("/dev/net/tun"):
         return "/dev/net/tun does not exist"
     try:
-        r = subprocess.run(["unshare", "-Urn", "true"], capture_output=True, timeout=20)
+        r = subprocess.run(["unshare", "-Urn", "true"], capture_output=True, timeout=60)
     except FileNotFoundError:
         return "unshare (util-linux) is not installed"
     if r.returncode != 0:
