@@ -76,15 +76,24 @@ def test_test_build_makes_warnings_errors():
     assert "-Werror" in cfg["ffibuilder"]["cflags"]
 
 
-def test_setup_builds_test_extension_only_for_a_test_build():
-    code = ("import setuptools, runpy\n"
-            "setuptools.setup = lambda **kw: print(kw['cffi_modules'])\n"
+def _setup_kwargs(**env_over: str) -> dict:
+    """What setup.py passes to setuptools.setup() in this environment."""
+    code = ("import json, setuptools, runpy\n"
+            "setuptools.setup = lambda **kw: print(json.dumps(kw))\n"
             "runpy.run_path('setup.py')\n")
-    env = {k: v for k, v in os.environ.items() if k != "RINGNET_TEST_BUILD"}
-    plain = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
-                           capture_output=True, text=True, check=True).stdout
-    assert "testbuilder" not in plain and "ffibuilder" in plain
-    env["RINGNET_TEST_BUILD"] = "1"
-    test = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
-                          capture_output=True, text=True, check=True).stdout
-    assert "testbuilder" in test
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RINGNET_TEST_BUILD", "RINGNET_SANITIZE")}
+    env.update(env_over)
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                       text=True, check=True)
+    return json.loads(r.stdout)
+
+
+def test_setup_builds_test_extension_only_for_a_test_build():
+    plain, test = _setup_kwargs(), _setup_kwargs(RINGNET_TEST_BUILD="1")
+    assert plain["cffi_modules"] == ["ringnet/_build.py:ffibuilder"]
+    assert "ringnet/_build.py:testbuilder" in test["cffi_modules"]
+    # a plain build must not package a test extension a test build left in build/
+    bases = {plain["options"]["build"]["build_base"], test["options"]["build"]["build_base"],
+             _setup_kwargs(RINGNET_SANITIZE="1")["options"]["build"]["build_base"]}
+    assert len(bases) == 3
