@@ -18,7 +18,6 @@
 #include "flowstats.h"
 #include "dns.h"
 #include "udp.h"
-#include "ringtest.h"
 #include "pump.h"
 
 #endif /* RN_API_H */

@@ -243,7 +243,7 @@ def ring_section(args: argparse.Namespace) -> dict[str, Any]:
     try:
         from . import ring_bench
     except (ImportError, SystemExit) as e:
-        return {"status": "skipped", "reason": f"ringnet's C core cannot be imported: {e}", "rows": []}
+        return {"status": "skipped", "reason": f"the ring test loops cannot be imported: {e}", "rows": []}
     secs, rep = (0.05, 1) if args.quick else (0.3, 3)
     cpus = ring_bench.default_cpus()
     rows = []
