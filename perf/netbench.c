@@ -148,7 +148,12 @@ static int round_trip(struct job *j, int fd)
 	return 0;
 }
 
-/* ns() - seconds as whole nanoseconds, clamped to 4 s (a uint32_t) */
+/**
+ * ns() - a duration as whole nanoseconds, clamped to 0..4 s (it is kept as a uint32_t)
+ * @seconds: the duration
+ *
+ * Return: nanoseconds
+ */
 static uint32_t ns(double seconds)
 {
 	double v = seconds * 1e9;
@@ -156,7 +161,10 @@ static uint32_t ns(double seconds)
 	return v > 4e9 ? 4000000000u : v < 0 ? 0 : (uint32_t)v;
 }
 
-/* close_rst() - close @fd with an RST rather than a FIN (SO_LINGER, zero timeout) */
+/**
+ * close_rst() - close a socket with an RST rather than a FIN (SO_LINGER with no timeout)
+ * @fd: the connected socket; closed on return
+ */
 static void close_rst(int fd)
 {
 	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
@@ -165,7 +173,14 @@ static void close_rst(int fd)
 	close(fd);
 }
 
-/* record() - account one finished operation of @j: its phases, total and second */
+/**
+ * record() - account one finished operation: its total, phases, second and slowness
+ * @j: the thread's job
+ * @a: start (now_s())
+ * @c: connected (rr: right after @a, its connection is older than the operation)
+ * @d: the echo read
+ * @b: closed (rr: right after @d, the connection stays open)
+ */
 static void record(struct job *j, double a, double c, double d, double b)
 {
 	uint32_t total = ns(b - a), cn = ns(c - a), rt = ns(d - c), cl = ns(b - d);
@@ -198,7 +213,12 @@ static void record(struct job *j, double a, double c, double d, double b)
 	}
 }
 
-/* client_thread() - one stream's loop (rr, crr or crr_rst) until its time or count ends */
+/**
+ * client_thread() - one stream's loop (rr, crr or crr_rst) until its time or count ends
+ * @arg: its struct job
+ *
+ * Return: NULL (the results are in the job)
+ */
 static void *client_thread(void *arg)
 {
 	struct job *j = arg;
@@ -251,7 +271,13 @@ static int cmp_u32(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* cmp_slow() - slowest first */
+/**
+ * cmp_slow() - qsort() order of struct slow_op: slowest first
+ * @a: one
+ * @b: the other
+ *
+ * Return: negative when @a is slower, positive when faster, else 0
+ */
 static int cmp_slow(const void *a, const void *b)
 {
 	uint32_t x = ((const struct slow_op *)a)->total_ns, y = ((const struct slow_op *)b)->total_ns;
@@ -259,7 +285,12 @@ static int cmp_slow(const void *a, const void *b)
 	return x > y ? -1 : x < y;
 }
 
-/* print_slow() - the slow-operation figures of @jobs as JSON members */
+/**
+ * print_slow() - print the slow-operation figures of a run as JSON members: the threshold,
+ *		  the count, each phase's maximum and the OUTLIERS slowest (sorts each job's list)
+ * @jobs: the finished jobs
+ * @streams: how many
+ */
 static void print_slow(struct job *jobs, int streams)
 {
 	static struct slow_op top[MAX_STREAMS * OUTLIERS];
