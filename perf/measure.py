@@ -240,7 +240,7 @@ def _parse_iperf3(data: dict[str, Any], test: str, direction: str, run: dict[str
 
 NETBENCH_FIGURES = ("ops", "seconds", "ops_per_s", "errors", "p50_us", "p99_us", "p999_us", "max_us",
                     "per_second", "slow_threshold_us", "slow", "max_connect_us", "max_rtt_us",
-                    "max_close_us", "outliers")
+                    "max_close_us", "outliers", "t0_mono_s", "t0_unix_s")
 
 
 def parse_netbench(out: str, err: str, rc: int, test: str, run: dict[str, Any]) -> None:

@@ -32,7 +32,9 @@
  * SLOW_NS ("slow": the issue's 2 ms budget for one connection) is counted, and
  * the MAX_SLOW slowest of each thread are kept with their start time (ms since
  * the run began), phases and thread; the JSON lists the OUTLIERS slowest of
- * all, so a stall can be placed in time and in the connection's life.
+ * all, so a stall can be placed in time and in the connection's life. The
+ * run's start is printed on CLOCK_MONOTONIC and CLOCK_REALTIME (t0_mono_s,
+ * t0_unix_s): t0 + t_ms lines an outlier up with a perf trace or a log.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -344,12 +346,15 @@ static int run_clients(struct sockaddr_in *addr, double seconds, int streams, en
 	uint64_t ops = 0, errors = 0, nlat = 0;
 	const char *error = "";
 	uint32_t *all;
-	double t0, elapsed;
+	double t0, t0_unix, elapsed;
+	struct timespec real;
 	int i, secs;
 
 	if (!jobs)
 		return 2;
+	clock_gettime(CLOCK_REALTIME, &real);
 	t0 = now_s();
+	t0_unix = real.tv_sec + real.tv_nsec / 1e9;
 	for (i = 0; i < streams; i++) {
 		jobs[i].addr = *addr;
 		jobs[i].seconds = seconds;
@@ -380,9 +385,9 @@ static int run_clients(struct sockaddr_in *addr, double seconds, int streams, en
 	}
 	qsort(all, nlat, sizeof(uint32_t), cmp_u32);
 	printf("{\"ok\": %s, \"ops\": %llu, \"seconds\": %.6f, \"ops_per_s\": %.3f, \"errors\": %llu, "
-	       "\"error\": \"%s\", \"samples\": %llu", ops ? "true" : "false",
-	       (unsigned long long)ops, elapsed, ops / elapsed, (unsigned long long)errors, error,
-	       (unsigned long long)nlat);
+	       "\"error\": \"%s\", \"samples\": %llu, \"t0_mono_s\": %.6f, \"t0_unix_s\": %.6f",
+	       ops ? "true" : "false", (unsigned long long)ops, elapsed, ops / elapsed,
+	       (unsigned long long)errors, error, (unsigned long long)nlat, t0, t0_unix);
 	if (nlat)
 		printf(", \"p50_us\": %.3f, \"p99_us\": %.3f, \"p999_us\": %.3f, \"max_us\": %.3f",
 		       all[nlat / 2] / 1e3, all[(uint64_t)(nlat * 0.99)] / 1e3,

@@ -478,6 +478,7 @@ _NETBENCH_OUT = json.dumps({
     "ok": True, "ops": 1000, "seconds": 0.5, "ops_per_s": 2000.0, "errors": 1,
     "error": "connect: Connection refused", "samples": 1000, "p50_us": 80.0, "p99_us": 400.0,
     "p999_us": 2500.0, "max_us": 13300.0, "slow_threshold_us": 2000, "slow": 2,
+    "t0_mono_s": 2499.25, "t0_unix_s": 1796217640.5,
     "max_connect_us": 13200.0, "max_rtt_us": 2400.0, "max_close_us": 30.0,
     "outliers": [{"t_ms": 12.5, "us": 13300.0, "connect_us": 13200.0, "rtt_us": 90.0,
                   "close_us": 10.0, "stream": 0},
@@ -492,6 +493,7 @@ def test_netbench_output_is_parsed():
     assert run["ok"] and run["error"] is None
     assert (run["ops"], run["slow"], run["max_us"], run["max_connect_us"]) == (1000, 2, 13300.0, 13200.0)
     assert run["outliers"][0]["connect_us"] == 13200.0 and len(run["outliers"]) == 2
+    assert (run["t0_mono_s"], run["t0_unix_s"]) == (2499.25, 1796217640.5)
     assert run["first_error"] == "connect: Connection refused"
     assert run["per_second_ops"] == [2000.0]         # 1000 in half a second
     assert run["cpu_us_per_op"] == pytest.approx(250.0)
@@ -636,7 +638,7 @@ def test_latency_family_through_ringnet(tmp_path, ringnet_forwards):
         run = _check_ringnet_point(p, ringnet_forwards)
         if run is None:
             continue
-        assert run["ops"] <= 300 and run["slow_threshold_us"] == 2000
+        assert run["ops"] <= 300 and run["slow_threshold_us"] == 2000 and run["t0_mono_s"] > 0
         assert 0 <= run["slow"] <= run["ops"]
         # one client: every operation over 2 ms is listed, up to 32, slowest first
         assert len(run["outliers"]) == min(run["slow"], 32)
