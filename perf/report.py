@@ -214,7 +214,8 @@ def markdown(doc: dict[str, Any], pngs: list[str], extra_notes: list[str]) -> st
         "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val) + ".",
         "",
         f"Each point: {cfg['repeat']} run(s), median [min–max]; iperf3 runs {cfg['seconds']:g} s, "
-        f"ping-pong and connection runs {cfg['rr_seconds']:g} s; UDP offered {cfg['udp_rate']}bit/s "
+        f"ping-pong and connection runs {cfg['rr_seconds']:g} s (HTTP runs: whole seconds, at least 1); "
+        f"UDP offered {cfg['udp_rate']}bit/s "
         f"in total, {cfg['udp_size']} B datagrams. Servers on host loopback; clients inside the "
         "namespace (host->ns: iperf3 -R). Host loopback keeps its own MTU (65536): its rows are the "
         "ceiling measured beside each MTU, not at it. Ratios are ringnet ÷ peer from this run: "
