@@ -1,10 +1,18 @@
-"""One measurement run in an Env: iperf3 TCP and UDP, 1-byte ping-pong, connection rate.
+"""One measurement run in an Env: iperf3 TCP and UDP, 1-byte ping-pong, connection rate
+(FIN and RST endings), HTTP load against nginx.
 
 Each function returns a run record (a dict, stored as is in the sweep's JSON):
 ``ok``, ``error`` (None or the reason), the figures, ``stack_cpu_s`` (CPU seconds
 the stack's own processes used during the run, from psutil) and, for ringnet,
 ``counters`` (the counters that changed). Servers listen on 127.0.0.1 only; each
 client runs inside the namespace and reaches them through the Env's gateway.
+
+The HTTP runs (``http_run()``) start a private nginx per run, as whoever runs the
+sweep: a configuration written into the run's own directory (one worker, no access
+log, every temporary path inside that directory) serving one small static file on
+127.0.0.1 at a free port; the load generator is wrk, inside the namespace, with one
+thread, ``streams`` connections, for whole seconds, and a Lua ``done()`` hook that
+prints its totals and latency percentiles as JSON.
 """
 
 from __future__ import annotations
@@ -230,30 +238,21 @@ def _parse_iperf3(data: dict[str, Any], test: str, direction: str, run: dict[str
 
 # ping-pong and connection rate -----------------------------------------------------------
 
-def netbench_run(env: Env, netbench: str, test: str, streams: int, seconds: float,
-                 max_conns: int = 200_000) -> dict[str, Any]:
-    """``test`` "rr" (1-byte ping-pong) or "crr" (connect, 1 request, close) with STREAMS
-    concurrent clients inside the namespace against a C echo server on host loopback."""
-    run: dict[str, Any] = {"ok": False, "error": None}
-    try:
-        server = _Server([netbench, "server", HOST, "0", f"{seconds + 2 * _SLACK:g}"], ready_line=True)
-    except RuntimeError as e:
-        run["error"] = str(e)
-        return run
-    with server:
-        argv = [netbench, test, env.gateway, str(server.port), f"{seconds:g}", str(streams)]
-        if test == "crr":
-            argv.append(str(max_conns))
-        meter = _Meter(env)
-        rc, out, err = _run_client(env, argv, seconds + _SLACK)
-        meter.finish(run)
+NETBENCH_FIGURES = ("ops", "seconds", "ops_per_s", "errors", "p50_us", "p99_us", "p999_us", "max_us",
+                    "per_second", "slow_threshold_us", "slow", "max_connect_us", "max_rtt_us",
+                    "max_close_us", "outliers", "t0_mono_s", "t0_unix_s")
+
+
+def parse_netbench(out: str, err: str, rc: int, test: str, run: dict[str, Any]) -> None:
+    """Fill ``run`` from one netbench client's stdout (its JSON object): the figures of
+    NETBENCH_FIGURES, ``per_second_ops``, ``first_error``, ``ok`` and ``error``."""
     try:
         data = json.loads(out)
     except json.JSONDecodeError:
+        run["ok"] = False
         run["error"] = f"netbench {test}: {err.strip()[-300:] or f'exit status {rc}'}"
-        return run
-    run.update({k: data.get(k) for k in ("ops", "seconds", "ops_per_s", "errors", "p50_us", "p99_us",
-                                         "max_us", "per_second")})
+        return
+    run.update({k: data.get(k) for k in NETBENCH_FIGURES})
     if data.get("per_second") and data.get("seconds"):
         run["per_second_ops"] = stats.counts_per_second(data["per_second"], float(data["seconds"]))
     if data.get("error"):
@@ -263,7 +262,194 @@ def netbench_run(env: Env, netbench: str, test: str, streams: int, seconds: floa
         run["error"] = f"netbench {test}: {data.get('error') or 'no round trip'}{counter_hint(run.get('counters'))}"
     elif run.get("stack_cpu_s") is not None:
         run["cpu_us_per_op"] = run["stack_cpu_s"] / run["ops"] * 1e6
+
+
+def netbench_run(env: Env, netbench: str, test: str, streams: int, seconds: float,
+                 max_conns: int = 200_000) -> dict[str, Any]:
+    """``test`` "rr" (1-byte ping-pong), "crr" (connect, 1 request, close with a FIN) or
+    "crr_rst" (the same, closed with an RST) with STREAMS concurrent clients inside the
+    namespace against a C echo server on host loopback, for ``seconds`` and at most
+    ``max_conns`` operations."""
+    run: dict[str, Any] = {"ok": False, "error": None}
+    try:
+        server = _Server([netbench, "server", HOST, "0", f"{seconds + 2 * _SLACK:g}"], ready_line=True)
+    except RuntimeError as e:
+        run["error"] = str(e)
+        return run
+    with server:
+        argv = [netbench, test, env.gateway, str(server.port), f"{seconds:g}", str(streams),
+                str(max_conns)]
+        meter = _Meter(env)
+        rc, out, err = _run_client(env, argv, seconds + _SLACK)
+        meter.finish(run)
+    parse_netbench(out, err, rc, test, run)
     return run
+
+
+# HTTP against nginx ------------------------------------------------------------------------
+
+HTTP_FILE, HTTP_FILE_BYTES = "1k.html", 1024
+# wrk's Lua hook at the end of a run: totals and latency (microseconds) as one JSON line
+_WRK_DONE = """done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRKJSON {"requests": %d, "duration_us": %d, "bytes": %d, ' ..
+    '"connect_errors": %d, "read_errors": %d, "write_errors": %d, "status_errors": %d, ' ..
+    '"timeouts": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, "p999_us": %d, "max_us": %d, ' ..
+    '"mean_us": %.3f}\\n', summary.requests, summary.duration, summary.bytes, e.connect, e.read,
+    e.write, e.status, e.timeout, latency:percentile(50), latency:percentile(90),
+    latency:percentile(99), latency:percentile(99.9), latency.max, latency.mean))
+end
+"""
+_NGINX_CONF = """# a private nginx for one perf run (perf/measure.py): loopback only, one worker
+worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log stderr error;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    sendfile on;
+    tcp_nodelay on;
+    keepalive_requests 1000000;
+    keepalive_timeout 60s;
+    types {{ text/html html; }}
+    server {{
+        listen {host}:{port} backlog=4096;
+        root {d}/www;
+    }}
+}}
+"""
+
+
+def http_tools() -> tuple[Optional[str], Optional[str], Optional[str]]:
+    """(nginx, wrk, why not): the two programs of the churn family, or the reason one is
+    missing. nginx lives in /usr/sbin, which an unprivileged user's PATH may not have."""
+    nginx = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/sbin/nginx")
+                                           if os.access(p, os.X_OK)), None)
+    wrk = shutil.which("wrk")
+    missing = [n for n, p in (("nginx", nginx), ("wrk", wrk)) if p is None]
+    if missing:
+        return nginx, wrk, (f"{' and '.join(missing)} not found (scripts/install-peers.sh installs "
+                            "nginx and wrk from Debian)")
+    return nginx, wrk, None
+
+
+def nginx_config(d: str, port: int) -> str:
+    """The nginx.conf of a private nginx in directory ``d`` serving ``d``/www on 127.0.0.1:port."""
+    return _NGINX_CONF.format(d=d, host=HOST, port=port)
+
+
+def http_prepare(work: str, port: int) -> str:
+    """A directory under ``work`` with nginx.conf, www/HTTP_FILE and wrk's done.lua, readable by
+    every user (the load generator runs in a namespace). Return: its path."""
+    d = tempfile.mkdtemp(prefix="http-", dir=work)
+    os.chmod(d, 0o755)
+    os.makedirs(os.path.join(d, "www"), mode=0o755)
+    with open(os.path.join(d, "www", HTTP_FILE), "w") as f:
+        f.write(("x" * 63 + "\n") * (HTTP_FILE_BYTES // 64))
+    with open(os.path.join(d, "nginx.conf"), "w") as f:
+        f.write(nginx_config(d, port))
+    with open(os.path.join(d, "done.lua"), "w") as f:
+        f.write(_WRK_DONE)
+    for name in (os.path.join("www", HTTP_FILE), "nginx.conf", "done.lua"):
+        os.chmod(os.path.join(d, name), 0o644)
+    return d
+
+
+def wrk_argv(wrk: str, url: str, streams: int, seconds: float, close: bool, script: str) -> list[str]:
+    """wrk's command line: one thread, ``streams`` connections, whole seconds (wrk takes no
+    fraction; at least 1), 2 s timeout; ``close`` adds ``Connection: close`` (nginx then
+    closes after each response and wrk connects again)."""
+    argv = [wrk, "-t", "1", "-c", str(streams), "-d", f"{max(1, round(seconds))}s", "--timeout", "2s",
+            "-s", script]
+    if close:
+        argv += ["-H", "Connection: close"]
+    return argv + [url]
+
+
+def parse_wrk(out: str, err: str, rc: int, test: str, run: dict[str, Any]) -> None:
+    """Fill ``run`` from wrk's output (the WRKJSON line of done.lua): ``ops`` (requests),
+    ``seconds``, ``ops_per_s``, ``errors`` (socket errors, non-2xx/3xx answers and timeouts),
+    the latency percentiles in µs, ``ok`` and ``error``."""
+    line = next((ln for ln in out.splitlines() if ln.startswith("WRKJSON ")), None)
+    if line is None:
+        run["ok"] = False
+        why = (err.strip() or out.strip())[-300:] or f"exit status {rc}"
+        run["error"] = f"wrk {test}: {why}{counter_hint(run.get('counters'))}"
+        return
+    data = json.loads(line[len("WRKJSON "):])
+    secs = data["duration_us"] / 1e6
+    errors = sum(int(data[k]) for k in ("connect_errors", "read_errors", "write_errors",
+                                        "status_errors", "timeouts"))
+    run.update(ops=int(data["requests"]), seconds=secs,
+               ops_per_s=data["requests"] / secs if secs > 0 else 0.0, errors=errors,
+               bytes=int(data["bytes"]), wrk_errors={k: int(data[k]) for k in (
+                   "connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")},
+               **{k: float(data[k]) for k in ("p50_us", "p90_us", "p99_us", "p999_us", "max_us",
+                                              "mean_us")})
+    # wrk answers done() with its percentiles even when nothing came back: no requests, no figures
+    run["ok"] = run["ops"] > 0
+    if not run["ok"]:
+        which = ", ".join(f"{k} {v}" for k, v in run["wrk_errors"].items() if v) or "no response"
+        run["error"] = f"wrk {test}: no request completed ({which}){counter_hint(run.get('counters'))}"
+        for k in ("p50_us", "p90_us", "p99_us", "p999_us", "max_us", "mean_us"):
+            run[k] = None
+    elif run.get("stack_cpu_s") is not None:
+        run["cpu_us_per_op"] = run["stack_cpu_s"] / run["ops"] * 1e6
+
+
+def http_run(env: Env, work: str, test: str, streams: int, seconds: float) -> dict[str, Any]:
+    """``test`` "http" (keep-alive) or "http_close" (``Connection: close``: one connection per
+    request): wrk inside the namespace with ``streams`` connections against a private nginx on
+    host loopback serving a 1 KiB file, for ``seconds`` rounded to whole seconds."""
+    run: dict[str, Any] = {"ok": False, "error": None}
+    nginx, wrk, why = http_tools()
+    if why:
+        run["error"] = why
+        return run
+    assert nginx is not None and wrk is not None
+    port = free_port()
+    d = http_prepare(work, port)
+    try:
+        # -e stderr: before reading its configuration nginx opens its built-in error log,
+        # /var/log/nginx, which an unprivileged user cannot
+        server = _Server([nginx, "-p", d, "-c", os.path.join(d, "nginx.conf"), "-e", "stderr"],
+                         port=port)
+    except RuntimeError as e:
+        run["error"] = str(e)
+        shutil.rmtree(d, ignore_errors=True)
+        return run
+    url = f"http://{env.gateway}:{port}/{HTTP_FILE}"
+    with server:
+        meter = _Meter(env)
+        rc, out, err = _run_client(env, wrk_argv(wrk, url, streams, seconds, test == "http_close",
+                                                 os.path.join(d, "done.lua")),
+                                   max(1, round(seconds)) + _SLACK)
+        meter.finish(run)
+    shutil.rmtree(d, ignore_errors=True)
+    parse_wrk(out, err, rc, test, run)
+    return run
+
+
+def tool_versions() -> dict[str, Optional[str]]:
+    """nginx's and wrk's versions (None when missing), for the sweep's environment."""
+    nginx, wrk, _ = http_tools()
+    out: dict[str, Optional[str]] = {"nginx": None, "wrk": None}
+    for name, path, argv in (("nginx", nginx, ["-v"]), ("wrk", wrk, ["-v"])):
+        if path is None:
+            continue
+        try:
+            r = subprocess.run([path, *argv], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        text = (r.stderr + r.stdout).strip().splitlines()
+        out[name] = text[0].split(" Copyright")[0].strip() if text else None
+    return out
 
 
 def probe(env: Env, netbench: Optional[str]) -> dict[str, Optional[str]]:

@@ -9,16 +9,32 @@
  *   netbench server ADDR PORT MAX_SECONDS   TCP and UDP echo on ADDR:PORT (PORT 0:
  *                                           any); prints "ready PORT" once
  *                                           listening; exits after MAX_SECONDS
- *   netbench rr ADDR PORT SECONDS STREAMS   STREAMS connections, each sending 1
- *                                           byte and waiting for the echo
+ *   netbench rr ADDR PORT SECONDS STREAMS [MAX_OPS]
+ *                                           STREAMS connections, each sending 1
+ *                                           byte and waiting for the echo (the
+ *                                           connect is not timed)
  *   netbench crr ADDR PORT SECONDS STREAMS MAX_CONNS
  *                                           STREAMS threads, each: connect, send 1
- *                                           byte, read the echo, close
+ *                                           byte, read the echo, close (FIN)
+ *   netbench crr_rst ADDR PORT SECONDS STREAMS MAX_CONNS
+ *                                           the same, closed with an RST
+ *                                           (SO_LINGER 0): no TIME_WAIT anywhere
  *   netbench udp ADDR PORT TIMEOUT_MS       one datagram out and its echo back
  *
  * Clients print one JSON object on stdout and exit 0 when at least one operation
  * succeeded, 1 otherwise (the JSON then names the first error). Every loop is
  * bounded in time and count; every socket has 2 s send and receive timeouts.
+ *
+ * Theory of operation (latency). Every operation (one round trip; or connect,
+ * round trip, close) is timed with CLOCK_MONOTONIC in three phases: connect,
+ * round trip, close. The totals are kept (up to MAX_SAMPLES a thread) for p50,
+ * p99, p99.9 and max; each phase's maximum is kept too. An operation over
+ * SLOW_NS ("slow": the issue's 2 ms budget for one connection) is counted, and
+ * the MAX_SLOW slowest of each thread are kept with their start time (ms since
+ * the run began), phases and thread; the JSON lists the OUTLIERS slowest of
+ * all, so a stall can be placed in time and in the connection's life. The
+ * run's start is printed on CLOCK_MONOTONIC and CLOCK_REALTIME (t0_mono_s,
+ * t0_unix_s): t0 + t_ms lines an outlier up with a perf trace or a log.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -39,12 +55,26 @@
 #define MAX_SECONDS 600
 #define MAX_SAMPLES (1u << 22)      /* latency samples kept per thread */
 #define IO_TIMEOUT_S 2
+#define SLOW_NS 2000000u            /* an operation over 2 ms is "slow" */
+#define MAX_SLOW 256                /* slow operations kept per thread */
+#define OUTLIERS 32                 /* slowest operations printed */
+
+enum mode { MODE_RR, MODE_CRR, MODE_CRR_RST };
+
+/* one slow operation: when it started and where its time went */
+struct slow_op {
+	double t;                       /* start, seconds since the run began */
+	uint32_t total_ns, connect_ns, rtt_ns, close_ns;
+	int stream;
+};
 
 struct job {
 	struct sockaddr_in addr;
 	double seconds;
 	uint64_t max_ops;               /* per thread */
-	int crr;
+	enum mode mode;
+	int stream;
+	double t0;                      /* the run's start (now_s()) */
 	/* results */
 	uint64_t ops;
 	uint64_t errors;
@@ -52,6 +82,9 @@ struct job {
 	uint32_t *lat_ns;               /* MAX_SAMPLES */
 	uint64_t nlat;
 	uint64_t per_second[MAX_SECONDS + 1];
+	uint64_t nslow;                 /* operations over SLOW_NS */
+	struct slow_op slow[MAX_SLOW];  /* the first MAX_SLOW of them */
+	uint32_t max_connect_ns, max_rtt_ns, max_close_ns;
 };
 
 static double now_s(void)
@@ -117,38 +150,116 @@ static int round_trip(struct job *j, int fd)
 	return 0;
 }
 
+/**
+ * ns() - a duration as whole nanoseconds, clamped to 0..4 s (it is kept as a uint32_t)
+ * @seconds: the duration
+ *
+ * Return: nanoseconds
+ */
+static uint32_t ns(double seconds)
+{
+	double v = seconds * 1e9;
+
+	return v > 4e9 ? 4000000000u : v < 0 ? 0 : (uint32_t)v;
+}
+
+/**
+ * close_rst() - close a socket with an RST rather than a FIN (SO_LINGER with no timeout)
+ * @fd: the connected socket; closed on return
+ */
+static void close_rst(int fd)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(fd);
+}
+
+/**
+ * record() - account one finished operation: its total, phases, second and slowness
+ * @j: the thread's job
+ * @a: start (now_s())
+ * @c: connected (rr: right after @a, its connection is older than the operation)
+ * @d: the echo read
+ * @b: closed (rr: right after @d, the connection stays open)
+ */
+static void record(struct job *j, double a, double c, double d, double b)
+{
+	uint32_t total = ns(b - a), cn = ns(c - a), rt = ns(d - c), cl = ns(b - d);
+
+	j->ops++;
+	if (j->nlat < MAX_SAMPLES)
+		j->lat_ns[j->nlat++] = total;
+	j->per_second[(int)(b - j->t0) > MAX_SECONDS ? MAX_SECONDS : (int)(b - j->t0)]++;
+	if (cn > j->max_connect_ns)
+		j->max_connect_ns = cn;
+	if (rt > j->max_rtt_ns)
+		j->max_rtt_ns = rt;
+	if (cl > j->max_close_ns)
+		j->max_close_ns = cl;
+	if (total > SLOW_NS) {
+		struct slow_op op = { a - j->t0, total, cn, rt, cl, j->stream };
+		uint64_t i, low = 0;
+
+		if (j->nslow < MAX_SLOW) {
+			j->slow[j->nslow] = op;
+		} else {
+			/* full: the fastest kept one makes room (slow operations are rare) */
+			for (i = 1; i < MAX_SLOW; i++)
+				if (j->slow[i].total_ns < j->slow[low].total_ns)
+					low = i;
+			if (total > j->slow[low].total_ns)
+				j->slow[low] = op;
+		}
+		j->nslow++;
+	}
+}
+
+/**
+ * client_thread() - one stream's loop (rr, crr or crr_rst) until its time or count ends
+ * @arg: its struct job
+ *
+ * Return: NULL (the results are in the job)
+ */
 static void *client_thread(void *arg)
 {
 	struct job *j = arg;
-	double t0 = now_s(), end = t0 + j->seconds;
-	int fd = -1;
+	double end = j->t0 + j->seconds;
+	int per_conn = j->mode != MODE_RR, fd = -1;
 
 	while (j->ops < j->max_ops) {
-		double a = now_s(), b;
+		double a = now_s(), b, c, d;
 
 		if (a >= end)
 			break;
-		if (fd < 0 && (fd = tcp_connect(j)) < 0) {
-			if (!j->crr || j->errors > 100)
-				break;
-			continue;
+		if (fd < 0) {
+			if ((fd = tcp_connect(j)) < 0) {
+				if (!per_conn || j->errors > 100)
+					break;
+				continue;
+			}
+			/* rr: the connection is set up once, outside any timed operation */
+			if (!per_conn)
+				a = now_s();
 		}
+		c = now_s();
 		if (round_trip(j, fd)) {
 			close(fd);
 			fd = -1;
-			if (!j->crr || j->errors > 100)
+			if (!per_conn || j->errors > 100)
 				break;
 			continue;
 		}
-		if (j->crr) {
-			close(fd);
+		d = now_s();
+		if (per_conn) {
+			if (j->mode == MODE_CRR_RST)
+				close_rst(fd);
+			else
+				close(fd);
 			fd = -1;
 		}
 		b = now_s();
-		j->ops++;
-		if (j->nlat < MAX_SAMPLES)
-			j->lat_ns[j->nlat++] = (uint32_t)((b - a) * 1e9 > 4e9 ? 4e9 : (b - a) * 1e9);
-		j->per_second[(int)(b - t0) > MAX_SECONDS ? MAX_SECONDS : (int)(b - t0)]++;
+		record(j, a, c, d, b);
 	}
 	if (fd >= 0)
 		close(fd);
@@ -162,26 +273,95 @@ static int cmp_u32(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* run_clients() - the rr and crr modes; prints the JSON result. Return: exit code */
-static int run_clients(struct sockaddr_in *addr, double seconds, int streams, int crr,
-		       uint64_t max_conns)
+/**
+ * cmp_slow() - qsort() order of struct slow_op: slowest first
+ * @a: one
+ * @b: the other
+ *
+ * Return: negative when @a is slower, positive when faster, else 0
+ */
+static int cmp_slow(const void *a, const void *b)
+{
+	uint32_t x = ((const struct slow_op *)a)->total_ns, y = ((const struct slow_op *)b)->total_ns;
+
+	return x > y ? -1 : x < y;
+}
+
+/**
+ * print_slow() - print the slow-operation figures of a run as JSON members: the threshold,
+ *		  the count, each phase's maximum and the OUTLIERS slowest (sorts each job's list)
+ * @jobs: the finished jobs
+ * @streams: how many
+ */
+static void print_slow(struct job *jobs, int streams)
+{
+	static struct slow_op top[MAX_STREAMS * OUTLIERS];
+	uint32_t mc = 0, mr = 0, ml = 0;
+	uint64_t nslow = 0;
+	int i, n = 0;
+	uint64_t k;
+
+	for (i = 0; i < streams; i++) {
+		nslow += jobs[i].nslow;
+		mc = jobs[i].max_connect_ns > mc ? jobs[i].max_connect_ns : mc;
+		mr = jobs[i].max_rtt_ns > mr ? jobs[i].max_rtt_ns : mr;
+		ml = jobs[i].max_close_ns > ml ? jobs[i].max_close_ns : ml;
+	}
+	printf(", \"slow_threshold_us\": %.0f, \"slow\": %llu, \"max_connect_us\": %.3f, "
+	       "\"max_rtt_us\": %.3f, \"max_close_us\": %.3f, \"outliers\": [", SLOW_NS / 1e3,
+	       (unsigned long long)nslow, mc / 1e3, mr / 1e3, ml / 1e3);
+	/* the slowest OUTLIERS of each thread's kept ones, then the slowest OUTLIERS overall */
+	for (i = 0; i < streams; i++) {
+		struct job *j = &jobs[i];
+		uint64_t kept = j->nslow < MAX_SLOW ? j->nslow : MAX_SLOW;
+
+		qsort(j->slow, kept, sizeof(j->slow[0]), cmp_slow);
+		for (k = 0; k < kept && k < OUTLIERS && n < (int)(sizeof(top) / sizeof(top[0])); k++)
+			top[n++] = j->slow[k];
+	}
+	qsort(top, n, sizeof(top[0]), cmp_slow);
+	for (i = 0; i < n && i < OUTLIERS; i++)
+		printf("%s{\"t_ms\": %.3f, \"us\": %.3f, \"connect_us\": %.3f, \"rtt_us\": %.3f, "
+		       "\"close_us\": %.3f, \"stream\": %d}", i ? ", " : "", top[i].t * 1e3,
+		       top[i].total_ns / 1e3, top[i].connect_ns / 1e3, top[i].rtt_ns / 1e3,
+		       top[i].close_ns / 1e3, top[i].stream);
+	printf("]");
+}
+
+/**
+ * run_clients() - the rr, crr and crr_rst modes; prints the JSON result
+ * @addr: the echo server
+ * @seconds: how long to run
+ * @streams: client threads
+ * @mode: what one operation is
+ * @max_ops: operations at most, over all threads (0: no bound)
+ *
+ * Return: exit code (0 when some operation succeeded)
+ */
+static int run_clients(struct sockaddr_in *addr, double seconds, int streams, enum mode mode,
+		       uint64_t max_ops)
 {
 	struct job *jobs = calloc(streams, sizeof(*jobs));
 	pthread_t th[MAX_STREAMS];
 	uint64_t ops = 0, errors = 0, nlat = 0;
 	const char *error = "";
 	uint32_t *all;
-	double t0, elapsed;
+	double t0, t0_unix, elapsed;
+	struct timespec real;
 	int i, secs;
 
 	if (!jobs)
 		return 2;
+	clock_gettime(CLOCK_REALTIME, &real);
 	t0 = now_s();
+	t0_unix = real.tv_sec + real.tv_nsec / 1e9;
 	for (i = 0; i < streams; i++) {
 		jobs[i].addr = *addr;
 		jobs[i].seconds = seconds;
-		jobs[i].crr = crr;
-		jobs[i].max_ops = crr ? (max_conns + streams - 1) / streams : UINT64_MAX;
+		jobs[i].mode = mode;
+		jobs[i].stream = i;
+		jobs[i].t0 = t0;
+		jobs[i].max_ops = max_ops ? (max_ops + streams - 1) / streams : UINT64_MAX;
 		jobs[i].lat_ns = malloc(MAX_SAMPLES * sizeof(uint32_t));
 		if (!jobs[i].lat_ns || pthread_create(&th[i], NULL, client_thread, &jobs[i]))
 			return 2;
@@ -205,12 +385,14 @@ static int run_clients(struct sockaddr_in *addr, double seconds, int streams, in
 	}
 	qsort(all, nlat, sizeof(uint32_t), cmp_u32);
 	printf("{\"ok\": %s, \"ops\": %llu, \"seconds\": %.6f, \"ops_per_s\": %.3f, \"errors\": %llu, "
-	       "\"error\": \"%s\", \"samples\": %llu", ops ? "true" : "false",
-	       (unsigned long long)ops, elapsed, ops / elapsed, (unsigned long long)errors, error,
-	       (unsigned long long)nlat);
+	       "\"error\": \"%s\", \"samples\": %llu, \"t0_mono_s\": %.6f, \"t0_unix_s\": %.6f",
+	       ops ? "true" : "false", (unsigned long long)ops, elapsed, ops / elapsed,
+	       (unsigned long long)errors, error, (unsigned long long)nlat, t0, t0_unix);
 	if (nlat)
-		printf(", \"p50_us\": %.3f, \"p99_us\": %.3f, \"max_us\": %.3f", all[nlat / 2] / 1e3,
-		       all[(uint64_t)(nlat * 0.99)] / 1e3, all[nlat - 1] / 1e3);
+		printf(", \"p50_us\": %.3f, \"p99_us\": %.3f, \"p999_us\": %.3f, \"max_us\": %.3f",
+		       all[nlat / 2] / 1e3, all[(uint64_t)(nlat * 0.99)] / 1e3,
+		       all[(uint64_t)(nlat * 0.999)] / 1e3, all[nlat - 1] / 1e3);
+	print_slow(jobs, streams);
 	printf(", \"per_second\": [");
 	secs = (int)seconds + (seconds > (int)seconds);
 	for (i = 0; i < secs && i <= MAX_SECONDS; i++) {
@@ -324,7 +506,7 @@ int main(int argc, char **argv)
 
 	setvbuf(stdout, NULL, _IOFBF, 1 << 16);
 	if (argc < 5 || parse_addr(argv[2], argv[3], &addr)) {
-		fprintf(stderr, "usage: netbench server|rr|crr|udp ADDR PORT ... (see netbench.c)\n");
+		fprintf(stderr, "usage: netbench server|rr|crr|crr_rst|udp ADDR PORT ... (see netbench.c)\n");
 		return 2;
 	}
 	if (!strcmp(argv[1], "server"))
@@ -338,8 +520,11 @@ int main(int argc, char **argv)
 	if (seconds <= 0 || seconds > MAX_SECONDS || streams < 1 || streams > MAX_STREAMS)
 		return 2;
 	if (!strcmp(argv[1], "rr"))
-		return run_clients(&addr, seconds, streams, 0, 0);
+		return run_clients(&addr, seconds, streams, MODE_RR,
+				   argc >= 7 ? strtoull(argv[6], NULL, 10) : 0);
 	if (!strcmp(argv[1], "crr") && argc >= 7)
-		return run_clients(&addr, seconds, streams, 1, strtoull(argv[6], NULL, 10));
+		return run_clients(&addr, seconds, streams, MODE_CRR, strtoull(argv[6], NULL, 10));
+	if (!strcmp(argv[1], "crr_rst") && argc >= 7)
+		return run_clients(&addr, seconds, streams, MODE_CRR_RST, strtoull(argv[6], NULL, 10));
 	return 2;
 }

@@ -12,15 +12,18 @@ import json
 import os
 from typing import Any, Optional
 
-from . import stats
+from . import latency, stats
 
 PEERS = ("slirp4netns", "pasta", "loopback")
 # metrics summarised (min/median/max over a point's successful runs) per test
 METRICS = {
     "tcp": ("gbps", "retransmits", "per_second_gbps", "cpu_s_per_gb"),
     "udp": ("gbps", "sent_gbps", "loss_percent", "jitter_ms", "per_second_gbps", "cpu_s_per_gb"),
-    "rr": ("ops_per_s", "p50_us", "p99_us", "cpu_us_per_op"),
-    "crr": ("ops_per_s", "p50_us", "p99_us", "errors", "cpu_us_per_op"),
+    "rr": ("ops_per_s", "p50_us", "p99_us", "max_us", "slow", "cpu_us_per_op"),
+    "crr": ("ops_per_s", "p50_us", "p99_us", "max_us", "slow", "errors", "cpu_us_per_op"),
+    "crr_rst": ("ops_per_s", "p50_us", "p99_us", "max_us", "slow", "errors", "cpu_us_per_op"),
+    "http": ("ops_per_s", "p50_us", "p99_us", "max_us", "errors", "cpu_us_per_op"),
+    "http_close": ("ops_per_s", "p50_us", "p99_us", "max_us", "errors", "cpu_us_per_op"),
 }
 # metric -> (label, unit, which way is better)
 LABELS = {
@@ -34,6 +37,8 @@ LABELS = {
     "ops_per_s": ("rate", "/s", "higher"),
     "p50_us": ("p50 latency", "us", "lower"),
     "p99_us": ("p99 latency", "us", "lower"),
+    "max_us": ("max latency", "us", "lower"),
+    "slow": ("operations over 2 ms", "", "lower"),
     "errors": ("errors", "", "lower"),
     "cpu_us_per_op": ("stack CPU", "us/op", "lower"),
 }
@@ -42,7 +47,10 @@ HEADLINE = {
     "tcp": ("gbps", "cpu_s_per_gb"),
     "udp": ("gbps", "loss_percent", "cpu_s_per_gb"),
     "rr": ("ops_per_s", "p50_us", "p99_us"),
-    "crr": ("ops_per_s",),
+    "crr": ("ops_per_s", "p99_us"),
+    "crr_rst": ("ops_per_s", "p99_us"),
+    "http": ("ops_per_s", "p99_us"),
+    "http_close": ("ops_per_s", "p99_us"),
 }
 PER_SECOND_MARK = "†"
 CI_LEGEND = ("[lo, hi]: bootstrap 95% interval of the ratio (perf/stats.py, fixed seed) over "
@@ -50,7 +58,10 @@ CI_LEGEND = ("[lo, hi]: bootstrap 95% interval of the ratio (perf/stats.py, fixe
              "(one run per point: seconds are not independent, so this interval is narrower than "
              "runs would give); [n/a]: fewer than " + str(stats.MIN_SAMPLES) + " samples a side")
 TITLES = {"tcp": "TCP (iperf3)", "udp": "UDP (iperf3)", "rr": "1-byte TCP ping-pong",
-          "crr": "TCP connection rate (connect, 1 request, close)"}
+          "crr": "TCP connection rate (connect, 1 request, FIN close)",
+          "crr_rst": "TCP connection rate (connect, 1 request, RST close)",
+          "http": "HTTP keep-alive requests (wrk, nginx)",
+          "http_close": "HTTP connection per request (wrk, nginx, Connection: close)"}
 
 
 def _key(p: dict[str, Any]) -> tuple:
@@ -203,7 +214,8 @@ def markdown(doc: dict[str, Any], pngs: list[str], extra_notes: list[str]) -> st
         "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val) + ".",
         "",
         f"Each point: {cfg['repeat']} run(s), median [min–max]; iperf3 runs {cfg['seconds']:g} s, "
-        f"ping-pong and connection runs {cfg['rr_seconds']:g} s; UDP offered {cfg['udp_rate']}bit/s "
+        f"ping-pong and connection runs {cfg['rr_seconds']:g} s (HTTP runs: whole seconds, at least 1); "
+        f"UDP offered {cfg['udp_rate']}bit/s "
         f"in total, {cfg['udp_size']} B datagrams. Servers on host loopback; clients inside the "
         "namespace (host->ns: iperf3 -R). Host loopback keeps its own MTU (65536): its rows are the "
         "ceiling measured beside each MTU, not at it. Ratios are ringnet ÷ peer from this run: "
@@ -247,12 +259,13 @@ def markdown(doc: dict[str, Any], pngs: list[str], extra_notes: list[str]) -> st
                 out.append("")
 
     out += ["## Figures", ""]
-    for test in ("tcp", "udp", "rr", "crr"):
+    for test in TITLES:
         trs = [k for k in rows if k[0] == test]
         if not trs:
             continue
         shown = [m for m in ("gbps", "retransmits", "per_second_gbps", "loss_percent", "ops_per_s",
-                             "p50_us", "p99_us", "cpu_s_per_gb", "cpu_us_per_op", "errors")
+                             "p50_us", "p99_us", "max_us", "slow", "cpu_s_per_gb", "cpu_us_per_op",
+                             "errors")
                  if m in METRICS[test]]
         for m in shown:
             label, unit, better = LABELS[m]
@@ -264,6 +277,8 @@ def markdown(doc: dict[str, Any], pngs: list[str], extra_notes: list[str]) -> st
                 out.append(f"| {k[1]} | {k[2]} | {k[3]} | " +
                            " | ".join(_cell(by.get((n, *k)), m, notes) for n in names) + " |")
             out.append("")
+
+    out += latency.markdown(doc)
 
     ring = doc.get("ring") or {}
     out += ["## Rings (perf/ring_bench.py)", ""]
@@ -352,7 +367,7 @@ def headline(doc: dict[str, Any]) -> str:
     failed: dict[tuple[str, str, str], list[str]] = {}
     for r in doc["ratios"]:
         unit = LABELS[r["metric"]][1]
-        what = (f"{r['backend']:<11} {r['test']:<4} mtu {r['mtu']:<5} {r['direction']:<8} "
+        what = (f"{r['backend']:<11} {r['test']:<10} mtu {r['mtu']:<5} {r['direction']:<8} "
                 f"P{r['streams']} {r['metric']:<13}")
         if r["value"] is None:
             where = failed.setdefault((r["backend"], r["status"], str(r["reason"])), [])
@@ -363,6 +378,7 @@ def headline(doc: dict[str, Any]) -> str:
         lines.append(f"{what} {_fmt(r['value'])} {unit}  {vs}")
     for (backend, status, reason), where in failed.items():
         lines.append(f"{backend} {status} ({', '.join(where)}): {reason}")
+    lines += latency.headline(doc)
     for b in doc["backends"]:
         if b["status"] == "skipped":
             lines.append(f"skipped {b['name']}: {b['reason']}")

@@ -1,12 +1,16 @@
 """MTU sweep: ringnet against slirp4netns, pasta and host loopback, on this machine, in one run.
 
     python -m perf.sweep [--quick] [--mtus 1500,65520] [--repeat 3] [--backends ...] [--out DIR]
+                         [--tests tcp,udp,rr,crr | --tests latency,churn | ...]
 
 For each MTU, each backend (loopback, slirp4netns, pasta, ringnet with 1..N workers)
 starts a fresh namespace and runs, each point --repeat times: iperf3 TCP and UDP in
 both directions (namespace->host, host->namespace) with 1 and 4 streams, a 1-byte
 TCP ping-pong and a connection-rate loop (C helper, perf/netbench.c) with 1 and 4
-clients. Servers run on host loopback; clients inside the namespace reach them at
+clients. Two families are chosen by name: ``latency`` (rr, crr and crr_rst: ping-pong and
+connect + request + close with a FIN and with an RST, with p50, p99, max, the operations
+over 2 ms and the slowest ones' timestamps) and ``churn`` (http and http_close: wrk
+against a private nginx, keep-alive and one connection per request). Servers run on host loopback; clients inside the namespace reach them at
 the gateway, 10.0.2.2. Writes sweep.json (schema in perf/README.md), sweep.csv,
 sweep.md and PNG plots to --out, and prints every ringnet figure as a ratio to
 slirp4netns, pasta and loopback from the same run, with a bootstrap 95% interval
@@ -28,14 +32,19 @@ import time
 from typing import Any, Callable, Optional
 
 from . import backends as bk
-from . import measure, report, rootless, stats
+from . import latency, measure, report, rootless, stats
 
 SCHEMA = "ringnet-perf-sweep"
 SCHEMA_VERSION = 1
-TESTS = ("tcp", "udp", "rr", "crr")
+TESTS = ("tcp", "udp", "rr", "crr", "crr_rst", "http", "http_close")
+DEFAULT_TESTS = ("tcp", "udp", "rr", "crr")
+NETBENCH_TESTS = latency.NETBENCH                  # perf/netbench.c against its echo server
+HTTP_TESTS = latency.HTTP                          # wrk against nginx
+# --tests names that stand for several tests
+FAMILIES = {"latency": NETBENCH_TESTS, "churn": HTTP_TESTS}
 DIRECTIONS = ("ns->host", "host->ns")
-# rr and crr clients always run inside: a round trip has both directions in it
-ROUND_TRIP_TESTS = ("rr", "crr")
+# these clients always run inside: a round trip has both directions in it
+ROUND_TRIP_TESTS = NETBENCH_TESTS + HTTP_TESTS
 DEFAULT_MTUS = "1500,4000,9000,16384,32768,65520"
 QUICK_MTUS = "1500,65520"
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -43,6 +52,16 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 
 def _csv(text: str, conv: Callable[[str], Any] = str) -> list[Any]:
     return [conv(x.strip()) for x in text.split(",") if x.strip()]
+
+
+def expand_tests(names: list[str]) -> list[str]:
+    """--tests with each family name replaced by its tests, in order, each test once."""
+    out: list[str] = []
+    for n in names:
+        for t in FAMILIES.get(n, (n,)):
+            if t not in out:
+                out.append(t)
+    return out
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -53,9 +72,13 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     ap.add_argument("--mtus", help=f"comma-separated (default {DEFAULT_MTUS})")
     ap.add_argument("--repeat", type=int, help="runs per point (default 3; --quick 1)")
     ap.add_argument("--seconds", type=float, help="seconds per iperf3 run (default 4; --quick 1)")
-    ap.add_argument("--rr-seconds", type=float, help="seconds per rr/crr run (default 2; --quick 0.5)")
+    ap.add_argument("--rr-seconds", type=float,
+                    help="seconds per rr/crr/crr_rst run, and per http/http_close run rounded to whole "
+                         "seconds, at least 1 (default 2; --quick 0.5)")
     ap.add_argument("--streams", default="1,4", help="parallel streams/clients (default 1,4)")
-    ap.add_argument("--tests", default=",".join(TESTS), help="subset of tcp,udp,rr,crr")
+    ap.add_argument("--tests", default=",".join(DEFAULT_TESTS),
+                    help=f"subset of {','.join(TESTS)}, or the families latency (rr,crr,crr_rst) and "
+                         f"churn (http,http_close) (default {','.join(DEFAULT_TESTS)})")
     ap.add_argument("--directions", default=",".join(DIRECTIONS))
     ap.add_argument("--backends", default="loopback,slirp4netns,pasta,ringnet",
                     help="subset of loopback,slirp4netns,pasta,ringnet (ringnet: every worker count)")
@@ -63,7 +86,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                     help="ringnet runs with 1..N workers (default: CPUs available; --quick 1)")
     ap.add_argument("--udp-rate", default="1G", help="total offered UDP rate (iperf3 units, default 1G)")
     ap.add_argument("--udp-size", type=int, default=1400, help="UDP datagram bytes (default 1400)")
-    ap.add_argument("--max-conns", type=int, default=200_000, help="crr: connections per run at most")
+    ap.add_argument("--max-conns", type=int, default=200_000,
+                    help="rr, crr, crr_rst: operations per run at most")
     ap.add_argument("--no-ring", action="store_true", help="skip the ring benchmark section")
     ap.add_argument("--out", default=os.path.join(_HERE, "results", "tmp"),
                     help="output directory (default perf/results/tmp; the committed run is perf/results)")
@@ -78,7 +102,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     a.seconds = a.seconds or (1.0 if a.quick else 4.0)
     a.rr_seconds = a.rr_seconds or (0.5 if a.quick else 2.0)
     a.streams = _csv(a.streams, int)
-    a.tests = _csv(a.tests)
+    a.tests = expand_tests(_csv(a.tests))
     a.directions = _csv(a.directions)
     a.backends = _csv(a.backends)
     if a.max_workers is None:
@@ -174,8 +198,10 @@ class _Progress:
 
 
 def run_backend(b: bk.Backend, mtu: int, args: argparse.Namespace, netbench: Optional[str],
-                nb_reason: str, points: list[dict[str, Any]], progress: _Progress) -> None:
-    """All points of backend ``b`` at ``mtu``, appended to ``points``."""
+                nb_reason: str, points: list[dict[str, Any]], progress: _Progress,
+                work: str) -> None:
+    """All points of backend ``b`` at ``mtu``, appended to ``points``; ``work`` is the sweep's
+    private directory (the HTTP runs' nginx configurations go there)."""
     mine = [new_point(b, mtu, s) for s in specs(args)]
     points.extend(mine)
 
@@ -192,7 +218,11 @@ def run_backend(b: bk.Backend, mtu: int, args: argparse.Namespace, netbench: Opt
         settle([p for p in mine if p["test"] in ("tcp", "udp")], "skipped",
                "iperf3 not found on PATH (scripts/install-peers.sh installs it)")
     if netbench is None:
-        settle([p for p in mine if p["test"] in ROUND_TRIP_TESTS], "skipped", nb_reason)
+        settle([p for p in mine if p["test"] in NETBENCH_TESTS], "skipped", nb_reason)
+    http_why = measure.http_tools()[2]
+    if http_why:
+        settle([p for p in mine if p["test"] in HTTP_TESTS and p["status"] == "pending"], "skipped",
+               http_why)
     todo = [p for p in mine if p["status"] == "pending"]
     if not todo:
         return
@@ -223,6 +253,8 @@ def run_backend(b: bk.Backend, mtu: int, args: argparse.Namespace, netbench: Opt
                 if p["test"] in ("tcp", "udp"):
                     r = measure.iperf3_run(env, p["test"], p["direction"], p["streams"], args.seconds,
                                            args.udp_rate, args.udp_size)
+                elif p["test"] in HTTP_TESTS:
+                    r = measure.http_run(env, work, p["test"], p["streams"], args.rr_seconds)
                 else:
                     assert netbench is not None
                     r = measure.netbench_run(env, netbench, p["test"], p["streams"], args.rr_seconds,
@@ -283,7 +315,7 @@ def environment(chosen: list[bk.Backend], cc: str) -> dict[str, Any]:
         pass
     import psutil
     versions = {"iperf3": bk.tool_version(["iperf3", "--version"]), "cc": cc,
-                "python": platform.python_version()}
+                "python": platform.python_version(), **measure.tool_versions()}
     for b in chosen:
         versions[b.kind] = None if b.unavailable() else b.version()
     try:
@@ -318,7 +350,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                    if k not in ("out", "no_plots", "no_progress", "as_root")},
         "environment": environment(chosen, cc_or_reason if netbench else f"unavailable: {cc_or_reason}"),
         "helper": {"rr_crr": "perf/netbench.c, compiled at run time" if netbench else None,
-                   "reason": None if netbench else cc_or_reason},
+                   "reason": None if netbench else cc_or_reason,
+                   "http": None if measure.http_tools()[2] else
+                   f"wrk inside against nginx on {bk.HOST}, {measure.HTTP_FILE_BYTES} B file",
+                   "http_reason": measure.http_tools()[2]},
         "backends": [backend_entry(b) for b in chosen],
         "points": [], "ratios": [], "ring": None,
     }
@@ -330,7 +365,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         doc["ring"] = ring_section(args)
         for mtu in args.mtus:
             for b in chosen:
-                run_backend(b, mtu, args, netbench, cc_or_reason, doc["points"], progress)
+                run_backend(b, mtu, args, netbench, cc_or_reason, doc["points"], progress, work)
     except KeyboardInterrupt:
         doc["interrupted"] = True
         for p in doc["points"]:

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # install-peers.sh - install what the perf harness compares ringnet with, from Debian packages:
-# iperf3, slirp4netns and passt (pasta), dnsperf and dnsmasq for perf/dns_bench.py, plus
-# unshare/nsenter (util-linux) and a C compiler
-# for its latency helper. As root (apt-get); otherwise it says what to run. Idempotent.
+# iperf3, slirp4netns and passt (pasta), dnsperf and dnsmasq for perf/dns_bench.py, nginx and
+# wrk for the sweep's churn family (perf/measure.py runs a private nginx as the sweep's user;
+# on a machine with systemd the package also starts its own service on port 80, which the
+# harness does not use: `systemctl disable --now nginx` stops it),
+# plus unshare/nsenter (util-linux) and a C compiler for its latency helper.
+# As root (apt-get); otherwise it says what to run. Idempotent.
 #
 #   scripts/install-peers.sh            # install what is missing
 #   scripts/install-peers.sh --check    # only report what is missing (exit 1 if anything is)
@@ -10,7 +13,7 @@ set -euo pipefail
 
 . "$(dirname "$0")/lib-apt.sh"
 
-pkgs="iperf3 slirp4netns passt dnsperf dnsmasq-base util-linux gcc libc6-dev"
+pkgs="iperf3 slirp4netns passt dnsperf dnsmasq-base nginx wrk util-linux gcc libc6-dev"
 # shellcheck disable=SC2086
 missing=$(apt_missing $pkgs)
 if [ -z "$missing" ]; then

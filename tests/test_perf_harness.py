@@ -8,7 +8,9 @@ of the documented schema (perf/schema.json), run rootless by default, ringnet fi
 above zero for what ringnet forwards today (found by a probe of its own, so these tests
 tighten by themselves as TCP and UDP land), explicit reasons where it fails, a skip
 recorded for a backend hidden from PATH, and no interval where one run of one second
-gives too few samples."""
+gives too few samples. The latency and churn families: netbench's and wrk's outputs
+parsed and aggregated on fixed inputs, then each family run once through ringnet at
+tiny counts, its records checked for structure (never for speed)."""
 
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ ROUND_TRIP = ("rr", "crr")
 # the checkout's perf package, after the installed ringnet
 if REPO not in sys.path:
     sys.path.append(REPO)
-from perf import report, stats, tcp_bench, udp_bench  # noqa: E402
+from perf import latency, measure, report, stats, sweep as sweep_mod, tcp_bench, udp_bench  # noqa: E402
 
 needs_iperf3 = pytest.mark.skipif(shutil.which("iperf3") is None, reason="iperf3 is not installed")
 
@@ -468,3 +470,212 @@ def test_csv_markdown_and_plots(sweep):
     for png in ("tcp_throughput.png", "udp_throughput.png", "cpu_per_gb.png"):
         with open(os.path.join(out, png), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+# the latency and churn families: parsing and aggregation on fixed inputs ---------------------------
+
+_NETBENCH_OUT = json.dumps({
+    "ok": True, "ops": 1000, "seconds": 0.5, "ops_per_s": 2000.0, "errors": 1,
+    "error": "connect: Connection refused", "samples": 1000, "p50_us": 80.0, "p99_us": 400.0,
+    "p999_us": 2500.0, "max_us": 13300.0, "slow_threshold_us": 2000, "slow": 2,
+    "t0_mono_s": 2499.25, "t0_unix_s": 1796217640.5,
+    "max_connect_us": 13200.0, "max_rtt_us": 2400.0, "max_close_us": 30.0,
+    "outliers": [{"t_ms": 12.5, "us": 13300.0, "connect_us": 13200.0, "rtt_us": 90.0,
+                  "close_us": 10.0, "stream": 0},
+                 {"t_ms": 300.25, "us": 2500.0, "connect_us": 60.0, "rtt_us": 2400.0,
+                  "close_us": 40.0, "stream": 1}],
+    "per_second": [1000]})
+
+
+def test_netbench_output_is_parsed():
+    run = {"ok": False, "error": None, "stack_cpu_s": 0.25}
+    measure.parse_netbench(_NETBENCH_OUT, "", 0, "crr", run)
+    assert run["ok"] and run["error"] is None
+    assert (run["ops"], run["slow"], run["max_us"], run["max_connect_us"]) == (1000, 2, 13300.0, 13200.0)
+    assert run["outliers"][0]["connect_us"] == 13200.0 and len(run["outliers"]) == 2
+    assert (run["t0_mono_s"], run["t0_unix_s"]) == (2499.25, 1796217640.5)
+    assert run["first_error"] == "connect: Connection refused"
+    assert run["per_second_ops"] == [2000.0]         # 1000 in half a second
+    assert run["cpu_us_per_op"] == pytest.approx(250.0)
+    bad = {"ok": False, "error": None, "counters": {"drop_no_flow": 3}}
+    measure.parse_netbench(json.dumps({"ok": False, "ops": 0, "errors": 101,
+                                       "error": "connect: no answer within 2 s"}), "", 1, "crr_rst", bad)
+    assert not bad["ok"] and bad["error"] == ("netbench crr_rst: connect: no answer within 2 s "
+                                              "(ringnet counters: drop_no_flow +3)")
+    garbled = {"ok": False, "error": None}
+    measure.parse_netbench("", "Segmentation fault", -11, "rr", garbled)
+    assert not garbled["ok"] and garbled["error"] == "netbench rr: Segmentation fault"
+
+
+_WRK_OUT = """Running 1s test @ http://10.0.2.2:40000/1k.html
+  1 threads and 4 connections
+Requests/sec:  12000.00
+WRKJSON {"requests": 12000, "duration_us": 1000000, "bytes": 15000000, "connect_errors": 0, \
+"read_errors": 2, "write_errors": 0, "status_errors": 1, "timeouts": 3, "p50_us": 250, \
+"p90_us": 400, "p99_us": 900, "p999_us": 3000, "max_us": 14000, "mean_us": 280.5}
+"""
+
+
+def test_wrk_output_is_parsed():
+    run = {"ok": False, "error": None, "stack_cpu_s": 1.2}
+    measure.parse_wrk(_WRK_OUT, "", 0, "http", run)
+    assert run["ok"] and run["ops"] == 12000 and run["ops_per_s"] == pytest.approx(12000.0)
+    assert run["errors"] == 6 and run["wrk_errors"]["timeouts"] == 3
+    assert (run["p50_us"], run["p99_us"], run["max_us"]) == (250.0, 900.0, 14000.0)
+    assert run["cpu_us_per_op"] == pytest.approx(100.0)
+    # wrk gives its done() hook percentiles even when nothing answered: no figures then
+    none = {"ok": False, "error": None}
+    measure.parse_wrk(_WRK_OUT.replace('"requests": 12000', '"requests": 0')
+                      .replace('"connect_errors": 0', '"connect_errors": 4'), "", 0, "http_close", none)
+    assert not none["ok"] and none["p99_us"] is None
+    assert none["error"].startswith("wrk http_close: no request completed (connect_errors 4")
+    lost = {"ok": False, "error": None}
+    measure.parse_wrk("", "unable to connect to 10.0.2.2:1 Connection refused", 1, "http", lost)
+    assert not lost["ok"] and "Connection refused" in lost["error"]
+
+
+def test_http_run_configuration_stays_on_loopback(tmp_path):
+    d = measure.http_prepare(str(tmp_path), 40123)
+    with open(os.path.join(d, "nginx.conf")) as f:
+        conf = f.read()
+    listens = [ln.strip() for ln in conf.splitlines() if ln.strip().startswith("listen")]
+    assert listens == ["listen 127.0.0.1:40123 backlog=4096;"]
+    assert "daemon off;" in conf and "access_log off;" in conf and f"root {d}/www;" in conf
+    assert os.path.getsize(os.path.join(d, "www", measure.HTTP_FILE)) == measure.HTTP_FILE_BYTES
+    argv = measure.wrk_argv("wrk", "http://10.0.2.2:40123/1k.html", 4, 0.4, True, "x.lua")
+    assert argv[argv.index("-d") + 1] == "1s" and argv[argv.index("-c") + 1] == "4"
+    assert argv[argv.index("-H") + 1] == "Connection: close" and argv[-1].startswith("http://10.0.2.2:")
+    assert "-H" not in measure.wrk_argv("wrk", "u", 1, 2.6, False, "x.lua")
+    assert "3s" in measure.wrk_argv("wrk", "u", 1, 2.6, False, "x.lua")
+
+
+def test_families_expand_to_their_tests():
+    assert sweep_mod.expand_tests(["latency", "churn"]) == ["rr", "crr", "crr_rst", "http", "http_close"]
+    assert sweep_mod.expand_tests(["rr", "latency", "tcp"]) == ["rr", "crr", "crr_rst", "tcp"]
+    a = sweep_mod.parse_args(["--tests", "churn", "--mtus", "1500"])
+    assert a.tests == ["http", "http_close"]
+    assert [s["direction"] for s in sweep_mod.specs(a)] == ["ns->host"] * 4
+    with pytest.raises(SystemExit):
+        sweep_mod.parse_args(["--tests", "latency,bogus"])
+
+
+def _lat_run(repeat, p50, p99, mx, slow, ops, outliers):
+    return _run(repeat=repeat, p50_us=p50, p99_us=p99, max_us=mx, slow=slow, ops=ops,
+                slow_threshold_us=2000, outliers=outliers)
+
+
+def test_latency_rows_aggregate_over_runs():
+    o = [{"t_ms": 10.0, "us": 15700.0, "connect_us": 15600.0, "rtt_us": 90.0, "close_us": 10.0,
+          "stream": 0}]
+    o2 = [{"t_ms": 812.25, "us": 3000.0, "connect_us": 50.0, "rtt_us": 2900.0, "close_us": 50.0,
+           "stream": 1}]
+    runs = [_lat_run(0, 70.0, 120.0, 15700.0, 1, 1000, o), _lat_run(1, 80.0, 130.0, 900.0, 0, 1100, []),
+            _lat_run(2, 90.0, 500.0, 3000.0, 1, 900, o2),
+            {"ok": False, "error": "netbench crr: x", "repeat": 3, "max_us": 99999.0, "slow": 50}]
+    p = {"backend": "ringnet-w1", "kind": "ringnet", "workers": 1, "test": "crr", "mtu": 1500,
+         "direction": "ns->host", "streams": 1, "status": "partial", "reason": "netbench crr: x",
+         "runs": runs, "summary": {}}
+    r = latency.row(p)
+    # medians of the successful runs; the worst max; sums; the failed run counts for nothing
+    assert (r["p50_us"], r["p99_us"], r["max_us"]) == (80.0, 130.0, 15700.0)
+    assert (r["slow"], r["ops"], r["runs"]) == (2, 3000, 3)
+    assert [x["us"] for x in r["outliers"]] == [15700.0, 3000.0] and r["outliers"][1]["repeat"] == 2
+    assert latency.cell(r) == "80.0 / 130 / 15,700; 2 of 3,000 over 2 ms"
+    assert latency.outlier_text(r["outliers"][0]) == \
+        "15.70 ms at 10.0 ms (run 1, stream 0): connect 15.60, rtt 0.09, close 0.01"
+    # wrk's rows: no count over 2 ms
+    h = dict(p, test="http", status="ok", reason=None,
+             runs=[_run(repeat=0, p50_us=60.0, p99_us=900.0, max_us=4000.0, ops=5000)])
+    assert latency.cell(latency.row(h)) == "60.0 / 900 / 4,000"
+    doc = {"points": [p, h], "backends": [{"name": "ringnet-w1"}, {"name": "pasta"}]}
+    md = "\n".join(latency.markdown(doc))
+    assert "| 1500 | 1 | 80.0 / 130 / 15,700; 2 of 3,000 over 2 ms | — |" in md
+    assert "- ringnet-w1 crr mtu 1500 P1: 15.70 ms at 10.0 ms" in md
+    assert latency.markdown({"points": [], "backends": []}) == []
+
+
+# the two families through ringnet, tiny ------------------------------------------------------------
+
+def _family_run(tmp_path, family, extra):
+    out = str(tmp_path / "out")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([PKG_PARENT, REPO]))
+    r = subprocess.run([sys.executable, "-m", "perf.sweep", "--tests", family, "--backends", "ringnet",
+                        "--max-workers", "1", "--mtus", "1500", "--streams", "1", "--repeat", "1",
+                        "--no-ring", "--no-plots", "--no-progress", *extra, "--out", out],
+                       cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    with open(os.path.join(out, "sweep.json")) as f:
+        doc = json.load(f)
+    jsonschema = pytest.importorskip("jsonschema")
+    with open(os.path.join(REPO, "perf", "schema.json")) as f:
+        schema = json.load(f)
+    assert [e.message[:200] for e in jsonschema.Draft202012Validator(schema).iter_errors(doc)] == []
+    with open(os.path.join(out, "sweep.md")) as f:
+        doc["_md"] = f.read()
+    doc["_stdout"] = r.stdout
+    return doc
+
+
+def _check_ringnet_point(p, ringnet_forwards):
+    if not ringnet_forwards["tcp"]:
+        assert p["status"] == "failed" and "TCP" in p["reason"], p
+        return None
+    assert p["status"] == "ok", p["reason"]
+    (run,) = p["runs"]
+    assert run["ok"] and run["ops"] > 0 and run["stack_pids"] and run["stack_cpu_s"] is not None
+    assert 0 < run["p50_us"] <= run["p99_us"] <= run["max_us"]
+    assert p["summary"]["ops_per_s"]["median"] > 0 and "max_us" in p["summary"]
+    return run
+
+
+@needs_userns
+def test_latency_family_through_ringnet(tmp_path, ringnet_forwards):
+    expected_uid()
+    doc = _family_run(tmp_path, "latency", ["--rr-seconds", "0.3", "--max-conns", "300"])
+    assert doc["config"]["tests"] == ["rr", "crr", "crr_rst"]
+    assert sorted(p["test"] for p in doc["points"]) == ["crr", "crr_rst", "rr"]
+    for p in doc["points"]:
+        run = _check_ringnet_point(p, ringnet_forwards)
+        if run is None:
+            continue
+        assert run["ops"] <= 300 and run["slow_threshold_us"] == 2000 and run["t0_mono_s"] > 0
+        assert 0 <= run["slow"] <= run["ops"]
+        # one client: every operation over 2 ms is listed, up to 32, slowest first
+        assert len(run["outliers"]) == min(run["slow"], 32)
+        assert [o["us"] for o in run["outliers"]] == sorted((o["us"] for o in run["outliers"]),
+                                                            reverse=True)
+        for o in run["outliers"]:
+            assert o["us"] > 2000 and o["stream"] == 0 and 0 <= o["t_ms"] <= run["seconds"] * 1000
+            assert o["connect_us"] + o["rtt_us"] + o["close_us"] == pytest.approx(o["us"], abs=0.01)
+            if p["test"] == "rr":
+                assert o["connect_us"] < 1.0       # rr's connection is made before timing
+        assert run["max_us"] >= max([o["us"] for o in run["outliers"]], default=0)
+        assert max(run["max_connect_us"], run["max_rtt_us"], run["max_close_us"]) <= run["max_us"] + 0.01
+    metrics = {(r["test"], r["metric"]) for r in doc["ratios"]}
+    assert metrics == {("rr", "ops_per_s"), ("rr", "p50_us"), ("rr", "p99_us"), ("crr", "ops_per_s"),
+                       ("crr", "p99_us"), ("crr_rst", "ops_per_s"), ("crr_rst", "p99_us")}
+    assert "## Latency: p50 / p99 / max" in doc["_md"] and "### connect + request + close with RST" in doc["_md"]
+    assert "latency p50 / p99 / max" in doc["_stdout"]
+
+
+@needs_userns
+def test_churn_family_through_ringnet(tmp_path, ringnet_forwards):
+    expected_uid()
+    if measure.http_tools()[2]:
+        pytest.skip(measure.http_tools()[2])
+    doc = _family_run(tmp_path, "churn", ["--rr-seconds", "1"])
+    assert doc["config"]["tests"] == ["http", "http_close"]
+    assert doc["helper"]["http"] and doc["environment"]["versions"]["nginx"]
+    assert doc["environment"]["versions"]["wrk"]
+    assert sorted(p["test"] for p in doc["points"]) == ["http", "http_close"]
+    for p in doc["points"]:
+        run = _check_ringnet_point(p, ringnet_forwards)
+        if run is None:
+            continue
+        # every request fetched the whole file (headers on top)
+        assert run["bytes"] >= run["ops"] * measure.HTTP_FILE_BYTES
+        assert run["errors"] == sum(run["wrk_errors"].values())
+        assert "slow" not in p["summary"]
+    assert {(r["test"], r["metric"]) for r in doc["ratios"]} == {
+        ("http", "ops_per_s"), ("http", "p99_us"), ("http_close", "ops_per_s"), ("http_close", "p99_us")}
+    assert "### HTTP keep-alive (wrk, nginx)" in doc["_md"]
