@@ -32,6 +32,7 @@
  * derived from the event flags RN_TCP_F_*.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -419,9 +420,19 @@ static void rn_tcp_release(struct rn_worker *w, struct rn_flow *fl)
 {
 	struct rn_tcp_flow *c = rn_tcp_of(fl);
 
-	rn_tcp_hold_free(c, &c->ovf, &c->ovf_cap);
+	rn_tcp_hold_free(w, c, &c->ovf, &c->ovf_cap);
 	c->ovf_len = 0;
-	rn_tcp_ooo_free(c);
+	rn_tcp_ooo_free(w, c);
+}
+
+/**
+ * rn_tcp_free() - free the worker's TCP state (its flows are closed already)
+ * @w:		worker
+ */
+void rn_tcp_free(struct rn_worker *w)
+{
+	free(w->tcp_discard);
+	w->tcp_discard = NULL;
 }
 
 const struct rn_flow_ops rn_tcp_ops = {

@@ -1,7 +1,8 @@
 /* tcp.h - TCP flow termination: namespace connections become host sockets
  *
  * For worker.c: rn_tcp_input() takes validated TCP frames, rn_tcp_ops is the
- * flow type's event, timer, room, flush and release hooks. The TCP states, as
+ * flow type's event, timer, room, flush and release hooks, rn_tcp_free() frees
+ * the worker's TCP state once its flows are closed. The TCP states, as
  * shown in flow statistics (struct rn_flow.state), are listed here.
  */
 #ifndef RN_TCP_H
@@ -32,5 +33,6 @@ enum rn_tcp_state {
 extern const struct rn_flow_ops rn_tcp_ops;
 
 int rn_tcp_input(struct rn_worker *w, struct rn_frame *f);
+void rn_tcp_free(struct rn_worker *w);
 
 #endif /* RN_TCP_H */

@@ -321,11 +321,11 @@ int rn_tcp_parse(struct rn_worker *w, struct rn_frame *f, struct rn_tcp_seg *s);
 void rn_tcp_wnd_update(struct rn_tcp_flow *c);
 void rn_tcp_rtt_sample(struct rn_tcp_flow *c, uint32_t rtt);
 int rn_tcp_ack_in(struct rn_worker *w, struct rn_tcp_flow *c, const struct rn_tcp_seg *s);
-void rn_tcp_hold_free(struct rn_tcp_flow *c, uint8_t **buf, uint32_t *cap);
+void rn_tcp_hold_free(struct rn_worker *w, struct rn_tcp_flow *c, uint8_t **buf, uint32_t *cap);
 int rn_tcp_ovf_drain(struct rn_worker *w, struct rn_tcp_flow *c);
 int rn_tcp_ooo_add(struct rn_worker *w, struct rn_tcp_flow *c, uint32_t seq,
 		   const uint8_t *data, uint32_t len);
-void rn_tcp_ooo_free(struct rn_tcp_flow *c);
+void rn_tcp_ooo_free(struct rn_worker *w, struct rn_tcp_flow *c);
 int rn_tcp_data_in(struct rn_worker *w, struct rn_tcp_flow *c, const struct rn_tcp_seg *s,
 		   uint32_t fin_end);
 

@@ -17,7 +17,7 @@
  *
  * Overflow and out-of-order bytes live in hold buffers, allocated while
  * needed, within RN_TCP_HOLD_FLOW per flow and RN_TCP_HOLD_WORKER for all
- * flows of a worker; only what those limits refuse is refused to the
+ * flows of a worker (w->tcp_held); only what those limits refuse is refused to the
  * namespace (RN_TCP_F_SHORT), and then the window update sent when the socket
  * drains (EPOLLOUT) is followed by duplicate ACKs so that the namespace
  * resends at once rather than after its RTO. A FIN behind buffered bytes
@@ -36,9 +36,6 @@
 #include <sys/socket.h>
 
 #include "tcp_int.h"
-
-/* Bytes of hold buffers allocated by all flows of this process (a worker) */
-static size_t rn_tcp_held;
 
 /**
  * rn_tcp_wnd_update() - recompute the window from the host socket's free space
@@ -233,6 +230,7 @@ static ssize_t rn_tcp_to_host(struct rn_worker *w, struct rn_tcp_flow *c, const 
 
 /**
  * rn_tcp_hold_grow() - grow a flow's hold buffer to at least @need bytes
+ * @w:		worker
  * @c:		flow
  * @buf:	the buffer (may be NULL), updated
  * @cap:	its capacity, updated
@@ -244,7 +242,7 @@ static ssize_t rn_tcp_to_host(struct rn_worker *w, struct rn_tcp_flow *c, const 
  *
  * Return: 0, or -ENOMEM when a limit (or malloc) says no
  */
-static int rn_tcp_hold_grow(struct rn_tcp_flow *c, uint8_t **buf, uint32_t *cap, uint32_t need)
+static int rn_tcp_hold_grow(struct rn_worker *w, struct rn_tcp_flow *c, uint8_t **buf, uint32_t *cap, uint32_t need)
 {
 	uint32_t ncap = *cap ? *cap : 65536u;
 	uint8_t *p;
@@ -256,12 +254,12 @@ static int rn_tcp_hold_grow(struct rn_tcp_flow *c, uint8_t **buf, uint32_t *cap,
 	if (ncap > RN_TCP_HOLD_FLOW)
 		ncap = RN_TCP_HOLD_FLOW;
 	if (ncap < need || c->held - *cap + ncap > RN_TCP_HOLD_FLOW ||
-	    rn_tcp_held - *cap + ncap > RN_TCP_HOLD_WORKER)
+	    w->tcp_held - *cap + ncap > RN_TCP_HOLD_WORKER)
 		return -ENOMEM;
 	p = realloc(*buf, ncap);
 	if (!p)
 		return -ENOMEM;
-	rn_tcp_held += ncap - *cap;
+	w->tcp_held += ncap - *cap;
 	c->held += ncap - *cap;
 	*buf = p;
 	*cap = ncap;
@@ -270,14 +268,15 @@ static int rn_tcp_hold_grow(struct rn_tcp_flow *c, uint8_t **buf, uint32_t *cap,
 
 /**
  * rn_tcp_hold_free() - free one of a flow's hold buffers
+ * @w:		worker
  * @c:		flow
  * @buf:	the buffer, set to NULL
  * @cap:	its capacity, set to 0
  */
-void rn_tcp_hold_free(struct rn_tcp_flow *c, uint8_t **buf, uint32_t *cap)
+void rn_tcp_hold_free(struct rn_worker *w, struct rn_tcp_flow *c, uint8_t **buf, uint32_t *cap)
 {
 	free(*buf);
-	rn_tcp_held -= *cap;
+	w->tcp_held -= *cap;
 	c->held -= *cap;
 	*buf = NULL;
 	*cap = 0;
@@ -309,7 +308,7 @@ int rn_tcp_ovf_drain(struct rn_worker *w, struct rn_tcp_flow *c)
 		c->flags |= RN_TCP_F_WANT_OUT;
 		return 0;
 	}
-	rn_tcp_hold_free(c, &c->ovf, &c->ovf_cap);
+	rn_tcp_hold_free(w, c, &c->ovf, &c->ovf_cap);
 	c->ovf_off = 0;
 	if (c->flags & RN_TCP_F_FIN_PEND)
 		rn_tcp_ns_fin(w, c);
@@ -353,7 +352,7 @@ static ssize_t rn_tcp_take(struct rn_worker *w, struct rn_tcp_flow *c, const uin
 			c->ovf_off = 0;
 		}
 		take = len;
-		while (take && rn_tcp_hold_grow(c, &c->ovf, &c->ovf_cap,
+		while (take && rn_tcp_hold_grow(w, c, &c->ovf, &c->ovf_cap,
 						c->ovf_off + c->ovf_len + take))
 			take = take > 65536u ? take - 65536u : 0;
 		memcpy(c->ovf + c->ovf_off + c->ovf_len, data, take);
@@ -373,12 +372,13 @@ static ssize_t rn_tcp_take(struct rn_worker *w, struct rn_tcp_flow *c, const uin
 
 /**
  * rn_tcp_ooo_drop() - forget out-of-order block @i
+ * @w:		worker
  * @c:		flow
  * @i:		block index
  */
-static void rn_tcp_ooo_drop(struct rn_tcp_flow *c, unsigned int i)
+static void rn_tcp_ooo_drop(struct rn_worker *w, struct rn_tcp_flow *c, unsigned int i)
 {
-	rn_tcp_hold_free(c, &c->ooo[i].buf, &c->ooo[i].cap);
+	rn_tcp_hold_free(w, c, &c->ooo[i].buf, &c->ooo[i].cap);
 	memmove(&c->ooo[i], &c->ooo[i + 1], (c->nooo - i - 1) * sizeof(c->ooo[0]));
 	c->nooo--;
 	memset(&c->ooo[c->nooo], 0, sizeof(c->ooo[0]));
@@ -386,6 +386,7 @@ static void rn_tcp_ooo_drop(struct rn_tcp_flow *c, unsigned int i)
 
 /**
  * rn_tcp_ooo_append() - add bytes at the end of out-of-order block @i
+ * @w:		worker
  * @c:		flow
  * @i:		block index
  * @data:	bytes that follow the block
@@ -393,12 +394,12 @@ static void rn_tcp_ooo_drop(struct rn_tcp_flow *c, unsigned int i)
  *
  * Return: 0, or -ENOMEM (nothing added)
  */
-static int rn_tcp_ooo_append(struct rn_tcp_flow *c, unsigned int i, const uint8_t *data,
+static int rn_tcp_ooo_append(struct rn_worker *w, struct rn_tcp_flow *c, unsigned int i, const uint8_t *data,
 			     uint32_t len)
 {
 	struct rn_tcp_blk *b = &c->ooo[i];
 
-	if (rn_tcp_hold_grow(c, &b->buf, &b->cap, b->len + len))
+	if (rn_tcp_hold_grow(w, c, &b->buf, &b->cap, b->len + len))
 		return -ENOMEM;
 	memcpy(b->buf + b->len, data, len);
 	b->len += len;
@@ -407,10 +408,11 @@ static int rn_tcp_ooo_append(struct rn_tcp_flow *c, unsigned int i, const uint8_
 
 /**
  * rn_tcp_ooo_join() - merge block @i with the blocks it now reaches
+ * @w:		worker
  * @c:		flow
  * @i:		block index
  */
-static void rn_tcp_ooo_join(struct rn_tcp_flow *c, unsigned int i)
+static void rn_tcp_ooo_join(struct rn_worker *w, struct rn_tcp_flow *c, unsigned int i)
 {
 	struct rn_tcp_blk *b = &c->ooo[i], *n;
 	uint32_t end, nend;
@@ -423,8 +425,8 @@ static void rn_tcp_ooo_join(struct rn_tcp_flow *c, unsigned int i)
 		nend = n->seq + n->len;
 		/* If the bytes do not fit, the next block is lost: it comes again */
 		if (rn_seq_lt(end, nend))
-			rn_tcp_ooo_append(c, i, n->buf + (end - n->seq), nend - end);
-		rn_tcp_ooo_drop(c, i + 1);
+			rn_tcp_ooo_append(w, c, i, n->buf + (end - n->seq), nend - end);
+		rn_tcp_ooo_drop(w, c, i + 1);
 	}
 }
 
@@ -457,10 +459,10 @@ int rn_tcp_ooo_add(struct rn_worker *w, struct rn_tcp_flow *c, uint32_t seq,
 		/* Starts inside block i or right at its end */
 		bend = c->ooo[i].seq + c->ooo[i].len;
 		if (rn_seq_lt(bend, end)) {
-			if (rn_tcp_ooo_append(c, i, data + (bend - seq), end - bend))
+			if (rn_tcp_ooo_append(w, c, i, data + (bend - seq), end - bend))
 				return 0;
 			rn_ctr_add(w->ctr, RN_WCTR_tcp_ooo_held, end - bend);
-			rn_tcp_ooo_join(c, i);
+			rn_tcp_ooo_join(w, c, i);
 		}
 		c->sack_first = c->ooo[i].seq;
 		return 1;
@@ -471,24 +473,25 @@ int rn_tcp_ooo_add(struct rn_worker *w, struct rn_tcp_flow *c, uint32_t seq,
 	memset(&c->ooo[i], 0, sizeof(c->ooo[0]));
 	c->nooo++;
 	c->ooo[i].seq = seq;
-	if (rn_tcp_ooo_append(c, i, data, len)) {
-		rn_tcp_ooo_drop(c, i);
+	if (rn_tcp_ooo_append(w, c, i, data, len)) {
+		rn_tcp_ooo_drop(w, c, i);
 		return 0;
 	}
 	rn_ctr_add(w->ctr, RN_WCTR_tcp_ooo_held, len);
-	rn_tcp_ooo_join(c, i);
+	rn_tcp_ooo_join(w, c, i);
 	c->sack_first = c->ooo[i].seq;
 	return 1;
 }
 
 /**
  * rn_tcp_ooo_free() - forget every out-of-order block
+ * @w:		worker
  * @c:		flow
  */
-void rn_tcp_ooo_free(struct rn_tcp_flow *c)
+void rn_tcp_ooo_free(struct rn_worker *w, struct rn_tcp_flow *c)
 {
 	while (c->nooo)
-		rn_tcp_ooo_drop(c, c->nooo - 1);
+		rn_tcp_ooo_drop(w, c, c->nooo - 1);
 }
 
 /**
@@ -514,12 +517,12 @@ static int rn_tcp_ooo_merge(struct rn_worker *w, struct rn_tcp_flow *c)
 			return 0;
 		skip = tail - b->seq;
 		if (skip >= b->len) {
-			rn_tcp_ooo_drop(c, 0);
+			rn_tcp_ooo_drop(w, c, 0);
 			continue;
 		}
 		if (c->ovf_len) {
 			n = rn_tcp_take(w, c, b->buf + skip, b->len - skip);
-			rn_tcp_ooo_drop(c, 0);
+			rn_tcp_ooo_drop(w, c, 0);
 			if (n < 0)
 				return (int)n;
 			continue;
@@ -529,7 +532,7 @@ static int rn_tcp_ooo_merge(struct rn_worker *w, struct rn_tcp_flow *c)
 			return (int)n;
 		rn_tcp_update_later(w, c);
 		if ((uint32_t)n < b->len - skip) {
-			rn_tcp_hold_free(c, &c->ovf, &c->ovf_cap);
+			rn_tcp_hold_free(w, c, &c->ovf, &c->ovf_cap);
 			c->ovf = b->buf;
 			c->ovf_cap = b->cap;
 			c->ovf_off = skip + (uint32_t)n;
@@ -538,7 +541,7 @@ static int rn_tcp_ooo_merge(struct rn_worker *w, struct rn_tcp_flow *c)
 			b->buf = NULL;
 			b->cap = 0;
 		}
-		rn_tcp_ooo_drop(c, 0);
+		rn_tcp_ooo_drop(w, c, 0);
 	}
 	return 0;
 }

@@ -8,8 +8,9 @@
  * as a TSO super-frame (gso_size = the namespace's MSS), and discard
  * acknowledged bytes with recv(MSG_TRUNC), once per batch. Retransmission
  * peeks again from the offset of snd_una. Without SO_PEEK_OFF (kernels before
- * 6.9), the peek skips already-sent bytes into a discard buffer, which caps
- * the bytes in flight at RN_TCP_DISCARD. No payload byte is ever summed by us.
+ * 6.9), the peek skips already-sent bytes into the worker's discard buffer
+ * (w->tcp_discard, allocated on first use, freed by rn_tcp_free()), which
+ * caps the bytes in flight at RN_TCP_DISCARD. No payload byte is ever summed by us.
  *
  * rn_tcp_push() sends as far as the namespace's window and the ring allow, at
  * most RN_TCP_BUDGET bytes per flow per pass (then RN_TCP_F_MORE: busy flows
@@ -29,12 +30,10 @@
  * receive window bounds what is in flight.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 
 #include "tcp_int.h"
-
-/* Skip buffer for peeking without SO_PEEK_OFF */
-static uint8_t rn_tcp_discard[RN_TCP_DISCARD];
 
 /**
  * rn_tcp_rto_start() - start the retransmission timer unless it runs
@@ -75,14 +74,16 @@ void rn_tcp_tlp_arm(struct rn_worker *w, struct rn_tcp_flow *c)
 
 /**
  * rn_tcp_peek() - copy host data at an offset from snd_una without consuming it
+ * @w:		worker
  * @c:		flow
  * @off:	offset from the head of the socket's receive queue (= snd_una)
  * @buf:	destination (ring memory)
  * @len:	bytes wanted
  *
- * Return: bytes copied, 0 at EOF, or negative errno (-EAGAIN: nothing there)
+ * Return: bytes copied, 0 at EOF, or negative errno (-EAGAIN: nothing there,
+ *	   -ENOMEM: no discard buffer for a socket without SO_PEEK_OFF)
  */
-static ssize_t rn_tcp_peek(struct rn_tcp_flow *c, uint32_t off, uint8_t *buf, uint32_t len)
+static ssize_t rn_tcp_peek(struct rn_worker *w, struct rn_tcp_flow *c, uint32_t off, uint8_t *buf, uint32_t len)
 {
 	struct iovec iov[2];
 	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
@@ -103,7 +104,9 @@ static ssize_t rn_tcp_peek(struct rn_tcp_flow *c, uint32_t off, uint8_t *buf, ui
 	}
 	if (off > RN_TCP_DISCARD)
 		return -EAGAIN;
-	iov[0].iov_base = rn_tcp_discard;
+	if (!w->tcp_discard && !(w->tcp_discard = malloc(RN_TCP_DISCARD)))
+		return -ENOMEM;
+	iov[0].iov_base = w->tcp_discard;
 	iov[0].iov_len = off;
 	iov[1].iov_base = buf;
 	iov[1].iov_len = len;
@@ -232,7 +235,7 @@ static ssize_t rn_tcp_send_data(struct rn_worker *w, struct rn_tcp_flow *c, uint
 		rn_worker_wait_room(w, &c->f);
 		return -EAGAIN;
 	}
-	n = rn_tcp_peek(c, c->snd_nxt - c->q_head, pkt + hdr, len);
+	n = rn_tcp_peek(w, c, c->snd_nxt - c->q_head, pkt + hdr, len);
 	if (n == 0) {
 		c->flags |= RN_TCP_F_HOST_EOF;
 		c->fin_seq = c->snd_nxt;
