@@ -18,6 +18,7 @@
 #include "flowstats.h"
 #include "dns.h"
 #include "udp.h"
+#include "tcp.h"
 #include "ringtest.h"
 #include "pump.h"
 

@@ -8,7 +8,7 @@
  * judges every segment we send; the host kernel's TCP does the rest.
  *
  * This file is the dispatcher: rn_tcp_input() takes a parsed segment
- * (tcp_wire.c) to its flow and handles it by the flow's state, host socket
+ * (tcp_wire.c) to its flow and handles it by the flow's state; host socket
  * events (rn_tcp_event()) and timers (rn_tcp_timer()) arrive through the flow
  * ops table. The work itself lives beside it, one file per seam (tcp_int.h
  * lists them): tcp_recv.c for namespace -> host, tcp_send.c for host ->
@@ -28,8 +28,16 @@
  * never sent is answered with an ACK and dropped. Each case has its own drop
  * counter; a segment for no flow gets a RST (drop_tcp_no_flow).
  *
- * Flow state (struct rn_flow.state) follows enum rn_tcp_state in tcp.h and is
- * derived from the event flags RN_TCP_F_*.
+ * Lifecycle: the flow's state (struct rn_flow.state, enum rn_tcp_state in
+ * tcp.h) is the one record of where a connection is. Input is handled per
+ * state: a segment for no flow (CLOSED) opens one or gets a RST; RST and SYN
+ * are checked first in every state; CONNECTING has nothing to acknowledge
+ * yet; SYN_RCVD needs the ACK of our SYN-ACK, which moves it to ESTABLISHED;
+ * TIME_WAIT only re-acknowledges a FIN; the synchronised states share the
+ * sequence, ACK and data checks (rn_tcp_seq_in()). A flow moves only through
+ * rn_tcp_go(), which takes the next state from the table in tcp_fsm.c, or
+ * ends (rn_tcp_close(): CLOSED); what is not lifecycle (an ACK due, more to send, recovery, an
+ * RTT sample, a loss probe out...) stays in pending-work flags RN_TCP_F_*.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -43,23 +51,26 @@
  * rn_tcp_rst_in() - a RST from the namespace (RFC 5961, 3.2)
  * @w:		worker
  * @c:		flow
- * @s:		the RST
+ * @s:		the RST; its outcome is recorded in @s->ctr
  *
- * Return: the outcome counter
+ * Accepted only at rcv_nxt (the flow ends, the host connection is reset);
+ * inside the window it gets a challenge ACK once a SYN-ACK went out, outside
+ * it is dropped silently.
  */
-static int rn_tcp_rst_in(struct rn_worker *w, struct rn_tcp_flow *c, const struct rn_tcp_seg *s)
+static void rn_tcp_rst_in(struct rn_worker *w, struct rn_tcp_flow *c, struct rn_tcp_seg *s)
 {
 	if (s->seq == c->rcv_nxt) {
 		rn_ctr_add(w->ctr, RN_WCTR_tcp_rst_received, 1);
 		rn_tcp_close(w, c, 0, 1);
-		return RN_WCTR_tcp_segments_in;
+		s->ctr = RN_WCTR_tcp_segments_in;
+		return;
 	}
 	if (rn_seq_lt(c->rcv_nxt, s->seq) && rn_seq_lt(s->seq, c->rcv_edge) &&
-	    !(c->flags & RN_TCP_F_CONNECTING)) {
+	    c->f.state != RN_TCP_CONNECTING) {
 		rn_ctr_add(w->ctr, RN_WCTR_tcp_challenge_acks, 1);
 		rn_tcp_ack_later(w, c);
 	}
-	return RN_WCTR_drop_tcp_rst;
+	s->ctr = RN_WCTR_drop_tcp_rst;
 }
 
 /**
@@ -67,35 +78,138 @@ static int rn_tcp_rst_in(struct rn_worker *w, struct rn_tcp_flow *c, const struc
  * @w:		worker
  * @c:		flow
  * @k:		its key
- * @s:		the SYN
+ * @s:		the SYN; its outcome is recorded in @s->ctr
  *
- * Return: the outcome counter, or a fatal negative errno
+ * A repeated first SYN before the handshake completed is answered with the
+ * SYN-ACK once there is one; in TIME_WAIT a SYN starts a new connection on
+ * the tuple; anything else gets a challenge ACK (none before our SYN-ACK).
+ *
+ * Return: 0, or a negative errno from rn_tcp_open()
  */
 static int rn_tcp_syn_in(struct rn_worker *w, struct rn_tcp_flow *c, const struct rn_flow_key *k,
-			 const struct rn_tcp_seg *s)
+			 struct rn_tcp_seg *s)
 {
 	if (!(s->flags & RN_TCP_ACK) && s->seq == c->irs &&
-	    !(c->flags & (RN_TCP_F_ESTABLISHED | RN_TCP_F_TIME_WAIT))) {
+	    (c->f.state == RN_TCP_CONNECTING || c->f.state == RN_TCP_SYN_RCVD)) {
 		/* The namespace repeats its SYN: answer again once connected */
-		if (c->flags & RN_TCP_F_SYNACK)
+		if (c->f.state == RN_TCP_SYN_RCVD)
 			rn_tcp_send_ctl(w, c, RN_TCP_SYN | RN_TCP_ACK, c->iss);
-		return RN_WCTR_tcp_segments_in;
+		s->ctr = RN_WCTR_tcp_segments_in;
+		return 0;
 	}
-	if (!(s->flags & RN_TCP_ACK) && (c->flags & RN_TCP_F_TIME_WAIT)) {
+	if (!(s->flags & RN_TCP_ACK) && c->f.state == RN_TCP_TIME_WAIT) {
 		/* A new connection reusing the tuple of a finished one */
+		c->f.state = RN_TCP_CLOSED;
 		rn_worker_flow_close(w, &c->f);
 		return rn_tcp_open(w, k, s);
 	}
 	rn_ctr_add(w->ctr, RN_WCTR_tcp_challenge_acks, 1);
-	if (c->flags & RN_TCP_F_SYNACK)
+	if (c->f.state != RN_TCP_CONNECTING)
 		rn_tcp_ack_later(w, c);
-	return RN_WCTR_drop_tcp_syn;
+	s->ctr = RN_WCTR_drop_tcp_syn;
+	return 0;
+}
+
+/**
+ * rn_tcp_seq_in() - a segment on a synchronised flow: sequence, ACK, then data
+ * @w:		worker
+ * @c:		flow from ESTABLISHED to LAST_ACK
+ * @s:		segment without SYN or RST; its outcome is recorded in @s->ctr
+ *
+ * Sequence acceptability (RFC 793, 3.3), then the ACK field (tcp_recv.c),
+ * then payload and FIN; bytes buffered for the host count as received here.
+ */
+static void rn_tcp_seq_in(struct rn_worker *w, struct rn_tcp_flow *c, struct rn_tcp_seg *s)
+{
+	uint32_t fin_end, wmax, tail;
+	int fin_taken;
+	int32_t rel;
+
+	tail = c->rcv_nxt + c->ovf_len;
+	rel = (int32_t)(s->seq - tail);
+	fin_end = s->seq + s->len;
+	wmax = 65535u << c->our_ws;
+	/* The namespace's FIN was passed on, or waits behind buffered bytes */
+	fin_taken = rn_tcp_ns_fin_taken(c) || (c->flags & RN_TCP_F_FIN_PEND);
+	s->ctr = RN_WCTR_tcp_segments_in;
+	if (!s->len && !(s->flags & RN_TCP_FIN)) {
+		/* A pure ACK is acceptable from rcv_nxt on (the namespace may
+		 * have gone back to resend what we buffered); rcv_nxt - 1 is a
+		 * window probe or keepalive, answered below */
+		rel = (int32_t)(s->seq - c->rcv_nxt);
+		if (rel < 0) {
+			rn_tcp_ack_later(w, c);
+			s->ctr = RN_WCTR_drop_tcp_old;
+			return;
+		}
+	}
+	if (rel > 0 || (rel == 0 && !s->len && !(s->flags & RN_TCP_FIN))) {
+		if ((uint32_t)rel > wmax) {
+			rn_tcp_ack_later(w, c);
+			s->ctr = RN_WCTR_drop_tcp_window;
+			return;
+		}
+		if (rn_tcp_ack_in(w, c, s) || (c->f.flags & RN_FLOW_F_CLOSED))
+			return;
+		if (s->len || ((s->flags & RN_TCP_FIN) && rel > 0)) {
+			/* After a gap: keep what we can, and ask for the gap with an
+			 * immediate duplicate ACK (one per segment, as a receiver
+			 * should, so that the namespace retransmits fast) */
+			s->ctr = s->len && !fin_taken && rn_tcp_ooo_add(w, c, s->seq, s->data, s->len) ?
+				 RN_WCTR_tcp_segments_in : RN_WCTR_drop_tcp_ooo;
+			rn_tcp_send_ack(w, c);
+		}
+	} else if (rn_seq_lt(fin_end, tail) ||
+		   (fin_end == tail && !((s->flags & RN_TCP_FIN) && !fin_taken))) {
+		/* Old duplicate, or a zero-window probe: answer with an ACK */
+		rn_tcp_ack_later(w, c);
+		s->ctr = RN_WCTR_drop_tcp_old;
+	} else {
+		if (rel < 0) {
+			s->data += (uint32_t)-rel;
+			s->len -= (uint32_t)-rel;
+			s->seq = tail;
+		}
+		if (rn_tcp_ack_in(w, c, s))
+			return;
+		if (fin_taken) {
+			/* Nothing may follow the namespace's FIN */
+			if (!(c->f.flags & RN_FLOW_F_CLOSED))
+				rn_tcp_ack_later(w, c);
+			s->ctr = s->len ? RN_WCTR_drop_tcp_window : RN_WCTR_tcp_segments_in;
+		} else if (!(c->f.flags & RN_FLOW_F_CLOSED)) {
+			rn_tcp_data_in(w, c, s, fin_end);
+		}
+	}
+}
+
+/**
+ * rn_tcp_no_flow() - a segment that finds no flow (CLOSED)
+ * @w:		worker
+ * @k:		its key
+ * @s:		the segment; its outcome is recorded in @s->ctr
+ *
+ * A SYN opens a flow; a RST is dropped; anything else is answered with a RST.
+ */
+static void rn_tcp_no_flow(struct rn_worker *w, const struct rn_flow_key *k, struct rn_tcp_seg *s)
+{
+	if ((s->flags & (RN_TCP_SYN | RN_TCP_ACK)) == RN_TCP_SYN) {
+		rn_tcp_open(w, k, s);
+		return;
+	}
+	if (!(s->flags & RN_TCP_RST))
+		rn_tcp_rst_reply(w, k, s);
+	s->ctr = RN_WCTR_drop_tcp_no_flow;
 }
 
 /**
  * rn_tcp_input() - handle a TCP segment from the namespace
  * @w:		worker
  * @f:		validated frame, f->proto TCP
+ *
+ * Dispatch by the flow's state (tcp_fsm.c says what each state does with
+ * each kind of segment): RST and SYN first, then the ACK of a SYN-ACK
+ * completes the handshake, then the sequence checks of a synchronised flow.
  *
  * Return: the counter recording what became of the frame, or a negative
  *	   errno when the worker must stop (ring corrupted)
@@ -106,13 +220,9 @@ int rn_tcp_input(struct rn_worker *w, struct rn_frame *f)
 	struct rn_tcp_flow *c;
 	struct rn_tcp_seg s;
 	struct rn_flow *fl;
-	uint32_t fin_end, wmax, tail;
-	int32_t rel;
-	int rc;
 
-	rc = rn_tcp_parse(w, f, &s);
-	if (rc)
-		return rc;
+	if (rn_tcp_parse(w, f, &s))
+		return s.ctr;
 
 	rn_flow_key_zero(&k);
 	k.family = f->family;
@@ -124,106 +234,39 @@ int rn_tcp_input(struct rn_worker *w, struct rn_frame *f)
 
 	fl = rn_flowtab_lookup(&w->flows, &k);
 	if (!fl || fl->type != RN_FLOW_TCP) {
-		if ((s.flags & (RN_TCP_SYN | RN_TCP_ACK)) == RN_TCP_SYN)
-			rc = rn_tcp_open(w, &k, &s);
-		else if (s.flags & RN_TCP_RST)
-			rc = RN_WCTR_drop_tcp_no_flow;
-		else {
-			rn_tcp_rst_reply(w, &k, &s);
-			rc = RN_WCTR_drop_tcp_no_flow;
-		}
-		return w->err ? w->err : rc;
+		rn_tcp_no_flow(w, &k, &s);
+		return w->err ? w->err : s.ctr;
 	}
 	c = rn_tcp_of(fl);
 	c->f.last = w->now;
 
-	if (s.flags & RN_TCP_RST)
-		rc = rn_tcp_rst_in(w, c, &s);
-	else if (s.flags & RN_TCP_SYN)
-		rc = rn_tcp_syn_in(w, c, &k, &s);
-	else if (c->flags & RN_TCP_F_TIME_WAIT) {
+	if (s.flags & RN_TCP_RST) {
+		rn_tcp_rst_in(w, c, &s);
+	} else if (s.flags & RN_TCP_SYN) {
+		rn_tcp_syn_in(w, c, &k, &s);
+	} else if (c->f.state == RN_TCP_CONNECTING) {
+		s.ctr = RN_WCTR_drop_tcp_ack;	/* nothing of ours to acknowledge yet */
+	} else if (c->f.state == RN_TCP_TIME_WAIT) {
 		/* A repeated FIN: ACK it again */
 		if (s.flags & RN_TCP_FIN)
 			rn_tcp_ack_later(w, c);
-		rc = RN_WCTR_tcp_segments_in;
-	} else if (!(c->flags & RN_TCP_F_SYNACK)) {
-		rc = RN_WCTR_drop_tcp_ack;	/* nothing of ours to acknowledge yet */
-	} else if (!(c->flags & RN_TCP_F_ESTABLISHED) && s.ack != c->iss + 1) {
+		s.ctr = RN_WCTR_tcp_segments_in;
+	} else if (c->f.state == RN_TCP_SYN_RCVD && s.ack != c->iss + 1) {
 		rn_tcp_rst_key(w, &k, s.ack, 0, 0);
-		rc = RN_WCTR_drop_tcp_ack;
+		s.ctr = RN_WCTR_drop_tcp_ack;
 	} else {
-		if (!(c->flags & RN_TCP_F_ESTABLISHED))
+		if (c->f.state == RN_TCP_SYN_RCVD)
 			rn_tcp_established(w, c);
-		rc = -1;
-	}
-	if (rc >= 0 || w->err)
-		return w->err ? w->err : rc;
-	if (c->f.flags & RN_FLOW_F_CLOSED)
-		return RN_WCTR_tcp_segments_in;
-
-	/* Sequence acceptability (RFC 793, 3.3), then ACK, then data; bytes
-	 * buffered for the host count as received here */
-	tail = c->rcv_nxt + c->ovf_len;
-	rel = (int32_t)(s.seq - tail);
-	fin_end = s.seq + s.len;
-	wmax = 65535u << c->our_ws;
-	if (!s.len && !(s.flags & RN_TCP_FIN)) {
-		/* A pure ACK is acceptable from rcv_nxt on (the namespace may
-		 * have gone back to resend what we buffered); rcv_nxt - 1 is a
-		 * window probe or keepalive, answered below */
-		rel = (int32_t)(s.seq - c->rcv_nxt);
-		if (rel < 0) {
-			rn_tcp_ack_later(w, c);
-			return RN_WCTR_drop_tcp_old;
-		}
-	}
-	if (rel > 0 || (rel == 0 && !s.len && !(s.flags & RN_TCP_FIN))) {
-		if ((uint32_t)rel > wmax) {
-			rn_tcp_ack_later(w, c);
-			return RN_WCTR_drop_tcp_window;
-		}
-		rc = rn_tcp_ack_in(w, c, &s);
-		if (!rc && !(c->f.flags & RN_FLOW_F_CLOSED) &&
-		    (s.len || ((s.flags & RN_TCP_FIN) && rel > 0))) {
-			/* After a gap: keep what we can, and ask for the gap with an
-			 * immediate duplicate ACK (one per segment, as a receiver
-			 * should, so that the namespace retransmits fast) */
-			rc = s.len && !(c->flags & (RN_TCP_F_NS_FIN | RN_TCP_F_FIN_PEND)) &&
-			     rn_tcp_ooo_add(w, c, s.seq, s.data, s.len) ?
-			     RN_WCTR_tcp_segments_in : RN_WCTR_drop_tcp_ooo;
-			rn_tcp_send_ack(w, c);
-		}
-	} else if (rn_seq_lt(fin_end, tail) ||
-		   (fin_end == tail && !((s.flags & RN_TCP_FIN) &&
-					 !(c->flags & (RN_TCP_F_NS_FIN | RN_TCP_F_FIN_PEND))))) {
-		/* Old duplicate, or a zero-window probe: answer with an ACK */
-		rn_tcp_ack_later(w, c);
-		rc = RN_WCTR_drop_tcp_old;
-	} else {
-		if (rel < 0) {
-			s.data += (uint32_t)-rel;
-			s.len -= (uint32_t)-rel;
-			s.seq = tail;
-		}
-		rc = rn_tcp_ack_in(w, c, &s);
-		if (!rc && !(c->f.flags & RN_FLOW_F_CLOSED)) {
-			if (c->flags & (RN_TCP_F_NS_FIN | RN_TCP_F_FIN_PEND)) {
-				rn_tcp_ack_later(w, c);
-				rc = s.len ? RN_WCTR_drop_tcp_window : RN_WCTR_tcp_segments_in;
-			} else {
-				rc = rn_tcp_data_in(w, c, &s, fin_end);
-			}
-		}
+		s.ctr = RN_WCTR_tcp_segments_in;
+		if (c->f.flags & RN_FLOW_F_CLOSED)
+			return w->err ? w->err : s.ctr;
+		rn_tcp_seq_in(w, c, &s);
+		if (!w->err && !(c->f.flags & RN_FLOW_F_CLOSED) && (c->flags & RN_TCP_F_MORE))
+			rn_worker_defer(w, &c->f);
 	}
 	if (w->err)
 		return w->err;
-	if (!rc)
-		rc = RN_WCTR_tcp_segments_in;
-	if (c->f.flags & RN_FLOW_F_CLOSED)
-		return rc;
-	if (!rn_tcp_check_done(w, c) && (c->flags & RN_TCP_F_MORE))
-		rn_worker_defer(w, &c->f);
-	return rc;
+	return s.ctr;
 }
 
 /**
@@ -239,7 +282,8 @@ static void rn_tcp_event(struct rn_worker *w, struct rn_flow *fl, uint32_t event
 	int err = 0, i;
 
 	c->f.last = w->now;
-	if (c->flags & RN_TCP_F_CONNECTING) {
+	if (c->f.state == RN_TCP_CONNECTING) {
+		/* EPOLLOUT (writable) or an error: the connect finished */
 		if (getsockopt(c->f.fd, SOL_SOCKET, SO_ERROR, &err, &sl))
 			err = errno;
 		if (!err && !(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
@@ -277,10 +321,9 @@ static void rn_tcp_event(struct rn_worker *w, struct rn_flow *fl, uint32_t event
 		}
 		rn_tcp_watch(w, c);
 	}
+	/* Readable or EOF: push finds which (a peek returning 0 is the EOF) */
 	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP))
 		rn_tcp_push(w, c);
-	if (!(c->f.flags & RN_FLOW_F_CLOSED))
-		rn_tcp_check_done(w, c);
 }
 
 /**
@@ -293,7 +336,7 @@ static void rn_tcp_timer(struct rn_worker *w, struct rn_flow *fl)
 	struct rn_tcp_flow *c = rn_tcp_of(fl);
 
 	if (c->end_at && w->now >= c->end_at) {
-		if (c->flags & RN_TCP_F_TIME_WAIT) {
+		if (c->f.state == RN_TCP_TIME_WAIT) {
 			rn_tcp_close(w, c, 0, 0);
 			return;
 		}
@@ -307,7 +350,7 @@ static void rn_tcp_timer(struct rn_worker *w, struct rn_flow *fl)
 	}
 	if (c->tlp_at && w->now >= c->tlp_at) {
 		c->tlp_at = 0;
-		if ((c->flags & RN_TCP_F_ESTABLISHED) && c->snd_una != c->snd_max &&
+		if (rn_tcp_synced(c) && c->snd_una != c->snd_max &&
 		    !(c->flags & RN_TCP_F_RECOVERY)) {
 			rn_ctr_add(w->ctr, RN_WCTR_tcp_loss_probes, 1);
 			c->flags |= RN_TCP_F_TLP_OUT;
@@ -318,44 +361,11 @@ static void rn_tcp_timer(struct rn_worker *w, struct rn_flow *fl)
 	}
 	if (c->rto_at && w->now >= c->rto_at) {
 		c->rto_at = 0;
-		if (c->flags & RN_TCP_F_CONNECTING) {
-			/* connect() has its own timeout; only a DNS flow with
-			 * another upstream left gives up sooner and tries that */
-			if (c->flags & RN_TCP_F_DNS)
-				rn_tcp_connect_done(w, c, ETIMEDOUT);
-		} else if (!(c->flags & RN_TCP_F_ESTABLISHED)) {
-			if (++c->retries > RN_TCP_SYNACK_RETRIES) {
-				rn_tcp_close(w, c, 1, 1);
-				return;
-			}
-			c->flags &= ~RN_TCP_F_RTT;
-			rn_ctr_add(w->ctr, RN_WCTR_tcp_retransmits, 1);
-			rn_tcp_send_ctl(w, c, RN_TCP_SYN | RN_TCP_ACK, c->iss);
-			c->rto = c->rto * 2 > RN_TCP_RTO_MAX ? RN_TCP_RTO_MAX : c->rto * 2;
-			c->rto_at = w->now + c->rto;
-		} else if (c->snd_una != c->snd_max) {
-			if (++c->retries > RN_TCP_RETRIES) {
-				rn_tcp_close(w, c, 1, 1);
-				return;
-			}
-			/* Go back to the oldest unacknowledged byte */
-			rn_ctr_add(w->ctr, RN_WCTR_tcp_rto_expired, 1);
-			c->snd_nxt = c->snd_una;
-			c->dup_acks = 0;
-			c->flags &= ~(RN_TCP_F_RECOVERY | RN_TCP_F_RTT);
-			c->rto = c->rto * 2 > RN_TCP_RTO_MAX ? RN_TCP_RTO_MAX : c->rto * 2;
-			rn_tcp_push(w, c);
-		} else if (!c->snd_wnd && !(c->flags & RN_TCP_F_HOST_EOF)) {
-			/* Zero window: an old sequence number makes the peer ACK */
-			rn_ctr_add(w->ctr, RN_WCTR_tcp_window_probes, 1);
-			rn_tcp_send_ctl(w, c, RN_TCP_ACK, c->snd_una - 1);
-			c->rto = c->rto * 2 > RN_TCP_RTO_MAX ? RN_TCP_RTO_MAX : c->rto * 2;
-			c->rto_at = w->now + c->rto;
-		}
+		rn_tcp_rto(w, c);
 		if (c->f.flags & RN_FLOW_F_CLOSED)
 			return;
 		/* Whatever stopped the resend (closed window, full ring), keep timing */
-		if (!c->rto_at && (c->flags & RN_TCP_F_ESTABLISHED) && c->snd_una != c->snd_max)
+		if (!c->rto_at && rn_tcp_synced(c) && c->snd_una != c->snd_max)
 			c->rto_at = w->now + c->rto;
 	}
 	rn_tcp_end_deadline(w, c);
@@ -375,8 +385,6 @@ static void rn_tcp_room(struct rn_worker *w, struct rn_flow *fl)
 		rn_tcp_send_ack(w, c);
 	if (!(c->f.flags & RN_FLOW_F_ROOM_WAIT))
 		rn_tcp_push(w, c);
-	if (!(c->f.flags & RN_FLOW_F_CLOSED))
-		rn_tcp_check_done(w, c);
 }
 
 /**
@@ -398,7 +406,7 @@ static void rn_tcp_flush(struct rn_worker *w, struct rn_flow *fl)
 	if (c->f.flags & RN_FLOW_F_CLOSED)
 		return;
 	if (c->flags & (RN_TCP_F_ACK_DUE | RN_TCP_F_ACK_MAYBE)) {
-		if (c->f.fd >= 0 && !(c->flags & RN_TCP_F_NS_FIN))
+		if (c->f.fd >= 0 && !rn_tcp_ns_fin_taken(c))
 			rn_tcp_wnd_update(c);
 		if ((c->flags & RN_TCP_F_ACK_DUE) || c->last_ack != c->rcv_nxt ||
 		    c->last_wnd != rn_tcp_wnd_field(c))
@@ -407,8 +415,6 @@ static void rn_tcp_flush(struct rn_worker *w, struct rn_flow *fl)
 		if (c->flags & RN_TCP_F_WANT_OUT)
 			rn_tcp_watch(w, c);
 	}
-	if (!(c->f.flags & RN_FLOW_F_CLOSED))
-		rn_tcp_check_done(w, c);
 }
 
 /**

@@ -39,32 +39,6 @@
 #include "tcp_int.h"
 
 /**
- * rn_tcp_set_state() - derive the displayed state from the event flags
- * @c:		flow
- */
-void rn_tcp_set_state(struct rn_tcp_flow *c)
-{
-	uint32_t fl = c->flags;
-	uint8_t s;
-
-	if (fl & RN_TCP_F_TIME_WAIT)
-		s = RN_TCP_TIME_WAIT;
-	else if (fl & RN_TCP_F_CONNECTING)
-		s = RN_TCP_CONNECTING;
-	else if (!(fl & RN_TCP_F_ESTABLISHED))
-		s = RN_TCP_SYN_RCVD;
-	else if ((fl & RN_TCP_F_NS_FIN) && (fl & RN_TCP_F_FIN_SENT))
-		s = RN_TCP_CLOSING;
-	else if (fl & RN_TCP_F_NS_FIN)
-		s = RN_TCP_CLOSE_WAIT;
-	else if (fl & RN_TCP_F_FIN_SENT)
-		s = RN_TCP_FIN_WAIT;
-	else
-		s = RN_TCP_ESTABLISHED;
-	c->f.state = s;
-}
-
-/**
  * rn_tcp_close() - end a flow, optionally resetting either side
  * @w:		worker
  * @c:		flow
@@ -76,7 +50,7 @@ void rn_tcp_close(struct rn_worker *w, struct rn_tcp_flow *c, int rst_ns, int rs
 	/* snd_max: what the namespace most likely expects next (exactly, unless
 	 * frames are in flight: then it answers with a challenge ACK, and that
 	 * ACK, finding no flow, gets a RST at the exact sequence number) */
-	if (rst_ns && (c->flags & RN_TCP_F_SYNACK))
+	if (rst_ns && c->f.state != RN_TCP_CONNECTING)
 		rn_tcp_rst_key(w, &c->f.key, c->snd_max, c->rcv_nxt, 1);
 	else if (rst_ns)
 		rn_tcp_rst_key(w, &c->f.key, 0, c->rcv_nxt, 1);
@@ -87,54 +61,33 @@ void rn_tcp_close(struct rn_worker *w, struct rn_tcp_flow *c, int rst_ns, int rs
 		rn_ctr_add(w->ctr, RN_WCTR_tcp_host_resets, 1);
 	}
 	rn_ctr_add(w->ctr, RN_WCTR_tcp_closed, 1);
+	c->f.state = RN_TCP_CLOSED;
 	rn_worker_flow_close(w, &c->f);
 }
 
 /**
- * rn_tcp_time_wait() - close the host socket, keep the flow to re-ACK a FIN
+ * rn_tcp_time_wait() - entering TIME_WAIT: ACK the namespace's FIN, close the socket
  * @w:		worker
- * @c:		flow whose both directions are finished
+ * @c:		flow just moved to TIME_WAIT (the namespace's FIN came after ours
+ *		was acknowledged)
+ *
+ * The flow lingers RN_TCP_TIME_WAIT_MS without a socket, to acknowledge a
+ * retransmitted FIN.
  */
-static void rn_tcp_time_wait(struct rn_worker *w, struct rn_tcp_flow *c)
+void rn_tcp_time_wait(struct rn_worker *w, struct rn_tcp_flow *c)
 {
+	/* Unread bytes at close() would make it a reset */
+	rn_tcp_discard_upto_una(c);
+	rn_tcp_send_ack(w, c);
 	if (c->f.fd >= 0) {
 		close(c->f.fd);
 		c->f.fd = -1;
 		c->f.events = 0;
 	}
-	c->flags |= RN_TCP_F_TIME_WAIT;
 	c->flags &= ~(RN_TCP_F_MORE | RN_TCP_F_WANT_OUT);
 	c->rto_at = 0;
 	c->end_at = w->now + RN_TCP_TIME_WAIT_MS;
-	rn_tcp_set_state(c);
 	rn_tcp_arm(w, c);
-}
-
-/**
- * rn_tcp_check_done() - close the flow once both directions are finished
- * @w:		worker
- * @c:		flow
- *
- * Return: true if the flow is gone or in TIME_WAIT
- */
-int rn_tcp_check_done(struct rn_worker *w, struct rn_tcp_flow *c)
-{
-	if ((c->flags & (RN_TCP_F_NS_FIN | RN_TCP_F_FIN_ACKED)) !=
-	    (RN_TCP_F_NS_FIN | RN_TCP_F_FIN_ACKED))
-		return 0;
-	if (c->flags & RN_TCP_F_TIME_WAIT)
-		return 1;
-	/* Unread bytes at close() would make it a reset */
-	rn_tcp_discard_upto_una(c);
-	if (c->flags & RN_TCP_F_NS_FIN_LAST) {
-		/* The namespace's FIN came last: ACK it, linger for a repeat */
-		rn_tcp_send_ack(w, c);
-		rn_tcp_time_wait(w, c);
-		return 1;
-	}
-	/* Ours came last and is acknowledged: the namespace is in TIME_WAIT */
-	rn_tcp_close(w, c, 0, 0);
-	return 1;
 }
 
 /**
@@ -152,12 +105,12 @@ void rn_tcp_watch(struct rn_worker *w, struct rn_tcp_flow *c)
 
 	if (c->f.fd < 0)
 		return;
-	if (c->flags & RN_TCP_F_CONNECTING) {
+	if (c->f.state == RN_TCP_CONNECTING) {
 		ev |= EPOLLOUT;
-	} else if (c->flags & RN_TCP_F_ESTABLISHED) {
-		if (!(c->flags & RN_TCP_F_HOST_EOF))
+	} else if (rn_tcp_synced(c)) {
+		if (!rn_tcp_host_eof(c))
 			ev |= EPOLLIN | EPOLLRDHUP;
-		if ((c->flags & RN_TCP_F_WANT_OUT) && !(c->flags & RN_TCP_F_NS_FIN))
+		if ((c->flags & RN_TCP_F_WANT_OUT) && !rn_tcp_ns_fin_taken(c))
 			ev |= EPOLLOUT;
 	}
 	if (rn_worker_flow_watch(w, &c->f, ev))
@@ -187,7 +140,7 @@ void rn_tcp_arm(struct rn_worker *w, struct rn_tcp_flow *c)
  */
 void rn_tcp_end_deadline(struct rn_worker *w, struct rn_tcp_flow *c)
 {
-	if (c->flags & RN_TCP_F_TIME_WAIT)
+	if (c->f.state == RN_TCP_TIME_WAIT)
 		return;
 	if (c->closing)
 		c->end_at = c->closing + w->p.tcp_fin_timeout_ms;
@@ -211,13 +164,13 @@ void rn_tcp_host_error(struct rn_worker *w, struct rn_tcp_flow *c, int err)
 }
 
 /**
- * rn_tcp_established() - the namespace acknowledged our SYN-ACK
+ * rn_tcp_established() - the namespace acknowledged our SYN-ACK: SYN_RCVD -> ESTABLISHED
  * @w:		worker
- * @c:		flow
+ * @c:		flow in SYN_RCVD
  */
 void rn_tcp_established(struct rn_worker *w, struct rn_tcp_flow *c)
 {
-	c->flags |= RN_TCP_F_ESTABLISHED;
+	rn_tcp_go(c, RN_TCP_EV_ACK);
 	c->snd_una = c->iss + 1;
 	c->q_head = c->snd_una;
 	c->retries = 0;
@@ -227,7 +180,6 @@ void rn_tcp_established(struct rn_worker *w, struct rn_tcp_flow *c)
 		c->flags &= ~RN_TCP_F_RTT;
 	}
 	rn_ctr_add(w->ctr, RN_WCTR_tcp_established, 1);
-	rn_tcp_set_state(c);
 	rn_tcp_watch(w, c);
 	rn_tcp_end_deadline(w, c);
 	rn_tcp_arm(w, c);
@@ -347,11 +299,11 @@ void rn_tcp_connect_done(struct rn_worker *w, struct rn_tcp_flow *c, int err)
 			rn_tcp_rst_key(w, &c->f.key, 0, c->rcv_nxt, 1);
 		}
 		rn_ctr_add(w->ctr, RN_WCTR_tcp_closed, 1);
+		rn_tcp_go(c, RN_TCP_EV_ERROR);
 		rn_worker_flow_close(w, &c->f);
 		return;
 	}
-	c->flags &= ~RN_TCP_F_CONNECTING;
-	c->flags |= RN_TCP_F_SYNACK;
+	rn_tcp_go(c, RN_TCP_EV_WRITABLE);
 	rn_tcp_wnd_update(c);
 	c->flags &= ~RN_TCP_F_WANT_OUT;
 	c->snd_nxt = c->snd_max = c->iss + 1;
@@ -359,7 +311,6 @@ void rn_tcp_connect_done(struct rn_worker *w, struct rn_tcp_flow *c, int err)
 	c->rtt_seq = c->iss;
 	c->rtt_ts = w->now;
 	rn_ctr_add(w->ctr, RN_WCTR_tcp_connected, 1);
-	rn_tcp_set_state(c);
 	rn_tcp_watch(w, c);
 	rc = rn_tcp_send_ctl(w, c, RN_TCP_SYN | RN_TCP_ACK, c->iss);
 	if (rc && rc != -EAGAIN)
@@ -383,7 +334,7 @@ static int rn_tcp_evict_time_wait(struct rn_worker *w)
 	struct rn_flow *f;
 
 	for (f = rn_flowtab_first(&w->flows); f; f = rn_flowtab_next(f)) {
-		if (f->type == RN_FLOW_TCP && (rn_tcp_of(f)->flags & RN_TCP_F_TIME_WAIT)) {
+		if (f->type == RN_FLOW_TCP && rn_tcp_of(f)->f.state == RN_TCP_TIME_WAIT) {
 			rn_tcp_close(w, rn_tcp_of(f), 0, 0);
 			return 1;
 		}
@@ -397,9 +348,12 @@ static int rn_tcp_evict_time_wait(struct rn_worker *w)
  * @k:		flow key
  * @s:		the SYN
  *
- * Return: the outcome counter, or a fatal negative errno
+ * The outcome goes to @s->ctr: tcp_segments_in, or the reason the flow was
+ * refused (a RST answers the SYN then).
+ *
+ * Return: 0, or -EBADMSG when the flow was refused
  */
-int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, const struct rn_tcp_seg *s)
+int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, struct rn_tcp_seg *s)
 {
 	struct rn_policy_dest d;
 	struct rn_tcp_flow *c;
@@ -409,12 +363,12 @@ int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, const struct r
 	rc = rn_policy_dest(&w->p, rn_dns_current(w), k, &d);
 	if (rc) {
 		rn_tcp_rst_key(w, k, 0, s->seq + 1, 1);
-		return RN_WCTR_policy_refused;
+		return rn_tcp_drop(s, RN_WCTR_policy_refused);
 	}
 	c = calloc(1, sizeof(*c));
 	if (!c) {
 		rn_tcp_rst_key(w, k, 0, s->seq + 1, 1);
-		return RN_WCTR_flows_refused_fd;
+		return rn_tcp_drop(s, RN_WCTR_flows_refused_fd);
 	}
 	c->f.key = *k;
 	c->f.type = RN_FLOW_TCP;
@@ -425,14 +379,14 @@ int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, const struct r
 	if (rc) {
 		free(c);
 		rn_tcp_rst_key(w, k, 0, s->seq + 1, 1);
-		return RN_WCTR_flows_refused_cap;
+		return rn_tcp_drop(s, RN_WCTR_flows_refused_cap);
 	}
 
 	fd = rn_tcp_socket(c, d.family);
 	if (fd < 0) {
 		rn_worker_flow_close(w, &c->f);
 		rn_tcp_rst_key(w, k, 0, s->seq + 1, 1);
-		return RN_WCTR_flows_refused_fd;
+		return rn_tcp_drop(s, RN_WCTR_flows_refused_fd);
 	}
 	c->f.fd = fd;
 	if (d.dns) {
@@ -446,6 +400,7 @@ int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, const struct r
 		isn = (uint32_t)w->now * 2654435761u ^ (uint32_t)(uintptr_t)c;
 	c->iss = isn;
 	c->snd_una = c->snd_nxt = c->snd_max = isn;
+	c->q_head = isn + 1;	/* host data starts after our SYN */
 	c->irs = s->seq;
 	c->rcv_nxt = s->seq + 1;
 	c->rcv_edge = c->rcv_nxt;
@@ -464,18 +419,18 @@ int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, const struct r
 	else if (s->mss < c->mss)
 		c->mss = s->mss < 64 ? 64 : s->mss;
 	c->rto = RN_TCP_RTO_INIT;
-	c->flags |= RN_TCP_F_CONNECTING;
-	rn_tcp_set_state(c);
+	rn_tcp_go(c, RN_TCP_EV_SYN);	/* CLOSED -> CONNECTING */
+	s->ctr = RN_WCTR_tcp_segments_in;
 	rn_tcp_end_deadline(w, c);
 	rn_ctr_add(w->ctr, RN_WCTR_tcp_connects, 1);
 
 	if (connect(fd, (struct sockaddr *)&d.sa, d.salen) && errno != EINPROGRESS) {
 		rn_tcp_connect_done(w, c, errno);
-		return RN_WCTR_tcp_segments_in;
+		return 0;
 	}
 	/* Even an immediate success is reported by EPOLLOUT */
 	rn_tcp_watch(w, c);
 	rn_tcp_dns_deadline(w, c);
 	rn_tcp_arm(w, c);
-	return RN_WCTR_tcp_segments_in;
+	return 0;
 }

@@ -17,6 +17,7 @@
 #ifndef RN_TCP_INT_H
 #define RN_TCP_INT_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -50,29 +51,23 @@
 #define RN_TCP_HOLD_WORKER	(64u << 20)	/* hold buffers of all flows */
 #define RN_TCP_OOO_BLOCKS	4		/* out-of-order blocks per flow */
 
-/* Event flags */
-#define RN_TCP_F_CONNECTING	0x0001u	/* connect() in progress */
-#define RN_TCP_F_SYNACK		0x0002u	/* SYN-ACK sent */
-#define RN_TCP_F_ESTABLISHED	0x0004u	/* namespace acknowledged our SYN */
-#define RN_TCP_F_NS_FIN		0x0008u	/* FIN from the namespace taken */
-#define RN_TCP_F_HOST_EOF	0x0010u	/* EOF from the host seen: fin_seq valid */
-#define RN_TCP_F_FIN_SENT	0x0020u	/* our FIN sent at least once */
-#define RN_TCP_F_FIN_ACKED	0x0040u	/* our FIN acknowledged */
-#define RN_TCP_F_TIME_WAIT	0x0080u	/* socket closed, lingering */
-#define RN_TCP_F_ACK_DUE	0x0100u	/* an ACK must go out at flush */
-#define RN_TCP_F_MORE		0x0200u	/* host data may be waiting: push at flush */
-#define RN_TCP_F_SHORT		0x0400u	/* a send() to the host was short */
-#define RN_TCP_F_WANT_OUT	0x0800u	/* waiting for EPOLLOUT to reopen the window */
-#define RN_TCP_F_NO_PEEKOFF	0x1000u	/* SO_PEEK_OFF unsupported */
-#define RN_TCP_F_RECOVERY	0x2000u	/* fast recovery until snd_una reaches recover */
-#define RN_TCP_F_RTT		0x4000u	/* timing rtt_seq */
-#define RN_TCP_F_WS		0x8000u	/* window scaling in use */
-#define RN_TCP_F_FIN_PEND	0x10000u /* FIN from the namespace behind buffered bytes */
-#define RN_TCP_F_ACK_MAYBE	0x20000u /* an ACK at flush if ack or window changed */
-#define RN_TCP_F_NS_FIN_LAST	0x40000u /* the namespace's FIN came after ours was acked */
-#define RN_TCP_F_SACK		0x80000u /* SACK permitted: we report held blocks */
-#define RN_TCP_F_TLP_OUT	0x100000u /* a tail loss probe is out: no other until an ACK */
-#define RN_TCP_F_DNS		0x200000u /* to a DNS upstream: a failed connect tries the next */
+/*
+ * Pending work and properties of a flow (struct rn_tcp_flow.flags). The
+ * lifecycle is not here: it is the flow's state (enum rn_tcp_state, tcp.h).
+ */
+#define RN_TCP_F_ACK_DUE	0x0001u	/* an ACK must go out at flush */
+#define RN_TCP_F_ACK_MAYBE	0x0002u	/* an ACK at flush if ack or window changed */
+#define RN_TCP_F_MORE		0x0004u	/* host data may be waiting: push at flush */
+#define RN_TCP_F_SHORT		0x0008u	/* a send() to the host was short */
+#define RN_TCP_F_WANT_OUT	0x0010u	/* waiting for EPOLLOUT to reopen the window */
+#define RN_TCP_F_FIN_PEND	0x0020u	/* FIN from the namespace behind buffered bytes */
+#define RN_TCP_F_RECOVERY	0x0040u	/* fast recovery until snd_una reaches recover */
+#define RN_TCP_F_RTT		0x0080u	/* timing rtt_seq */
+#define RN_TCP_F_TLP_OUT	0x0100u	/* a tail loss probe is out: no other until an ACK */
+#define RN_TCP_F_NO_PEEKOFF	0x0200u	/* SO_PEEK_OFF unsupported */
+#define RN_TCP_F_WS		0x0400u	/* window scaling in use */
+#define RN_TCP_F_SACK		0x0800u	/* SACK permitted: we report held blocks */
+#define RN_TCP_F_DNS		0x1000u	/* to a DNS upstream: a failed connect tries the next */
 
 /**
  * struct rn_tcp_blk - bytes held after a sequence gap
@@ -91,7 +86,7 @@ struct rn_tcp_blk {
 /**
  * struct rn_tcp_flow - one TCP connection (begins with the common header)
  * @f:		common flow header (flowtab.h)
- * @flags:	RN_TCP_F_*
+ * @flags:	RN_TCP_F_*: pending work and properties (the state is @f.state)
  * @ovf:	namespace bytes the host socket refused (a hold buffer),
  *		not yet acknowledged
  * @ovf_cap:	its capacity
@@ -120,7 +115,8 @@ struct rn_tcp_blk {
  * @snd_wnd:	the namespace's receive window, bytes
  * @snd_wl1:	seq of the segment that last updated @snd_wnd
  * @snd_wl2:	ack of that segment
- * @fin_seq:	sequence number of our FIN (valid with RN_TCP_F_HOST_EOF)
+ * @fin_seq:	sequence number of our FIN (valid once the host's EOF was seen:
+ *		rn_tcp_host_eof())
  * @recover:	snd_max when fast recovery began
  * @hole_end:	end of the first gap the namespace reported with SACK (0: none)
  * @rtt_seq:	sequence number being timed
@@ -202,6 +198,7 @@ struct rn_tcp_flow {
  * @sack_ok:	SACK-permitted option present
  * @sack_left:	left edges of the SACK blocks
  * @nsack:	SACK blocks in the segment
+ * @ctr:	its outcome: the counter (RN_WCTR_*) rn_tcp_input() returns
  */
 struct rn_tcp_seg {
 	uint32_t seq;
@@ -216,6 +213,7 @@ struct rn_tcp_seg {
 	uint8_t sack_ok;
 	uint32_t sack_left[4];
 	uint8_t nsack;
+	uint16_t ctr;
 };
 
 /**
@@ -300,6 +298,67 @@ static inline uint16_t rn_tcp_wnd_field(const struct rn_tcp_flow *c)
 	return wnd > 65535u ? 65535u : (uint16_t)wnd;
 }
 
+/**
+ * rn_tcp_synced() - whether the handshake with the namespace is complete
+ * @c:		flow
+ *
+ * Return: true from ESTABLISHED on, TIME_WAIT included
+ */
+static inline int rn_tcp_synced(const struct rn_tcp_flow *c)
+{
+	return c->f.state >= RN_TCP_ESTABLISHED && c->f.state <= RN_TCP_TIME_WAIT;
+}
+
+/**
+ * rn_tcp_ns_fin_taken() - whether the namespace's FIN was passed on to the host
+ * @c:		flow
+ *
+ * Return: true in CLOSE_WAIT, CLOSING, LAST_ACK and TIME_WAIT
+ */
+static inline int rn_tcp_ns_fin_taken(const struct rn_tcp_flow *c)
+{
+	return c->f.state == RN_TCP_CLOSE_WAIT || c->f.state == RN_TCP_CLOSING ||
+	       c->f.state == RN_TCP_LAST_ACK || c->f.state == RN_TCP_TIME_WAIT;
+}
+
+/**
+ * rn_tcp_host_eof() - whether the host's EOF was seen (fin_seq is valid)
+ * @c:		flow
+ *
+ * Return: true in FIN_WAIT_1, FIN_WAIT_2, CLOSING, LAST_ACK and TIME_WAIT
+ */
+static inline int rn_tcp_host_eof(const struct rn_tcp_flow *c)
+{
+	return c->f.state >= RN_TCP_FIN_WAIT_1 && c->f.state <= RN_TCP_TIME_WAIT;
+}
+
+/**
+ * rn_tcp_fin_sent() - whether our FIN went out at least once
+ * @c:		flow
+ *
+ * Return: true once snd_max covers the FIN
+ */
+static inline int rn_tcp_fin_sent(const struct rn_tcp_flow *c)
+{
+	return rn_tcp_host_eof(c) && rn_seq_lt(c->fin_seq, c->snd_max);
+}
+
+/**
+ * rn_tcp_drop() - record why a segment is dropped
+ * @s:		the segment
+ * @ctr:	its drop counter (RN_WCTR_drop_tcp_*)
+ *
+ * Return: -EBADMSG
+ */
+static inline int rn_tcp_drop(struct rn_tcp_seg *s, unsigned int ctr)
+{
+	s->ctr = (uint16_t)ctr;
+	return -EBADMSG;
+}
+
+/* tcp_fsm.c */
+void rn_tcp_go(struct rn_tcp_flow *c, enum rn_tcp_event ev);
+
 /* tcp_wire.c */
 void rn_tcp_headers(uint8_t *pkt, const struct rn_flow_key *k, uint16_t ip_id,
 		    uint32_t seq, uint32_t ack, uint8_t flags, uint16_t wnd,
@@ -320,7 +379,7 @@ int rn_tcp_parse(struct rn_worker *w, struct rn_frame *f, struct rn_tcp_seg *s);
 /* tcp_recv.c */
 void rn_tcp_wnd_update(struct rn_tcp_flow *c);
 void rn_tcp_rtt_sample(struct rn_tcp_flow *c, uint32_t rtt);
-int rn_tcp_ack_in(struct rn_worker *w, struct rn_tcp_flow *c, const struct rn_tcp_seg *s);
+int rn_tcp_ack_in(struct rn_worker *w, struct rn_tcp_flow *c, struct rn_tcp_seg *s);
 void rn_tcp_hold_free(struct rn_worker *w, struct rn_tcp_flow *c, uint8_t **buf, uint32_t *cap);
 int rn_tcp_ovf_drain(struct rn_worker *w, struct rn_tcp_flow *c);
 int rn_tcp_ooo_add(struct rn_worker *w, struct rn_tcp_flow *c, uint32_t seq,
@@ -335,17 +394,17 @@ int rn_tcp_discard_upto_una(struct rn_tcp_flow *c);
 void rn_tcp_push(struct rn_worker *w, struct rn_tcp_flow *c);
 void rn_tcp_retransmit_head(struct rn_worker *w, struct rn_tcp_flow *c);
 void rn_tcp_probe_tail(struct rn_worker *w, struct rn_tcp_flow *c);
+void rn_tcp_rto(struct rn_worker *w, struct rn_tcp_flow *c);
 
 /* tcp_conn.c */
-void rn_tcp_set_state(struct rn_tcp_flow *c);
 void rn_tcp_close(struct rn_worker *w, struct rn_tcp_flow *c, int rst_ns, int rst_host);
-int rn_tcp_check_done(struct rn_worker *w, struct rn_tcp_flow *c);
+void rn_tcp_time_wait(struct rn_worker *w, struct rn_tcp_flow *c);
 void rn_tcp_watch(struct rn_worker *w, struct rn_tcp_flow *c);
 void rn_tcp_arm(struct rn_worker *w, struct rn_tcp_flow *c);
 void rn_tcp_end_deadline(struct rn_worker *w, struct rn_tcp_flow *c);
 void rn_tcp_host_error(struct rn_worker *w, struct rn_tcp_flow *c, int err);
 void rn_tcp_established(struct rn_worker *w, struct rn_tcp_flow *c);
 void rn_tcp_connect_done(struct rn_worker *w, struct rn_tcp_flow *c, int err);
-int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, const struct rn_tcp_seg *s);
+int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, struct rn_tcp_seg *s);
 
 #endif /* RN_TCP_INT_H */

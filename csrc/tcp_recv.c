@@ -99,16 +99,21 @@ void rn_tcp_rtt_sample(struct rn_tcp_flow *c, uint32_t rtt)
  * @c:		established flow
  * @s:		segment
  *
- * Return: 0, or the drop counter for an unacceptable ACK (answered)
+ * An ACK of our FIN is the ACK event of the lifecycle: FIN_WAIT_1 moves to
+ * FIN_WAIT_2, and in CLOSING or LAST_ACK, where the namespace's FIN was
+ * passed on already, the flow ends (the namespace lingers in TIME_WAIT).
+ *
+ * Return: 0, or -EBADMSG for an unacceptable ACK (answered; the drop
+ *	   counter is in @s->ctr). The flow may be closed on return.
  */
-int rn_tcp_ack_in(struct rn_worker *w, struct rn_tcp_flow *c, const struct rn_tcp_seg *s)
+int rn_tcp_ack_in(struct rn_worker *w, struct rn_tcp_flow *c, struct rn_tcp_seg *s)
 {
 	uint32_t ack = s->ack, wnd = (uint32_t)s->wnd << c->ns_ws;
-	int wnd_changed = wnd != c->snd_wnd;
+	int wnd_changed = wnd != c->snd_wnd, fin_acked;
 
 	if (rn_seq_lt(c->snd_max, ack)) {
 		rn_tcp_ack_later(w, c);
-		return RN_WCTR_drop_tcp_ack;
+		return rn_tcp_drop(s, RN_WCTR_drop_tcp_ack);
 	}
 	/* Where the first gap ends, if SACK says (used to size a resend) */
 	c->hole_end = rn_tcp_sack_above(s, ack, c->snd_max);
@@ -117,7 +122,7 @@ int rn_tcp_ack_in(struct rn_worker *w, struct rn_tcp_flow *c, const struct rn_tc
 	if (rn_seq_lt(ack, c->snd_una - (65535u << c->ns_ws))) {
 		rn_tcp_ack_later(w, c);
 		rn_ctr_add(w->ctr, RN_WCTR_tcp_challenge_acks, 1);
-		return RN_WCTR_drop_tcp_ack;
+		return rn_tcp_drop(s, RN_WCTR_drop_tcp_ack);
 	}
 
 	/* Window update, from the newest segment only (RFC 793 SND.WL1/WL2) */
@@ -132,8 +137,7 @@ int rn_tcp_ack_in(struct rn_worker *w, struct rn_tcp_flow *c, const struct rn_tc
 
 	if (rn_seq_lt(c->snd_una, ack)) {
 		/* The bytes leave the host socket at the end of the batch */
-		if ((c->flags & RN_TCP_F_FIN_SENT) && ack == c->fin_seq + 1)
-			c->flags |= RN_TCP_F_FIN_ACKED;
+		fin_acked = rn_tcp_fin_sent(c) && ack == c->fin_seq + 1;
 		c->snd_una = ack;
 		c->flags &= ~RN_TCP_F_TLP_OUT;
 		if (rn_seq_lt(c->snd_nxt, ack))
@@ -154,6 +158,14 @@ int rn_tcp_ack_in(struct rn_worker *w, struct rn_tcp_flow *c, const struct rn_tc
 		}
 		rn_tcp_arm(w, c);
 		c->flags |= RN_TCP_F_MORE;
+		if (fin_acked && !(c->f.flags & RN_FLOW_F_CLOSED)) {
+			rn_tcp_go(c, RN_TCP_EV_ACK);
+			if (c->f.state == RN_TCP_CLOSED) {
+				/* Unread bytes at close() would make it a reset */
+				rn_tcp_discard_upto_una(c);
+				rn_tcp_close(w, c, 0, 0);
+			}
+		}
 	} else if (ack == c->snd_una && !s->len && !(s->flags & RN_TCP_FIN) &&
 		   (!wnd_changed || c->hole_end) && c->snd_una != c->snd_max) {
 		/* With SACK the window may shrink as the namespace queues data
@@ -184,21 +196,24 @@ int rn_tcp_ack_in(struct rn_worker *w, struct rn_tcp_flow *c, const struct rn_tc
  * rn_tcp_ns_fin() - pass the namespace's FIN on: shutdown(SHUT_WR)
  * @w:		worker
  * @c:		flow whose data before the FIN all went to the host socket
+ *
+ * The FIN event of the lifecycle: ESTABLISHED moves to CLOSE_WAIT,
+ * FIN_WAIT_1 to CLOSING, and FIN_WAIT_2 (our FIN was acknowledged) to
+ * TIME_WAIT, where the host socket is closed at once.
  */
 static void rn_tcp_ns_fin(struct rn_worker *w, struct rn_tcp_flow *c)
 {
 	c->rcv_nxt++;
-	c->flags |= RN_TCP_F_NS_FIN;
-	if (c->flags & RN_TCP_F_FIN_ACKED)
-		c->flags |= RN_TCP_F_NS_FIN_LAST;
 	c->flags &= ~(RN_TCP_F_WANT_OUT | RN_TCP_F_SHORT | RN_TCP_F_FIN_PEND);
 	if (!c->closing)
 		c->closing = w->now;
 	shutdown(c->f.fd, SHUT_WR);
-	rn_tcp_set_state(c);
+	rn_tcp_go(c, RN_TCP_EV_FIN);
 	rn_tcp_end_deadline(w, c);
 	rn_tcp_arm(w, c);
 	rn_tcp_ack_later(w, c);
+	if (c->f.state == RN_TCP_TIME_WAIT)
+		rn_tcp_time_wait(w, c);
 }
 
 /**
@@ -554,7 +569,7 @@ static int rn_tcp_ooo_merge(struct rn_worker *w, struct rn_tcp_flow *c)
  * @fin_end:	sequence number right after the segment's payload (where its
  *		FIN sits, if it has one)
  *
- * Return: the outcome counter
+ * Return: 0, or a negative errno of the host socket (the flow is closed)
  */
 int rn_tcp_data_in(struct rn_worker *w, struct rn_tcp_flow *c, const struct rn_tcp_seg *s,
 		   uint32_t fin_end)
@@ -567,10 +582,10 @@ int rn_tcp_data_in(struct rn_worker *w, struct rn_tcp_flow *c, const struct rn_t
 			left = -EPIPE;
 		if (left < 0) {
 			rn_tcp_host_error(w, c, (int)left);
-			return RN_WCTR_tcp_segments_in;
+			return (int)left;
 		}
 	}
-	if ((s->flags & RN_TCP_FIN) && !left && !(c->flags & RN_TCP_F_NS_FIN) &&
+	if ((s->flags & RN_TCP_FIN) && !left && !rn_tcp_ns_fin_taken(c) &&
 	    c->rcv_nxt + c->ovf_len == fin_end) {
 		if (c->ovf_len)
 			c->flags |= RN_TCP_F_FIN_PEND;
@@ -579,5 +594,5 @@ int rn_tcp_data_in(struct rn_worker *w, struct rn_tcp_flow *c, const struct rn_t
 	}
 	if (c->flags & RN_TCP_F_WANT_OUT)
 		rn_tcp_watch(w, c);
-	return RN_WCTR_tcp_segments_in;
+	return 0;
 }

@@ -154,9 +154,12 @@ static int rn_tcp_discard_acked(struct rn_tcp_flow *c, uint32_t n)
  */
 int rn_tcp_discard_upto_una(struct rn_tcp_flow *c)
 {
-	uint32_t target = c->flags & RN_TCP_F_FIN_ACKED ? c->fin_seq : c->snd_una;
+	uint32_t target = c->snd_una;
 	int rc;
 
+	/* Our FIN, once acknowledged, is no byte of the socket's */
+	if (rn_tcp_host_eof(c) && rn_seq_lt(c->fin_seq, target))
+		target = c->fin_seq;
 	if (c->f.fd < 0 || !rn_seq_lt(c->q_head, target))
 		return 0;
 	rc = rn_tcp_discard_acked(c, target - c->q_head);
@@ -168,7 +171,7 @@ int rn_tcp_discard_upto_una(struct rn_tcp_flow *c)
 /**
  * rn_tcp_send_fin() - send our FIN at fin_seq
  * @w:		worker
- * @c:		flow with RN_TCP_F_HOST_EOF, snd_nxt == fin_seq
+ * @c:		flow after the host's EOF (rn_tcp_host_eof()), snd_nxt == fin_seq
  *
  * Return: 0, -EAGAIN if to_ns is full, or a fatal negative errno
  */
@@ -179,15 +182,13 @@ static int rn_tcp_send_fin(struct rn_worker *w, struct rn_tcp_flow *c)
 	if (rc)
 		return rc;
 	c->flags &= ~RN_TCP_F_ACK_DUE;
-	if (c->flags & RN_TCP_F_FIN_SENT)
+	if (rn_tcp_fin_sent(c))
 		rn_ctr_add(w->ctr, RN_WCTR_tcp_retransmits, 1);
-	c->flags |= RN_TCP_F_FIN_SENT;
 	if (!c->closing)
 		c->closing = w->now;
 	c->snd_nxt = c->fin_seq + 1;
 	if (rn_seq_lt(c->snd_max, c->snd_nxt))
 		c->snd_max = c->snd_nxt;
-	rn_tcp_set_state(c);
 	rn_tcp_rto_start(w, c);
 	return 0;
 }
@@ -215,7 +216,7 @@ static uint32_t rn_tcp_frame_len(const struct rn_tcp_flow *c, uint32_t len)
  * @c:		flow
  * @len:	most payload bytes to send (cut to one frame, rn_tcp_frame_len())
  *
- * Return: payload bytes sent, 0 at host EOF (RN_TCP_F_HOST_EOF is set),
+ * Return: payload bytes sent, 0 at host EOF (the flow moved on, tcp_fsm.c),
  *	   -EAGAIN if nothing could be sent (no data, or no room: then the flow
  *	   waits for room), or another negative errno (host socket error, or
  *	   fatal ring error with w->err set)
@@ -237,8 +238,11 @@ static ssize_t rn_tcp_send_data(struct rn_worker *w, struct rn_tcp_flow *c, uint
 	}
 	n = rn_tcp_peek(w, c, c->snd_nxt - c->q_head, pkt + hdr, len);
 	if (n == 0) {
-		c->flags |= RN_TCP_F_HOST_EOF;
-		c->fin_seq = c->snd_nxt;
+		/* The host's EOF: our FIN goes at this sequence number */
+		if (!rn_tcp_host_eof(c)) {
+			c->fin_seq = c->snd_nxt;
+			rn_tcp_go(c, RN_TCP_EV_EOF);
+		}
 		if (!c->closing)
 			c->closing = w->now;
 		return 0;
@@ -291,12 +295,12 @@ void rn_tcp_push(struct rn_worker *w, struct rn_tcp_flow *c)
 	uint32_t budget = RN_TCP_BUDGET, wnd_end, avail, len;
 	ssize_t n;
 
-	if (!(c->flags & RN_TCP_F_ESTABLISHED) || (c->flags & RN_TCP_F_TIME_WAIT) ||
+	if (!rn_tcp_synced(c) || c->f.state == RN_TCP_TIME_WAIT ||
 	    (c->f.flags & RN_FLOW_F_ROOM_WAIT))
 		return;
 	c->flags &= ~RN_TCP_F_MORE;
 	for (;;) {
-		if (c->flags & RN_TCP_F_HOST_EOF) {
+		if (rn_tcp_host_eof(c)) {
 			if (c->snd_nxt == c->fin_seq) {
 				n = rn_tcp_send_fin(w, c);
 				if (n == -EAGAIN)
@@ -311,7 +315,7 @@ void rn_tcp_push(struct rn_worker *w, struct rn_tcp_flow *c)
 		if ((c->flags & RN_TCP_F_NO_PEEKOFF) &&
 		    avail > RN_TCP_DISCARD - (c->snd_nxt - c->q_head))
 			avail = RN_TCP_DISCARD - (c->snd_nxt - c->q_head);
-		if (c->flags & RN_TCP_F_HOST_EOF && avail > c->fin_seq - c->snd_nxt)
+		if (rn_tcp_host_eof(c) && avail > c->fin_seq - c->snd_nxt)
 			avail = c->fin_seq - c->snd_nxt;
 		if (!avail) {
 			/* Closed window, nothing in flight: probe it */
@@ -361,12 +365,12 @@ void rn_tcp_retransmit_head(struct rn_worker *w, struct rn_tcp_flow *c)
 	uint32_t saved = c->snd_nxt, len;
 	ssize_t n;
 
-	if (c->flags & RN_TCP_F_HOST_EOF && c->snd_una == c->fin_seq) {
+	if (rn_tcp_host_eof(c) && c->snd_una == c->fin_seq) {
 		if (!rn_tcp_send_fin(w, c))
 			c->snd_nxt = saved;
 		return;
 	}
-	len = (c->flags & RN_TCP_F_HOST_EOF ? c->fin_seq : c->snd_max) - c->snd_una;
+	len = (rn_tcp_host_eof(c) ? c->fin_seq : c->snd_max) - c->snd_una;
 	if (c->hole_end && rn_seq_lt(c->snd_una, c->hole_end) &&
 	    c->hole_end - c->snd_una < len)
 		len = c->hole_end - c->snd_una;	/* just the gap SACK reported */
@@ -396,9 +400,9 @@ void rn_tcp_probe_tail(struct rn_worker *w, struct rn_tcp_flow *c)
 	uint32_t saved = c->snd_nxt, end, frame, start;
 	ssize_t n;
 
-	end = c->flags & RN_TCP_F_HOST_EOF ? c->fin_seq : c->snd_max;
+	end = rn_tcp_host_eof(c) ? c->fin_seq : c->snd_max;
 	if (!rn_seq_lt(c->snd_una, end)) {
-		if (c->flags & RN_TCP_F_FIN_SENT && !rn_tcp_send_fin(w, c))
+		if (rn_tcp_fin_sent(c) && !rn_tcp_send_fin(w, c))
 			c->snd_nxt = saved;
 		return;
 	}
@@ -411,4 +415,58 @@ void rn_tcp_probe_tail(struct rn_worker *w, struct rn_tcp_flow *c)
 	c->snd_nxt = saved;
 	if (n < 0 && n != -EAGAIN && !w->err)
 		rn_tcp_host_error(w, c, (int)n);
+}
+
+/**
+ * rn_tcp_rto() - the retransmission timer expired (it is cleared already)
+ * @w:		worker
+ * @c:		flow
+ *
+ * By state: CONNECTING has the kernel's connect timeout, and only a DNS
+ * flow with another upstream left gives up sooner and connects to that;
+ * SYN_RCVD sends the SYN-ACK again; a synchronised flow goes back to the
+ * oldest unacknowledged byte (data or our FIN), or probes a closed window.
+ * Each expiry doubles the timeout; too many in a row reset both sides.
+ * The flow may be closed on return.
+ */
+void rn_tcp_rto(struct rn_worker *w, struct rn_tcp_flow *c)
+{
+	switch (c->f.state) {
+	case RN_TCP_CONNECTING:
+		if (c->flags & RN_TCP_F_DNS)
+			rn_tcp_connect_done(w, c, ETIMEDOUT);
+		return;
+	case RN_TCP_SYN_RCVD:
+		if (++c->retries > RN_TCP_SYNACK_RETRIES) {
+			rn_tcp_close(w, c, 1, 1);
+			return;
+		}
+		c->flags &= ~RN_TCP_F_RTT;
+		rn_ctr_add(w->ctr, RN_WCTR_tcp_retransmits, 1);
+		rn_tcp_send_ctl(w, c, RN_TCP_SYN | RN_TCP_ACK, c->iss);
+		c->rto = c->rto * 2 > RN_TCP_RTO_MAX ? RN_TCP_RTO_MAX : c->rto * 2;
+		c->rto_at = w->now + c->rto;
+		return;
+	default:
+		break;
+	}
+	if (c->snd_una != c->snd_max) {
+		if (++c->retries > RN_TCP_RETRIES) {
+			rn_tcp_close(w, c, 1, 1);
+			return;
+		}
+		/* Go back to the oldest unacknowledged byte */
+		rn_ctr_add(w->ctr, RN_WCTR_tcp_rto_expired, 1);
+		c->snd_nxt = c->snd_una;
+		c->dup_acks = 0;
+		c->flags &= ~(RN_TCP_F_RECOVERY | RN_TCP_F_RTT);
+		c->rto = c->rto * 2 > RN_TCP_RTO_MAX ? RN_TCP_RTO_MAX : c->rto * 2;
+		rn_tcp_push(w, c);
+	} else if (!c->snd_wnd && !rn_tcp_host_eof(c)) {
+		/* Zero window: an old sequence number makes the peer ACK */
+		rn_ctr_add(w->ctr, RN_WCTR_tcp_window_probes, 1);
+		rn_tcp_send_ctl(w, c, RN_TCP_ACK, c->snd_una - 1);
+		c->rto = c->rto * 2 > RN_TCP_RTO_MAX ? RN_TCP_RTO_MAX : c->rto * 2;
+		c->rto_at = w->now + c->rto;
+	}
 }

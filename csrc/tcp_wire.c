@@ -396,7 +396,7 @@ uint32_t rn_tcp_sack_above(const struct rn_tcp_seg *s, uint32_t ack, uint32_t ma
  * @f:		validated frame carrying TCP
  * @s:		filled on success
  *
- * Return: 0, or the drop counter
+ * Return: 0, or -EBADMSG with the drop counter in @s->ctr
  */
 int rn_tcp_parse(struct rn_worker *w, struct rn_frame *f, struct rn_tcp_seg *s)
 {
@@ -406,12 +406,12 @@ int rn_tcp_parse(struct rn_worker *w, struct rn_frame *f, struct rn_tcp_seg *s)
 	memset(s, 0, sizeof(*s));
 	s->ws = 0xff;
 	if (f->l4len < RN_TCP_HDR || !(h = rn_pkt_get(&f->l4, 0, RN_TCP_HDR)))
-		return RN_WCTR_drop_tcp_header;
+		return rn_tcp_drop(s, RN_WCTR_drop_tcp_header);
 	s->hlen = (h[12] >> 4) * 4u;
 	if (s->hlen < RN_TCP_HDR || s->hlen > f->l4len)
-		return RN_WCTR_drop_tcp_header;
+		return rn_tcp_drop(s, RN_WCTR_drop_tcp_header);
 	if (rn_worker_pull(w, f, s->hlen) < s->hlen || !(h = rn_pkt_get(&f->l4, 0, s->hlen)))
-		return RN_WCTR_drop_tcp_header;
+		return rn_tcp_drop(s, RN_WCTR_drop_tcp_header);
 
 	s->seq = rn_be32(h + 4);
 	s->ack = rn_be32(h + 8);
@@ -421,10 +421,10 @@ int rn_tcp_parse(struct rn_worker *w, struct rn_frame *f, struct rn_tcp_seg *s)
 	s->data = f->shm + RN_VNET_HDR_LEN + f->l3len + s->hlen;
 
 	if (!rn_be16(h) || !rn_be16(h + 2))
-		return RN_WCTR_drop_tcp_port;
+		return rn_tcp_drop(s, RN_WCTR_drop_tcp_port);
 	if ((s->flags & RN_TCP_SYN && s->flags & (RN_TCP_FIN | RN_TCP_RST)) ||
 	    !(s->flags & (RN_TCP_SYN | RN_TCP_ACK | RN_TCP_RST)))
-		return RN_WCTR_drop_tcp_flags;
+		return rn_tcp_drop(s, RN_WCTR_drop_tcp_flags);
 
 	for (off = RN_TCP_HDR; off < s->hlen;) {
 		o = h + off;
@@ -435,7 +435,7 @@ int rn_tcp_parse(struct rn_worker *w, struct rn_frame *f, struct rn_tcp_seg *s)
 			continue;
 		}
 		if (off + 2 > s->hlen || o[1] < 2 || o[1] > s->hlen - off)
-			return RN_WCTR_drop_tcp_options;
+			return rn_tcp_drop(s, RN_WCTR_drop_tcp_options);
 		if (o[0] == 2 && o[1] == 4)
 			s->mss = rn_be16(o + 2);
 		else if (o[0] == 3 && o[1] == 3)
@@ -450,15 +450,15 @@ int rn_tcp_parse(struct rn_worker *w, struct rn_frame *f, struct rn_tcp_seg *s)
 	if (f->vnet.flags & RN_VNET_F_NEEDS_CSUM) {
 		/* The namespace's kernel left the sum to us: do not verify it */
 		if (f->vnet.csum_start != f->l3len || f->vnet.csum_offset != 16)
-			return RN_WCTR_drop_tcp_csum;
+			return rn_tcp_drop(s, RN_WCTR_drop_tcp_csum);
 	} else if (!(f->vnet.flags & RN_VNET_F_DATA_VALID)) {
 		if (rn_worker_pull(w, f, f->l4len) != f->l4len)
-			return RN_WCTR_drop_tcp_header;
+			return rn_tcp_drop(s, RN_WCTR_drop_tcp_header);
 		sum = f->family == 4 ?
 			rn_csum_pseudo4(f->saddr, f->daddr, RN_IPPROTO_TCP, (uint16_t)f->l4len) :
 			rn_csum_pseudo6(f->saddr, f->daddr, RN_IPPROTO_TCP, f->l4len);
 		if (rn_csum(f->l4.p, f->l4len, sum))
-			return RN_WCTR_drop_tcp_csum;
+			return rn_tcp_drop(s, RN_WCTR_drop_tcp_csum);
 	}
 	return 0;
 }
