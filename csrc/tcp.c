@@ -184,6 +184,25 @@ static void rn_tcp_seq_in(struct rn_worker *w, struct rn_tcp_flow *c, struct rn_
 }
 
 /**
+ * rn_tcp_synced_in() - a segment without SYN or RST on a synchronised flow
+ * @w:		worker
+ * @c:		flow from ESTABLISHED to LAST_ACK (closed meanwhile: nothing done)
+ * @s:		segment; its outcome is recorded in @s->ctr
+ *
+ * rn_tcp_seq_in(), then, if the ACK opened room for host data, one more push
+ * at the end of the batch.
+ */
+static void rn_tcp_synced_in(struct rn_worker *w, struct rn_tcp_flow *c, struct rn_tcp_seg *s)
+{
+	s->ctr = RN_WCTR_tcp_segments_in;
+	if (c->f.flags & RN_FLOW_F_CLOSED)
+		return;
+	rn_tcp_seq_in(w, c, s);
+	if (!w->err && !(c->f.flags & RN_FLOW_F_CLOSED) && (c->flags & RN_TCP_F_MORE))
+		rn_worker_defer(w, &c->f);
+}
+
+/**
  * rn_tcp_no_flow() - a segment that finds no flow (CLOSED)
  * @w:		worker
  * @k:		its key
@@ -242,31 +261,37 @@ int rn_tcp_input(struct rn_worker *w, struct rn_frame *f)
 
 	if (s.flags & RN_TCP_RST) {
 		rn_tcp_rst_in(w, c, &s);
-	} else if (s.flags & RN_TCP_SYN) {
+		return w->err ? w->err : s.ctr;
+	}
+	if (s.flags & RN_TCP_SYN) {
 		rn_tcp_syn_in(w, c, &k, &s);
-	} else if (c->f.state == RN_TCP_CONNECTING) {
+		return w->err ? w->err : s.ctr;
+	}
+	switch (c->f.state) {
+	case RN_TCP_CONNECTING:
 		s.ctr = RN_WCTR_drop_tcp_ack;	/* nothing of ours to acknowledge yet */
-	} else if (c->f.state == RN_TCP_TIME_WAIT) {
-		/* A repeated FIN: ACK it again */
+		break;
+	case RN_TCP_SYN_RCVD:
+		if (s.ack != c->iss + 1) {
+			/* For a connection we do not have */
+			rn_tcp_rst_key(w, &k, s.ack, 0, 0);
+			s.ctr = RN_WCTR_drop_tcp_ack;
+			break;
+		}
+		rn_tcp_established(w, c);
+		rn_tcp_synced_in(w, c, &s);
+		break;
+	case RN_TCP_TIME_WAIT:
+		/* A repeated FIN: ACK it again; anything else is forgotten */
 		if (s.flags & RN_TCP_FIN)
 			rn_tcp_ack_later(w, c);
 		s.ctr = RN_WCTR_tcp_segments_in;
-	} else if (c->f.state == RN_TCP_SYN_RCVD && s.ack != c->iss + 1) {
-		rn_tcp_rst_key(w, &k, s.ack, 0, 0);
-		s.ctr = RN_WCTR_drop_tcp_ack;
-	} else {
-		if (c->f.state == RN_TCP_SYN_RCVD)
-			rn_tcp_established(w, c);
-		s.ctr = RN_WCTR_tcp_segments_in;
-		if (c->f.flags & RN_FLOW_F_CLOSED)
-			return w->err ? w->err : s.ctr;
-		rn_tcp_seq_in(w, c, &s);
-		if (!w->err && !(c->f.flags & RN_FLOW_F_CLOSED) && (c->flags & RN_TCP_F_MORE))
-			rn_worker_defer(w, &c->f);
+		break;
+	default:			/* ESTABLISHED to LAST_ACK */
+		rn_tcp_synced_in(w, c, &s);
+		break;
 	}
-	if (w->err)
-		return w->err;
-	return s.ctr;
+	return w->err ? w->err : s.ctr;
 }
 
 /**
