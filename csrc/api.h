@@ -19,7 +19,6 @@
 #include "dns.h"
 #include "udp.h"
 #include "tcp.h"
-#include "ringtest.h"
 #include "pump.h"
 
 #endif /* RN_API_H */

@@ -42,6 +42,7 @@
 	X(frag_held,		"IP fragments held until their datagram is complete") \
 	X(drop_short,		"frame shorter than its headers")	\
 	X(drop_vnet,		"virtio-net header invalid")		\
+	X(drop_gso_size,	"USO frame cut into implausibly many segments") \
 	X(drop_ip_version,	"IP version neither 4 nor 6")		\
 	X(drop_ipv4_header,	"IPv4 header length or total length invalid") \
 	X(drop_ipv4_csum,	"IPv4 header checksum wrong")		\

@@ -9,31 +9,46 @@
  *
  * Each worker has a current upstream, w->dns_cur, an index into that list:
  * new DNS flows, TCP and UDP, go there (policy.c), and an open UDP flow
- * follows it with its next query (an open TCP connection stays put). It starts at the first
- * entry and moves on, round robin, only when the current one fails for a
- * flow (rn_dns_failed()): a UDP query without an answer after
- * RN_DNS_FAILOVER_MS, an ICMP error (unreachable) for a query, or a failed
- * TCP connect (udp.c, tcp.c). A failed upstream is used again only once the
- * current one fails too and the turn comes back to it; there is no probing
- * in the background (glibc without "options rotate" does the same within a
- * process). Several flows that see the same upstream fail move the current
- * index once: a flow moves it only while it still names the upstream that
- * failed, within the same list (w->dns_gen counts list replacements, so an
- * index from an older list never moves the current one).
+ * follows it with its next query (an open TCP connection stays put). It
+ * starts at the first entry and moves on, round robin, only when the current
+ * one fails for a flow (rn_dns_failed(); what counts as a failure is below).
+ * A failed upstream is used again only once the current one fails too and
+ * the turn comes back to it; there is no probing in the background (glibc
+ * without "options rotate" does the same within a process). Several flows
+ * that see the same upstream fail move the current index once: a flow moves
+ * it only while it still names the upstream that failed, within the same
+ * list (w->dns_gen counts list replacements, so an index from an older list
+ * never moves the current one).
  *
- * The flow that saw the failure retries there itself: a UDP flow resends
- * the query it kept (struct rn_dns_query, up to RN_DNS_SAVED queries of up
- * to RN_DNS_QUERY_MAX bytes, matched with answers and errors by DNS ID), a
- * TCP flow connects again. Each query (connect) goes to each upstream at
- * most once (rn_dns_pick()); when all were tried the namespace sees the
- * failure, as it does with a single upstream. Replacing the list
- * (rn_dns_set_upstreams()) makes its first entry current again.
+ * The flow that saw the failure retries there itself, through
+ * rn_dns_retry(): it marks the upstream failed, picks the next one the query
+ * (connect) has not been to (rn_dns_pick(), struct rn_dns_try), checks it
+ * against the policy (rn_policy_dns()) and has the transport send there (a
+ * rn_dns_send_fn: udp.c resends the query from the flow's socket, tcp.c
+ * connects a new socket), counting dns_resends; an upstream that fails at
+ * once is marked failed too and the next one is tried. Each query (connect)
+ * goes to each upstream at most once; when all were tried the namespace sees
+ * the failure, as it does with a single upstream. Replacing the list
+ * (rn_dns_set_upstreams()) makes its first entry current again; a struct
+ * rn_dns_try of an older list starts over with the new one.
+ *
+ * What counts as a failure: a TCP connect that fails or does not finish
+ * within RN_DNS_FAILOVER_MS while another upstream is left
+ * (rn_dns_try_left()); for UDP, an ICMP unreachable for a query
+ * (rn_dns_error_fails()) or no answer within RN_DNS_FAILOVER_MS. A UDP flow
+ * keeps its queries in flight for that (rn_dns_keep(): up to RN_DNS_SAVED
+ * queries of up to RN_DNS_QUERY_MAX bytes, matched with answers and errors by
+ * DNS ID, memory held only while one waits); rn_dns_due() names those whose
+ * deadline passed and rn_dns_answered() retires the answered ones.
  */
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "dns.h"
+#include "icmp.h"
+#include "policy.h"
 
 /**
  * rn_dns_set_upstreams() - replace the upstream resolvers
@@ -145,14 +160,175 @@ int rn_dns_is_upstream(const struct rn_worker *w, const struct sockaddr_storage 
 }
 
 /**
+ * rn_dns_try_start() - a query (connect) goes to its first upstream
+ * @w:		worker
+ * @t:		filled: @up tried, in the current list
+ * @up:		the upstream, index into w->p.dns
+ */
+void rn_dns_try_start(const struct rn_worker *w, struct rn_dns_try *t, uint32_t up)
+{
+	t->up = up;
+	t->tried = 1u << up;
+	t->gen = w->dns_gen;
+}
+
+/**
+ * rn_dns_try_left() - whether a failure of @t could still move on to another upstream
+ * @w:		worker
+ * @t:		where the query (connect) went
+ *
+ * Return: true if @t refers to the current list and an upstream it has not
+ *	   been to is left (a TCP connect then gets RN_DNS_FAILOVER_MS, not the
+ *	   kernel's own timeout)
+ */
+int rn_dns_try_left(const struct rn_worker *w, const struct rn_dns_try *t)
+{
+	return t->gen == w->dns_gen && rn_dns_pick(w, t->tried) >= 0;
+}
+
+/**
+ * rn_dns_retry() - the upstream a query (connect) went to failed: try the next one
+ * @w:		worker
+ * @t:		where it went; updated with where it goes now
+ * @send:	sends it to one upstream
+ * @ctx:	passed to @send
+ *
+ * The failed upstream stops being the current one (rn_dns_failed()); a @t
+ * of an older list starts over. Then each upstream rn_dns_pick() names, in
+ * turn, is checked against the policy and handed to @send, until one takes
+ * the query; each one handed over counts dns_resends, and one that fails at
+ * once (RN_DNS_FAILED) stops being current too.
+ *
+ * Return: 1 if the query (connect) is under way again; 0 if no upstream is
+ *	   left or @send gave up (RN_DNS_STOP); -1 if the flow was closed
+ */
+int rn_dns_retry(struct rn_worker *w, struct rn_dns_try *t, rn_dns_send_fn *send, void *ctx)
+{
+	struct rn_policy_dest d;
+	int next, rc;
+
+	rn_dns_failed(w, t->up, t->gen);
+	if (t->gen != w->dns_gen) {
+		t->gen = w->dns_gen;
+		t->tried = 0;
+	}
+	for (;;) {
+		next = rn_dns_pick(w, t->tried);
+		if (next < 0)
+			return 0;
+		t->tried |= 1u << next;
+		if (rn_policy_dns(&w->p, next, &d))
+			continue;
+		t->up = (uint32_t)next;
+		rc = send(w, ctx, (uint32_t)next, &d);
+		if (rc == RN_DNS_SKIP)
+			continue;
+		if (rc == RN_DNS_STOP)
+			return 0;
+		if (rc == RN_DNS_CLOSED)
+			return -1;
+		rn_ctr_add(w->ctr, RN_WCTR_dns_resends, 1);
+		if (rc == RN_DNS_SENT)
+			return 1;
+		rn_dns_failed(w, (uint32_t)next, t->gen);
+	}
+}
+
+/**
+ * rn_dns_error_fails() - whether an ICMP error for a UDP query fails its upstream over
+ * @w:		worker
+ * @kind:	enum rn_icmp_kind of the error (icmp.h)
+ *
+ * Return: true for an unreachable error (network, host, port, prohibited)
+ *	   while there is another upstream; "too big" and "time exceeded" say
+ *	   nothing about the resolver and are passed on
+ */
+int rn_dns_error_fails(const struct rn_worker *w, int kind)
+{
+	return w->p.ndns >= 2 && kind != RN_ICMP_TOO_BIG && kind != RN_ICMP_TIME;
+}
+
+/**
+ * rn_dns_keep() - keep a UDP query just sent to an upstream, for a failover
+ * @w:		worker
+ * @qs:		the flow's kept queries (RN_DNS_SAVED slots, or NULL: allocated here)
+ * @up:		upstream the query went to
+ * @gen:	w->dns_gen that @up refers to
+ * @msg:	the query
+ * @len:	its length
+ *
+ * Only with more than one upstream, and only queries of RN_DNS_HDR_LEN to
+ * RN_DNS_QUERY_MAX bytes (others are passed on but never resent).
+ *
+ * Return: true if the query was kept: its failover deadline
+ *	   (rn_dns_next_deadline()) is due for the flow's timer
+ */
+int rn_dns_keep(const struct rn_worker *w, struct rn_dns_query **qs, uint32_t up, uint32_t gen,
+		const uint8_t *msg, uint32_t len)
+{
+	if (w->p.ndns < 2 || len < RN_DNS_HDR_LEN || len > RN_DNS_QUERY_MAX)
+		return 0;
+	if (!*qs)
+		*qs = calloc(RN_DNS_SAVED, sizeof(**qs));
+	return *qs && rn_dns_save(*qs, w->now, up, gen, msg, len);
+}
+
+/**
+ * rn_dns_answered() - an answer came from an upstream: its query needs no failover
+ * @qs:		the flow's kept queries, or NULL
+ * @msg:	the answer (private copy)
+ * @len:	its length
+ */
+void rn_dns_answered(struct rn_dns_query **qs, const uint8_t *msg, uint32_t len)
+{
+	struct rn_dns_query *q;
+
+	if (!*qs || !(q = rn_dns_find(*qs, msg, len)))
+		return;
+	q->sent_at = 0;
+	rn_dns_forget(qs);
+}
+
+/**
+ * rn_dns_due() - a kept query without an answer for RN_DNS_FAILOVER_MS
+ * @qs:		the flow's kept queries, or NULL
+ * @now:	current time, ms
+ *
+ * Return: the first such query, or NULL (a query failed over is sent again
+ *	   or given up, so it is not due any more)
+ */
+struct rn_dns_query *rn_dns_due(struct rn_dns_query *qs, int64_t now)
+{
+	uint32_t i;
+
+	for (i = 0; qs && i < RN_DNS_SAVED; i++) {
+		if (qs[i].sent_at && now - qs[i].sent_at >= RN_DNS_FAILOVER_MS)
+			return &qs[i];
+	}
+	return NULL;
+}
+
+/**
+ * rn_dns_forget() - free a flow's kept queries once none waits for its answer
+ * @qs:		the flow's kept queries, or NULL
+ */
+void rn_dns_forget(struct rn_dns_query **qs)
+{
+	if (*qs && !rn_dns_next_deadline(*qs)) {
+		free(*qs);
+		*qs = NULL;
+	}
+}
+
+/**
  * rn_dns_id() - the ID of a DNS message
  * @msg:	message, at least 2 bytes
  *
- * Return: the ID field, network order as it is
+ * Return: the ID field, host order
  */
 static uint16_t rn_dns_id(const uint8_t *msg)
 {
-	return (uint16_t)(msg[0] << 8 | msg[1]);
+	return rn_be16(msg);
 }
 
 /**
@@ -160,6 +336,7 @@ static uint16_t rn_dns_id(const uint8_t *msg)
  * @q:		the flow's RN_DNS_SAVED slots
  * @now:	time it is sent, ms (not 0)
  * @up:		upstream it goes to
+ * @gen:	w->dns_gen that @up refers to
  * @msg:	the query
  * @len:	its length
  *
@@ -169,7 +346,7 @@ static uint16_t rn_dns_id(const uint8_t *msg)
  * Return: the slot, or NULL if the query is shorter than a DNS header or
  *	   longer than RN_DNS_QUERY_MAX (not kept)
  */
-struct rn_dns_query *rn_dns_save(struct rn_dns_query *q, int64_t now, uint32_t up,
+struct rn_dns_query *rn_dns_save(struct rn_dns_query *q, int64_t now, uint32_t up, uint32_t gen,
 				 const uint8_t *msg, uint32_t len)
 {
 	struct rn_dns_query *s = NULL;
@@ -188,8 +365,9 @@ struct rn_dns_query *rn_dns_save(struct rn_dns_query *q, int64_t now, uint32_t u
 	memcpy(s->msg, msg, len);
 	s->len = len;
 	s->sent_at = now;
-	s->up = up;
-	s->tried = 1u << up;
+	s->t.up = up;
+	s->t.tried = 1u << up;
+	s->t.gen = gen;
 	return s;
 }
 

@@ -6,6 +6,8 @@
  * the probabilities of struct rn_fault_params (parts per million), from a
  * xorshift generator seeded by the parameters and the worker index, so that a
  * failing run repeats. All zero: the injector is off and costs one branch.
+ * rn_fault_input(), rn_fault_input_held(), rn_fault_commit() and
+ * rn_fault_tx_held() apply the injectors to a worker's frames (fault.c).
  */
 #ifndef RN_FAULT_H
 #define RN_FAULT_H
@@ -13,6 +15,7 @@
 #include <stdint.h>
 
 struct rn_fault_params;		/* worker.h, which includes this header */
+struct rn_worker;
 
 /**
  * enum rn_fault_verdict - what to do with one frame
@@ -51,5 +54,10 @@ struct rn_fault {
 int rn_fault_init(struct rn_fault *ft, const struct rn_fault_params *p, uint64_t stream);
 void rn_fault_fini(struct rn_fault *ft);
 int rn_fault_decide(struct rn_fault *ft);
+
+int rn_fault_input(struct rn_worker *w, const uint8_t *shm, uint32_t len);
+int rn_fault_input_held(struct rn_worker *w);
+void rn_fault_commit(struct rn_worker *w, uint32_t len);
+void rn_fault_tx_held(struct rn_worker *w);
 
 #endif /* RN_FAULT_H */

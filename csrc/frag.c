@@ -43,10 +43,6 @@
 #define RN_FRAG_DATA_MAX	65535u	/* IPv6 payload; IPv4 has 65535 - IHL */
 #define RN_FRAG_BLOCKS		((RN_FRAG_DATA_MAX + 7) / 8)
 #define RN_FRAG6_HDR_LEN	8u
-#define RN_IPPROTO_FRAGMENT	44u
-#define RN_IPV4_MF		0x2000u
-#define RN_IPV4_OFFSET		0x1fffu
-#define RN_IPV4_DF		0x4000u
 
 /**
  * struct rn_frag_slot - one datagram being reassembled
@@ -151,11 +147,8 @@ static int rn_frag_parse(struct rn_worker *w, struct rn_frame *f, struct rn_frag
 	fi->len = f->l4len - RN_FRAG6_HDR_LEN;
 	fi->max = RN_FRAG_DATA_MAX;
 	/* Only a transport header may follow: we handle no extension headers */
-	switch (fi->proto) {
-	case 0: case 43: case 44: case 51: case 60: case 135: case 139: case 140:
-	case 253: case 254:
+	if (fi->proto == RN_IPPROTO_FRAGMENT || rn_ip6_ext(fi->proto))
 		return RN_WCTR_drop_fragment;
-	}
 	return 0;
 }
 
@@ -250,6 +243,7 @@ static int rn_frag_complete(struct rn_worker *w, struct rn_frag_slot *s)
 {
 	uint8_t *payload = s->buf + RN_VNET_HDR_LEN + RN_FRAG_HDR_MAX;
 	uint8_t *ip = payload - s->hdrlen, *frame = ip - RN_VNET_HDR_LEN;
+	static const struct rn_vnet_hdr none;
 	int outcome;
 
 	memcpy(ip, s->hdr, s->hdrlen);
@@ -262,7 +256,7 @@ static int rn_frag_complete(struct rn_worker *w, struct rn_frag_slot *s)
 		rn_put_be16(ip + 4, (uint16_t)s->total);
 		ip[6] = s->proto;
 	}
-	memset(frame, 0, RN_VNET_HDR_LEN);
+	rn_vnet_put(frame, &none);
 	rn_ctr_add(w->ctr, RN_WCTR_frag_reassembled, 1);
 	outcome = rn_worker_reinput(w, frame, RN_VNET_HDR_LEN + s->hdrlen + s->total);
 	s->used = 0;

@@ -62,10 +62,6 @@
 #define RN_ICMP6_TIME_EXCEEDED	3u
 #define RN_ICMP6_ECHO_REQUEST	128u
 #define RN_ICMP6_ECHO_REPLY	129u
-#define RN_IPPROTO_ICMP		1u
-#define RN_IPPROTO_ICMPV6	58u
-#define RN_REPLY_HOP_LIMIT	64u
-#define RN_IPV4_DF		0x4000u
 /* Largest ICMP error: the minimum MTU each version guarantees */
 #define RN_ICMP4_ERR_MAX	576u
 #define RN_ICMP6_ERR_MAX	1280u
@@ -75,39 +71,15 @@
 #define RN_ICMP_RECV_BUDGET	16u
 
 /**
- * rn_icmp_ip4_reply() - write the IPv4 header of a reply
- * @ip:		where the header goes (20 bytes)
- * @f:		the request
- *
- * Addresses are swapped; TOS, identification and DF are those of the request;
- * no options; TTL 64.
- */
-static void rn_icmp_ip4_reply(uint8_t *ip, const struct rn_frame *f)
-{
-	const uint8_t *req = f->l3.p;
-
-	memset(ip, 0, 20);
-	ip[0] = 0x45;
-	ip[1] = req[1];
-	rn_put_be16(ip + 2, (uint16_t)(20 + f->l4len));
-	memcpy(ip + 4, req + 4, 2);
-	rn_put_be16(ip + 6, rn_be16(req + 6) & RN_IPV4_DF);
-	ip[8] = RN_REPLY_HOP_LIMIT;
-	ip[9] = RN_IPPROTO_ICMP;
-	memcpy(ip + 12, f->daddr, 4);
-	memcpy(ip + 16, f->saddr, 4);
-	rn_put_be16(ip + 10, rn_csum(ip, 20, 0));
-}
-
-/**
  * rn_icmp_echo_reply() - answer an echo request to the gateway or DNS address
  * @w:		worker
  * @f:		the validated request, fully pulled
  * @msg:	the request's ICMP message (f->l4len bytes, private copy)
  *
- * The reply carries the request's identifier, sequence number and data. Its
- * checksum is the request's, updated for the new type (RFC 1624): the IPv6
- * pseudo-header sum does not change when the addresses swap.
+ * The reply carries the request's identifier, sequence number and data, and
+ * over IPv4 the request's TOS, identification and DF. Its checksum is the
+ * request's, updated for the new type (RFC 1624): the IPv6 pseudo-header sum
+ * does not change when the addresses swap.
  *
  * Return: the reply counter, ring_full, or negative errno (ring corrupted)
  */
@@ -116,18 +88,24 @@ static int rn_icmp_echo_reply(struct rn_worker *w, struct rn_frame *f, const uin
 	int v6 = f->family == 6;
 	uint8_t req_type = v6 ? RN_ICMP6_ECHO_REQUEST : RN_ICMP_ECHO_REQUEST;
 	uint8_t rep_type = v6 ? RN_ICMP6_ECHO_REPLY : RN_ICMP_ECHO_REPLY;
-	uint32_t l3out = v6 ? 40 : 20;
+	uint32_t l3out = rn_ip_hdr_len(f->family);
 	uint16_t csum = rn_be16(msg + 2);
+	struct rn_ip_out o = {
+		.family = f->family, .proto = v6 ? RN_IPPROTO_ICMPV6 : RN_IPPROTO_ICMP,
+		.src = f->daddr, .dst = f->saddr, .l4len = f->l4len,
+	};
 	uint8_t *out;
 	int err;
 
+	if (!v6) {
+		o.tos = f->l3.p[1];
+		o.id = rn_be16(f->l3.p + 4);
+		o.flags = (rn_be16(f->l3.p + 6) & RN_IPV4_DF) ? RN_IP_OUT_DF : 0;
+	}
 	out = rn_worker_tx_reserve(w, l3out + f->l4len, &err);
 	if (!out)
 		return err ? err : RN_WCTR_ring_full;
-	if (v6)
-		rn_ip_hdr(out, 6, f->daddr, f->saddr, RN_IPPROTO_ICMPV6, f->l4len);
-	else
-		rn_icmp_ip4_reply(out, f);
+	rn_ip_build(out, &o);
 	memcpy(out + l3out, msg, f->l4len);
 	out[l3out] = rep_type;
 	rn_put_be16(out + l3out + 2, rn_csum_update16(csum, (uint16_t)(req_type << 8),
@@ -188,6 +166,10 @@ static int rn_icmp_error(struct rn_worker *w, int family, const struct rn_icmp_e
 	const uint8_t *guest = v6 ? w->p.guest6 : w->p.guest4;
 	const uint8_t *src = e->kind == RN_ICMP_PORT ? daddr : v6 ? w->p.gw6 : w->p.gw4;
 	uint32_t l3 = rn_ip_hdr_len(family), max = v6 ? RN_ICMP6_ERR_MAX : RN_ICMP4_ERR_MAX;
+	struct rn_ip_out o = {
+		.family = (uint8_t)family, .proto = v6 ? RN_IPPROTO_ICMPV6 : RN_IPPROTO_ICMP,
+		.flags = RN_IP_OUT_DF, .src = src, .dst = guest,
+	};
 	uint32_t len, sum = 0;
 	uint8_t *out, *msg;
 	int err;
@@ -198,7 +180,8 @@ static int rn_icmp_error(struct rn_worker *w, int family, const struct rn_icmp_e
 	out = rn_worker_tx_reserve(w, l3 + len, &err);
 	if (!out)
 		return err;
-	rn_ip_hdr(out, family, src, guest, v6 ? RN_IPPROTO_ICMPV6 : RN_IPPROTO_ICMP, len);
+	o.l4len = len;
+	rn_ip_build(out, &o);
 	msg = out + l3;
 	rn_icmp_type_code(v6, e, msg);
 	memcpy(msg + RN_ICMP_HDR_LEN, quote, qlen);
@@ -404,8 +387,12 @@ int rn_icmp_flow_err(struct rn_worker *w, const struct rn_flow_key *k,
 {
 	uint8_t quote[RN_ICMP6_ERR_MAX];
 	uint32_t l3 = rn_ip_hdr_len(k->family), room = sizeof(quote) - l3;
+	struct rn_ip_out o = {
+		.family = k->family, .proto = k->proto, .flags = RN_IP_OUT_DF | RN_IP_OUT_BARE,
+		.src = k->saddr, .dst = k->daddr, .l4len = l4len,
+	};
 
-	rn_ip_hdr(quote, k->family, k->saddr, k->daddr, k->proto, l4len);
+	rn_ip_build(quote, &o);
 	memcpy(quote + l3, l4, l4len < room ? l4len : room);
 	return rn_icmp_error(w, k->family, e, k->daddr, quote,
 			     l3 + (l4len < room ? l4len : room));
@@ -605,6 +592,10 @@ static int rn_icmp_reply(struct rn_worker *w, struct rn_dgram_flow *fl)
 	/* IPv4 counts its header in the 64 KiB limit, IPv6 does not */
 	uint32_t l3 = rn_ip_hdr_len(k->family), max = v6 ? 65535 : 65535 - l3, len, sum = 0;
 	const uint8_t *guest = v6 ? w->p.guest6 : w->p.guest4;
+	struct rn_ip_out o = {
+		.family = k->family, .proto = v6 ? RN_IPPROTO_ICMPV6 : RN_IPPROTO_ICMP,
+		.flags = RN_IP_OUT_DF, .src = k->daddr, .dst = guest,
+	};
 	uint8_t *out, *msg;
 	ssize_t n;
 
@@ -629,8 +620,8 @@ static int rn_icmp_reply(struct rn_worker *w, struct rn_dgram_flow *fl)
 	if (v6)
 		sum = rn_csum_pseudo6(k->daddr, guest, RN_IPPROTO_ICMPV6, len);
 	rn_put_be16(msg + 2, rn_csum(msg, len, sum));
-	rn_ip_hdr(out, k->family, k->daddr, guest, v6 ? RN_IPPROTO_ICMPV6 : RN_IPPROTO_ICMP,
-		  len);
+	o.l4len = len;
+	rn_ip_build(out, &o);
 	rn_worker_tx_commit(w, l3 + len);
 	rn_ctr_add(w->ctr, RN_WCTR_icmp_echo_in, 1);
 	fl->f.last = w->now;

@@ -1,4 +1,4 @@
-/* packet.h - bounds-checked access to packet bytes, big- and little-endian loads
+/* packet.h - bounds-checked access to packet bytes, byte order, protocol numbers
  *
  * Every read from a received frame goes through rn_pkt_get(): it returns a
  * pointer to @n bytes at @off only if the whole range lies inside the view,
@@ -7,13 +7,31 @@
  * (see worker.c), never shared memory that the other side may change.
  *
  * The load helpers take a pointer returned by rn_pkt_get() and an offset
- * inside the range it validated.
+ * inside the range it validated. This header is the one place that defines
+ * the byte-order helpers (network order: rn_be16(), rn_be32(), rn_put_be16(),
+ * rn_put_be32(); the little-endian virtio-net header fields are converted by
+ * rn_vnet_get() and rn_vnet_put(), ip.h) and the IP protocol numbers.
  */
 #ifndef RN_PACKET_H
 #define RN_PACKET_H
 
 #include <stdint.h>
 #include <stddef.h>
+
+/* IP protocol numbers (IPv6: next header values) */
+#define RN_IPPROTO_ICMP		1u
+#define RN_IPPROTO_TCP		6u
+#define RN_IPPROTO_UDP		17u
+#define RN_IPPROTO_FRAGMENT	44u
+#define RN_IPPROTO_ICMPV6	58u
+
+/* IP headers: IPv4 without options, IPv6 without extension headers */
+#define RN_IP4_HDR_LEN		20u
+#define RN_IP6_HDR_LEN		40u
+/* IPv4 flags and fragment offset, bytes 6-7 in host order */
+#define RN_IPV4_DF		0x4000u
+#define RN_IPV4_MF		0x2000u
+#define RN_IPV4_OFFSET		0x1fffu
 
 /**
  * struct rn_pkt - a view of packet bytes
@@ -83,19 +101,6 @@ static inline uint32_t rn_be32(const void *p)
 	const uint8_t *b = p;
 
 	return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
-}
-
-/**
- * rn_le16() - load a little-endian 16-bit value (virtio-net header fields)
- * @p:		first byte, inside a validated range
- *
- * Return: the value in host order
- */
-static inline uint16_t rn_le16(const void *p)
-{
-	const uint8_t *b = p;
-
-	return (uint16_t)(b[1] << 8 | b[0]);
 }
 
 /**

@@ -4,12 +4,25 @@
  * and release once per batch, kick the other side only when its NEED_WAKEUP
  * flag says it sleeps, and block on an eventfd only after announcing it and
  * re-checking the ring.
+ *
+ * Pauses. A side that pauses numbers the pause (k) in struct
+ * rn_ringtest_shared, then waits until the other side, committing to block,
+ * copies k into its acknowledgement. The side that commits to block sets its
+ * ring flag (need_space or need_wakeup), issues a full fence, re-checks the
+ * ring and only then reads k; the pausing side stores k, issues a full fence
+ * and reads that flag, and kicks the other side when it is set. So either the
+ * blocking side reads the new k, or the pausing side sees the flag and its
+ * kick makes the other side wake, find the ring still full (or empty) and
+ * commit again, this time reading k. Every acknowledged pause is a distinct
+ * full (or empty) ring on which the other side blocked: the counts in struct
+ * rn_ringtest_stats that follow from it are exact lower bounds, not chances.
  */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ring.h"
@@ -20,6 +33,12 @@
 #define LEN_LIMIT	(PATTERN_SIZE - PATTERN_SKEW - 8u)
 /* Publish or release at least this often, in bytes: a fraction of the ring */
 #define BATCH_BYTES(p)	((p)->size / 8)
+/* The meeting area follows the ring and has a page of its own */
+#define SHARED_SIZE	4096u
+/* How often a pausing side looks at the other side's acknowledgement */
+#define PAUSE_POLL_NS	20000L
+
+_Static_assert(sizeof(struct rn_ringtest_shared) <= SHARED_SIZE, "ringtest shared area");
 
 static uint8_t pattern[PATTERN_SIZE];
 static pthread_once_t pattern_once = PTHREAD_ONCE_INIT;
@@ -39,6 +58,29 @@ static void pattern_init(void)
 		x ^= x << 5;
 		pattern[i] = (uint8_t)x;
 	}
+}
+
+/**
+ * rn_ringtest_mem_size() - bytes of shared memory a run needs
+ * @size:	ring data area size
+ *
+ * Return: the ring's memory (rn_ring_mem_size()) plus the meeting area
+ */
+size_t rn_ringtest_mem_size(uint32_t size)
+{
+	return rn_ring_mem_size(size) + SHARED_SIZE;
+}
+
+/**
+ * shared_of() - the meeting area of a run
+ * @mem:	the run's memory, rn_ringtest_mem_size() bytes
+ * @p:		run parameters
+ *
+ * Return: the struct rn_ringtest_shared right after the ring
+ */
+static struct rn_ringtest_shared *shared_of(void *mem, const struct rn_ringtest_params *p)
+{
+	return (struct rn_ringtest_shared *)((uint8_t *)mem + rn_ring_mem_size(p->size));
 }
 
 /**
@@ -160,22 +202,99 @@ static int wait_fd(int fd, int timeout_ms)
 }
 
 /**
+ * ms_since() - milliseconds elapsed on the monotonic clock
+ * @t0:		start
+ *
+ * Return: milliseconds since @t0
+ */
+static int64_t ms_since(const struct timespec *t0)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)(t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+/**
+ * pause_until_acked() - number a pause, make sure the other side sees it, wait
+ * @pause:	our pause counter in the meeting area (we are its only writer)
+ * @ack:	the other side's acknowledgement of it
+ * @flag:	the other side's "I block" flag in the ring's control block
+ * @ev:		the other side's eventfd
+ * @done:	a flag that also ends the pause (the producer's last publish), or NULL
+ * @timeout_ms:	give up after this long
+ * @st:		our statistics (kicks, pauses)
+ *
+ * See "Pauses" at the top of this file. Must be called with everything of
+ * ours in the ring published (producer) or released (consumer).
+ *
+ * Return: 0 when acknowledged or @done, -ETIMEDOUT, or negative errno
+ */
+static int pause_until_acked(uint64_t *pause, const uint64_t *ack, const uint32_t *flag,
+			     int ev, const uint32_t *done, int timeout_ms,
+			     struct rn_ringtest_stats *st)
+{
+	const struct timespec nap = { 0, PAUSE_POLL_NS };
+	uint64_t k = __atomic_load_n(pause, __ATOMIC_RELAXED) + 1;
+	struct timespec t0;
+	int rc;
+
+	__atomic_store_n(pause, k, __ATOMIC_RELEASE);
+	/* Pairs with the fence in rn_ring_producer_sleep() / rn_ring_consumer_sleep() */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if (__atomic_load_n(flag, __ATOMIC_RELAXED)) {
+		if ((rc = kick(ev)))
+			return rc;
+		st->kicks++;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		if (__atomic_load_n(ack, __ATOMIC_ACQUIRE) == k) {
+			st->pauses++;
+			return 0;
+		}
+		if (done && __atomic_load_n(done, __ATOMIC_ACQUIRE))
+			return 0;
+		if (ms_since(&t0) > timeout_ms)
+			return -ETIMEDOUT;
+		nanosleep(&nap, NULL);
+	}
+}
+
+/**
+ * acknowledge() - tell a pausing side that we commit to block
+ * @pause:	its pause counter
+ * @ack:	our acknowledgement of it
+ *
+ * Called after the ring flag is set and the ring re-checked (see "Pauses").
+ *
+ * Return: nothing
+ */
+static void acknowledge(const uint64_t *pause, uint64_t *ack)
+{
+	__atomic_store_n(ack, __atomic_load_n(pause, __ATOMIC_ACQUIRE), __ATOMIC_RELEASE);
+}
+
+/**
  * check_params() - validate run parameters
  * @p:		run parameters
  *
- * Return: 0, or -EINVAL
+ * Return: 0, or -EINVAL (also for consumer and producer pauses together)
  */
 static int check_params(const struct rn_ringtest_params *p)
 {
 	if (!p->batch || p->minlen > p->maxlen || p->maxlen > p->frame_max ||
 	    p->maxlen >= LEN_LIMIT)
 		return -EINVAL;
+	/* Each side's pause waits for the other to block: both at once could wait forever */
+	if (p->cpause_every && p->ppause_every)
+		return -EINVAL;
 	return 0;
 }
 
 /**
  * rn_ringtest_produce() - producer side of a run
- * @mem:	the ring's shared memory, initialised already
+ * @mem:	the run's shared memory (rn_ringtest_mem_size()), the ring initialised
  * @p:		run parameters
  * @st:		filled with what the producer saw
  *
@@ -185,11 +304,12 @@ static int check_params(const struct rn_ringtest_params *p)
 int rn_ringtest_produce(void *mem, const struct rn_ringtest_params *p,
 			struct rn_ringtest_stats *st)
 {
+	struct rn_ringtest_shared *sh = shared_of(mem, p);
 	uint32_t len, pending = 0, pending_bytes = 0;
 	struct rn_ring r;
 	uint64_t seq = 0;
+	int rc, err, pause;
 	uint8_t *f;
-	int rc, err;
 
 	memset(st, 0, sizeof(*st));
 	if ((rc = check_params(p)) || (rc = rn_ring_attach(&r, mem, p->size, p->frame_max, 0)))
@@ -213,6 +333,7 @@ int rn_ringtest_produce(void *mem, const struct rn_ringtest_params *p,
 			if (rc < 0)
 				return rc;
 			if (rc == 1) {
+				acknowledge(&sh->cpause, &sh->cpause_ack);
 				st->sleeps++;
 				if ((rc = wait_fd(p->ev_producer, p->timeout_ms)))
 					return rc;
@@ -226,18 +347,22 @@ int rn_ringtest_produce(void *mem, const struct rn_ringtest_params *p,
 		st->bytes += len;
 		seq++;
 		pending_bytes += len;
+		pause = p->ppause_every && !(seq % p->ppause_every) && seq < p->nframes;
 		if (++pending >= p->batch || pending_bytes >= BATCH_BYTES(p) ||
-		    seq == p->nframes || (p->psleep_every && !(seq % p->psleep_every))) {
+		    seq == p->nframes || pause) {
 			pending = pending_bytes = 0;
 			if (rn_ring_publish(&r)) {
 				if ((rc = kick(p->ev_consumer)))
 					return rc;
 				st->kicks++;
 			}
-			if (p->psleep_every && !(seq % p->psleep_every))
-				usleep(p->psleep_us);
 		}
+		if (pause && (rc = pause_until_acked(&sh->ppause, &sh->ppause_ack,
+						     &r.ctrl->need_wakeup, p->ev_consumer,
+						     NULL, p->timeout_ms, st)))
+			return rc;
 	}
+	__atomic_store_n(&sh->published_all, 1, __ATOMIC_RELEASE);
 	return 0;
 }
 
@@ -273,7 +398,7 @@ static int consumer_release(struct rn_ring *r, const struct rn_ringtest_params *
 
 /**
  * rn_ringtest_consume() - consumer side of a run
- * @mem:	the ring's shared memory, initialised already
+ * @mem:	the run's shared memory (rn_ringtest_mem_size()), the ring initialised
  * @p:		run parameters
  * @st:		filled with what the consumer saw; @st->bad_seq on RN_RINGTEST_BAD
  *
@@ -283,6 +408,7 @@ static int consumer_release(struct rn_ring *r, const struct rn_ringtest_params *
 int rn_ringtest_consume(void *mem, const struct rn_ringtest_params *p,
 			struct rn_ringtest_stats *st)
 {
+	struct rn_ringtest_shared *sh = shared_of(mem, p);
 	uint32_t len, since = 0, since_bytes = 0;
 	int rc, owed = 0;
 	uint8_t *scratch = NULL;
@@ -306,6 +432,7 @@ int rn_ringtest_consume(void *mem, const struct rn_ringtest_params *p,
 				goto out;
 			rc = rn_ring_consumer_sleep(&r);
 			if (rc == 1) {
+				acknowledge(&sh->ppause, &sh->ppause_ack);
 				st->sleeps++;
 				if ((rc = wait_fd(p->ev_consumer, p->timeout_ms)))
 					goto out;
@@ -332,11 +459,14 @@ int rn_ringtest_consume(void *mem, const struct rn_ringtest_params *p,
 			if ((rc = consumer_release(&r, p, st, &owed, 0)))
 				goto out;
 		}
-		if (p->csleep_every && !(seq % p->csleep_every)) {
+		if (p->cpause_every && !(seq % p->cpause_every) && seq < p->nframes) {
 			since = since_bytes = 0;
 			if ((rc = consumer_release(&r, p, st, &owed, 1)))
 				goto out;
-			usleep(p->csleep_us);
+			if ((rc = pause_until_acked(&sh->cpause, &sh->cpause_ack,
+						    &r.ctrl->need_space, p->ev_producer,
+						    &sh->published_all, p->timeout_ms, st)))
+				goto out;
 		}
 	}
 	rc = consumer_release(&r, p, st, &owed, 1);

@@ -1,4 +1,4 @@
-/* udp.c - UDP between the namespace and host sockets: one socket per flow
+/* udp.c - UDP between the namespace and host sockets: flows, namespace -> host, DNS
  *
  * Theory of operation
  * -------------------
@@ -36,22 +36,8 @@
  * flow's later datagrams are sent one by one. A send the host refuses is
  * counted (host_send_errors) and the datagram is lost, as on a wire.
  *
- * Host -> namespace: recvmmsg() into the worker's private buffers, never
- * more datagrams than ring to_ns surely holds (rn_ring_frames_free()); with
- * no room the flow stops reading and waits for room, so datagrams wait in
- * the host socket rather than being read and lost. Each datagram becomes a
- * frame from the destination as the namespace named it (the port the
- * namespace sent to, or the other port the host answered from) with
- * NEEDS_CSUM and the pseudo-header sum in the checksum field: the
- * namespace's kernel takes it as checksummed, so no payload is summed here.
- * Once the orchestrator says the namespace's tun device takes USO frames
- * (rn_udp_set_uso()), a run of equal-sized datagrams from one sender in a
- * recvmmsg() batch becomes one frame with gso_type UDP_L4, and sockets ask
- * for UDP_GRO so that the kernel hands over what a GSO sender sent as one
- * buffer: one write into the tun device for up to RN_UDP_GSO_SEGS datagrams.
- * A datagram is at most 65507 (IPv4) or 65527 (IPv6) bytes and is written
- * as one IP packet even above the namespace's MTU: a receiving kernel does
- * not enforce its MTU.
+ * Host -> namespace: udp_rx.c reads the flows' sockets and writes their
+ * datagrams into ring to_ns (see there).
  *
  * Errors: every socket has IP_RECVERR (IPV6_RECVERR); ICMP errors the host
  * receives for a flow (port unreachable, fragmentation needed or packet too
@@ -59,15 +45,17 @@
  * copy of the datagram, so that a connected socket inside sees
  * ECONNREFUSED.
  *
- * DNS failover (dns.c has the rules): a DNS flow follows the worker's
- * current upstream with each query (rn_udp_dns_query()); with more than one
- * upstream it keeps a copy of its queries in flight (RN_DNS_SAVED, allocated
- * only while one waits for its answer). The flow's timer runs at the earlier
- * of its idle deadline and the failover deadline (rn_udp_timer()); an
- * unanswered query, or one an upstream answers with an ICMP unreachable
- * (rn_udp_dns_err(), before rn_dgram_errors() reports it), is resent to the
- * next upstream from the flow's socket, which is replaced by one of the
- * other family when the upstream's family differs.
+ * DNS failover (dns.c has the rules and does the choosing): a DNS flow
+ * follows the worker's current upstream with each query
+ * (rn_udp_dns_query()) and, with more than one upstream, has dns.c keep a
+ * copy of its queries in flight (rn_dns_keep()). The flow's timer runs at
+ * the earlier of its idle deadline and the failover deadline
+ * (rn_udp_timer()); an unanswered query (rn_dns_due()), or one an upstream
+ * answers with an ICMP unreachable (rn_udp_dns_err(), before
+ * rn_dgram_errors() reports it), goes to rn_dns_retry(), which calls back
+ * rn_udp_dns_resend() for the upstream it picks: the query is resent from
+ * the flow's socket, which is replaced by one of the other family when the
+ * upstream's family differs.
  *
  * Per-worker state (struct rn_udp, allocated on first use): the send queue
  * of the current intake batch and the receive buffers.
@@ -89,25 +77,8 @@
 #include "ip.h"
 #include "policy.h"
 #include "udp.h"
+#include "udp_int.h"
 
-#ifndef UDP_SEGMENT
-#define UDP_SEGMENT		103
-#endif
-#ifndef UDP_GRO
-#define UDP_GRO			104
-#endif
-
-#define RN_UDP_HDR_LEN		8u
-#define RN_IPPROTO_UDP		17u
-/* Datagrams per recvmmsg(), and recvmmsg() calls per socket event */
-#define RN_UDP_RX_BATCH		32u
-#define RN_UDP_RX_BUDGET	4u
-/* Largest UDP payload: IPv4 counts its header in the 64 KiB limit */
-#define RN_UDP_MAX4		(65535u - RN_IP4_HDR_LEN - RN_UDP_HDR_LEN)
-#define RN_UDP_MAX6		(65535u - RN_UDP_HDR_LEN)
-/* UDP_SEGMENT sends: at most this many segments, this many bytes */
-#define RN_UDP_GSO_SEGS		64u
-#define RN_UDP_GSO_BYTES	RN_UDP_MAX4
 #define RN_UDP_DNS_TIMEOUT_MS	10000u
 /* Socket buffers: bursts at 1 Gbit/s wait here while the worker is busy
  * (the kernel caps them at net.core.rmem_max and wmem_max) */
@@ -115,79 +86,12 @@
 #define RN_UDP_SNDBUF		(1 << 20)
 
 /**
- * struct rn_udp_flow - a UDP flow and its host socket
- * @g:		datagram flow: header, destination, idle timeout (dgram.h)
- * @no_gso:	the kernel refused UDP_SEGMENT once: send datagrams one by one
- * @dnsq:	a DNS flow's queries in flight, RN_DNS_SAVED of them, kept for a
- *		resend to another upstream (allocated only while one waits)
- */
-struct rn_udp_flow {
-	struct rn_dgram_flow g;
-	uint8_t no_gso;
-	struct rn_dns_query *dnsq;
-};
-
-/**
- * struct rn_udp_tx - a datagram queued for the end of the intake batch
- * @fl:		its flow
- * @data:	payload, in ring to_worker
- * @len:	payload length
- * @gso:	segment size of a USO frame's payload, 0 for one datagram
- */
-struct rn_udp_tx {
-	struct rn_udp_flow *fl;
-	const uint8_t *data;
-	uint32_t len;
-	uint16_t gso;
-};
-
-union rn_udp_cmsg {
-	char buf[CMSG_SPACE(sizeof(uint16_t))];
-	struct cmsghdr align;
-};
-
-union rn_udp_rcmsg {
-	char buf[CMSG_SPACE(sizeof(int))];
-	struct cmsghdr align;
-};
-
-/**
- * struct rn_udp - one worker's UDP state
- * @ntx:	datagrams queued in @tx
- * @tx:		send queue of the current intake batch
- * @msg:	sendmmsg() messages
- * @msg_dgrams:	datagrams each message carries
- * @iov:	their payload pieces
- * @cmsg:	their UDP_SEGMENT control messages
- * @rmsg:	recvmmsg() messages
- * @riov:	their buffers
- * @rsa:	their source addresses
- * @rcmsg:	their control data (UDP_GRO segment size)
- * @uso:	the namespace's tun device takes USO frames (rn_udp_set_uso())
- * @rbuf:	receive buffers, one largest datagram each
- */
-struct rn_udp {
-	uint32_t ntx;
-	struct rn_udp_tx tx[RN_WORKER_BATCH];
-	struct mmsghdr msg[RN_WORKER_BATCH];
-	uint32_t msg_dgrams[RN_WORKER_BATCH];
-	struct iovec iov[RN_WORKER_BATCH];
-	union rn_udp_cmsg cmsg[RN_WORKER_BATCH];
-	struct mmsghdr rmsg[RN_UDP_RX_BATCH];
-	struct iovec riov[RN_UDP_RX_BATCH];
-	struct sockaddr_storage rsa[RN_UDP_RX_BATCH];
-	union rn_udp_rcmsg rcmsg[RN_UDP_RX_BATCH];
-	int uso;
-	uint8_t rbuf[RN_UDP_RX_BATCH][RN_UDP_MAX6];
-};
-
-/**
  * rn_udp_state() - the worker's UDP state, allocated on first use
  * @w:		worker
  *
  * Return: the state, or NULL when out of memory
  */
-static struct rn_udp *rn_udp_state(struct rn_worker *w)
+struct rn_udp *rn_udp_state(struct rn_worker *w)
 {
 	struct rn_udp *u = w->udp;
 	unsigned int i;
@@ -308,44 +212,27 @@ static int rn_udp_flow_new(struct rn_worker *w, struct rn_frame *f,
 }
 
 /**
- * rn_udp_dns_forget() - free a DNS flow's kept queries once none waits
- * @fl:		flow
- *
- * Memory for kept queries is held only while a query waits for its answer.
- */
-static void rn_udp_dns_forget(struct rn_udp_flow *fl)
-{
-	if (fl->dnsq && !rn_dns_next_deadline(fl->dnsq)) {
-		free(fl->dnsq);
-		fl->dnsq = NULL;
-	}
-}
-
-/**
- * rn_udp_dns_point() - send a DNS flow's datagrams to upstream @i from now on
+ * rn_udp_dns_point() - send a DNS flow's datagrams to upstream @d from now on
  * @w:		worker
  * @fl:		DNS flow
- * @i:		index into w->p.dns
+ * @d:		the upstream's host address (policy checked)
  *
  * An upstream of the other address family gets a new socket of that
  * family, which replaces the flow's (answers still on their way to the old
- * one are lost with it). Kept queries of an older upstream list forget where
- * they went.
+ * one are lost with it).
  *
- * Return: 0; -1 if @i may not be used (policy, no socket), nothing changed;
- *	   -2 if the flow had to be closed (epoll refused the new socket)
+ * Return: 0; -1 if there is no socket for it, nothing changed; -2 if the
+ *	   flow had to be closed (epoll refused the new socket)
  */
-static int rn_udp_dns_point(struct rn_worker *w, struct rn_udp_flow *fl, int i)
+static int rn_udp_dns_point(struct rn_worker *w, struct rn_udp_flow *fl,
+			    const struct rn_policy_dest *d)
 {
 	struct rn_dgram_flow *g = &fl->g;
-	uint32_t events = g->f.events, j;
-	struct rn_policy_dest d;
+	uint32_t events = g->f.events;
 	int fd;
 
-	if (rn_policy_dns(&w->p, i, &d))
-		return -1;
-	if (d.family != g->dst.ss_family) {
-		fd = rn_dgram_socket(d.family, 0);
+	if (d->family != g->dst.ss_family) {
+		fd = rn_dgram_socket(d->family, 0);
 		if (fd < 0)
 			return -1;
 		rn_udp_sockopts(w, fd);
@@ -358,15 +245,9 @@ static int rn_udp_dns_point(struct rn_worker *w, struct rn_udp_flow *fl, int i)
 			return -2;
 		}
 	}
-	if (g->dns_gen != w->dns_gen && fl->dnsq) {
-		for (j = 0; j < RN_DNS_SAVED; j++) {
-			fl->dnsq[j].up = RN_DNS_UPSTREAM_MAX;
-			fl->dnsq[j].tried = 0;
-		}
-	}
-	memcpy(&g->dst, &d.sa, sizeof(d.sa));
-	g->dstlen = d.salen;
-	g->dns_up = d.dns_up;
+	memcpy(&g->dst, &d->sa, sizeof(d->sa));
+	g->dstlen = d->salen;
+	g->dns_up = d->dns_up;
 	g->dns_gen = w->dns_gen;
 	return 0;
 }
@@ -388,14 +269,52 @@ static void rn_udp_dns_arm(struct rn_worker *w, struct rn_udp_flow *fl)
 }
 
 /**
+ * struct rn_udp_resend - what rn_udp_dns_resend() resends, from which flow
+ * @fl:		DNS flow
+ * @q:		the kept query
+ */
+struct rn_udp_resend {
+	struct rn_udp_flow *fl;
+	struct rn_dns_query *q;
+};
+
+/**
+ * rn_udp_dns_resend() - rn_dns_send_fn: resend a kept query to another upstream
+ * @w:		worker
+ * @ctx:	struct rn_udp_resend
+ * @up:		the upstream
+ * @d:		its host address
+ *
+ * The flow sends there from now on (rn_udp_dns_point()).
+ *
+ * Return: enum rn_dns_sent
+ */
+static int rn_udp_dns_resend(struct rn_worker *w, void *ctx, uint32_t up,
+			     const struct rn_policy_dest *d)
+{
+	struct rn_udp_resend *r = ctx;
+	struct rn_dgram_flow *g = &r->fl->g;
+	int rc = rn_udp_dns_point(w, r->fl, d);
+
+	if (rc)
+		return rc == -2 ? RN_DNS_CLOSED : RN_DNS_SKIP;
+	if (sendto(g->f.fd, r->q->msg, r->q->len, MSG_DONTWAIT,
+		   (const struct sockaddr *)&g->dst, g->dstlen) < 0) {
+		rn_ctr_add(w->ctr, RN_WCTR_host_send_errors, 1);
+		return RN_DNS_FAILED;
+	}
+	r->q->sent_at = w->now;
+	return RN_DNS_SENT;
+}
+
+/**
  * rn_udp_dns_failover() - a query's upstream failed: resend it to another one
  * @w:		worker
  * @fl:		DNS flow
  * @q:		the kept query that failed, or NULL if it was not kept
  *
- * The upstream the query went to stops being the current one (dns.c); the
- * query goes to the upstream rn_dns_pick() names, one it was not sent to
- * yet, and the flow sends there from now on.
+ * dns.c's rn_dns_retry() decides where it goes; a query that was not kept
+ * only makes its upstream stop being the current one.
  *
  * Return: 1 if the query was resent; 0 if not (not kept, every upstream
  *	   tried); -1 if the flow was closed
@@ -403,37 +322,14 @@ static void rn_udp_dns_arm(struct rn_worker *w, struct rn_udp_flow *fl)
 static int rn_udp_dns_failover(struct rn_worker *w, struct rn_udp_flow *fl,
 			       struct rn_dns_query *q)
 {
-	struct rn_dgram_flow *g = &fl->g;
-	int next, rc;
+	struct rn_udp_resend r = { .fl = fl, .q = q };
 
-	rn_dns_failed(w, q ? q->up : g->dns_up, g->dns_gen);
-	if (!q)
+	if (!q) {
+		rn_dns_failed(w, fl->g.dns_up, fl->g.dns_gen);
 		return 0;
-	q->sent_at = 0;
-	if (g->dns_gen != w->dns_gen)
-		q->tried = 0;	/* a new list: every upstream is new to the query */
-	for (;;) {
-		next = rn_dns_pick(w, q->tried);
-		if (next < 0)
-			return 0;
-		q->tried |= 1u << next;
-		rc = rn_udp_dns_point(w, fl, next);
-		if (rc == -2)
-			return -1;
-		if (rc)
-			continue;
-		q->tried |= 1u << next;	/* rn_udp_dns_point() forgets older lists */
-		if (sendto(g->f.fd, q->msg, q->len, MSG_DONTWAIT,
-			   (const struct sockaddr *)&g->dst, g->dstlen) < 0) {
-			rn_ctr_add(w->ctr, RN_WCTR_host_send_errors, 1);
-			rn_dns_failed(w, (uint32_t)next, g->dns_gen);
-			continue;
-		}
-		q->up = (uint32_t)next;
-		q->sent_at = w->now;
-		rn_ctr_add(w->ctr, RN_WCTR_dns_resends, 1);
-		return 1;
 	}
+	q->sent_at = 0;
+	return rn_dns_retry(w, &q->t, rn_udp_dns_resend, &r);
 }
 
 /**
@@ -444,20 +340,20 @@ static int rn_udp_dns_failover(struct rn_worker *w, struct rn_udp_flow *fl,
  * @payload:	the datagram it quotes (the query, as far as returned)
  * @len:	its length
  *
- * An unreachable error (port, host, network, prohibited) for a DNS query
- * while other upstreams exist fails over (rn_udp_dns_failover()); the
- * namespace sees the error only when the query could not be resent.
+ * An error that fails the upstream over (rn_dns_error_fails()) resends the
+ * query (rn_udp_dns_failover()); the namespace sees the error only when the
+ * query could not be resent.
  *
  * Return: 1 if the query was resent (the error is not reported), 0 to report
  *	   it, -1 if the flow was closed
  */
-static int rn_udp_dns_err(struct rn_worker *w, struct rn_dgram_flow *g,
-			  const struct rn_icmp_err *e, const uint8_t *payload, uint32_t len)
+int rn_udp_dns_err(struct rn_worker *w, struct rn_dgram_flow *g,
+		   const struct rn_icmp_err *e, const uint8_t *payload, uint32_t len)
 {
 	struct rn_udp_flow *fl = (struct rn_udp_flow *)g;
 	int rc;
 
-	if (!g->dns || w->p.ndns < 2 || e->kind == RN_ICMP_TOO_BIG || e->kind == RN_ICMP_TIME)
+	if (!g->dns || !rn_dns_error_fails(w, e->kind))
 		return 0;
 	rc = rn_udp_dns_failover(w, fl, fl->dnsq ? rn_dns_find(fl->dnsq, payload, len) : NULL);
 	if (rc > 0)
@@ -473,9 +369,8 @@ static int rn_udp_dns_err(struct rn_worker *w, struct rn_dgram_flow *g,
  * @len:	its length
  * @gso:	it is a USO frame of several datagrams (never kept)
  *
- * The flow follows the worker's current upstream; with more than one
- * upstream, a query of RN_DNS_HDR_LEN..RN_DNS_QUERY_MAX bytes is kept for a
- * resend and the flow's timer is set for its failover deadline.
+ * The flow follows the worker's current upstream; the query is kept for a
+ * failover (rn_dns_keep()) and the flow's timer set for its deadline.
  *
  * Return: 0, or -1 if the flow was closed
  */
@@ -483,15 +378,12 @@ static int rn_udp_dns_query(struct rn_worker *w, struct rn_udp_flow *fl, const u
 			    uint32_t len, int gso)
 {
 	int cur = rn_dns_current(w);
+	struct rn_policy_dest d;
 
 	if (cur >= 0 && (fl->g.dns_up != cur || fl->g.dns_gen != w->dns_gen) &&
-	    rn_udp_dns_point(w, fl, cur) == -2)
+	    !rn_policy_dns(&w->p, cur, &d) && rn_udp_dns_point(w, fl, &d) == -2)
 		return -1;
-	if (w->p.ndns < 2 || gso || len < RN_DNS_HDR_LEN || len > RN_DNS_QUERY_MAX)
-		return 0;
-	if (!fl->dnsq)
-		fl->dnsq = calloc(RN_DNS_SAVED, sizeof(*fl->dnsq));
-	if (fl->dnsq && rn_dns_save(fl->dnsq, w->now, fl->g.dns_up, msg, len))
+	if (!gso && rn_dns_keep(w, &fl->dnsq, fl->g.dns_up, fl->g.dns_gen, msg, len))
 		rn_udp_dns_arm(w, fl);
 	return 0;
 }
@@ -716,271 +608,6 @@ static void rn_udp_defer_flush(struct rn_worker *w, struct rn_flow *f)
 }
 
 /**
- * rn_udp_same_host() - whether a datagram's source is the flow's destination host
- * @dst:	the flow's destination
- * @src:	where the datagram came from
- *
- * Return: true if family and address agree (the port may differ)
- */
-static int rn_udp_same_host(const struct sockaddr_storage *dst,
-			    const struct sockaddr_storage *src)
-{
-	if (dst->ss_family != src->ss_family)
-		return 0;
-	if (dst->ss_family == AF_INET)
-		return !memcmp(&((const struct sockaddr_in *)dst)->sin_addr,
-			       &((const struct sockaddr_in *)src)->sin_addr, 4);
-	return !memcmp(&((const struct sockaddr_in6 *)dst)->sin6_addr,
-		       &((const struct sockaddr_in6 *)src)->sin6_addr, 16);
-}
-
-/**
- * rn_udp_port() - port of an IPv4 or IPv6 socket address
- * @sa:		address
- *
- * Return: the port, host order
- */
-static uint16_t rn_udp_port(const struct sockaddr_storage *sa)
-{
-	if (sa->ss_family == AF_INET)
-		return ntohs(((const struct sockaddr_in *)sa)->sin_port);
-	return ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
-}
-
-/**
- * rn_udp_deliver() - put datagrams from the host into ring to_ns, as one frame
- * @w:		worker
- * @fl:		flow whose socket received them
- * @src:	where they came from
- * @iov:	payload pieces, copied one after the other
- * @niov:	number of pieces
- * @len:	payload length, all pieces together
- * @gso:	0 for one datagram; else the frame is a USO frame of @gso-sized
- *		datagrams (the last one may be shorter), which the namespace's
- *		kernel splits
- */
-static void rn_udp_deliver(struct rn_worker *w, struct rn_udp_flow *fl,
-			   const struct sockaddr_storage *src, const struct iovec *iov,
-			   uint32_t niov, uint32_t len, uint16_t gso)
-{
-	const struct rn_flow_key *k = &fl->g.f.key;
-	uint32_t l3 = rn_ip_hdr_len(k->family), ulen = RN_UDP_HDR_LEN + len, i, off;
-	uint32_t dgrams = gso ? (len + gso - 1) / gso : 1;
-	uint16_t sport = rn_udp_port(src);
-	uint8_t *out, *uh, *vnet;
-	struct rn_dns_query *q;
-	int err;
-
-	if (!(rn_udp_same_host(&fl->g.dst, src) || (fl->g.dns && rn_dns_is_upstream(w, src))) ||
-	    len > (k->family == 6 ? RN_UDP_MAX6 : RN_UDP_MAX4)) {
-		rn_ctr_add(w->ctr, RN_WCTR_host_drops, dgrams);
-		return;
-	}
-	if (fl->g.dns || sport == rn_udp_port(&fl->g.dst))
-		sport = k->dport;
-	out = rn_worker_tx_reserve(w, l3 + ulen, &err);
-	if (!out)
-		return;	/* room was checked: only a corrupted ring (fatal) gets here */
-	rn_ip_hdr(out, k->family, k->daddr, k->saddr, RN_IPPROTO_UDP, ulen);
-	uh = out + l3;
-	rn_put_be16(uh, sport);
-	rn_put_be16(uh + 2, k->sport);
-	rn_put_be16(uh + 4, (uint16_t)ulen);
-	rn_put_be16(uh + 6, rn_csum_fold(rn_ip_pseudo(k->family, k->daddr, k->saddr,
-						      RN_IPPROTO_UDP, ulen)));
-	for (i = 0, off = RN_UDP_HDR_LEN; i < niov; off += (uint32_t)iov[i++].iov_len)
-		memcpy(uh + off, iov[i].iov_base, iov[i].iov_len);
-	vnet = out - RN_VNET_HDR_LEN;
-	vnet[0] = RN_VNET_F_NEEDS_CSUM;
-	vnet[6] = (uint8_t)l3;		/* csum_start, little-endian */
-	vnet[8] = 6;			/* csum_offset: the UDP checksum field */
-	if (gso) {
-		vnet[1] = RN_VNET_GSO_UDP_L4;
-		vnet[2] = (uint8_t)(l3 + RN_UDP_HDR_LEN);	/* hdr_len */
-		vnet[4] = (uint8_t)gso;				/* gso_size */
-		vnet[5] = (uint8_t)(gso >> 8);
-		rn_ctr_add(w->ctr, RN_WCTR_udp_uso_out, 1);
-	}
-	rn_worker_tx_commit(w, l3 + ulen);
-	rn_ctr_add(w->ctr, RN_WCTR_udp_out, dgrams);
-	fl->g.f.last = w->now;
-	fl->g.f.bytes_down += len;
-	/* An answer (read from our private copy): its query needs no failover */
-	if (fl->dnsq && (q = rn_dns_find(fl->dnsq, iov[0].iov_base, (uint32_t)iov[0].iov_len))) {
-		q->sent_at = 0;
-		rn_udp_dns_forget(fl);
-	}
-}
-
-/**
- * rn_udp_same_sender() - whether two received datagrams come from one address and port
- * @a:		source address
- * @b:		source address
- *
- * Return: true if they are equal
- */
-static int rn_udp_same_sender(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
-{
-	return rn_udp_same_host(a, b) && rn_udp_port(a) == rn_udp_port(b);
-}
-
-/**
- * rn_udp_gro_size() - segment size of a datagram the kernel coalesced (UDP_GRO)
- * @mh:		its message header, with the control data received
- *
- * Return: the segment size, or 0 if the buffer is one datagram
- */
-static uint16_t rn_udp_gro_size(struct msghdr *mh)
-{
-	struct cmsghdr *c;
-	int size;
-
-	for (c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
-		if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
-			memcpy(&size, CMSG_DATA(c), sizeof(size));
-			return size > 0 && size < 0xffff ? (uint16_t)size : 0;
-		}
-	}
-	return 0;
-}
-
-/**
- * rn_udp_deliver_batch() - put what one recvmmsg() returned into ring to_ns
- * @w:		worker
- * @fl:		flow
- * @u:		UDP state holding @n received messages
- * @n:		number of messages
- *
- * With USO frames allowed (rn_udp_set_uso()), a run of datagrams from one
- * sender with one size (the last may be shorter) becomes one USO frame of up
- * to RN_UDP_GSO_SEGS datagrams, and a buffer the kernel coalesced (UDP_GRO)
- * stays one frame: one write into the tun device instead of one per datagram.
- * Without, every datagram is a frame of its own.
- */
-static void rn_udp_deliver_batch(struct rn_worker *w, struct rn_udp_flow *fl, struct rn_udp *u,
-				 uint32_t n)
-{
-	uint32_t max = fl->g.f.key.family == 6 ? RN_UDP_MAX6 : RN_UDP_MAX4;
-	uint32_t i, j, len, total, off, seg;
-	struct iovec iov[RN_UDP_GSO_SEGS];
-	uint16_t gro;
-
-	for (i = 0; i < n; i = j) {
-		j = i + 1;
-		len = u->rmsg[i].msg_len;
-		if (u->rmsg[i].msg_hdr.msg_flags & MSG_TRUNC) {
-			rn_ctr_add(w->ctr, RN_WCTR_host_drops, 1);
-			continue;
-		}
-		iov[0].iov_base = u->rbuf[i];
-		iov[0].iov_len = len;
-		gro = rn_udp_gro_size(&u->rmsg[i].msg_hdr);
-		if (gro && gro < len && (!u->uso || len / gro >= RN_UDP_GSO_SEGS)) {
-			/* Coalesced by the kernel, but not to be passed on as such */
-			for (off = 0; off < len; off += seg) {
-				seg = len - off < gro ? len - off : gro;
-				iov[0].iov_base = u->rbuf[i] + off;
-				iov[0].iov_len = seg;
-				rn_udp_deliver(w, fl, &u->rsa[i], iov, 1, seg, 0);
-			}
-			continue;
-		}
-		if (gro && gro < len) {
-			rn_udp_deliver(w, fl, &u->rsa[i], iov, 1, len, gro);
-			continue;
-		}
-		total = len;
-		while (u->uso && len && j < n && j - i < RN_UDP_GSO_SEGS &&
-		       !(u->rmsg[j].msg_hdr.msg_flags & MSG_TRUNC) &&
-		       !rn_udp_gro_size(&u->rmsg[j].msg_hdr) &&
-		       u->rmsg[j].msg_len && u->rmsg[j].msg_len <= len &&
-		       total + u->rmsg[j].msg_len <= max &&
-		       rn_udp_same_sender(&u->rsa[i], &u->rsa[j])) {
-			iov[j - i].iov_base = u->rbuf[j];
-			iov[j - i].iov_len = u->rmsg[j].msg_len;
-			total += u->rmsg[j].msg_len;
-			if (u->rmsg[j++].msg_len < len)
-				break;
-		}
-		rn_udp_deliver(w, fl, &u->rsa[i], iov, j - i, total, j - i > 1 ? (uint16_t)len : 0);
-	}
-}
-
-/**
- * rn_udp_quote() - the UDP header of a datagram quoted in an ICMP error
- * @k:		the flow's key
- * @l4:		8 bytes of header, then the payload the error queue returned
- * @len:	all of it
- */
-static void rn_udp_quote(const struct rn_flow_key *k, uint8_t *l4, uint32_t len)
-{
-	rn_put_be16(l4, k->sport);
-	rn_put_be16(l4 + 2, k->dport);
-	rn_put_be16(l4 + 4, (uint16_t)len);
-	rn_put_be16(l4 + 6, 0);
-}
-
-/**
- * rn_udp_drain() - deliver what a flow's socket holds, as far as to_ns has room
- * @w:		worker
- * @fl:		flow
- * @events:	epoll events seen (EPOLLERR: read the error queue first)
- */
-static void rn_udp_drain(struct rn_worker *w, struct rn_udp_flow *fl, uint32_t events)
-{
-	struct rn_udp *u = rn_udp_state(w);
-	uint32_t b, i, room;
-	int n;
-
-	if ((events & EPOLLERR) &&
-	    rn_dgram_errors(w, &fl->g, RN_UDP_HDR_LEN, rn_udp_quote, rn_udp_dns_err))
-		return;
-	if (!u)
-		return;
-	for (b = 0; b < RN_UDP_RX_BUDGET && !w->err; b++) {
-		room = rn_ring_frames_free(&w->tx, RN_FRAME_MAX);
-		if (!room) {
-			rn_dgram_pause(w, &fl->g.f);
-			return;
-		}
-		if (room > RN_UDP_RX_BATCH)
-			room = RN_UDP_RX_BATCH;
-		for (i = 0; i < room; i++) {
-			u->rmsg[i].msg_hdr.msg_namelen = sizeof(u->rsa[i]);
-			u->rmsg[i].msg_hdr.msg_controllen = sizeof(u->rcmsg[i]);
-		}
-		n = recvmmsg(fl->g.f.fd, u->rmsg, room, MSG_DONTWAIT, NULL);
-		if (n <= 0)
-			return;
-		rn_udp_deliver_batch(w, fl, u, (uint32_t)n);
-		if ((uint32_t)n < room)
-			return;
-	}
-}
-
-/**
- * rn_udp_event() - ops->event: the flow's socket is readable or has errors
- * @w:		worker
- * @f:		flow
- * @events:	epoll events
- */
-static void rn_udp_event(struct rn_worker *w, struct rn_flow *f, uint32_t events)
-{
-	rn_udp_drain(w, (struct rn_udp_flow *)f, events);
-}
-
-/**
- * rn_udp_room() - ops->room: ring to_ns has room again; read the socket again
- * @w:		worker
- * @f:		flow
- */
-static void rn_udp_room(struct rn_worker *w, struct rn_flow *f)
-{
-	if (!rn_dgram_resume(w, f))
-		rn_udp_drain(w, (struct rn_udp_flow *)f, EPOLLERR);
-}
-
-/**
  * rn_udp_release() - ops->release: free kept DNS queries, drop queued datagrams
  * @w:		worker
  * @f:		flow being closed
@@ -1018,15 +645,12 @@ static void rn_udp_timer(struct rn_worker *w, struct rn_flow *f)
 {
 	struct rn_udp_flow *fl = (struct rn_udp_flow *)f;
 	struct rn_dns_query *q;
-	uint32_t i;
 
-	for (i = 0; fl->dnsq && i < RN_DNS_SAVED; i++) {
-		q = &fl->dnsq[i];
-		if (q->sent_at && w->now - q->sent_at >= RN_DNS_FAILOVER_MS &&
-		    rn_udp_dns_failover(w, fl, q) < 0)
+	while ((q = rn_dns_due(fl->dnsq, w->now))) {
+		if (rn_udp_dns_failover(w, fl, q) < 0)
 			return;
 	}
-	rn_udp_dns_forget(fl);
+	rn_dns_forget(&fl->dnsq);
 	rn_dgram_timer(w, f);
 	if (!(f->flags & RN_FLOW_F_CLOSED))
 		rn_udp_dns_arm(w, fl);

@@ -1,8 +1,8 @@
 /* worker.h - a host stack worker: context, frame intake, hooks for protocol code
  *
  * The first half is the API Python uses (mirrored in worker.cdef). The second
- * half is for the protocol modules (icmp.c, tcp.c, udp.c) that
- * rn_worker_l4_input() dispatches to: the frame being processed, its private
+ * half is for the protocol modules (icmp.c, tcp.c, udp.c) that tap.c's
+ * rn_tap_l4_input() dispatches to: the frame being processed, its private
  * copy, the way to put a reply into the namespace ring, and the flow services
  * (host sockets in the worker's epoll, timers, waiting for ring room).
  *
@@ -252,6 +252,22 @@ struct rn_flow_ops {
 	void (*release)(struct rn_worker *w, struct rn_flow *f);
 };
 
+/**
+ * rn_worker_fatal() - record a fatal error; the worker does no more work
+ * @w:		worker
+ * @err:	negative errno
+ *
+ * The first error sticks in w->err; the event loop stops at the next check.
+ *
+ * Return: w->err (@err, unless an earlier error stuck)
+ */
+static inline int rn_worker_fatal(struct rn_worker *w, int err)
+{
+	if (!w->err)
+		w->err = err;
+	return w->err;
+}
+
 int rn_worker_flow_add(struct rn_worker *w, struct rn_flow *f);
 int rn_worker_flow_watch(struct rn_worker *w, struct rn_flow *f, uint32_t events);
 void rn_worker_flow_timer(struct rn_worker *w, struct rn_flow *f, int64_t deadline);
@@ -259,6 +275,7 @@ void rn_worker_wait_room(struct rn_worker *w, struct rn_flow *f);
 void rn_worker_defer(struct rn_worker *w, struct rn_flow *f);
 void rn_worker_flow_close(struct rn_worker *w, struct rn_flow *f);
 
+/* The frame being processed and frames to the namespace (tap.c) */
 int rn_worker_reinput(struct rn_worker *w, const uint8_t *frame, uint32_t len);
 uint32_t rn_worker_pull(struct rn_worker *w, struct rn_frame *f, uint32_t n);
 void rn_worker_csum_complete(struct rn_worker *w, struct rn_frame *f);

@@ -15,8 +15,10 @@ root, which also binds port 53; without root only loopback and ringnet run, and 
 others are skipped with the reason). No query goes anywhere else.
 
 Figures per backend: queries/s (median of --repeat runs, min-max), average latency, lost
-queries, and the stack's CPU microseconds per query (psutil, its own processes). Printed
-as a Markdown table and written to OUT/dns.json. Needs dnsperf and dnsmasq (Debian
+queries, and the stack's CPU microseconds per query (psutil, its own processes); then
+ringnet's queries/s ÷ each other backend's, with a bootstrap 95% interval over the runs
+(perf/stats.py; n/a with fewer than 3 runs). Printed as Markdown and written to
+OUT/dns.json. Needs dnsperf and dnsmasq (Debian
 packages dnsperf, dnsmasq-base).
 """
 
@@ -27,13 +29,13 @@ import json
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from typing import Any, Optional
 
+from . import stats
 from .backends import BackendError, Env, Pasta, Ringnet, Slirp4netns, _RingnetEnv
 from .measure import cpu_seconds
 
@@ -176,7 +178,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def table(results: dict[str, Any]) -> str:
-    """The results as a Markdown table."""
+    """The results as Markdown: one row per backend, then ringnet ÷ each other backend."""
     rows = ["| backend | queries/s median [min-max] | avg latency ms | lost | stack CPU µs/query |",
             "|---|---|---|---|---|"]
     for name, r in results.items():
@@ -185,13 +187,24 @@ def table(results: dict[str, Any]) -> str:
                                            if x.get("error")), "")
             rows.append(f"| {name} | {r.get('status')}: {why} | | | |")
             continue
-        qps = [x["qps"] for x in r["runs"]]
-        lat = statistics.median(x["latency_ms"] for x in r["runs"])
+        qps = stats.summary(x["qps"] for x in r["runs"])
+        lat = stats.summary(x["latency_ms"] for x in r["runs"])["median"]
         lost = sum(int(x["lost"] or 0) for x in r["runs"])
         cpu = [x["cpu_us_per_query"] for x in r["runs"] if x["cpu_us_per_query"] is not None]
-        rows.append(f"| {name} | {statistics.median(qps):,.0f} [{min(qps):,.0f}-{max(qps):,.0f}] "
-                    f"| {lat:.3f} | {lost} | "
-                    f"{f'{statistics.median(cpu):.1f}' if cpu else '-'} |")
+        cpu_text = f"{stats.summary(cpu)['median']:.1f}" if cpu else "-"
+        rows.append(f"| {name} | {qps['median']:,.0f} [{qps['min']:,.0f}-{qps['max']:,.0f}] "
+                    f"| {lat:.3f} | {lost} | {cpu_text} |")
+    mine = results.get("ringnet")
+    if mine and mine.get("status") == "ok":
+        rows += ["", "| ringnet ÷ | queries/s ratio [95% interval over runs] |", "|---|---|"]
+        for name, r in results.items():
+            if name == "ringnet":
+                continue
+            if r.get("status") != "ok":
+                rows.append(f"| {name} | — ({r.get('status')}) |")
+                continue
+            rat = stats.run_ratio(mine["runs"], r["runs"], "qps")
+            rows.append(f"| {name} | {rat.text()}{'' if rat.has_interval else ' (' + rat.why + ')'} |")
     return "\n".join(rows)
 
 

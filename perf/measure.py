@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 import psutil
 
+from . import stats
 from .backends import HOST, Env
 
 _NETBENCH_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "netbench.c")
@@ -115,7 +116,9 @@ class _Server:
 
     def __init__(self, argv: list[str], port: Optional[int] = None, ready_line: bool = False) -> None:
         self.port = port
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        # only a ready line is read from stdout; anything else would fill the pipe
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE if ready_line else subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
         if ready_line:
@@ -166,7 +169,9 @@ def iperf3_run(env: Env, test: str, direction: str, streams: int, seconds: float
         # the offered rate is the total over all streams (iperf3's -b is per stream)
         argv += ["-u", "-b", _per_stream_rate(udp_rate, streams), "-l", str(udp_size)]
     try:
-        server = _Server(["iperf3", "-s", "-1", "-B", HOST, "-p", str(port)], port=port)
+        # -J: the server's own intervals come back as JSON (--get-server-output), the
+        # receiving side's per-second figures for ns->host
+        server = _Server(["iperf3", "-s", "-1", "-J", "-B", HOST, "-p", str(port)], port=port)
     except RuntimeError as e:
         run["error"] = str(e)
         return run
@@ -211,10 +216,11 @@ def _parse_iperf3(data: dict[str, Any], test: str, direction: str, run: dict[str
         run["packets"] = recv.get("packets")
         run["jitter_ms"] = recv.get("jitter_ms")
     # per-second figures from the receiving side: the server for ns->host, the client for -R
+    # (for UDP the sender's intervals are the offered rate, not what arrived)
     side = data.get("server_output_json") if direction == "ns->host" else data
-    intervals = (side or {}).get("intervals") or data.get("intervals") or []
-    run["per_second_gbps"] = [round(i["sum"]["bits_per_second"] / 1e9, 6) for i in intervals
-                              if "sum" in i and not i["sum"].get("omitted")]
+    intervals = (side or {}).get("intervals") or []
+    run["per_second_gbps"] = stats.iperf3_per_second(intervals)
+    run["per_second_from"] = "receiver"
     run["iperf3_cpu_percent"] = end.get("cpu_utilization_percent")
     run["iperf3_version"] = data.get("start", {}).get("version")
     gb = run["bytes"] / 1e9
@@ -248,6 +254,8 @@ def netbench_run(env: Env, netbench: str, test: str, streams: int, seconds: floa
         return run
     run.update({k: data.get(k) for k in ("ops", "seconds", "ops_per_s", "errors", "p50_us", "p99_us",
                                          "max_us", "per_second")})
+    if data.get("per_second") and data.get("seconds"):
+        run["per_second_ops"] = stats.counts_per_second(data["per_second"], float(data["seconds"]))
     if data.get("error"):
         run["first_error"] = data["error"]
     run["ok"] = bool(data.get("ok")) and (data.get("ops") or 0) > 0

@@ -1,12 +1,18 @@
-"""The sweep's outputs: ratios, JSON, CSV, Markdown and PNG plots (schema in perf/README.md)."""
+"""The sweep's outputs: ratios, JSON, CSV, Markdown and PNG plots (schema in perf/README.md).
+
+Every ratio (ringnet ÷ a peer) carries a bootstrap 95% interval from perf/stats.py,
+printed beside it as ``1.69x [1.55, 1.83]``: over the runs of the two points when each
+has at least three, else over their seconds (marked ``†``), else ``[n/a]``.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 from typing import Any, Optional
+
+from . import stats
 
 PEERS = ("slirp4netns", "pasta", "loopback")
 # metrics summarised (min/median/max over a point's successful runs) per test
@@ -38,6 +44,11 @@ HEADLINE = {
     "rr": ("ops_per_s", "p50_us", "p99_us"),
     "crr": ("ops_per_s",),
 }
+PER_SECOND_MARK = "†"
+CI_LEGEND = ("[lo, hi]: bootstrap 95% interval of the ratio (perf/stats.py, fixed seed) over "
+             "the runs of the two points; " + PER_SECOND_MARK + ": over the seconds of their runs "
+             "(one run per point: seconds are not independent, so this interval is narrower than "
+             "runs would give); [n/a]: fewer than " + str(stats.MIN_SAMPLES) + " samples a side")
 TITLES = {"tcp": "TCP (iperf3)", "udp": "UDP (iperf3)", "rr": "1-byte TCP ping-pong",
           "crr": "TCP connection rate (connect, 1 request, close)"}
 
@@ -51,6 +62,16 @@ def _median(p: Optional[dict[str, Any]], metric: str) -> Optional[float]:
         return None
     s = p["summary"].get(metric)
     return None if s is None else s["median"]
+
+
+def _usable(p: dict[str, Any]) -> list[dict[str, Any]]:
+    """The point's runs for an interval. Runs recorded before ``per_second_from`` took UDP
+    ns->host per-second figures from the sender (the offered rate, not what arrived):
+    those series are left out."""
+    if p["test"] != "udp" or p["direction"] != "ns->host":
+        return p["runs"]
+    return [r if r.get("per_second_from") == "receiver" else
+            {k: v for k, v in r.items() if k != "per_second_gbps"} for r in p["runs"]]
 
 
 def ratios(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -67,9 +88,13 @@ def ratios(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for peer in PEERS:
                 q = by.get((peer, *_key(p)))
                 theirs = _median(q, m)
-                vs[peer] = {"value": theirs,
-                            "ratio": mine / theirs if mine is not None and theirs else None,
-                            "status": q["status"] if q else "absent"}
+                value = mine / theirs if mine is not None and theirs else None
+                vs[peer] = {"value": theirs, "ratio": value, "status": q["status"] if q else "absent"}
+                if value is not None and q is not None:
+                    r = stats.run_ratio(_usable(p), _usable(q), m, value=value)
+                    vs[peer].update(r.as_json(), ci_why=r.why or None)
+                else:
+                    vs[peer].update(ci=None, ci_basis=None, ci_n=None, ci_why="no figure on one side")
             out.append({"backend": p["backend"], "test": p["test"], "mtu": p["mtu"],
                         "direction": p["direction"], "streams": p["streams"], "metric": m,
                         "better": LABELS[m][2], "value": mine, "status": p["status"],
@@ -162,6 +187,8 @@ def markdown(doc: dict[str, Any], pngs: list[str], extra_notes: list[str]) -> st
     names = [b["name"] for b in doc["backends"]]
     ringnets = [b["name"] for b in doc["backends"] if b["kind"] == "ringnet"]
     by = {(p["backend"], *_key(p)): p for p in points}
+    rat = {(r["backend"], r["test"], r["mtu"], r["direction"], r["streams"], r["metric"]): r
+           for r in doc["ratios"]}
     rows = sorted({_key(p) for p in points}, key=lambda k: (k[1], k[2] != "ns->host", k[3]))
     notes = _Notes()
     v = env["versions"]
@@ -195,8 +222,8 @@ def markdown(doc: dict[str, Any], pngs: list[str], extra_notes: list[str]) -> st
 
     # ratios first: the headline
     if ringnets:
-        out += summary_table(doc["ratios"], ringnets)
-        out += ["## ringnet ÷ peers", ""]
+        out += summary_table(doc, ringnets)
+        out += ["## ringnet ÷ peers", "", CI_LEGEND + ".", ""]
         for test, metrics in HEADLINE.items():
             for m in metrics:
                 trs = [k for k in rows if k[0] == test]
@@ -210,12 +237,12 @@ def markdown(doc: dict[str, Any], pngs: list[str], extra_notes: list[str]) -> st
                         "|---|---|---|" + "---|---|---|---|" * len(ringnets)]
                 for k in trs:
                     cells = []
-                    for r in ringnets:
-                        p = by.get((r, *k))
+                    for rr in ringnets:
+                        p = by.get((rr, *k))
                         cells.append(_cell(p, m, notes, spread=False))
+                        r = rat.get((rr, *k, m))
                         for peer in PEERS:
-                            mine, theirs = _median(p, m), _median(by.get((peer, *k)), m)
-                            cells.append(f"{mine / theirs:.2f}" if mine is not None and theirs else "—")
+                            cells.append(ratio_text(r["vs"][peer]) if r else "—")
                     out.append(f"| {k[1]} | {k[2]} | {k[3]} | " + " | ".join(cells) + " |")
                 out.append("")
 
@@ -259,20 +286,41 @@ def markdown(doc: dict[str, Any], pngs: list[str], extra_notes: list[str]) -> st
     return "\n".join(out)
 
 
-def summary_table(rows: list[dict[str, Any]], ringnets: list[str]) -> list[str]:
+def ratio_text(x: dict[str, Any]) -> str:
+    """One stored ratio (an entry of a ratio's ``vs``) as ``1.69x [1.55, 1.83]``, with
+    PER_SECOND_MARK when its interval is over seconds, ``[n/a]`` without one, ``—`` without a
+    ratio."""
+    if x.get("ratio") is None:
+        return "—"
+    ci = x.get("ci")
+    if not ci:
+        return f"{x['ratio']:.2f}x [n/a]"
+    mark = PER_SECOND_MARK if x.get("ci_basis") == stats.PER_SECOND else ""
+    return f"{x['ratio']:.2f}x [{ci[0]:.2f}, {ci[1]:.2f}]{mark}"
+
+
+def summary_table(doc: dict[str, Any], ringnets: list[str]) -> list[str]:
     """Markdown lines: per ringnet backend, test, metric and direction, the geometric mean of
-    its ratios to each peer over every MTU and stream count (with the lowest and highest)."""
-    groups: dict[tuple, dict[str, list[float]]] = {}
-    for r in rows:
+    its ratios to each peer over every MTU and stream count, with a bootstrap 95% interval
+    (stats.geomean_ratio(): the points' samples resampled together) and the lowest and
+    highest ratio."""
+    by = {(p["backend"], *_key(p)): p for p in doc["points"]}
+    groups: dict[tuple, dict[str, list[tuple]]] = {}
+    for r in doc["ratios"]:
         g = groups.setdefault((r["backend"], r["test"], r["metric"], r["direction"]), {})
+        mine = by.get((r["backend"], r["test"], r["mtu"], r["direction"], r["streams"]))
         for peer, x in r["vs"].items():
-            if x["ratio"]:
-                g.setdefault(peer, []).append(x["ratio"])
+            theirs = by.get((peer, r["test"], r["mtu"], r["direction"], r["streams"]))
+            if x["ratio"] and mine is not None and theirs is not None:
+                a, b, basis = stats.choose_samples(_usable(mine), _usable(theirs), r["metric"])
+                g.setdefault(peer, []).append((a, b, basis, x["ratio"]))
     if not any(groups.values()):
         return []
     out = ["## Summary: ringnet ÷ peers", "",
-           "Geometric mean of the ratios over every MTU and stream count of this run "
-           "[lowest–highest]; the tables below give each point.", "",
+           "Geometric mean of the ratios over every MTU and stream count of this run, its "
+           "bootstrap 95% interval (every point's samples resampled in each replicate; "
+           f"{PER_SECOND_MARK}: some over seconds; [n/a]: a point without enough samples), "
+           "then the lowest–highest ratio; the tables below give each point.", "",
            "| ringnet | test | figure | direction | ÷ slirp4netns | ÷ pasta | ÷ loopback |",
            "|---|---|---|---|---|---|---|"]
     order = {t: i for i, t in enumerate(HEADLINE)}
@@ -281,12 +329,16 @@ def summary_table(rows: list[dict[str, Any]], ringnets: list[str]) -> list[str]:
         backend, test, metric, direction = key
         cells = []
         for peer in PEERS:
-            vals = groups[key].get(peer)
-            if not vals:
+            pairs = groups[key].get(peer)
+            if not pairs:
                 cells.append("—")
                 continue
-            gm = math.exp(sum(math.log(v) for v in vals) / len(vals))
-            cells.append(f"{gm:.2f} [{min(vals):.2f}–{max(vals):.2f}]")
+            gm = stats.geomean_ratio(pairs)
+            vals = [v for *_, v in pairs]
+            text = gm.text()
+            if gm.basis == stats.PER_SECOND:
+                text += PER_SECOND_MARK
+            cells.append(f"{text}; {min(vals):.2f}–{max(vals):.2f}" if len(vals) > 1 else text)
         label, unit, better = LABELS[metric]
         out.append(f"| {backend} | {test} | {label}{f' ({unit})' if unit else ''}, {better} is better | "
                    f"{direction} | " + " | ".join(cells) + " |")
@@ -296,7 +348,7 @@ def summary_table(rows: list[dict[str, Any]], ringnets: list[str]) -> list[str]:
 def headline(doc: dict[str, Any]) -> str:
     """What the sweep prints at the end: every ringnet figure with its ratios, one line each."""
     lines = ["", "ringnet ÷ peers (same run; throughput and rates: higher is better, "
-             "CPU, loss and latency: lower is better)"]
+             "CPU, loss and latency: lower is better)", CI_LEGEND]
     failed: dict[tuple[str, str, str], list[str]] = {}
     for r in doc["ratios"]:
         unit = LABELS[r["metric"]][1]
@@ -307,8 +359,7 @@ def headline(doc: dict[str, Any]) -> str:
             if f"{r['test']} mtu {r['mtu']}" not in where:
                 where.append(f"{r['test']} mtu {r['mtu']}")
             continue
-        vs = "  ".join(f"÷{peer} {x['ratio']:.2f}" if x["ratio"] is not None else f"÷{peer} —"
-                       for peer, x in r["vs"].items())
+        vs = "  ".join(f"÷{peer} {ratio_text(x)}" for peer, x in r["vs"].items())
         lines.append(f"{what} {_fmt(r['value'])} {unit}  {vs}")
     for (backend, status, reason), where in failed.items():
         lines.append(f"{backend} {status} ({', '.join(where)}): {reason}")
@@ -385,3 +436,27 @@ def write_plots(doc: dict[str, Any], out: str) -> list[str]:
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """``python -m perf.report SWEEP.json [--out DIR]``: the ratios (with their intervals)
+    and the Markdown, CSV and plots of an existing run, recomputed from its runs; the runs
+    and their figures are not touched. Writes into DIR (default: beside SWEEP.json)."""
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m perf.report", description=main.__doc__)
+    ap.add_argument("sweep_json")
+    ap.add_argument("--out")
+    ap.add_argument("--no-plots", action="store_true")
+    a = ap.parse_args(argv)
+    with open(a.sweep_json) as f:
+        doc = json.load(f)
+    doc["ratios"] = ratios(doc["points"])
+    paths = write_all(doc, a.out or os.path.dirname(os.path.abspath(a.sweep_json)), plots=not a.no_plots)
+    print(headline(doc))
+    print("wrote " + ", ".join(paths))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main())

@@ -20,11 +20,10 @@ import sys
 import time
 
 try:
-    from ringnet._ringnet_c import ffi, lib  # type: ignore[import-not-found]
+    from ringnet._ringtest import ffi, lib, run_pair
 except ImportError:  # run from a checkout: python perf/ring_bench.py
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-    from ringnet._ringnet_c import ffi, lib  # type: ignore[import-not-found]
-from ringnet._ringtest import run_pair  # noqa: E402 (after the import path is settled)
+    from ringnet._ringtest import ffi, lib, run_pair
 
 # frame size -> (what is aimed at, threshold)
 AIMS = {64: ("frames/s", 10e6), 65536: ("memcpy ratio", 0.70)}

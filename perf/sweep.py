@@ -9,7 +9,9 @@ TCP ping-pong and a connection-rate loop (C helper, perf/netbench.c) with 1 and 
 clients. Servers run on host loopback; clients inside the namespace reach them at
 the gateway, 10.0.2.2. Writes sweep.json (schema in perf/README.md), sweep.csv,
 sweep.md and PNG plots to --out, and prints every ringnet figure as a ratio to
-slirp4netns, pasta and loopback from the same run.
+slirp4netns, pasta and loopback from the same run, with a bootstrap 95% interval
+(perf/stats.py). Started as root it runs as the unprivileged test user, as users run
+it (perf/rootless.py); --as-root keeps root.
 """
 
 from __future__ import annotations
@@ -20,14 +22,13 @@ import os
 import platform
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import time
 from typing import Any, Callable, Optional
 
 from . import backends as bk
-from . import measure, report
+from . import measure, report, rootless, stats
 
 SCHEMA = "ringnet-perf-sweep"
 SCHEMA_VERSION = 1
@@ -68,6 +69,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                     help="output directory (default perf/results/tmp; the committed run is perf/results)")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--as-root", action="store_true",
+                    help="started as root, stay root (default: run as the unprivileged test user, "
+                         f"{rootless.TEST_USER})")
     a = ap.parse_args(argv)
     a.mtus = _csv(a.mtus or (QUICK_MTUS if a.quick else DEFAULT_MTUS), int)
     a.repeat = a.repeat or (1 if a.quick else 3)
@@ -134,8 +138,7 @@ def summarise(point: dict[str, Any]) -> None:
         else:
             vals = [r[m] for r in ok if r.get(m) is not None]
         if vals:
-            point["summary"][m] = {"min": min(vals), "median": statistics.median(vals),
-                                   "max": max(vals), "n": len(vals)}
+            point["summary"][m] = stats.summary(vals)
 
 
 # Running ---------------------------------------------------------------------------------
@@ -240,7 +243,7 @@ def ring_section(args: argparse.Namespace) -> dict[str, Any]:
     try:
         from . import ring_bench
     except (ImportError, SystemExit) as e:
-        return {"status": "skipped", "reason": f"ringnet's C core cannot be imported: {e}", "rows": []}
+        return {"status": "skipped", "reason": f"the ring test loops cannot be imported: {e}", "rows": []}
     secs, rep = (0.05, 1) if args.quick else (0.3, 3)
     cpus = ring_bench.default_cpus()
     rows = []
@@ -271,7 +274,9 @@ def environment(chosen: list[bk.Backend], cc: str) -> dict[str, Any]:
         pass
     commit = None
     try:
-        r = subprocess.run(["git", "-C", os.path.dirname(_HERE), "rev-parse", "--short", "HEAD"],
+        # safe.directory: run rootless, the checkout may belong to another user (root)
+        r = subprocess.run(["git", "-c", f"safe.directory={os.path.dirname(_HERE)}", "-C",
+                            os.path.dirname(_HERE), "rev-parse", "--short", "HEAD"],
                            capture_output=True, text=True, timeout=10)
         commit = r.stdout.strip() or None
     except (OSError, subprocess.TimeoutExpired):
@@ -289,12 +294,17 @@ def environment(chosen: list[bk.Backend], cc: str) -> dict[str, Any]:
     return {"kernel": platform.release(), "machine": platform.machine(),
             "cpus": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)), "cpu_model": model,
             "memory_bytes": psutil.virtual_memory().total, "euid": os.geteuid(),
+            "user": rootless.whoami(),
             "loadavg_start": list(os.getloadavg()), "git_commit": commit, "ringnet_module": ringnet_module,
             "versions": versions}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
+    if rootless.should_drop(args.as_root):
+        return rootless.rerun("perf.sweep", list(argv if argv is not None else sys.argv[1:]),
+                              out=args.out)
+    print(f"perf.sweep: running as {rootless.whoami()}", flush=True)
     started = time.time()
     chosen = select_backends(args)
     work = measure.workdir()
@@ -303,8 +313,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
         "started": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(),
         "finished": None, "duration_s": None, "interrupted": False,
-        "command": ["python", "-m", "perf.sweep", *(argv if argv is not None else sys.argv[1:])],
-        "config": {k: v for k, v in vars(args).items() if k not in ("out", "no_plots", "no_progress")},
+        "command": rootless.command("perf.sweep", argv),
+        "config": {k: v for k, v in vars(args).items()
+                   if k not in ("out", "no_plots", "no_progress", "as_root")},
         "environment": environment(chosen, cc_or_reason if netbench else f"unavailable: {cc_or_reason}"),
         "helper": {"rr_crr": "perf/netbench.c, compiled at run time" if netbench else None,
                    "reason": None if netbench else cc_or_reason},
@@ -336,7 +347,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     doc["ratios"] = report.ratios(doc["points"])
     paths = report.write_all(doc, args.out, plots=not args.no_plots)
     print(report.headline(doc))
-    print("wrote " + ", ".join(paths))
+    print("wrote " + ", ".join(rootless.shown_path(p) for p in paths))
     return 130 if doc["interrupted"] else 0
 
 

@@ -18,7 +18,10 @@ table of issue 3's targets, as ratios within the same run:
 - 4 streams with 2 workers >= 1.3x the single-stream figure (MTU 65520, each direction).
 
 A target whose figures are missing (a peer not installed, a failed point) is "n/a" with
-the reason; nothing is loosened or skipped silently.
+the reason; nothing is loosened or skipped silently. Each ratio is printed with its
+bootstrap 95% interval (perf/stats.py: over the runs with --repeat 3 or more, else over
+their seconds, else n/a); a target met or missed while its interval straddles the
+wanted ratio says so.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import os
 import sys
 from typing import Any, Optional
 
-from . import sweep
+from . import stats, sweep
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 N2H, H2N = "ns->host", "host->ns"
@@ -55,13 +58,27 @@ def _best_ringnet(pts, mtu: int, direction: str, streams: int, workers: Optional
     return max(cands, key=lambda p: _med(p, "gbps"), default=None)
 
 
-def _ratio_row(name: str, mine, theirs, want: float, what: str) -> dict[str, Any]:
-    if mine is None or not theirs:
-        return {"target": name, "want": f">= {want:g}x {what}", "got": "n/a",
-                "ok": None, "why": "figures missing"}
-    r = mine / theirs
-    return {"target": name, "want": f">= {want:g}x {what}", "got": f"{r:.2f}x "
-            f"({mine:.2f} vs {theirs:.2f})", "ok": r >= want, "why": ""}
+def _ratio_row(name: str, mine_p: Optional[dict[str, Any]], theirs_p: Optional[dict[str, Any]],
+               metric: str, want: float, what: str, invert: bool = False) -> dict[str, Any]:
+    """A target row: mine ÷ theirs of ``metric`` (theirs ÷ mine with ``invert``, for a cost
+    whose inverse is the figure: CPU s/GB against Gbit per CPU-second) against ``want``."""
+    mine, theirs = _med(mine_p, metric), _med(theirs_p, metric)
+    row = {"target": name, "want": f">= {want:g}x {what}"}
+    if mine is None or not theirs or (invert and not mine):
+        return {**row, "got": "n/a", "ok": None, "why": "figures missing"}
+    assert mine_p is not None and theirs_p is not None
+    if invert:
+        r = stats.run_ratio(theirs_p["runs"], mine_p["runs"], metric, value=theirs / mine)
+    else:
+        r = stats.run_ratio(mine_p["runs"], theirs_p["runs"], metric, value=mine / theirs)
+    assert r.value is not None
+    why = ""
+    if r.has_interval and r.lo is not None and r.hi is not None and r.lo < want < r.hi:
+        why = "(the interval straddles the target)"
+    elif not r.has_interval:
+        why = f"(no interval: {r.why})"
+    return {**row, "got": f"{r.text(basis=True)} ({mine:.2f} vs {theirs:.2f})", "ok": r.value >= want,
+            "why": why, "ratio": r.value, **r.as_json()}
 
 
 def evaluate(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -71,34 +88,29 @@ def evaluate(doc: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
 
     p = _best_ringnet(pts, 65520, N2H, 1)
-    mine = _med(p, "gbps")
-    rows.append(_ratio_row("ns->host 65520 1 stream", mine,
-                           _med(peer("slirp4netns", 65520, N2H), "gbps"), 2.0, "slirp4netns"))
-    rows.append(_ratio_row("ns->host 65520 1 stream", mine,
-                           _med(peer("loopback", 65520, N2H), "gbps"), 0.6, "host loopback"))
-    eff_mine = _med(p, "cpu_s_per_gb")
-    eff_slirp = _med(peer("slirp4netns", 65520, N2H), "cpu_s_per_gb")
+    rows.append(_ratio_row("ns->host 65520 1 stream", p, peer("slirp4netns", 65520, N2H), "gbps",
+                           2.0, "slirp4netns"))
+    rows.append(_ratio_row("ns->host 65520 1 stream", p, peer("loopback", 65520, N2H), "gbps",
+                           0.6, "host loopback"))
     # Gbit per CPU-second is 8 / (CPU s per GB): the ratio is slirp's s/GB over ours
-    rows.append(_ratio_row("efficiency ns->host 65520", 1 / eff_mine if eff_mine else None,
-                           1 / eff_slirp if eff_slirp else None, 2.0,
-                           "slirp4netns Gbit per CPU-second"))
+    rows.append(_ratio_row("efficiency ns->host 65520", p, peer("slirp4netns", 65520, N2H),
+                           "cpu_s_per_gb", 2.0, "slirp4netns Gbit per CPU-second", invert=True))
 
     p = _best_ringnet(pts, 65520, H2N, 1)
-    mine = _med(p, "gbps")
-    rows.append(_ratio_row("host->ns 65520 1 stream", mine,
-                           _med(peer("pasta", 65520, H2N), "gbps"), 1.2, "pasta"))
-    rows.append(_ratio_row("host->ns 65520 1 stream", mine,
-                           _med(peer("slirp4netns", 65520, H2N), "gbps"), 3.0, "slirp4netns"))
+    rows.append(_ratio_row("host->ns 65520 1 stream", p, peer("pasta", 65520, H2N), "gbps",
+                           1.2, "pasta"))
+    rows.append(_ratio_row("host->ns 65520 1 stream", p, peer("slirp4netns", 65520, H2N), "gbps",
+                           3.0, "slirp4netns"))
 
     p = _best_ringnet(pts, 1500, N2H, 1)
-    rows.append(_ratio_row("ns->host 1500 1 stream", _med(p, "gbps"),
-                           _med(peer("slirp4netns", 1500, N2H), "gbps"), 4.0, "slirp4netns"))
+    rows.append(_ratio_row("ns->host 1500 1 stream", p, peer("slirp4netns", 1500, N2H), "gbps",
+                           4.0, "slirp4netns"))
 
     for d in (N2H, H2N):
         four = _best_ringnet(pts, 65520, d, 4, workers=2)
         one = _best_ringnet(pts, 65520, d, 1)
-        rows.append(_ratio_row(f"{d} 65520 4 streams, 2 workers", _med(four, "gbps"),
-                               _med(one, "gbps"), 1.3, "the single stream"))
+        rows.append(_ratio_row(f"{d} 65520 4 streams, 2 workers", four, one, "gbps", 1.3,
+                               "the single stream"))
 
     seconds = doc.get("config", {}).get("seconds") or 10
     for (b, mtu, d, s), p in sorted(pts.items()):
@@ -134,6 +146,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--out", default=os.path.join(_HERE, "results", "tmp", "tcp"))
     ap.add_argument("--from", dest="src", help="evaluate this sweep.json instead of running")
+    ap.add_argument("--as-root", action="store_true",
+                    help="started as root, stay root (default: the sweep runs as the test user)")
     args = ap.parse_args(argv)
     src = args.src
     if not src:
@@ -141,7 +155,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                          "--directions", f"{N2H},{H2N}", "--max-workers", "2",
                          "--backends", "loopback,slirp4netns,pasta,ringnet",
                          "--repeat", str(args.repeat), "--seconds", str(args.seconds),
-                         "--no-ring", "--out", args.out])
+                         "--no-ring", "--out", args.out, *(["--as-root"] if args.as_root else [])])
         if rc:
             return rc
         src = os.path.join(args.out, "sweep.json")
@@ -149,7 +163,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         doc = json.load(f)
     rows = evaluate(doc)
     text = table(rows)
-    print("\nIssue 3 targets (ratios within this run):\n" + text)
+    print("\nIssue 3 targets (ratios within this run, [bootstrap 95% interval]):\n" + text)
     if not args.src:
         with open(os.path.join(args.out, "tcp_targets.md"), "w") as f:
             f.write(text + "\n")

@@ -5,12 +5,16 @@
         net.run(["ping", "-c", "3", "10.0.2.2"], check=True)
 
 The public API is what ``__all__`` lists; modules starting with ``_`` are private.
+``FLOW_DTYPE`` (the dtype of ``Network.flows()``) is built on first access, because
+numpy is imported lazily (ringnet's children import this package and must stay
+single-threaded until they have unshared; numpy's BLAS starts threads at import).
 """
 
 from .config import MTU_MAX, MTU_MIN, NetworkConfig, default_workers
-from .errors import ChildError, ConfigError, CoreError, NamespaceError, ProtocolError, RingnetError
+from .errors import (ChildError, ChildOSError, ConfigError, CoreError, NamespaceError, ProtocolError,
+                     RingnetError)
 from .network import Network, State
-from .stats import FlowRow, ProcessStats, Stats
+from .stats import FLOW_FIELDS, ProcessStats, Stats
 
 __version__ = "0.1.0"
 
@@ -20,7 +24,8 @@ __all__ = [
     "State",
     "Stats",
     "ProcessStats",
-    "FlowRow",
+    "FLOW_DTYPE",
+    "FLOW_FIELDS",
     "default_workers",
     "MTU_MIN",
     "MTU_MAX",
@@ -28,7 +33,20 @@ __all__ = [
     "ConfigError",
     "NamespaceError",
     "ChildError",
+    "ChildOSError",
     "CoreError",
     "ProtocolError",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "FLOW_DTYPE":
+        from .stats import flow_dtype
+
+        return flow_dtype()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | {"FLOW_DTYPE"})

@@ -19,29 +19,33 @@ import select
 import socket
 import struct
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, NoReturn, Optional, Sequence
 
-from .errors import ProtocolError
+from .errors import ProtocolError, RingnetError, from_wire, role_display, to_wire
 
-__all__ = ["Msg", "PROTOCOL_VERSION", "send", "recv", "Message"]
+__all__ = ["Msg", "PROTOCOL_VERSION", "MAX_BODY", "FLOW_ROWS_MAX", "send", "recv", "expect", "send_error",
+           "raise_error", "Message"]
 
 PROTOCOL_VERSION = 1
 _MAGIC = 0x54434E52  # "RNCT"
 _HDR = struct.Struct("<IHHI")
-_MAX_BODY = 60 * 1024
+MAX_BODY = 60 * 1024
+FLOW_ROWS_MAX = 200  # flow records in a FLOWS reply (the worker sends fewer if they do not fit)
 _MAX_FDS = 8
 
 
 class Msg(enum.IntEnum):
     HELLO = 1       # namespace child -> worker: rings (fds: memfd, ev_worker, ev_ns)
     ACK = 2         # worker -> namespace child: rings accepted
-    ERROR = 3       # any -> peer: {"error": text}; the sender is giving up
+    ERROR = 3       # any -> peer: errors.to_wire() (kind, errno, child, step, error text);
+                    # the sender is giving up
     READY = 4       # namespace child -> orchestrator: interface up (fds: userns, netns)
     SHUTDOWN = 5    # orchestrator -> child: stop and exit
     IDMAP = 6       # namespace child -> orchestrator: map my ids with newuidmap/newgidmap
     IDMAP_DONE = 7  # orchestrator -> namespace child: done, or {"error": text}
     DNS_UPSTREAMS = 8  # orchestrator -> worker: {"upstreams": ["ADDR:PORT", ...]}
-    FLOWS = 10      # orchestrator -> worker: {"max": N}; worker -> orchestrator: {"total", "rows"}
+    FLOWS = 10      # orchestrator -> worker: {"max": N}; worker -> orchestrator: {"total": N,
+                    # "rows": [{field: value}]}, records named as stats.FLOW_FIELDS but "worker"
     OFFLOADS = 9    # orchestrator -> worker: {"offloads": [...]} the tun device accepted
 
 
@@ -68,9 +72,9 @@ def send(sock: socket.socket, type_: Msg, body: Optional[dict] = None,
          fds: Sequence[int] = ()) -> None:
     """Send one message. Raises ProtocolError if the body is too large, OSError on I/O errors."""
     data = json.dumps(body or {}, separators=(",", ":")).encode()
-    if len(data) > _MAX_BODY:
+    if len(data) > MAX_BODY:
         raise ProtocolError(f"control message {type_.name} body of {len(data)} bytes exceeds "
-                            f"{_MAX_BODY}")
+                            f"{MAX_BODY}")
     payload = _HDR.pack(_MAGIC, PROTOCOL_VERSION, int(type_), len(data)) + data
     if fds:
         socket.send_fds(sock, [payload], list(fds))
@@ -98,7 +102,7 @@ def recv(sock: socket.socket, timeout: Optional[float] = None,
                 continue
             if r:
                 break
-    data, fds, flags, _ = socket.recv_fds(sock, _HDR.size + _MAX_BODY + 1, _MAX_FDS)
+    data, fds, flags, _ = socket.recv_fds(sock, _HDR.size + MAX_BODY + 1, _MAX_FDS)
     if not data and not fds:
         return None
     try:
@@ -134,30 +138,39 @@ def recv(sock: socket.socket, timeout: Optional[float] = None,
 
 def expect(sock: socket.socket, want: Msg, timeout: Optional[float], who: str,
            nfds: int = 0) -> Message:
-    """Receive one message that must be ``want`` carrying exactly ``nfds`` fds.
+    """Receive one message from ``who`` (the peer's role: "ns", "worker 0", "orchestrator")
+    that must be ``want`` carrying exactly ``nfds`` fds.
 
-    An ERROR message becomes ProtocolError carrying the peer's text, end of file a
-    ProtocolError saying ``who`` went away.
+    An ERROR message is re-raised as the error the peer reports (raise_error), end of
+    file becomes a ProtocolError saying ``who`` went away.
     """
     msg = recv(sock, timeout)
     if msg is None:
-        raise ProtocolError(f"{who} closed the control connection")
+        raise ProtocolError(f"{role_display(who)} closed the control connection")
     if msg.type == Msg.ERROR:
-        msg.close_fds()
-        raise ProtocolError(str(msg.body.get("error", f"{who} reported an unspecified error")))
+        raise_error(msg, who)
     if msg.type != want or len(msg.fds) != nfds:
         msg.close_fds()
-        raise ProtocolError(f"{who} sent {msg.type.name} with {len(msg.fds)} fds, "
+        raise ProtocolError(f"{role_display(who)} sent {msg.type.name} with {len(msg.fds)} fds, "
                             f"expected {want.name} with {nfds}")
     return msg
 
 
-def send_error(sock: socket.socket, text: str) -> None:
-    """Best effort: tell the peer why we are giving up."""
+def send_error(sock: socket.socket, exc: BaseException, child: str, step: str) -> None:
+    """Best effort: tell the peer why we are giving up: ``exc``, raised in ``child`` (our
+    role) during ``step``, as structured data (errors.to_wire)."""
     try:
-        send(sock, Msg.ERROR, {"error": text[:4000]})
-    except OSError:
+        send(sock, Msg.ERROR, to_wire(exc, child, step))
+    except (OSError, ProtocolError):
         pass
+
+
+def raise_error(msg: Message, who: str) -> NoReturn:
+    """Raise the error an ERROR message from ``who`` (the sender's role) describes, as its
+    own class (errors.from_wire); closes any fds it carried."""
+    msg.close_fds()
+    exc: RingnetError = from_wire(msg.body, who)
+    raise exc
 
 
 def body_field(msg: Message, name: str, kind: type) -> Any:

@@ -3,8 +3,10 @@
 Each running Network listens on ``<runtime dir>/<id>.sock``, where the runtime dir is
 ``$XDG_RUNTIME_DIR/ringnet`` (or ``/tmp/ringnet-<uid>``), created mode 0700 and refused
 if anyone else owns it or can enter it. A client connects, sends one JSON line
-(``{"cmd": "info"}`` or ``{"cmd": "stats"}``) and reads one JSON line back. The server
-checks the peer's uid with SO_PEERCRED and answers only its owner. ``ringnet ls``,
+(``{"cmd": "info"}`` or ``{"cmd": "stats"}``) and reads one JSON line back:
+``{"ok": ...}``, or ``{"error": text}`` with, for an error of the network, ``"raised"``:
+the error as data (errors.to_wire), which ``query`` raises as its own class. The
+server checks the peer's uid with SO_PEERCRED and answers only its owner. ``ringnet ls``,
 ``ringnet stats`` and ``ringnet top`` are the clients.
 """
 
@@ -17,10 +19,10 @@ import select
 import socket
 import stat
 import struct
-import threading
 from typing import Any, Callable, Optional
 
-from .errors import RingnetError
+from ._threads import start_thread
+from .errors import RingnetError, from_wire, to_wire
 
 __all__ = ["runtime_dir", "ControlServer", "query", "list_networks"]
 
@@ -58,7 +60,8 @@ def _peer_uid(conn: socket.socket) -> int:
 
 
 class ControlServer:
-    """Serves info and stats requests for one network on a thread of the owning process."""
+    """Serves info and stats requests for one network on a thread of the owning process
+    (started with signals blocked, _threads.start_thread)."""
 
     def __init__(self, net_id: str, handlers: dict[str, Callable[[], Any]],
                  directory: Optional[str] = None) -> None:
@@ -78,8 +81,7 @@ class ControlServer:
             self._sock.close()
             raise RingnetError(f"cannot create control socket {self.path}: {e.strerror}") from None
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
-        self._thread = threading.Thread(target=self._serve, name=f"ringnet-ctl-{net_id}", daemon=True)
-        self._thread.start()
+        self._thread = start_thread(self._serve, f"ringnet-ctl-{net_id}")
 
     def _serve(self) -> None:
         while True:
@@ -116,7 +118,8 @@ class ControlServer:
             try:
                 reply = {"ok": handler()}
             except RingnetError as e:
-                reply = {"error": str(e)}
+                # as data, so that the client raises the very error (errors.to_wire)
+                reply = {"error": str(e), "raised": to_wire(e, None, None)}
         conn.sendall(json.dumps(reply).encode() + b"\n")
 
     def close(self) -> None:
@@ -157,6 +160,8 @@ def query(path: str, cmd: str, timeout: float = _TIMEOUT) -> Any:
         reply = json.loads(data)
     except ValueError:
         raise RingnetError(f"{path}: malformed reply") from None
+    if isinstance(reply.get("raised"), dict):
+        raise from_wire(reply["raised"], None)
     if "error" in reply:
         raise RingnetError(str(reply["error"]))
     return reply["ok"]

@@ -17,7 +17,7 @@ import select
 import socket
 
 from . import _control
-from ._child import run_child
+from ._child import run_child, step
 from ._control import Msg
 from ._core import check, ffi, lib
 from ._netconf import configure
@@ -25,7 +25,7 @@ from ._nsutil import enter_netns_of, unshare_user_net, write_id_maps
 from ._shm import CounterArray, RingMapping
 from ._tun import open_tun
 from .config import NetworkConfig
-from .errors import ChildError
+from .errors import ChildError, CoreError
 
 HELLO_TIMEOUT = 30.0
 
@@ -57,12 +57,14 @@ def _hello_workers(spec: dict, cfg: NetworkConfig, socks: list[socket.socket],
                                         "ring_size": cfg.ring_size},
                       [ring.fd, ev_worker, ev_ns])
     for i, sock in enumerate(socks):
+        # A worker that refuses its rings says why in an ERROR, re-raised here as its
+        # own error (class, errno, the worker's step), which run_child passes on.
         _control.expect(sock, Msg.ACK, HELLO_TIMEOUT, f"worker {i}")
     return evs
 
 
 def _serve(ctl: socket.socket, socks: list[socket.socket], pump) -> None:
-    """Wait for SHUTDOWN; raise ChildError if a worker or the pump fails first."""
+    """Wait for SHUTDOWN; raise the error of a worker or the pump that fails first."""
     poller = select.poll()
     poller.register(ctl, select.POLLIN)
     for s in socks:
@@ -70,7 +72,7 @@ def _serve(ctl: socket.socket, socks: list[socket.socket], pump) -> None:
     while True:
         err = lib.rn_pump_error(pump)
         if err:
-            raise ChildError(f"pump thread failed: {os.strerror(-err if err < 0 else err)}")
+            raise CoreError(abs(err), "pump thread")
         for fd, _ in poller.poll(500):
             if fd == ctl.fileno():
                 msg = _control.recv(ctl)
@@ -80,26 +82,33 @@ def _serve(ctl: socket.socket, socks: list[socket.socket], pump) -> None:
                 raise ChildError(f"unexpected {msg.type.name} from the orchestrator")
             idx = next(i for i, s in enumerate(socks) if s.fileno() == fd)
             msg = _control.recv(socks[idx])
-            text = msg.body.get("error") if msg is not None else None
+            if msg is not None and msg.type == Msg.ERROR:
+                _control.raise_error(msg, f"worker {idx}")
             if msg is not None:
                 msg.close_fds()
-            raise ChildError(f"worker {idx} went away" + (f": {text}" if text else ""))
+            raise ChildError(f"worker {idx} went away")
 
 
 def main(spec: dict, ctl: socket.socket) -> int:
     cfg = NetworkConfig(**spec["config"])
     socks = [socket.socket(fileno=fd) for fd in spec["worker_fds"]]
+    step("map counters")
     counters = CounterArray.adopt(spec["counters_fd"])
     rings: list[RingMapping] = []
     evs: list[tuple[int, int]] = []
     tun = None
     pump = ffi.NULL
     try:
+        step("enter namespaces")
         _enter(spec, cfg, ctl)
+        step("open tun")
         tun = open_tun(cfg.ifname, cfg.workers, cfg.tun_sndbuf())
+        step("configure interface")
         ifindex = configure(cfg, cfg.ifname)
+        step("hand rings to workers")
         evs = _hello_workers(spec, cfg, socks, rings)
 
+        step("start pump")
         params = ffi.new("struct rn_pump_params *")
         params.nqueues = cfg.workers
         params.coalesce_us = cfg.coalesce_us
@@ -113,6 +122,7 @@ def main(spec: dict, ctl: socket.socket) -> int:
               "rn_pump_start")
         pump = out[0]
 
+        step("report ready")
         nsfds = [os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC),
                  os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)]
         try:
@@ -122,13 +132,14 @@ def main(spec: dict, ctl: socket.socket) -> int:
         finally:
             for fd in nsfds:
                 os.close(fd)
+        step("serve")
         _serve(ctl, socks, pump)
         return 0
     finally:
         if pump != ffi.NULL:
             err = lib.rn_pump_stop(pump)
             if err:
-                _control.send_error(ctl, f"pump stopped with error: {os.strerror(abs(err))}")
+                _control.send_error(ctl, CoreError(abs(err), "pump thread"), spec["role"], "stop pump")
         for s in socks:
             s.close()
         for a, b in evs:

@@ -14,6 +14,7 @@ import logging
 import threading
 from typing import Callable, Iterable, NamedTuple, Optional, Sequence
 
+from ._threads import start_thread
 from .errors import ConfigError
 
 __all__ = ["Upstream", "parse_upstream", "read_resolv_conf", "read_search_lines",
@@ -105,7 +106,7 @@ def _nameservers(lines: Iterable[str]) -> list[Upstream]:
 
 class ResolvWatcher:
     """Re-read a resolv.conf (through symlinks) every ``interval`` seconds in a daemon
-    thread and call ``on_change(upstreams, search_lines)`` when what it says changes.
+    thread (started with signals blocked, _threads.start_thread) and call ``on_change(upstreams, search_lines)`` when what it says changes.
 
     Reading a small file once a second costs nothing and sees every way the file can
     change: rewritten in place, replaced by rename, or a symlink pointed elsewhere. A
@@ -124,8 +125,7 @@ class ResolvWatcher:
         self._thread: Optional[threading.Thread] = None
 
     def start(self) -> "ResolvWatcher":
-        self._thread = threading.Thread(target=self._run, name="ringnet-resolv-watch", daemon=True)
-        self._thread.start()
+        self._thread = start_thread(self._run, "ringnet-resolv-watch")
         return self
 
     def stop(self) -> None:

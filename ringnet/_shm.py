@@ -2,8 +2,9 @@
 
 A ring mapping (one per worker) is a sealed memfd laid out as csrc/shm.h says;
 the namespace child creates it, the worker checks and maps it. A counter array
-is a memfd of RN_CTR_SLOTS uint64 values that the orchestrator creates, its
-child writes, and the orchestrator reads through a numpy view without locks.
+is a memfd of RN_CTR_SLOTS uint64 values that the orchestrator creates and maps
+read-only, its child maps read-write and writes, and the orchestrator reads
+through a (read-only) numpy view without locks.
 """
 
 from __future__ import annotations
@@ -106,23 +107,25 @@ def check_eventfd(fd: int, what: str) -> None:
 class CounterArray:
     """RN_CTR_SLOTS uint64 counters in a memfd: written by one child, read by anyone mapping it.
 
-    The orchestrator creates it (``create``), passes ``fd`` to the child, and reads
-    ``values`` (a numpy view) at any time; the child maps it with ``adopt`` and hands
-    ``ptr`` to C. numpy is imported on first use of ``values`` only: children must stay
+    The orchestrator creates it (``create``), which maps it read-only, passes ``fd`` to
+    the child, and reads ``values`` (a read-only numpy view) at any time; the child maps
+    it read-write with ``adopt`` and hands ``ptr`` to C (``ptr`` is None in a read-only
+    mapping). numpy is imported on first use of ``values`` only: children must stay
     single-threaded until they have entered their namespaces, and numpy's BLAS starts
     threads at import.
     """
 
-    def __init__(self, fd: int, mm: mmap.mmap) -> None:
+    def __init__(self, fd: int, mm: mmap.mmap, writable: bool) -> None:
         self.fd = fd
         self._mm = mm
         self._values = None
-        self._buf = ffi.from_buffer(mm)
-        self.ptr = ffi.cast("uint64_t *", self._buf)
+        self._buf = ffi.from_buffer(mm) if writable else None
+        self.ptr = ffi.cast("uint64_t *", self._buf) if writable else None
 
     @property
     def values(self):
-        """numpy uint64 view of the counters (lock-free reads of the live values)."""
+        """numpy uint64 view of the counters (lock-free reads of the live values); read-only
+        where the mapping is."""
         if self._values is None:
             import numpy as np
 
@@ -131,22 +134,25 @@ class CounterArray:
 
     @classmethod
     def create(cls, name: str) -> "CounterArray":
+        """Orchestrator: a new zeroed counter memfd, mapped read-only."""
         size = lib.RN_CTR_SLOTS * 8
         fd = os.memfd_create(f"ringnet-ctr-{name}", os.MFD_CLOEXEC)
         try:
             os.ftruncate(fd, size)
-            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
         except BaseException:
             os.close(fd)
             raise
-        return cls(fd, mm)
+        return cls(fd, mm, writable=False)
 
     @classmethod
     def adopt(cls, fd: int) -> "CounterArray":
+        """Child: map the counter memfd ``fd`` read-write (ProtocolError if its size is wrong)."""
         size = lib.RN_CTR_SLOTS * 8
         if os.fstat(fd).st_size != size:
             raise ProtocolError("counter memfd has the wrong size")
-        return cls(fd, mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE))
+        return cls(fd, mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE),
+                   writable=True)
 
     def snapshot(self, names: tuple[str, ...]) -> dict[str, int]:
         vals = self.values[: len(names)].copy()
@@ -156,7 +162,8 @@ class CounterArray:
         if self._mm is None:
             return
         self._values = None
-        ffi.release(self._buf)
+        if self._buf is not None:
+            ffi.release(self._buf)
         self._mm.close()
         os.close(self.fd)
         self._mm = None

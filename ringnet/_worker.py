@@ -13,18 +13,19 @@ with an error when the namespace corrupted its ring.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import os
 import socket
 
 from . import _control
-from ._child import run_child
+from ._child import current_step, run_child, step
 from ._control import Msg
 from ._core import check, ffi, lib
 from ._shm import CounterArray, RingMapping, check_eventfd
 from ._resolv import parse_upstream
 from .config import NetworkConfig, parse_faults
-from .errors import ChildError, ConfigError, ProtocolError
+from .errors import ConfigError, CoreError, ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,10 @@ def _set_upstreams(worker, msg: _control.Message) -> None:
 
 
 def _accept_hello(spec: dict, cfg: NetworkConfig, ns: socket.socket) -> tuple[RingMapping, int, int]:
-    msg = _control.expect(ns, Msg.HELLO, HELLO_TIMEOUT, "namespace child", nfds=3)
+    step("wait for rings")
+    msg = _control.expect(ns, Msg.HELLO, HELLO_TIMEOUT, "ns", nfds=3)
     memfd, ev_worker, ev_ns = msg.fds
+    step("check rings")
     try:
         if msg.body.get("version") != _control.PROTOCOL_VERSION:
             raise ProtocolError(f"HELLO version {msg.body.get('version')!r}, "
@@ -102,13 +105,20 @@ def _accept_hello(spec: dict, cfg: NetworkConfig, ns: socket.socket) -> tuple[Ri
     except BaseException:
         msg.close_fds()
         raise
-    ring = RingMapping.adopt(memfd, cfg.ring_size)
+    step("map rings")
+    try:
+        ring = RingMapping.adopt(memfd, cfg.ring_size)
+    except BaseException:
+        os.close(ev_worker)
+        os.close(ev_ns)
+        raise
     return ring, ev_worker, ev_ns
 
 
 def main(spec: dict, ctl: socket.socket) -> int:
     cfg = NetworkConfig(**spec["config"])
     ns = socket.socket(fileno=spec["ns_fd"])
+    step("map counters")
     counters = CounterArray.adopt(spec["counters_fd"])
     ring = None
     evs: tuple[int, ...] = ()
@@ -117,6 +127,7 @@ def main(spec: dict, ctl: socket.socket) -> int:
         try:
             ring, ev_worker, ev_ns = _accept_hello(spec, cfg, ns)
             evs = (ev_worker, ev_ns)
+            step("start worker")
             out = ffi.new("struct rn_worker **")
             check(lib.rn_worker_new(out, _params(spec, cfg), ring.ptr, ring.size, counters.ptr,
                                     ev_worker, ev_ns), "rn_worker_new")
@@ -124,14 +135,15 @@ def main(spec: dict, ctl: socket.socket) -> int:
             check(lib.rn_worker_watch_fd(worker, ctl.fileno()), "rn_worker_watch_fd")
             check(lib.rn_worker_watch_fd(worker, ns.fileno()), "rn_worker_watch_fd")
         except (ProtocolError, OSError) as e:
-            _control.send_error(ns, f"worker {spec['index']} refused the rings: {e}")
+            # the namespace child gets the very error too (class, errno, step)
+            _control.send_error(ns, e, spec["role"], current_step())
             raise
         _control.send(ns, Msg.ACK)
+        step("run")
         while True:
             rc = lib.rn_worker_run(worker, -1)
             if rc < 0:
-                raise ChildError(f"worker {spec['index']} stops: the namespace side broke its ring "
-                                 f"({os.strerror(-rc)})")
+                raise CoreError(-rc, "the namespace side broke its ring")
             if rc == 1 and _control_wants_exit(worker, ctl, ns):
                 return 0
     finally:
@@ -146,27 +158,33 @@ def main(spec: dict, ctl: socket.socket) -> int:
 
 
 _PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6"}
-FLOW_ROWS_MAX = 400    # rows per reply: a control message body is at most 60 KiB
 _FLOW_FETCH_MAX = 4096
 
 
 def flow_rows(worker, want) -> dict:
-    """The busiest flows of this worker as statistics rows (at most FLOW_ROWS_MAX) and the
-    total number of flows."""
-    limit = want if isinstance(want, int) and 0 <= want <= FLOW_ROWS_MAX else FLOW_ROWS_MAX
+    """The busiest flows of this worker as named records (the fields of stats.FLOW_FIELDS
+    but "worker", which the orchestrator adds), at most _control.FLOW_ROWS_MAX and no more
+    than fit in one control message, and the total number of flows."""
+    cap = _control.FLOW_ROWS_MAX
+    limit = want if isinstance(want, int) and not isinstance(want, bool) and 0 <= want <= cap else cap
     buf = ffi.new("struct rn_flow_row[]", _FLOW_FETCH_MAX)
     n = lib.rn_worker_flow_rows(worker, buf, _FLOW_FETCH_MAX)
     rows = []
     for r in buf[0:n]:
         alen = 16 if r.family == 6 else 4
-        guest = ipaddress.ip_address(bytes(r.guest)[:alen])
-        remote = ipaddress.ip_address(bytes(r.remote)[:alen])
-        rows.append([_PROTO_NAMES.get(r.proto, str(r.proto)),
-                     ffi.string(lib.rn_flow_state_name(r.type, r.state)).decode(),
-                     str(guest), r.guest_port, str(remote), r.remote_port,
-                     r.bytes_up, r.bytes_down, r.age_ms / 1000.0])
-    rows.sort(key=lambda row: row[6] + row[7], reverse=True)
-    return {"total": lib.rn_worker_flow_count(worker), "rows": rows[:limit]}
+        rows.append({"proto": _PROTO_NAMES.get(r.proto, str(r.proto)),
+                     "state": ffi.string(lib.rn_flow_state_name(r.type, r.state)).decode(),
+                     "guest": str(ipaddress.ip_address(bytes(r.guest)[:alen])),
+                     "guest_port": r.guest_port,
+                     "remote": str(ipaddress.ip_address(bytes(r.remote)[:alen])),
+                     "remote_port": r.remote_port,
+                     "bytes_in": r.bytes_up, "bytes_out": r.bytes_down,
+                     "age": r.age_ms / 1000.0, "idle": r.idle_ms / 1000.0})
+    rows.sort(key=lambda row: row["bytes_in"] + row["bytes_out"], reverse=True)
+    body = {"total": lib.rn_worker_flow_count(worker), "rows": rows[:limit]}
+    while len(json.dumps(body, separators=(",", ":"))) > _control.MAX_BODY:
+        body["rows"] = body["rows"][: len(body["rows"]) * 3 // 4]
+    return body
 
 
 def _control_wants_exit(worker, ctl: socket.socket, ns: socket.socket) -> bool:

@@ -7,13 +7,20 @@
     ringnet top ID                           a live view of one network, refreshed every second
 
 ``run`` exits with CMD's status (128+N when CMD is killed by signal N), and 125
-when ringnet itself fails. Errors are printed on one line. Logging handlers are
-installed here only, never by the library.
+when ringnet itself fails; SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to it are
+forwarded to CMD (ringnet's own threads block them, so they reach the main
+thread's sigtimedwait). Every network option's default is NetworkConfig's: the
+options' dests are its field names. ``stats`` and ``top`` aggregate the flow
+table (numpy, FLOW_DTYPE) per protocol and list the busiest flows (``top``: the
+fastest since its previous refresh). Errors are
+printed on one line. Logging handlers are installed here only, never by the
+library.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -21,13 +28,18 @@ import select
 import signal
 import sys
 import time
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from . import __version__, _ctlsock
-from .config import COALESCE_US_DEFAULT, COALESCE_US_MAX, MTU_MAX, MTU_MIN, NetworkConfig
+from ._resolv import MAX_UPSTREAMS
+from .config import (COALESCE_US_MAX, MTU_MAX, MTU_MIN, RING_SIZE_MAX, RING_SIZE_MIN, WORKERS_MAX,
+                     NetworkConfig)
 from .errors import RingnetError
 from .network import Network
-from .stats import Stats, rates
+from .stats import Stats, busiest_first, rates
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["main"]
 
@@ -36,38 +48,46 @@ SI_USER = 0
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(NetworkConfig)}
+
+
 def _net_options(p: argparse.ArgumentParser) -> None:
+    """The network options; every default is NetworkConfig's (dests are its field names)."""
+    d = _DEFAULTS
     g = p.add_argument_group("network")
-    g.add_argument("--mtu", type=int, default=MTU_MAX, help=f"interface MTU, {MTU_MIN}..{MTU_MAX} "
-                   f"(default {MTU_MAX})")
-    g.add_argument("--workers", type=int, default=None,
-                   help="host stack worker processes, 1..64 (default: half the CPUs, at most 8)")
-    g.add_argument("--cidr", default="10.0.2.0/24", help="IPv4 network (default 10.0.2.0/24)")
-    g.add_argument("--cidr6", default="fd00::/64", help="IPv6 network (default fd00::/64)")
-    g.add_argument("--disable-ipv6", action="store_true", help="configure IPv4 only")
-    g.add_argument("--ifname", default="rn0", help="interface name inside (default rn0)")
-    g.add_argument("--ring-size", type=int, default=4 * 1024 * 1024,
-                   help="bytes per ring, a power of two, 512 KiB..256 MiB (default 4 MiB)")
-    g.add_argument("--allow-host-loopback", action="store_true",
+    g.add_argument("--mtu", type=int, default=d["mtu"], metavar="N",
+                   help=f"interface MTU, {MTU_MIN}..{MTU_MAX} (default %(default)s)")
+    g.add_argument("--workers", type=int, default=d["workers"], metavar="N",
+                   help=f"host stack worker processes, 1..{WORKERS_MAX} (default: half the CPUs, "
+                   "at most 8)")
+    g.add_argument("--cidr", dest="cidr4", default=d["cidr4"], metavar="CIDR", help="IPv4 network (default %(default)s)")
+    g.add_argument("--cidr6", default=d["cidr6"], metavar="CIDR", help="IPv6 network (default %(default)s)")
+    g.add_argument("--disable-ipv6", dest="ipv6", action="store_false", default=d["ipv6"],
+                   help="configure IPv4 only")
+    g.add_argument("--ifname", default=d["ifname"], help="interface name inside (default %(default)s)")
+    g.add_argument("--ring-size", type=int, default=d["ring_size"], metavar="BYTES",
+                   help=f"bytes per ring, a power of two, {RING_SIZE_MIN // 1024} KiB.."
+                   f"{RING_SIZE_MAX // (1 << 20)} MiB (default %(default)s)")
+    g.add_argument("--allow-host-loopback", action="store_true", default=d["allow_host_loopback"],
                    help="let the gateway addresses reach host loopback (127.0.0.1, ::1)")
-    g.add_argument("--dns-upstream", action="append", metavar="ADDR[:PORT]",
+    g.add_argument("--dns-upstream", action="append", metavar="ADDR[:PORT]", default=d["dns_upstream"],
                    help="resolver the DNS addresses forward to, instead of the host's "
-                   "/etc/resolv.conf (repeatable, at most 3; [V6ADDR]:PORT for IPv6 with a port)")
-    g.add_argument("--coalesce-us", type=int, default=COALESCE_US_DEFAULT, metavar="US",
+                   f"/etc/resolv.conf (repeatable, at most {MAX_UPSTREAMS}; [V6ADDR]:PORT for IPv6 "
+                   "with a port)")
+    g.add_argument("--coalesce-us", type=int, default=d["coalesce_us"], metavar="US",
                    help=f"wake-up moderation during small-packet streams, 0..{COALESCE_US_MAX} "
-                   f"microseconds (default {COALESCE_US_DEFAULT}; 0: off)")
-    g.add_argument("--idmap-helpers", action="store_true",
+                   "microseconds (default %(default)s; 0: off)")
+    g.add_argument("--idmap-helpers", action="store_true", default=d["idmap_helpers"],
                    help="map subordinate ids with newuidmap/newgidmap")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more logging (repeatable)")
 
 
 def _config(args: argparse.Namespace) -> NetworkConfig:
-    return NetworkConfig(mtu=args.mtu, workers=args.workers, cidr4=args.cidr, cidr6=args.cidr6,
-                         ipv6=not args.disable_ipv6, ifname=args.ifname, ring_size=args.ring_size,
-                         allow_host_loopback=args.allow_host_loopback,
-                         dns_upstream=tuple(args.dns_upstream) if args.dns_upstream else None,
-                         resolv_conf=not getattr(args, "no_resolv_conf", False),
-                         idmap_helpers=args.idmap_helpers, coalesce_us=args.coalesce_us)
+    """The NetworkConfig the network options of ``args`` describe."""
+    given = {k: v for k, v in vars(args).items() if k in _DEFAULTS}
+    if given.get("dns_upstream") is not None:
+        given["dns_upstream"] = tuple(given["dns_upstream"])
+    return NetworkConfig(**given)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,7 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a command in a new namespace with networking",
                          usage="ringnet run [OPTIONS] -- CMD [ARGS...]")
     _net_options(run)
-    run.add_argument("--no-resolv-conf", action="store_true",
+    run.add_argument("--no-resolv-conf", dest="resolv_conf", action="store_false",
+                     default=_DEFAULTS["resolv_conf"],
                      help="leave /etc/resolv.conf alone (by default CMD sees one naming the "
                      "namespace's DNS addresses, in a private mount namespace)")
     run.add_argument("argv", nargs=argparse.REMAINDER, help="the command, after --")
@@ -113,9 +134,11 @@ def _run(args: argparse.Namespace) -> int:
         raise RingnetError("no command given: ringnet run [OPTIONS] -- CMD [ARGS...]")
     with Network(_config(args)) as net:
         net.label = " ".join(argv)[:200]
-        # Signals are taken synchronously (sigwaitinfo) so that we know who sent them: a
+        # Signals are taken synchronously (sigtimedwait) so that we know who sent them: a
         # signal the terminal sent to the whole foreground group (si_code is not SI_USER)
-        # reached CMD already and is not forwarded again; one sent to us alone is.
+        # reached CMD already and is not forwarded again; one sent to us alone is. This
+        # thread blocks them from here on and ringnet's own threads always do, so one that
+        # arrives while we are not waiting stays pending until the next sigtimedwait.
         mask = set(_FORWARDED) | {signal.SIGCHLD}
         signal.pthread_sigmask(signal.SIG_BLOCK, mask)
         try:
@@ -224,14 +247,72 @@ def _render(cur: Stats, prev: Optional[Stats]) -> str:
             lines.append(f"  pump.{k:<23} {v}")
     if not nonzero:
         lines.append("  (all zero)")
-    if cur.flows:
-        lines.append("")
-        lines.append(f"{'PROTO':<5} {'GUEST':<28} {'REMOTE':<28} {'STATE':<12} {'IN':>8} {'OUT':>8} {'AGE':>7}")
-        for f in sorted(cur.flows, key=lambda f: f.bytes_in + f.bytes_out, reverse=True)[:30]:
-            lines.append(f"{f.proto:<5} {f'{f.guest}:{f.guest_port}':<28} {f'{f.remote}:{f.remote_port}':<28} "
-                         f"{f.state:<12} {_human(f.bytes_in, 'B'):>8} {_human(f.bytes_out, 'B'):>8} "
-                         f"{_duration(f.age):>7}")
+    if len(cur.flows):
+        lines += _flow_lines(cur.flows, _flow_rates(prev, cur) if prev is not None else None)
     return "\n".join(lines)
+
+
+_FLOWS_SHOWN = 30
+
+
+_FLOW_KEY = ["worker", "proto", "guest", "guest_port", "remote", "remote_port"]
+
+
+def _flow_rates(prev: Stats, cur: Stats) -> "np.ndarray":
+    """Bytes per second (in + out) of each flow of ``cur`` since ``prev``; a flow that is
+    new since then counts from its creation."""
+    import numpy as np
+
+    dt = cur.time - prev.time
+    if dt <= 0:
+        return np.zeros(len(cur.flows))
+    def moved(flows: "np.ndarray") -> list[tuple[tuple, int]]:
+        keys = map(tuple, flows[_FLOW_KEY].tolist())
+        return list(zip(keys, (flows["bytes_in"] + flows["bytes_out"]).tolist()))
+
+    before, now = dict(moved(prev.flows)), moved(cur.flows)
+    delta = np.array([b - before.get(k, 0) for k, b in now], dtype=np.float64)
+    new = np.array([k not in before for k, _ in now], dtype=bool)
+    span = np.where(new, np.clip(cur.flows["age"], 1e-3, dt), dt)
+    return np.maximum(delta, 0.0) / span
+
+
+def _flow_lines(flows: "np.ndarray", rates: "Optional[np.ndarray]" = None) -> list[str]:
+    """The flow table (FLOW_DTYPE) aggregated per protocol, then its busiest flows: by
+    ``rates`` (bytes/s, as ``ringnet top`` shows them) when given, else by bytes moved."""
+    import numpy as np
+
+    protos, which = np.unique(flows["proto"], return_inverse=True)
+    which = which.reshape(-1)
+    count = np.bincount(which, minlength=len(protos))
+    bytes_in = np.zeros(len(protos), dtype=np.uint64)
+    bytes_out = np.zeros(len(protos), dtype=np.uint64)
+    np.add.at(bytes_in, which, flows["bytes_in"])
+    np.add.at(bytes_out, which, flows["bytes_out"])
+    lines = ["", f"{'PROTO':<6} {'FLOWS':>6} {'IN':>8} {'OUT':>8}  STATES"]
+    for i, proto in enumerate(protos):
+        states, n = np.unique(flows["state"][which == i], return_counts=True)
+        lines.append(f"{proto:<6} {count[i]:>6} {_human(int(bytes_in[i]), 'B'):>8} "
+                     f"{_human(int(bytes_out[i]), 'B'):>8}  "
+                     + ", ".join(f"{s} {c}" for s, c in zip(states.tolist(), n.tolist())))
+    lines.append("")
+    lines.append(f"{'PROTO':<5} {'GUEST':<28} {'REMOTE':<28} {'STATE':<12} {'IN':>8} {'OUT':>8} "
+                 f"{'AGE':>7} {'IDLE':>7}" + (f" {'RATE':>10}" if rates is not None else ""))
+    if rates is None:
+        shown, shown_rates = busiest_first(flows)[:_FLOWS_SHOWN], None
+    else:  # fastest first; among equals, the busiest
+        order = np.lexsort((flows["bytes_in"] + flows["bytes_out"], rates))[::-1][:_FLOWS_SHOWN]
+        shown, shown_rates = flows[order], rates[order].tolist()
+    for i, f in enumerate(shown.tolist()):
+        r = dict(zip(flows.dtype.names, f))
+        lines.append(f"{r['proto']:<5} {r['guest'] + ':' + str(r['guest_port']):<28} "
+                     f"{r['remote'] + ':' + str(r['remote_port']):<28} {r['state']:<12} "
+                     f"{_human(r['bytes_in'], 'B'):>8} {_human(r['bytes_out'], 'B'):>8} "
+                     f"{_duration(r['age']):>7} {_duration(r['idle']):>7}"
+                     + (f" {_human(8 * shown_rates[i], 'bit/s'):>10}" if shown_rates else ""))
+    if len(flows) > _FLOWS_SHOWN:
+        lines.append(f"... and {len(flows) - _FLOWS_SHOWN} more")
+    return lines
 
 
 def _top(args: argparse.Namespace) -> int:

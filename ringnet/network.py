@@ -8,6 +8,15 @@ tears down whatever was started and raises a RingnetError that names the step.
 ``close()`` stops commands still running in the namespace, asks every child to
 shut down, reaps them (SIGKILL after a grace period) and closes every fd and
 mapping. A Network is a context manager guarded by a state enum.
+
+Children are known by role (Role.NS, Role.WORKER with its index), never by the
+text that names them in messages. An error a child reports arrives as data
+(errors.to_wire) and is re-raised as the same class, with the child's role and
+failing step. The counter arrays are mapped read-only here: only the child
+that owns one writes it. Threads of ours (the control socket server, the
+resolv.conf watcher) start with every asynchronous signal blocked, so that a
+signal sent to the process reaches the application's threads only (``ringnet
+run`` takes the signals it forwards with sigtimedwait in its main thread).
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ import tempfile
 import threading
 import time
 import weakref
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from . import _control, _resolv
 from ._control import Msg
@@ -38,8 +47,11 @@ from ._nsutil import check_attach_target, run_idmap_helpers, userns_available
 from ._resolv import ResolvWatcher, Upstream, namespace_resolv_conf
 from ._shm import CounterArray
 from .config import NetworkConfig
-from .errors import ChildError, NamespaceError, ProtocolError, RingnetError
-from .stats import FlowRow, ProcessSampler, Stats
+from .errors import ChildError, NamespaceError, ProtocolError, RingnetError, from_wire, role_display
+from .stats import ProcessSampler, Stats, busiest_first, flow_array
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["Network", "State"]
 
@@ -58,13 +70,54 @@ class State(enum.Enum):
     FAILED = "failed"
 
 
+class Role(enum.Enum):
+    """What a child process of a Network does."""
+
+    NS = "ns"           # the namespace child: namespaces, tun device, pump threads
+    WORKER = "worker"   # a host stack worker
+
+
 class _Child:
     """A child process of ours with its control socket."""
 
-    def __init__(self, name: str, proc: subprocess.Popen, ctl: socket.socket) -> None:
-        self.name = name
+    def __init__(self, role: Role, index: int, proc: subprocess.Popen, ctl: socket.socket) -> None:
+        self.role = role
+        self.index = index      # the worker's index; 0 for the namespace child
         self.proc = proc
         self.ctl = ctl
+
+    @property
+    def name(self) -> str:
+        """The child's role as errors, stats and the control protocol name it: "ns", "worker 0"."""
+        return _role_name(self.role, self.index)
+
+
+def _role_name(role: Role, index: int) -> str:
+    return "ns" if role is Role.NS else f"worker {index}"
+
+
+def _spawn(role: Role, index: int, spec: dict, fds: list[int]) -> _Child:
+    """Start the child of ``role`` (python -m ringnet._nschild or ringnet._worker) with
+    ``spec``, its role and a control socket added, inheriting ``fds``."""
+    module = "ringnet._nschild" if role is Role.NS else "ringnet._worker"
+    ctl, child_ctl = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        spec = dict(spec, role=_role_name(role, index), ctl_fd=child_ctl.fileno(),
+                    parent_pid=os.getpid())
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, json.dumps(spec)],
+            pass_fds=[child_ctl.fileno(), *fds], stdin=subprocess.DEVNULL,
+            env=_child_env(), start_new_session=True, close_fds=True,
+            # -m looks in the working directory first: run where this very ringnet
+            # package lives, so that a ringnet/ folder in the caller's directory (a
+            # source checkout, say) cannot stand in for it.
+            cwd=_PKG_PARENT)
+    except BaseException:
+        ctl.close()
+        raise
+    finally:
+        child_ctl.close()
+    return _Child(role, index, proc, ctl)
 
 
 def _child_env() -> dict[str, str]:
@@ -132,7 +185,7 @@ class Network:
         self._attach_pid: Optional[int] = None
         self._lock = threading.Lock()
         self._query_lock = threading.Lock()   # one request/reply exchange with workers at a time
-        self._children: list[_Child] = []
+        self._children: list[_Child] = []   # the namespace child last
         self._spawned: list[subprocess.Popen] = []
         self._wctr: list[CounterArray] = []
         self._pctr: Optional[CounterArray] = None
@@ -156,8 +209,12 @@ class Network:
     # Lifecycle ------------------------------------------------------------------------
 
     def __enter__(self) -> "Network":
+        """Start a new network (a running one is entered as it is); a closed or failed
+        Network raises RingnetError: a Network starts only once."""
         if self.state == State.NEW:
             self.start()
+        elif self.state != State.RUNNING:
+            raise RingnetError(f"network is {self.state.value}; a Network starts only once")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -207,24 +264,8 @@ class Network:
         else:
             check_attach_target(self._attach_pid)
 
-    def _spawn_child(self, module: str, name: str, spec: dict, fds: list[int]) -> _Child:
-        ctl, child_ctl = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            spec = dict(spec, ctl_fd=child_ctl.fileno(), parent_pid=os.getpid())
-            proc = subprocess.Popen(
-                [sys.executable, "-m", module, json.dumps(spec)],
-                pass_fds=[child_ctl.fileno(), *fds], stdin=subprocess.DEVNULL,
-                env=_child_env(), start_new_session=True, close_fds=True,
-                # -m looks in the working directory first: run where this very ringnet
-                # package lives, so that a ringnet/ folder in the caller's directory (a
-                # source checkout, say) cannot stand in for it.
-                cwd=_PKG_PARENT)
-        except BaseException:
-            ctl.close()
-            raise
-        finally:
-            child_ctl.close()
-        child = _Child(name, proc, ctl)
+    def _spawn_child(self, role: Role, index: int, spec: dict, fds: list[int]) -> _Child:
+        child = _spawn(role, index, spec, fds)
         self._children.append(child)
         return child
 
@@ -248,13 +289,13 @@ class Network:
                 ns_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
                 ns_ends.append(ns_end)
                 try:
-                    self._spawn_child("ringnet._worker", f"worker {i}",
+                    self._spawn_child(Role.WORKER, i,
                                       dict(base, index=i, ns_fd=worker_end.fileno(),
                                            counters_fd=ctr.fd),
                                       [worker_end.fileno(), ctr.fd])
                 finally:
                     worker_end.close()
-            ns = self._spawn_child("ringnet._nschild", "namespace child",
+            ns = self._spawn_child(Role.NS, 0,
                                    dict(base, attach_pid=self._attach_pid,
                                         worker_fds=[s.fileno() for s in ns_ends],
                                         counters_fd=self._pctr.fd),
@@ -285,15 +326,20 @@ class Network:
             f.write(namespace_resolv_conf(dns, search))
         os.chmod(path, 0o644)
 
+    def _workers(self) -> list[_Child]:
+        return [c for c in self._children if c.role is Role.WORKER]
+
     def _tell_workers(self, type_: Msg, body: dict) -> None:
-        for c in self._children:
-            if c.name.startswith("worker"):
-                _control.send(c.ctl, type_, body)
+        for c in self._workers():
+            _control.send(c.ctl, type_, body)
 
     def _dns_changed(self, upstreams: list[Upstream], search: list[str]) -> None:
-        """The host's resolv.conf changed: tell every worker its new upstreams."""
-        self._tell_workers(Msg.DNS_UPSTREAMS, {"upstreams": [str(u) for u in upstreams]})
-        self._write_resolv_conf(search)
+        """The host's resolv.conf changed (called on the watcher's thread): tell every
+        worker its new upstreams. Takes the query lock: a worker's control socket carries
+        one exchange at a time, and flows() may be waiting for a worker's reply."""
+        with self._query_lock:
+            self._tell_workers(Msg.DNS_UPSTREAMS, {"upstreams": [str(u) for u in upstreams]})
+            self._write_resolv_conf(search)
 
     def _wait_ready(self, ns: _Child) -> None:
         """Wait for READY from the namespace child, serving IDMAP requests and watching the
@@ -312,15 +358,18 @@ class Network:
                 msg = _control.recv(child.ctl)
                 if msg is None or msg.type == Msg.ERROR:
                     if msg is None:
-                        why = f"{child.name} exited during start-up (status {child.proc.wait(_GRACE)})"
+                        err: RingnetError = ChildError(
+                            f"exited during start-up (status {child.proc.wait(_GRACE)})")
+                        err.child = child.name
                     else:
                         msg.close_fds()
-                        why = str(msg.body.get("error", f"{child.name} failed"))
-                    # A worker fails when the namespace child gives up and closes its end:
-                    # the namespace child's own report names the cause, so prefer it.
+                        err = from_wire(msg.body, child.name)
+                    # A worker fails when the namespace child gives up and closes its end,
+                    # and a worker that refuses its rings tells the namespace child too: the
+                    # namespace child's report names the first cause, so prefer it.
                     if child is not ns:
-                        why = self._ns_error(ns) or why
-                    raise ChildError(why)
+                        err = self._ns_error(ns) or err
+                    raise err
                 if child is ns and msg.type == Msg.IDMAP:
                     self._serve_idmap(ns)
                 elif child is ns and msg.type == Msg.READY and len(msg.fds) == 2:
@@ -329,11 +378,12 @@ class Network:
                     return
                 else:
                     msg.close_fds()
-                    raise ProtocolError(f"unexpected {msg.type.name} from {child.name} during start-up")
+                    raise ProtocolError(f"unexpected {msg.type.name} from {role_display(child.name)} "
+                                        "during start-up")
 
     @staticmethod
-    def _ns_error(ns: _Child) -> Optional[str]:
-        """The namespace child's ERROR text if it reports one within a moment, else None."""
+    def _ns_error(ns: _Child) -> Optional[RingnetError]:
+        """The error the namespace child reports if it does within a moment, else None."""
         try:
             msg = _control.recv(ns.ctl, timeout=2.0)
         except (TimeoutError, ProtocolError, OSError):
@@ -341,7 +391,7 @@ class Network:
         if msg is None:
             return None
         msg.close_fds()
-        return str(msg.body["error"]) if msg.type == Msg.ERROR and "error" in msg.body else None
+        return from_wire(msg.body, ns.name) if msg.type == Msg.ERROR else None
 
     def _serve_idmap(self, ns: _Child) -> None:
         try:
@@ -472,12 +522,12 @@ class Network:
     def pid(self) -> int:
         """PID of the namespace child (it holds the namespace and the tun device)."""
         self._require_running()
-        return next(c.proc.pid for c in self._children if c.name == "namespace child")
+        return next(c.proc.pid for c in self._children if c.role is Role.NS)
 
     @property
     def worker_pids(self) -> list[int]:
         self._require_running()
-        return [c.proc.pid for c in self._children if c.name.startswith("worker")]
+        return [c.proc.pid for c in self._workers()]
 
     def pids(self) -> list[int]:
         """Every ringnet process of this network: the namespace child and the workers."""
@@ -503,31 +553,38 @@ class Network:
 
     def stats(self) -> Stats:
         """A typed snapshot: counters, psutil figures of every ringnet process (the namespace
-        child and the workers; none of the user's), and flow rows."""
+        child and the workers; none of the user's), and the flow table (flows())."""
         self._require_running()
         c = self.counters()
-        roles = {c_.proc.pid: ("ns" if c_.name == "namespace child" else c_.name)
-                 for c_ in self._children}
+        roles = {child.proc.pid: child.name for child in self._children}
         return Stats(time=time.time(), pump=c["pump"], workers=c["workers"],
-                     processes=self._sampler.sample(roles), flows=self._flows())
+                     processes=self._sampler.sample(roles), flows=self.flows())
 
-    def _flows(self) -> list[FlowRow]:
-        """Ask every worker for its busiest flows (each answers between two loop passes)."""
-        out: list[FlowRow] = []
-        workers = [c for c in self._children if c.name.startswith("worker")]
-        for i, child in enumerate(workers):
+    def flows(self) -> "np.ndarray":
+        """A snapshot of the flow tables of every worker, busiest (bytes in + out) first: a
+        numpy structured array of ringnet.FLOW_DTYPE, one element per flow, with fields
+        worker, proto, state, guest, guest_port, remote, remote_port, bytes_in (payload
+        bytes namespace -> host), bytes_out (host -> namespace), age and idle (seconds);
+        docs/ARCHITECTURE.md and ringnet.stats describe each. Each worker answers between
+        two passes of its loop with its busiest flows, at most _control.FLOW_ROWS_MAX."""
+        self._require_running()
+        import numpy as np
+
+        tables = []
+        for child in self._workers():
             try:
                 with self._query_lock:
-                    _control.send(child.ctl, Msg.FLOWS, {"max": 400})
+                    _control.send(child.ctl, Msg.FLOWS, {"max": _control.FLOW_ROWS_MAX})
                     msg = _control.expect(child.ctl, Msg.FLOWS, 5.0, child.name)
-            except (OSError, TimeoutError, ProtocolError) as e:
+            except (OSError, ProtocolError) as e:
+                if isinstance(e, RingnetError) and e.child is not None:
+                    raise  # the worker's own error report
                 raise ChildError(f"{child.name} did not report its flows: {e}") from None
-            for row in msg.body.get("rows", []):
-                proto, state, guest, gport, remote, rport, up, down, age = row
-                out.append(FlowRow(worker=i, proto=proto, guest=guest, guest_port=gport,
-                                   remote=remote, remote_port=rport, state=state,
-                                   bytes_in=up, bytes_out=down, age=age))
-        return out
+            rows = msg.body.get("rows")
+            if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+                raise ProtocolError(f"FLOWS reply of {child.name} without a list of records")
+            tables.append(flow_array(dict(r, worker=child.index) for r in rows))
+        return busiest_first(np.concatenate(tables) if tables else flow_array([]))
 
     def _stats_dict(self) -> dict[str, Any]:
         return self.stats().to_dict()
@@ -549,7 +606,7 @@ class Network:
 
     def failed_children(self) -> list[str]:
         """Names of children that have exited while the network runs (empty when healthy)."""
-        return [f"{c.name} (status {c.proc.returncode})" for c in self._children
+        return [f"{role_display(c.name)} (status {c.proc.returncode})" for c in self._children
                 if c.proc.poll() is not None]
 
     def __repr__(self) -> str:

@@ -42,6 +42,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
 fi
 "$VENV/bin/pip" install -q --upgrade pip >/dev/null 2>&1 || true
-"$VENV/bin/pip" install -q ".[test]"
+# RINGNET_TEST_BUILD: the ring test extension too, and -Werror (ringnet/_build.py)
+RINGNET_TEST_BUILD=1 "$VENV/bin/pip" install -q ".[test]"
 chmod -R a+rX "$VENV"
 echo "$VENV"

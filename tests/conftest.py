@@ -1,5 +1,6 @@
 """Shared fixtures: skips where the kernel forbids user namespaces, leak checks,
-running ringnet as an unprivileged user."""
+running ringnet as an unprivileged user; the check that scripts/test.sh's sanitized
+run really runs the ASan+UBSan build."""
 
 from __future__ import annotations
 
@@ -19,12 +20,36 @@ PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(ringnet.__file__)))
 TEST_USER = os.environ.get("RINGNET_TEST_USER", "ringnet-test")
 
 
+def _check_sanitized_run() -> None:
+    """In scripts/test.sh's sanitized run (RINGNET_SANITIZED names the tree it built),
+    refuse to run unless the C core really is that ASan+UBSan build with ASan loaded:
+    otherwise the run would pass without checking anything."""
+    tree = os.environ.get("RINGNET_SANITIZED")
+    if not tree:
+        return
+    import ringnet._ringnet_c as core  # type: ignore[import-not-found]
+
+    where = os.path.realpath(core.__file__)
+    if not where.startswith(os.path.realpath(tree) + os.sep):
+        pytest.exit(f"sanitized run imports {where}, not the build in {tree}", returncode=3)
+    with open(where, "rb") as f:
+        if b"__asan_report_" not in f.read():
+            pytest.exit(f"{where} is not built with AddressSanitizer", returncode=3)
+    with open("/proc/self/maps") as f:
+        if "libasan" not in f.read():
+            pytest.exit("the ASan runtime is not loaded (LD_PRELOAD)", returncode=3)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _check_sanitized_run()
+
+
 def _userns_reason() -> str:
     """Empty if this process can create user namespaces, else why not."""
     if not os.path.exists("/dev/net/tun"):
         return "/dev/net/tun does not exist"
     try:
-        r = subprocess.run(["unshare", "-Urn", "true"], capture_output=True, timeout=20)
+        r = subprocess.run(["unshare", "-Urn", "true"], capture_output=True, timeout=60)
     except FileNotFoundError:
         return "unshare (util-linux) is not installed"
     if r.returncode != 0:
@@ -34,6 +59,33 @@ def _userns_reason() -> str:
 
 _REASON = _userns_reason()
 needs_userns = pytest.mark.skipif(bool(_REASON), reason=_REASON or "ok")
+
+
+# How long wait_until() waits for something that must happen: only a hang detector, so
+# generous enough that a busy machine never reaches it.
+HANG_S = 60.0
+
+
+def wait_until(cond, what: str, timeout: float = HANG_S, interval: float = 0.005) -> None:
+    """Poll ``cond()`` until it is true. The tests synchronise on conditions, never on
+    sleeps; ``timeout`` only turns a hang into a failure naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def worker_counter(net, name: str) -> int:
+    """A worker counter of ``net``, summed over its workers."""
+    return sum(w[name] for w in net.counters()["workers"])
+
+
+def counter_reaches(net, name: str, want: int) -> int:
+    """Wait until the workers' ``name`` counts ``want``, then return the count. A worker
+    counts after it acts, so what it did (a reply, an ICMP error) can be seen first."""
+    wait_until(lambda: worker_counter(net, name) >= want, f"{name} to reach {want}")
+    return worker_counter(net, name)
 
 
 def child_env() -> dict[str, str]:
@@ -116,10 +168,9 @@ def unshared_target():
     runtime would make one; waits until it has left our network namespace."""
     target = subprocess.Popen(["unshare", "-Urn", "sleep", "300"])
     try:
-        deadline = time.time() + 10
-        while os.stat(f"/proc/{target.pid}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino:
-            assert time.time() < deadline, "unshare -Urn did not create a namespace"
-            time.sleep(0.02)
+        ours = os.stat("/proc/self/ns/net").st_ino
+        wait_until(lambda: os.stat(f"/proc/{target.pid}/ns/net").st_ino != ours,
+                   "unshare -Urn to create a namespace")
         yield target
     finally:
         target.kill()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import os
 import signal
 import subprocess
@@ -9,6 +11,8 @@ import sys
 
 import psutil
 import pytest
+
+import ringnet
 
 from conftest import child_env, needs_userns, ringnet_cmd
 
@@ -33,6 +37,39 @@ def test_bad_input_one_line_error(args, match):
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith("ringnet: error: ") and match in lines[0], lines[0]
     assert r.returncode == (125 if args[0] == "run" else 1)
+
+
+def _network_options(subcommand: str) -> list:
+    from ringnet import cli
+    sub = next(a for a in cli._parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return [a for a in sub.choices[subcommand]._actions
+            if a.dest not in ("help", "verbose", "argv", "pid", "ready_fd")]
+
+
+@pytest.mark.parametrize("subcommand", ["run", "attach"])
+def test_cli_defaults_are_network_configs(subcommand):
+    from ringnet import cli
+    fields = {f.name: f.default for f in dataclasses.fields(ringnet.NetworkConfig)}
+    options = _network_options(subcommand)
+    assert len(options) >= 11
+    for action in options:  # each option sets a field and defaults to the field's default
+        assert action.dest in fields, action.option_strings
+        assert action.default == fields[action.dest], action.option_strings
+    argv = ["run", "--", "true"] if subcommand == "run" else ["attach", "1"]
+    assert cli._config(cli._parser().parse_args(argv)) == ringnet.NetworkConfig()
+
+
+def test_cli_options_reach_the_config():
+    from ringnet import cli
+    args = cli._parser().parse_args(
+        ["run", "--mtu", "1500", "--workers", "3", "--cidr", "10.9.0.0/24", "--cidr6", "fd09::/64",
+         "--disable-ipv6", "--ifname", "eth0", "--ring-size", str(1 << 20), "--allow-host-loopback",
+         "--dns-upstream", "127.0.0.1:5353", "--dns-upstream", "[::1]:53", "--coalesce-us", "0",
+         "--idmap-helpers", "--no-resolv-conf", "--", "true"])
+    assert cli._config(args) == ringnet.NetworkConfig(
+        mtu=1500, workers=3, cidr4="10.9.0.0/24", cidr6="fd09::/64", ipv6=False, ifname="eth0",
+        ring_size=1 << 20, allow_host_loopback=True, dns_upstream=("127.0.0.1:5353", "[::1]:53"),
+        coalesce_us=0, idmap_helpers=True, resolv_conf=False)
 
 
 pytestmark_ns = needs_userns
@@ -98,6 +135,36 @@ def test_run_forwards_signals(sig):
     assert not alive, f"left running: {alive}"
 
 
+def _blocked_signals(pid: int, tid: int) -> set[int]:
+    with open(f"/proc/{pid}/task/{tid}/status") as f:
+        mask = int(next(line for line in f if line.startswith("SigBlk:")).split()[1], 16)
+    return {n for n in range(1, 65) if mask & (1 << (n - 1))}
+
+
+@needs_userns
+def test_run_only_its_main_thread_takes_forwarded_signals():
+    """Every other thread of the orchestrator blocks the forwarded signals at all times, so a
+    signal sent while the main thread is not in sigtimedwait waits for it (a SIGTERM taken by
+    another thread used to kill the orchestrator and leave CMD running)."""
+    p = subprocess.Popen(ringnet_cmd("run", "--workers", "1", "--", sys.executable, "-c", SIGNAL_CHILD),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
+                         start_new_session=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        threads = [int(t) for t in os.listdir(f"/proc/{p.pid}/task") if int(t) != p.pid]
+        assert len(threads) == 2  # the control socket server and the resolv.conf watcher
+        for tid in threads:
+            assert {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                    signal.SIGCHLD} <= _blocked_signals(p.pid, tid)
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert out.strip() == "got SIGTERM", err
+
+
 @needs_userns
 def test_command_sigkilled_leaves_nothing():
     p = subprocess.Popen(ringnet_cmd("run", "--workers", "2", "--", "sh", "-c", "echo $$; exec sleep 60"),
@@ -144,3 +211,32 @@ def test_attach_cli_with_ready_fd(unshared_target):
         os.close(r)
         if w >= 0:
             os.close(w)
+
+
+def _flows(*rows):
+    import numpy as np
+    return np.array(list(rows), dtype=ringnet.FLOW_DTYPE)
+
+
+def test_top_aggregates_and_sorts_the_flow_table():
+    from ringnet import cli
+    old = _flows((0, "tcp", "ESTABLISHED", "10.0.2.100", 1000, "10.0.2.2", 80, 100, 0, 5.0, 1.0),
+                 (1, "udp", "active", "10.0.2.100", 2000, "10.0.2.3", 53, 10, 10, 5.0, 1.0))
+    new = _flows((0, "tcp", "ESTABLISHED", "10.0.2.100", 1000, "10.0.2.2", 80, 1100, 0, 7.0, 0.0),
+                 (1, "udp", "active", "10.0.2.100", 2000, "10.0.2.3", 53, 10, 90000, 7.0, 3.0),
+                 (0, "tcp", "SYN_RCVD", "10.0.2.100", 1001, "10.0.2.2", 80, 500, 0, 0.5, 0.0))
+    prev = ringnet.Stats(time=10.0, pump={}, workers=[], processes=[], flows=old)
+    cur = ringnet.Stats(time=12.0, pump={}, workers=[], processes=[], flows=new)
+    # bytes per second since the previous snapshot; a new flow counts from its creation
+    assert cli._flow_rates(prev, cur).tolist() == [500.0, 44995.0, 1000.0]
+    lines = cli._render(cur, prev).splitlines()
+    agg = [line.split() for line in lines if line.startswith(("tcp ", "udp "))][:2]
+    assert agg == [["tcp", "2", "1.6KB", "0B", "ESTABLISHED", "1,", "SYN_RCVD", "1"],
+                   ["udp", "1", "10B", "90KB", "active", "1"]]
+    listed = [line.split()[1] for line in lines if line.startswith(("tcp ", "udp "))][2:]
+    assert listed == ["10.0.2.100:2000", "10.0.2.100:1001", "10.0.2.100:1000"]  # fastest first
+    # ringnet stats (no previous snapshot): busiest first, no rate column
+    lines = cli._render(cur, None).splitlines()
+    listed = [line.split()[1] for line in lines if line.startswith(("tcp ", "udp "))][2:]
+    assert listed == ["10.0.2.100:2000", "10.0.2.100:1000", "10.0.2.100:1001"]
+    assert not any("RATE" in line for line in lines)

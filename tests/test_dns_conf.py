@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
@@ -20,7 +19,7 @@ import ringnet
 from ringnet import _resolv
 from ringnet._resolv import ResolvWatcher, Upstream, parse_upstream
 
-from conftest import child_env, needs_userns, ringnet_cmd
+from conftest import child_env, needs_userns, ringnet_cmd, wait_until
 
 HOST_RESOLV = "/etc/resolv.conf"
 
@@ -236,12 +235,9 @@ def test_watcher_thread_survives_a_failing_callback(tmp_path, caplog):
     w = ResolvWatcher(str(f), [], [], boom, interval=0.02)
     with caplog.at_level(logging.ERROR, logger="ringnet._resolv"):
         w.start()
-        deadline = time.time() + 5
-        while not calls and time.time() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: calls, "the first callback")
         f.write_text("nameserver 127.0.0.2\n")
-        while len(calls) < 2 and time.time() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: len(calls) >= 2, "the callback for the changed file")
         w.stop()
     assert len(calls) == 2
     assert "could not apply the new DNS upstreams" in caplog.text

@@ -132,23 +132,23 @@ s.close()
 '''
 
 
-def test_flow_rows_show_live_tcp_flows(no_leaks, tmp_path):
+def test_flows_table_of_a_live_tcp_connection(no_leaks, tmp_path):
     import socket
     import threading
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(1)
     port = srv.getsockname()[1]
-    got = []
 
     def serve():
         conn, _ = srv.accept()
         with conn:
-            while sum(got) < 100000:
+            got = 0
+            while got < 100000:
                 data = conn.recv(65536)
                 if not data:
-                    break
-                got.append(len(data))
+                    return
+                got += len(data)
             conn.sendall(b"y" * 5000)
             conn.recv(1)  # EOF once the client closes
 
@@ -157,23 +157,75 @@ def test_flow_rows_show_live_tcp_flows(no_leaks, tmp_path):
     with ringnet.Network(workers=2, allow_host_loopback=True, control_dir=str(tmp_path)) as net:
         p = net.spawn([sys.executable, "-c", FLOW_CLIENT, str(port)], stdin=subprocess.PIPE,
                       stdout=subprocess.PIPE)
+        # The server answers only after it has all 100000 bytes, and the client reports
+        # only once it has the 5000 of the answer: both counts are final by now.
         assert p.stdout.readline().strip() == b"sent"
-        deadline = __import__("time").time() + 10
-        while sum(got) < 100000 and __import__("time").time() < deadline:
-            __import__("time").sleep(0.05)
-        __import__("time").sleep(0.2)
-        flows = [f for f in net.stats().flows if f.proto == "tcp"]
-        assert len(flows) == 1, flows
-        f = flows[0]
-        assert (f.guest, f.remote, f.remote_port) == ("10.0.2.100", "10.0.2.2", port)
-        assert f.state == "ESTABLISHED"
-        assert f.bytes_in == 100000 and f.bytes_out == 5000
-        assert 0 <= f.age < 30
+        flows = net.flows()
+        assert flows.dtype == ringnet.FLOW_DTYPE
+        tcp = flows[flows["proto"] == "tcp"]
+        assert len(tcp) == 1, flows
+        f = tcp[0]
+        assert (f["guest"], f["remote"], int(f["remote_port"])) == ("10.0.2.100", "10.0.2.2", port)
+        assert 1024 <= int(f["guest_port"]) <= 65535
+        assert f["state"] == "ESTABLISHED"
+        assert (int(f["bytes_in"]), int(f["bytes_out"])) == (100000, 5000)
+        assert 0 <= f["idle"] <= f["age"] < 60
+        assert int(f["worker"]) in (0, 1)
+        assert set(net.stats().flows["proto"]) == set(flows["proto"])
+
         snap = json.loads(cli("stats", net.id, "--json", "--dir", str(tmp_path)).stdout)
-        assert [(r["proto"], r["remote_port"]) for r in snap["flows"]] == [("tcp", port)]
+        rows = [r for r in snap["flows"] if r["proto"] == "tcp"]
+        assert [(r["remote_port"], r["bytes_in"], r["bytes_out"], r["state"]) for r in rows] == \
+            [(port, 100000, 5000, "ESTABLISHED")]
+        assert set(snap["flows"][0]) == set(ringnet.FLOW_DTYPE.names)
+        text = cli("stats", net.id, "--dir", str(tmp_path)).stdout
+        # per-protocol aggregate, then the flow itself
+        assert any(line.split()[:4] == ["tcp", "1", "100KB", "5KB"] for line in text.splitlines()), text
+        assert f"10.0.2.2:{port}" in text
         p.stdin.write(b"\n")
         p.stdin.close()
         p.wait(timeout=10)
         p.stdout.close()
     srv.close()
     t.join(timeout=5)
+
+
+def test_stats_round_trip_keeps_the_flow_table():
+    import numpy as np
+    flows = np.array([(1, "udp", "active", "fd00::100", 5353, "fd00::3", 53, 40, 120, 1.5, 0.25),
+                      (0, "tcp", "ESTABLISHED", "10.0.2.100", 40000, "10.0.2.2", 80, 7, 9, 3.0, 2.0)],
+                     dtype=ringnet.FLOW_DTYPE)
+    s = ringnet.Stats(time=1.0, pump={"tun_frames_in": 3}, workers=[{"frames_in": 2}],
+                      processes=[], flows=flows)
+    again = ringnet.Stats.from_dict(json.loads(json.dumps(s.to_dict())))
+    assert again == s and again.flows.dtype == ringnet.FLOW_DTYPE
+    assert again != ringnet.Stats(time=1.0, pump={"tun_frames_in": 3}, workers=[{"frames_in": 2}],
+                                  processes=[], flows=flows[:1])
+    with pytest.raises(ringnet.ProtocolError, match="flow record"):
+        ringnet.Stats.from_dict(dict(s.to_dict(), flows=[{"proto": "tcp"}]))
+
+
+def test_control_socket_errors_arrive_as_their_class(tmp_path):
+    import errno
+    from ringnet import _ctlsock
+    from ringnet.errors import from_wire, to_wire
+
+    def worker_failed():
+        raise from_wire(to_wire(PermissionError(errno.EPERM, "Operation not permitted"),
+                                "worker 1", "run"), "worker 1")
+
+    def closed():
+        raise ringnet.RingnetError("network is closed, not running")
+
+    srv = _ctlsock.ControlServer("errtest", {"stats": worker_failed, "info": closed}, str(tmp_path))
+    try:
+        with pytest.raises(PermissionError) as info:
+            _ctlsock.query(srv.path, "stats")
+        assert isinstance(info.value, ringnet.ChildError)
+        assert (info.value.errno, info.value.child, info.value.step) == (errno.EPERM, "worker 1", "run")
+        with pytest.raises(ringnet.RingnetError) as info:
+            _ctlsock.query(srv.path, "info")
+        assert type(info.value) is ringnet.RingnetError and info.value.child is None
+        assert str(info.value) == "network is closed, not running"
+    finally:
+        srv.close()

@@ -187,10 +187,86 @@ def test_attach_to_own_namespace_refused():
 def test_failed_start_leaves_nothing(no_leaks):
     before = ringnet_processes()
     net = ringnet.Network(ifname="lo", workers=2)  # lo exists and is not a tun device
-    with pytest.raises(ringnet.RingnetError, match="tun"):
+    with pytest.raises(ringnet.NamespaceError, match="tun") as info:
         net.start()
+    # the namespace child's own error, re-raised as its class, naming the child and step
+    assert type(info.value) is ringnet.NamespaceError
+    assert (info.value.child, info.value.step) == ("ns", "open tun")
+    assert str(info.value).startswith("namespace child (open tun): ")
     assert net.state == ringnet.State.FAILED
     assert ringnet_processes() == before
+    with pytest.raises(ringnet.RingnetError, match="network is failed"):
+        with net:
+            pass
+
+
+def test_enter_closed_network_raises(no_leaks):
+    net = ringnet.Network(workers=1, control_socket=False)
+    with net:
+        assert net.state == ringnet.State.RUNNING
+    assert net.state == ringnet.State.CLOSED
+    with pytest.raises(ringnet.RingnetError, match="network is closed"):
+        with net:
+            pass
+    never = ringnet.Network(workers=1, control_socket=False)
+    never.close()
+    with pytest.raises(ringnet.RingnetError, match="network is closed"):
+        never.__enter__()
+
+
+def _blocked_signals(tid: int) -> set[int]:
+    with open(f"/proc/self/task/{tid}/status") as f:
+        mask = int(next(line for line in f if line.startswith("SigBlk:")).split()[1], 16)
+    return {n for n in range(1, 65) if mask & (1 << (n - 1))}
+
+
+def test_ringnet_threads_block_signals(no_leaks, tmp_path):
+    """A signal sent to the process must reach the application's threads, never ours."""
+    import signal
+    import threading
+    with ringnet.Network(workers=1, control_dir=str(tmp_path)) as net:
+        ours = [t for t in threading.enumerate() if t.name.startswith("ringnet-")]
+        assert {t.name for t in ours} == {f"ringnet-ctl-{net.id}", "ringnet-resolv-watch"}
+        wanted = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD,
+                  signal.SIGUSR1, signal.SIGALRM}
+        for t in ours:
+            assert wanted <= _blocked_signals(t.native_id), t.name
+        assert signal.SIGINT not in _blocked_signals(threading.main_thread().native_id)
+
+
+def test_orchestrator_counter_view_is_read_only(no_leaks):
+    import numpy as np
+    with ringnet.Network(workers=1, control_socket=False) as net:
+        net.run(["ping", "-c", "1", "-W", "2", "10.0.2.2"], capture_output=True, check=True)
+        values = net._wctr[0].values
+        before = values.copy()
+        with pytest.raises(ValueError, match="read-only"):
+            values[0] = 12345
+        with pytest.raises(ValueError):
+            values.flags.writeable = True
+        assert np.array_equal(values, before)
+        del values  # a live view keeps the mapping from being closed
+        assert sum_counter(net, "icmp_echo_replies") == 1
+        with open("/proc/self/maps") as f:
+            maps = [line.split() for line in f if "memfd:ringnet-ctr" in line]
+        assert len(maps) == 2  # the pump's and the worker's
+        assert all(m[1] == "r--s" for m in maps), maps
+
+
+def test_dns_change_waits_for_the_query_lock(no_leaks):
+    import ipaddress
+    import threading
+    from ringnet._resolv import Upstream
+    with ringnet.Network(workers=1, control_socket=False, dns_upstream=("127.0.0.1",)) as net:
+        new = [Upstream(ipaddress.ip_address("127.0.0.2"), 53)]
+        with net._query_lock:
+            t = threading.Thread(target=net._dns_changed, args=(new, []))
+            t.start()
+            t.join(0.5)
+            assert t.is_alive()  # holding the lock keeps it from talking to the workers
+        t.join(30)
+        assert not t.is_alive()
+        assert net.flows().size == 0  # the exchange after it is still in step
 
 
 def test_close_terminates_everything(no_leaks):

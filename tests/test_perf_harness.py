@@ -1,31 +1,206 @@
-"""The perf harness (python -m perf.sweep) in --quick mode: JSON of the documented schema
-(perf/schema.json), ringnet figures above zero for what ringnet forwards today (found
-by a probe of its own, so these tests tighten by themselves as TCP and UDP land),
-explicit reasons where it fails, and a skip recorded for a backend hidden from PATH."""
+"""The perf harness.
+
+perf/stats.py on fixed inputs (summaries, per-second series, ratios with bootstrap
+intervals: degenerate when the samples are, around a known shift, narrower with more
+samples, absent rather than made up with too few), the report's and the benchmarks'
+use of it on fixed sweep points; then python -m perf.sweep itself in --quick mode: JSON
+of the documented schema (perf/schema.json), run rootless by default, ringnet figures
+above zero for what ringnet forwards today (found by a probe of its own, so these tests
+tighten by themselves as TCP and UDP land), explicit reasons where it fails, a skip
+recorded for a backend hidden from PATH, and no interval where one run of one second
+gives too few samples."""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
+import pwd
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 
+import numpy as np
 import pytest
 
 import ringnet
-from conftest import needs_userns
+from conftest import TEST_USER, needs_userns
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(ringnet.__file__)))
 HIDDEN = "slirp4netns"
 ROUND_TRIP = ("rr", "crr")
 
-pytestmark = [needs_userns,
-              pytest.mark.skipif(shutil.which("iperf3") is None, reason="iperf3 is not installed")]
+# the checkout's perf package, after the installed ringnet
+if REPO not in sys.path:
+    sys.path.append(REPO)
+from perf import report, stats, tcp_bench, udp_bench  # noqa: E402
+
+needs_iperf3 = pytest.mark.skipif(shutil.which("iperf3") is None, reason="iperf3 is not installed")
+
+
+def sweep_test(f):
+    """A test of a real sweep run: user namespaces and iperf3 needed."""
+    return needs_userns(needs_iperf3(f))
+
+
+# perf/stats.py ------------------------------------------------------------------------------
+
+def test_identical_samples_give_a_degenerate_interval():
+    r = stats.ratio([5.0] * 6, [2.5] * 6)
+    assert (r.value, r.lo, r.hi, r.basis) == (2.0, 2.0, 2.0, stats.RUNS)
+    assert r.text() == "2.00x [2.00, 2.00]"
+
+
+def test_a_known_shift_lies_within_the_interval():
+    base = [0.9, 1.0, 1.1, 0.95, 1.05, 1.0, 0.97, 1.03]
+    r = stats.ratio([1.5 * x for x in reversed(base)], base)
+    assert r.value == pytest.approx(1.5)
+    assert r.lo < 1.5 < r.hi
+    # and a shift the samples do not show is outside
+    assert not r.lo < 1.0 < r.hi
+
+
+def test_the_interval_narrows_with_more_samples():
+    widths = []
+    for k in (1, 4, 16):
+        a, b = [1.8, 2.0, 2.2] * k, [0.9, 1.0, 1.1] * k
+        r = stats.ratio(a, b)
+        assert r.lo <= 2.0 <= r.hi
+        widths.append(r.hi - r.lo)
+    assert widths[0] > widths[1] > widths[2] > 0
+
+
+def test_the_interval_is_reproducible():
+    a, b = [3.1, 2.7, 3.4, 2.9, 3.0, 3.3, 2.8], [1.2, 1.0, 1.1, 0.9, 1.3, 1.05, 0.95]
+    assert stats.ratio(a, b) == stats.ratio(list(a), list(b))
+    # the same because of the fixed seed, not because every seed gives the same
+    ps = stats.PER_SECOND
+    assert stats.ratio(a, b, ps, seed=1) != stats.ratio(a, b, ps, seed=2)
+
+
+def test_too_few_samples_give_no_interval():
+    r = stats.ratio([2.0, 2.1], [1.0, 1.0, 1.0])
+    assert r.value == pytest.approx(2.05) and not r.has_interval
+    assert r.text() == "2.05x [n/a]" and "fewer than 3" in r.why
+    assert r.as_json() == {"ci": None, "ci_basis": None, "ci_n": None}
+
+
+def test_no_figure_gives_no_ratio():
+    assert stats.ratio([1.0, 2.0, 3.0], [0.0, 0.0, 0.0]).value is None
+    assert stats.ratio([], [1.0, 1.0, 1.0]).text() == "—"
+    # the denominator is 0 in most replicates: a value, but no interval
+    r = stats.ratio([1.0] * 5, [0.0, 0.0, 0.0, 0.0, 1.0], basis=stats.PER_SECOND)
+    assert r.value == pytest.approx(5.0) and not r.has_interval
+
+
+def test_summary_and_percentiles():
+    assert stats.summary([3, 1, 2, 10]) == {"min": 1, "median": 2.5, "max": 10, "n": 4}
+    p = stats.percentiles(range(101))
+    assert p == {"p5": 5.0, "p50": 50.0, "p95": 95.0, "p99": 99.0}
+    with pytest.raises(stats.StatsError):
+        stats.summary([])
+    with pytest.raises(stats.StatsError):
+        stats.summary([1.0, float("nan")])
+
+
+def test_per_second_series():
+    intervals = [{"sum": {"bits_per_second": 2e9, "seconds": 1.0, "omitted": True}},
+                 {"sum": {"bits_per_second": 3e9, "seconds": 1.0}},
+                 {"sum": {"bits_per_second": 4e9, "seconds": 1.0}},
+                 {"sum": {"bits_per_second": 9e9, "seconds": 0.01}},      # iperf3's end stub
+                 {"streams": []}]
+    assert stats.iperf3_per_second(intervals) == [3.0, 4.0]
+    # 2.5 s of counts: the last half second counts double; a sliver of a second is left out
+    assert stats.counts_per_second([100, 120, 50], 2.5) == [100.0, 120.0, 100.0]
+    assert stats.counts_per_second([100, 1], 1.05) == [100.0]
+
+
+def _run(**kw):
+    return {"ok": True, "error": None, **kw}
+
+
+def test_samples_are_runs_when_there_are_enough_else_seconds():
+    three = [_run(gbps=g, per_second_gbps=[g] * 4) for g in (1.0, 1.1, 0.9)]
+    one = [_run(gbps=2.0, per_second_gbps=[1.9, 2.0, 2.1, 2.0])]
+    short = [_run(gbps=2.0, per_second_gbps=[2.0])]
+    failed = [{"ok": False, "error": "x", "gbps": 5.0}]
+    assert stats.choose_samples(three, three, "gbps")[2] == stats.RUNS
+    a, b, basis = stats.choose_samples(one, three, "gbps")
+    assert basis == stats.PER_SECOND and a == [1.9, 2.0, 2.1, 2.0] and len(b) == 12
+    assert not stats.run_ratio(short, three, "gbps").has_interval
+    assert stats.run_ratio(one, three + failed, "gbps").value == pytest.approx(2.0)
+    # netbench's raw per-second counts stand in for per_second_ops in older records
+    old = [_run(ops_per_s=10.0, per_second=[10, 10, 10], seconds=3.0)]
+    assert stats.second_values(old, "ops_per_s") == [10.0, 10.0, 10.0]
+    # a figure measured once per run has no per-second series: n/a with one run
+    assert not stats.run_ratio([_run(p99_us=5.0)], [_run(p99_us=4.0)], "p99_us").has_interval
+
+
+def test_geometric_mean_of_ratios():
+    pairs = [([2.0] * 3, [1.0] * 3, stats.RUNS, 2.0), ([8.0] * 4, [1.0] * 4, stats.PER_SECOND, 8.0)]
+    g = stats.geomean_ratio(pairs)
+    assert (g.value, g.lo, g.hi, g.basis) == (pytest.approx(4.0), pytest.approx(4.0),
+                                              pytest.approx(4.0), stats.PER_SECOND)
+    assert not stats.geomean_ratio(pairs + [([1.0], [1.0], stats.RUNS, 1.0)]).has_interval
+
+
+# the report, tcp_bench and udp_bench on fixed figures ------------------------------------------------
+
+def _point(backend, kind, runs, metric="gbps", test="tcp"):
+    return {"backend": backend, "kind": kind, "workers": 1 if kind == "ringnet" else None,
+            "test": test, "mtu": 1500, "direction": "ns->host", "streams": 1, "status": "ok",
+            "reason": None, "runs": runs,
+            "summary": {metric: stats.summary(r[metric] for r in runs)}}
+
+
+def test_report_ratios_carry_their_interval():
+    mine = _point("ringnet-w1", "ringnet", [_run(gbps=g, cpu_s_per_gb=0.5) for g in (4.0, 4.2, 3.8)])
+    mine["summary"]["cpu_s_per_gb"] = stats.summary([0.5] * 3)
+    pasta = _point("pasta", "pasta", [_run(gbps=2.0, per_second_gbps=[2.0, 2.0, 2.0])])
+    loop = _point("loopback", "loopback", [_run(gbps=g) for g in (8.0, 8.0, 8.0)])
+    rows = report.ratios([mine, pasta, loop])
+    gbps = next(r for r in rows if r["metric"] == "gbps")
+    assert gbps["vs"]["loopback"]["ci_basis"] == stats.RUNS
+    assert gbps["vs"]["loopback"]["ci"] == [pytest.approx(3.8 / 8), pytest.approx(4.2 / 8)]
+    # pasta ran once: ringnet's runs have no seconds, so no interval, and it says why
+    assert gbps["vs"]["pasta"]["ratio"] == pytest.approx(2.0) and gbps["vs"]["pasta"]["ci"] is None
+    assert "fewer than" in gbps["vs"]["pasta"]["ci_why"]
+    assert gbps["vs"]["slirp4netns"]["status"] == "absent" and gbps["vs"]["slirp4netns"]["ci"] is None
+    assert report.ratio_text(gbps["vs"]["loopback"]) == "0.50x [0.47, 0.53]"
+    assert report.ratio_text(gbps["vs"]["pasta"]) == "2.00x [n/a]"
+    assert report.ratio_text(gbps["vs"]["slirp4netns"]) == "—"
+    assert report.ratio_text({"ratio": 1.5, "ci": [1.2, 1.8], "ci_basis": stats.PER_SECOND}) == \
+        "1.50x [1.20, 1.80]" + report.PER_SECOND_MARK
+
+
+def test_tcp_target_rows_say_when_the_interval_straddles():
+    mine = _point("ringnet-w1", "ringnet", [_run(gbps=g) for g in (2.0, 2.6, 3.0)])
+    peer = _point("slirp4netns", "slirp4netns", [_run(gbps=1.0)] * 3)
+    row = tcp_bench._ratio_row("x", mine, peer, "gbps", 2.5, "slirp4netns")
+    assert row["ok"] is True and row["ratio"] == pytest.approx(2.6)
+    assert "straddles" in row["why"] and row["got"].startswith("2.60x [")
+    assert tcp_bench._ratio_row("x", mine, None, "gbps", 2.5, "slirp4netns")["ok"] is None
+
+
+def test_udp_bench_verdicts():
+    good = {"ok": True, "gbps": 0.99, "loss_percent": 0.05}
+    lossy = {"ok": True, "gbps": 0.95, "loss_percent": 2.0}
+    slow = {"ok": True, "gbps": 0.40, "loss_percent": 0.0}
+    failed = {"ok": False, "error": "iperf3: unable to connect"}
+    assert udp_bench.verdict([lossy, good], lossy)[0] == "met"
+    assert udp_bench.verdict([lossy, lossy], good) == ("MISSED", "plain loopback meets the target here")
+    v, detail = udp_bench.verdict([lossy], {"ok": True, "gbps": 0.9, "loss_percent": 1.8})
+    assert v == "not measurable here" and detail.endswith(": ok")
+    assert udp_bench.verdict([slow], {"ok": True, "gbps": 0.85, "loss_percent": 0.0})[1].endswith("MISS")
+    assert udp_bench.verdict([failed], good)[0] == "MISSED"
+    assert udp_bench.verdict([failed], lossy) == ("failed", "iperf3: unable to connect")
+
+
+# python -m perf.sweep --quick ------------------------------------------------------------------------
 
 
 def path_without(tool: str, bindir: str) -> str:
@@ -41,21 +216,38 @@ def path_without(tool: str, bindir: str) -> str:
     return bindir
 
 
+def expected_uid() -> int:
+    """The uid the sweep runs as by default: ours, or as root the unprivileged test user."""
+    if os.geteuid() != 0:
+        return os.geteuid()
+    try:
+        return pwd.getpwnam(TEST_USER).pw_uid
+    except KeyError:
+        pytest.skip(f"no user {TEST_USER!r}: scripts/setup-test-env.sh creates it")
+
+
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     """Run the harness once: --quick, every backend, slirp4netns hidden from PATH."""
+    expected_uid()
     tmp = tmp_path_factory.mktemp("sweep")
     out = str(tmp / "out")
     env = dict(os.environ)
-    env["PATH"] = path_without(HIDDEN, str(tmp / "bin"))
+    # the PATH directory must be one the unprivileged user the sweep runs as can read
+    bindir = tempfile.mkdtemp(prefix="ringnet-perf-bin-")
+    os.chmod(bindir, 0o755)
+    env["PATH"] = path_without(HIDDEN, bindir)
     # the installed ringnet first (CI), then the checkout for the perf package
     env["PYTHONPATH"] = os.pathsep.join([PKG_PARENT, REPO])
-    r = subprocess.run([sys.executable, "-m", "perf.sweep", "--quick", "--no-progress", "--out", out],
-                       cwd=str(tmp), env=env, capture_output=True, text=True, timeout=400)
+    try:
+        r = subprocess.run([sys.executable, "-m", "perf.sweep", "--quick", "--no-progress", "--out", out],
+                           cwd=str(tmp), env=env, capture_output=True, text=True, timeout=400)
+    finally:
+        shutil.rmtree(bindir, ignore_errors=True)
     assert r.returncode == 0, f"sweep failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     with open(os.path.join(out, "sweep.json")) as f:
         doc = json.load(f)
-    doc["_out"], doc["_stdout"] = out, r.stdout
+    doc["_out"], doc["_stdout"], doc["_stderr"] = out, r.stdout, r.stderr
     return doc
 
 
@@ -122,6 +314,7 @@ def points(doc, **match):
     return [p for p in doc["points"] if all(p[k] == v for k, v in match.items())]
 
 
+@sweep_test
 def test_json_matches_the_documented_schema(sweep):
     jsonschema = pytest.importorskip("jsonschema")
     with open(os.path.join(REPO, "perf", "schema.json")) as f:
@@ -133,6 +326,7 @@ def test_json_matches_the_documented_schema(sweep):
     assert errors == []
 
 
+@sweep_test
 def test_quick_mode_plan(sweep):
     cfg = sweep["config"]
     assert cfg["quick"] and cfg["mtus"] == [1500, 65520] and cfg["repeat"] == 1
@@ -145,6 +339,7 @@ def test_quick_mode_plan(sweep):
             assert len(got) == 2 * 2 * 2 + 2 * 2, (b, mtu, got)
 
 
+@sweep_test
 def test_missing_backend_is_skipped_with_reason(sweep):
     entry = next(b for b in sweep["backends"] if b["name"] == HIDDEN)
     assert entry["status"] == "skipped" and HIDDEN in entry["reason"]
@@ -153,6 +348,7 @@ def test_missing_backend_is_skipped_with_reason(sweep):
     assert f"skipped {HIDDEN}" in sweep["_stdout"]
 
 
+@sweep_test
 def test_loopback_ceiling_has_figures(sweep):
     for p in points(sweep, backend="loopback"):
         assert p["status"] == "ok", p["reason"]
@@ -162,6 +358,7 @@ def test_loopback_ceiling_has_figures(sweep):
     assert all(p["summary"]["per_second_gbps"]["max"] > 0 for p in tcp)
 
 
+@sweep_test
 def test_every_point_without_figures_says_why(sweep):
     for p in sweep["points"]:
         if p["status"] != "ok":
@@ -170,6 +367,7 @@ def test_every_point_without_figures_says_why(sweep):
             assert r["ok"] or r["error"], r
 
 
+@sweep_test
 def test_ringnet_tcp_rows(sweep, ringnet_forwards):
     pts = [p for p in points(sweep, kind="ringnet") if p["test"] in ("tcp", *ROUND_TRIP)]
     assert pts
@@ -185,6 +383,7 @@ def test_ringnet_tcp_rows(sweep, ringnet_forwards):
             assert "TCP" in p["reason"] and "10.0.2.2" in p["reason"], p["reason"]
 
 
+@sweep_test
 def test_ringnet_udp_rows(sweep, ringnet_forwards):
     pts = points(sweep, kind="ringnet", test="udp")
     assert pts
@@ -198,6 +397,7 @@ def test_ringnet_udp_rows(sweep, ringnet_forwards):
             assert ("TCP" in p["reason"] or "UDP" in p["reason"]), p["reason"]
 
 
+@sweep_test
 def test_ratios_for_every_ringnet_point(sweep):
     ringnet_points = points(sweep, kind="ringnet")
     keys = {(r["backend"], r["test"], r["mtu"], r["direction"], r["streams"]) for r in sweep["ratios"]}
@@ -209,8 +409,52 @@ def test_ratios_for_every_ringnet_point(sweep):
         for peer in r["vs"].values():
             if r["value"] is not None and peer["value"]:
                 assert peer["ratio"] == pytest.approx(r["value"] / peer["value"])
+            # one run of one second (half a second for rr/crr) per point: too few samples
+            # for an interval, and none is made up
+            assert peer["ci"] is None and peer["ci_why"], peer
 
 
+@sweep_test
+def test_ratios_print_their_interval(sweep):
+    shown = [r for r in sweep["ratios"] if any(p["ratio"] is not None for p in r["vs"].values())]
+    if not shown:
+        pytest.skip("ringnet has no figures to compare yet")
+    assert "[n/a]" in sweep["_stdout"] and "bootstrap 95% interval" in sweep["_stdout"]
+    with open(os.path.join(sweep["_out"], "sweep.md")) as f:
+        md = f.read()
+    assert "x [n/a]" in md and "bootstrap 95% interval" in md
+
+
+@sweep_test
+def test_runs_rootless_by_default(sweep):
+    uid = expected_uid()
+    assert sweep["environment"]["euid"] == uid
+    assert sweep["environment"]["user"].startswith(f"uid {uid} ")
+    assert f"perf.sweep: running as uid {uid} " in sweep["_stdout"]
+    # the command recorded is the one typed, not the rerun's private output directory
+    assert sweep["command"][-1] == sweep["_out"]
+    if os.geteuid() == 0:
+        assert "rootless" in sweep["_stderr"]
+
+
+@sweep_test
+def test_as_root_keeps_root(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("started as a user: there is no root to keep")
+    out = str(tmp_path / "out")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([PKG_PARENT, REPO]))
+    r = subprocess.run([sys.executable, "-m", "perf.sweep", "--as-root", "--tests", "rr",
+                        "--mtus", "1500", "--streams", "1", "--backends", "loopback", "--repeat", "1",
+                        "--rr-seconds", "0.2", "--no-ring", "--no-plots", "--no-progress",
+                        "--out", out], cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    with open(os.path.join(out, "sweep.json")) as f:
+        doc = json.load(f)
+    assert doc["environment"]["euid"] == 0 and "perf.sweep: running as uid 0 " in r.stdout
+
+
+@sweep_test
 def test_csv_markdown_and_plots(sweep):
     out = sweep["_out"]
     with open(os.path.join(out, "sweep.csv")) as f:

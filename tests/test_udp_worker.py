@@ -228,6 +228,30 @@ def test_uso_frame_is_sent_as_segments(h):
         assert h.counters()["udp_gso_sends"] == 1
 
 
+@pytest.mark.parametrize("segs", [128, 129])
+def test_uso_segment_count_is_bounded(h, segs):
+    """A USO frame of at most 128 segments goes out datagram by datagram; one of more
+    is dropped as implausible (gso_size 1 would otherwise cost a sendto() per byte
+    whenever the host refuses UDP_SEGMENT)."""
+    with server() as srv:
+        port = srv.getsockname()[1]
+        payload = os.urandom(10 * segs)
+        dgram = F.udp(GUEST4, GW4, 40006, port, payload)
+        pkt = F.ipv4(GUEST4, GW4, F.PROTO_UDP, dgram)
+        h.send(F.frame(pkt, flags=F.VNET_F_NEEDS_CSUM, gso_type=F.GSO_UDP_L4, gso_size=10,
+                       hdr_len=28, csum_start=20, csum_offset=6))
+        c = h.counters()
+        if segs > 128:
+            assert (c["drop_gso_size"], c["udp_in"], c["flows_open_udp"]) == (1, 0, 0)
+            srv.settimeout(0)
+            with pytest.raises(BlockingIOError):
+                srv.recv(2000)
+            return
+        assert (c["drop_gso_size"], c["udp_in"]) == (0, 1)
+        got = [srv.recv(2000) for _ in range(segs)]
+        assert got == [payload[i:i + 10] for i in range(0, len(payload), 10)]
+
+
 # --- DNS forwarder ------------------------------------------------------------------
 
 

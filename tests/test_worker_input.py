@@ -386,6 +386,13 @@ DROP_CASES = {
         with_vnet(v4(), flags=1, csum_start=0xFFFF, csum_offset=0xFFFF),
         with_vnet(v4(total_length=20 + 8), flags=1, csum_start=20, csum_offset=8),
     ],
+    "drop_gso_size": [
+        # 200 one-byte segments: more than the 128 a Linux sender ever cuts
+        F.frame(F.ipv4(GUEST4, GW4, F.PROTO_UDP, F.udp(GUEST4, GW4, 40000, 9, bytes(200))),
+                gso_type=F.GSO_UDP_L4, gso_size=1),
+        v6(F.PROTO_UDP, F.udp(GUEST6, GW6, 40000, 9, bytes(1290)),
+           vnet=F.vnet(gso_type=F.GSO_UDP_L4, gso_size=10)),
+    ],
     "drop_ip_version": [
         with_byte(v4(), 12, 0x55), with_byte(v4(), 12, 0x05), with_byte(v6(), 12, 0x70),
     ],

@@ -13,7 +13,8 @@
  * counter per frame taken), and every frame the worker emits being a
  * well-formed IP packet whose lengths agree with the frame.
  *
- * Build (tests/test_tcp_fuzz.py does this):
+ * Build (tests/test_tcp_fuzz.py does this, with -Wall -Wextra -Werror; the
+ * test-only csrc/ringtest.c is left out):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Icsrc \
  *         tests/fuzz/fuzz_worker.c csrc/ *.c -o fuzz_worker -lpthread
  */

@@ -1,0 +1,18 @@
+/* tap.h - the worker's end of the namespace rings: for worker.c and fault.c
+ *
+ * The hooks protocol cores use (rn_worker_pull(), rn_worker_tx_reserve(),
+ * rn_worker_tx_commit(), ...) are declared in worker.h; these are the
+ * entry points of the event loop and the fault injector. See tap.c.
+ */
+#ifndef RN_TAP_H
+#define RN_TAP_H
+
+#include <stdint.h>
+
+#include "worker.h"
+
+int rn_tap_input(struct rn_worker *w, const uint8_t *shm, uint32_t len);
+void rn_tap_put(struct rn_worker *w, uint32_t len);
+int rn_tap_copy(struct rn_worker *w, const uint8_t *frame, uint32_t len);
+
+#endif /* RN_TAP_H */

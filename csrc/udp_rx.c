@@ -1,0 +1,290 @@
+/* udp_rx.c - UDP from host sockets to the namespace
+ *
+ * Theory of operation
+ * -------------------
+ * Host -> namespace: recvmmsg() into the worker's private buffers, never
+ * more datagrams than ring to_ns surely holds (rn_ring_frames_free()); with
+ * no room the flow stops reading and waits for room, so datagrams wait in
+ * the host socket rather than being read and lost. Each datagram becomes a
+ * frame from the destination as the namespace named it (the port the
+ * namespace sent to, or the other port the host answered from) with
+ * NEEDS_CSUM and the pseudo-header sum in the checksum field: the
+ * namespace's kernel takes it as checksummed, so no payload is summed here.
+ * Once the orchestrator says the namespace's tun device takes USO frames
+ * (rn_udp_set_uso()), a run of equal-sized datagrams from one sender in a
+ * recvmmsg() batch becomes one frame with gso_type UDP_L4, and sockets ask
+ * for UDP_GRO so that the kernel hands over what a GSO sender sent as one
+ * buffer: one write into the tun device for up to RN_UDP_GSO_SEGS datagrams.
+ * A datagram is at most 65507 (IPv4) or 65527 (IPv6) bytes and is written
+ * as one IP packet even above the namespace's MTU: a receiving kernel does
+ * not enforce its MTU.
+ *
+ * Host socket errors (IP_RECVERR) are read first on EPOLLERR, through
+ * dgram.c's rn_dgram_errors(), which lets a DNS flow fail over before the
+ * namespace is told (rn_udp_dns_err(), udp.c). See udp.c for flows and the
+ * other direction.
+ */
+#include <netinet/in.h>
+#include <netinet/udp.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#include "udp_int.h"
+
+/**
+ * rn_udp_same_host() - whether a datagram's source is the flow's destination host
+ * @dst:	the flow's destination
+ * @src:	where the datagram came from
+ *
+ * Return: true if family and address agree (the port may differ)
+ */
+static int rn_udp_same_host(const struct sockaddr_storage *dst,
+			    const struct sockaddr_storage *src)
+{
+	if (dst->ss_family != src->ss_family)
+		return 0;
+	if (dst->ss_family == AF_INET)
+		return !memcmp(&((const struct sockaddr_in *)dst)->sin_addr,
+			       &((const struct sockaddr_in *)src)->sin_addr, 4);
+	return !memcmp(&((const struct sockaddr_in6 *)dst)->sin6_addr,
+		       &((const struct sockaddr_in6 *)src)->sin6_addr, 16);
+}
+
+/**
+ * rn_udp_port() - port of an IPv4 or IPv6 socket address
+ * @sa:		address
+ *
+ * Return: the port, host order
+ */
+static uint16_t rn_udp_port(const struct sockaddr_storage *sa)
+{
+	if (sa->ss_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)sa)->sin_port);
+	return ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+}
+
+/**
+ * rn_udp_deliver() - put datagrams from the host into ring to_ns, as one frame
+ * @w:		worker
+ * @fl:		flow whose socket received them
+ * @src:	where they came from
+ * @iov:	payload pieces, copied one after the other
+ * @niov:	number of pieces
+ * @len:	payload length, all pieces together
+ * @gso:	0 for one datagram; else the frame is a USO frame of @gso-sized
+ *		datagrams (the last one may be shorter), which the namespace's
+ *		kernel splits
+ */
+static void rn_udp_deliver(struct rn_worker *w, struct rn_udp_flow *fl,
+			   const struct sockaddr_storage *src, const struct iovec *iov,
+			   uint32_t niov, uint32_t len, uint16_t gso)
+{
+	const struct rn_flow_key *k = &fl->g.f.key;
+	uint32_t l3 = rn_ip_hdr_len(k->family), ulen = RN_UDP_HDR_LEN + len, i, off;
+	uint32_t dgrams = gso ? (len + gso - 1) / gso : 1;
+	uint16_t sport = rn_udp_port(src);
+	struct rn_ip_out o = {
+		.family = k->family, .proto = RN_IPPROTO_UDP, .flags = RN_IP_OUT_DF | RN_IP_OUT_CSUM,
+		.src = k->daddr, .dst = k->saddr, .l4len = ulen, .csum_offset = 6,
+	};
+	uint8_t *out, *uh;
+	int err;
+
+	if (!(rn_udp_same_host(&fl->g.dst, src) || (fl->g.dns && rn_dns_is_upstream(w, src))) ||
+	    len > (k->family == 6 ? RN_UDP_MAX6 : RN_UDP_MAX4)) {
+		rn_ctr_add(w->ctr, RN_WCTR_host_drops, dgrams);
+		return;
+	}
+	if (fl->g.dns || sport == rn_udp_port(&fl->g.dst))
+		sport = k->dport;
+	out = rn_worker_tx_reserve(w, l3 + ulen, &err);
+	if (!out)
+		return;	/* room was checked: only a corrupted ring (fatal) gets here */
+	if (gso) {
+		o.gso_type = RN_VNET_GSO_UDP_L4;
+		o.gso_size = gso;
+		o.l4hdr = RN_UDP_HDR_LEN;
+		rn_ctr_add(w->ctr, RN_WCTR_udp_uso_out, 1);
+	}
+	uh = out + rn_ip_build(out, &o);
+	rn_put_be16(uh, sport);
+	rn_put_be16(uh + 2, k->sport);
+	rn_put_be16(uh + 4, (uint16_t)ulen);
+	for (i = 0, off = RN_UDP_HDR_LEN; i < niov; off += (uint32_t)iov[i++].iov_len)
+		memcpy(uh + off, iov[i].iov_base, iov[i].iov_len);
+	rn_worker_tx_commit(w, l3 + ulen);
+	rn_ctr_add(w->ctr, RN_WCTR_udp_out, dgrams);
+	fl->g.f.last = w->now;
+	fl->g.f.bytes_down += len;
+	/* An answer (read from our private copy): its query needs no failover */
+	rn_dns_answered(&fl->dnsq, iov[0].iov_base, (uint32_t)iov[0].iov_len);
+}
+
+/**
+ * rn_udp_same_sender() - whether two received datagrams come from one address and port
+ * @a:		source address
+ * @b:		source address
+ *
+ * Return: true if they are equal
+ */
+static int rn_udp_same_sender(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	return rn_udp_same_host(a, b) && rn_udp_port(a) == rn_udp_port(b);
+}
+
+/**
+ * rn_udp_gro_size() - segment size of a datagram the kernel coalesced (UDP_GRO)
+ * @mh:		its message header, with the control data received
+ *
+ * Return: the segment size, or 0 if the buffer is one datagram
+ */
+static uint16_t rn_udp_gro_size(struct msghdr *mh)
+{
+	struct cmsghdr *c;
+	int size;
+
+	for (c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
+		if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+			memcpy(&size, CMSG_DATA(c), sizeof(size));
+			return size > 0 && size < 0xffff ? (uint16_t)size : 0;
+		}
+	}
+	return 0;
+}
+
+/**
+ * rn_udp_deliver_batch() - put what one recvmmsg() returned into ring to_ns
+ * @w:		worker
+ * @fl:		flow
+ * @u:		UDP state holding @n received messages
+ * @n:		number of messages
+ *
+ * With USO frames allowed (rn_udp_set_uso()), a run of datagrams from one
+ * sender with one size (the last may be shorter) becomes one USO frame of up
+ * to RN_UDP_GSO_SEGS datagrams, and a buffer the kernel coalesced (UDP_GRO)
+ * stays one frame: one write into the tun device instead of one per datagram.
+ * Without, every datagram is a frame of its own.
+ */
+static void rn_udp_deliver_batch(struct rn_worker *w, struct rn_udp_flow *fl, struct rn_udp *u,
+				 uint32_t n)
+{
+	uint32_t max = fl->g.f.key.family == 6 ? RN_UDP_MAX6 : RN_UDP_MAX4;
+	uint32_t i, j, len, total, off, seg;
+	struct iovec iov[RN_UDP_GSO_SEGS];
+	uint16_t gro;
+
+	for (i = 0; i < n; i = j) {
+		j = i + 1;
+		len = u->rmsg[i].msg_len;
+		if (u->rmsg[i].msg_hdr.msg_flags & MSG_TRUNC) {
+			rn_ctr_add(w->ctr, RN_WCTR_host_drops, 1);
+			continue;
+		}
+		iov[0].iov_base = u->rbuf[i];
+		iov[0].iov_len = len;
+		gro = rn_udp_gro_size(&u->rmsg[i].msg_hdr);
+		if (gro && gro < len && (!u->uso || len / gro >= RN_UDP_GSO_SEGS)) {
+			/* Coalesced by the kernel, but not to be passed on as such */
+			for (off = 0; off < len; off += seg) {
+				seg = len - off < gro ? len - off : gro;
+				iov[0].iov_base = u->rbuf[i] + off;
+				iov[0].iov_len = seg;
+				rn_udp_deliver(w, fl, &u->rsa[i], iov, 1, seg, 0);
+			}
+			continue;
+		}
+		if (gro && gro < len) {
+			rn_udp_deliver(w, fl, &u->rsa[i], iov, 1, len, gro);
+			continue;
+		}
+		total = len;
+		while (u->uso && len && j < n && j - i < RN_UDP_GSO_SEGS &&
+		       !(u->rmsg[j].msg_hdr.msg_flags & MSG_TRUNC) &&
+		       !rn_udp_gro_size(&u->rmsg[j].msg_hdr) &&
+		       u->rmsg[j].msg_len && u->rmsg[j].msg_len <= len &&
+		       total + u->rmsg[j].msg_len <= max &&
+		       rn_udp_same_sender(&u->rsa[i], &u->rsa[j])) {
+			iov[j - i].iov_base = u->rbuf[j];
+			iov[j - i].iov_len = u->rmsg[j].msg_len;
+			total += u->rmsg[j].msg_len;
+			if (u->rmsg[j++].msg_len < len)
+				break;
+		}
+		rn_udp_deliver(w, fl, &u->rsa[i], iov, j - i, total, j - i > 1 ? (uint16_t)len : 0);
+	}
+}
+
+/**
+ * rn_udp_quote() - the UDP header of a datagram quoted in an ICMP error
+ * @k:		the flow's key
+ * @l4:		8 bytes of header, then the payload the error queue returned
+ * @len:	all of it
+ */
+static void rn_udp_quote(const struct rn_flow_key *k, uint8_t *l4, uint32_t len)
+{
+	rn_put_be16(l4, k->sport);
+	rn_put_be16(l4 + 2, k->dport);
+	rn_put_be16(l4 + 4, (uint16_t)len);
+	rn_put_be16(l4 + 6, 0);
+}
+
+/**
+ * rn_udp_drain() - deliver what a flow's socket holds, as far as to_ns has room
+ * @w:		worker
+ * @fl:		flow
+ * @events:	epoll events seen (EPOLLERR: read the error queue first)
+ */
+static void rn_udp_drain(struct rn_worker *w, struct rn_udp_flow *fl, uint32_t events)
+{
+	struct rn_udp *u = rn_udp_state(w);
+	uint32_t b, i, room;
+	int n;
+
+	if ((events & EPOLLERR) &&
+	    rn_dgram_errors(w, &fl->g, RN_UDP_HDR_LEN, rn_udp_quote, rn_udp_dns_err))
+		return;
+	if (!u)
+		return;
+	for (b = 0; b < RN_UDP_RX_BUDGET && !w->err; b++) {
+		room = rn_ring_frames_free(&w->tx, RN_FRAME_MAX);
+		if (!room) {
+			rn_dgram_pause(w, &fl->g.f);
+			return;
+		}
+		if (room > RN_UDP_RX_BATCH)
+			room = RN_UDP_RX_BATCH;
+		for (i = 0; i < room; i++) {
+			u->rmsg[i].msg_hdr.msg_namelen = sizeof(u->rsa[i]);
+			u->rmsg[i].msg_hdr.msg_controllen = sizeof(u->rcmsg[i]);
+		}
+		n = recvmmsg(fl->g.f.fd, u->rmsg, room, MSG_DONTWAIT, NULL);
+		if (n <= 0)
+			return;
+		rn_udp_deliver_batch(w, fl, u, (uint32_t)n);
+		if ((uint32_t)n < room)
+			return;
+	}
+}
+
+/**
+ * rn_udp_event() - ops->event: the flow's socket is readable or has errors
+ * @w:		worker
+ * @f:		flow
+ * @events:	epoll events
+ */
+void rn_udp_event(struct rn_worker *w, struct rn_flow *f, uint32_t events)
+{
+	rn_udp_drain(w, (struct rn_udp_flow *)f, events);
+}
+
+/**
+ * rn_udp_room() - ops->room: ring to_ns has room again; read the socket again
+ * @w:		worker
+ * @f:		flow
+ */
+void rn_udp_room(struct rn_worker *w, struct rn_flow *f)
+{
+	if (!rn_dgram_resume(w, f))
+		rn_udp_drain(w, (struct rn_udp_flow *)f, EPOLLERR);
+}
