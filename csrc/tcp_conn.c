@@ -413,7 +413,7 @@ int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, struct rn_tcp_
 		c->ns_ws = s->ws;
 		c->our_ws = RN_TCP_WS;
 	}
-	c->mss = (uint16_t)(w->p.mtu - rn_tcp_l3len(k) - RN_TCP_HDR);
+	c->mss = (uint16_t)(w->p.mtu - rn_ip_hdr_len(k->family) - RN_TCP_HDR);
 	if (!s->mss)
 		c->mss = k->family == 6 ? 1220 : 536;
 	else if (s->mss < c->mss)

@@ -22,11 +22,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "dns.h"
+#include "ip.h"
 #include "tcp.h"
-
-#define RN_IPPROTO_TCP		6u
-#define RN_IPPROTO_ICMP		1u
-#define RN_IPPROTO_ICMPV6	58u
 
 #define RN_TCP_FIN		0x01u
 #define RN_TCP_SYN		0x02u
@@ -252,28 +250,6 @@ static inline struct rn_tcp_flow *rn_tcp_of(struct rn_flow *f)
 }
 
 /**
- * rn_put_le16() - store a 16-bit value little-endian (virtio-net header)
- * @p:		destination
- * @v:		value
- */
-static inline void rn_put_le16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-/**
- * rn_tcp_l3len() - IP header length of the frames of a flow
- * @k:		flow key
- *
- * Return: 20 or 40
- */
-static inline uint32_t rn_tcp_l3len(const struct rn_flow_key *k)
-{
-	return k->family == 6 ? 40u : 20u;
-}
-
-/**
  * rn_tcp_max_payload() - largest payload of one frame to the namespace
  * @k:		flow key
  *
@@ -281,7 +257,7 @@ static inline uint32_t rn_tcp_l3len(const struct rn_flow_key *k)
  */
 static inline uint32_t rn_tcp_max_payload(const struct rn_flow_key *k)
 {
-	return k->family == 6 ? 65535u - RN_TCP_HDR : 65535u - 20u - RN_TCP_HDR;
+	return k->family == 6 ? 65535u - RN_TCP_HDR : 65535u - RN_IP4_HDR_LEN - RN_TCP_HDR;
 }
 
 /**

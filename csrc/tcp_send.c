@@ -223,7 +223,7 @@ static uint32_t rn_tcp_frame_len(const struct rn_tcp_flow *c, uint32_t len)
  */
 static ssize_t rn_tcp_send_data(struct rn_worker *w, struct rn_tcp_flow *c, uint32_t len)
 {
-	uint32_t l3 = rn_tcp_l3len(&c->f.key), hdr = l3 + RN_TCP_HDR, end;
+	uint32_t l3 = rn_ip_hdr_len(c->f.key.family), hdr = l3 + RN_TCP_HDR, end;
 	uint8_t *pkt;
 	ssize_t n;
 	int err;

@@ -12,10 +12,11 @@
  * SACK-permitted and the left edges of SACK blocks; the payload stays in ring
  * memory and is only ever copied out.
  *
- * Building: rn_tcp_headers() writes the IP header, the TCP header and the
- * virtio-net header of a frame to the namespace; the TCP checksum is left to
- * the namespace's kernel (NEEDS_CSUM, the pseudo-header sum in the field), and
- * frames with more than one MSS of payload become TSO super-frames. Control
+ * Building: rn_tcp_headers() writes the TCP header of a frame to the
+ * namespace and has rn_ip_build() (ip.c) write its IP and virtio-net headers;
+ * the TCP checksum is left to the namespace's kernel (NEEDS_CSUM, the
+ * pseudo-header sum in the field), and frames with more than one MSS of
+ * payload become TSO super-frames. Control
  * segments (SYN-ACK with our options, ACK with the SACK blocks we hold, FIN,
  * RST) go out through rn_tcp_send_ctl(); an ACK can go out now, or once at the
  * end of the batch (rn_tcp_ack_later(), rn_tcp_update_later()). RSTs for
@@ -44,40 +45,28 @@
  * @datalen:	payload bytes already at pkt + l3 + 20 + @optlen
  * @mss:	segment size for GSO: frames with more payload become TSO frames
  *
- * The TCP checksum is left to the namespace's kernel (NEEDS_CSUM): the field
- * holds the pseudo-header sum over the full length, not inverted.
+ * The IP and virtio-net headers come from rn_ip_build(). The TCP checksum is
+ * left to the namespace's kernel (NEEDS_CSUM): the field holds the
+ * pseudo-header sum over the full length, not inverted.
  */
 void rn_tcp_headers(uint8_t *pkt, const struct rn_flow_key *k, uint16_t ip_id,
 		    uint32_t seq, uint32_t ack, uint8_t flags, uint16_t wnd,
 		    const uint8_t *opts, uint32_t optlen, uint32_t datalen, uint16_t mss)
 {
-	uint32_t l3 = rn_tcp_l3len(k), thl = RN_TCP_HDR + optlen, l4len = thl + datalen;
-	uint8_t *t = pkt + l3, *v = pkt - RN_VNET_HDR_LEN;
-	uint32_t sum;
+	uint32_t thl = RN_TCP_HDR + optlen;
+	struct rn_ip_out o = {
+		.family = k->family, .proto = RN_IPPROTO_TCP,
+		.flags = RN_IP_OUT_DF | RN_IP_OUT_CSUM, .id = ip_id,
+		.src = k->daddr, .dst = k->saddr, .l4len = thl + datalen, .csum_offset = 16,
+	};
+	uint8_t *t;
 
-	if (k->family == 4) {
-		memset(pkt, 0, 20);
-		pkt[0] = 0x45;
-		rn_put_be16(pkt + 2, (uint16_t)(20 + l4len));
-		rn_put_be16(pkt + 4, ip_id);
-		rn_put_be16(pkt + 6, 0x4000);	/* DF */
-		pkt[8] = 64;
-		pkt[9] = RN_IPPROTO_TCP;
-		memcpy(pkt + 12, k->daddr, 4);
-		memcpy(pkt + 16, k->saddr, 4);
-		rn_put_be16(pkt + 10, rn_csum(pkt, 20, 0));
-		sum = rn_csum_pseudo4(k->daddr, k->saddr, RN_IPPROTO_TCP, (uint16_t)l4len);
-	} else {
-		memset(pkt, 0, 40);
-		pkt[0] = 0x60;
-		rn_put_be16(pkt + 4, (uint16_t)l4len);
-		pkt[6] = RN_IPPROTO_TCP;
-		pkt[7] = 64;
-		memcpy(pkt + 8, k->daddr, 16);
-		memcpy(pkt + 24, k->saddr, 16);
-		sum = rn_csum_pseudo6(k->daddr, k->saddr, RN_IPPROTO_TCP, l4len);
+	if (mss && datalen > mss) {
+		o.gso_type = k->family == 4 ? RN_VNET_GSO_TCPV4 : RN_VNET_GSO_TCPV6;
+		o.gso_size = mss;
+		o.l4hdr = (uint16_t)thl;
 	}
-
+	t = pkt + rn_ip_build(pkt, &o);
 	rn_put_be16(t, k->dport);
 	rn_put_be16(t + 2, k->sport);
 	rn_put_be32(t + 4, seq);
@@ -85,19 +74,9 @@ void rn_tcp_headers(uint8_t *pkt, const struct rn_flow_key *k, uint16_t ip_id,
 	t[12] = (uint8_t)((thl / 4) << 4);
 	t[13] = flags;
 	rn_put_be16(t + 14, wnd);
-	rn_put_be16(t + 16, rn_csum_fold(sum));
 	rn_put_be16(t + 18, 0);
 	if (optlen)
 		memcpy(t + RN_TCP_HDR, opts, optlen);
-
-	v[0] = RN_VNET_F_NEEDS_CSUM;
-	rn_put_le16(v + 6, (uint16_t)l3);
-	rn_put_le16(v + 8, 16);
-	if (mss && datalen > mss) {
-		v[1] = k->family == 4 ? RN_VNET_GSO_TCPV4 : RN_VNET_GSO_TCPV6;
-		rn_put_le16(v + 2, (uint16_t)(l3 + thl));
-		rn_put_le16(v + 4, mss);
-	}
 }
 
 /**
@@ -151,7 +130,7 @@ int rn_tcp_send_ctl(struct rn_worker *w, struct rn_tcp_flow *c, uint8_t flags,
 		    uint32_t seq)
 {
 	uint8_t opts[40];
-	uint32_t optlen = 0, l3 = rn_tcp_l3len(&c->f.key);
+	uint32_t optlen = 0, l3 = rn_ip_hdr_len(c->f.key.family);
 	uint16_t wnd;
 	uint8_t *pkt;
 	int err;
@@ -250,7 +229,7 @@ void rn_tcp_update_later(struct rn_worker *w, struct rn_tcp_flow *c)
 void rn_tcp_rst_key(struct rn_worker *w, const struct rn_flow_key *k, uint32_t seq,
 		    uint32_t ack, int with_ack)
 {
-	uint32_t l3 = rn_tcp_l3len(k);
+	uint32_t l3 = rn_ip_hdr_len(k->family);
 	uint8_t *pkt;
 	int err;
 
@@ -295,7 +274,15 @@ void rn_tcp_rst_reply(struct rn_worker *w, const struct rn_flow_key *k,
 void rn_tcp_icmp_unreach(struct rn_worker *w, struct rn_tcp_flow *c, int err)
 {
 	const struct rn_flow_key *k = &c->f.key;
-	uint32_t l3 = rn_tcp_l3len(k), len = l3 + 8 + l3 + 8;
+	uint32_t l3 = rn_ip_hdr_len(k->family), len = l3 + 8 + l3 + 8;
+	struct rn_ip_out o = {
+		.family = k->family, .proto = k->family == 4 ? RN_IPPROTO_ICMP : RN_IPPROTO_ICMPV6,
+		.src = k->daddr, .dst = k->saddr, .l4len = len - l3,
+	};
+	struct rn_ip_out quoted = {
+		.family = k->family, .proto = RN_IPPROTO_TCP, .flags = RN_IP_OUT_DF | RN_IP_OUT_BARE,
+		.src = k->saddr, .dst = k->daddr, .l4len = RN_TCP_HDR,
+	};
 	uint8_t *pkt, *icmp, *q;
 	int e;
 
@@ -305,43 +292,12 @@ void rn_tcp_icmp_unreach(struct rn_worker *w, struct rn_tcp_flow *c, int err)
 		return;
 	}
 	memset(pkt, 0, len);
-	icmp = pkt + l3;
+	icmp = pkt + rn_ip_build(pkt, &o);
+	/* Destination unreachable: network, else host (ICMPv6: address) */
+	icmp[0] = k->family == 4 ? 3 : 1;
+	icmp[1] = err == ENETUNREACH ? 0 : k->family == 4 ? 1 : 3;
 	q = icmp + 8;
-	if (k->family == 4) {
-		pkt[0] = 0x45;
-		rn_put_be16(pkt + 2, (uint16_t)len);
-		pkt[8] = 64;
-		pkt[9] = RN_IPPROTO_ICMP;
-		memcpy(pkt + 12, k->daddr, 4);
-		memcpy(pkt + 16, k->saddr, 4);
-		rn_put_be16(pkt + 10, rn_csum(pkt, 20, 0));
-		icmp[0] = 3;			/* destination unreachable */
-		icmp[1] = err == ENETUNREACH ? 0 : 1;
-		q[0] = 0x45;
-		rn_put_be16(q + 2, 20 + 20);
-		rn_put_be16(q + 6, 0x4000);
-		q[8] = 64;
-		q[9] = RN_IPPROTO_TCP;
-		memcpy(q + 12, k->saddr, 4);
-		memcpy(q + 16, k->daddr, 4);
-		rn_put_be16(q + 10, rn_csum(q, 20, 0));
-	} else {
-		pkt[0] = 0x60;
-		rn_put_be16(pkt + 4, (uint16_t)(len - 40));
-		pkt[6] = RN_IPPROTO_ICMPV6;
-		pkt[7] = 64;
-		memcpy(pkt + 8, k->daddr, 16);
-		memcpy(pkt + 24, k->saddr, 16);
-		icmp[0] = 1;			/* destination unreachable */
-		icmp[1] = err == ENETUNREACH ? 0 : 3;
-		q[0] = 0x60;
-		rn_put_be16(q + 4, 20);
-		q[6] = RN_IPPROTO_TCP;
-		q[7] = 64;
-		memcpy(q + 8, k->saddr, 16);
-		memcpy(q + 24, k->daddr, 16);
-	}
-	q += l3;
+	q += rn_ip_build(q, &quoted);
 	rn_put_be16(q, k->sport);
 	rn_put_be16(q + 2, k->dport);
 	rn_put_be32(q + 4, c->irs);
@@ -454,9 +410,7 @@ int rn_tcp_parse(struct rn_worker *w, struct rn_frame *f, struct rn_tcp_seg *s)
 	} else if (!(f->vnet.flags & RN_VNET_F_DATA_VALID)) {
 		if (rn_worker_pull(w, f, f->l4len) != f->l4len)
 			return rn_tcp_drop(s, RN_WCTR_drop_tcp_header);
-		sum = f->family == 4 ?
-			rn_csum_pseudo4(f->saddr, f->daddr, RN_IPPROTO_TCP, (uint16_t)f->l4len) :
-			rn_csum_pseudo6(f->saddr, f->daddr, RN_IPPROTO_TCP, f->l4len);
+		sum = rn_ip_pseudo(f->family, f->saddr, f->daddr, RN_IPPROTO_TCP, f->l4len);
 		if (rn_csum(f->l4.p, f->l4len, sum))
 			return rn_tcp_drop(s, RN_WCTR_drop_tcp_csum);
 	}
