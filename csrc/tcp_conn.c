@@ -216,9 +216,48 @@ static int rn_tcp_socket(struct rn_tcp_flow *c, int family)
  */
 static void rn_tcp_dns_deadline(struct rn_worker *w, struct rn_tcp_flow *c)
 {
-	if ((c->flags & RN_TCP_F_DNS) && c->dns_gen == w->dns_gen &&
-	    rn_dns_pick(w, c->dns_tried) >= 0)
+	if ((c->flags & RN_TCP_F_DNS) && rn_dns_try_left(w, &c->dns))
 		c->rto_at = w->now + RN_DNS_FAILOVER_MS;
+}
+
+/**
+ * rn_tcp_dns_connect() - rn_dns_send_fn: connect a new socket to another upstream
+ * @w:		worker
+ * @ctx:	the flow, in RN_TCP_CONNECTING with RN_TCP_F_DNS
+ * @up:		the upstream (dns.c picked it)
+ * @d:		its host address
+ *
+ * The flow's socket is replaced by one of the upstream's family. dns.c
+ * counts dns_resends for every upstream this is called for.
+ *
+ * Return: RN_DNS_SENT (connect under way, or the flow was closed meanwhile),
+ *	   RN_DNS_FAILED (the connect failed at once), RN_DNS_STOP (no socket)
+ */
+static int rn_tcp_dns_connect(struct rn_worker *w, void *ctx, uint32_t up,
+			      const struct rn_policy_dest *d)
+{
+	struct rn_tcp_flow *c = ctx;
+	int fd = rn_tcp_socket(c, d->family);
+
+	(void)up;
+	if (fd < 0)
+		return RN_DNS_STOP;
+	rn_worker_flow_watch(w, &c->f, 0);
+	close(c->f.fd);
+	c->f.fd = fd;
+	rn_ctr_add(w->ctr, RN_WCTR_tcp_connects, 1);
+	if (connect(fd, (const struct sockaddr *)&d->sa, d->salen) && errno != EINPROGRESS) {
+		rn_ctr_add(w->ctr, errno == ECONNREFUSED ? RN_WCTR_tcp_connect_refused :
+			   RN_WCTR_tcp_connect_failed, 1);
+		return RN_DNS_FAILED;
+	}
+	rn_tcp_watch(w, c);
+	if (c->f.flags & RN_FLOW_F_CLOSED)
+		return RN_DNS_SENT;
+	c->rto_at = 0;
+	rn_tcp_dns_deadline(w, c);
+	rn_tcp_arm(w, c);
+	return RN_DNS_SENT;
 }
 
 /**
@@ -226,53 +265,15 @@ static void rn_tcp_dns_deadline(struct rn_worker *w, struct rn_tcp_flow *c)
  * @w:		worker
  * @c:		flow in RN_TCP_CONNECTING, with RN_TCP_F_DNS
  *
- * The failed upstream stops being the current one (dns.c); the flow gets a
- * new socket (of the new upstream's family) and connects to the upstream
- * rn_dns_pick() names, one it did not try yet (dns_resends).
+ * dns.c marks the failed upstream and picks the next one the flow has not
+ * tried (rn_dns_retry()); rn_tcp_dns_connect() connects to it.
  *
  * Return: 1 if a connect is under way (or the flow was closed meanwhile),
- *	   0 if no upstream is left: the flow is unchanged, the caller refuses it
+ *	   0 if no upstream is left (or no socket): the caller refuses the flow
  */
 static int rn_tcp_dns_retry(struct rn_worker *w, struct rn_tcp_flow *c)
 {
-	struct rn_policy_dest d;
-	int next, fd;
-
-	rn_dns_failed(w, c->dns_up, c->dns_gen);
-	if (c->dns_gen != w->dns_gen) {
-		c->dns_gen = w->dns_gen;
-		c->dns_tried = 0;
-	}
-	for (;;) {
-		next = rn_dns_pick(w, c->dns_tried);
-		if (next < 0)
-			return 0;
-		c->dns_tried |= (uint8_t)(1u << next);
-		if (rn_policy_dns(&w->p, next, &d))
-			continue;
-		fd = rn_tcp_socket(c, d.family);
-		if (fd < 0)
-			return 0;
-		rn_worker_flow_watch(w, &c->f, 0);
-		close(c->f.fd);
-		c->f.fd = fd;
-		c->dns_up = (uint8_t)next;
-		rn_ctr_add(w->ctr, RN_WCTR_dns_resends, 1);
-		rn_ctr_add(w->ctr, RN_WCTR_tcp_connects, 1);
-		if (connect(fd, (struct sockaddr *)&d.sa, d.salen) && errno != EINPROGRESS) {
-			rn_ctr_add(w->ctr, errno == ECONNREFUSED ? RN_WCTR_tcp_connect_refused :
-				   RN_WCTR_tcp_connect_failed, 1);
-			rn_dns_failed(w, (uint32_t)next, c->dns_gen);
-			continue;
-		}
-		rn_tcp_watch(w, c);
-		if (c->f.flags & RN_FLOW_F_CLOSED)
-			return 1;
-		c->rto_at = 0;
-		rn_tcp_dns_deadline(w, c);
-		rn_tcp_arm(w, c);
-		return 1;
-	}
+	return rn_dns_retry(w, &c->dns, rn_tcp_dns_connect, c) != 0;
 }
 
 /**
@@ -391,9 +392,7 @@ int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, struct rn_tcp_
 	c->f.fd = fd;
 	if (d.dns) {
 		c->flags |= RN_TCP_F_DNS;
-		c->dns_up = d.dns_up;
-		c->dns_tried = (uint8_t)(1u << d.dns_up);
-		c->dns_gen = w->dns_gen;
+		rn_dns_try_start(w, &c->dns, d.dns_up);
 	}
 
 	if (getrandom(&isn, sizeof(isn), GRND_NONBLOCK) != sizeof(isn))

@@ -130,9 +130,7 @@ struct rn_tcp_blk {
  * @q_head:	sequence number of the first byte in the host socket's receive
  *		queue: acknowledged bytes are discarded up to snd_una once per
  *		batch (rn_tcp_flush())
- * @dns_up:	with RN_TCP_F_DNS: the upstream connected to (index, dns.c)
- * @dns_tried:	upstreams this flow tried to connect to, one bit per index
- * @dns_gen:	w->dns_gen that @dns_up and @dns_tried refer to
+ * @dns:	with RN_TCP_F_DNS: the upstreams connected to (dns.c)
  */
 struct rn_tcp_flow {
 	struct rn_flow f;
@@ -177,9 +175,7 @@ struct rn_tcp_flow {
 	int64_t closing;
 	uint32_t peek_off;
 	uint32_t q_head;
-	uint8_t dns_up;
-	uint8_t dns_tried;
-	uint32_t dns_gen;
+	struct rn_dns_try dns;
 };
 
 /**
