@@ -18,6 +18,7 @@
 #include "flowstats.h"
 #include "dns.h"
 #include "udp.h"
+#include "tcp.h"
 #include "pump.h"
 
 #endif /* RN_API_H */

@@ -804,6 +804,7 @@ void rn_worker_free(struct rn_worker *w)
 		rn_worker_flow_close(w, f);
 	rn_worker_reap(w);
 	rn_udp_free(w);
+	rn_tcp_free(w);
 	rn_frag_free(w);
 	rn_flowtab_fini(&w->flows);
 	rn_fault_fini(&w->fin);

@@ -139,6 +139,9 @@ struct rn_worker_params {
  * @closed:	flows closed during this loop pass, freed at its end
  * @deferred:	flows waiting for ops->flush()
  * @udp:	UDP core state (udp.c), allocated on first use
+ * @tcp_held:	bytes of TCP hold buffers allocated by all flows (tcp_recv.c)
+ * @tcp_discard: TCP peek skip buffer for sockets without SO_PEEK_OFF
+ *		(tcp_send.c), allocated on first use, freed by rn_tcp_free()
  * @frag:	fragment reassembly slots (frag.c), allocated on first use
  * @logged:	RN_WORKER_LOGGED_* one-time messages already written
  * @dns_cur:	the current DNS upstream, an index into @p.dns (dns.c)
@@ -167,6 +170,8 @@ struct rn_worker {
 	struct rn_flow *closed;
 	struct rn_flow *deferred;
 	struct rn_udp *udp;
+	size_t tcp_held;
+	uint8_t *tcp_discard;
 	struct rn_frag *frag;
 	uint32_t logged;
 	uint32_t dns_cur;
