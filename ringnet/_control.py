@@ -43,6 +43,7 @@ class Msg(enum.IntEnum):
     DNS_UPSTREAMS = 8  # orchestrator -> worker: {"upstreams": ["ADDR:PORT", ...]}
     FLOWS = 10      # orchestrator -> worker: {"max": N}; worker -> orchestrator: {"total", "rows"}
     OFFLOADS = 9    # orchestrator -> worker: {"offloads": [...]} the tun device accepted
+    HOST_ADDRS = 11  # orchestrator -> worker: {"v4": [...], "v6": [...]} the host's addresses
 
 
 class Message:

@@ -24,7 +24,8 @@ import time
 from typing import Optional, Sequence
 
 from . import __version__, _ctlsock
-from .config import COALESCE_US_DEFAULT, COALESCE_US_MAX, MTU_MAX, MTU_MIN, NetworkConfig
+from .config import (COALESCE_US_DEFAULT, COALESCE_US_MAX, MTU_MAX, MTU_MIN, UDP_PORTS_DEFAULT,
+                     UDP_PORTS_MAX, NetworkConfig)
 from .errors import RingnetError
 from .network import Network
 from .stats import Stats, rates
@@ -50,6 +51,15 @@ def _net_options(p: argparse.ArgumentParser) -> None:
                    help="bytes per ring, a power of two, 512 KiB..256 MiB (default 4 MiB)")
     g.add_argument("--allow-host-loopback", action="store_true",
                    help="let the gateway addresses reach host loopback (127.0.0.1, ::1)")
+    # h-policy: host exposure
+    g.add_argument("--allow-host", action="store_true",
+                   help="let the namespace reach the host's own addresses (refused by default)")
+    g.add_argument("--allow-link-local", action="store_true",
+                   help="let the namespace reach 169.254.0.0/16 and fe80::/10, where cloud "
+                   "metadata services live (refused by default)")
+    g.add_argument("--udp-ports", type=int, default=UDP_PORTS_DEFAULT, metavar="N",
+                   help=f"host UDP ports the namespace may hold, 16..{UDP_PORTS_MAX} "
+                   f"(default {UDP_PORTS_DEFAULT})")
     g.add_argument("--dns-upstream", action="append", metavar="ADDR[:PORT]",
                    help="resolver the DNS addresses forward to, instead of the host's "
                    "/etc/resolv.conf (repeatable, at most 3; [V6ADDR]:PORT for IPv6 with a port)")
@@ -65,6 +75,8 @@ def _config(args: argparse.Namespace) -> NetworkConfig:
     return NetworkConfig(mtu=args.mtu, workers=args.workers, cidr4=args.cidr, cidr6=args.cidr6,
                          ipv6=not args.disable_ipv6, ifname=args.ifname, ring_size=args.ring_size,
                          allow_host_loopback=args.allow_host_loopback,
+                         allow_host=args.allow_host, allow_link_local=args.allow_link_local,
+                         udp_ports=args.udp_ports,
                          dns_upstream=tuple(args.dns_upstream) if args.dns_upstream else None,
                          resolv_conf=not getattr(args, "no_resolv_conf", False),
                          idmap_helpers=args.idmap_helpers, coalesce_us=args.coalesce_us)
