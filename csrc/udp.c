@@ -6,16 +6,44 @@
  * (flowtab.h key). The first datagram creates it, after the destination
  * policy (policy.c: the DNS address goes to an upstream resolver, the
  * gateway to host loopback when that is allowed; refusals are answered with
- * an ICMP unreachable, icmp.c). A flow owns one unconnected host socket of
- * the destination's family, bound by the kernel on the first send, so
- * replies from any port of the destination host reach it; a connected socket
- * would see only the one port. Datagrams from other hosts are dropped
- * (host_drops), except on a DNS flow, which takes them from every
- * configured upstream and shows them all as coming from port 53. Flows
- * count against max_flows with every other protocol: at the cap new flows
- * are refused (flows_refused_cap) and nothing else changes. A flow closes
- * after udp_timeout_ms without traffic either way (RN_UDP_DNS_TIMEOUT_MS
- * for DNS, whose clients use a port per query).
+ * an ICMP error, icmp.c).
+ *
+ * Mapping: endpoint-independent (RFC 4787). The flows of one namespace
+ * source address and port share one unconnected host socket, a "port"
+ * (struct rn_udp_port), bound by the kernel on the first send and used with
+ * sendto() for every destination: the source keeps one host port whoever it
+ * talks to, as STUN and peer-to-peer protocols expect, and a namespace
+ * sending to many destinations from one socket costs one host port, not one
+ * per destination. A port is not in the flow table (so it is not a flow for
+ * max_flows, statistics or flows_open_udp) but is watched by the worker's
+ * loop like one; it closes with its last flow, and its struct is freed at
+ * the next frame intake, when no epoll batch can still name it. A flow to a
+ * DNS upstream has a socket of its own instead (failover may move it to an
+ * upstream of the other family).
+ *
+ * Filtering: address-dependent (RFC 4787). A datagram on a port is
+ * delivered if the source sent to its sender's address: through the flow to
+ * exactly that address and port, else through any flow of the port to that
+ * address, shown as coming from the port it came from (so that an answer
+ * from another port of a server reaches the namespace, whose reply to it is
+ * then a flow of its own on the same port). Datagrams from hosts the source
+ * never sent to are dropped (host_drops). Endpoint-independent filtering,
+ * which slirp4netns has, would make every host port of the namespace an open
+ * inbound port for anyone who learns it; address-dependent filtering keeps
+ * what the namespace's applications rely on (replies from any port of the
+ * peer, hole punching towards peers it sends to first) without that. A DNS
+ * flow takes answers from every configured upstream and shows them all as
+ * coming from port 53.
+ *
+ * Budget: ports and DNS flows' sockets together are at most udp_ports per
+ * worker (its share of the network's budget, far below the host's
+ * ephemeral range, so that a namespace cannot starve the host's own UDP and
+ * DNS of ports); beyond it a flow that needs a new socket is refused
+ * (flows_refused_ports) while sources that hold a port keep opening flows.
+ * Flows also count against max_flows with every other protocol: at the cap
+ * new flows are refused (flows_refused_cap) and nothing else changes. A flow
+ * closes after udp_timeout_ms without traffic either way
+ * (RN_UDP_DNS_TIMEOUT_MS for DNS, whose clients use a port per query).
  * Creation, idle timer, pausing and the error queue are shared with the echo
  * flows of icmp.c (dgram.c).
  *
@@ -58,7 +86,8 @@
  * upstream's family differs.
  *
  * Per-worker state (struct rn_udp, allocated on first use): the send queue
- * of the current intake batch and the receive buffers.
+ * of the current intake batch, the receive buffers and the ports' hash
+ * table (SipHash under the worker's key, one chain per port there can be).
  */
 #include <errno.h>
 #include <netinet/in.h>

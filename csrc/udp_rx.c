@@ -2,11 +2,16 @@
  *
  * Theory of operation
  * -------------------
- * Host -> namespace: recvmmsg() into the worker's private buffers, never
- * more datagrams than ring to_ns surely holds (rn_ring_frames_free()); with
- * no room the flow stops reading and waits for room, so datagrams wait in
- * the host socket rather than being read and lost. Each datagram becomes a
- * frame from the destination as the namespace named it (the port the
+ * Host -> namespace: a port's socket (or a DNS flow's own) is read with
+ * recvmmsg() into the worker's private buffers, never more datagrams than
+ * ring to_ns surely holds (rn_ring_frames_free()); with no room the socket
+ * is no longer watched until there is (a port has one of its flows wait on
+ * the worker's room list for it), so datagrams wait in the host socket
+ * rather than being read and lost. A datagram on a port goes to the flow
+ * its sender belongs to (rn_udp_port_flow(): the exact flow, else one to
+ * the same address; a run of datagrams from one sender is looked up once,
+ * and a port with one flow needs no lookup). Each datagram becomes a frame
+ * from the destination as the namespace named it (the port the
  * namespace sent to, or the other port the host answered from) with
  * NEEDS_CSUM and the pseudo-header sum in the checksum field: the
  * namespace's kernel takes it as checksummed, so no payload is summed here.
@@ -19,9 +24,11 @@
  * as one IP packet even above the namespace's MTU: a receiving kernel does
  * not enforce its MTU.
  *
- * Host socket errors (IP_RECVERR) are read first on EPOLLERR, through
- * dgram.c's rn_dgram_errors(), which lets a DNS flow fail over before the
- * namespace is told (rn_udp_dns_err(), udp.c). See udp.c for flows and the
+ * Host socket errors (IP_RECVERR) are read first on EPOLLERR: a port's by
+ * rn_udp_port_errors(), which finds the flow from the destination the
+ * kernel names for the offending datagram; a DNS flow's through dgram.c's
+ * rn_dgram_errors(), which lets it fail over before the namespace is told
+ * (rn_udp_dns_err(), udp.c). See udp.c for flows and the
  * other direction.
  */
 #include <netinet/in.h>
