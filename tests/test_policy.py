@@ -394,3 +394,59 @@ def test_host_address_udp_is_refused_with_an_icmp_error(no_leaks):
         assert c["policy_host"] == 1 and c["udp_ports_open"] == 0
         with pytest.raises(BlockingIOError):
             srv.recv(10)
+
+
+REFRESH_CHILD = r'''
+import socket, subprocess, sys, threading, time
+from pyroute2 import IPRoute
+import ringnet
+
+CONNECT = sys.argv[1]
+with IPRoute() as ipr:
+    lo = ipr.link_lookup(ifname="lo")[0]
+    ipr.link("set", index=lo, state="up")
+srv = socket.socket()
+srv.bind(("0.0.0.0", 0))
+srv.listen(64)
+port = srv.getsockname()[1]
+
+def serve():
+    while True:
+        c, _ = srv.accept()
+        with c:
+            if c.recv(10):
+                c.sendall(b"pong")
+
+threading.Thread(target=serve, daemon=True).start()
+with ringnet.Network(workers=2) as net:
+    def probe():
+        out = net.run([sys.executable, "-c", CONNECT, "10.99.0.1", str(port)],
+                      capture_output=True, text=True, timeout=30)
+        return out.stdout.split()
+    # Not yet an address of this "host": the policy does not know it, nothing answers there
+    first = probe()
+    with IPRoute() as ipr:
+        ipr.addr("add", index=lo, address="10.99.0.1", prefixlen=32)
+    # Now it is; the orchestrator's watcher tells the workers
+    deadline = time.monotonic() + 20
+    while True:
+        now = probe()
+        if now == ["refused"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    refusals = sum(w["policy_host"] for w in net.counters()["workers"])
+print(first, now, refusals)
+sys.exit(0 if first != ["refused"] and now == ["refused"] and refusals >= 1 else 1)
+'''
+
+
+@needs_userns
+@pytest.mark.skipif(not shutil.which("unshare"), reason="needs util-linux unshare")
+def test_address_added_to_the_host_is_refused_once_known():
+    """The whole network runs in a network namespace of the test's own (unshare -rn), its
+    "host". An address added there after start is refused to the namespace once the
+    orchestrator has told the workers (before, the connection is not refused by policy:
+    10.99.0.1 is nobody's, so it times out or fails otherwise)."""
+    out = subprocess.run(["unshare", "-rn", sys.executable, "-c", REFRESH_CHILD, CONNECT],
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
