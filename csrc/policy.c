@@ -220,6 +220,10 @@ static void rn_policy_addr_set(uint8_t *dst, uint32_t *ndst, const uint8_t *src,
 	uint8_t tmp[RN_HOST_ADDR_MAX * 16];
 	uint32_t i, m = 0;
 
+	if (!n) {
+		*ndst = 0;
+		return;
+	}
 	memcpy(tmp, src, n * alen);
 	qsort(tmp, n, alen, alen == 4 ? rn_policy_cmp4 : rn_policy_cmp6);
 	for (i = 0; i < n; i++) {

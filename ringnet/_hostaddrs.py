@@ -23,7 +23,7 @@ import logging
 import select
 import threading
 import time
-from typing import Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +69,10 @@ def _bounded(addrs: set, family: str) -> tuple:
     return tuple(sorted(ordered))
 
 
-def read_host_addrs(ipr=None) -> HostAddrs:
+def read_host_addrs(ipr: Optional[Any] = None) -> HostAddrs:
     """The addresses of this network namespace's interfaces and its full-length local
-    routes, loopback excluded. Raises OSError (pyroute2's NetlinkError is one) if
+    routes, loopback excluded; ``ipr`` is an open pyroute2 IPRoute to use, else one is
+    opened and closed here. Raises OSError (pyroute2's NetlinkError is one) if
     netlink cannot be read."""
     from pyroute2 import IPRoute
 
