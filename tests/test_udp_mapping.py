@@ -111,6 +111,7 @@ def test_port_closes_with_its_last_flow():
     with server(4) as a, server(4) as b, UdpHarness(udp_timeout_ms=200) as h:
         fds = open_fds()
         h.send(udp4(40004, a.getsockname()[1], b"1"), udp4(40004, b.getsockname()[1], b"2"))
+        assert (a.recv(10), b.recv(10)) == (b"1", b"2")
         assert open_fds() == fds + 1  # one socket for both flows
         c = h.counters()
         assert (c["flows_open_udp"], c["udp_ports_open"]) == (2, 1)
@@ -121,7 +122,8 @@ def test_port_closes_with_its_last_flow():
         assert (c["flows_open_udp"], c["udp_ports_open"]) == (0, 0)
         assert open_fds() == fds
         h.send(udp4(40004, a.getsockname()[1], b"3"))  # a new port for the source
-        assert a.recv(10) in (b"1", b"3")
+        assert a.recv(10) == b"3"
+        assert h.counters()["udp_ports_open"] == 1
 
 
 def test_budget_refuses_new_sources_but_not_new_destinations():
