@@ -192,3 +192,35 @@ def test_thirty_thousand_flows_stay_within_the_port_budget(no_leaks):
             s.sendto(b"host", sink.getsockname())
             assert s.getsockname()[1] != 0
         assert not net.failed_children()
+
+
+def test_paused_port_resumes_after_its_waiting_flow_expires():
+    """Ring to_ns fills: the port stops reading and one of its flows waits for room on
+    its behalf. That flow expires meanwhile; the wait passes to the port's other flow,
+    and once the namespace drains the ring every datagram still arrives."""
+    with server(4) as a, server(4) as b, UdpHarness(udp_timeout_ms=300) as h:
+        h.send(udp4(40005, b.getsockname()[1], b"b"), udp4(40005, a.getsockname()[1], b"a"))
+        _, peer = a.recvfrom(10)
+        b.recvfrom(10)
+        big = b"z" * 60000
+        n = 30  # far more than a 512 KiB ring holds
+        for _ in range(n):
+            a.sendto(big, peer)
+        deadline = time.monotonic() + 5
+        while h.counters()["room_waits"] == 0 and time.monotonic() < deadline:
+            h.run(10)
+        assert h.counters()["room_waits"] >= 1
+        # Keep the flow to b alive while the one to a (the waiter) expires
+        deadline = time.monotonic() + 5
+        while h.counters()["flows_open_udp"] == 2 and time.monotonic() < deadline:
+            h.send(udp4(40005, b.getsockname()[1], b"keep"))
+            h.run(50)
+        c = h.counters()
+        assert (c["flows_open_udp"], c["udp_ports_open"]) == (1, 1)
+        got = 0
+        deadline = time.monotonic() + 10
+        while got < n and time.monotonic() < deadline:
+            got += len(h.pop())
+            h.run(10)
+        assert got == n  # from a's server, let in through the flow to the same host
+        assert h.counters()["host_drops"] == 0
