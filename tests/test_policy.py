@@ -450,3 +450,18 @@ def test_address_added_to_the_host_is_refused_once_known():
     out = subprocess.run(["unshare", "-rn", sys.executable, "-c", REFRESH_CHILD, CONNECT],
                          capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+
+
+def test_cli_flags_and_config_validation():
+    from ringnet import cli
+
+    args = cli._parser().parse_args(["run", "--allow-host", "--allow-link-local",
+                                     "--udp-ports", "1000", "--", "true"])
+    cfg = cli._config(args)
+    assert (cfg.allow_host, cfg.allow_link_local, cfg.udp_ports) == (True, True, 1000)
+    default = cli._config(cli._parser().parse_args(["run", "--", "true"]))
+    assert (default.allow_host, default.allow_link_local) == (False, False)
+    with pytest.raises(ringnet.ConfigError):
+        ringnet.NetworkConfig(allow_host=1)
+    with pytest.raises(ringnet.ConfigError):
+        ringnet.NetworkConfig(udp_ports=30000)  # not above the ephemeral range
