@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import select
 import threading
 import time
@@ -115,12 +116,14 @@ class HostAddrWatcher:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._last = time.monotonic()
+        self._wake: tuple[int, int] = (-1, -1)  # stop() writes, the thread's select() wakes
 
     @property
     def addrs(self) -> HostAddrs:
         return self._addrs
 
     def start(self) -> "HostAddrWatcher":
+        self._wake = os.pipe()
         self._thread = threading.Thread(target=self._run, name="ringnet-hostaddr-watch",
                                         daemon=True)
         self._thread.start()
@@ -129,8 +132,13 @@ class HostAddrWatcher:
     def stop(self) -> None:
         """Stop the thread and wait for it; no callback runs after this returns."""
         self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
+        if self._thread is not None:
+            os.write(self._wake[1], b"x")
+            if self._thread is not threading.current_thread():
+                self._thread.join()
+            for fd in self._wake:
+                os.close(fd)
+            self._wake = (-1, -1)
         self._thread = None
 
     def check(self) -> bool:
@@ -160,17 +168,17 @@ class HostAddrWatcher:
         try:
             try:
                 ipr.bind(groups=RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
-                watched = [ipr]
+                watched: list[Any] = [ipr]
             except OSError as e:
                 log.warning("no netlink address notifications (%s): re-reading the host's "
                             "addresses every %g s instead", e, self._interval)
                 watched = []
             self.check()  # what changed between the first read and the subscription
             while not self._stop.is_set():
-                ready, _, _ = select.select(watched, [], [], min(self._interval, 0.5))
+                ready, _, _ = select.select(watched + [self._wake[0]], [], [], self._left())
                 if self._stop.is_set():
                     break
-                if ready:
+                if ipr in ready:
                     try:
                         ipr.get()  # drain this burst's notifications; the dump says the rest
                     except Exception as e:  # noqa: BLE001 - e.g. ENOBUFS after an overrun
@@ -180,6 +188,9 @@ class HostAddrWatcher:
                     self.check()
         finally:
             ipr.close()
+
+    def _left(self) -> float:
+        return max(0.0, self._last + self._interval - time.monotonic())
 
     def _due(self) -> bool:
         now = time.monotonic()
