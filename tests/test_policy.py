@@ -106,8 +106,9 @@ def test_neighbours_of_link_local_are_not_link_local(addr):
 
 
 def test_metadata_frame_is_refused_before_any_socket():
-    """Through a worker: the UDP datagram and the TCP SYN to the metadata address get an
-    administratively-prohibited ICMP error and a RST, counted with their reason."""
+    """Through a worker: the UDP datagram, the TCP SYN and the echo request to the metadata
+    address get an administratively-prohibited ICMP error or a RST, counted with their
+    reason, and no flow or socket is made."""
     with UdpHarness(allow=False) as h:
         [err] = h.exchange(udp4(40000, 80, b"GET /", dst=METADATA))
         t, c, _, _, _ = icmp_error(err)
@@ -119,9 +120,12 @@ def test_metadata_frame_is_refused_before_any_socket():
         assert p.proto == F.PROTO_TCP and p.payload[13] & 0x04  # RST
         [err6] = h.exchange(udp6(40002, 80, b"x", dst="fe80::a9fe:a9fe"))
         assert icmp_error(err6)[:2] == (1, 1)  # ICMPv6 administratively prohibited
+        [err_ping] = h.exchange(F.echo4_frame(GUEST4, METADATA, 7, 1, b"ping"))
+        assert icmp_error(err_ping)[:2] == (3, 13)
         c = h.counters()
-        assert c["policy_refused"] == 3 and c["policy_link_local"] == 3
-        assert c["flows_open_udp"] == c["flows_open_tcp"] == c["udp_ports_open"] == 0
+        assert c["policy_refused"] == 4 and c["policy_link_local"] == 4
+        assert c["flows_open_udp"] == c["flows_open_tcp"] == c["flows_open_icmp"] == 0
+        assert c["udp_ports_open"] == 0
 
 
 # --- loopback and the gateway ---------------------------------------------------------------
