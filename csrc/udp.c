@@ -19,7 +19,11 @@
  * loop like one; it closes with its last flow, and its struct is freed at
  * the next frame intake, when no epoll batch can still name it. A flow to a
  * DNS upstream has a socket of its own instead (failover may move it to an
- * upstream of the other family).
+ * upstream of the other family). Ports are per worker: flows are owned by
+ * the hash of their 5-tuple (flow.h), so a source talking to destinations
+ * owned by different workers has one host port in each of them (at most
+ * nworkers); with one worker, or destinations of one worker, the mapping is
+ * strictly endpoint-independent.
  *
  * Filtering: address-dependent (RFC 4787). A datagram on a port is
  * delivered if the source sent to its sender's address: through the flow to
