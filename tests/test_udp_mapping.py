@@ -10,6 +10,7 @@ peer is on host loopback (network rule).
 from __future__ import annotations
 
 import os
+import subprocess
 import socket
 import sys
 import time
@@ -224,3 +225,44 @@ def test_paused_port_resumes_after_its_waiting_flow_expires():
             h.run(10)
         assert got == n  # from a's server, let in through the flow to the same host
         assert h.counters()["host_drops"] == 0
+
+
+EIM = r'''
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(10)
+for port in sys.argv[1:]:
+    s.sendto(b"hello " + port.encode(), ("10.0.2.2", int(port)))
+for _ in sys.argv[1:]:
+    data, peer = s.recvfrom(100)
+    print(peer[1], data.decode())
+'''
+
+
+@needs_userns
+def test_one_inside_socket_keeps_one_host_port_end_to_end(no_leaks):
+    """Through a whole network (one worker): one socket inside sends to three servers on
+    host loopback; all three see it from the same host port, and all answers come back."""
+    sinks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+    try:
+        for s in sinks:
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(10)
+        with ringnet.Network(workers=1, allow_host_loopback=True) as net:
+            proc = net.spawn([sys.executable, "-c", EIM] +
+                             [str(s.getsockname()[1]) for s in sinks],
+                             stdout=subprocess.PIPE, text=True)
+            peers = []
+            for s in sinks:
+                data, peer = s.recvfrom(100)
+                peers.append(peer)
+                s.sendto(b"re " + data, peer)
+            out, _ = proc.communicate(timeout=30)
+            c = net.counters()["workers"][0]
+        assert len({p[1] for p in peers}) == 1
+        assert sorted(out.split("\n")[:-1]) == sorted(
+            f"{s.getsockname()[1]} re hello {s.getsockname()[1]}" for s in sinks)
+        assert (c["udp_in"], c["udp_out"], c["flows_open_udp"], c["udp_ports_open"]) == (3, 3, 3, 1)
+    finally:
+        for s in sinks:
+            s.close()
