@@ -47,6 +47,7 @@ class Msg(enum.IntEnum):
     FLOWS = 10      # orchestrator -> worker: {"max": N}; worker -> orchestrator: {"total": N,
                     # "rows": [{field: value}]}, records named as stats.FLOW_FIELDS but "worker"
     OFFLOADS = 9    # orchestrator -> worker: {"offloads": [...]} the tun device accepted
+    HOST_ADDRS = 11  # orchestrator -> worker: {"v4": [...], "v6": [...]} the host's addresses
 
 
 class Message:

@@ -22,6 +22,7 @@ from . import _control
 from ._child import current_step, run_child, step
 from ._control import Msg
 from ._core import check, ffi, lib
+from ._hostaddrs import HostAddrs
 from ._shm import CounterArray, RingMapping, check_eventfd
 from ._resolv import parse_upstream
 from .config import NetworkConfig, parse_faults
@@ -50,6 +51,10 @@ def _params(spec: dict, cfg: NetworkConfig):
     p.prefix6 = cfg.network6.prefixlen if cfg.ipv6 else 0
     p.allow_host_loopback = int(cfg.allow_host_loopback)
     p.max_flows = cfg.max_flows
+    # host exposure and the UDP port budget (this worker's share)
+    p.allow_host = int(cfg.allow_host)
+    p.allow_link_local = int(cfg.allow_link_local)
+    p.udp_ports = max(1, cfg.udp_ports // cfg.workers)
     p.tcp_idle_timeout_ms = cfg.tcp_idle_timeout * 1000
     p.tcp_fin_timeout_ms = cfg.tcp_fin_timeout * 1000
     p.udp_timeout_ms = cfg.udp_timeout * 1000
@@ -87,6 +92,20 @@ def _set_upstreams(worker, msg: _control.Message) -> None:
         raise ProtocolError(f"DNS_UPSTREAMS: {e}") from None
     check(lib.rn_dns_set_upstreams(worker, arr, n), "rn_dns_set_upstreams")
     log.info("DNS upstreams now %s", ", ".join(texts) or "none")
+
+
+def _set_host_addrs(worker, body: dict) -> None:
+    """The host's own addresses (at start, and HOST_ADDRS when they change): the
+    policy refuses new flows to them unless allow_host (csrc/policy.c)."""
+    try:
+        addrs = HostAddrs.from_body(body)
+    except ValueError as e:
+        raise ProtocolError(f"HOST_ADDRS: {e}") from None
+    v4 = b"".join(a.packed for a in addrs.v4)
+    v6 = b"".join(a.packed for a in addrs.v6)
+    check(lib.rn_policy_host_set(worker, v4, len(addrs.v4), v6, len(addrs.v6)),
+          "rn_policy_host_set")
+    log.debug("host addresses: %s", ", ".join(map(str, addrs.v4 + addrs.v6)) or "none")
 
 
 def _accept_hello(spec: dict, cfg: NetworkConfig, ns: socket.socket) -> tuple[RingMapping, int, int]:
@@ -132,6 +151,7 @@ def main(spec: dict, ctl: socket.socket) -> int:
             check(lib.rn_worker_new(out, _params(spec, cfg), ring.ptr, ring.size, counters.ptr,
                                     ev_worker, ev_ns), "rn_worker_new")
             worker = out[0]
+            _set_host_addrs(worker, spec["host_addrs"])
             check(lib.rn_worker_watch_fd(worker, ctl.fileno()), "rn_worker_watch_fd")
             check(lib.rn_worker_watch_fd(worker, ns.fileno()), "rn_worker_watch_fd")
         except (ProtocolError, OSError) as e:
@@ -202,6 +222,9 @@ def _control_wants_exit(worker, ctl: socket.socket, ns: socket.socket) -> bool:
         msg.close_fds()
         if sock is ctl and msg.type == Msg.DNS_UPSTREAMS:
             _set_upstreams(worker, msg)
+            continue
+        if sock is ctl and msg.type == Msg.HOST_ADDRS:
+            _set_host_addrs(worker, msg.body)
             continue
         if sock is ctl and msg.type == Msg.FLOWS:
             _control.send(ctl, Msg.FLOWS, flow_rows(worker, msg.body.get("max")))

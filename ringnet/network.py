@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 from . import _control, _resolv
 from ._control import Msg
 from ._ctlsock import ControlServer
+from ._hostaddrs import HostAddrs, HostAddrWatcher, read_host_addrs
 from ._core import pump_counter_names, worker_counter_names
 from ._nsutil import check_attach_target, run_idmap_helpers, userns_available
 from ._resolv import ResolvWatcher, Upstream, namespace_resolv_conf
@@ -194,6 +195,7 @@ class Network:
         self._finalizer: Optional[weakref.finalize] = None
         self._resolv_dir: Optional[str] = None
         self._watcher: Optional[ResolvWatcher] = None
+        self._addr_watcher: Optional[HostAddrWatcher] = None
 
     @classmethod
     def attach(cls, pid: int, config: Optional[NetworkConfig] = None, **overrides: Any) -> "Network":
@@ -279,7 +281,9 @@ class Network:
         if not ups:
             log.warning("no usable nameserver in %s: DNS queries inside the namespace will fail "
                         "until it names one (or set dns_upstream)", host_conf)
-        base = {"config": dataclasses.asdict(cfg), "hash_key": key, "dns_upstreams": ups}
+        host_addrs = read_host_addrs()  # refused unless allow_host
+        base = {"config": dataclasses.asdict(cfg), "hash_key": key, "dns_upstreams": ups,
+                "host_addrs": host_addrs.to_body()}
         self._pctr = CounterArray.create("pump")
         ns_ends: list[socket.socket] = []
         try:
@@ -311,6 +315,8 @@ class Network:
             self._write_resolv_conf(search)
         if not cfg.dns_upstream:
             self._watcher = ResolvWatcher(host_conf, host_ups, search, self._dns_changed).start()
+        if not cfg.allow_host:  # keep the workers' host address sets current
+            self._addr_watcher = HostAddrWatcher(host_addrs, self._host_addrs_changed).start()
 
     # DNS: the resolv.conf offered inside, upstream changes --------------------------------
 
@@ -340,6 +346,10 @@ class Network:
         with self._query_lock:
             self._tell_workers(Msg.DNS_UPSTREAMS, {"upstreams": [str(u) for u in upstreams]})
             self._write_resolv_conf(search)
+
+    def _host_addrs_changed(self, addrs: HostAddrs) -> None:
+        """The host's addresses changed: tell every worker."""
+        self._tell_workers(Msg.HOST_ADDRS, addrs.to_body())
 
     def _wait_ready(self, ns: _Child) -> None:
         """Wait for READY from the namespace child, serving IDMAP requests and watching the
@@ -418,6 +428,9 @@ class Network:
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
+        if self._addr_watcher is not None:
+            self._addr_watcher.stop()
+            self._addr_watcher = None
         if self._attach_pid is None and self._nsfds[1] >= 0:
             self._kill_namespace_processes()
         if self._finalizer is not None:
