@@ -11,6 +11,10 @@ The public API is what ``__all__`` lists; modules starting with ``_`` are privat
 ``FLOW_DTYPE`` (the dtype of ``Network.flows()``) is built on first access, because
 numpy is imported lazily (ringnet's children import this package and must stay
 single-threaded until they have unshared; numpy's BLAS starts threads at import).
+
+PYTEST_DONT_REWRITE: pytest rewrites the asserts of every module of a distribution with a
+pytest plugin (ringnet.pytest_plugin); this marker keeps its helper names out of
+``dir(ringnet)``.
 """
 
 from ._preflight import available
@@ -20,7 +24,7 @@ from .errors import (ChildError, ChildOSError, ConfigError, CoreError, Namespace
 from .network import Network, State
 from .stats import FLOW_FIELDS, ProcessStats, Stats
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"   # the one source of the version (pyproject.toml reads it)
 
 __all__ = [
     "available",
