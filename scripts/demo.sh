@@ -27,9 +27,10 @@ missing() {
     fi
     if ! command -v "$cc" >/dev/null 2>&1; then
         echo "a C compiler ($cc) gcc"
-    elif ! printf '#include <stdio.h>\nint main(void) { return 0; }\n' |
-            "$cc" -x c - -o /dev/null >/dev/null 2>&1; then
+    elif ! printf '#include <stdio.h>\n' | "$cc" -fsyntax-only -x c - >/dev/null 2>&1; then
         echo "the C library headers libc6-dev"
+    elif ! printf 'int main(void) { return 0; }\n' | "$cc" -x c - -o /dev/null >/dev/null 2>&1; then
+        echo "an assembler and linker for $cc binutils"
     fi
     "$PY" -c 'import os, sys, sysconfig
 sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
@@ -62,5 +63,12 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
 fi
 echo "demo: installing ringnet into $VENV (builds the C core)" >&2
-"$VENV/bin/pip" install -q --disable-pip-version-check .
-exec "$VENV/bin/python" scripts/demo.py "$@"
+src=.
+if [ ! -w . ]; then
+    # pip builds in the source tree: build from a copy of a checkout we may not write to
+    src=$(mktemp -d)
+    trap 'rm -rf "$src"' EXIT
+    cp -r pyproject.toml setup.py MANIFEST.in README.md LICENSE ringnet csrc "$src/"
+fi
+"$VENV/bin/pip" install -q --disable-pip-version-check "$src"
+"$VENV/bin/python" scripts/demo.py "$@"
