@@ -15,7 +15,7 @@ from ringnet.errors import NamespaceError
 
 from conftest import as_user_argv, child_env
 
-USER = 1000   # an unprivileged uid in the made-up configuration
+USER = 4242   # an unprivileged uid in the made-up configuration, owning no file here
 
 
 def fake_root(tmp_path, sysctls: dict[str, str] | None = None, tun_mode: int | None = 0o666,
@@ -34,7 +34,6 @@ def fake_root(tmp_path, sysctls: dict[str, str] | None = None, tun_mode: int | N
     if tun_mode is not None:
         tun = dev / "net" / "tun"
         tun.write_text("")
-        os.chown(tun, 0, 0) if os.geteuid() == 0 else None
         tun.chmod(tun_mode)
     return str(proc), str(dev)
 
@@ -103,16 +102,18 @@ def test_missing_tun(tmp_path):
     assert "modprobe tun" in p.fix and "mknod -m 0666 /dev/net/tun c 10 200" in p.fix
 
 
-@pytest.mark.parametrize("mode, groups, ok", [(0o666, set(), True), (0o660, set(), False),
-                                              (0o660, {0}, True), (0o600, {0}, False)])
-def test_tun_access_follows_its_mode(tmp_path, mode, groups, ok):
+@pytest.mark.parametrize("mode, in_group, ok", [(0o666, False, True), (0o660, False, False),
+                                                (0o660, True, True), (0o600, True, False)])
+def test_tun_access_follows_its_mode(tmp_path, mode, in_group, ok):
+    """USER reaches the device through its group (when in_group) or as any other user."""
     proc, dev = fake_root(tmp_path, tun_mode=mode)
+    groups = {os.stat(f"{dev}/net/tun").st_gid} if in_group else set()
     found = _preflight.problems(proc=proc, dev=dev, euid=USER, groups=groups)
     if ok:
         assert found == []
     else:
         [p] = found
-        assert "is not readable and writable by uid 1000" in p.what
+        assert "is not readable and writable by uid 4242" in p.what
         assert p.fix.startswith(f"sudo chmod 0666 {dev}/net/tun")
 
 
