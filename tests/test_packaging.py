@@ -1,4 +1,5 @@
-"""Packaging: one version, a licence, the pytest plugin's entry point, the wheel's tag.
+"""Packaging and first run: one version, a licence, the pytest plugin's entry point, the
+wheel's tag; scripts/demo.sh saying what is missing.
 
 Checked against the installed distribution (scripts/test.sh installs a wheel built from
 this checkout), so what is tested is what pip produced."""
@@ -8,10 +9,14 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import pathlib
+import shutil
+import subprocess
+import tempfile
 
 import pytest
 
 import ringnet
+from conftest import as_user_argv
 
 DIST = importlib.metadata.distribution("ringnet")
 
@@ -49,3 +54,32 @@ def test_wheel_tag_matches_the_extension_abi():
     assert tags
     for tag in tags:
         assert (tag.split("-")[1] == "abi3") == abi3, (tag, core.__file__)
+
+
+
+DEMO = pathlib.Path(__file__).parents[1] / "scripts" / "demo.sh"
+
+
+def test_demo_lists_what_is_missing():
+    """scripts/demo.sh, run by a user who cannot install packages on a machine without a C
+    compiler, ping and ip (a PATH without them), names each with its package and stops
+    before building anything."""
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o755)   # reachable by the unprivileged user
+        bin_dir, venv = pathlib.Path(tmp, "bin"), pathlib.Path(tmp, "venv")
+        bin_dir.mkdir()
+        for tool in ("bash", "env", "dirname", "id", "awk", "sort", "tr"):
+            (bin_dir / tool).symlink_to(shutil.which(tool))
+        (bin_dir / "python3").symlink_to(os.path.realpath("/usr/bin/python3"))
+        r = subprocess.run(as_user_argv(["/usr/bin/env", "-i", f"PATH={bin_dir}", f"HOME={tmp}",
+                                         f"RINGNET_DEMO_VENV={venv}", str(bin_dir / "bash"),
+                                         str(DEMO)]),
+                           capture_output=True, text=True, cwd=tmp)
+        assert r.returncode == 1, r.stderr
+        assert "demo: the demo needs what this machine lacks:" in r.stderr
+        assert "a C compiler (cc) (Debian/Ubuntu package gcc)" in r.stderr
+        assert "ping (Debian/Ubuntu package iputils-ping)" in r.stderr
+        assert "ip (Debian/Ubuntu package iproute2)" in r.stderr
+        assert r.stderr.splitlines()[-1].startswith("demo: install them as root, for example: "
+                                                    "sudo apt-get install ")
+        assert not venv.exists()
