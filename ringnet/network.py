@@ -44,7 +44,8 @@ from ._control import Msg
 from ._ctlsock import ControlServer
 from ._hostaddrs import HostAddrs, HostAddrWatcher, read_host_addrs
 from ._core import pump_counter_names, worker_counter_names
-from ._nsutil import check_attach_target, run_idmap_helpers, userns_available
+from ._nsutil import check_attach_target, run_idmap_helpers
+from ._preflight import require
 from ._resolv import ResolvWatcher, Upstream, namespace_resolv_conf
 from ._shm import CounterArray
 from .config import NetworkConfig
@@ -251,19 +252,10 @@ class Network:
         return self
 
     def _preflight(self) -> None:
-        if not os.path.exists("/dev/net/tun"):
-            raise NamespaceError("/dev/net/tun does not exist: load the tun module (modprobe tun) "
-                                 "or create it (mknod /dev/net/tun c 10 200)")
-        if os.geteuid() != 0 and not os.access("/dev/net/tun", os.R_OK | os.W_OK):
-            raise NamespaceError("/dev/net/tun is not accessible to this user: make it mode 0666 "
-                                 "(chmod 0666 /dev/net/tun), as common distributions ship it")
-        if self._attach_pid is None:
-            ok, why = userns_available()
-            if not ok:
-                raise NamespaceError(f"user namespaces are disabled ({why}): enable them "
-                                     "(sysctl user.max_user_namespaces=15000 or "
-                                     "kernel.unprivileged_userns_clone=1)")
-        else:
+        """Refuse to start, naming the exact fix, where the kernel or the system's
+        configuration stops a rootless network (_preflight.py); check an attach target."""
+        require(new_userns=self._attach_pid is None)
+        if self._attach_pid is not None:
             check_attach_target(self._attach_pid)
 
     def _spawn_child(self, role: Role, index: int, spec: dict, fds: list[int]) -> _Child:
