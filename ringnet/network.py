@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 _PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ENTER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_enter.py")
 _GRACE = 5.0
+_SECRET_FIELDS = ("hash_key",)
 
 
 class State(enum.Enum):
@@ -100,24 +101,36 @@ def _spawn(role: Role, index: int, spec: dict, fds: list[int]) -> _Child:
     """Start the child of ``role`` (python -m ringnet._nschild or ringnet._worker) with
     ``spec``, its role and a control socket added, inheriting ``fds``."""
     module = "ringnet._nschild" if role is Role.NS else "ringnet._worker"
+    # What must not be on the command line (every local user reads /proc/PID/cmdline)
+    # goes over the control socket, as the first message.
+    secrets_ = {k: spec[k] for k in _SECRET_FIELDS if k in spec}
     ctl, child_ctl = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    # The child watches this process (not the calling thread, which may be short-lived)
+    # through a pidfd of ours.
+    pidfd = os.pidfd_open(os.getpid())
     try:
-        spec = dict(spec, role=_role_name(role, index), ctl_fd=child_ctl.fileno(),
-                    parent_pid=os.getpid())
+        spec = {k: v for k, v in spec.items() if k not in _SECRET_FIELDS}
+        spec.update(role=_role_name(role, index), ctl_fd=child_ctl.fileno(), parent_pidfd=pidfd)
         proc = subprocess.Popen(
             [sys.executable, "-m", module, json.dumps(spec)],
-            pass_fds=[child_ctl.fileno(), *fds], stdin=subprocess.DEVNULL,
+            pass_fds=[child_ctl.fileno(), pidfd, *fds], stdin=subprocess.DEVNULL,
             env=_child_env(), start_new_session=True, close_fds=True,
             # -m looks in the working directory first: run where this very ringnet
             # package lives, so that a ringnet/ folder in the caller's directory (a
             # source checkout, say) cannot stand in for it.
             cwd=_PKG_PARENT)
+        child = _Child(role, index, proc, ctl)
+        try:
+            _control.send(ctl, Msg.SECRETS, secrets_)
+        except OSError:
+            pass  # the child is gone already; start-up reports it
     except BaseException:
         ctl.close()
         raise
     finally:
         child_ctl.close()
-    return _Child(role, index, proc, ctl)
+        os.close(pidfd)
+    return child
 
 
 def _child_env() -> dict[str, str]:
@@ -271,7 +284,7 @@ class Network:
 
     def _start(self) -> None:
         cfg = self.config
-        key = os.urandom(16).hex()
+        key = self._hash_key = os.urandom(16).hex()
         host_conf = _resolv.RESOLV_CONF
         host_ups = _resolv.read_resolv_conf(host_conf) if not cfg.dns_upstream else []
         search = _resolv.read_search_lines(host_conf) if not cfg.dns_upstream else []
