@@ -17,6 +17,7 @@ the orchestrator process has exited, whichever of its threads started us.
 
 from __future__ import annotations
 
+import array
 import enum
 import json
 import os
@@ -37,6 +38,7 @@ _HDR = struct.Struct("<IHHI")
 MAX_BODY = 60 * 1024
 FLOW_ROWS_MAX = 200  # flow records in a FLOWS reply (the worker sends fewer if they do not fit)
 _MAX_FDS = 8
+_FD = array.array("i")
 
 
 class Msg(enum.IntEnum):
@@ -121,8 +123,7 @@ def recv(sock: socket.socket, timeout: Optional[float] = None,
     """
     if timeout is not None or (_parent[0] >= 0 and sock.getblocking()):
         _wait_readable(sock, timeout)
-    data, fds, flags, _ = socket.recv_fds(sock, _HDR.size + MAX_BODY + 1, _MAX_FDS,
-                                          socket.MSG_CMSG_CLOEXEC)
+    data, fds, flags = _recv_cloexec(sock)
     if not data and not fds:
         return None
     try:
@@ -154,6 +155,19 @@ def recv(sock: socket.socket, timeout: Optional[float] = None,
             os.close(fd)
         raise
     return Message(mtype, body, list(fds))
+
+
+def _recv_cloexec(sock: socket.socket) -> tuple[bytes, list[int], int]:
+    """One datagram and the fds it carries, close-on-exec from their arrival
+    (socket.recv_fds does not pass its flags on to recvmsg)."""
+    data, anc, flags, _ = sock.recvmsg(_HDR.size + MAX_BODY + 1,
+                                       socket.CMSG_LEN(_MAX_FDS * _FD.itemsize),
+                                       socket.MSG_CMSG_CLOEXEC)
+    fds = array.array("i")
+    for level, kind, payload in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    return data, list(fds), flags
 
 
 def _wait_readable(sock: socket.socket, timeout: Optional[float]) -> None:

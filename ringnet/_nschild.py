@@ -5,8 +5,8 @@ enter the namespace (unshare new user + net namespaces and map our ids, or
 setns into an existing process's namespaces for attach), create the tun
 device, configure it through netlink, create each worker's ring mapping and
 send it in HELLO, wait for every worker's ACK, start the C pump (one thread
-per tun queue), and report READY with fds of its user and net namespaces; from
-then on it is not dumpable. Then it waits for SHUTDOWN (or the end of the
+per tun queue), stop being dumpable, and report READY with fds of its user and
+net namespaces. Then it waits for SHUTDOWN (or the end of the
 control connection, the orchestrator's exit, or a worker or pump failure) and
 stops the pump before exiting.
 """
@@ -130,6 +130,7 @@ def main(spec: dict, ctl: socket.socket) -> int:
         step("report ready")
         nsfds = [os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC),
                  os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)]
+        setup_done()  # before READY: nobody may find us dumpable once the network runs
         try:
             _control.send(ctl, Msg.READY, {"ifname": tun.name, "ifindex": ifindex,
                                            "queues": len(tun.fds),
@@ -137,7 +138,6 @@ def main(spec: dict, ctl: socket.socket) -> int:
         finally:
             for fd in nsfds:
                 os.close(fd)
-        setup_done()
         step("serve")
         _serve(ctl, socks, pump, spec["parent_pidfd"])
         return 0

@@ -148,8 +148,8 @@ def main(spec: dict, ctl: socket.socket) -> int:
             # the namespace child gets the very error too (class, errno, step)
             _control.send_error(ns, e, spec["role"], current_step())
             raise
+        setup_done()  # before ACK: nobody may find us dumpable once the network runs
         _control.send(ns, Msg.ACK)
-        setup_done()
         step("run")
         while True:
             rc = lib.rn_worker_run(worker, -1)

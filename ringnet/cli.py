@@ -102,6 +102,10 @@ def _parser() -> argparse.ArgumentParser:
                      default=_DEFAULTS["resolv_conf"],
                      help="leave /etc/resolv.conf alone (by default CMD sees one naming the "
                      "namespace's DNS addresses, in a private mount namespace)")
+    run.add_argument("--no-pid-namespace", dest="pid_namespace", action="store_false",
+                     default=_DEFAULTS["pid_namespace"],
+                     help="let CMD see the host's processes (by default it runs in a PID "
+                     "namespace of its own with its own /proc)")
     run.add_argument("argv", nargs=argparse.REMAINDER, help="the command, after --")
     att = sub.add_parser("attach", help="give networking to an existing process's namespace")
     _net_options(att)

@@ -207,6 +207,7 @@ class Network:
         self._finalizer: Optional[weakref.finalize] = None
         self._resolv_dir: Optional[str] = None
         self._watcher: Optional[ResolvWatcher] = None
+        self._hash_key = ""   # the flow-hash secret: never on a command line
 
     @classmethod
     def attach(cls, pid: int, config: Optional[NetworkConfig] = None, **overrides: Any) -> "Network":
@@ -481,9 +482,11 @@ class Network:
         self._require_running()
         if isinstance(argv, (str, bytes)) or not argv:
             raise RingnetError("argv must be a non-empty sequence of strings, not a string")
-        resolv = [f"--resolv-conf={self._resolv_dir}/resolv.conf"] if self._resolv_dir else []
+        opts = [f"--resolv-conf={self._resolv_dir}/resolv.conf"] if self._resolv_dir else []
+        if self.config.pid_namespace:
+            opts.append(f"--pid-ns={os.getpid()}")  # whose exit ends everything inside
         return [sys.executable, "-E", "-s", "-S", _ENTER, str(self._nsfds[0]), str(self._nsfds[1]),
-                *resolv, "--", *map(os.fspath, argv)]
+                *opts, "--", *map(os.fspath, argv)]
 
     @property
     def namespace_fds(self) -> tuple[int, int]:
@@ -493,8 +496,15 @@ class Network:
 
     def spawn(self, argv: Sequence[str], **popen_kwargs: Any) -> subprocess.Popen:
         """Start ``argv`` inside the namespace; returns a subprocess.Popen (all of Popen's
-        keyword arguments apply except ``executable`` and ``shell``). The process is root
-        in the namespace's user namespace; it is terminated when the network closes."""
+        keyword arguments apply except ``executable`` and ``shell``). The command is root
+        in the namespace's user namespace; it is terminated when the network closes.
+
+        With ``pid_namespace`` (the default) the command runs in a PID namespace of its
+        own, with its own /proc, as PID 2 under a small init (ringnet/_enter.py); the
+        Popen is ringnet's relay process outside, which passes signals sent to it on to
+        the command and ends as the command did (``returncode`` -N for signal N). When
+        the command exits, or the network's process does, the init ends everything
+        left inside."""
         for bad in ("executable", "shell", "preexec_fn"):
             if popen_kwargs.get(bad):
                 raise RingnetError(f"spawn() does not take {bad}=")
