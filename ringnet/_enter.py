@@ -75,6 +75,8 @@ PR_SET_NO_NEW_PRIVS = 38
 SFD_CLOEXEC = 0o2000000
 SI_KERNEL = 0x80
 RESOLV_CONF = b"/etc/resolv.conf"
+NO_PID_NS = ("; to run it without (seeing the host's processes): pid_namespace=False, "
+             "--no-pid-namespace")
 USAGE = "usage: _enter.py USERNS_FD NETNS_FD [--resolv-conf=FILE] [--pid-ns=PID] -- ARGV...\n"
 
 # Signals the relay and the init pass on; the others are the kernel's to deliver
@@ -175,12 +177,12 @@ def enter_locking_mount_ns() -> None:
     try:
         said = os.read(up_r, 512).decode(errors="replace")
         if said != "ok":
-            fail(f"cannot {said or 'create a mount namespace'}", 125)
+            fail(f"cannot {said or 'create a mount namespace'}{NO_PID_NS}", 125)
         fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
         rc = libc.setns(fd, CLONE_NEWNS)
         os.close(fd)
         if rc != 0:
-            fail(f"cannot enter the new mount namespace: {errtext()}", 125)
+            fail(f"cannot enter the new mount namespace: {errtext()}{NO_PID_NS}", 125)
     finally:
         os.close(up_r)
         os.close(hold_w)
@@ -265,15 +267,14 @@ def init(argv: list, orchestrator: int, relay_fd: int, status_w: int) -> None:
     if poller.poll(0):
         os._exit(125)  # the relay died before PR_SET_PDEATHSIG took effect
     if libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None) != 0:
-        fail(f"cannot mount /proc for the PID namespace ({errtext()}); run the command "
-             "without one (pid_namespace=False, --no-pid-namespace)", 125)
+        fail(f"cannot mount /proc for the command's PID namespace: {errtext()}{NO_PID_NS}", 125)
     child = os.fork()
     if child == 0:
         os.close(status_w)
         # a mount namespace of ARGV's own, owned by the network's user namespace: /proc
         # and resolv.conf come locked into it
         if libc.unshare(CLONE_NEWNS) != 0:
-            fail(f"cannot create the command's mount namespace: {errtext()}", 125)
+            fail(f"cannot create the command's mount namespace: {errtext()}{NO_PID_NS}", 125)
         exec_command(argv)
     prctl(PR_SET_NO_NEW_PRIVS, 1, "PR_SET_NO_NEW_PRIVS")
     status = relay(child, (orchestrator, relay_fd))
@@ -308,7 +309,7 @@ def run_in_pid_ns(userfd: int, netfd: int, resolv, orchestrator: int, argv: list
         offer_resolv_conf(resolv, unshare=False)
     prctl(PR_SET_DUMPABLE, 0, "PR_SET_DUMPABLE")
     if libc.unshare(CLONE_NEWPID) != 0:
-        fail(f"cannot create a PID namespace: {errtext()}", 125)
+        fail(f"cannot create a PID namespace: {errtext()}{NO_PID_NS}", 125)
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
     relay_fd = os.pidfd_open(os.getpid())
     child = os.fork()

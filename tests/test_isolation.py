@@ -23,8 +23,12 @@ from ringnet._control import Msg
 from conftest import as_user_argv, child_env, needs_userns
 
 PROBE = r'''
-import json, os, sys
-out = {"pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()), "kill": {}, "fd": {}}
+import ctypes, json, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+PTRACE_ATTACH, PTRACE_DETACH = 16, 17
+out = {"pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit())}
+for what in ("kill", "fd", "pidfd", "ptrace"):
+    out[what] = {}
 for pid in map(int, sys.argv[1:]):
     try:
         os.kill(pid, 0)
@@ -36,6 +40,16 @@ for pid in map(int, sys.argv[1:]):
         out["fd"][pid] = "ok"
     except OSError as e:
         out["fd"][pid] = e.errno
+    try:  # the way to pidfd_getfd()
+        os.close(os.pidfd_open(pid))
+        out["pidfd"][pid] = "ok"
+    except OSError as e:
+        out["pidfd"][pid] = e.errno
+    if libc.ptrace(PTRACE_ATTACH, pid, None, None) == 0:
+        out["ptrace"][pid] = "ok"
+        libc.ptrace(PTRACE_DETACH, pid, None, None)
+    else:
+        out["ptrace"][pid] = ctypes.get_errno()
 print(json.dumps(out))
 '''
 
@@ -43,8 +57,7 @@ print(json.dumps(out))
 def _probe(net: ringnet.Network, pids: list[int]) -> dict:
     r = net.run([sys.executable, "-c", PROBE, *map(str, pids)], capture_output=True, check=True)
     out = json.loads(r.stdout)
-    return {"pids": out["pids"], "kill": {int(k): v for k, v in out["kill"].items()},
-            "fd": {int(k): v for k, v in out["fd"].items()}}
+    return {k: v if k == "pids" else {int(pid): res for pid, res in v.items()} for k, v in out.items()}
 
 
 # Item 1: the command's own PID namespace ------------------------------------------------
@@ -57,8 +70,8 @@ def test_command_cannot_see_or_signal_ringnet_processes():
         out = _probe(net, ours)
     assert out["pids"] == [1, 2]  # its init and itself: nothing of the host
     for pid in ours:
-        assert out["kill"][pid] != "ok"
-        assert out["fd"][pid] != "ok"
+        for what in ("kill", "fd", "pidfd", "ptrace"):
+            assert out[what][pid] != "ok", (what, pid)
 
 
 @needs_userns
@@ -67,7 +80,7 @@ def test_without_pid_namespace_the_host_pids_are_visible():
         ours = [*net.pids(), os.getpid()]
         out = _probe(net, ours)
     assert set(ours) <= set(out["pids"])
-    assert all(out["kill"][pid] == "ok" for pid in ours)
+    assert all(out["kill"][pid] == "ok" and out["pidfd"][pid] == "ok" for pid in ours)
 
 
 @needs_userns
