@@ -118,8 +118,9 @@ def recv(sock: socket.socket, timeout: Optional[float] = None,
     """Receive one message.
 
     Returns None at end of file (the peer closed). Raises TimeoutError when nothing
-    arrives within ``timeout`` seconds (None waits forever) and ProtocolError for a
-    malformed message (its fds are closed first).
+    arrives within ``timeout`` seconds (None waits forever), ParentGone when the
+    watched orchestrator exits first (in a child, watch_parent), and ProtocolError for
+    a malformed message (its fds are closed first). Received fds are close-on-exec.
     """
     if timeout is not None or (_parent[0] >= 0 and sock.getblocking()):
         _wait_readable(sock, timeout)

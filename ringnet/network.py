@@ -478,7 +478,8 @@ class Network:
 
     def enter_argv(self, argv: Sequence[str]) -> list[str]:
         """The argv that runs ``argv`` inside the namespace; its process must inherit the
-        fds in ``namespace_fds`` (``pass_fds``)."""
+        fds in ``namespace_fds`` (``pass_fds``). With ``pid_namespace`` the command's
+        PID namespace ends when this process exits."""
         self._require_running()
         if isinstance(argv, (str, bytes)) or not argv:
             raise RingnetError("argv must be a non-empty sequence of strings, not a string")
