@@ -144,11 +144,11 @@ def main(spec: dict, ctl: socket.socket) -> int:
             signal.set_wakeup_fd(wake[1], warn_on_full_buffer=False)
             for fd in (ctl.fileno(), ns.fileno(), spec["parent_pidfd"], wake[0]):
                 check(lib.rn_worker_watch_fd(worker, fd), "rn_worker_watch_fd")
+            setup_done()  # before ACK: nobody may find us dumpable once the network runs
         except (ProtocolError, OSError) as e:
             # the namespace child gets the very error too (class, errno, step)
             _control.send_error(ns, e, spec["role"], current_step())
             raise
-        setup_done()  # before ACK: nobody may find us dumpable once the network runs
         _control.send(ns, Msg.ACK)
         step("run")
         while True:
