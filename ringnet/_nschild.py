@@ -4,11 +4,11 @@ Started by the orchestrator as ``python -m ringnet._nschild SPEC``. In order:
 enter the namespace (unshare new user + net namespaces and map our ids, or
 setns into an existing process's namespaces for attach), create the tun
 device, configure it through netlink, create each worker's ring mapping and
-send it in HELLO, wait for every worker's ACK, start the C pump (one thread
-per tun queue), stop being dumpable, and report READY with fds of its user and
-net namespaces. Then it waits for SHUTDOWN (or the end of the
-control connection, the orchestrator's exit, or a worker or pump failure) and
-stops the pump before exiting.
+send it in HELLO, wait for every worker's ACK, stop being dumpable, start the
+C pump (one thread per tun queue), and report READY with fds of its user and
+net namespaces. Then it waits for SHUTDOWN (or the end of the control
+connection, the orchestrator's exit, or a worker or pump failure) and stops
+the pump before exiting.
 """
 
 from __future__ import annotations
@@ -112,6 +112,9 @@ def main(spec: dict, ctl: socket.socket) -> int:
         ifindex = configure(cfg, cfg.ifname)
         step("hand rings to workers")
         evs = _hello_workers(spec, cfg, socks, rings)
+        # Set up (the newuidmap path needed our /proc files until now): from here on
+        # nobody may find us dumpable, and no later isolation step may lose this prctl.
+        setup_done()
 
         step("start pump")
         params = ffi.new("struct rn_pump_params *")
@@ -130,7 +133,6 @@ def main(spec: dict, ctl: socket.socket) -> int:
         step("report ready")
         nsfds = [os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC),
                  os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)]
-        setup_done()  # before READY: nobody may find us dumpable once the network runs
         try:
             _control.send(ctl, Msg.READY, {"ifname": tun.name, "ifindex": ifindex,
                                            "queues": len(tun.fds),
