@@ -6,8 +6,10 @@ orchestrator; the namespace child only supplies the ring memfd and the two
 doorbell eventfds in HELLO, and those are checked before use: the memfd must be
 sealed against shrinking and growing and have exactly the expected size, the
 doorbells must be eventfds. The C loop (rn_worker_run) then runs with the GIL
-released and returns to Python only when a control socket wants attention, or
-with an error when the namespace corrupted its ring.
+released and returns to Python only when a control socket wants attention, the
+orchestrator process exited (a pidfd of it), a signal arrived (Python's wakeup
+fd: SIGTERM then unwinds in order), or with an error when the namespace
+corrupted its ring. Once the rings are accepted the worker is not dumpable.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import ipaddress
 import json
 import logging
 import os
+import signal
 import socket
 
 from . import _control
-from ._child import current_step, run_child, step
+from ._child import current_step, parent_gone, run_child, setup_done, step
 from ._control import Msg
 from ._core import check, ffi, lib
 from ._hostaddrs import HostAddrs
@@ -152,8 +155,16 @@ def main(spec: dict, ctl: socket.socket) -> int:
                                     ev_worker, ev_ns), "rn_worker_new")
             worker = out[0]
             _set_host_addrs(worker, spec["host_addrs"])
-            check(lib.rn_worker_watch_fd(worker, ctl.fileno()), "rn_worker_watch_fd")
-            check(lib.rn_worker_watch_fd(worker, ns.fileno()), "rn_worker_watch_fd")
+            # The loop returns to Python when a control socket has a message, the
+            # orchestrator process exits (its pidfd) or a signal arrives (Python's
+            # wakeup fd, written by its C-level handler even when the signal lands
+            # outside epoll_wait()), so that SIGTERM unwinds through the finally below.
+            wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            evs += wake
+            signal.set_wakeup_fd(wake[1], warn_on_full_buffer=False)
+            for fd in (ctl.fileno(), ns.fileno(), spec["parent_pidfd"], wake[0]):
+                check(lib.rn_worker_watch_fd(worker, fd), "rn_worker_watch_fd")
+            setup_done()  # before ACK: nobody may find us dumpable once the network runs
         except (ProtocolError, OSError) as e:
             # the namespace child gets the very error too (class, errno, step)
             _control.send_error(ns, e, spec["role"], current_step())
@@ -164,9 +175,12 @@ def main(spec: dict, ctl: socket.socket) -> int:
             rc = lib.rn_worker_run(worker, -1)
             if rc < 0:
                 raise CoreError(-rc, "the namespace side broke its ring")
-            if rc == 1 and _control_wants_exit(worker, ctl, ns):
-                return 0
+            if rc == 1:
+                _drain(wake[0])  # a pending signal's handler runs on the next line
+                if parent_gone() or _control_wants_exit(worker, ctl, ns):
+                    return 0
     finally:
+        signal.set_wakeup_fd(-1)
         if worker != ffi.NULL:
             lib.rn_worker_free(worker)
         for fd in evs:
@@ -175,6 +189,15 @@ def main(spec: dict, ctl: socket.socket) -> int:
             ring.close()
         ns.close()
         counters.close()
+
+
+def _drain(fd: int) -> None:
+    """Empty the non-blocking pipe ``fd``."""
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
 
 
 _PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6"}

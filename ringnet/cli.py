@@ -110,6 +110,10 @@ def _parser() -> argparse.ArgumentParser:
                      default=_DEFAULTS["resolv_conf"],
                      help="leave /etc/resolv.conf alone (by default CMD sees one naming the "
                      "namespace's DNS addresses, in a private mount namespace)")
+    run.add_argument("--no-pid-namespace", dest="pid_namespace", action="store_false",
+                     default=_DEFAULTS["pid_namespace"],
+                     help="let CMD see the host's processes (by default it runs in a PID "
+                     "namespace of its own with its own /proc)")
     run.add_argument("argv", nargs=argparse.REMAINDER, help="the command, after --")
     att = sub.add_parser("attach", help="give networking to an existing process's namespace")
     _net_options(att)
@@ -242,7 +246,8 @@ def _render(cur: Stats, prev: Optional[Stats]) -> str:
     lines.append(f"{'PROCESS':<10} {'PID':>7} {'CPU%':>6} {'CPU s':>8} {'RSS':>8} {'FDS':>5} {'THR':>4}")
     for p in cur.processes:
         lines.append(f"{p.role:<10} {p.pid:>7} {p.cpu_percent:>6.1f} {p.cpu_seconds:>8.2f} "
-                     f"{_human(p.rss, 'B'):>8} {p.num_fds:>5} {p.num_threads:>4}")
+                     f"{_human(p.rss, 'B'):>8} {p.num_fds if p.num_fds >= 0 else '-':>5} "
+                     f"{p.num_threads:>4}")
     lines.append("")
     names = [k for k in (cur.workers[0] if cur.workers else {})]
     nonzero = [k for k in names if cur.total(k)] + [k for k, v in cur.pump.items() if v]

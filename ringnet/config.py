@@ -120,6 +120,9 @@ class NetworkConfig:
         resolv_conf: give commands started by spawn()/run() a private mount namespace
             in which /etc/resolv.conf names the DNS addresses (not for attach(), where
             the container runtime owns resolv.conf).
+        pid_namespace: run each command started by spawn()/run() in a PID namespace of
+            its own with its own /proc, under an init that ends everything inside when
+            the command or this process exits; False shows it the host's processes.
         control_socket: serve info and stats to other processes of the same user on a
             Unix socket (``ringnet ls``, ``ringnet stats``, ``ringnet top``).
         control_dir: directory of that socket; None is $XDG_RUNTIME_DIR/ringnet or
@@ -154,6 +157,7 @@ class NetworkConfig:
     coalesce_us: int = COALESCE_US_DEFAULT
     dns_upstream: Optional[tuple[str, ...]] = None
     resolv_conf: bool = True
+    pid_namespace: bool = True
     faults: Optional[str] = None
     control_socket: bool = True
     control_dir: Optional[str] = None

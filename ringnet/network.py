@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 _PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ENTER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_enter.py")
 _GRACE = 5.0
+_SECRET_FIELDS = ("hash_key",)
 
 
 class State(enum.Enum):
@@ -102,24 +103,36 @@ def _spawn(role: Role, index: int, spec: dict, fds: list[int]) -> _Child:
     """Start the child of ``role`` (python -m ringnet._nschild or ringnet._worker) with
     ``spec``, its role and a control socket added, inheriting ``fds``."""
     module = "ringnet._nschild" if role is Role.NS else "ringnet._worker"
+    # What must not be on the command line (every local user reads /proc/PID/cmdline)
+    # goes over the control socket, as the first message.
+    secrets_ = {k: spec[k] for k in _SECRET_FIELDS if k in spec}
     ctl, child_ctl = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    # The child watches this process (not the calling thread, which may be short-lived)
+    # through a pidfd of ours.
+    pidfd = os.pidfd_open(os.getpid())
     try:
-        spec = dict(spec, role=_role_name(role, index), ctl_fd=child_ctl.fileno(),
-                    parent_pid=os.getpid())
+        spec = {k: v for k, v in spec.items() if k not in _SECRET_FIELDS}
+        spec.update(role=_role_name(role, index), ctl_fd=child_ctl.fileno(), parent_pidfd=pidfd)
         proc = subprocess.Popen(
             [sys.executable, "-m", module, json.dumps(spec)],
-            pass_fds=[child_ctl.fileno(), *fds], stdin=subprocess.DEVNULL,
+            pass_fds=[child_ctl.fileno(), pidfd, *fds], stdin=subprocess.DEVNULL,
             env=_child_env(), start_new_session=True, close_fds=True,
             # -m looks in the working directory first: run where this very ringnet
             # package lives, so that a ringnet/ folder in the caller's directory (a
             # source checkout, say) cannot stand in for it.
             cwd=_PKG_PARENT)
+        child = _Child(role, index, proc, ctl)
+        try:
+            _control.send(ctl, Msg.SECRETS, secrets_)
+        except OSError:
+            pass  # the child is gone already; start-up reports it
     except BaseException:
         ctl.close()
         raise
     finally:
         child_ctl.close()
-    return _Child(role, index, proc, ctl)
+        os.close(pidfd)
+    return child
 
 
 def _child_env() -> dict[str, str]:
@@ -197,6 +210,7 @@ class Network:
         self._resolv_dir: Optional[str] = None
         self._watcher: Optional[ResolvWatcher] = None
         self._addr_watcher: Optional[HostAddrWatcher] = None
+        self._hash_key = ""   # the flow-hash secret: never on a command line
 
     @classmethod
     def attach(cls, pid: int, config: Optional[NetworkConfig] = None, **overrides: Any) -> "Network":
@@ -265,7 +279,7 @@ class Network:
 
     def _start(self) -> None:
         cfg = self.config
-        key = os.urandom(16).hex()
+        key = self._hash_key = os.urandom(16).hex()
         host_conf = _resolv.RESOLV_CONF
         host_ups = _resolv.read_resolv_conf(host_conf) if not cfg.dns_upstream else []
         search = _resolv.read_search_lines(host_conf) if not cfg.dns_upstream else []
@@ -469,13 +483,16 @@ class Network:
 
     def enter_argv(self, argv: Sequence[str]) -> list[str]:
         """The argv that runs ``argv`` inside the namespace; its process must inherit the
-        fds in ``namespace_fds`` (``pass_fds``)."""
+        fds in ``namespace_fds`` (``pass_fds``). With ``pid_namespace`` the command's
+        PID namespace ends when this process exits."""
         self._require_running()
         if isinstance(argv, (str, bytes)) or not argv:
             raise RingnetError("argv must be a non-empty sequence of strings, not a string")
-        resolv = [f"--resolv-conf={self._resolv_dir}/resolv.conf"] if self._resolv_dir else []
+        opts = [f"--resolv-conf={self._resolv_dir}/resolv.conf"] if self._resolv_dir else []
+        if self.config.pid_namespace:
+            opts.append(f"--pid-ns={os.getpid()}")  # whose exit ends everything inside
         return [sys.executable, "-E", "-s", "-S", _ENTER, str(self._nsfds[0]), str(self._nsfds[1]),
-                *resolv, "--", *map(os.fspath, argv)]
+                *opts, "--", *map(os.fspath, argv)]
 
     @property
     def namespace_fds(self) -> tuple[int, int]:
@@ -485,8 +502,15 @@ class Network:
 
     def spawn(self, argv: Sequence[str], **popen_kwargs: Any) -> subprocess.Popen:
         """Start ``argv`` inside the namespace; returns a subprocess.Popen (all of Popen's
-        keyword arguments apply except ``executable`` and ``shell``). The process is root
-        in the namespace's user namespace; it is terminated when the network closes."""
+        keyword arguments apply except ``executable`` and ``shell``). The command is root
+        in the namespace's user namespace; it is terminated when the network closes.
+
+        With ``pid_namespace`` (the default) the command runs in a PID namespace of its
+        own, with its own /proc, as PID 2 under a small init (ringnet/_enter.py); the
+        Popen is ringnet's relay process outside, which passes signals sent to it on to
+        the command and ends as the command did (``returncode`` -N for signal N). When
+        the command exits, or the network's process does, the init ends everything
+        left inside."""
         for bad in ("executable", "shell", "preexec_fn"):
             if popen_kwargs.get(bad):
                 raise RingnetError(f"spawn() does not take {bad}=")
