@@ -26,6 +26,8 @@ import threading
 import time
 from typing import Any, Callable, NamedTuple, Optional
 
+from ._threads import start_thread
+
 log = logging.getLogger(__name__)
 
 __all__ = ["HostAddrs", "HOST_ADDR_MAX", "read_host_addrs", "HostAddrWatcher"]
@@ -123,10 +125,8 @@ class HostAddrWatcher:
         return self._addrs
 
     def start(self) -> "HostAddrWatcher":
-        self._wake = os.pipe()
-        self._thread = threading.Thread(target=self._run, name="ringnet-hostaddr-watch",
-                                        daemon=True)
-        self._thread.start()
+        self._wake = os.pipe2(os.O_CLOEXEC)
+        self._thread = start_thread(self._run, "ringnet-hostaddr-watch")
         return self
 
     def stop(self) -> None:
