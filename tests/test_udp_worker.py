@@ -21,6 +21,7 @@ from ringnet._ringnet_c import ffi, lib
 
 import frames as F
 from conftest import HANG_S, wait_until
+from localdns import build_query
 from test_worker_input import (DNS4, DNS6, GUEST4, GUEST6, GW4, GW6, NAMES, Harness, Shm,
                                params)
 
@@ -115,14 +116,19 @@ def one_cpu():
         os.sched_setaffinity(0, allowed)
 
 
-def delivered(family: int = 4) -> None:
+def delivered(family: int = 4, reactions: int = 0) -> None:
     """Return once everything this thread sent on loopback before (on one_cpu()) sits in
     its destination socket: a marker sent after it to a socket of ours has arrived.
     Loopback delivery normally completes within sendto(), but a busy CPU may leave it to
-    ksoftirqd; the marker waits for that, where a sleep would only hope."""
+    ksoftirqd; the marker waits for that, where a sleep would only hope.
+
+    ``reactions``: what the kernel sends in answer to those packets (an ICMP error for
+    a datagram to a closed port) joins the queue behind the marker; one more marker per
+    round of answers waits for them too."""
     with server(family) as probe:
-        probe.sendto(b"marker", probe.getsockname())
-        assert probe.recv(10) == b"marker"
+        for _ in range(1 + reactions):
+            probe.sendto(b"marker", probe.getsockname())
+            assert probe.recv(10) == b"marker"
 
 
 def udp4(sport, dport, payload=b"", dst=GW4, **ip):
@@ -320,6 +326,50 @@ def test_dns_upstreams_can_be_replaced():
             assert lib.rn_dns_set_upstreams(h.w, ffi.NULL, 0) == 0
             [err] = h.exchange(udp4(5002, 53, b"three", dst=DNS4))
             assert icmp_error(err)[:2] == (3, 3)  # no upstream: port unreachable
+
+
+def closed_port() -> int:
+    """A loopback UDP port where nothing listens (the kernel answers port unreachable)."""
+    with server() as probe:
+        return probe.getsockname()[1]
+
+
+def test_dns_port_unreachable_fails_over_before_the_timer():
+    """The first upstream answers a query with ICMP port unreachable: the worker resends
+    it to the second within the same pass of its loop that reads the error, without
+    waiting for the failover timer (RN_DNS_FAILOVER_MS, 1 s), and the namespace never
+    sees the error.
+
+    The timer could only have fired in a pass a full second after the query: the time
+    around the attempt bounds the worker's clock, and an attempt that a stalled machine
+    made that slow proves nothing and is made again, with a new worker."""
+    query = build_query("example.test", qid=0x5151)
+    t_end = time.monotonic() + HANG_S
+    while time.monotonic() < t_end:
+        with server() as good, \
+                UdpHarness(allow=False, dns=[("127.0.0.1", closed_port()),
+                                             ("127.0.0.1", good.getsockname()[1])]) as h:
+            with one_cpu():
+                t0 = time.monotonic()
+                h.send(udp4(5300, 53, query, dst=DNS4))  # to the first upstream
+                delivered(reactions=1)  # its port unreachable is queued on the flow's socket
+                h.serve()  # one pass: the worker reads the error
+                t1 = time.monotonic()
+            if t1 - t0 >= 0.99:
+                continue
+            good.settimeout(0)
+            data, peer = good.recvfrom(100)  # already there: resent in that pass
+            assert data == query
+            c = h.counters()
+            assert (c["dns_failovers"], c["dns_resends"], c["icmp_errors_out"]) == (1, 1, 0)
+            assert h.pop() == []
+            # the answer comes back from the second upstream, as if from the DNS address
+            good.sendto(b"answer", peer)
+            [frm] = h.frames(1)
+            p = complete(frm)
+            assert p.src == F.addr(DNS4) and udp_fields(p) == (53, 5300, 14, b"answer")
+            return
+    raise AssertionError("every attempt stalled for a second")
 
 
 # --- refusals and ICMP errors -------------------------------------------------------
