@@ -12,6 +12,7 @@ The module is internal to the C core; the test extension exposes it
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -65,10 +66,10 @@ def test_init_limits_the_nap_and_derives_the_yield():
 
 def test_off_never_naps():
     mod = Mod(0)
-    for up in (0, 1, 2, 10**6):
-        assert not lib.rn_mod_may_nap(mod.m) or up == 0
-        assert not mod.idle(up=up)
-        assert not lib.rn_mod_may_nap(mod.m)
+    for up in (lib.RN_MOD_BURST, 100, 10**6):
+        lib.rn_mod_up(mod.m, up)
+        assert not lib.rn_mod_may_nap(mod.m)  # nap_us 0: whatever the work
+        assert not mod.idle()
 
 
 def test_a_one_way_burst_naps_and_a_smaller_one_does_not():
@@ -99,10 +100,12 @@ def test_requests_and_answers_never_nap():
     assert (mod.m.fails, mod.m.cool_until) == (0, 0)
 
 
-def test_a_stream_keeps_the_thread_napping():
-    """UDP at 1 Gbit/s in 1400-byte datagrams, 89,000 a second: every 50 us nap brings
-    in 4 or more (the yield), so every idle point is a nap and none fails."""
-    mod = Mod(50)
+@pytest.mark.parametrize("nap_us", [50, 200, 1000])
+def test_a_stream_keeps_the_thread_napping(nap_us):
+    """UDP at 1 Gbit/s in 1400-byte datagrams, 89,000 a second: every nap brings in
+    more than the yield (a 40,000-a-second stream's worth), so every idle point is a
+    nap and none fails."""
+    mod = Mod(nap_us)
     rate = 89_000  # datagrams a second
     last, naps = mod.now, 0
     assert mod.idle(up=lib.RN_MOD_BURST)  # the stream starts with a burst
