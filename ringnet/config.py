@@ -88,6 +88,8 @@ class NetworkConfig:
         ipv6: also configure IPv6.
         cidr6, guest6, gateway6, dns6: the same for IPv6 (defaults ::100, ::2, ::3).
         ifname: name of the tun interface inside the namespace.
+        configure_interface: give the interface its addresses, routes and MTU and bring it
+            up; False leaves it down and bare for the caller (slirp4netns without -c).
         ring_size: bytes of each ring's data area, a power of two, 512 KiB..256 MiB.
         allow_host_loopback: map the gateway addresses to host loopback (127.0.0.1, ::1).
         idmap_helpers: map a uid/gid range with newuidmap/newgidmap instead of mapping
@@ -129,6 +131,7 @@ class NetworkConfig:
     gateway6: Optional[str] = None
     dns6: Optional[str] = None
     ifname: str = "rn0"
+    configure_interface: bool = True
     ring_size: int = 4 * 1024 * 1024
     allow_host_loopback: bool = False
     idmap_helpers: bool = False
