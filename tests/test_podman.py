@@ -3,7 +3,7 @@
 As the unprivileged test user (scripts/setup-test-env.sh creates it, with subordinate
 ids) when the tests run as root, else as ourselves. Everything podman reads or writes
 lives in a temporary directory: HOME, XDG_CONFIG_HOME, XDG_DATA_HOME (image storage),
-XDG_RUNTIME_DIR and CONTAINERS_CONF, whose containers.conf sets
+XDG_RUNTIME_DIR and CONTAINERS_CONF (storage driver vfs), whose containers.conf sets
 ``network_cmd_path`` to the installed ``ringnet-slirp4netns``, plus ``runtime = "runc"``
 and ``cgroup_manager = "cgroupfs"`` (crun refuses this machine's hybrid cgroup layout).
 The image is imported (``podman import``) from a rootfs holding busybox-static: no
@@ -157,6 +157,9 @@ def podman():
                     'runtime = "runc"\n'
                     'cgroup_manager = "cgroupfs"\n'
                     'events_logger = "file"\n')
+        # vfs: copies, but needs neither fuse nor the kernel's rootless overlay
+        with open(os.path.join(root, "config", "containers", "storage.conf"), "w") as f:
+            f.write('[storage]\ndriver = "vfs"\n')
         tar = os.path.join(root, "rootfs.tar")
         with open(tar, "wb") as f:
             f.write(_rootfs_tar(_static_busybox()))
