@@ -104,6 +104,7 @@ def test_slirp4netns_defaults():
     (["--enable-seccomp", "1"], "enable_seccomp", True),
     (["--target-type=netns", "1"], "target_type", "netns"),
     (["-ce", "5", "1"], "exit_fd", 5),              # getopt-style bundled short options
+    (["-c6", "1"], "enable_ipv6", True),
     (["1", "eth7"], "tapname", "eth7"),
 ])
 def test_each_option_parses(argv, attr, want):
@@ -173,6 +174,18 @@ def test_a_file_that_is_not_a_namespace_is_refused():
                        capture_output=True, text=True, env=child_env(), timeout=HANG_S)
     assert r.returncode == 1
     assert "is not a network namespace" in r.stderr
+
+
+@needs_userns
+def test_attach_path_refuses_our_own_namespace_and_wrong_types(unshared_target):
+    from ringnet import NamespaceError, Network
+
+    with pytest.raises(NamespaceError, match="our own network namespace"):
+        Network.attach_path("/proc/self/ns/net")
+    with pytest.raises(NamespaceError, match="is not a user namespace"):
+        Network.attach_path(f"/proc/{unshared_target.pid}/ns/net", "/proc/self/ns/net")
+    with pytest.raises(NamespaceError, match="is not a network namespace"):
+        Network.attach_path(f"/proc/{unshared_target.pid}/ns/user")
 
 
 # End to end ---------------------------------------------------------------------------
