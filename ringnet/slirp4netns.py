@@ -45,7 +45,7 @@ import re
 import select
 import signal
 import sys
-from typing import NoReturn, Optional, Sequence
+from typing import Callable, NoReturn, Optional, Sequence
 
 from . import __version__
 from .config import MTU_MAX, MTU_MIN, NetworkConfig
@@ -101,7 +101,7 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _fd(option: str):
+def _fd(option: str) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             fd = int(text, 10)
@@ -123,7 +123,7 @@ def _mtu(text: str) -> int:
     return mtu
 
 
-def _choice(option: str, allowed: tuple[str, ...]):
+def _choice(option: str, allowed: tuple[str, ...]) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in allowed:
             raise UsageError(f"{option}={text}: must be one of {', '.join(allowed)}")
@@ -131,7 +131,7 @@ def _choice(option: str, allowed: tuple[str, ...]):
     return parse
 
 
-def _addr(option: str, version: int):
+def _addr(option: str, version: int) -> Callable[[str], str]:
     def parse(text: str) -> str:
         try:
             addr = ipaddress.ip_address(text)
@@ -257,13 +257,15 @@ def _check_fd(fd: Optional[int], option: str) -> None:
         raise UsageError(f"{option}={fd}: {e.strerror}") from None
 
 
-def _serve(net: Network, exit_fd: Optional[int], stop: dict) -> int:
-    """Wait for the exit fd, a stop signal or a failed child; return the exit status."""
+def _serve(net: Network, exit_fd: Optional[int], wake_fd: int, stop: dict) -> int:
+    """Wait for the exit fd, a stop signal (``wake_fd`` becomes readable) or a failed
+    child; return the exit status."""
     poller = select.poll()
+    poller.register(wake_fd, select.POLLIN)
     if exit_fd is not None:
         poller.register(exit_fd, select.POLLIN | select.POLLHUP | select.POLLERR)
     while not stop["sig"]:
-        if poller.poll(500):
+        if any(fd == exit_fd for fd, _ in poller.poll(500)):
             log.info("exit fd %d is readable: stopping", exit_fd)
             return EXIT_OK
         broken = net.failed_children()
@@ -282,17 +284,25 @@ def run(args: argparse.Namespace) -> int:
                  "processes of its own, not in this one")
     stop = {"sig": 0}
 
-    def on_signal(signum, frame):
+    def on_signal(signum: int, frame: object) -> None:
         stop["sig"] = signum
 
-    for s in _STOP_SIGNALS:
-        signal.signal(s, on_signal)
-    with _network(args, cfg) as net:
-        net.label = f"slirp4netns {args.target} {args.tapname}"
-        if args.ready_fd is not None:
-            os.write(args.ready_fd, b"1")
-            os.close(args.ready_fd)
-        status = _serve(net, args.exit_fd, stop)
+    # a signal's handler runs between bytecodes, so poll() is woken through this pipe
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    old_wakeup = signal.set_wakeup_fd(wake_w)
+    try:
+        for s in _STOP_SIGNALS:
+            signal.signal(s, on_signal)
+        with _network(args, cfg) as net:
+            net.label = f"slirp4netns {args.target} {args.tapname}"
+            if args.ready_fd is not None:
+                os.write(args.ready_fd, b"1")
+                os.close(args.ready_fd)
+            status = _serve(net, args.exit_fd, wake_r, stop)
+    finally:
+        signal.set_wakeup_fd(old_wakeup)
+        os.close(wake_r)
+        os.close(wake_w)
     if stop["sig"]:
         # die of the signal, as slirp4netns does, now that everything is torn down
         signal.signal(stop["sig"], signal.SIG_DFL)
