@@ -17,7 +17,9 @@
 #include "worker.h"
 #include "flowstats.h"
 #include "dns.h"
+#include "policy.h"
 #include "udp.h"
+#include "tcp.h"
 #include "pump.h"
 
 #endif /* RN_API_H */

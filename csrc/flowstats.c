@@ -16,15 +16,8 @@
  */
 const char *rn_flow_state_name(uint8_t type, uint8_t state)
 {
-	static const char *const tcp[] = {
-		[RN_TCP_CONNECTING] = "CONNECTING",	[RN_TCP_SYN_RCVD] = "SYN_RCVD",
-		[RN_TCP_ESTABLISHED] = "ESTABLISHED",	[RN_TCP_CLOSE_WAIT] = "CLOSE_WAIT",
-		[RN_TCP_FIN_WAIT] = "FIN_WAIT",		[RN_TCP_CLOSING] = "CLOSING",
-		[RN_TCP_TIME_WAIT] = "TIME_WAIT",
-	};
-
 	if (type == RN_FLOW_TCP)
-		return state < sizeof(tcp) / sizeof(tcp[0]) && tcp[state] ? tcp[state] : "?";
+		return rn_tcp_state_name(state);
 	if (type == RN_FLOW_UDP || type == RN_FLOW_ICMP)
 		return "active";
 	return "?";

@@ -23,8 +23,6 @@ import frames as F
 from test_worker_input import DNS4, GUEST4, GUEST6, GW4, GW6, NAMES, Harness, params
 
 SYN, FIN, RST, PSH, ACK = 0x02, 0x01, 0x04, 0x08, 0x10
-STATES = {1: "CONNECTING", 2: "SYN_RCVD", 3: "ESTABLISHED", 4: "CLOSE_WAIT", 5: "FIN_WAIT",
-          6: "CLOSING", 7: "TIME_WAIT"}
 DATA_OUTCOMES = {n for n in NAMES if n.startswith("drop_")} | {
     "tcp_segments_in", "policy_refused", "flows_refused_cap", "flows_refused_fd"}
 
@@ -79,16 +77,19 @@ class TcpHarness(Harness):
     def __init__(self, max_flows: int = 64, idle_ms: int = 7_200_000, fin_ms: int = 60_000,
                  allow: bool = True, mtu: int = 65520, confined: bool = True, dns=None):
         """confined=False lets the worker connect beyond loopback: only in a network
-        namespace of the test's own. dns: (address, port) of the upstream resolver."""
+        namespace of the test's own. dns: (address, port) of the upstream resolver, or a
+        list of them."""
         p = params(mtu=mtu)
         p.allow_host_loopback = int(allow)
         p.loopback_only = int(confined)
         if dns:
-            a = F.addr(dns[0])
-            p.ndns = 1
-            p.dns[0].family = 4 if len(a) == 4 else 6
-            p.dns[0].addr = list(a) + [0] * (16 - len(a))
-            p.dns[0].port = dns[1]
+            ups = dns if isinstance(dns, list) else [dns]
+            p.ndns = len(ups)
+            for i, (addr, port) in enumerate(ups):
+                a = F.addr(addr)
+                p.dns[i].family = 4 if len(a) == 4 else 6
+                p.dns[i].addr = list(a) + [0] * (16 - len(a))
+                p.dns[i].port = port
         p.prefix4, p.prefix6 = 24, 64
         p.max_flows = max_flows
         p.tcp_idle_timeout_ms, p.tcp_fin_timeout_ms = idle_ms, fin_ms

@@ -1,0 +1,435 @@
+/* tcp_conn.c - TCP connection: host socket, connect, DNS retry, open, close, TIME_WAIT
+ *
+ * Theory of operation
+ * -------------------
+ * A SYN without a flow is checked (policy.c) and a flow is created (at the
+ * max_flows cap, after evicting the oldest TIME_WAIT flow if there is one:
+ * RST, flows_refused_cap); a non-blocking connect() starts. The SYN-ACK goes
+ * out only once the host connect succeeded (EPOLLOUT, SO_ERROR 0), so a
+ * refused connect becomes a RST at once (the application sees ECONNREFUSED),
+ * an unreachable destination an ICMP destination unreachable, anything else
+ * (timeout...) a RST; a flow to a DNS upstream first connects to the next
+ * upstream (rn_tcp_dns_retry(), dns.c), also when the connect has not
+ * completed after RN_DNS_FAILOVER_MS while another upstream is left. Options
+ * negotiated: MSS (ours from the MTU; theirs caps gso_size), window scaling
+ * (shift RN_TCP_WS) and SACK-permitted, each only when the namespace offers
+ * it. Timestamps are not implemented, so the SYN-ACK does not claim them.
+ *
+ * Closing: a FIN from the namespace (after all its data was taken) becomes
+ * shutdown(SHUT_WR); EOF from the host becomes our FIN once all data before
+ * it went out. When both FINs are done and ours is acknowledged, the host
+ * socket is closed at once. If the namespace's FIN came last, the flow
+ * lingers RN_TCP_TIME_WAIT_MS without a socket, to acknowledge a
+ * retransmitted FIN. A RST either way is passed on (to the host by close()
+ * with SO_LINGER 0). Timeouts: tcp_idle_timeout_ms without activity,
+ * tcp_fin_timeout_ms after the first FIN; both reset both sides.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "dns.h"
+#include "policy.h"
+#include "tcp_int.h"
+
+/**
+ * rn_tcp_close() - end a flow, optionally resetting either side
+ * @w:		worker
+ * @c:		flow
+ * @rst_ns:	send a RST to the namespace
+ * @rst_host:	reset the host connection (SO_LINGER 0) instead of closing it
+ */
+void rn_tcp_close(struct rn_worker *w, struct rn_tcp_flow *c, int rst_ns, int rst_host)
+{
+	/* snd_max: what the namespace most likely expects next (exactly, unless
+	 * frames are in flight: then it answers with a challenge ACK, and that
+	 * ACK, finding no flow, gets a RST at the exact sequence number) */
+	if (rst_ns && c->f.state != RN_TCP_CONNECTING)
+		rn_tcp_rst_key(w, &c->f.key, c->snd_max, c->rcv_nxt, 1);
+	else if (rst_ns)
+		rn_tcp_rst_key(w, &c->f.key, 0, c->rcv_nxt, 1);
+	if (rst_host && c->f.fd >= 0) {
+		struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+		setsockopt(c->f.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		rn_ctr_add(w->ctr, RN_WCTR_tcp_host_resets, 1);
+	}
+	rn_ctr_add(w->ctr, RN_WCTR_tcp_closed, 1);
+	c->f.state = RN_TCP_CLOSED;
+	rn_worker_flow_close(w, &c->f);
+}
+
+/**
+ * rn_tcp_time_wait() - entering TIME_WAIT: ACK the namespace's FIN, close the socket
+ * @w:		worker
+ * @c:		flow just moved to TIME_WAIT (the namespace's FIN came after ours
+ *		was acknowledged)
+ *
+ * The flow lingers RN_TCP_TIME_WAIT_MS without a socket, to acknowledge a
+ * retransmitted FIN.
+ */
+void rn_tcp_time_wait(struct rn_worker *w, struct rn_tcp_flow *c)
+{
+	/* Unread bytes at close() would make it a reset */
+	rn_tcp_discard_upto_una(c);
+	rn_tcp_send_ack(w, c);
+	if (c->f.fd >= 0) {
+		close(c->f.fd);
+		c->f.fd = -1;
+		c->f.events = 0;
+	}
+	c->flags &= ~(RN_TCP_F_MORE | RN_TCP_F_WANT_OUT);
+	c->rto_at = 0;
+	c->end_at = w->now + RN_TCP_TIME_WAIT_MS;
+	rn_tcp_arm(w, c);
+}
+
+/**
+ * rn_tcp_watch() - register the host socket's events for the flow's state
+ * @w:		worker
+ * @c:		flow
+ *
+ * Edge-triggered: EPOLLIN while host data may still come (it is pushed
+ * whenever the namespace's window or the ring allows, not only on events),
+ * EPOLLOUT while connecting or while waiting for send buffer space.
+ */
+void rn_tcp_watch(struct rn_worker *w, struct rn_tcp_flow *c)
+{
+	uint32_t ev = EPOLLET;
+
+	if (c->f.fd < 0)
+		return;
+	if (c->f.state == RN_TCP_CONNECTING) {
+		ev |= EPOLLOUT;
+	} else if (rn_tcp_synced(c)) {
+		if (!rn_tcp_host_eof(c))
+			ev |= EPOLLIN | EPOLLRDHUP;
+		if ((c->flags & RN_TCP_F_WANT_OUT) && !rn_tcp_ns_fin_taken(c))
+			ev |= EPOLLOUT;
+	}
+	if (rn_worker_flow_watch(w, &c->f, ev))
+		rn_tcp_close(w, c, 1, 1);
+}
+
+/**
+ * rn_tcp_arm() - set the flow's timer to its nearest deadline
+ * @w:		worker
+ * @c:		flow
+ */
+void rn_tcp_arm(struct rn_worker *w, struct rn_tcp_flow *c)
+{
+	int64_t t = c->rto_at;
+
+	if (c->tlp_at && (!t || c->tlp_at < t))
+		t = c->tlp_at;
+	if (c->end_at && (!t || c->end_at < t))
+		t = c->end_at;
+	rn_worker_flow_timer(w, &c->f, t);
+}
+
+/**
+ * rn_tcp_end_deadline() - (re)compute the idle or FIN timeout deadline
+ * @w:		worker
+ * @c:		flow
+ */
+void rn_tcp_end_deadline(struct rn_worker *w, struct rn_tcp_flow *c)
+{
+	if (c->f.state == RN_TCP_TIME_WAIT)
+		return;
+	if (c->closing)
+		c->end_at = c->closing + w->p.tcp_fin_timeout_ms;
+	else
+		c->end_at = c->f.last + w->p.tcp_idle_timeout_ms;
+}
+
+/**
+ * rn_tcp_host_error() - the host socket failed: reset the namespace side
+ * @w:		worker
+ * @c:		flow
+ * @err:	negative errno
+ */
+void rn_tcp_host_error(struct rn_worker *w, struct rn_tcp_flow *c, int err)
+{
+	if (w->err)
+		return;
+	(void)err;
+	rn_ctr_add(w->ctr, RN_WCTR_tcp_host_errors, 1);
+	rn_tcp_close(w, c, 1, 0);
+}
+
+/**
+ * rn_tcp_established() - the namespace acknowledged our SYN-ACK: SYN_RCVD -> ESTABLISHED
+ * @w:		worker
+ * @c:		flow in SYN_RCVD
+ */
+void rn_tcp_established(struct rn_worker *w, struct rn_tcp_flow *c)
+{
+	rn_tcp_go(c, RN_TCP_EV_ACK);
+	c->snd_una = c->iss + 1;
+	c->q_head = c->snd_una;
+	c->retries = 0;
+	c->rto_at = 0;
+	if (c->flags & RN_TCP_F_RTT) {
+		rn_tcp_rtt_sample(c, (uint32_t)(w->now - c->rtt_ts));
+		c->flags &= ~RN_TCP_F_RTT;
+	}
+	rn_ctr_add(w->ctr, RN_WCTR_tcp_established, 1);
+	rn_tcp_watch(w, c);
+	rn_tcp_end_deadline(w, c);
+	rn_tcp_arm(w, c);
+}
+
+/**
+ * rn_tcp_socket() - a host socket for a flow: non-blocking, no Nagle, peek offset
+ * @c:		flow (RN_TCP_F_NO_PEEKOFF follows the new socket)
+ * @family:	AF_INET or AF_INET6
+ *
+ * Return: the fd, or negative errno of socket()
+ */
+static int rn_tcp_socket(struct rn_tcp_flow *c, int family)
+{
+	int fd, one = 1, zero = 0;
+
+	fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+	if (fd < 0)
+		return -errno;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->flags &= ~RN_TCP_F_NO_PEEKOFF;
+	if (setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &zero, sizeof(zero)))
+		c->flags |= RN_TCP_F_NO_PEEKOFF;
+	return fd;
+}
+
+/**
+ * rn_tcp_dns_deadline() - give a DNS connect RN_DNS_FAILOVER_MS if another upstream is left
+ * @w:		worker
+ * @c:		flow in RN_TCP_CONNECTING
+ *
+ * Sets @c->rto_at (the caller arms the timer). With no other upstream the
+ * kernel's own connect timeout applies, as for any flow.
+ */
+static void rn_tcp_dns_deadline(struct rn_worker *w, struct rn_tcp_flow *c)
+{
+	if ((c->flags & RN_TCP_F_DNS) && rn_dns_try_left(w, &c->dns))
+		c->rto_at = w->now + RN_DNS_FAILOVER_MS;
+}
+
+/**
+ * rn_tcp_dns_connect() - rn_dns_send_fn: connect a new socket to another upstream
+ * @w:		worker
+ * @ctx:	the flow, in RN_TCP_CONNECTING with RN_TCP_F_DNS
+ * @up:		the upstream (dns.c picked it)
+ * @d:		its host address
+ *
+ * The flow's socket is replaced by one of the upstream's family. dns.c
+ * counts dns_resends for every upstream this is called for.
+ *
+ * Return: RN_DNS_SENT (connect under way, or the flow was closed meanwhile),
+ *	   RN_DNS_FAILED (the connect failed at once), RN_DNS_STOP (no socket)
+ */
+static int rn_tcp_dns_connect(struct rn_worker *w, void *ctx, uint32_t up,
+			      const struct rn_policy_dest *d)
+{
+	struct rn_tcp_flow *c = ctx;
+	int fd = rn_tcp_socket(c, d->family);
+
+	(void)up;
+	if (fd < 0)
+		return RN_DNS_STOP;
+	rn_worker_flow_watch(w, &c->f, 0);
+	close(c->f.fd);
+	c->f.fd = fd;
+	rn_ctr_add(w->ctr, RN_WCTR_tcp_connects, 1);
+	if (connect(fd, (const struct sockaddr *)&d->sa, d->salen) && errno != EINPROGRESS) {
+		rn_ctr_add(w->ctr, errno == ECONNREFUSED ? RN_WCTR_tcp_connect_refused :
+			   RN_WCTR_tcp_connect_failed, 1);
+		return RN_DNS_FAILED;
+	}
+	rn_tcp_watch(w, c);
+	if (c->f.flags & RN_FLOW_F_CLOSED)
+		return RN_DNS_SENT;
+	c->rto_at = 0;
+	rn_tcp_dns_deadline(w, c);
+	rn_tcp_arm(w, c);
+	return RN_DNS_SENT;
+}
+
+/**
+ * rn_tcp_dns_retry() - a DNS flow's connect failed: connect to another upstream
+ * @w:		worker
+ * @c:		flow in RN_TCP_CONNECTING, with RN_TCP_F_DNS
+ *
+ * dns.c marks the failed upstream and picks the next one the flow has not
+ * tried (rn_dns_retry()); rn_tcp_dns_connect() connects to it.
+ *
+ * Return: 1 if a connect is under way (or the flow was closed meanwhile),
+ *	   0 if no upstream is left (or no socket): the caller refuses the flow
+ */
+static int rn_tcp_dns_retry(struct rn_worker *w, struct rn_tcp_flow *c)
+{
+	return rn_dns_retry(w, &c->dns, rn_tcp_dns_connect, c) != 0;
+}
+
+/**
+ * rn_tcp_connect_done() - the host connect() finished: SYN-ACK, or refuse
+ * @w:		worker
+ * @c:		flow in RN_TCP_CONNECTING
+ * @err:	0 on success, else the positive errno of the connect
+ *
+ * A DNS flow whose connect failed connects to another upstream first, if
+ * one is left (rn_tcp_dns_retry()); only then is the namespace told.
+ */
+void rn_tcp_connect_done(struct rn_worker *w, struct rn_tcp_flow *c, int err)
+{
+	int rc;
+
+	if (err) {
+		rn_ctr_add(w->ctr, err == ECONNREFUSED ? RN_WCTR_tcp_connect_refused :
+			   RN_WCTR_tcp_connect_failed, 1);
+		if ((c->flags & RN_TCP_F_DNS) && rn_tcp_dns_retry(w, c))
+			return;
+		if (err == ENETUNREACH || err == EHOSTUNREACH) {
+			rn_tcp_icmp_unreach(w, c, err);
+		} else {
+			rn_tcp_rst_key(w, &c->f.key, 0, c->rcv_nxt, 1);
+		}
+		rn_ctr_add(w->ctr, RN_WCTR_tcp_closed, 1);
+		rn_tcp_go(c, RN_TCP_EV_ERROR);
+		rn_worker_flow_close(w, &c->f);
+		return;
+	}
+	rn_tcp_go(c, RN_TCP_EV_WRITABLE);
+	rn_tcp_wnd_update(c);
+	c->flags &= ~RN_TCP_F_WANT_OUT;
+	c->snd_nxt = c->snd_max = c->iss + 1;
+	c->flags |= RN_TCP_F_RTT;
+	c->rtt_seq = c->iss;
+	c->rtt_ts = w->now;
+	rn_ctr_add(w->ctr, RN_WCTR_tcp_connected, 1);
+	rn_tcp_watch(w, c);
+	rc = rn_tcp_send_ctl(w, c, RN_TCP_SYN | RN_TCP_ACK, c->iss);
+	if (rc && rc != -EAGAIN)
+		return;
+	/* A SYN-ACK lost to a full ring is sent again by the timer */
+	c->rto_at = w->now + c->rto;
+	rn_tcp_arm(w, c);
+}
+
+/**
+ * rn_tcp_evict_time_wait() - at the flow cap, end the oldest TIME_WAIT flow
+ * @w:		worker
+ *
+ * A lingering flow holds no socket and must not keep a new connection out.
+ * Walks the flows from the oldest: only done at the cap.
+ *
+ * Return: true if a flow was ended
+ */
+static int rn_tcp_evict_time_wait(struct rn_worker *w)
+{
+	struct rn_flow *f;
+
+	for (f = rn_flowtab_first(&w->flows); f; f = rn_flowtab_next(f)) {
+		if (f->type == RN_FLOW_TCP && rn_tcp_of(f)->f.state == RN_TCP_TIME_WAIT) {
+			rn_tcp_close(w, rn_tcp_of(f), 0, 0);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/**
+ * rn_tcp_open() - a SYN for a new flow: policy, cap, socket, connect()
+ * @w:		worker
+ * @k:		flow key
+ * @s:		the SYN
+ *
+ * The outcome goes to @s->ctr: tcp_segments_in, or the reason the flow was
+ * refused (a RST answers the SYN then).
+ *
+ * Return: 0, or -EBADMSG when the flow was refused
+ */
+int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, struct rn_tcp_seg *s)
+{
+	struct rn_policy_dest d;
+	struct rn_tcp_flow *c;
+	uint32_t isn;
+	int fd, rc;
+
+	rc = rn_policy_dest(&w->p, rn_dns_current(w), k, &d);
+	if (rc) {
+		rn_tcp_rst_key(w, k, 0, s->seq + 1, 1);
+		return rn_tcp_drop(s, RN_WCTR_policy_refused);
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		rn_tcp_rst_key(w, k, 0, s->seq + 1, 1);
+		return rn_tcp_drop(s, RN_WCTR_flows_refused_fd);
+	}
+	c->f.key = *k;
+	c->f.type = RN_FLOW_TCP;
+	c->f.fd = -1;
+	rc = rn_worker_flow_add(w, &c->f);
+	if (rc == -ENOSPC && rn_tcp_evict_time_wait(w))
+		rc = rn_worker_flow_add(w, &c->f);
+	if (rc) {
+		free(c);
+		rn_tcp_rst_key(w, k, 0, s->seq + 1, 1);
+		return rn_tcp_drop(s, RN_WCTR_flows_refused_cap);
+	}
+
+	fd = rn_tcp_socket(c, d.family);
+	if (fd < 0) {
+		rn_worker_flow_close(w, &c->f);
+		rn_tcp_rst_key(w, k, 0, s->seq + 1, 1);
+		return rn_tcp_drop(s, RN_WCTR_flows_refused_fd);
+	}
+	c->f.fd = fd;
+	if (d.dns) {
+		c->flags |= RN_TCP_F_DNS;
+		rn_dns_try_start(w, &c->dns, d.dns_up);
+	}
+
+	if (getrandom(&isn, sizeof(isn), GRND_NONBLOCK) != sizeof(isn))
+		isn = (uint32_t)w->now * 2654435761u ^ (uint32_t)(uintptr_t)c;
+	c->iss = isn;
+	c->snd_una = c->snd_nxt = c->snd_max = isn;
+	c->q_head = isn + 1;	/* host data starts after our SYN */
+	c->irs = s->seq;
+	c->rcv_nxt = s->seq + 1;
+	c->rcv_edge = c->rcv_nxt;
+	c->snd_wl1 = s->seq;
+	c->snd_wnd = s->wnd;		/* never scaled in a SYN */
+	if (s->sack_ok)
+		c->flags |= RN_TCP_F_SACK;
+	if (s->ws != 0xff) {
+		c->flags |= RN_TCP_F_WS;
+		c->ns_ws = s->ws;
+		c->our_ws = RN_TCP_WS;
+	}
+	c->mss = (uint16_t)(w->p.mtu - rn_ip_hdr_len(k->family) - RN_TCP_HDR);
+	if (!s->mss)
+		c->mss = k->family == 6 ? 1220 : 536;
+	else if (s->mss < c->mss)
+		c->mss = s->mss < 64 ? 64 : s->mss;
+	c->rto = RN_TCP_RTO_INIT;
+	rn_tcp_go(c, RN_TCP_EV_SYN);	/* CLOSED -> CONNECTING */
+	s->ctr = RN_WCTR_tcp_segments_in;
+	rn_tcp_end_deadline(w, c);
+	rn_ctr_add(w->ctr, RN_WCTR_tcp_connects, 1);
+
+	if (connect(fd, (struct sockaddr *)&d.sa, d.salen) && errno != EINPROGRESS) {
+		rn_tcp_connect_done(w, c, errno);
+		return 0;
+	}
+	/* Even an immediate success is reported by EPOLLOUT */
+	rn_tcp_watch(w, c);
+	rn_tcp_dns_deadline(w, c);
+	rn_tcp_arm(w, c);
+	return 0;
+}
