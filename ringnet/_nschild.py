@@ -22,7 +22,7 @@ from ._child import run_child, setup_done, step
 from ._control import Msg
 from ._core import check, ffi, lib
 from ._netconf import configure
-from ._nsutil import enter_netns_of, unshare_user_net, write_id_maps
+from ._nsutil import enter_netns_of, enter_netns_path, unshare_user_net, write_id_maps
 from ._shm import CounterArray, RingMapping
 from ._tun import open_tun
 from .config import NetworkConfig
@@ -32,6 +32,9 @@ HELLO_TIMEOUT = 30.0
 
 
 def _enter(spec: dict, cfg: NetworkConfig, ctl: socket.socket) -> None:
+    if spec.get("attach_path"):
+        enter_netns_path(*spec["attach_path"])
+        return
     if spec["attach_pid"]:
         enter_netns_of(spec["attach_pid"])
         return
@@ -109,7 +112,8 @@ def main(spec: dict, ctl: socket.socket) -> int:
         step("open tun")
         tun = open_tun(cfg.ifname, cfg.workers, cfg.tun_sndbuf())
         step("configure interface")
-        ifindex = configure(cfg, cfg.ifname)
+        ifindex = configure(cfg, cfg.ifname) if cfg.configure_interface \
+            else socket.if_nametoindex(tun.name)
         step("hand rings to workers")
         evs = _hello_workers(spec, cfg, socks, rings)
         # Set up (the newuidmap path needed our /proc files until now): from here on

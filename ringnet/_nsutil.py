@@ -18,9 +18,13 @@ from .errors import NamespaceError
 __all__ = [
     "unshare_user_net", "write_id_maps", "run_idmap_helpers", "enter_netns_of", "owning_userns",
     "check_attach_target", "ns_inode", "userns_available",
+    "check_netns_path", "enter_netns_path",
 ]
 
 NS_GET_USERNS = 0xB701
+NS_GET_NSTYPE = 0xB703
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
 
 
 def ns_inode(path: str) -> int:
@@ -154,3 +158,58 @@ def enter_netns_of(pid: int) -> None:
         raise NamespaceError(f"cannot enter PID {pid}'s namespaces: {e.strerror}") from None
     finally:
         os.close(netfd)
+
+
+# Namespaces named by path (slirp4netns --netns-type=path, --userns-path) ----------------
+
+def _ns_file(path: str, nstype: int, what: str) -> int:
+    """An O_RDONLY fd of the namespace file ``path``; NamespaceError unless it is a
+    namespace of type ``nstype`` (CLONE_NEWNET, CLONE_NEWUSER)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise NamespaceError(f"cannot open the {what} namespace {path}: {e.strerror}") from None
+    try:
+        kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError:
+        kind = -1
+    if kind != nstype:
+        os.close(fd)
+        raise NamespaceError(f"{path} is not a {what} namespace (expected a file such as "
+                             f"/proc/PID/ns/{'net' if nstype == CLONE_NEWNET else 'user'} "
+                             "or a bind mount of one)")
+    return fd
+
+
+def check_netns_path(netns: str, userns: str | None = None) -> None:
+    """Raise NamespaceError unless ``netns`` (and ``userns`` if given) name namespaces of
+    the right type and ``netns`` is not our own network namespace."""
+    fd = _ns_file(netns, CLONE_NEWNET, "network")
+    try:
+        if os.fstat(fd).st_ino == ns_inode("/proc/self/ns/net"):
+            raise NamespaceError(f"{netns} is our own network namespace; give a separate one")
+    finally:
+        os.close(fd)
+    if userns is not None:
+        os.close(_ns_file(userns, CLONE_NEWUSER, "user"))
+
+
+def enter_netns_path(netns: str, userns: str | None = None) -> None:
+    """Enter the network namespace at ``netns`` through the user namespace at ``userns``,
+    or, without one, through the user namespace that owns it (as for a PID)."""
+    netfd = _ns_file(netns, CLONE_NEWNET, "network")
+    try:
+        userfd = _ns_file(userns, CLONE_NEWUSER, "user") if userns else owning_userns(netfd)
+        try:
+            if os.fstat(userfd).st_ino != ns_inode("/proc/self/ns/user"):
+                check_libc(lib.setns(userfd, lib.CLONE_NEWUSER), "setns(user namespace)")
+        finally:
+            os.close(userfd)
+        check_libc(lib.setns(netfd, lib.CLONE_NEWNET), "setns(network namespace)")
+    except OSError as e:
+        raise NamespaceError(f"cannot enter the network namespace {netns}"
+                             f"{f' through the user namespace {userns}' if userns else ''}: "
+                             f"{e.strerror}") from None
+    finally:
+        os.close(netfd)
+

@@ -91,6 +91,8 @@ class NetworkConfig:
         ipv6: also configure IPv6.
         cidr6, guest6, gateway6, dns6: the same for IPv6 (defaults ::100, ::2, ::3).
         ifname: name of the tun interface inside the namespace.
+        configure_interface: give the interface its addresses, routes and MTU and bring it
+            up; False leaves it down and bare for the caller (slirp4netns without -c).
         ring_size: bytes of each ring's data area, a power of two, 512 KiB..256 MiB.
         allow_host_loopback: map the gateway addresses to host loopback (127.0.0.1, ::1).
         allow_host: let the namespace reach the host's own (non-loopback) addresses,
@@ -143,6 +145,7 @@ class NetworkConfig:
     gateway6: Optional[str] = None
     dns6: Optional[str] = None
     ifname: str = "rn0"
+    configure_interface: bool = True
     ring_size: int = 4 * 1024 * 1024
     allow_host_loopback: bool = False
     allow_host: bool = False  # policy: the host's own addresses

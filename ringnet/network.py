@@ -44,7 +44,7 @@ from ._control import Msg
 from ._ctlsock import ControlServer
 from ._hostaddrs import HostAddrs, HostAddrWatcher, read_host_addrs
 from ._core import pump_counter_names, worker_counter_names
-from ._nsutil import check_attach_target, run_idmap_helpers
+from ._nsutil import check_attach_target, check_netns_path, run_idmap_helpers
 from ._preflight import require
 from ._resolv import ResolvWatcher, Upstream, namespace_resolv_conf
 from ._shm import CounterArray
@@ -198,6 +198,7 @@ class Network:
         self._sampler = ProcessSampler()
         self._ctlserver: Optional[ControlServer] = None
         self._attach_pid: Optional[int] = None
+        self._attach_path: Optional[tuple[str, Optional[str]]] = None   # (netns, userns)
         self._lock = threading.Lock()
         self._query_lock = threading.Lock()   # one request/reply exchange with workers at a time
         self._children: list[_Child] = []   # the namespace child last
@@ -222,6 +223,26 @@ class Network:
         net = cls(config, **overrides)
         net._attach_pid = pid
         return net
+
+    @classmethod
+    def attach_path(cls, netns: str, userns: Optional[str] = None,
+                    config: Optional[NetworkConfig] = None, **overrides: Any) -> "Network":
+        """A Network for the net namespace at path ``netns`` (``/proc/PID/ns/net``, or a bind
+        mount of one such as podman's ``$XDG_RUNTIME_DIR/netns/netns-UUID``), entered through
+        the user namespace at ``userns`` if given, else through the one that owns it, as
+        ``slirp4netns --netns-type=path [--userns-path]`` does. Raises NamespaceError if a
+        path is not a namespace of its type or ``netns`` is our own."""
+        netns = os.path.abspath(netns)
+        userns = os.path.abspath(userns) if userns else None
+        check_netns_path(netns, userns)
+        net = cls(config, **overrides)
+        net._attach_path = (netns, userns)
+        return net
+
+    @property
+    def _attached(self) -> bool:
+        """Does this Network serve an existing namespace (attach, attach_path)?"""
+        return self._attach_pid is not None or self._attach_path is not None
 
     # Lifecycle ------------------------------------------------------------------------
 
@@ -268,8 +289,10 @@ class Network:
     def _preflight(self) -> None:
         """Refuse to start, naming the exact fix, where the kernel or the system's
         configuration stops a rootless network (_preflight.py); check an attach target."""
-        require(new_userns=self._attach_pid is None)
-        if self._attach_pid is not None:
+        require(new_userns=not self._attached)
+        if self._attach_path is not None:
+            check_netns_path(*self._attach_path)
+        elif self._attach_pid is not None:
             check_attach_target(self._attach_pid)
 
     def _spawn_child(self, role: Role, index: int, spec: dict, fds: list[int]) -> _Child:
@@ -307,6 +330,7 @@ class Network:
                     worker_end.close()
             ns = self._spawn_child(Role.NS, 0,
                                    dict(base, attach_pid=self._attach_pid,
+                                        attach_path=self._attach_path,
                                         worker_fds=[s.fileno() for s in ns_ends],
                                         counters_fd=self._pctr.fd),
                                    [s.fileno() for s in ns_ends] + [self._pctr.fd])
@@ -316,7 +340,7 @@ class Network:
         self._finalizer = weakref.finalize(self, _reap, self._children, self._spawned)
         self._wait_ready(ns)
         self._tell_workers(Msg.OFFLOADS, {"offloads": self.offloads})
-        if cfg.resolv_conf and self._attach_pid is None:
+        if cfg.resolv_conf and not self._attached:
             self._resolv_dir = tempfile.mkdtemp(prefix="ringnet-dns-")
             self._write_resolv_conf(search)
         if not cfg.dns_upstream:
@@ -437,7 +461,7 @@ class Network:
         if self._addr_watcher is not None:
             self._addr_watcher.stop()
             self._addr_watcher = None
-        if self._attach_pid is None and self._nsfds[1] >= 0:
+        if not self._attached and self._nsfds[1] >= 0:
             self._kill_namespace_processes()
         if self._finalizer is not None:
             self._finalizer.detach()
@@ -622,7 +646,7 @@ class Network:
         """What ``ringnet ls`` shows of this network."""
         self._require_running()
         return {"id": self.id, "pid": os.getpid(), "ns_pid": self.pid, "worker_pids": self.worker_pids,
-                "mode": "attach" if self._attach_pid else "new", "attach_pid": self._attach_pid,
+                "mode": "attach" if self._attached else "new", "attach_pid": self._attach_pid,
                 "ifname": self.ifname, "cidr4": self.config.cidr4,
                 "cidr6": self.config.cidr6 if self.config.ipv6 else None, "mtu": self.config.mtu,
                 "workers": self.config.workers, "started": self._started, "label": self.label,

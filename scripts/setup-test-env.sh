@@ -2,7 +2,7 @@
 # setup-test-env.sh - install everything ringnet's tests need on a fresh Debian machine.
 #
 # As root: Debian packages (compiler, Python headers and venv, iperf3, ping, setpriv,
-# dnsmasq and dig for the DNS tests),
+# dnsmasq and dig for the DNS tests; podman, runc and busybox-static for the podman test),
 # /dev/net/tun mode 0666 (as common distributions ship it), an unprivileged user for
 # the rootless tests, and a virtual environment that every user can run, made from
 # Debian's /usr/bin/python3, with ringnet and its test dependencies installed.
@@ -28,6 +28,18 @@ if [ "$(id -u)" = 0 ]; then
         echo "setup: installing $missing" >&2
         # shellcheck disable=SC2086
         apt_install $missing
+    fi
+    # Rootless podman for tests/test_podman.py (ringnet-slirp4netns as its network command),
+    # without its recommends (buildah, dbus-user-session): runc (crun refuses hybrid cgroup
+    # layouts), catatonit for its pause process, busybox-static for the test image.
+    pkgs="podman runc conmon catatonit golang-github-containers-common busybox-static"
+    # shellcheck disable=SC2086
+    missing=$(apt_missing $pkgs)
+    if [ -n "$missing" ]; then
+        echo "setup: installing $missing" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        # shellcheck disable=SC2086
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
     fi
     [ -e /dev/net/tun ] && chmod 0666 /dev/net/tun
     if ! id "$TEST_USER" >/dev/null 2>&1; then
