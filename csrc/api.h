@@ -20,5 +20,6 @@
 #include "udp.h"
 #include "ringtest.h"
 #include "pump.h"
+#include "sandbox.h"
 
 #endif /* RN_API_H */
