@@ -21,6 +21,7 @@ from ._child import run_child
 from ._control import Msg
 from ._core import check, ffi, lib
 from ._netconf import configure
+from . import _sandbox
 from ._nsutil import enter_netns_of, unshare_user_net, write_id_maps
 from ._shm import CounterArray, RingMapping
 from ._tun import open_tun
@@ -100,6 +101,9 @@ def main(spec: dict, ctl: socket.socket) -> int:
         ifindex = configure(cfg, cfg.ifname)
         evs = _hello_workers(spec, cfg, socks, rings)
 
+        nsfds = [os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC),
+                 os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)]
+        _sandbox.enter("nschild", cfg.sandbox)  # no files from here; pump threads inherit it
         params = ffi.new("struct rn_pump_params *")
         params.nqueues = cfg.workers
         params.coalesce_us = cfg.coalesce_us
@@ -112,9 +116,6 @@ def main(spec: dict, ctl: socket.socket) -> int:
                                 ffi.new("int[]", [e[1] for e in evs]), counters.ptr),
               "rn_pump_start")
         pump = out[0]
-
-        nsfds = [os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC),
-                 os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)]
         try:
             _control.send(ctl, Msg.READY, {"ifname": tun.name, "ifindex": ifindex,
                                            "queues": len(tun.fds),

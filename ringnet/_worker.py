@@ -23,6 +23,7 @@ from ._control import Msg
 from ._core import check, ffi, lib
 from ._shm import CounterArray, RingMapping, check_eventfd
 from ._resolv import parse_upstream
+from . import _sandbox
 from .config import NetworkConfig, parse_faults
 from .errors import ChildError, ConfigError, ProtocolError
 
@@ -126,6 +127,7 @@ def main(spec: dict, ctl: socket.socket) -> int:
         except (ProtocolError, OSError) as e:
             _control.send_error(ns, f"worker {spec['index']} refused the rings: {e}")
             raise
+        _sandbox.enter("worker", cfg.sandbox)  # before the namespace can run anything
         _control.send(ns, Msg.ACK)
         while True:
             rc = lib.rn_worker_run(worker, -1)
