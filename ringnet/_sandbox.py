@@ -85,8 +85,8 @@ def enter(role: str, enabled: bool = True, steps: int | None = None) -> int:
         applied = step_names(report.applied)
         what += (f"; applied before that: {', '.join(applied) or 'nothing'}"
                  "; sandbox=False turns isolation off")
-        log.error("%s: %s", what, errno.errorcode.get(-rc, str(-rc)))
-        check(rc, what)
+        log.info("%s: %s", what, errno.errorcode.get(-rc, str(-rc)))
+        check(rc, what)  # raises: the child reports it as ERROR and exits
     log.info("%s: sandboxed: %s (%d system calls allowed)", role,
              ", ".join(step_names(report.applied)), report.nrules)
     return int(report.applied)

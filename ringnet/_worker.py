@@ -124,10 +124,10 @@ def main(spec: dict, ctl: socket.socket) -> int:
             worker = out[0]
             check(lib.rn_worker_watch_fd(worker, ctl.fileno()), "rn_worker_watch_fd")
             check(lib.rn_worker_watch_fd(worker, ns.fileno()), "rn_worker_watch_fd")
+            _sandbox.enter("worker", cfg.sandbox)  # before the namespace can run anything
         except (ProtocolError, OSError) as e:
             _control.send_error(ns, f"worker {spec['index']} refused the rings: {e}")
             raise
-        _sandbox.enter("worker", cfg.sandbox)  # before the namespace can run anything
         _control.send(ns, Msg.ACK)
         while True:
             rc = lib.rn_worker_run(worker, -1)

@@ -513,6 +513,34 @@ def test_traffic_through_sandboxed_children(no_leaks):
         udp.close()
 
 
+NO_USERNS = r'''
+import sys, ringnet
+try:
+    with ringnet.Network(workers=1, sandbox=sys.argv[1] == "on", control_socket=False) as net:
+        print("started", net.run(["true"]).returncode)
+except ringnet.RingnetError as e:
+    print("refused:", e)
+'''
+
+
+@needs_userns
+@pytest.mark.parametrize("sandbox", ["on", "off"])
+def test_worker_without_user_namespaces(sandbox):
+    """Where the worker may not make a user namespace (here: ringnet runs in a user
+    namespace that allows one more, which the namespace child takes), the network does
+    not start half isolated: the error names the step and the switch; with sandbox=False
+    it starts."""
+    shell = f'echo 1 > /proc/sys/user/max_user_namespaces && exec "$0" -c "$1" {sandbox}'
+    r = subprocess.run(["unshare", "-Ur", "sh", "-c", shell, sys.executable, NO_USERNS],
+                       capture_output=True, text=True, timeout=120, env=child_env(), cwd="/")
+    assert r.returncode == 0, r.stderr
+    if sandbox == "on":
+        assert r.stdout.startswith("refused:"), r.stdout + r.stderr
+        assert "own user namespace" in r.stdout and "sandbox=False" in r.stdout, r.stdout
+    else:
+        assert r.stdout.strip() == "started 0", r.stdout + r.stderr
+
+
 UNPRIV = r'''
 import json, os, sys
 sys.path.insert(0, sys.argv[1])
