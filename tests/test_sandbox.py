@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import json
 import mmap
 import os
@@ -132,7 +133,9 @@ def victim():
     p.wait()
 
 
-def _attacks(victim: int) -> dict:
+def _attacks(victim: int, sock: int) -> dict:
+    """errno of each thing a compromised child might try against ``victim``, a process
+    of the same user; ``sock`` is a socket it holds."""
     bin_true = ctypes.c_char_p(b"/bin/true")
     argv = (ctypes.c_char_p * 2)(bin_true, None)
 
@@ -157,6 +160,8 @@ def _attacks(victim: int) -> dict:
         "unix_socket": oserror(unix_socket),
         "exec_memory": oserror(exec_memory),
         "fork": sys_errno(NR_FORK),
+        # SIGIO for the victim whenever the socket is ready: a kill() by other means
+        "fcntl_setown": oserror(lambda: fcntl.fcntl(sock, fcntl.F_SETOWN, victim)),
     }
 
 
@@ -166,9 +171,10 @@ def _attacks(victim: int) -> dict:
 @needs_x86_64
 @pytest.mark.parametrize("role", ["worker", "nschild"])
 def test_filter_refuses_what_an_attacker_would_do(role, victim):
-    out, status = in_child(role, lambda: _attacks(victim))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        out, status = in_child(role, lambda: _attacks(victim, sock.fileno()))
     assert os.WIFEXITED(status), status
-    assert out == {k: errno.EPERM for k in out} and len(out) == 10, out
+    assert out == {k: errno.EPERM for k in out} and len(out) == 11, out
 
 
 @needs_userns
@@ -184,10 +190,17 @@ def test_the_same_calls_work_without_the_sandbox(victim):
                 "kill_other": sys_errno(NR_KILL, victim, 0),
                 "open_passwd": oserror(lambda: open("/etc/passwd", "rb").close()),
                 "unix_socket": oserror(lambda: socket.socket(socket.AF_UNIX).close()),
-                "exec_memory": oserror(memory)}
-    out, _ = in_child(None, probe)
+                "exec_memory": oserror(memory),
+                "fcntl_setown": oserror(lambda: fcntl.fcntl(sock.fileno(), fcntl.F_SETOWN,
+                                                            victim))}
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        out, _ = in_child(None, probe)
+    finally:
+        sock.close()
     assert out == {"process_vm_readv": errno.EFAULT, "pidfd_open": 0, "kill_other": 0,
-                   "open_passwd": 0, "unix_socket": 0, "exec_memory": 0}, out
+                   "open_passwd": 0, "unix_socket": 0, "exec_memory": 0,
+                   "fcntl_setown": 0}, out
 
 
 @needs_userns
