@@ -21,5 +21,6 @@
 #include "udp.h"
 #include "tcp.h"
 #include "pump.h"
+#include "sandbox.h"
 
 #endif /* RN_API_H */

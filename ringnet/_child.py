@@ -12,8 +12,8 @@ inherits the signal mask of the orchestrator thread that started it), sets a
 process name that psutil shows, takes what must not be on its command line
 (the flow-hash key) from the SECRETS message that comes first on its control
 socket, and turns any failure into an ERROR message on the control socket and a
-non-zero exit. Once set up, a child calls ``setup_done()``: it is no longer
-dumpable, so other processes of the user (root inside the namespace among
+non-zero exit. Once set up, a child calls ``setup_done()``: it isolates itself
+(the sandbox, unless turned off) and is no longer dumpable, so other processes of the user (root inside the namespace among
 them) can neither ptrace it nor open its /proc files. The child's main function
 names what it is doing with ``step()``; the ERROR message carries the failing
 step with the error's class and errno (errors.to_wire), so the orchestrator
@@ -66,9 +66,17 @@ def parent_gone() -> bool:
     return _control.parent_gone()
 
 
-def setup_done() -> None:
-    """Set-up is over: make this process not dumpable (no ptrace, no /proc/PID/fd or mem
-    for other processes of the user; no core dump)."""
+def setup_done(role: str, sandbox: bool) -> None:
+    """Set-up is over. With ``sandbox``, isolate this process as ``role`` (_sandbox.py:
+    mount namespace with an empty root, no capabilities, a seccomp allow-list, and not
+    dumpable, a step that comes after the user namespace a worker makes for itself, whose
+    id maps it writes through /proc/self); without, only make it not dumpable (no ptrace,
+    no /proc/PID/fd or mem for other processes of the user; no core dump)."""
+    if sandbox:
+        from . import _sandbox
+
+        _sandbox.enter(role, True)
+        return
     from ._core import check_libc, lib
 
     check_libc(lib.prctl(lib.PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")

@@ -116,9 +116,12 @@ def main(spec: dict, ctl: socket.socket) -> int:
             else socket.if_nametoindex(tun.name)
         step("hand rings to workers")
         evs = _hello_workers(spec, cfg, socks, rings)
-        # Set up (the newuidmap path needed our /proc files until now): from here on
-        # nobody may find us dumpable, and no later isolation step may lose this prctl.
-        setup_done()
+        step("isolate")
+        nsfds = [os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC),
+                 os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)]
+        # Set up (the newuidmap path needed our /proc files until now): isolate
+        # ourselves; the pump threads started below inherit every layer.
+        setup_done("nschild", cfg.sandbox)
 
         step("start pump")
         params = ffi.new("struct rn_pump_params *")
@@ -135,8 +138,6 @@ def main(spec: dict, ctl: socket.socket) -> int:
         pump = out[0]
 
         step("report ready")
-        nsfds = [os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC),
-                 os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)]
         try:
             _control.send(ctl, Msg.READY, {"ifname": tun.name, "ifindex": ifindex,
                                            "queues": len(tun.fds),

@@ -164,7 +164,7 @@ def main(spec: dict, ctl: socket.socket) -> int:
             signal.set_wakeup_fd(wake[1], warn_on_full_buffer=False)
             for fd in (ctl.fileno(), ns.fileno(), spec["parent_pidfd"], wake[0]):
                 check(lib.rn_worker_watch_fd(worker, fd), "rn_worker_watch_fd")
-            setup_done()  # before ACK: nobody may find us dumpable once the network runs
+            setup_done("worker", cfg.sandbox)  # before ACK: isolated before the namespace runs anything
         except (ProtocolError, OSError) as e:
             # the namespace child gets the very error too (class, errno, step)
             _control.send_error(ns, e, spec["role"], current_step())

@@ -129,6 +129,9 @@ class NetworkConfig:
             Unix socket (``ringnet ls``, ``ringnet stats``, ``ringnet top``).
         control_dir: directory of that socket; None is $XDG_RUNTIME_DIR/ringnet or
             /tmp/ringnet-<uid>.
+        sandbox: the namespace child and the workers isolate themselves once set up
+            (own mount namespace with an empty root, no capabilities, not dumpable,
+            seccomp allow-list; see _sandbox.py); False leaves them ordinary processes.
         faults: test-only fault injection on the ring path, "drop=F,dup=F,reorder=F,seed=N"
             with fractions F in 0..0.5; None (the default) injects nothing.
     """
@@ -162,6 +165,7 @@ class NetworkConfig:
     resolv_conf: bool = True
     pid_namespace: bool = True
     faults: Optional[str] = None
+    sandbox: bool = True
     control_socket: bool = True
     control_dir: Optional[str] = None
 
