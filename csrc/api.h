@@ -19,6 +19,7 @@
 #include "dns.h"
 #include "udp.h"
 #include "tcp.h"
+#include "forward.h"
 #include "pump.h"
 
 #endif /* RN_API_H */
