@@ -12,7 +12,7 @@ single-threaded until they have unshared; numpy's BLAS starts threads at import)
 
 from .config import MTU_MAX, MTU_MIN, NetworkConfig, default_workers
 from .errors import (ChildError, ChildOSError, ConfigError, CoreError, NamespaceError, ProtocolError,
-                     RingnetError)
+                     PublishError, RingnetError)
 from .network import Network, State
 from .stats import FLOW_FIELDS, ProcessStats, Stats
 
@@ -36,6 +36,7 @@ __all__ = [
     "ChildOSError",
     "CoreError",
     "ProtocolError",
+    "PublishError",
     "__version__",
 ]
 

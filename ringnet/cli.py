@@ -79,6 +79,9 @@ def _net_options(p: argparse.ArgumentParser) -> None:
                    "microseconds (default %(default)s; 0: off)")
     g.add_argument("--idmap-helpers", action="store_true", default=d["idmap_helpers"],
                    help="map subordinate ids with newuidmap/newgidmap")
+    g.add_argument("-p", "--publish", action="append", metavar="SPEC", default=None,
+                   help="forward a host port inside: [ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp] "
+                   "(repeatable; IPv6 as [::1]:8080:80)")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more logging (repeatable)")
 
 
@@ -87,6 +90,7 @@ def _config(args: argparse.Namespace) -> NetworkConfig:
     given = {k: v for k, v in vars(args).items() if k in _DEFAULTS}
     if given.get("dns_upstream") is not None:
         given["dns_upstream"] = tuple(given["dns_upstream"])
+    given["publish"] = tuple(given.get("publish") or ())
     return NetworkConfig(**given)
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "ChildOSError",
     "CoreError",
     "ProtocolError",
+    "PublishError",
     "to_wire",
     "from_wire",
 ]
@@ -77,6 +78,11 @@ class ChildError(RingnetError):
 
 class ProtocolError(RingnetError):
     """A control message was malformed or unexpected."""
+
+
+class PublishError(RingnetError, OSError):
+    """A port cannot be published: the host port is in use, privileged, or the address
+    is not the host's; the message names the port, ``errno`` says why."""
 
 
 class CoreError(RingnetError, OSError):

@@ -44,6 +44,7 @@ from ._control import Msg
 from ._ctlsock import ControlServer
 from ._core import pump_counter_names, worker_counter_names
 from ._nsutil import check_attach_target, run_idmap_helpers, userns_available
+from ._publish import Forward, Publisher
 from ._resolv import ResolvWatcher, Upstream, namespace_resolv_conf
 from ._shm import CounterArray
 from .config import NetworkConfig
@@ -194,6 +195,7 @@ class Network:
         self._finalizer: Optional[weakref.finalize] = None
         self._resolv_dir: Optional[str] = None
         self._watcher: Optional[ResolvWatcher] = None
+        self._publisher = Publisher(self)   # forwards of host ports (_publish.py)
 
     @classmethod
     def attach(cls, pid: int, config: Optional[NetworkConfig] = None, **overrides: Any) -> "Network":
@@ -311,6 +313,8 @@ class Network:
             self._write_resolv_conf(search)
         if not cfg.dns_upstream:
             self._watcher = ResolvWatcher(host_conf, host_ups, search, self._dns_changed).start()
+        for spec in cfg.publish:
+            self._publisher.publish(spec)
 
     # DNS: the resolv.conf offered inside, upstream changes --------------------------------
 
@@ -420,6 +424,7 @@ class Network:
             self._watcher = None
         if self._attach_pid is None and self._nsfds[1] >= 0:
             self._kill_namespace_processes()
+        self._publisher.forget()
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
@@ -515,6 +520,19 @@ class Network:
         if check:
             done.check_returncode()
         return done
+
+    # Published ports (_publish.py) -------------------------------------------------------
+
+    def publish(self, spec: str) -> Forward:
+        """Forward host ports into the namespace: ``spec`` is
+        ``[ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp]`` as podman's ``-p``. Returns a handle
+        whose ``close()`` removes it. Raises ConfigError or PublishError."""
+        self._require_running()
+        return self._publisher.publish(spec)
+
+    def forwards(self) -> list[Forward]:
+        """The forwards of this network (publish() and NetworkConfig.publish)."""
+        return self._publisher.forwards()
 
     # Introspection ---------------------------------------------------------------------
 
