@@ -211,6 +211,12 @@ class Forward:
         if not self.closed:
             self._publisher.remove(self)
 
+    def __enter__(self) -> "Forward":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def __repr__(self) -> str:
         return f"<Forward {self.spec.text} -> {self.ns_addr}{' closed' if self.closed else ''}>"
 

@@ -84,6 +84,9 @@ class PublishError(RingnetError, OSError):
     """A port cannot be published: the host port is in use, privileged, or the address
     is not the host's; the message names the port, ``errno`` says why."""
 
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()  # the text alone, without "[Errno N]"
+
 
 class CoreError(RingnetError, OSError):
     """The C core returned an error; ``errno`` holds the error number."""
