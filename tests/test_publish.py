@@ -26,7 +26,7 @@ import pytest
 
 import ringnet
 from ringnet._publish import PortSpec, open_listener, parse_spec, unprivileged_port_start
-from conftest import as_user_argv, child_env, needs_userns, wait_until, worker_counter
+from conftest import as_user_argv, child_env, needs_userns, ringnet_cmd, wait_until, worker_counter
 from localdns import free_port
 
 A = ipaddress.ip_address
@@ -358,3 +358,46 @@ def test_sequential_connections_leave_no_flows_or_fds(net):
         assert len(os.listdir("/proc/self/fd")) == own
     finally:
         fwd.close()
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+ONE_SHOT = textwrap.dedent("""
+    import socket, sys
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", int(sys.argv[1])))
+    s.listen(8)
+    c, a = s.accept()
+    c.sendall(f"{a[0]} {a[1]}\\n".encode())
+    c.close()
+""")
+
+
+def test_cli_bad_publish_spec_one_line_error():
+    r = subprocess.run(ringnet_cmd("run", "-p", "0:80", "--", "true"), capture_output=True,
+                       text=True, timeout=60, env=child_env())
+    assert r.returncode == 125
+    assert r.stderr.strip() == ("ringnet: error: publish spec '0:80': host port '0' is not a "
+                                "port number (1..65535)")
+
+
+@needs_userns
+def test_cli_run_publish():
+    """ringnet run -p forwards a host port to the command inside."""
+    port = free_port()
+    p = subprocess.Popen(ringnet_cmd("run", "--workers", "1", "-p", f"127.0.0.1:{port}:{WHOAMI_PORT}",
+                                     "--", sys.executable, "-c", ONE_SHOT, str(WHOAMI_PORT)),
+                         env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        got: list = []
+        wait_until(lambda: p.poll() is not None or got.append(ask("127.0.0.1", port)) or
+                   got[-1] is not None, "the command inside to answer", interval=0.05)
+        assert p.poll() is None or p.returncode == 0, p.stderr.read()
+        assert got[-1][0] == "10.0.2.2"
+        assert p.wait(timeout=60) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stderr.close()
