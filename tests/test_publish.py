@@ -383,12 +383,14 @@ def test_cli_bad_publish_spec_one_line_error():
 
 
 @needs_userns
-def test_cli_run_publish():
-    """ringnet run -p forwards a host port to the command inside."""
+def test_cli_run_publish_as_unprivileged_user():
+    """ringnet run -p, rootless (as the unprivileged test user when run as root), forwards a
+    host port to the command inside."""
     port = free_port()
-    p = subprocess.Popen(ringnet_cmd("run", "--workers", "1", "-p", f"127.0.0.1:{port}:{WHOAMI_PORT}",
-                                     "--", sys.executable, "-c", ONE_SHOT, str(WHOAMI_PORT)),
-                         env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    argv = ringnet_cmd("run", "--workers", "2", "-p", f"127.0.0.1:{port}:{WHOAMI_PORT}",
+                       "--", sys.executable, "-c", ONE_SHOT, str(WHOAMI_PORT))
+    p = subprocess.Popen(as_user_argv(argv), env=child_env(), cwd="/",
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         got: list = []
         wait_until(lambda: p.poll() is not None or got.append(ask("127.0.0.1", port)) or
