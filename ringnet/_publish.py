@@ -383,7 +383,8 @@ def worker_forward(worker: Any, ctl: socket.socket, msg: _control.Message) -> No
             msg.fds = []  # the C core owns them now
     except (RingnetError, OSError, ValueError) as e:
         msg.close_fds()
+        # child None: the orchestrator names the worker it asked
         _control.send_error(ctl, e if not isinstance(e, ValueError) else ProtocolError(str(e)),
-                            "worker", f"forward {msg.type.name}")
+                            None, msg.type.name)
         return
     _control.send(ctl, Msg.ACK)

@@ -309,6 +309,21 @@ def test_removed_forward_closes_the_port(net):
 
 
 @needs_userns
+def test_worker_refuses_unknown_forward_and_goes_on(net):
+    """FORWARD_DEL of an id no worker has: each worker answers with its error (ENOENT) and
+    keeps running; the first one's is raised."""
+    with pytest.raises(ringnet.CoreError) as e:
+        net._publisher._del(999999)
+    assert e.value.errno == errno.ENOENT
+    assert str(e.value) == (f"worker 0 (FORWARD_DEL): [Errno {errno.ENOENT}] rn_worker_forward_del: "
+                            f"{os.strerror(errno.ENOENT)}")
+    assert net.failed_children() == []
+    port = free_port()
+    with net.publish(f"127.0.0.1:{port}:{WHOAMI_PORT}"):
+        assert served("127.0.0.1", port)[0] == "10.0.2.2"
+
+
+@needs_userns
 def test_port_in_use_and_overlap_are_refused(net):
     holder = socket.socket()
     holder.bind(("127.0.0.1", 0))
