@@ -134,7 +134,23 @@ def test_listener_privileged_port_says_so():
 
 # --- end to end ---------------------------------------------------------------------------------
 
-HTTP_PORT, WHOAMI_PORT, WHOAMI2_PORT = 8000, 7000, 7001
+HTTP_PORT, WHOAMI_PORT, WHOAMI2_PORT, SINK_PORT, CLOSED_PORT = 8000, 7000, 7001, 7002, 7003
+# Reads until EOF, answers with the SHA-256 of what it read and the byte count
+SINK = textwrap.dedent("""
+    import hashlib, socket, sys
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", int(sys.argv[1])))
+    s.listen(8)
+    while True:
+        c, a = s.accept()
+        h, n = hashlib.sha256(), 0
+        while chunk := c.recv(1 << 20):
+            h.update(chunk)
+            n += len(chunk)
+        c.sendall(f"{h.hexdigest()} {n}\\n".encode())
+        c.close()
+""")
 WHOAMI = textwrap.dedent("""
     import socket, sys
     s = socket.socket(socket.AF_INET6)
@@ -200,6 +216,7 @@ def net(content):
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
         for port in (WHOAMI_PORT, WHOAMI2_PORT):
             procs.append(n.spawn([sys.executable, "-c", WHOAMI, str(port)]))
+        procs.append(n.spawn([sys.executable, "-c", SINK, str(SINK_PORT)]))
         yield n
 
 
@@ -240,6 +257,45 @@ def test_http_get_ipv6_forward(net, content):
         assert _http_get("::1", port, "/blob") == content[1]
     finally:
         fwd.close()
+
+
+@needs_userns
+def test_upload_through_forward_byte_exact(net):
+    """Host -> namespace: 32 MiB sent through a forward arrive whole and in order."""
+    import hashlib
+
+    data = os.urandom(32 << 20)
+    port = free_port()
+    with net.publish(f"127.0.0.1:{port}:{SINK_PORT}"):
+        def upload():
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+                    s.sendall(data)
+                    s.shutdown(socket.SHUT_WR)
+                    reply = b""
+                    while chunk := s.recv(256):
+                        reply += chunk
+            except (ConnectionResetError, BrokenPipeError):
+                return None  # the sink is not listening yet
+            return reply.decode().split() or None
+        got: list = []
+        wait_until(lambda: got.append(upload()) or got[-1] is not None, "the upload",
+                   interval=0.05)
+        assert got[-1] == [hashlib.sha256(data).hexdigest(), str(len(data))]
+
+
+@needs_userns
+def test_closed_port_inside_resets_the_client(net):
+    """Nothing listens on the namespace port: the namespace's RST answers our SYN, and the
+    client's connection is reset (SO_LINGER 0), not left hanging."""
+    port = free_port()
+    with net.publish(f"127.0.0.1:{port}:{CLOSED_PORT}"):
+        before = worker_counter(net, "tcp_rst_received")
+        with pytest.raises(ConnectionResetError):
+            # (the reset may even beat connect()'s return)
+            with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+                s.recv(1)
+        assert worker_counter(net, "tcp_rst_received") > before
 
 
 @needs_userns
