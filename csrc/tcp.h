@@ -2,7 +2,9 @@
  *
  * For worker.c: rn_tcp_input() takes validated TCP frames, rn_tcp_ops is the
  * flow type's event, timer, room, flush and release hooks, rn_tcp_free() frees
- * the worker's TCP state once its flows are closed.
+ * the worker's TCP state once its flows are closed. For forward.c:
+ * rn_tcp_connect_ns() opens a connection towards the namespace for an
+ * accepted host socket.
  *
  * The TCP lifecycle is described here once: enum rn_tcp_state is a flow's
  * state (struct rn_flow.state, also what flow statistics show), enum

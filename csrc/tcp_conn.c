@@ -15,6 +15,15 @@
  * (shift RN_TCP_WS) and SACK-permitted, each only when the namespace offers
  * it. Timestamps are not implemented, so the SYN-ACK does not claim them.
  *
+ * Active open (inbound port forwarding, forward.c): rn_tcp_connect_ns()
+ * takes a host socket the worker accepted and starts a flow in SYN_SENT: our
+ * SYN offers MSS, window scaling and SACK-permitted, each kept only if the
+ * namespace's SYN-ACK offers it too; the SYN is resent on RTO up to
+ * RN_TCP_SYNACK_RETRIES times, then the client is reset. The accepted socket
+ * is watched only for errors until the SYN-ACK: client bytes wait in it and
+ * are pushed once the flow is ESTABLISHED, from where on it is an ordinary
+ * flow.
+ *
  * Closing: a FIN from the namespace (after all its data was taken) becomes
  * shutdown(SHUT_WR); EOF from the host becomes our FIN once all data before
  * it went out. When both FINs are done and ours is acknowledged, the host
@@ -349,6 +358,22 @@ static int rn_tcp_evict_time_wait(struct rn_worker *w)
 }
 
 /**
+ * rn_tcp_new_isn() - an initial sequence number
+ * @w:		worker
+ * @c:		flow (its address stirs the fallback)
+ *
+ * Return: random, or a clock-based value when getrandom() has nothing
+ */
+static uint32_t rn_tcp_new_isn(struct rn_worker *w, const struct rn_tcp_flow *c)
+{
+	uint32_t isn;
+
+	if (getrandom(&isn, sizeof(isn), GRND_NONBLOCK) != sizeof(isn))
+		isn = (uint32_t)w->now * 2654435761u ^ (uint32_t)(uintptr_t)c;
+	return isn;
+}
+
+/**
  * rn_tcp_open() - a SYN for a new flow: policy, cap, socket, connect()
  * @w:		worker
  * @k:		flow key
@@ -400,8 +425,7 @@ int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, struct rn_tcp_
 		rn_dns_try_start(w, &c->dns, d.dns_up);
 	}
 
-	if (getrandom(&isn, sizeof(isn), GRND_NONBLOCK) != sizeof(isn))
-		isn = (uint32_t)w->now * 2654435761u ^ (uint32_t)(uintptr_t)c;
+	isn = rn_tcp_new_isn(w, c);
 	c->iss = isn;
 	c->snd_una = c->snd_nxt = c->snd_max = isn;
 	c->q_head = isn + 1;	/* host data starts after our SYN */
@@ -437,22 +461,6 @@ int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, struct rn_tcp_
 	rn_tcp_dns_deadline(w, c);
 	rn_tcp_arm(w, c);
 	return 0;
-}
-
-/**
- * rn_tcp_new_isn() - an initial sequence number
- * @w:		worker
- * @c:		flow (its address stirs the fallback)
- *
- * Return: random, or a clock-based value when getrandom() has nothing
- */
-static uint32_t rn_tcp_new_isn(struct rn_worker *w, const struct rn_tcp_flow *c)
-{
-	uint32_t isn;
-
-	if (getrandom(&isn, sizeof(isn), GRND_NONBLOCK) != sizeof(isn))
-		isn = (uint32_t)w->now * 2654435761u ^ (uint32_t)(uintptr_t)c;
-	return isn;
 }
 
 /**
