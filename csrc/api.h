@@ -17,6 +17,7 @@
 #include "worker.h"
 #include "flowstats.h"
 #include "dns.h"
+#include "policy.h"
 #include "udp.h"
 #include "tcp.h"
 #include "forward.h"

@@ -10,7 +10,7 @@
  * Worker accounting: every frame taken from to_worker adds to frames_in and to
  * exactly one outcome counter: a drop_* reason, a reply (icmp_echo_replies,
  * icmp6_echo_replies), ring_full, a refused new flow (policy_refused,
- * flows_refused_cap, flows_refused_fd, icmp_ping_denied), a protocol's
+ * flows_refused_cap, flows_refused_fd, flows_refused_ports, icmp_ping_denied), a protocol's
  * "accepted" counter (tcp_segments_in, udp_in, icmp_echo_fwd, icmp6_echo_fwd),
  * frag_held (a fragment waiting for the rest of its datagram; the fragment
  * that completes one counts the datagram's outcome), or fault_drop_in
@@ -62,6 +62,11 @@
 	X(policy_refused,	"new flows refused by destination policy") \
 	X(flows_refused_cap,	"new flows refused: max_flows reached")	\
 	X(flows_refused_fd,	"new flows refused: no host socket (fd limit)") \
+	X(flows_refused_ports,	"new UDP flows refused: the host port budget is spent") \
+	X(policy_host,		"of policy_refused: an address of the host itself") \
+	X(policy_link_local,	"of policy_refused: link-local (169.254.0.0/16, fe80::/10)") \
+	X(policy_loopback,	"of policy_refused: host loopback, or the gateway without loopback") \
+	X(udp_ports_open,	"host UDP sockets (host ports) held now (gauge)") \
 	X(flows_open_tcp,	"TCP flows held now (gauge)")		\
 	X(flows_open_udp,	"UDP flows held now (gauge)")		\
 	X(flows_open_icmp,	"ICMP flows held now (gauge)")		\

@@ -44,7 +44,86 @@ int rn_dgram_socket(int family, int icmp)
 }
 
 /**
- * rn_dgram_open() - create the flow of a packet's key, with its host socket
+ * rn_dgram_admit() - the checks before a new flow: destination policy, flow cap
+ * @w:		worker
+ * @f:		the packet (quoted by the ICMP error of a policy refusal)
+ * @k:		its flow key
+ * @d:		filled with the host destination when admitted
+ *
+ * Return: 0, the outcome counter that refuses the flow (policy_refused after
+ *	   an ICMP error, flows_refused_cap), or negative errno when ring to_ns
+ *	   is corrupted
+ */
+int rn_dgram_admit(struct rn_worker *w, struct rn_frame *f, const struct rn_flow_key *k,
+		   struct rn_policy_dest *d)
+{
+	int reason, rc;
+
+	reason = rn_policy_dest(&w->p, rn_dns_current(w), k, d);
+	if (reason) {
+		rc = rn_icmp_refuse(w, f, rn_icmp_policy_kind(reason));
+		return rc < 0 ? rc : RN_WCTR_policy_refused;
+	}
+	if (w->flows.count >= w->flows.max)
+		return RN_WCTR_flows_refused_cap;
+	return 0;
+}
+
+/**
+ * rn_dgram_create() - create an admitted flow, with its host socket if it has one
+ * @w:		worker
+ * @k:		flow key
+ * @s:		kind of flow
+ * @d:		host destination (rn_dgram_admit())
+ * @fd:		the flow's own socket, taken over (closed on failure), or -1
+ *		for a flow that sends through a socket it shares (udp.c)
+ * @out:	set to the new flow (s->size bytes, zeroed but for what is set here)
+ *
+ * Return: 0, or the outcome counter that refuses the flow (flows_refused_cap,
+ *	   flows_refused_fd)
+ */
+int rn_dgram_create(struct rn_worker *w, const struct rn_flow_key *k,
+		    const struct rn_dgram_spec *s, const struct rn_policy_dest *d, int fd,
+		    struct rn_dgram_flow **out)
+{
+	struct rn_dgram_flow *fl;
+
+	fl = calloc(1, s->size);
+	if (!fl) {
+		if (fd >= 0)
+			close(fd);
+		return RN_WCTR_flows_refused_fd;
+	}
+	fl->f.key = *k;
+	fl->f.type = s->type;
+	fl->f.fd = fd;
+	memcpy(&fl->dst, &d->sa, sizeof(d->sa));
+	fl->dstlen = d->salen;
+	fl->dns = d->dns;
+	fl->dns_up = d->dns_up;
+	fl->dns_gen = w->dns_gen;
+	fl->timeout_ms = s->timeout_ms ? s->timeout_ms : 1;
+	if (d->dns && s->dns_timeout_ms && fl->timeout_ms > s->dns_timeout_ms)
+		fl->timeout_ms = s->dns_timeout_ms;
+	if (rn_worker_flow_add(w, &fl->f)) {
+		if (fd >= 0)
+			close(fd);
+		free(fl);
+		return RN_WCTR_flows_refused_cap;
+	}
+	if (rn_worker_flow_watch(w, &fl->f, EPOLLIN)) {
+		rn_worker_flow_close(w, &fl->f);
+		return RN_WCTR_flows_refused_fd;
+	}
+	rn_worker_flow_timer(w, &fl->f, w->now + fl->timeout_ms);
+	if (d->dns)
+		rn_ctr_add(w->ctr, RN_WCTR_dns_flows, 1);
+	*out = fl;
+	return 0;
+}
+
+/**
+ * rn_dgram_open() - create the flow of a packet's key, with its own host socket
  * @w:		worker
  * @f:		the packet (quoted by the ICMP error of a policy refusal)
  * @k:		its flow key
@@ -60,55 +139,18 @@ int rn_dgram_open(struct rn_worker *w, struct rn_frame *f, const struct rn_flow_
 		  const struct rn_dgram_spec *s, struct rn_dgram_flow **out, int *sock_err)
 {
 	struct rn_policy_dest d;
-	struct rn_dgram_flow *fl;
-	int reason, fd, rc;
+	int fd, rc;
 
 	*sock_err = 0;
-	reason = rn_policy_dest(&w->p, rn_dns_current(w), k, &d);
-	if (reason) {
-		rc = rn_icmp_refuse(w, f, rn_icmp_policy_kind(reason));
-		return rc < 0 ? rc : RN_WCTR_policy_refused;
-	}
-	if (w->flows.count >= w->flows.max)
-		return RN_WCTR_flows_refused_cap;
-
+	rc = rn_dgram_admit(w, f, k, &d);
+	if (rc)
+		return rc;
 	fd = rn_dgram_socket(d.family, s->icmp);
 	if (fd < 0) {
 		*sock_err = -fd;
 		return RN_WCTR_flows_refused_fd;
 	}
-
-	fl = calloc(1, s->size);
-	if (!fl) {
-		close(fd);
-		return RN_WCTR_flows_refused_fd;
-	}
-	fl->f.key = *k;
-	fl->f.type = s->type;
-	fl->f.fd = fd;
-	memcpy(&fl->dst, &d.sa, sizeof(d.sa));
-	fl->dstlen = d.salen;
-	fl->dns = d.dns;
-	fl->dns_up = d.dns_up;
-	fl->dns_gen = w->dns_gen;
-	fl->timeout_ms = s->timeout_ms ? s->timeout_ms : 1;
-	if (d.dns && s->dns_timeout_ms && fl->timeout_ms > s->dns_timeout_ms)
-		fl->timeout_ms = s->dns_timeout_ms;
-	rc = rn_worker_flow_add(w, &fl->f);
-	if (rc) {
-		close(fd);
-		free(fl);
-		return RN_WCTR_flows_refused_cap;
-	}
-	if (rn_worker_flow_watch(w, &fl->f, EPOLLIN)) {
-		rn_worker_flow_close(w, &fl->f);
-		return RN_WCTR_flows_refused_fd;
-	}
-	rn_worker_flow_timer(w, &fl->f, w->now + fl->timeout_ms);
-	if (d.dns)
-		rn_ctr_add(w->ctr, RN_WCTR_dns_flows, 1);
-	*out = fl;
-	return 0;
+	return rn_dgram_create(w, k, s, &d, fd, out);
 }
 
 /**
@@ -180,7 +222,7 @@ int rn_dgram_errors(struct rn_worker *w, struct rn_dgram_flow *fl, uint32_t hdrl
 			return -1;
 		}
 		rc = rn_icmp_read_err(fl->f.fd, fl->f.key.family, buf + hdrlen,
-				      (uint32_t)sizeof(buf) - hdrlen, &len, &e);
+				      (uint32_t)sizeof(buf) - hdrlen, &len, &e, NULL);
 		if (!rc)
 			return 0;
 		if (rc < 0)

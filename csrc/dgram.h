@@ -12,6 +12,7 @@
  * struct rn_dgram_flow - a flow with one host datagram socket (UDP, ping)
  * @f:		common header
  * @dst:	host destination (policy.c): where datagrams go, replies come from
+ *		(the host socket is the flow's own, or shared: udp.c)
  * @dstlen:	its length
  * @timeout_ms:	idle timeout
  * @dns:	@dst is a DNS upstream (the namespace sent to its DNS address)
@@ -60,6 +61,13 @@ struct rn_dgram_spec {
 	uint32_t dns_timeout_ms;
 };
 
+struct rn_policy_dest;
+
+int rn_dgram_admit(struct rn_worker *w, struct rn_frame *f, const struct rn_flow_key *k,
+		   struct rn_policy_dest *d);
+int rn_dgram_create(struct rn_worker *w, const struct rn_flow_key *k,
+		    const struct rn_dgram_spec *s, const struct rn_policy_dest *d, int fd,
+		    struct rn_dgram_flow **out);
 int rn_dgram_open(struct rn_worker *w, struct rn_frame *f, const struct rn_flow_key *k,
 		  const struct rn_dgram_spec *s, struct rn_dgram_flow **out, int *sock_err);
 void rn_dgram_pause(struct rn_worker *w, struct rn_flow *f);

@@ -197,7 +197,8 @@ static int rn_icmp_error(struct rn_worker *w, int family, const struct rn_icmp_e
  * rn_icmp_policy_kind() - the ICMP error that tells the namespace a policy refusal
  * @reason:	enum rn_policy_reason, not RN_POLICY_ALLOW
  *
- * Return: enum rn_icmp_kind: host loopback is administratively prohibited, a
+ * Return: enum rn_icmp_kind: host loopback, the host's own addresses and
+ *	   link-local destinations are administratively prohibited, a
  *	   missing DNS upstream looks like a closed port, addresses in the own
  *	   subnet are unreachable hosts, unroutable ones unreachable networks
  */
@@ -205,6 +206,8 @@ int rn_icmp_policy_kind(int reason)
 {
 	switch (reason) {
 	case RN_POLICY_LOOPBACK:
+	case RN_POLICY_HOST:
+	case RN_POLICY_LINK_LOCAL:
 		return RN_ICMP_ADMIN;
 	case RN_POLICY_NO_DNS:
 		return RN_ICMP_PORT;
@@ -297,6 +300,9 @@ static int rn_icmp_err_kind6(uint8_t type, uint8_t code)
  * @cap:	size of @buf
  * @len:	set to the bytes stored in @buf
  * @e:		set to the error, as the namespace should see it
+ * @to:		if not NULL, set to the destination of the offending datagram
+ *		(what an unconnected socket needs to find the flow), or zeroed
+ *		if the kernel did not say
  *
  * Also clears the socket's pending error (SO_ERROR), which would otherwise
  * keep EPOLLERR raised once the queue is empty.
@@ -305,7 +311,7 @@ static int rn_icmp_err_kind6(uint8_t type, uint8_t code)
  *	   -1 if an entry was read that is not reported (try the next one)
  */
 int rn_icmp_read_err(int fd, int ns_family, uint8_t *buf, uint32_t cap, uint32_t *len,
-		     struct rn_icmp_err *e)
+		     struct rn_icmp_err *e, struct sockaddr_storage *to)
 {
 	union {
 		char buf[CMSG_SPACE(sizeof(struct sock_extended_err) +
@@ -313,7 +319,9 @@ int rn_icmp_read_err(int fd, int ns_family, uint8_t *buf, uint32_t cap, uint32_t
 		struct cmsghdr align;
 	} control;
 	struct iovec iov = { .iov_base = buf, .iov_len = cap };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+	struct sockaddr_storage name;
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_name = &name,
+			     .msg_namelen = sizeof(name),
 			     .msg_control = control.buf, .msg_controllen = sizeof(control) };
 	const struct sock_extended_err *ee = NULL;
 	struct cmsghdr *c;
@@ -327,6 +335,12 @@ int rn_icmp_read_err(int fd, int ns_family, uint8_t *buf, uint32_t cap, uint32_t
 		return 0;
 	}
 	*len = (uint32_t)n;
+	if (to) {
+		memset(to, 0, sizeof(*to));
+		if (mh.msg_namelen >= sizeof(struct sockaddr_in) &&
+		    mh.msg_namelen <= sizeof(name))
+			memcpy(to, &name, mh.msg_namelen);
+	}
 	for (c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
 		if ((c->cmsg_level == SOL_IP && c->cmsg_type == IP_RECVERR) ||
 		    (c->cmsg_level == SOL_IPV6 && c->cmsg_type == IPV6_RECVERR)) {

@@ -9,6 +9,7 @@
 #define RN_ICMP_H
 
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "flow.h"
 #include "worker.h"
@@ -47,7 +48,7 @@ int rn_icmp_input(struct rn_worker *w, struct rn_frame *f);
 int rn_icmp_policy_kind(int reason);
 int rn_icmp_refuse(struct rn_worker *w, struct rn_frame *f, int kind);
 int rn_icmp_read_err(int fd, int ns_family, uint8_t *buf, uint32_t cap, uint32_t *len,
-		     struct rn_icmp_err *e);
+		     struct rn_icmp_err *e, struct sockaddr_storage *to);
 int rn_icmp_flow_err(struct rn_worker *w, const struct rn_flow_key *k,
 		     const struct rn_icmp_err *e, const uint8_t *l4, uint32_t l4len);
 

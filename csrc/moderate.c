@@ -56,28 +56,28 @@ int rn_mod_may_nap(const struct rn_mod *m)
 }
 
 /**
- * rn_mod_idle() - the thread has nothing to do: nap, or tell it to block
+ * rn_mod_decide() - the rules of an idle point, at a given time: nap or block
  * @m:		moderation state
+ * @now:	the time (CLOCK_MONOTONIC, ns); read only when a nap may be due
  *
- * Judges the previous nap if there was one (see moderate.h), then naps when
- * the work since the last idle point was a burst of small packets and the
- * thread is not cooling down. The caller must not have announced sleep to
- * its peers (NEED_WAKEUP) before calling this.
+ * Judges the previous nap if there was one (see moderate.h), then decides
+ * for a nap when the work since the last idle point was a burst of small
+ * packets and the thread is not cooling down. Starts a new count of work
+ * either way. Takes the time as an argument so that tests can drive these
+ * rules with made-up clocks; rn_mod_idle() passes the real one.
  *
- * Return: 1 after a nap (look for work again, do not block), 0 to block
+ * Return: 1 to nap for m->nap_ns (the nap is then judged at the next call),
+ *	   0 to block
  */
-int rn_mod_idle(struct rn_mod *m)
+int rn_mod_decide(struct rn_mod *m, int64_t now)
 {
 	int may = rn_mod_may_nap(m);
 	uint64_t work = rn_mod_work(m);
-	struct timespec ts;
-	int64_t now;
 
 	m->up = 0;
 	m->down = 0;
 	if (!may)
 		return 0;
-	now = mono_ns();
 	if (m->napped) {
 		m->napped = 0;
 		if (work < m->yield) {
@@ -96,6 +96,26 @@ int rn_mod_idle(struct rn_mod *m)
 	if (work < RN_MOD_BURST || now < m->cool_until)
 		return 0;
 	m->napped = 1;
+	return 1;
+}
+
+/**
+ * rn_mod_idle() - the thread has nothing to do: nap, or tell it to block
+ * @m:		moderation state
+ *
+ * rn_mod_decide() at the current time, and the nap if it says so. The
+ * caller must not have announced sleep to its peers (NEED_WAKEUP) before
+ * calling this.
+ *
+ * Return: 1 after a nap (look for work again, do not block), 0 to block
+ */
+int rn_mod_idle(struct rn_mod *m)
+{
+	struct timespec ts;
+
+	/* The clock costs a system call on some machines: read it only if needed */
+	if (!rn_mod_decide(m, rn_mod_may_nap(m) ? mono_ns() : 0))
+		return 0;
 	ts.tv_sec = 0;
 	ts.tv_nsec = m->nap_ns;
 	while (nanosleep(&ts, &ts) && errno == EINTR)

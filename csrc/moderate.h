@@ -34,6 +34,10 @@
  * amortize a wake-up, and their ACK clock must not wait.
  *
  * nap_us 0 turns moderation off: every idle thread blocks at once.
+ *
+ * rn_mod_decide() applies these rules at a time it is given (tests drive it
+ * with made-up clocks, tests/test_moderate.py); rn_mod_idle() applies them
+ * at the real time and takes the nap.
  */
 #ifndef RN_MODERATE_H
 #define RN_MODERATE_H
@@ -73,6 +77,7 @@ struct rn_mod {
 
 void rn_mod_init(struct rn_mod *m, uint32_t nap_us);
 int rn_mod_may_nap(const struct rn_mod *m);
+int rn_mod_decide(struct rn_mod *m, int64_t now);
 int rn_mod_idle(struct rn_mod *m);
 
 /**

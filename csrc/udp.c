@@ -6,16 +6,48 @@
  * (flowtab.h key). The first datagram creates it, after the destination
  * policy (policy.c: the DNS address goes to an upstream resolver, the
  * gateway to host loopback when that is allowed; refusals are answered with
- * an ICMP unreachable, icmp.c). A flow owns one unconnected host socket of
- * the destination's family, bound by the kernel on the first send, so
- * replies from any port of the destination host reach it; a connected socket
- * would see only the one port. Datagrams from other hosts are dropped
- * (host_drops), except on a DNS flow, which takes them from every
- * configured upstream and shows them all as coming from port 53. Flows
- * count against max_flows with every other protocol: at the cap new flows
- * are refused (flows_refused_cap) and nothing else changes. A flow closes
- * after udp_timeout_ms without traffic either way (RN_UDP_DNS_TIMEOUT_MS
- * for DNS, whose clients use a port per query).
+ * an ICMP error, icmp.c).
+ *
+ * Mapping: endpoint-independent (RFC 4787). The flows of one namespace
+ * source address and port share one unconnected host socket, a "port"
+ * (struct rn_udp_port), bound by the kernel on the first send and used with
+ * sendto() for every destination: the source keeps one host port whoever it
+ * talks to, as STUN and peer-to-peer protocols expect, and a namespace
+ * sending to many destinations from one socket costs one host port, not one
+ * per destination. A port is not in the flow table (so it is not a flow for
+ * max_flows, statistics or flows_open_udp) but is watched by the worker's
+ * loop like one; it closes with its last flow, and its struct is freed at
+ * the next frame intake, when no epoll batch can still name it. A flow to a
+ * DNS upstream has a socket of its own instead (failover may move it to an
+ * upstream of the other family). Ports are per worker: flows are owned by
+ * the hash of their 5-tuple (flow.h), so a source talking to destinations
+ * owned by different workers has one host port in each of them (at most
+ * nworkers); with one worker, or destinations of one worker, the mapping is
+ * strictly endpoint-independent.
+ *
+ * Filtering: address-dependent (RFC 4787). A datagram on a port is
+ * delivered if the source sent to its sender's address: through the flow to
+ * exactly that address and port, else through any flow of the port to that
+ * address, shown as coming from the port it came from (so that an answer
+ * from another port of a server reaches the namespace, whose reply to it is
+ * then a flow of its own on the same port). Datagrams from hosts the source
+ * never sent to are dropped (host_drops). Endpoint-independent filtering,
+ * which slirp4netns has, would make every host port of the namespace an open
+ * inbound port for anyone who learns it; address-dependent filtering keeps
+ * what the namespace's applications rely on (replies from any port of the
+ * peer, hole punching towards peers it sends to first) without that. A DNS
+ * flow takes answers from every configured upstream and shows them all as
+ * coming from port 53.
+ *
+ * Budget: ports and DNS flows' sockets together are at most udp_ports per
+ * worker (its share of the network's budget, far below the host's
+ * ephemeral range, so that a namespace cannot starve the host's own UDP and
+ * DNS of ports); beyond it a flow that needs a new socket is refused
+ * (flows_refused_ports) while sources that hold a port keep opening flows.
+ * Flows also count against max_flows with every other protocol: at the cap
+ * new flows are refused (flows_refused_cap) and nothing else changes. A flow
+ * closes after udp_timeout_ms without traffic either way
+ * (RN_UDP_DNS_TIMEOUT_MS for DNS, whose clients use a port per query).
  * Creation, idle timer, pausing and the error queue are shared with the echo
  * flows of icmp.c (dgram.c).
  *
@@ -58,7 +90,8 @@
  * upstream's family differs.
  *
  * Per-worker state (struct rn_udp, allocated on first use): the send queue
- * of the current intake batch and the receive buffers.
+ * of the current intake batch, the receive buffers and the ports' hash
+ * table (SipHash under the worker's key, one chain per port there can be).
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -94,13 +127,26 @@
 struct rn_udp *rn_udp_state(struct rn_worker *w)
 {
 	struct rn_udp *u = w->udp;
-	unsigned int i;
+	uint32_t i, want, n = 16;
 
 	if (u)
 		return u;
 	u = calloc(1, sizeof(*u));
 	if (!u)
 		return NULL;
+	/* One chain per port there can be: max_flows, or the budget if smaller */
+	want = w->p.max_flows ? w->p.max_flows : 1;
+	if (w->p.udp_ports && w->p.udp_ports < want)
+		want = w->p.udp_ports;
+	while (n < want && n < (1u << 20))
+		n <<= 1;
+	u->ports = calloc(n, sizeof(*u->ports));
+	if (!u->ports) {
+		free(u);
+		return NULL;
+	}
+	u->pmask = n - 1;
+	u->budget = w->p.udp_ports;
 	for (i = 0; i < RN_UDP_RX_BATCH; i++) {
 		u->riov[i].iov_base = u->rbuf[i];
 		u->riov[i].iov_len = sizeof(u->rbuf[i]);
@@ -134,12 +180,32 @@ int rn_udp_set_uso(struct rn_worker *w, int on)
 }
 
 /**
- * rn_udp_free() - free the worker's UDP state (its flows are closed already)
+ * rn_udp_free() - free the worker's UDP state and ports (its flows are closed already)
  * @w:		worker
  */
 void rn_udp_free(struct rn_worker *w)
 {
-	free(w->udp);
+	struct rn_udp *u = w->udp;
+	struct rn_udp_port *pt;
+	uint32_t i;
+
+	if (!u)
+		return;
+	/* Every flow is closed, so every port is too; free whatever is left */
+	for (i = 0; i <= u->pmask; i++) {
+		while ((pt = u->ports[i])) {
+			u->ports[i] = pt->hnext;
+			if (pt->f.fd >= 0)
+				close(pt->f.fd);
+			free(pt);
+		}
+	}
+	while ((pt = u->closed)) {
+		u->closed = pt->hnext;
+		free(pt);
+	}
+	free(u->ports);
+	free(u);
 	w->udp = NULL;
 }
 
@@ -184,30 +250,252 @@ static void rn_udp_sockopts(struct rn_worker *w, int fd)
 }
 
 /**
+ * rn_udp_held() - count host UDP sockets taken or given back
+ * @w:		worker
+ * @u:		UDP state
+ * @delta:	+1 or -1
+ */
+static void rn_udp_held(struct rn_worker *w, struct rn_udp *u, int delta)
+{
+	u->held += (uint32_t)delta;
+	rn_ctr_add(w->ctr, RN_WCTR_udp_ports_open, (uint64_t)(int64_t)delta);
+}
+
+/**
+ * rn_udp_port_chain() - the hash chain of a namespace source
+ * @w:		worker (hash key)
+ * @u:		UDP state
+ * @k:		a flow key of that source
+ *
+ * Return: the chain's head pointer
+ */
+static struct rn_udp_port **rn_udp_port_chain(struct rn_worker *w, struct rn_udp *u,
+					      const struct rn_flow_key *k)
+{
+	uint8_t buf[1 + 16 + 2];
+	uint32_t alen = k->family == 6 ? 16 : 4;
+
+	buf[0] = k->family;
+	memcpy(buf + 1, k->saddr, alen);
+	buf[1 + alen] = (uint8_t)(k->sport >> 8);
+	buf[2 + alen] = (uint8_t)k->sport;
+	return &u->ports[rn_siphash(w->p.hash_key, buf, 3 + alen) & u->pmask];
+}
+
+/**
+ * rn_udp_port_find() - the port of a flow key's namespace source
+ * @w:		worker
+ * @u:		UDP state
+ * @k:		flow key
+ *
+ * Return: the port, or NULL if that source has none
+ */
+static struct rn_udp_port *rn_udp_port_find(struct rn_worker *w, struct rn_udp *u,
+					    const struct rn_flow_key *k)
+{
+	struct rn_udp_port *pt;
+
+	for (pt = *rn_udp_port_chain(w, u, k); pt; pt = pt->hnext) {
+		if (pt->f.key.family == k->family && pt->f.key.sport == k->sport &&
+		    !memcmp(pt->f.key.saddr, k->saddr, sizeof(k->saddr)))
+			return pt;
+	}
+	return NULL;
+}
+
+/**
+ * rn_udp_port_reap() - free the ports closed since the last call
+ * @u:		UDP state
+ *
+ * Only from frame intake: no epoll batch is being dispatched then, so no
+ * event still points at them.
+ */
+static void rn_udp_port_reap(struct rn_udp *u)
+{
+	struct rn_udp_port *pt;
+
+	while ((pt = u->closed)) {
+		u->closed = pt->hnext;
+		free(pt);
+	}
+}
+
+/**
+ * rn_udp_port_open() - the host socket for a new namespace source
+ * @w:		worker
+ * @u:		UDP state
+ * @k:		the first flow's key
+ * @family:	AF_INET or AF_INET6
+ * @out:	set to the port
+ *
+ * Return: 0, or the outcome counter refusing the flow (flows_refused_ports
+ *	   when the budget is spent, flows_refused_fd)
+ */
+static int rn_udp_port_open(struct rn_worker *w, struct rn_udp *u, const struct rn_flow_key *k,
+			    int family, struct rn_udp_port **out)
+{
+	struct rn_udp_port **chain, *pt;
+	int fd;
+
+	if (u->budget && u->held >= u->budget)
+		return RN_WCTR_flows_refused_ports;
+	pt = calloc(1, sizeof(*pt));
+	if (!pt)
+		return RN_WCTR_flows_refused_fd;
+	fd = rn_dgram_socket(family, 0);
+	if (fd < 0) {
+		free(pt);
+		return RN_WCTR_flows_refused_fd;
+	}
+	rn_udp_sockopts(w, fd);
+	pt->f.type = RN_FLOW_UDP;
+	pt->f.fd = fd;
+	pt->f.key.family = k->family;
+	pt->f.key.proto = k->proto;
+	memcpy(pt->f.key.saddr, k->saddr, sizeof(k->saddr));
+	pt->f.key.sport = k->sport;
+	pt->f.heap_idx = RN_FLOW_NO_HEAP;
+	if (rn_worker_flow_watch(w, &pt->f, EPOLLIN)) {
+		close(fd);
+		free(pt);
+		return RN_WCTR_flows_refused_fd;
+	}
+	chain = rn_udp_port_chain(w, u, k);
+	pt->hnext = *chain;
+	*chain = pt;
+	rn_udp_held(w, u, 1);
+	*out = pt;
+	return 0;
+}
+
+/**
+ * rn_udp_port_close() - close a port whose last flow ended
+ * @w:		worker
+ * @u:		UDP state
+ * @pt:		port without flows
+ *
+ * The socket is closed now (which takes it out of epoll); the struct waits
+ * on u->closed, marked closed, for rn_udp_port_reap().
+ */
+static void rn_udp_port_close(struct rn_worker *w, struct rn_udp *u, struct rn_udp_port *pt)
+{
+	struct rn_udp_port **pp = rn_udp_port_chain(w, u, &pt->f.key);
+
+	while (*pp && *pp != pt)
+		pp = &(*pp)->hnext;
+	if (*pp)
+		*pp = pt->hnext;
+	close(pt->f.fd);
+	pt->f.fd = -1;
+	pt->f.events = 0;
+	pt->f.flags |= RN_FLOW_F_CLOSED;
+	pt->hnext = u->closed;
+	u->closed = pt;
+	rn_udp_held(w, u, -1);
+}
+
+/**
+ * rn_udp_port_unlink() - take a closing flow off its port; close the port if it was the last
+ * @w:		worker
+ * @fl:		flow being released
+ *
+ * A paused port whose room waiter this flow was hands the wait to another
+ * of its flows (the worker took this one off the room list already).
+ */
+static void rn_udp_port_unlink(struct rn_worker *w, struct rn_udp_flow *fl)
+{
+	struct rn_udp_port *pt = fl->port;
+
+	if (!pt)
+		return;
+	*fl->pprev = fl->pnext;
+	if (fl->pnext)
+		fl->pnext->pprev = fl->pprev;
+	fl->port = NULL;
+	pt->nflows--;
+	if (!pt->nflows) {
+		rn_udp_port_close(w, w->udp, pt);
+		return;
+	}
+	if (pt->waiter == fl) {
+		pt->waiter = pt->flows;
+		rn_worker_wait_room(w, &pt->waiter->g.f);
+	}
+}
+
+/**
  * rn_udp_flow_new() - create the flow for a datagram's key
  * @w:		worker
+ * @u:		UDP state
  * @f:		the datagram
  * @k:		its flow key
  * @out:	set to the new flow
  *
+ * A flow to a DNS upstream gets a socket of its own (its upstream, and so
+ * its family, may change with failover); every other flow sends through
+ * the port of its namespace source, opened with its first flow: one host
+ * port per source whatever the destinations (endpoint-independent mapping,
+ * RFC 4787). Ports and DNS sockets count against the worker's budget.
+ *
  * Return: 0, the outcome counter refusing the flow, or negative errno (ring
  *	   corrupted while sending an ICMP error)
  */
-static int rn_udp_flow_new(struct rn_worker *w, struct rn_frame *f,
+static int rn_udp_flow_new(struct rn_worker *w, struct rn_udp *u, struct rn_frame *f,
 			   const struct rn_flow_key *k, struct rn_udp_flow **out)
 {
 	struct rn_dgram_spec spec = {
 		.type = RN_FLOW_UDP, .size = sizeof(struct rn_udp_flow),
 		.timeout_ms = w->p.udp_timeout_ms, .dns_timeout_ms = RN_UDP_DNS_TIMEOUT_MS,
 	};
+	struct rn_policy_dest d;
+	struct rn_udp_port *pt = NULL;
 	struct rn_dgram_flow *g;
-	int rc, err;
+	struct rn_udp_flow *fl;
+	int rc, fd, opened = 0;
 
-	rc = rn_dgram_open(w, f, k, &spec, &g, &err);
+	rc = rn_dgram_admit(w, f, k, &d);
 	if (rc)
 		return rc;
-	rn_udp_sockopts(w, g->f.fd);
-	*out = (struct rn_udp_flow *)g;
+	if (d.dns) {
+		if (u->budget && u->held >= u->budget)
+			return RN_WCTR_flows_refused_ports;
+		fd = rn_dgram_socket(d.family, 0);
+		if (fd < 0)
+			return RN_WCTR_flows_refused_fd;
+		rn_udp_sockopts(w, fd);
+		rc = rn_dgram_create(w, k, &spec, &d, fd, &g);
+		if (rc)
+			return rc;
+		fl = (struct rn_udp_flow *)g;
+		fl->own_sock = 1;
+		rn_udp_held(w, u, 1);
+		*out = fl;
+		return 0;
+	}
+
+	rn_udp_port_reap(u);
+	pt = rn_udp_port_find(w, u, k);
+	if (!pt) {
+		rc = rn_udp_port_open(w, u, k, d.family, &pt);
+		if (rc)
+			return rc;
+		opened = 1;
+	}
+	rc = rn_dgram_create(w, k, &spec, &d, -1, &g);
+	if (rc) {
+		if (opened)
+			rn_udp_port_close(w, u, pt);
+		return rc;
+	}
+	fl = (struct rn_udp_flow *)g;
+	fl->port = pt;
+	fl->pnext = pt->flows;
+	if (pt->flows)
+		pt->flows->pprev = &fl->pnext;
+	fl->pprev = &pt->flows;
+	pt->flows = fl;
+	pt->nflows++;
+	*out = fl;
 	return 0;
 }
 
@@ -421,7 +709,7 @@ int rn_udp_input(struct rn_worker *w, struct rn_frame *f)
 		return RN_WCTR_drop_udp_header;
 	fl = (struct rn_udp_flow *)rn_flowtab_lookup(&w->flows, &k);
 	if (!fl) {
-		rc = rn_udp_flow_new(w, f, &k, &fl);
+		rc = rn_udp_flow_new(w, u, f, &k, &fl);
 		if (rc)
 			return rc;
 	}
@@ -488,7 +776,7 @@ static void rn_udp_send_split(struct rn_worker *w, struct rn_udp_flow *fl,
 		off = 0;
 		do {
 			n = len - off < gso ? len - off : gso;
-			if (sendto(fl->g.f.fd, p + off, n, MSG_DONTWAIT,
+			if (sendto(rn_udp_fd(fl), p + off, n, MSG_DONTWAIT,
 				   (const struct sockaddr *)&fl->g.dst, fl->g.dstlen) < 0)
 				rn_ctr_add(w->ctr, RN_WCTR_host_send_errors, 1);
 			off += n;
@@ -550,7 +838,7 @@ static void rn_udp_send_run(struct rn_worker *w, struct rn_udp *u, uint32_t from
 	}
 
 	while (sent < nmsg) {
-		rc = sendmmsg(fl->g.f.fd, &u->msg[sent], nmsg - sent, MSG_DONTWAIT);
+		rc = sendmmsg(rn_udp_fd(fl), &u->msg[sent], nmsg - sent, MSG_DONTWAIT);
 		if (rc > 0) {
 			for (i = sent; i < sent + (uint32_t)rc; i++) {
 				if (u->msg_dgrams[i] > 1)
@@ -608,7 +896,7 @@ static void rn_udp_defer_flush(struct rn_worker *w, struct rn_flow *f)
 }
 
 /**
- * rn_udp_release() - ops->release: free kept DNS queries, drop queued datagrams
+ * rn_udp_release() - ops->release: free kept DNS queries, leave the port, drop queued datagrams
  * @w:		worker
  * @f:		flow being closed
  *
@@ -617,13 +905,19 @@ static void rn_udp_defer_flush(struct rn_worker *w, struct rn_flow *f)
  */
 static void rn_udp_release(struct rn_worker *w, struct rn_flow *f)
 {
+	struct rn_udp_flow *fl = (struct rn_udp_flow *)f;
 	struct rn_udp *u = w->udp;
 	uint32_t i, j;
 
-	free(((struct rn_udp_flow *)f)->dnsq);
-	((struct rn_udp_flow *)f)->dnsq = NULL;
+	free(fl->dnsq);
+	fl->dnsq = NULL;
 	if (!u)
 		return;
+	if (fl->own_sock) {
+		fl->own_sock = 0;
+		rn_udp_held(w, u, -1);
+	}
+	rn_udp_port_unlink(w, fl);
 	for (i = j = 0; i < u->ntx; i++) {
 		if (u->tx[i].fl != (struct rn_udp_flow *)f)
 			u->tx[j++] = u->tx[i];

@@ -32,17 +32,49 @@
 #define RN_UDP_GSO_SEGS		64u
 #define RN_UDP_GSO_BYTES	RN_UDP_MAX4
 
+struct rn_udp_port;
+
 /**
- * struct rn_udp_flow - a UDP flow and its host socket
- * @g:		datagram flow: header, destination, idle timeout (dgram.h)
+ * struct rn_udp_flow - a UDP flow: one (source, destination) pair of the namespace
+ * @g:		datagram flow: header, destination, idle timeout (dgram.h); its
+ *		fd is the flow's own socket (DNS flows), else -1
+ * @port:	the host socket it sends through and receives on, shared by
+ *		every flow of its namespace source (NULL for a DNS flow)
+ * @pnext:	next flow of @port
+ * @pprev:	where this flow is linked in @port's list
  * @no_gso:	the kernel refused UDP_SEGMENT once: send datagrams one by one
+ * @own_sock:	@g.f.fd is this flow's own host socket (counted in the budget)
  * @dnsq:	a DNS flow's queries in flight, RN_DNS_SAVED of them, kept for a
  *		resend to another upstream (allocated only while one waits)
  */
 struct rn_udp_flow {
 	struct rn_dgram_flow g;
+	struct rn_udp_port *port;
+	struct rn_udp_flow *pnext;
+	struct rn_udp_flow **pprev;
 	uint8_t no_gso;
+	uint8_t own_sock;
 	struct rn_dns_query *dnsq;
+};
+
+/**
+ * struct rn_udp_port - the host socket of one namespace source (address, port)
+ * @f:		header for the worker's event loop only (epoll, type
+ *		RN_FLOW_UDP): never in the flow table; key: the source, with
+ *		daddr and dport zero (rn_udp_is_port()); fd: the socket
+ * @hnext:	hash chain in struct rn_udp, or the list of closed ports
+ * @flows:	the flows that send through it
+ * @nflows:	how many
+ * @paused:	not reading: ring to_ns is full and @waiter waits for room
+ * @waiter:	the flow on the worker's room list on this port's behalf
+ */
+struct rn_udp_port {
+	struct rn_flow f;
+	struct rn_udp_port *hnext;
+	struct rn_udp_flow *flows;
+	uint32_t nflows;
+	uint8_t paused;
+	struct rn_udp_flow *waiter;
 };
 
 /**
@@ -83,6 +115,11 @@ union rn_udp_rcmsg {
  * @rsa:	their source addresses
  * @rcmsg:	their control data (UDP_GRO segment size)
  * @uso:	the namespace's tun device takes USO frames (rn_udp_set_uso())
+ * @ports:	hash table of the ports (namespace sources), @pmask + 1 chains
+ * @pmask:	chains minus one (power of two)
+ * @closed:	ports closed, freed when no epoll batch can hold them
+ * @held:	host UDP sockets held: ports and DNS flows' own sockets
+ * @budget:	at most this many (w->p.udp_ports; 0: no limit of its own)
  * @rbuf:	receive buffers, one largest datagram each
  */
 struct rn_udp {
@@ -97,13 +134,41 @@ struct rn_udp {
 	struct sockaddr_storage rsa[RN_UDP_RX_BATCH];
 	union rn_udp_rcmsg rcmsg[RN_UDP_RX_BATCH];
 	int uso;
+	struct rn_udp_port **ports;
+	uint32_t pmask;
+	struct rn_udp_port *closed;
+	uint32_t held;
+	uint32_t budget;
 	uint8_t rbuf[RN_UDP_RX_BATCH][RN_UDP_MAX6];
 };
+
+/**
+ * rn_udp_is_port() - whether an event loop header is a port rather than a flow
+ * @f:		header of a struct rn_udp_port or struct rn_udp_flow
+ *
+ * Return: true for a port (a flow's destination port is never 0)
+ */
+static inline int rn_udp_is_port(const struct rn_flow *f)
+{
+	return f->key.dport == 0;
+}
+
+/**
+ * rn_udp_fd() - the host socket a flow sends through
+ * @fl:		flow
+ *
+ * Return: its port's socket, or its own (DNS)
+ */
+static inline int rn_udp_fd(const struct rn_udp_flow *fl)
+{
+	return fl->port ? fl->port->f.fd : fl->g.f.fd;
+}
 
 struct rn_udp *rn_udp_state(struct rn_worker *w);
 int rn_udp_dns_err(struct rn_worker *w, struct rn_dgram_flow *g, const struct rn_icmp_err *e,
 		   const uint8_t *payload, uint32_t len);
 void rn_udp_event(struct rn_worker *w, struct rn_flow *f, uint32_t events);
 void rn_udp_room(struct rn_worker *w, struct rn_flow *f);
+void rn_udp_port_drain(struct rn_worker *w, struct rn_udp_port *pt, uint32_t events);
 
 #endif /* RN_UDP_INT_H */

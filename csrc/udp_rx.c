@@ -2,11 +2,16 @@
  *
  * Theory of operation
  * -------------------
- * Host -> namespace: recvmmsg() into the worker's private buffers, never
- * more datagrams than ring to_ns surely holds (rn_ring_frames_free()); with
- * no room the flow stops reading and waits for room, so datagrams wait in
- * the host socket rather than being read and lost. Each datagram becomes a
- * frame from the destination as the namespace named it (the port the
+ * Host -> namespace: a port's socket (or a DNS flow's own) is read with
+ * recvmmsg() into the worker's private buffers, never more datagrams than
+ * ring to_ns surely holds (rn_ring_frames_free()); with no room the socket
+ * is no longer watched until there is (a port has one of its flows wait on
+ * the worker's room list for it), so datagrams wait in the host socket
+ * rather than being read and lost. A datagram on a port goes to the flow
+ * its sender belongs to (rn_udp_port_flow(): the exact flow, else one to
+ * the same address; a run of datagrams from one sender is looked up once,
+ * and a port with one flow needs no lookup). Each datagram becomes a frame
+ * from the destination as the namespace named it (the port the
  * namespace sent to, or the other port the host answered from) with
  * NEEDS_CSUM and the pseudo-header sum in the checksum field: the
  * namespace's kernel takes it as checksummed, so no payload is summed here.
@@ -19,9 +24,11 @@
  * as one IP packet even above the namespace's MTU: a receiving kernel does
  * not enforce its MTU.
  *
- * Host socket errors (IP_RECVERR) are read first on EPOLLERR, through
- * dgram.c's rn_dgram_errors(), which lets a DNS flow fail over before the
- * namespace is told (rn_udp_dns_err(), udp.c). See udp.c for flows and the
+ * Host socket errors (IP_RECVERR) are read first on EPOLLERR: a port's by
+ * rn_udp_port_errors(), which finds the flow from the destination the
+ * kernel names for the offending datagram; a DNS flow's through dgram.c's
+ * rn_dgram_errors(), which lets it fail over before the namespace is told
+ * (rn_udp_dns_err(), udp.c). See udp.c for flows and the
  * other direction.
  */
 #include <netinet/in.h>
@@ -154,9 +161,99 @@ static uint16_t rn_udp_gro_size(struct msghdr *mh)
 }
 
 /**
+ * rn_udp_port_key() - the flow key of a port's flow to a host address
+ * @w:		worker
+ * @pt:		port
+ * @sa:		host address and port (a datagram's sender, an error's destination)
+ * @k:		set to the key as the namespace names that peer
+ *
+ * Host loopback is the gateway as the namespace sees it (the only
+ * translation a flow through a port has, policy.c).
+ *
+ * Return: 0, or -1 for an address of the other family
+ */
+static int rn_udp_port_key(const struct rn_worker *w, const struct rn_udp_port *pt,
+			   const struct sockaddr_storage *sa, struct rn_flow_key *k)
+{
+	static const uint8_t lo6[16] = { [15] = 1 };
+	const uint8_t *a;
+
+	*k = pt->f.key;
+	if (pt->f.key.family == 4) {
+		if (sa->ss_family != AF_INET)
+			return -1;
+		a = (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
+		memcpy(k->daddr, w->p.allow_host_loopback && !memcmp(a, "\x7f\0\0\1", 4) ?
+			w->p.gw4 : a, 4);
+	} else {
+		if (sa->ss_family != AF_INET6)
+			return -1;
+		a = (const uint8_t *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
+		memcpy(k->daddr, w->p.allow_host_loopback && !memcmp(a, lo6, 16) ? w->p.gw6 : a, 16);
+	}
+	k->dport = rn_udp_port(sa);
+	return 0;
+}
+
+/**
+ * rn_udp_port_exact() - the flow of a port whose destination is exactly @sa
+ * @w:		worker
+ * @pt:		port
+ * @sa:		host address and port
+ *
+ * Return: the flow, or NULL
+ */
+static struct rn_udp_flow *rn_udp_port_exact(struct rn_worker *w, struct rn_udp_port *pt,
+					     const struct sockaddr_storage *sa)
+{
+	struct rn_flow_key k;
+	struct rn_flow *f;
+
+	/* The common case, one flow per port: no hashing */
+	if (pt->nflows == 1 && rn_udp_same_sender(&pt->flows->g.dst, sa))
+		return pt->flows;
+	if (rn_udp_port_key(w, pt, sa, &k))
+		return NULL;
+	f = rn_flowtab_lookup(&w->flows, &k);
+	if (!f || f->type != RN_FLOW_UDP || ((struct rn_udp_flow *)f)->port != pt)
+		return NULL;
+	return (struct rn_udp_flow *)f;
+}
+
+/**
+ * rn_udp_port_flow() - the flow a datagram received on a port belongs to
+ * @w:		worker
+ * @pt:		port
+ * @src:	the datagram's sender
+ *
+ * Filtering is address-dependent (RFC 4787): a sender is let in if the
+ * namespace source sent to its address, from any port of it; a datagram
+ * from another port of a host the namespace talks to comes in through the
+ * flow to that host, shown as coming from the port it came from.
+ *
+ * Return: the flow, or NULL (the datagram is dropped)
+ */
+static struct rn_udp_flow *rn_udp_port_flow(struct rn_worker *w, struct rn_udp_port *pt,
+					    const struct sockaddr_storage *src)
+{
+	struct rn_udp_flow *fl = rn_udp_port_exact(w, pt, src);
+
+	if (fl)
+		return fl;
+	for (fl = pt->flows; fl; fl = fl->pnext) {
+		if (rn_udp_same_host(&fl->g.dst, src))
+			return fl;
+	}
+	return NULL;
+}
+
+/**
  * rn_udp_deliver_batch() - put what one recvmmsg() returned into ring to_ns
  * @w:		worker
- * @fl:		flow
+ * @fl:		flow whose own socket received them, or NULL
+ * @pt:		else the port whose socket received them: each sender's
+ *		flow is found by rn_udp_port_flow(), senders without one are
+ *		dropped (host_drops)
  * @u:		UDP state holding @n received messages
  * @n:		number of messages
  *
@@ -166,18 +263,29 @@ static uint16_t rn_udp_gro_size(struct msghdr *mh)
  * stays one frame: one write into the tun device instead of one per datagram.
  * Without, every datagram is a frame of its own.
  */
-static void rn_udp_deliver_batch(struct rn_worker *w, struct rn_udp_flow *fl, struct rn_udp *u,
-				 uint32_t n)
+static void rn_udp_deliver_batch(struct rn_worker *w, struct rn_udp_flow *fl,
+				 struct rn_udp_port *pt, struct rn_udp *u, uint32_t n)
 {
-	uint32_t max = fl->g.f.key.family == 6 ? RN_UDP_MAX6 : RN_UDP_MAX4;
+	uint8_t family = fl ? fl->g.f.key.family : pt->f.key.family;
+	uint32_t max = family == 6 ? RN_UDP_MAX6 : RN_UDP_MAX4;
 	uint32_t i, j, len, total, off, seg;
 	struct iovec iov[RN_UDP_GSO_SEGS];
+	int32_t last = -1;
 	uint16_t gro;
 
 	for (i = 0; i < n; i = j) {
 		j = i + 1;
 		len = u->rmsg[i].msg_len;
 		if (u->rmsg[i].msg_hdr.msg_flags & MSG_TRUNC) {
+			rn_ctr_add(w->ctr, RN_WCTR_host_drops, 1);
+			continue;
+		}
+		if (pt && (last < 0 || !rn_udp_same_sender(&u->rsa[last], &u->rsa[i]))) {
+			/* A new sender: find its flow (a run below has one sender) */
+			fl = rn_udp_port_flow(w, pt, &u->rsa[i]);
+			last = (int32_t)i;
+		}
+		if (!fl) {
 			rn_ctr_add(w->ctr, RN_WCTR_host_drops, 1);
 			continue;
 		}
@@ -261,30 +369,144 @@ static void rn_udp_drain(struct rn_worker *w, struct rn_udp_flow *fl, uint32_t e
 		n = recvmmsg(fl->g.f.fd, u->rmsg, room, MSG_DONTWAIT, NULL);
 		if (n <= 0)
 			return;
-		rn_udp_deliver_batch(w, fl, u, (uint32_t)n);
+		rn_udp_deliver_batch(w, fl, NULL, u, (uint32_t)n);
 		if ((uint32_t)n < room)
 			return;
 	}
 }
 
 /**
- * rn_udp_event() - ops->event: the flow's socket is readable or has errors
+ * rn_udp_port_pause() - stop reading a port until ring to_ns has room
  * @w:		worker
- * @f:		flow
+ * @pt:		port (it has flows)
+ *
+ * One of its flows waits for room on the port's behalf (ports are not in
+ * the flow table, so the worker's lists hold flows only).
+ */
+static void rn_udp_port_pause(struct rn_worker *w, struct rn_udp_port *pt)
+{
+	rn_worker_flow_watch(w, &pt->f, 0);
+	if (pt->paused)
+		return;
+	pt->paused = 1;
+	pt->waiter = pt->flows;
+	rn_worker_wait_room(w, &pt->waiter->g.f);
+}
+
+/**
+ * rn_udp_port_errors() - report what a port's error queue holds to the namespace
+ * @w:		worker
+ * @pt:		port
+ *
+ * Each error names the destination of the datagram that caused it, which
+ * finds the flow (errors for destinations without a flow are dropped).
+ *
+ * Return: 0, or -1 if ring to_ns is full (the port is paused) or corrupted
+ */
+static int rn_udp_port_errors(struct rn_worker *w, struct rn_udp_port *pt)
+{
+	uint8_t buf[RN_IP6_HDR_LEN + 1280];
+	struct sockaddr_storage to;
+	struct rn_udp_flow *fl;
+	struct rn_icmp_err e;
+	uint32_t len;
+	int rc;
+
+	for (;;) {
+		if (!rn_ring_frames_free(&w->tx, sizeof(buf))) {
+			rn_udp_port_pause(w, pt);
+			return -1;
+		}
+		rc = rn_icmp_read_err(pt->f.fd, pt->f.key.family, buf + RN_UDP_HDR_LEN,
+				      (uint32_t)sizeof(buf) - RN_UDP_HDR_LEN, &len, &e, &to);
+		if (!rc)
+			return 0;
+		if (rc < 0)
+			continue;
+		fl = rn_udp_port_exact(w, pt, &to);
+		if (!fl)
+			continue;
+		rn_udp_quote(&fl->g.f.key, buf, RN_UDP_HDR_LEN + len);
+		if (rn_icmp_flow_err(w, &fl->g.f.key, &e, buf, RN_UDP_HDR_LEN + len) < 0)
+			return -1;
+	}
+}
+
+/**
+ * rn_udp_port_drain() - deliver what a port's socket holds, as far as to_ns has room
+ * @w:		worker
+ * @pt:		port
+ * @events:	epoll events seen (EPOLLERR: read the error queue first)
+ */
+void rn_udp_port_drain(struct rn_worker *w, struct rn_udp_port *pt, uint32_t events)
+{
+	struct rn_udp *u = w->udp;
+	uint32_t b, i, room;
+	int n;
+
+	if (!u || pt->f.fd < 0 || pt->paused)
+		return;
+	if ((events & EPOLLERR) && rn_udp_port_errors(w, pt))
+		return;
+	for (b = 0; b < RN_UDP_RX_BUDGET && !w->err; b++) {
+		room = rn_ring_frames_free(&w->tx, RN_FRAME_MAX);
+		if (!room) {
+			rn_udp_port_pause(w, pt);
+			return;
+		}
+		if (room > RN_UDP_RX_BATCH)
+			room = RN_UDP_RX_BATCH;
+		for (i = 0; i < room; i++) {
+			u->rmsg[i].msg_hdr.msg_namelen = sizeof(u->rsa[i]);
+			u->rmsg[i].msg_hdr.msg_controllen = sizeof(u->rcmsg[i]);
+		}
+		n = recvmmsg(pt->f.fd, u->rmsg, room, MSG_DONTWAIT, NULL);
+		if (n <= 0)
+			return;
+		rn_udp_deliver_batch(w, NULL, pt, u, (uint32_t)n);
+		if ((uint32_t)n < room)
+			return;
+	}
+}
+
+/**
+ * rn_udp_event() - ops->event: a port's or a DNS flow's socket is readable or has errors
+ * @w:		worker
+ * @f:		port or flow
  * @events:	epoll events
  */
 void rn_udp_event(struct rn_worker *w, struct rn_flow *f, uint32_t events)
 {
-	rn_udp_drain(w, (struct rn_udp_flow *)f, events);
+	if (rn_udp_is_port(f))
+		rn_udp_port_drain(w, (struct rn_udp_port *)f, events);
+	else
+		rn_udp_drain(w, (struct rn_udp_flow *)f, events);
 }
 
 /**
  * rn_udp_room() - ops->room: ring to_ns has room again; read the socket again
  * @w:		worker
- * @f:		flow
+ * @f:		a flow with its own socket, or one waiting for its port
  */
 void rn_udp_room(struct rn_worker *w, struct rn_flow *f)
 {
-	if (!rn_dgram_resume(w, f))
-		rn_udp_drain(w, (struct rn_udp_flow *)f, EPOLLERR);
+	struct rn_udp_flow *fl = (struct rn_udp_flow *)f;
+	struct rn_udp_port *pt = fl->port;
+
+	if (!pt) {
+		if (!rn_dgram_resume(w, f))
+			rn_udp_drain(w, fl, EPOLLERR);
+		return;
+	}
+	if (pt->waiter != fl)
+		return;
+	pt->waiter = NULL;
+	pt->paused = 0;
+	if (rn_worker_flow_watch(w, &pt->f, EPOLLIN)) {
+		/* No way to hear the port again: end its flows (the last closes it) */
+		while (pt->flows && pt->f.fd >= 0)
+			rn_worker_flow_close(w, &pt->flows->g.f);
+		return;
+	}
+	rn_udp_port_drain(w, pt, EPOLLERR);
 }

@@ -16,11 +16,12 @@
  * blocks in epoll_wait() on its doorbell eventfd, the watched control fds and
  * the host sockets of its flows, until the nearest timer deadline. A readable
  * control fd makes rn_worker_run() return 1 so that Python can handle the
- * message; a busy worker looks at its epoll without blocking after every
- * batch. During a one-way stream of small UDP datagrams the worker naps
- * instead of blocking (rn_worker_nap(), moderate.h), leaving NEED_WAKEUP
- * clear, so that each wake-up moves a batch. A reply to a frame (an echo
- * reply, a RST) that does not fit in to_ns is dropped and counted
+ * message (a wait a signal interrupts returns 1 too, so that the caller's
+ * signal handlers run); a busy worker looks at its epoll without blocking
+ * after every batch. During a one-way stream of small UDP datagrams the
+ * worker naps instead of blocking (rn_worker_nap(), moderate.h), leaving
+ * NEED_WAKEUP clear, so that each wake-up moves a batch. A reply to a frame
+ * (an echo reply, a RST) that does not fit in to_ns is dropped and counted
  * (ring_full); data from host sockets waits instead (see Flows).
  *
  * Frame intake and output (tap.c): each frame taken from to_worker is
@@ -475,7 +476,8 @@ static void rn_worker_sync(struct rn_worker *w)
  * rn_worker_events() - wait for and dispatch epoll events
  * @w:		worker
  * @wait:	epoll_wait() timeout, ms (0: do not block, -1: forever)
- * @ctl:	set to 1 when a control fd is readable or hung up
+ * @ctl:	set to 1 when a control fd is readable or hung up, or a signal
+ *		interrupted the wait (the caller's signal handlers must run)
  *
  * Return: number of events, or negative errno from epoll_wait() (EINTR is 0)
  */
@@ -488,8 +490,12 @@ static int rn_worker_events(struct rn_worker *w, int wait, int *ctl)
 	uint64_t v;
 
 	n = epoll_wait(w->epfd, ev, RN_WORKER_EVENTS, wait);
+	if (n < 0 && errno == EINTR) {
+		*ctl = 1;
+		return 0;
+	}
 	if (n < 0)
-		return errno == EINTR ? 0 : -errno;
+		return -errno;
 	w->now = rn_worker_now_ms();
 	for (i = 0; i < n && !w->err; i++) {
 		void *tag = ev[i].data.ptr;
@@ -634,8 +640,10 @@ int rn_worker_poll(struct rn_worker *w)
  * @w:		worker
  * @timeout_ms:	give up after this long, < 0 for never
  *
- * Return: 1 when a watched fd is readable or hung up, 0 on timeout, negative
- *	   errno on a fatal error (-EPROTO: a ring is corrupted)
+ * Return: 1 when a watched fd is readable or hung up, or a signal interrupted
+ *	   the wait (so that the caller's signal handlers run: Python's run only
+ *	   once the call returns), 0 on timeout, negative errno on a fatal error
+ *	   (-EPROTO: a ring is corrupted)
  */
 int rn_worker_run(struct rn_worker *w, int timeout_ms)
 {

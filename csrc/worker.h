@@ -67,10 +67,14 @@ struct rn_fwd;
  * @prefix4:	prefix length of the namespace's IPv4 subnet (0: unknown)
  * @prefix6:	prefix length of the namespace's IPv6 subnet (0: unknown)
  * @allow_host_loopback:	map the gateway addresses to 127.0.0.1 / ::1
+ * @allow_host:	let flows reach the host's own addresses (@host4, @host6)
+ * @allow_link_local:	let flows reach 169.254.0.0/16 and fe80::/10
  * @loopback_only:	refuse every destination but host loopback (the gateway
  *			mapping, DNS upstreams on loopback): for tests that must
  *			not send anything off the machine, whatever the frames say
  * @max_flows:	flows (all protocols) this worker may hold; new ones are refused
+ * @udp_ports:	host UDP sockets (so host ports) this worker may hold, its share
+ *		of the network's budget; 0: bounded by @max_flows only
  * @tcp_idle_timeout_ms:	close established TCP flows idle this long
  * @tcp_fin_timeout_ms:	give up on closing TCP flows after this long
  * @udp_timeout_ms:	expire UDP flows idle this long
@@ -79,6 +83,11 @@ struct rn_fwd;
  * @faults:	test-only fault injection on the ring path (all zero: off)
  * @coalesce_us:	nap this long instead of sleeping during small-packet streams
  *		(moderate.h), 0 to always sleep at once
+ * @nhost4:	entries used in @host4
+ * @nhost6:	entries used in @host6
+ * @host4:	the host's own IPv4 addresses, sorted ascending (memcmp order),
+ *		no duplicates; rn_policy_host_set() keeps them so (policy.c)
+ * @host6:	the host's own IPv6 addresses, likewise
  */
 struct rn_dns_upstream {
 	uint8_t family;		/* 4 or 6 */
@@ -87,6 +96,8 @@ struct rn_dns_upstream {
 };
 
 #define RN_DNS_UPSTREAM_MAX	3
+/* The host's own addresses the policy knows, per family */
+#define RN_HOST_ADDR_MAX	64
 
 /**
  * struct rn_fault_params - seeded fault injection on the ring path (tests only)
@@ -113,7 +124,10 @@ struct rn_worker_params {
 	uint8_t prefix4, prefix6;
 	uint8_t allow_host_loopback;
 	uint8_t loopback_only;
+	uint8_t allow_host;
+	uint8_t allow_link_local;
 	uint32_t max_flows;
+	uint32_t udp_ports;
 	uint32_t tcp_idle_timeout_ms;
 	uint32_t tcp_fin_timeout_ms;
 	uint32_t udp_timeout_ms;
@@ -121,6 +135,10 @@ struct rn_worker_params {
 	struct rn_dns_upstream dns[RN_DNS_UPSTREAM_MAX];
 	struct rn_fault_params faults;
 	uint32_t coalesce_us;
+	uint32_t nhost4;
+	uint32_t nhost6;
+	uint8_t host4[RN_HOST_ADDR_MAX][4];
+	uint8_t host6[RN_HOST_ADDR_MAX][16];
 };
 
 /**

@@ -8,7 +8,9 @@ matching ``csrc/*.cdef`` files, one per C module, concatenated in name order. It
 hardened with ``-D_FORTIFY_SOURCE=2 -fstack-protector-strong``.
 
 ``ringnet._ringnet_test`` (``testbuilder``), for tests and ``perf/`` only: the ring test
-loops (``csrc/ringtest.c``) with the ring they drive. It is never part of a plain
+loops (``csrc/ringtest.c``) with the ring they drive, and the rules of wake-up moderation
+(``csrc/moderate.c``, internal to the C core, exposed here so that tests can drive them
+with made-up clocks). It is never part of a plain
 ``pip install .``; it is built when ``RINGNET_TEST_BUILD=1`` is set, which also turns
 on ``-Werror`` for both extensions (scripts/setup-test-env.sh installs the test venv
 this way).
@@ -39,9 +41,13 @@ _CSRC = os.path.normpath(os.path.join(_HERE, "..", "csrc"))
 
 # C modules (csrc/<name>.c, .cdef) that only the test extension carries.
 TEST_ONLY = ("ringtest",)
-# What the test extension is made of: the ring test loops, the ring they drive, and
-# the shared-memory constants (shm.h, header only) the ring tests size frames with.
-_TEST_MODULES = ("ring", "shm", "ringtest")
+# C modules of the shipped core whose declarations (.cdef) only the test extension
+# exposes: Python never calls them, tests do.
+TEST_API = ("moderate",)
+# What the test extension is made of: the ring test loops, the ring they drive, the
+# shared-memory constants (shm.h, header only) the ring tests size frames with, and
+# the moderation rules.
+_TEST_MODULES = ("ring", "shm", "ringtest", "moderate")
 
 
 def _module(path: str) -> str:
@@ -53,7 +59,7 @@ def _read_cdefs(modules: tuple[str, ...] | None = None) -> str:
     parts = []
     for path in sorted(glob.glob(os.path.join(_CSRC, "*.cdef"))):
         name = _module(path)
-        if (name in modules) if modules is not None else (name not in TEST_ONLY):
+        if (name in modules) if modules is not None else (name not in TEST_ONLY + TEST_API):
             with open(path, encoding="utf-8") as f:
                 parts.append(f.read())
     return "\n".join(parts)
@@ -113,7 +119,7 @@ testbuilder = FFI()
 testbuilder.cdef(_read_cdefs(_TEST_MODULES))
 testbuilder.set_source(
     "ringnet._ringnet_test",
-    '#include "shm.h"\n#include "ringtest.h"\n',
+    '#include "shm.h"\n#include "ringtest.h"\n#include "moderate.h"\n',
     sources=_sources(_TEST_MODULES),
     include_dirs=["csrc"],
     extra_compile_args=_TCFLAGS,

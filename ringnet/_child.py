@@ -3,11 +3,18 @@
 The orchestrator starts each child as ``python -m ringnet._nschild SPEC`` or
 ``python -m ringnet._worker SPEC``, where SPEC is a JSON object with the child's
 parameters, its role ("ns", "worker 0") and the numbers of the inherited fds.
-``run_child`` ties the child to its parent (PR_SET_PDEATHSIG, plus a check that
-the parent did not die before that took effect), unblocks every signal (a
-child inherits the signal mask of the orchestrator thread that started it),
-sets a process name that psutil shows, and turns any failure into an ERROR
-message on the control socket and a non-zero exit. The child's main function
+``run_child`` ties the child to its parent process: the orchestrator passes a
+pidfd of itself, which every wait for a control message watches
+(``_control.watch_parent``) and the main loops poll, so the child ends when the
+orchestrator process exits (not when the thread that started it does, as
+PR_SET_PDEATHSIG would). It sets no_new_privs, unblocks every signal (a child
+inherits the signal mask of the orchestrator thread that started it), sets a
+process name that psutil shows, takes what must not be on its command line
+(the flow-hash key) from the SECRETS message that comes first on its control
+socket, and turns any failure into an ERROR message on the control socket and a
+non-zero exit. Once set up, a child calls ``setup_done()``: it is no longer
+dumpable, so other processes of the user (root inside the namespace among
+them) can neither ptrace it nor open its /proc files. The child's main function
 names what it is doing with ``step()``; the ERROR message carries the failing
 step with the error's class and errno (errors.to_wire), so the orchestrator
 re-raises the very error, not a text about it.
@@ -25,9 +32,13 @@ import traceback
 from typing import Callable
 
 from . import _control
-from .errors import RingnetError
+from ._control import Msg
+from .errors import ProtocolError, RingnetError
 
-__all__ = ["run_child", "step", "current_step", "Stop"]
+__all__ = ["run_child", "step", "current_step", "setup_done", "parent_gone", "Stop"]
+
+PR_SET_NO_NEW_PRIVS = 38    # linux/prctl.h; stable ABI
+SECRETS_TIMEOUT = 30.0
 
 _step = ["start"]
 
@@ -50,6 +61,29 @@ def current_step() -> str:
     return _step[0]
 
 
+def parent_gone() -> bool:
+    """True once the orchestrator process has exited."""
+    return _control.parent_gone()
+
+
+def setup_done() -> None:
+    """Set-up is over: make this process not dumpable (no ptrace, no /proc/PID/fd or mem
+    for other processes of the user; no core dump)."""
+    from ._core import check_libc, lib
+
+    check_libc(lib.prctl(lib.PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
+
+
+def _take_secrets(spec: dict, ctl: socket.socket) -> None:
+    """Add the SECRETS message's fields (the first message from the orchestrator) to
+    ``spec``."""
+    msg = _control.expect(ctl, Msg.SECRETS, SECRETS_TIMEOUT, "orchestrator")
+    key = msg.body.get("hash_key")
+    if not isinstance(key, str) or len(key) != 32 or not all(c in "0123456789abcdef" for c in key):
+        raise ProtocolError("SECRETS message without a 16-byte hash key")
+    spec["hash_key"] = key
+
+
 def run_child(name: str, main: Callable[[dict, socket.socket], int]) -> None:
     """Run ``main(spec, ctl)`` as the child process called ``ringnet-<name>`` and exit with
     its status."""
@@ -58,19 +92,21 @@ def run_child(name: str, main: Callable[[dict, socket.socket], int]) -> None:
     role = str(spec["role"])
     logging.basicConfig(level=os.environ.get("RINGNET_LOG_LEVEL", "WARNING").upper(),
                         format=f"ringnet[{role} %(process)d] %(levelname)s %(message)s")
-    from ._nsutil import set_pdeathsig
+    from ._core import check_libc, lib
 
-    set_pdeathsig(signal.SIGKILL)
-    if os.getppid() != spec["parent_pid"]:
-        sys.exit(1)  # the orchestrator died before PR_SET_PDEATHSIG took effect
+    _control.watch_parent(spec["parent_pidfd"])
+    if _control.parent_gone():
+        sys.exit(1)  # the orchestrator exited before we started
+    check_libc(lib.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
     _set_comm(name)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     status = 1
     try:
+        _take_secrets(spec, ctl)
         status = main(spec, ctl)
-    except Stop:
+    except (Stop, _control.ParentGone):
         status = 0
     except (RingnetError, OSError) as e:  # OSError includes TimeoutError
         _control.send_error(ctl, e, role, current_step())

@@ -7,11 +7,17 @@ passing, readiness, errors, shutdown): frame data never does.
 
 The namespace child is not trusted, so receivers check everything: the header,
 the body size, that the body is a JSON object, the number of fds; unexpected fds
-are closed at once.
+are closed at once. Received fds are close-on-exec from the moment they arrive
+(MSG_CMSG_CLOEXEC): nothing a child might start inherits them.
+
+A child process watches its parent (``watch_parent`` with a pidfd of the
+orchestrator): every wait for a message then also ends, with ParentGone, when
+the orchestrator process has exited, whichever of its threads started us.
 """
 
 from __future__ import annotations
 
+import array
 import enum
 import json
 import os
@@ -24,7 +30,7 @@ from typing import Any, NoReturn, Optional, Sequence
 from .errors import ProtocolError, RingnetError, from_wire, role_display, to_wire
 
 __all__ = ["Msg", "PROTOCOL_VERSION", "MAX_BODY", "FLOW_ROWS_MAX", "send", "recv", "expect", "send_error",
-           "raise_error", "Message"]
+           "raise_error", "Message", "ParentGone", "watch_parent", "parent_gone"]
 
 PROTOCOL_VERSION = 1
 _MAGIC = 0x54434E52  # "RNCT"
@@ -32,6 +38,7 @@ _HDR = struct.Struct("<IHHI")
 MAX_BODY = 60 * 1024
 FLOW_ROWS_MAX = 200  # flow records in a FLOWS reply (the worker sends fewer if they do not fit)
 _MAX_FDS = 2 + 64  # FORWARD_ADD: listener, handoff socket, one per other worker (64 at most)
+_FD = array.array("i")
 
 
 class Msg(enum.IntEnum):
@@ -47,10 +54,35 @@ class Msg(enum.IntEnum):
     FLOWS = 10      # orchestrator -> worker: {"max": N}; worker -> orchestrator: {"total": N,
                     # "rows": [{field: value}]}, records named as stats.FLOW_FIELDS but "worker"
     OFFLOADS = 9    # orchestrator -> worker: {"offloads": [...]} the tun device accepted
-    FORWARD_ADD = 11  # orchestrator -> worker: {"id", "family", "addr", "port", "handoff", "out"}
+    HOST_ADDRS = 12  # orchestrator -> worker: {"v4": [...], "v6": [...]} the host's addresses
+    SECRETS = 11    # orchestrator -> child, first message: {"hash_key": hex}, what must not
+                    # be on a command line (every local user can read /proc/PID/cmdline)
+    FORWARD_ADD = 13  # orchestrator -> worker: {"id", "family", "addr", "port", "handoff", "out"}
                       # (fds: listener, [handoff socket], sending ends towards workers "out");
                       # answered ACK or ERROR (the worker goes on)
-    FORWARD_DEL = 12  # orchestrator -> worker: {"id"}; answered ACK or ERROR
+    FORWARD_DEL = 14  # orchestrator -> worker: {"id"}; answered ACK or ERROR
+
+
+class ParentGone(Exception):
+    """The orchestrator process exited while this child waited for a message."""
+
+
+_parent = [-1]  # pidfd of the orchestrator, in a child process (watch_parent)
+
+
+def watch_parent(pidfd: int) -> None:
+    """In a child: end every wait for a message with ParentGone once the process behind
+    ``pidfd`` (the orchestrator) has exited. The caller keeps owning ``pidfd``."""
+    _parent[0] = pidfd
+
+
+def parent_gone() -> bool:
+    """True when the watched orchestrator process (watch_parent) has exited."""
+    if _parent[0] < 0:
+        return False
+    p = select.poll()
+    p.register(_parent[0], select.POLLIN)
+    return bool(p.poll(0))
 
 
 class Message:
@@ -91,22 +123,13 @@ def recv(sock: socket.socket, timeout: Optional[float] = None,
     """Receive one message.
 
     Returns None at end of file (the peer closed). Raises TimeoutError when nothing
-    arrives within ``timeout`` seconds (None waits forever) and ProtocolError for a
-    malformed message (its fds are closed first).
+    arrives within ``timeout`` seconds (None waits forever), ParentGone when the
+    watched orchestrator exits first (in a child, watch_parent), and ProtocolError for
+    a malformed message (its fds are closed first). Received fds are close-on-exec.
     """
-    if timeout is not None:
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("no control message within the time allowed")
-            try:
-                r, _, _ = select.select([sock], [], [], left)
-            except InterruptedError:
-                continue
-            if r:
-                break
-    data, fds, flags, _ = socket.recv_fds(sock, _HDR.size + MAX_BODY + 1, _MAX_FDS)
+    if timeout is not None or (_parent[0] >= 0 and sock.getblocking()):
+        _wait_readable(sock, timeout)
+    data, fds, flags = _recv_cloexec(sock)
     if not data and not fds:
         return None
     try:
@@ -138,6 +161,38 @@ def recv(sock: socket.socket, timeout: Optional[float] = None,
             os.close(fd)
         raise
     return Message(mtype, body, list(fds))
+
+
+def _recv_cloexec(sock: socket.socket) -> tuple[bytes, list[int], int]:
+    """One datagram and the fds it carries, close-on-exec from their arrival
+    (socket.recv_fds does not pass its flags on to recvmsg)."""
+    data, anc, flags, _ = sock.recvmsg(_HDR.size + MAX_BODY + 1,
+                                       socket.CMSG_LEN(_MAX_FDS * _FD.itemsize),
+                                       socket.MSG_CMSG_CLOEXEC)
+    fds = array.array("i")
+    for level, kind, payload in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    return data, list(fds), flags
+
+
+def _wait_readable(sock: socket.socket, timeout: Optional[float]) -> None:
+    """Wait until ``sock`` is readable: TimeoutError after ``timeout`` seconds (None:
+    never), ParentGone when the watched orchestrator exits first."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    if _parent[0] >= 0:
+        poller.register(_parent[0], select.POLLIN)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise TimeoutError("no control message within the time allowed")
+        ready = dict(poller.poll(None if left is None else int(left * 1000) + 1))
+        if _parent[0] in ready:
+            raise ParentGone("the orchestrator process exited")
+        if sock.fileno() in ready:
+            return
 
 
 def expect(sock: socket.socket, want: Msg, timeout: Optional[float], who: str,

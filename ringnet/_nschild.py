@@ -4,10 +4,11 @@ Started by the orchestrator as ``python -m ringnet._nschild SPEC``. In order:
 enter the namespace (unshare new user + net namespaces and map our ids, or
 setns into an existing process's namespaces for attach), create the tun
 device, configure it through netlink, create each worker's ring mapping and
-send it in HELLO, wait for every worker's ACK, start the C pump (one thread
-per tun queue), and report READY with fds of its user and net namespaces.
-Then it waits for SHUTDOWN (or the end of the control connection, or a worker
-or pump failure) and stops the pump before exiting.
+send it in HELLO, wait for every worker's ACK, stop being dumpable, start the
+C pump (one thread per tun queue), and report READY with fds of its user and
+net namespaces. Then it waits for SHUTDOWN (or the end of the control
+connection, the orchestrator's exit, or a worker or pump failure) and stops
+the pump before exiting.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import select
 import socket
 
 from . import _control
-from ._child import run_child, step
+from ._child import run_child, setup_done, step
 from ._control import Msg
 from ._core import check, ffi, lib
 from ._netconf import configure
@@ -63,10 +64,12 @@ def _hello_workers(spec: dict, cfg: NetworkConfig, socks: list[socket.socket],
     return evs
 
 
-def _serve(ctl: socket.socket, socks: list[socket.socket], pump) -> None:
-    """Wait for SHUTDOWN; raise the error of a worker or the pump that fails first."""
+def _serve(ctl: socket.socket, socks: list[socket.socket], pump, parent_pidfd: int) -> None:
+    """Wait for SHUTDOWN or the orchestrator's exit; raise the error of a worker or the
+    pump that fails first."""
     poller = select.poll()
     poller.register(ctl, select.POLLIN)
+    poller.register(parent_pidfd, select.POLLIN)
     for s in socks:
         poller.register(s, select.POLLIN)
     while True:
@@ -74,6 +77,8 @@ def _serve(ctl: socket.socket, socks: list[socket.socket], pump) -> None:
         if err:
             raise CoreError(abs(err), "pump thread")
         for fd, _ in poller.poll(500):
+            if fd == parent_pidfd:
+                return  # the orchestrator process exited
             if fd == ctl.fileno():
                 msg = _control.recv(ctl)
                 if msg is None or msg.type == Msg.SHUTDOWN:
@@ -107,6 +112,9 @@ def main(spec: dict, ctl: socket.socket) -> int:
         ifindex = configure(cfg, cfg.ifname)
         step("hand rings to workers")
         evs = _hello_workers(spec, cfg, socks, rings)
+        # Set up (the newuidmap path needed our /proc files until now): from here on
+        # nobody may find us dumpable, and no later isolation step may lose this prctl.
+        setup_done()
 
         step("start pump")
         params = ffi.new("struct rn_pump_params *")
@@ -133,7 +141,7 @@ def main(spec: dict, ctl: socket.socket) -> int:
             for fd in nsfds:
                 os.close(fd)
         step("serve")
-        _serve(ctl, socks, pump)
+        _serve(ctl, socks, pump, spec["parent_pidfd"])
         return 0
     finally:
         if pump != ffi.NULL:

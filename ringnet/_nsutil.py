@@ -1,7 +1,7 @@
 """Namespace mechanics: creating, entering and identifying user and net namespaces.
 
-Used by the namespace child (unshare or setns, uid/gid maps, process hardening)
-and by the orchestrator (checks on an attach target, the newuidmap path).
+Used by the namespace child (unshare or setns, uid/gid maps) and by the
+orchestrator (checks on an attach target, the newuidmap path).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import errno
 import fcntl
 import os
 import shutil
-import signal
 import subprocess
 
 from ._core import check_libc, ffi, lib
@@ -18,7 +17,7 @@ from .errors import NamespaceError
 
 __all__ = [
     "unshare_user_net", "write_id_maps", "run_idmap_helpers", "enter_netns_of", "owning_userns",
-    "check_attach_target", "set_pdeathsig", "ns_inode", "userns_available",
+    "check_attach_target", "ns_inode", "userns_available",
 ]
 
 NS_GET_USERNS = 0xB701
@@ -155,9 +154,3 @@ def enter_netns_of(pid: int) -> None:
         raise NamespaceError(f"cannot enter PID {pid}'s namespaces: {e.strerror}") from None
     finally:
         os.close(netfd)
-
-
-def set_pdeathsig(sig: int = signal.SIGKILL) -> None:
-    """Die with ``sig`` when the parent exits (children must not outlive the orchestrator)."""
-    check_libc(lib.prctl(lib.PR_SET_PDEATHSIG, sig, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
-

@@ -2,9 +2,11 @@
 
 A ring mapping (one per worker) is a sealed memfd laid out as csrc/shm.h says;
 the namespace child creates it, the worker checks and maps it. A counter array
-is a memfd of RN_CTR_SLOTS uint64 values that the orchestrator creates and maps
-read-only, its child maps read-write and writes, and the orchestrator reads
-through a (read-only) numpy view without locks.
+is a memfd of RN_CTR_SLOTS uint64 values that the orchestrator creates, seals
+(no shrink, no grow, no more seals) and maps read-only, its child checks the
+seals of, maps read-write and writes, and the orchestrator reads through a
+(read-only) numpy view without locks. Sealing is what keeps a truncation (from
+any process that can open the memfd) from killing its mappers with SIGBUS.
 """
 
 from __future__ import annotations
@@ -68,13 +70,7 @@ class RingMapping:
         Takes ownership of ``fd``. Raises ProtocolError when the memfd is unfit.
         """
         try:
-            try:
-                seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
-            except OSError:
-                raise ProtocolError("ring fd is not a sealable memfd") from None
-            if seals & REQUIRED_SEALS != REQUIRED_SEALS:
-                raise ProtocolError(f"ring memfd seals {seals:#x} lack shrink/grow/seal "
-                                    f"({REQUIRED_SEALS:#x}); it could be truncated under us")
+            _check_sealed(fd, "ring")
             st = os.fstat(fd)
             want = lib.rn_shm_size(ring_size)
             if not stat.S_ISREG(st.st_mode) or st.st_size != want:
@@ -92,6 +88,18 @@ class RingMapping:
         self._mm.close()
         os.close(self.fd)
         self._mm = None
+
+
+def _check_sealed(fd: int, what: str) -> None:
+    """Raise ProtocolError unless ``fd`` is a memfd sealed against shrinking, growing and
+    further seals (REQUIRED_SEALS)."""
+    try:
+        seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+    except OSError:
+        raise ProtocolError(f"{what} fd is not a sealable memfd") from None
+    if seals & REQUIRED_SEALS != REQUIRED_SEALS:
+        raise ProtocolError(f"{what} memfd seals {seals:#x} lack shrink/grow/seal "
+                            f"({REQUIRED_SEALS:#x}); it could be truncated under us")
 
 
 def check_eventfd(fd: int, what: str) -> None:
@@ -136,9 +144,12 @@ class CounterArray:
     def create(cls, name: str) -> "CounterArray":
         """Orchestrator: a new zeroed counter memfd, mapped read-only."""
         size = lib.RN_CTR_SLOTS * 8
-        fd = os.memfd_create(f"ringnet-ctr-{name}", os.MFD_CLOEXEC)
+        fd = os.memfd_create(f"ringnet-ctr-{name}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
             os.ftruncate(fd, size)
+            # sealed as the rings are: truncating it (say, through /proc/PID/fd) would
+            # make every process that maps it die of SIGBUS
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, REQUIRED_SEALS)
             mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
         except BaseException:
             os.close(fd)
@@ -147,8 +158,10 @@ class CounterArray:
 
     @classmethod
     def adopt(cls, fd: int) -> "CounterArray":
-        """Child: map the counter memfd ``fd`` read-write (ProtocolError if its size is wrong)."""
+        """Child: map the counter memfd ``fd`` read-write. Raises ProtocolError if its size
+        is wrong or it is not sealed against shrinking and growing."""
         size = lib.RN_CTR_SLOTS * 8
+        _check_sealed(fd, "counter")
         if os.fstat(fd).st_size != size:
             raise ProtocolError("counter memfd has the wrong size")
         return cls(fd, mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE),

@@ -1,7 +1,7 @@
 """Threads that ringnet starts in the caller's process, with every asynchronous signal blocked.
 
 A signal sent to a process goes to any one of its threads that does not block
-it. ringnet's own threads (the control socket server, the resolv.conf watcher)
+it. ringnet's own threads (the control socket server, the resolv.conf and host address watchers)
 must never be that thread: Python would run the handler late, in the main
 thread, at whatever line it is on (a KeyboardInterrupt inside subprocess's
 bookkeeping, say), a signal left at its default action would end the whole

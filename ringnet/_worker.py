@@ -6,8 +6,10 @@ orchestrator; the namespace child only supplies the ring memfd and the two
 doorbell eventfds in HELLO, and those are checked before use: the memfd must be
 sealed against shrinking and growing and have exactly the expected size, the
 doorbells must be eventfds. The C loop (rn_worker_run) then runs with the GIL
-released and returns to Python only when a control socket wants attention, or
-with an error when the namespace corrupted its ring.
+released and returns to Python only when a control socket wants attention, the
+orchestrator process exited (a pidfd of it), a signal arrived (Python's wakeup
+fd: SIGTERM then unwinds in order), or with an error when the namespace
+corrupted its ring. Once the rings are accepted the worker is not dumpable.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import ipaddress
 import json
 import logging
 import os
+import signal
 import socket
 
 from . import _control
-from ._child import current_step, run_child, step
+from ._child import current_step, parent_gone, run_child, setup_done, step
 from ._control import Msg
 from ._core import check, ffi, lib
+from ._hostaddrs import HostAddrs
 from ._shm import CounterArray, RingMapping, check_eventfd
 from ._publish import worker_forward
 from ._resolv import parse_upstream
@@ -51,6 +55,10 @@ def _params(spec: dict, cfg: NetworkConfig):
     p.prefix6 = cfg.network6.prefixlen if cfg.ipv6 else 0
     p.allow_host_loopback = int(cfg.allow_host_loopback)
     p.max_flows = cfg.max_flows
+    # host exposure and the UDP port budget (this worker's share)
+    p.allow_host = int(cfg.allow_host)
+    p.allow_link_local = int(cfg.allow_link_local)
+    p.udp_ports = max(1, cfg.udp_ports // cfg.workers)
     p.tcp_idle_timeout_ms = cfg.tcp_idle_timeout * 1000
     p.tcp_fin_timeout_ms = cfg.tcp_fin_timeout * 1000
     p.udp_timeout_ms = cfg.udp_timeout * 1000
@@ -88,6 +96,20 @@ def _set_upstreams(worker, msg: _control.Message) -> None:
         raise ProtocolError(f"DNS_UPSTREAMS: {e}") from None
     check(lib.rn_dns_set_upstreams(worker, arr, n), "rn_dns_set_upstreams")
     log.info("DNS upstreams now %s", ", ".join(texts) or "none")
+
+
+def _set_host_addrs(worker, body: dict) -> None:
+    """The host's own addresses (at start, and HOST_ADDRS when they change): the
+    policy refuses new flows to them unless allow_host (csrc/policy.c)."""
+    try:
+        addrs = HostAddrs.from_body(body)
+    except ValueError as e:
+        raise ProtocolError(f"HOST_ADDRS: {e}") from None
+    v4 = b"".join(a.packed for a in addrs.v4)
+    v6 = b"".join(a.packed for a in addrs.v6)
+    check(lib.rn_policy_host_set(worker, v4, len(addrs.v4), v6, len(addrs.v6)),
+          "rn_policy_host_set")
+    log.debug("host addresses: %s", ", ".join(map(str, addrs.v4 + addrs.v6)) or "none")
 
 
 def _accept_hello(spec: dict, cfg: NetworkConfig, ns: socket.socket) -> tuple[RingMapping, int, int]:
@@ -133,8 +155,17 @@ def main(spec: dict, ctl: socket.socket) -> int:
             check(lib.rn_worker_new(out, _params(spec, cfg), ring.ptr, ring.size, counters.ptr,
                                     ev_worker, ev_ns), "rn_worker_new")
             worker = out[0]
-            check(lib.rn_worker_watch_fd(worker, ctl.fileno()), "rn_worker_watch_fd")
-            check(lib.rn_worker_watch_fd(worker, ns.fileno()), "rn_worker_watch_fd")
+            _set_host_addrs(worker, spec["host_addrs"])
+            # The loop returns to Python when a control socket has a message, the
+            # orchestrator process exits (its pidfd) or a signal arrives (Python's
+            # wakeup fd, written by its C-level handler even when the signal lands
+            # outside epoll_wait()), so that SIGTERM unwinds through the finally below.
+            wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            evs += wake
+            signal.set_wakeup_fd(wake[1], warn_on_full_buffer=False)
+            for fd in (ctl.fileno(), ns.fileno(), spec["parent_pidfd"], wake[0]):
+                check(lib.rn_worker_watch_fd(worker, fd), "rn_worker_watch_fd")
+            setup_done()  # before ACK: nobody may find us dumpable once the network runs
         except (ProtocolError, OSError) as e:
             # the namespace child gets the very error too (class, errno, step)
             _control.send_error(ns, e, spec["role"], current_step())
@@ -145,9 +176,12 @@ def main(spec: dict, ctl: socket.socket) -> int:
             rc = lib.rn_worker_run(worker, -1)
             if rc < 0:
                 raise CoreError(-rc, "the namespace side broke its ring")
-            if rc == 1 and _control_wants_exit(worker, ctl, ns):
-                return 0
+            if rc == 1:
+                _drain(wake[0])  # a pending signal's handler runs on the next line
+                if parent_gone() or _control_wants_exit(worker, ctl, ns):
+                    return 0
     finally:
+        signal.set_wakeup_fd(-1)
         if worker != ffi.NULL:
             lib.rn_worker_free(worker)
         for fd in evs:
@@ -156,6 +190,15 @@ def main(spec: dict, ctl: socket.socket) -> int:
             ring.close()
         ns.close()
         counters.close()
+
+
+def _drain(fd: int) -> None:
+    """Empty the non-blocking pipe ``fd``."""
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
 
 
 _PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6"}
@@ -206,6 +249,9 @@ def _control_wants_exit(worker, ctl: socket.socket, ns: socket.socket) -> bool:
         msg.close_fds()
         if sock is ctl and msg.type == Msg.DNS_UPSTREAMS:
             _set_upstreams(worker, msg)
+            continue
+        if sock is ctl and msg.type == Msg.HOST_ADDRS:
+            _set_host_addrs(worker, msg.body)
             continue
         if sock is ctl and msg.type == Msg.FLOWS:
             _control.send(ctl, Msg.FLOWS, flow_rows(worker, msg.body.get("max")))

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 from . import __version__, _ctlsock
 from ._resolv import MAX_UPSTREAMS
-from .config import (COALESCE_US_MAX, MTU_MAX, MTU_MIN, RING_SIZE_MAX, RING_SIZE_MIN, WORKERS_MAX,
-                     NetworkConfig)
+from .config import (COALESCE_US_MAX, MTU_MAX, MTU_MIN, RING_SIZE_MAX, RING_SIZE_MIN, UDP_PORTS_MAX,
+                     UDP_PORTS_MIN, WORKERS_MAX, NetworkConfig)
 from .errors import RingnetError
 from .network import Network
 from .stats import Stats, busiest_first, rates
@@ -77,6 +77,14 @@ def _net_options(p: argparse.ArgumentParser) -> None:
                    f"{RING_SIZE_MAX // (1 << 20)} MiB (default %(default)s)")
     g.add_argument("--allow-host-loopback", action="store_true", default=d["allow_host_loopback"],
                    help="let the gateway addresses reach host loopback (127.0.0.1, ::1)")
+    g.add_argument("--allow-host", action="store_true", default=d["allow_host"],
+                   help="let the namespace reach the host's own addresses (refused by default)")
+    g.add_argument("--allow-link-local", action="store_true", default=d["allow_link_local"],
+                   help="let the namespace reach 169.254.0.0/16 and fe80::/10, where cloud "
+                   "metadata services live (refused by default)")
+    g.add_argument("--udp-ports", type=int, default=d["udp_ports"], metavar="N",
+                   help=f"host UDP ports the namespace may hold, {UDP_PORTS_MIN}..{UDP_PORTS_MAX} "
+                   "(default %(default)s)")
     g.add_argument("--dns-upstream", action="append", metavar="ADDR[:PORT]", default=d["dns_upstream"],
                    help="resolver the DNS addresses forward to, instead of the host's "
                    f"/etc/resolv.conf (repeatable, at most {MAX_UPSTREAMS}; [V6ADDR]:PORT for IPv6 "
@@ -112,6 +120,10 @@ def _parser() -> argparse.ArgumentParser:
                      default=_DEFAULTS["resolv_conf"],
                      help="leave /etc/resolv.conf alone (by default CMD sees one naming the "
                      "namespace's DNS addresses, in a private mount namespace)")
+    run.add_argument("--no-pid-namespace", dest="pid_namespace", action="store_false",
+                     default=_DEFAULTS["pid_namespace"],
+                     help="let CMD see the host's processes (by default it runs in a PID "
+                     "namespace of its own with its own /proc)")
     run.add_argument("argv", nargs=argparse.REMAINDER, help="the command, after --")
     att = sub.add_parser("attach", help="give networking to an existing process's namespace")
     _net_options(att)
@@ -244,7 +256,8 @@ def _render(cur: Stats, prev: Optional[Stats]) -> str:
     lines.append(f"{'PROCESS':<10} {'PID':>7} {'CPU%':>6} {'CPU s':>8} {'RSS':>8} {'FDS':>5} {'THR':>4}")
     for p in cur.processes:
         lines.append(f"{p.role:<10} {p.pid:>7} {p.cpu_percent:>6.1f} {p.cpu_seconds:>8.2f} "
-                     f"{_human(p.rss, 'B'):>8} {p.num_fds:>5} {p.num_threads:>4}")
+                     f"{_human(p.rss, 'B'):>8} {p.num_fds if p.num_fds >= 0 else '-':>5} "
+                     f"{p.num_threads:>4}")
     lines.append("")
     names = [k for k in (cur.workers[0] if cur.workers else {})]
     nonzero = [k for k in names if cur.total(k)] + [k for k, v in cur.pump.items() if v]

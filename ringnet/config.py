@@ -25,6 +25,9 @@ RING_SIZE_MAX = 256 * 1024 * 1024
 IFNAMSIZ = 16
 COALESCE_US_DEFAULT = 200   # see csrc/moderate.h
 COALESCE_US_MAX = 1000      # RN_MOD_NAP_MAX_US
+UDP_PORTS_DEFAULT = 8192     # host UDP ports for all workers: well below the 28,232 ephemeral ones
+UDP_PORTS_MIN = 16
+UDP_PORTS_MAX = 16384
 
 _V4_RESERVED = [ipaddress.ip_network(n) for n in ("0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/4",
                                                    "240.0.0.0/4")]
@@ -91,6 +94,14 @@ class NetworkConfig:
         ifname: name of the tun interface inside the namespace.
         ring_size: bytes of each ring's data area, a power of two, 512 KiB..256 MiB.
         allow_host_loopback: map the gateway addresses to host loopback (127.0.0.1, ::1).
+        allow_host: let the namespace reach the host's own (non-loopback) addresses,
+            where servers listening on 0.0.0.0 answer; off by default.
+        allow_link_local: let the namespace reach 169.254.0.0/16 and fe80::/10 (cloud
+            metadata services live there); off by default.
+        udp_ports: host UDP ports (sockets) the whole network may hold, 16..16384, shared
+            equally by the workers; one per namespace source address and port
+            (endpoint-independent mapping), well below the host's ephemeral range so that
+            the namespace cannot starve the host's own UDP and DNS.
         idmap_helpers: map a uid/gid range with newuidmap/newgidmap instead of mapping
             only the caller's ids; needs the shadow tools and /etc/subuid entries.
         startup_timeout: seconds to wait for the namespace child and workers to start.
@@ -110,6 +121,9 @@ class NetworkConfig:
         resolv_conf: give commands started by spawn()/run() a private mount namespace
             in which /etc/resolv.conf names the DNS addresses (not for attach(), where
             the container runtime owns resolv.conf).
+        pid_namespace: run each command started by spawn()/run() in a PID namespace of
+            its own with its own /proc, under an init that ends everything inside when
+            the command or this process exits; False shows it the host's processes.
         control_socket: serve info and stats to other processes of the same user on a
             Unix socket (``ringnet ls``, ``ringnet stats``, ``ringnet top``).
         control_dir: directory of that socket; None is $XDG_RUNTIME_DIR/ringnet or
@@ -134,15 +148,19 @@ class NetworkConfig:
     ifname: str = "rn0"
     ring_size: int = 4 * 1024 * 1024
     allow_host_loopback: bool = False
+    allow_host: bool = False  # policy: the host's own addresses
+    allow_link_local: bool = False  # policy: 169.254.0.0/16, fe80::/10
     idmap_helpers: bool = False
     startup_timeout: float = 30.0
     max_flows: int = 16384
+    udp_ports: int = UDP_PORTS_DEFAULT  # host UDP port budget, all workers
     tcp_idle_timeout: int = 7200
     tcp_fin_timeout: int = 60
     udp_timeout: int = 180
     coalesce_us: int = COALESCE_US_DEFAULT
     dns_upstream: Optional[tuple[str, ...]] = None
     resolv_conf: bool = True
+    pid_namespace: bool = True
     faults: Optional[str] = None
     control_socket: bool = True
     control_dir: Optional[str] = None
@@ -165,6 +183,11 @@ class NetworkConfig:
         if not isinstance(self.startup_timeout, (int, float)) or not 0 < self.startup_timeout <= 600:
             raise ConfigError(f"startup_timeout={self.startup_timeout!r} must be between 0 and 600 s")
         _int_in_range("max_flows", self.max_flows, 16, 1 << 20)
+        # host exposure options
+        for name in ("allow_host", "allow_link_local"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be True or False")
+        _int_in_range("udp_ports", self.udp_ports, UDP_PORTS_MIN, UDP_PORTS_MAX)
         _int_in_range("tcp_idle_timeout", self.tcp_idle_timeout, 10, 604800)
         _int_in_range("tcp_fin_timeout", self.tcp_fin_timeout, 1, 3600)
         _int_in_range("udp_timeout", self.udp_timeout, 1, 86400)

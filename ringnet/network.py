@@ -42,8 +42,10 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 from . import _control, _resolv
 from ._control import Msg
 from ._ctlsock import ControlServer
+from ._hostaddrs import HostAddrs, HostAddrWatcher, read_host_addrs
 from ._core import pump_counter_names, worker_counter_names
-from ._nsutil import check_attach_target, run_idmap_helpers, userns_available
+from ._nsutil import check_attach_target, run_idmap_helpers
+from ._preflight import require
 from ._publish import Forward, Publisher
 from ._resolv import ResolvWatcher, Upstream, namespace_resolv_conf
 from ._shm import CounterArray
@@ -61,6 +63,7 @@ log = logging.getLogger(__name__)
 _PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ENTER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_enter.py")
 _GRACE = 5.0
+_SECRET_FIELDS = ("hash_key",)
 
 
 class State(enum.Enum):
@@ -101,24 +104,36 @@ def _spawn(role: Role, index: int, spec: dict, fds: list[int]) -> _Child:
     """Start the child of ``role`` (python -m ringnet._nschild or ringnet._worker) with
     ``spec``, its role and a control socket added, inheriting ``fds``."""
     module = "ringnet._nschild" if role is Role.NS else "ringnet._worker"
+    # What must not be on the command line (every local user reads /proc/PID/cmdline)
+    # goes over the control socket, as the first message.
+    secrets_ = {k: spec[k] for k in _SECRET_FIELDS if k in spec}
     ctl, child_ctl = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    # The child watches this process (not the calling thread, which may be short-lived)
+    # through a pidfd of ours.
+    pidfd = os.pidfd_open(os.getpid())
     try:
-        spec = dict(spec, role=_role_name(role, index), ctl_fd=child_ctl.fileno(),
-                    parent_pid=os.getpid())
+        spec = {k: v for k, v in spec.items() if k not in _SECRET_FIELDS}
+        spec.update(role=_role_name(role, index), ctl_fd=child_ctl.fileno(), parent_pidfd=pidfd)
         proc = subprocess.Popen(
             [sys.executable, "-m", module, json.dumps(spec)],
-            pass_fds=[child_ctl.fileno(), *fds], stdin=subprocess.DEVNULL,
+            pass_fds=[child_ctl.fileno(), pidfd, *fds], stdin=subprocess.DEVNULL,
             env=_child_env(), start_new_session=True, close_fds=True,
             # -m looks in the working directory first: run where this very ringnet
             # package lives, so that a ringnet/ folder in the caller's directory (a
             # source checkout, say) cannot stand in for it.
             cwd=_PKG_PARENT)
+        child = _Child(role, index, proc, ctl)
+        try:
+            _control.send(ctl, Msg.SECRETS, secrets_)
+        except OSError:
+            pass  # the child is gone already; start-up reports it
     except BaseException:
         ctl.close()
         raise
     finally:
         child_ctl.close()
-    return _Child(role, index, proc, ctl)
+        os.close(pidfd)
+    return child
 
 
 def _child_env() -> dict[str, str]:
@@ -195,6 +210,8 @@ class Network:
         self._finalizer: Optional[weakref.finalize] = None
         self._resolv_dir: Optional[str] = None
         self._watcher: Optional[ResolvWatcher] = None
+        self._addr_watcher: Optional[HostAddrWatcher] = None
+        self._hash_key = ""   # the flow-hash secret: never on a command line
         self._publisher = Publisher(self)   # forwards of host ports (_publish.py)
 
     @classmethod
@@ -251,19 +268,10 @@ class Network:
         return self
 
     def _preflight(self) -> None:
-        if not os.path.exists("/dev/net/tun"):
-            raise NamespaceError("/dev/net/tun does not exist: load the tun module (modprobe tun) "
-                                 "or create it (mknod /dev/net/tun c 10 200)")
-        if os.geteuid() != 0 and not os.access("/dev/net/tun", os.R_OK | os.W_OK):
-            raise NamespaceError("/dev/net/tun is not accessible to this user: make it mode 0666 "
-                                 "(chmod 0666 /dev/net/tun), as common distributions ship it")
-        if self._attach_pid is None:
-            ok, why = userns_available()
-            if not ok:
-                raise NamespaceError(f"user namespaces are disabled ({why}): enable them "
-                                     "(sysctl user.max_user_namespaces=15000 or "
-                                     "kernel.unprivileged_userns_clone=1)")
-        else:
+        """Refuse to start, naming the exact fix, where the kernel or the system's
+        configuration stops a rootless network (_preflight.py); check an attach target."""
+        require(new_userns=self._attach_pid is None)
+        if self._attach_pid is not None:
             check_attach_target(self._attach_pid)
 
     def _spawn_child(self, role: Role, index: int, spec: dict, fds: list[int]) -> _Child:
@@ -273,7 +281,7 @@ class Network:
 
     def _start(self) -> None:
         cfg = self.config
-        key = os.urandom(16).hex()
+        key = self._hash_key = os.urandom(16).hex()
         host_conf = _resolv.RESOLV_CONF
         host_ups = _resolv.read_resolv_conf(host_conf) if not cfg.dns_upstream else []
         search = _resolv.read_search_lines(host_conf) if not cfg.dns_upstream else []
@@ -281,7 +289,9 @@ class Network:
         if not ups:
             log.warning("no usable nameserver in %s: DNS queries inside the namespace will fail "
                         "until it names one (or set dns_upstream)", host_conf)
-        base = {"config": dataclasses.asdict(cfg), "hash_key": key, "dns_upstreams": ups}
+        host_addrs = read_host_addrs()  # refused unless allow_host
+        base = {"config": dataclasses.asdict(cfg), "hash_key": key, "dns_upstreams": ups,
+                "host_addrs": host_addrs.to_body()}
         self._pctr = CounterArray.create("pump")
         ns_ends: list[socket.socket] = []
         try:
@@ -313,6 +323,8 @@ class Network:
             self._write_resolv_conf(search)
         if not cfg.dns_upstream:
             self._watcher = ResolvWatcher(host_conf, host_ups, search, self._dns_changed).start()
+        if not cfg.allow_host:  # keep the workers' host address sets current
+            self._addr_watcher = HostAddrWatcher(host_addrs, self._host_addrs_changed).start()
         for spec in cfg.publish:
             self._publisher.publish(spec)
 
@@ -344,6 +356,10 @@ class Network:
         with self._query_lock:
             self._tell_workers(Msg.DNS_UPSTREAMS, {"upstreams": [str(u) for u in upstreams]})
             self._write_resolv_conf(search)
+
+    def _host_addrs_changed(self, addrs: HostAddrs) -> None:
+        """The host's addresses changed: tell every worker."""
+        self._tell_workers(Msg.HOST_ADDRS, addrs.to_body())
 
     def _wait_ready(self, ns: _Child) -> None:
         """Wait for READY from the namespace child, serving IDMAP requests and watching the
@@ -422,6 +438,9 @@ class Network:
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
+        if self._addr_watcher is not None:
+            self._addr_watcher.stop()
+            self._addr_watcher = None
         if self._attach_pid is None and self._nsfds[1] >= 0:
             self._kill_namespace_processes()
         self._publisher.forget()
@@ -469,13 +488,16 @@ class Network:
 
     def enter_argv(self, argv: Sequence[str]) -> list[str]:
         """The argv that runs ``argv`` inside the namespace; its process must inherit the
-        fds in ``namespace_fds`` (``pass_fds``)."""
+        fds in ``namespace_fds`` (``pass_fds``). With ``pid_namespace`` the command's
+        PID namespace ends when this process exits."""
         self._require_running()
         if isinstance(argv, (str, bytes)) or not argv:
             raise RingnetError("argv must be a non-empty sequence of strings, not a string")
-        resolv = [f"--resolv-conf={self._resolv_dir}/resolv.conf"] if self._resolv_dir else []
+        opts = [f"--resolv-conf={self._resolv_dir}/resolv.conf"] if self._resolv_dir else []
+        if self.config.pid_namespace:
+            opts.append(f"--pid-ns={os.getpid()}")  # whose exit ends everything inside
         return [sys.executable, "-E", "-s", "-S", _ENTER, str(self._nsfds[0]), str(self._nsfds[1]),
-                *resolv, "--", *map(os.fspath, argv)]
+                *opts, "--", *map(os.fspath, argv)]
 
     @property
     def namespace_fds(self) -> tuple[int, int]:
@@ -485,8 +507,15 @@ class Network:
 
     def spawn(self, argv: Sequence[str], **popen_kwargs: Any) -> subprocess.Popen:
         """Start ``argv`` inside the namespace; returns a subprocess.Popen (all of Popen's
-        keyword arguments apply except ``executable`` and ``shell``). The process is root
-        in the namespace's user namespace; it is terminated when the network closes."""
+        keyword arguments apply except ``executable`` and ``shell``). The command is root
+        in the namespace's user namespace; it is terminated when the network closes.
+
+        With ``pid_namespace`` (the default) the command runs in a PID namespace of its
+        own, with its own /proc, as PID 2 under a small init (ringnet/_enter.py); the
+        Popen is ringnet's relay process outside, which passes signals sent to it on to
+        the command and ends as the command did (``returncode`` -N for signal N). When
+        the command exits, or the network's process does, the init ends everything
+        left inside."""
         for bad in ("executable", "shell", "preexec_fn"):
             if popen_kwargs.get(bad):
                 raise RingnetError(f"spawn() does not take {bad}=")

@@ -113,7 +113,8 @@ class ProcessStats:
     cpu_percent: float     # since the previous snapshot of this network (first: since start)
     cpu_seconds: float     # user + system, since the process started
     rss: int               # bytes
-    num_fds: int
+    num_fds: int           # -1 when the kernel does not tell: ringnet's processes are not
+                           # dumpable, so only root may list their /proc/PID/fd
     num_threads: int
 
 

@@ -2,7 +2,9 @@
 
 Pings the gateway (IPv4 and IPv6), fetches a file from an HTTP server on host loopback
 (reached as 10.0.2.2 with host loopback access allowed) and runs a short iperf3 test
-against a server on host loopback when iperf3 is installed.
+against a server on host loopback when iperf3 is installed. First checks that this
+machine lets ringnet create a rootless network (ringnet.available()) and, if not, says
+exactly what to change.
 """
 
 import hashlib
@@ -39,6 +41,10 @@ def _step(net, argv, **kw):
 
 
 def main() -> int:
+    ok, why = ringnet.available()
+    if not ok:
+        print(f"demo: {why}", file=sys.stderr)
+        return 1
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     iperf = None

@@ -7,16 +7,22 @@ over UDP and TCP and forwards nothing (``--no-resolv``).
 
     with LocalDns({"example.test": ("192.0.2.10", "2001:db8::10")}) as dns:
         ringnet.Network(dns_upstream=dns.upstream, ...)
+
+With ``log_queries=True`` dnsmasq logs every query it receives to a file, before it
+answers, and ``queries()`` reads them back: a test can then say how many queries a
+server got, not only that an answer came.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import socket
 import struct
 import subprocess
+import tempfile
 import time
 from typing import Mapping, Optional, Sequence
 
@@ -107,16 +113,19 @@ class LocalDns:
     """dnsmasq serving ``records`` (name -> addresses) on ``host``:``port`` (UDP and TCP).
 
     ``port`` None picks a free one. ``upstream`` is the "ADDR:PORT" text for
-    ringnet's dns_upstream. Raises RuntimeError if dnsmasq is missing or does not
-    answer within 10 s (the reason is in the message).
+    ringnet's dns_upstream. ``log_queries``: log each query received, for
+    ``queries()``. Raises RuntimeError if dnsmasq is missing or does not answer
+    within 10 s (the reason is in the message).
     """
 
     def __init__(self, records: Mapping[str, Sequence[str]] = DEFAULT_RECORDS,
-                 host: str = "127.0.0.1", port: Optional[int] = None) -> None:
+                 host: str = "127.0.0.1", port: Optional[int] = None,
+                 log_queries: bool = False) -> None:
         self.records = dict(records)
         self.host = host
         self.port = port or free_port(host)
         self.proc: Optional[subprocess.Popen] = None
+        self._logdir = tempfile.mkdtemp(prefix="localdns-") if log_queries else None
 
     @property
     def upstream(self) -> str:
@@ -124,16 +133,36 @@ class LocalDns:
 
     def argv(self) -> list[str]:
         exe = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
-        argv = [exe, "--no-daemon", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+        argv = [exe, "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
                 "--pid-file=", f"--listen-address={self.host}", f"--port={self.port}",
-                "--bind-interfaces", "--cache-size=0", "--log-facility=-"]
+                "--bind-interfaces", "--cache-size=0"]
+        if self._logdir:
+            # to a file, not stderr: nobody reads the pipe while the server runs
+            argv += ["--keep-in-foreground", "--log-queries",
+                     f"--log-facility={os.path.join(self._logdir, 'log')}"]
+        else:
+            argv += ["--no-daemon", "--log-facility=-"]
         if os.geteuid() == 0:
             argv.append("--user=nobody")
         for name, addrs in self.records.items():
             argv.append(f"--host-record={name},{','.join(addrs)}")
         return argv
 
+    def queries(self) -> list[tuple[str, str, str]]:
+        """(type, name, client address) of every query received so far (with
+        ``log_queries``), the readiness probes of start() included."""
+        assert self._logdir, "LocalDns(log_queries=True) logs queries"
+        try:
+            with open(os.path.join(self._logdir, "log"), encoding="utf-8",
+                      errors="replace") as f:
+                text = f.read()
+        except FileNotFoundError:
+            return []
+        return re.findall(r"query\[(\w+)\] (\S+) from (\S+)", text)
+
     def start(self) -> "LocalDns":
+        if self._logdir:
+            os.chmod(self._logdir, 0o755)  # dnsmasq may write it as nobody
         if not os.path.exists(self.argv()[0]):
             raise RuntimeError("dnsmasq is not installed (Debian package dnsmasq-base)")
         self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
@@ -165,6 +194,9 @@ class LocalDns:
             if self.proc.stderr:
                 self.proc.stderr.close()
             self.proc = None
+        if self._logdir:
+            shutil.rmtree(self._logdir, ignore_errors=True)
+            self._logdir = None
 
     def __enter__(self) -> "LocalDns":
         return self.start()

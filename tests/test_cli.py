@@ -65,11 +65,11 @@ def test_cli_options_reach_the_config():
         ["run", "--mtu", "1500", "--workers", "3", "--cidr", "10.9.0.0/24", "--cidr6", "fd09::/64",
          "--disable-ipv6", "--ifname", "eth0", "--ring-size", str(1 << 20), "--allow-host-loopback",
          "--dns-upstream", "127.0.0.1:5353", "--dns-upstream", "[::1]:53", "--coalesce-us", "0",
-         "--idmap-helpers", "--no-resolv-conf", "--", "true"])
+         "--idmap-helpers", "--no-resolv-conf", "--no-pid-namespace", "--", "true"])
     assert cli._config(args) == ringnet.NetworkConfig(
         mtu=1500, workers=3, cidr4="10.9.0.0/24", cidr6="fd09::/64", ipv6=False, ifname="eth0",
         ring_size=1 << 20, allow_host_loopback=True, dns_upstream=("127.0.0.1:5353", "[::1]:53"),
-        coalesce_us=0, idmap_helpers=True, resolv_conf=False)
+        coalesce_us=0, idmap_helpers=True, resolv_conf=False, pid_namespace=False)
 
 
 pytestmark_ns = needs_userns
@@ -152,7 +152,7 @@ def test_run_only_its_main_thread_takes_forwarded_signals():
     try:
         assert p.stdout.readline().strip() == "ready"
         threads = [int(t) for t in os.listdir(f"/proc/{p.pid}/task") if int(t) != p.pid]
-        assert len(threads) == 2  # the control socket server and the resolv.conf watcher
+        assert len(threads) == 3  # the control socket server, the resolv.conf and host address watchers
         for tid in threads:
             assert {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
                     signal.SIGCHLD} <= _blocked_signals(p.pid, tid)
@@ -169,10 +169,13 @@ def test_run_only_its_main_thread_takes_forwarded_signals():
 def test_command_sigkilled_leaves_nothing():
     p = subprocess.Popen(ringnet_cmd("run", "--workers", "2", "--", "sh", "-c", "echo $$; exec sleep 60"),
                          stdout=subprocess.PIPE, text=True, env=child_env(), start_new_session=True)
-    cmd_pid = int(p.stdout.readline())
+    assert int(p.stdout.readline()) == 2  # under the init of its own PID namespace
     kids = {c.pid for c in psutil.Process(p.pid).children()}
-    assert len(kids) == 4  # namespace child, two workers, the command
-    os.kill(cmd_pid, signal.SIGKILL)
+    assert len(kids) == 4  # namespace child, two workers, the command's relay
+    relay = next(c for c in psutil.Process(p.pid).children() if not c.name().startswith("ringnet-"))
+    (init,) = relay.children()
+    (cmd,) = init.children()
+    os.kill(cmd.pid, signal.SIGKILL)
     assert p.wait(timeout=30) == 128 + signal.SIGKILL
     for k in kids:
         assert not psutil.pid_exists(k)
@@ -185,10 +188,12 @@ def test_orchestrator_sigkilled_children_follow():
     assert p.stdout.readline().strip() == "go"
     kids = [c for c in psutil.Process(p.pid).children() if c.name().startswith("ringnet-")]
     assert len(kids) == 3
+    inside = [c for c in psutil.Process(p.pid).children(recursive=True) if c not in kids]
+    assert len(inside) == 3  # the relay, the init of the command's PID namespace, the command
     p.kill()
     p.wait()
-    gone, alive = psutil.wait_procs(kids, timeout=10)
-    assert not alive, f"children outlived the orchestrator: {alive}"
+    gone, alive = psutil.wait_procs(kids + inside, timeout=10)
+    assert not alive, f"outlived the orchestrator: {alive}"
 
 
 @needs_userns

@@ -229,3 +229,19 @@ def test_control_socket_errors_arrive_as_their_class(tmp_path):
         assert str(info.value) == "network is closed, not running"
     finally:
         srv.close()
+
+
+def test_unknown_fd_count_renders_as_a_dash():
+    """An unprivileged user cannot count the fds of ringnet's children (not dumpable)."""
+    import numpy as np
+
+    from ringnet import cli
+    procs = [ringnet.ProcessStats(pid=10, role="worker 0", cpu_percent=0.0, cpu_seconds=1.0,
+                                  rss=1 << 20, num_fds=-1, num_threads=1),
+             ringnet.ProcessStats(pid=11, role="ns", cpu_percent=0.0, cpu_seconds=1.0,
+                                  rss=1 << 20, num_fds=12, num_threads=3)]
+    s = ringnet.Stats(time=1.0, pump={}, workers=[], processes=procs,
+                      flows=np.array([], dtype=ringnet.FLOW_DTYPE))
+    lines = cli._render(s, None).splitlines()
+    assert lines[1].split()[-2:] == ["-", "1"]
+    assert lines[2].split()[-2:] == ["12", "3"]

@@ -226,7 +226,8 @@ def test_ringnet_threads_block_signals(no_leaks, tmp_path):
     import threading
     with ringnet.Network(workers=1, control_dir=str(tmp_path)) as net:
         ours = [t for t in threading.enumerate() if t.name.startswith("ringnet-")]
-        assert {t.name for t in ours} == {f"ringnet-ctl-{net.id}", "ringnet-resolv-watch"}
+        assert {t.name for t in ours} == {f"ringnet-ctl-{net.id}", "ringnet-resolv-watch",
+                                          "ringnet-hostaddr-watch"}
         wanted = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD,
                   signal.SIGUSR1, signal.SIGALRM}
         for t in ours:

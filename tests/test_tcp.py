@@ -23,11 +23,12 @@ import psutil
 import pytest
 
 import ringnet
-from conftest import needs_userns
+from conftest import HANG_S, counter_reaches, needs_userns, wait_until, worker_counter
 
 pytestmark = needs_userns
 
 GW4, GW6 = "10.0.2.2", "fd00::2"
+# Socket timeouts in the scripts run inside (60 s) are hang detectors, like HANG_S.
 MIB = 1 << 20
 GIB = 1 << 30
 
@@ -40,23 +41,11 @@ def free_port() -> int:
     return port
 
 
-def worker_sum(net, name: str) -> int:
-    return sum(w[name] for w in net.counters()["workers"])
-
-
 def worker_tcp_sockets(net) -> int:
     n = 0
     for pid in net.worker_pids:
         n += len([c for c in psutil.Process(pid).net_connections(kind="tcp")])
     return n
-
-
-def wait_until(pred, timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def run_inside(net, code: str, timeout: float = 120) -> str:
@@ -102,7 +91,7 @@ class Server:
         except Exception as e:  # reported by the test
             self.errors.append(repr(e))
 
-    def join(self, timeout: float = 60) -> None:
+    def join(self, timeout: float = HANG_S) -> None:
         deadline = time.monotonic() + timeout
         for t in list(self.threads):
             t.join(max(0.0, deadline - time.monotonic()))
@@ -155,15 +144,15 @@ def test_iperf3_through_gateway(mtu, reverse):
     try:
         with ringnet.Network(allow_host_loopback=True, workers=2, mtu=mtu) as n:
             wait_until(lambda: any(c.laddr.port == port for c in psutil.net_connections("tcp")
-                                   if c.status == psutil.CONN_LISTEN), what="iperf3 server")
+                                   if c.status == psutil.CONN_LISTEN), "iperf3 server")
             argv = ["iperf3", "-c", GW4, "-p", str(port), "-t", "2", "-J"] + (["-R"] if reverse else [])
-            r = n.run(argv, capture_output=True, timeout=60)
+            r = n.run(argv, capture_output=True, timeout=2 * HANG_S)
             assert r.returncode == 0, r.stdout.decode()[-2000:] + r.stderr.decode()
             end = json.loads(r.stdout)["end"]
-            gbit = end["sum_received"]["bits_per_second"] / 1e9
+            # No rate is asserted (it depends on the machine's load): the rate is a
+            # benchmark figure (perf/); this checks that a real tool's stream works
             assert end["sum_received"]["bytes"] > 0
-            assert gbit > 0.3, f"{gbit:.2f} Gbit/s"
-            assert worker_sum(n, "tcp_established") >= 2  # control and data connections
+            assert counter_reaches(n, "tcp_established", 2) >= 2  # control and data
     finally:
         srv.kill()
         srv.wait()
@@ -192,13 +181,14 @@ def test_http_fetch(net, tmp_path, family):
         host = f"[{GW6}]" if family == socket.AF_INET6 else GW4
         url = f"http://{host}:{httpd.server_address[1]}/blob"
         if shutil.which("curl"):
-            r = net.run(["curl", "--fail", "-sS", "--max-time", "30", url], capture_output=True,
-                        timeout=60)
+            r = net.run(["curl", "--fail", "-sS", "--max-time", str(int(HANG_S)), url],
+                        capture_output=True, timeout=2 * HANG_S)
             assert r.returncode == 0, r.stderr.decode()
             got = r.stdout
         else:
             code = f"import sys, urllib.request; sys.stdout.buffer.write(urllib.request.urlopen({url!r}).read())"
-            got = net.run([sys.executable, "-c", code], capture_output=True, timeout=60).stdout
+            got = net.run([sys.executable, "-c", code], capture_output=True,
+                          timeout=2 * HANG_S).stdout
         assert hashlib.sha256(got).hexdigest() == hashlib.sha256(body).hexdigest()
     finally:
         httpd.shutdown()
@@ -326,8 +316,8 @@ def test_200_concurrent_connections_random_sizes(net):
         srv.join()
         assert out.split() == ["200", "200"]
         assert not srv.errors and srv.results == [True] * 200
-        wait_until(lambda: worker_sum(net, "flows_open_tcp") == 0, 5, "flows to close")
-        wait_until(lambda: worker_tcp_sockets(net) == 0, 5, "host sockets to close")
+        wait_until(lambda: worker_counter(net, "flows_open_tcp") == 0, "flows to close")
+        wait_until(lambda: worker_tcp_sockets(net) == 0, "host sockets to close")
     finally:
         srv.close()
 
@@ -341,7 +331,7 @@ def random_bytes(seed: int, n: int) -> bytes:
 
 HALF_CLOSE_NS = r'''
 import hashlib, os, socket
-s = socket.create_connection(({host!r}, {port}), timeout=30)
+s = socket.create_connection(({host!r}, {port}), timeout=60)
 req = os.urandom(1 << 20)
 s.sendall(req)
 s.shutdown(socket.SHUT_WR)           # the namespace side stops writing...
@@ -373,7 +363,7 @@ def test_half_close_namespace_shuts_write(net):
 
 HALF_CLOSE_HOST = r'''
 import hashlib, os, socket
-s = socket.create_connection(({host!r}, {port}), timeout=30)
+s = socket.create_connection(({host!r}, {port}), timeout=60)
 h, n = hashlib.sha256(), 0
 while True:                          # the host shuts down writing first
     d = s.recv(1 << 20)
@@ -405,28 +395,31 @@ def test_half_close_host_shuts_write(net):
 
 
 REFUSED = r'''
-import socket, time
+import errno, socket
 for host in ({gw4!r}, {gw6!r}):
-    t = time.monotonic()
     try:
-        socket.create_connection((host, {port}), timeout=5)
+        socket.create_connection((host, {port}), timeout=60)
         print("connected")
-    except ConnectionRefusedError:
-        print("refused %.4f" % (time.monotonic() - t))
+    except OSError as e:
+        print(type(e).__name__, errno.errorcode.get(e.errno, e.errno))
 '''
 
 
-def test_refused_port_econnrefused_fast(net):
+def test_refused_port_econnrefused(net):
+    """A closed host port: the worker's connect is refused and the namespace's connect
+    fails with ECONNREFUSED, from the RST the worker sends (a timeout would be
+    TimeoutError)."""
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s6 = socket.socket(socket.AF_INET6)
     s6.bind(("::1", port))  # the same port, closed on both families
     try:
-        out = run_inside(net, REFUSED.format(gw4=GW4, gw6=GW6, port=port)).split("\n")
-        for line in filter(None, out):
-            word, took = line.split()
-            assert word == "refused" and float(took) < 0.1, line
+        refused, rst = (worker_counter(net, k) for k in ("tcp_connect_refused", "tcp_rst_sent"))
+        out = run_inside(net, REFUSED.format(gw4=GW4, gw6=GW6, port=port)).splitlines()
+        assert out == ["ConnectionRefusedError ECONNREFUSED"] * 2
+        assert counter_reaches(net, "tcp_connect_refused", refused + 2) == refused + 2
+        assert counter_reaches(net, "tcp_rst_sent", rst + 2) >= rst + 2
     finally:
         s.close()
         s6.close()
@@ -434,7 +427,7 @@ def test_refused_port_econnrefused_fast(net):
 
 RESET = r'''
 import socket
-s = socket.create_connection(({host!r}, {port}), timeout=10)
+s = socket.create_connection(({host!r}, {port}), timeout=60)
 s.sendall(b"hello")
 try:
     while s.recv(100):
@@ -460,7 +453,7 @@ def test_host_rst_reaches_app(net):
 CONNECT = r'''
 import socket
 try:
-    socket.create_connection(({host!r}, {port}), timeout=5)
+    socket.create_connection(({host!r}, {port}), timeout=60)
     print("connected")
 except OSError as e:
     print(type(e).__name__)
@@ -473,7 +466,7 @@ def test_host_loopback_refused_by_default():
         with ringnet.Network(workers=1) as n:
             out = run_inside(n, CONNECT.format(host=GW4, port=srv.port)).strip()
             assert out in ("ConnectionRefusedError", "OSError")
-            assert worker_sum(n, "policy_refused") == 1
+            assert counter_reaches(n, "policy_refused", 1) == 1
         assert srv.accepted == 0
     finally:
         srv.close()
@@ -485,7 +478,7 @@ SEQUENTIAL = r'''
 import socket
 ok = 0
 for i in range({n}):
-    s = socket.create_connection(({host!r}, {port}), timeout=10)
+    s = socket.create_connection(({host!r}, {port}), timeout=60)
     s.sendall(b"x")
     assert s.recv(1) == b"y"
     s.close()
@@ -506,9 +499,9 @@ def test_2000_sequential_connections_with_1024_fds():
             psutil.Process(wpid).rlimit(psutil.RLIMIT_NOFILE, (1024, 1024))
             out = run_inside(n, SEQUENTIAL.format(host=GW4, port=srv.port, n=2000), 300)
             assert out.strip() == "2000"
-            assert psutil.Process(wpid).num_fds() < 64
-            assert worker_sum(n, "tcp_established") == 2000
-            wait_until(lambda: worker_tcp_sockets(n) == 0, 5, "host sockets to close")
+            assert counter_reaches(n, "tcp_established", 2000) == 2000
+            wait_until(lambda: worker_tcp_sockets(n) == 0, "host sockets to close")
+            assert psutil.Process(wpid).num_fds() < 64  # nothing else left behind
     finally:
         srv.close()
 
@@ -517,9 +510,9 @@ CAP = r'''
 import socket
 held = []
 for i in range({cap}):
-    held.append(socket.create_connection(({host!r}, {port}), timeout=10))
+    held.append(socket.create_connection(({host!r}, {port}), timeout=60))
 try:
-    socket.create_connection(({host!r}, {port}), timeout=10)
+    socket.create_connection(({host!r}, {port}), timeout=60)
     print("over the cap")
 except ConnectionRefusedError:
     print("refused")
@@ -540,7 +533,7 @@ def test_flow_cap_refuses_new_keeps_established():
         with ringnet.Network(allow_host_loopback=True, workers=1, max_flows=16) as n:
             out = run_inside(n, CAP.format(host=GW4, port=srv.port, cap=16)).split("\n")
             assert out[:2] == ["refused", "alive 16"]
-            assert worker_sum(n, "flows_refused_cap") == 1
+            assert counter_reaches(n, "flows_refused_cap", 1) == 1
     finally:
         srv.close()
 
@@ -553,10 +546,10 @@ def test_one_gib_both_ways_with_faults():
     with ringnet.Network(allow_host_loopback=True, workers=2, faults=faults) as n:
         upload(n, GIB, timeout=400)
         download(n, GIB, timeout=400)
-        c = {k: worker_sum(n, k) for k in ("fault_drop_in", "fault_dup_in", "fault_hold_in",
+        c = {k: worker_counter(n, k) for k in ("fault_drop_in", "fault_dup_in", "fault_hold_in",
                                            "fault_drop_out", "fault_dup_out", "fault_hold_out")}
         assert all(v > 0 for v in c.values()), c
-        assert worker_sum(n, "tcp_retransmits") > 0
+        assert worker_counter(n, "tcp_retransmits") > 0
 
 
 MALFORMED_TCP = r'''
@@ -595,12 +588,12 @@ def test_malformed_tcp_frames_counted_live_flow_unaffected(net):
         host_code = DOWNLOAD.format(host=GW4, port=srv.port)
         live = net.spawn([sys.executable, "-c", host_code], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
-        wait_until(lambda: srv.accepted == 1, 10, "the live flow")
-        before = {k: worker_sum(net, k) for k in ("drop_tcp_header", "drop_tcp_options",
+        wait_until(lambda: srv.accepted == 1, "the live flow")
+        before = {k: worker_counter(net, k) for k in ("drop_tcp_header", "drop_tcp_options",
                                                   "drop_tcp_flags", "drop_tcp_port",
                                                   "drop_tcp_csum", "drop_tcp_no_flow")}
         r = net.run([sys.executable, "-c", MALFORMED_TCP.replace("PORT", str(srv.port))],
-                    capture_output=True, timeout=60,
+                    capture_output=True, timeout=2 * HANG_S,
                     env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.abspath(__file__))))
         assert r.returncode == 0, r.stderr.decode()
         out, err = live.communicate(timeout=120)
@@ -609,15 +602,15 @@ def test_malformed_tcp_frames_counted_live_flow_unaffected(net):
         n, digest = out.decode().split()
         assert int(n) == 256 * MIB and [digest] == srv.results
         for k, v in before.items():
-            assert worker_sum(net, k) > v, k
+            assert worker_counter(net, k) > v, k
         assert not net.failed_children()
     finally:
         srv.close()
 
 
 def test_no_host_sockets_after_flows_close(net):
-    wait_until(lambda: worker_sum(net, "flows_open_tcp") == 0, 5, "flows to close")
-    assert worker_tcp_sockets(net) == 0
+    wait_until(lambda: worker_counter(net, "flows_open_tcp") == 0, "flows to close")
+    wait_until(lambda: worker_tcp_sockets(net) == 0, "host sockets to close")
     for pid in net.worker_pids:
         kinds = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
         assert not [k for k in kinds if k.startswith("socket:")

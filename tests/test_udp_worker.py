@@ -9,6 +9,7 @@ upstream on loopback.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import struct
@@ -19,6 +20,8 @@ import pytest
 from ringnet._ringnet_c import ffi, lib
 
 import frames as F
+from conftest import HANG_S, wait_until
+from localdns import build_query
 from test_worker_input import (DNS4, DNS6, GUEST4, GUEST6, GW4, GW6, NAMES, Harness, Shm,
                                params)
 
@@ -60,23 +63,29 @@ class UdpHarness(Harness):
         assert self.push(*frms) == len(frms)
         assert self.poll() >= len(frms)
 
-    def run(self, ms: int = 50) -> None:
-        """Let the event loop serve host sockets and timers for a while."""
-        deadline = time.monotonic() + ms / 1000
-        while True:
-            left = int((deadline - time.monotonic()) * 1000)
-            if left <= 0:
-                break
-            rc = lib.rn_worker_run(self.w, left)
-            assert rc >= 0, os.strerror(-rc)
+    def serve(self) -> None:
+        """One pass of the event loop that does not block: it serves what is pending
+        now (host socket events, due timers)."""
+        rc = lib.rn_worker_run(self.w, 0)
+        assert rc >= 0, os.strerror(-rc)
 
-    def frames(self, n: int, timeout: float = 5.0) -> list[bytes]:
+    def run_until(self, cond, what: str) -> None:
+        """Run the event loop until ``cond()``; HANG_S only turns a hang into a failure."""
+        def served() -> bool:
+            rc = lib.rn_worker_run(self.w, 5)
+            assert rc >= 0, os.strerror(-rc)
+            return cond()
+        if not cond():
+            wait_until(served, what, interval=0)
+
+    def frames(self, n: int) -> list[bytes]:
         """Run the loop until n frames came out of to_ns; return them."""
         out: list[bytes] = []
-        deadline = time.monotonic() + timeout
-        while len(out) < n and time.monotonic() < deadline:
-            self.run(10)
-            out += self.pop()
+
+        def got() -> bool:
+            out.extend(self.pop())
+            return len(out) >= n
+        self.run_until(got, f"{n} frames")
         assert len(out) == n, f"{len(out)} frames, expected {n}"
         return out
 
@@ -90,9 +99,36 @@ def h():
 def server(family: int = 4, port: int = 0) -> socket.socket:
     s = socket.socket(socket.AF_INET6 if family == 6 else socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("::1" if family == 6 else "127.0.0.1", port))
-    s.settimeout(5)
+    s.settimeout(HANG_S)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     return s
+
+
+@contextlib.contextmanager
+def one_cpu():
+    """Keep this thread on one CPU: loopback then delivers what it sends in order,
+    through that CPU's backlog, whatever the destination socket."""
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(allowed)})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
+def delivered(family: int = 4, reactions: int = 0) -> None:
+    """Return once everything this thread sent on loopback before (on one_cpu()) sits in
+    its destination socket: a marker sent after it to a socket of ours has arrived.
+    Loopback delivery normally completes within sendto(), but a busy CPU may leave it to
+    ksoftirqd; the marker waits for that, where a sleep would only hope.
+
+    ``reactions``: what the kernel sends in answer to those packets (an ICMP error for
+    a datagram to a closed port) joins the queue behind the marker; one more marker per
+    round of answers waits for them too."""
+    with server(family) as probe:
+        for _ in range(1 + reactions):
+            probe.sendto(b"marker", probe.getsockname())
+            assert probe.recv(10) == b"marker"
 
 
 def udp4(sport, dport, payload=b"", dst=GW4, **ip):
@@ -185,7 +221,7 @@ def test_datagrams_from_another_host_are_dropped(h):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
             stranger.bind(("127.0.0.2", 0))
             stranger.sendto(b"spoof", peer)
-        h.run(100)
+        h.run_until(lambda: h.counters()["host_drops"] >= 1, "the stranger's datagram")
         assert h.pop() == []
         assert h.counters()["host_drops"] == 1
 
@@ -292,6 +328,50 @@ def test_dns_upstreams_can_be_replaced():
             assert icmp_error(err)[:2] == (3, 3)  # no upstream: port unreachable
 
 
+def closed_port() -> int:
+    """A loopback UDP port where nothing listens (the kernel answers port unreachable)."""
+    with server() as probe:
+        return probe.getsockname()[1]
+
+
+def test_dns_port_unreachable_fails_over_before_the_timer():
+    """The first upstream answers a query with ICMP port unreachable: the worker resends
+    it to the second within the same pass of its loop that reads the error, without
+    waiting for the failover timer (RN_DNS_FAILOVER_MS, 1 s), and the namespace never
+    sees the error.
+
+    The timer could only have fired in a pass a full second after the query: the time
+    around the attempt bounds the worker's clock, and an attempt that a stalled machine
+    made that slow proves nothing and is made again, with a new worker."""
+    query = build_query("example.test", qid=0x5151)
+    t_end = time.monotonic() + HANG_S
+    while time.monotonic() < t_end:
+        with server() as good, \
+                UdpHarness(allow=False, dns=[("127.0.0.1", closed_port()),
+                                             ("127.0.0.1", good.getsockname()[1])]) as h:
+            with one_cpu():
+                t0 = time.monotonic()
+                h.send(udp4(5300, 53, query, dst=DNS4))  # to the first upstream
+                delivered(reactions=1)  # its port unreachable is queued on the flow's socket
+                h.serve()  # one pass: the worker reads the error
+                t1 = time.monotonic()
+            if t1 - t0 >= 0.99:
+                continue
+            good.settimeout(0)
+            data, peer = good.recvfrom(100)  # already there: resent in that pass
+            assert data == query
+            c = h.counters()
+            assert (c["dns_failovers"], c["dns_resends"], c["icmp_errors_out"]) == (1, 1, 0)
+            assert h.pop() == []
+            # the answer comes back from the second upstream, as if from the DNS address
+            good.sendto(b"answer", peer)
+            [frm] = h.frames(1)
+            p = complete(frm)
+            assert p.src == F.addr(DNS4) and udp_fields(p) == (53, 5300, 14, b"answer")
+            return
+    raise AssertionError("every attempt stalled for a second")
+
+
 # --- refusals and ICMP errors -------------------------------------------------------
 
 
@@ -337,10 +417,12 @@ def test_closed_host_port_gives_port_unreachable(h, family):
                                        F.addr(GW6 if family == 6 else GW4), F.PROTO_UDP)
     assert q.payload[:4] == struct.pack("!HH", 40006, port)
     assert q.payload[8:] == b"anyone?"
-    # The socket's error was consumed: no busy loop, and the flow still works
-    h.run(50)
+    # The socket's error was consumed: further passes of the loop find no event on it
+    events = h.counters()["host_events"]
+    for _ in range(20):
+        h.serve()
     assert h.pop() == []
-    assert h.counters()["host_events"] < 10
+    assert h.counters()["host_events"] == events
 
 
 # --- bad input ------------------------------------------------------------------------
@@ -402,30 +484,63 @@ def test_flood_of_new_flows_stays_under_the_cap_and_expires():
     with server() as srv, UdpHarness(max_flows=16, udp_timeout_ms=200) as h:
         port = srv.getsockname()[1]
         fds = open_fds()
-        for i in range(5):
-            h.send(*[udp4(10000 + 40 * i + j, port, b"f") for j in range(40)])
+        # One intake pass (40 frames, fewer than RN_WORKER_BATCH) reads the clock once:
+        # no flow it opens can expire before the cap is reached
+        h.send(*[udp4(10000 + j, port, b"f") for j in range(40)])
         c = h.counters()
-        assert c["flows_open_udp"] == 16
-        assert c["udp_in"] == 16 and c["flows_refused_cap"] == 200 - 16
+        assert (c["flows_open_udp"], c["udp_in"], c["flows_refused_cap"]) == (16, 16, 24)
         assert open_fds() == fds + 16
-        time.sleep(0.25)
-        h.run(100)
-        c = h.counters()
-        assert c["flows_open_udp"] == 0 and open_fds() == fds
+        for i in range(1, 5):
+            h.send(*[udp4(10000 + 40 * i + j, port, b"f") for j in range(40)])
+            # Flows may expire between two batches if the machine stalls for 200 ms; new
+            # ones then take their place, never more than the cap
+            c = h.counters()
+            assert c["flows_open_udp"] <= 16 and open_fds() == fds + c["flows_open_udp"]
+            assert c["udp_in"] + c["flows_refused_cap"] == 40 * (i + 1)
+        h.run_until(lambda: h.counters()["flows_open_udp"] == 0, "the flows to expire")
+        assert open_fds() == fds
         h.send(udp4(9999, port, b"again"))  # room again after expiry
         assert h.counters()["flows_open_udp"] == 1
 
 
 def test_traffic_keeps_a_flow_alive():
-    with server() as srv, UdpHarness(udp_timeout_ms=300) as h2:
+    """A flow whose datagrams never pause for as long as its timeout outlives that
+    timeout (one flow, one host socket, through twice the timeout); once they stop,
+    it expires.
+
+    The worker's clock is the real one, so a busy machine may stall this test between
+    two datagrams for longer than the timeout; the flow may then rightly expire and the
+    attempt proves nothing. The time read before each send bounds the worker's view of
+    the gap, so such an attempt is recognised, and made again with a new flow."""
+    timeout = 0.3
+    with server() as srv, UdpHarness(udp_timeout_ms=int(timeout * 1000)) as h:
         port = srv.getsockname()[1]
-        for i in range(6):
-            h2.send(udp4(40008, port, b"%d" % i))
-            h2.run(100)
-        assert h2.counters()["flows_open_udp"] == 1
-        assert len({srv.recvfrom(10)[1] for _ in range(6)}) == 1  # one host socket all along
-        h2.run(450)
-        assert h2.counters()["flows_open_udp"] == 0
+        t_end = time.monotonic() + HANG_S
+        for sport in range(41000, 42000):
+            assert time.monotonic() < t_end, "every attempt stalled for the timeout"
+            stalled = False
+            t_first = t_prev = time.monotonic()
+            h.send(udp4(sport, port, b"0"))
+            sent = 1
+            while t_prev - t_first < 2 * timeout:
+                target = t_prev + timeout / 4
+                h.run_until(lambda: time.monotonic() >= target, "time to pass")
+                t = time.monotonic()
+                h.send(udp4(sport, port, b"%d" % sent))
+                sent += 1
+                # The flow cannot have expired if the worker read its clock (in ms)
+                # less than the timeout after the previous datagram
+                if t - t_prev >= timeout - 0.002:
+                    stalled = True
+                t_prev = t
+            got = [srv.recvfrom(10) for _ in range(sent)]
+            assert [d for d, _ in got] == [b"%d" % i for i in range(sent)]
+            if not stalled:
+                break
+            h.run_until(lambda: h.counters()["flows_open_udp"] == 0, "the flow to expire")
+        assert h.counters()["flows_open_udp"] == 1
+        assert len({peer for _, peer in got}) == 1  # one host socket all along
+        h.run_until(lambda: h.counters()["flows_open_udp"] == 0, "the flow to expire")
 
 
 # --- backpressure -----------------------------------------------------------------------
@@ -437,17 +552,21 @@ def test_full_namespace_ring_pauses_reading_without_loss():
         h.send(udp4(40009, port, b"open"))
         _, peer = srv.recvfrom(10)
         payloads = [bytes([i]) * 40000 for i in range(12)]
-        got: list[bytes] = []
-        for i, p in enumerate(payloads):
-            srv.sendto(p, peer)
-            if i % 2:
-                h.run(20)  # the ring fills up: the worker stops reading
+        with one_cpu():
+            for i in range(0, len(payloads), 2):
+                srv.sendto(payloads[i], peer)
+                srv.sendto(payloads[i + 1], peer)
+                delivered()
+                h.serve()  # reads both if the ring has room
+        # 12 datagrams of 40 kB: the ring (512 kB, room kept for a 64 kB frame) fills
+        # up, and the worker stops reading
         assert h.counters()["room_waits"] >= 1
-        deadline = time.monotonic() + 10
-        while len(got) < len(payloads) and time.monotonic() < deadline:
-            got += [udp_fields(complete(f))[3] for f in h.pop()]
-            h.poll()
-            h.run(10)
+        got: list[bytes] = []
+
+        def all_in() -> bool:
+            got.extend(udp_fields(complete(f))[3] for f in h.pop())  # makes room
+            return len(got) >= len(payloads)
+        h.run_until(all_in, "every datagram")
         assert got == payloads
         assert h.counters()["host_drops"] == 0
 
@@ -495,9 +614,10 @@ def test_equal_datagrams_become_one_uso_frame():
         h.send(udp4(40010, port, b"open"))
         _, peer = srv.recvfrom(10)
         msgs = [bytes([i]) * 1000 for i in range(10)] + [b"short", b"other"]
-        for m in msgs:
-            srv.sendto(m, peer)
-        time.sleep(0.05)  # all queued before the worker reads: one recvmmsg
+        with one_cpu():
+            for m in msgs:
+                srv.sendto(m, peer)
+            delivered()  # all queued before the worker reads: one recvmmsg
         frms = h.frames(2)
         p = F.parse(frms[0])
         flags, gso_type, hdr_len, gso_size, start, offset, _ = struct.unpack("<BBHHHHH", p.vnet)
@@ -519,9 +639,10 @@ def test_without_uso_every_datagram_is_a_frame(h):
         port = srv.getsockname()[1]
         h.send(udp4(40011, port, b"open"))
         _, peer = srv.recvfrom(10)
-        for i in range(5):
-            srv.sendto(b"%d" % i * 100, peer)
-        time.sleep(0.05)
+        with one_cpu():
+            for i in range(5):
+                srv.sendto(b"%d" % i * 100, peer)
+            delivered()  # all queued: one recvmmsg, and still one frame each
         frms = h.frames(5)
         assert [udp_fields(complete(f))[3] for f in frms] == [b"%d" % i * 100 for i in range(5)]
         assert h.counters()["udp_uso_out"] == 0
