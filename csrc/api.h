@@ -20,6 +20,7 @@
 #include "policy.h"
 #include "udp.h"
 #include "tcp.h"
+#include "forward.h"
 #include "pump.h"
 #include "sandbox.h"
 

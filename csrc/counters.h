@@ -124,6 +124,9 @@
 	X(tcp_idle_timeouts,	"TCP flows reset after the idle timeout") \
 	X(tcp_fin_timeouts,	"TCP flows reset after the FIN timeout") \
 	X(tcp_ring_full,	"TCP control segments lost: namespace ring full") \
+	X(fwd_accepted,		"connections accepted on forwarded host ports") \
+	X(fwd_handoffs,		"forwarded connections handed to the worker owning them") \
+	X(fwd_refused,		"forwarded connections reset: no flow could be opened") \
 	X(fault_drop_in,	"frames from the namespace dropped by the fault injector") \
 	X(fault_dup_in,		"frames from the namespace duplicated by the fault injector") \
 	X(fault_hold_in,	"frames from the namespace reordered by the fault injector") \

@@ -50,6 +50,8 @@
  * @RN_FLOW_TCP:	tcp.c
  * @RN_FLOW_UDP:	udp.c
  * @RN_FLOW_ICMP:	ICMP echo forwarding
+ * @RN_FLOW_FWD:	a forward's listening or handoff socket (forward.c):
+ *			in the worker's epoll only, never in the table
  * @RN_FLOW_TYPES:	number of types
  */
 enum rn_flow_type {
@@ -57,6 +59,7 @@ enum rn_flow_type {
 	RN_FLOW_TCP,
 	RN_FLOW_UDP,
 	RN_FLOW_ICMP,
+	RN_FLOW_FWD,
 	RN_FLOW_TYPES
 };
 

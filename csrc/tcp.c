@@ -33,6 +33,8 @@
  * state: a segment for no flow (CLOSED) opens one or gets a RST; RST and SYN
  * are checked first in every state; CONNECTING has nothing to acknowledge
  * yet; SYN_RCVD needs the ACK of our SYN-ACK, which moves it to ESTABLISHED;
+ * SYN_SENT (our active open for a forwarded port) needs the namespace's
+ * SYN-ACK (rn_tcp_syn_sent_in());
  * TIME_WAIT only re-acknowledges a FIN; the synchronised states share the
  * sequence, ACK and data checks (rn_tcp_seq_in()). A flow moves only through
  * rn_tcp_go(), which takes the next state from the table in tcp_fsm.c, or
@@ -203,6 +205,52 @@ static void rn_tcp_synced_in(struct rn_worker *w, struct rn_tcp_flow *c, struct 
 }
 
 /**
+ * rn_tcp_syn_sent_in() - a segment on a flow in SYN_SENT (our active open)
+ * @w:		worker
+ * @c:		flow in SYN_SENT
+ * @k:		its key
+ * @s:		the segment; its outcome is recorded in @s->ctr
+ *
+ * RFC 793 (SYN-SENT) with RFC 5961: an ACK that does not acknowledge our SYN
+ * gets a RST (unless the segment is one); a RST counts only when its ACK
+ * acknowledges our SYN (the namespace refused: the client is reset); a
+ * SYN-ACK acknowledging our SYN completes the handshake; anything else (a
+ * bare SYN: no simultaneous open; segments without SYN) is dropped.
+ */
+static void rn_tcp_syn_sent_in(struct rn_worker *w, struct rn_tcp_flow *c,
+			       const struct rn_flow_key *k, struct rn_tcp_seg *s)
+{
+	int ack_ok = (s->flags & RN_TCP_ACK) && s->ack == c->iss + 1;
+
+	if ((s->flags & RN_TCP_ACK) && !ack_ok) {
+		if (!(s->flags & RN_TCP_RST))
+			rn_tcp_rst_key(w, k, s->ack, 0, 0);
+		s->ctr = (s->flags & RN_TCP_RST) ? RN_WCTR_drop_tcp_rst : RN_WCTR_drop_tcp_ack;
+		return;
+	}
+	if (s->flags & RN_TCP_RST) {
+		if (!ack_ok) {
+			s->ctr = RN_WCTR_drop_tcp_rst;
+			return;
+		}
+		rn_ctr_add(w->ctr, RN_WCTR_tcp_rst_received, 1);
+		rn_tcp_close(w, c, 0, 1);
+		s->ctr = RN_WCTR_tcp_segments_in;
+		return;
+	}
+	if (!(s->flags & RN_TCP_SYN)) {
+		s->ctr = RN_WCTR_drop_tcp_ack;
+		return;
+	}
+	if (!ack_ok) {
+		s->ctr = RN_WCTR_drop_tcp_syn;
+		return;
+	}
+	s->ctr = RN_WCTR_tcp_segments_in;
+	rn_tcp_synack_in(w, c, s);
+}
+
+/**
  * rn_tcp_no_flow() - a segment that finds no flow (CLOSED)
  * @w:		worker
  * @k:		its key
@@ -259,6 +307,10 @@ int rn_tcp_input(struct rn_worker *w, struct rn_frame *f)
 	c = rn_tcp_of(fl);
 	c->f.last = w->now;
 
+	if (c->f.state == RN_TCP_SYN_SENT) {
+		rn_tcp_syn_sent_in(w, c, &k, &s);
+		return w->err ? w->err : s.ctr;
+	}
 	if (s.flags & RN_TCP_RST) {
 		rn_tcp_rst_in(w, c, &s);
 		return w->err ? w->err : s.ctr;
@@ -316,6 +368,13 @@ static void rn_tcp_event(struct rn_worker *w, struct rn_flow *fl, uint32_t event
 		if (!err && (events & (EPOLLERR | EPOLLHUP)))
 			err = ECONNRESET;
 		rn_tcp_connect_done(w, c, err);
+		return;
+	}
+	if (c->f.state == RN_TCP_SYN_SENT) {
+		/* Only errors are watched: the client gave up before the
+		 * namespace answered */
+		if (events & (EPOLLERR | EPOLLHUP))
+			rn_tcp_host_error(w, c, -ECONNRESET);
 		return;
 	}
 	if (events & EPOLLERR) {

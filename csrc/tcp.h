@@ -2,7 +2,9 @@
  *
  * For worker.c: rn_tcp_input() takes validated TCP frames, rn_tcp_ops is the
  * flow type's event, timer, room, flush and release hooks, rn_tcp_free() frees
- * the worker's TCP state once its flows are closed.
+ * the worker's TCP state once its flows are closed. For forward.c:
+ * rn_tcp_connect_ns() opens a connection towards the namespace for an
+ * accepted host socket.
  *
  * The TCP lifecycle is described here once: enum rn_tcp_state is a flow's
  * state (struct rn_flow.state, also what flow statistics show), enum
@@ -32,8 +34,9 @@
  * @RN_TCP_LAST_ACK:	CLOSE_WAIT, then host EOF: waiting for our FIN's ACK
  * @RN_TCP_TIME_WAIT:	host socket closed; lingering to re-ACK a FIN (the
  *			namespace's FIN came after ours was acknowledged)
- * @RN_TCP_SYN_SENT:	active open towards the namespace (reserved for
- *			inbound port forwarding: no flow enters it yet)
+ * @RN_TCP_SYN_SENT:	active open towards the namespace (inbound port
+ *			forwarding, forward.c): our SYN sent, waiting for the
+ *			SYN-ACK
  * @RN_TCP_NSTATES:	number of states
  */
 enum rn_tcp_state {
@@ -114,6 +117,7 @@ enum rn_tcp_legal {
  * @RN_TCP_R_RST:	a RST
  * @RN_TCP_R_DATA:	host data
  * @RN_TCP_R_FIN:	our FIN
+ * @RN_TCP_R_SYN:	our SYN (active open)
  */
 enum rn_tcp_reply {
 	RN_TCP_R_NONE = 0,
@@ -122,6 +126,7 @@ enum rn_tcp_reply {
 	RN_TCP_R_RST,
 	RN_TCP_R_DATA,
 	RN_TCP_R_FIN,
+	RN_TCP_R_SYN,
 };
 
 /**
@@ -146,5 +151,6 @@ int rn_tcp_input(struct rn_worker *w, struct rn_frame *f);
 void rn_tcp_free(struct rn_worker *w);
 const char *rn_tcp_state_name(unsigned int state);
 const char *rn_tcp_event_name(unsigned int event);
+int rn_tcp_connect_ns(struct rn_worker *w, const struct rn_flow_key *k, int fd);
 
 #endif /* RN_TCP_H */

@@ -15,6 +15,15 @@
  * (shift RN_TCP_WS) and SACK-permitted, each only when the namespace offers
  * it. Timestamps are not implemented, so the SYN-ACK does not claim them.
  *
+ * Active open (inbound port forwarding, forward.c): rn_tcp_connect_ns()
+ * takes a host socket the worker accepted and starts a flow in SYN_SENT: our
+ * SYN offers MSS, window scaling and SACK-permitted, each kept only if the
+ * namespace's SYN-ACK offers it too; the SYN is resent on RTO up to
+ * RN_TCP_SYNACK_RETRIES times, then the client is reset. The accepted socket
+ * is watched only for errors until the SYN-ACK: client bytes wait in it and
+ * are pushed once the flow is ESTABLISHED, from where on it is an ordinary
+ * flow.
+ *
  * Closing: a FIN from the namespace (after all its data was taken) becomes
  * shutdown(SHUT_WR); EOF from the host becomes our FIN once all data before
  * it went out. When both FINs are done and ours is acknowledged, the host
@@ -50,7 +59,9 @@ void rn_tcp_close(struct rn_worker *w, struct rn_tcp_flow *c, int rst_ns, int rs
 	/* snd_max: what the namespace most likely expects next (exactly, unless
 	 * frames are in flight: then it answers with a challenge ACK, and that
 	 * ACK, finding no flow, gets a RST at the exact sequence number) */
-	if (rst_ns && c->f.state != RN_TCP_CONNECTING)
+	if (rst_ns && c->f.state == RN_TCP_SYN_SENT)
+		rn_tcp_rst_key(w, &c->f.key, c->snd_max, 0, 0);	/* nothing to acknowledge */
+	else if (rst_ns && c->f.state != RN_TCP_CONNECTING)
 		rn_tcp_rst_key(w, &c->f.key, c->snd_max, c->rcv_nxt, 1);
 	else if (rst_ns)
 		rn_tcp_rst_key(w, &c->f.key, 0, c->rcv_nxt, 1);
@@ -107,6 +118,9 @@ void rn_tcp_watch(struct rn_worker *w, struct rn_tcp_flow *c)
 		return;
 	if (c->f.state == RN_TCP_CONNECTING) {
 		ev |= EPOLLOUT;
+	} else if (c->f.state == RN_TCP_SYN_SENT) {
+		/* Client data and EOF wait for the handshake: only errors
+		 * (EPOLLERR, EPOLLHUP, always reported) */
 	} else if (rn_tcp_synced(c)) {
 		if (!rn_tcp_host_eof(c))
 			ev |= EPOLLIN | EPOLLRDHUP;
@@ -344,6 +358,22 @@ static int rn_tcp_evict_time_wait(struct rn_worker *w)
 }
 
 /**
+ * rn_tcp_new_isn() - an initial sequence number
+ * @w:		worker
+ * @c:		flow (its address stirs the fallback)
+ *
+ * Return: random, or a clock-based value when getrandom() has nothing
+ */
+static uint32_t rn_tcp_new_isn(struct rn_worker *w, const struct rn_tcp_flow *c)
+{
+	uint32_t isn;
+
+	if (getrandom(&isn, sizeof(isn), GRND_NONBLOCK) != sizeof(isn))
+		isn = (uint32_t)w->now * 2654435761u ^ (uint32_t)(uintptr_t)c;
+	return isn;
+}
+
+/**
  * rn_tcp_open() - a SYN for a new flow: policy, cap, socket, connect()
  * @w:		worker
  * @k:		flow key
@@ -395,8 +425,7 @@ int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, struct rn_tcp_
 		rn_dns_try_start(w, &c->dns, d.dns_up);
 	}
 
-	if (getrandom(&isn, sizeof(isn), GRND_NONBLOCK) != sizeof(isn))
-		isn = (uint32_t)w->now * 2654435761u ^ (uint32_t)(uintptr_t)c;
+	isn = rn_tcp_new_isn(w, c);
 	c->iss = isn;
 	c->snd_una = c->snd_nxt = c->snd_max = isn;
 	c->q_head = isn + 1;	/* host data starts after our SYN */
@@ -432,4 +461,129 @@ int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, struct rn_tcp_
 	rn_tcp_dns_deadline(w, c);
 	rn_tcp_arm(w, c);
 	return 0;
+}
+
+/**
+ * rn_tcp_connect_ns() - open a connection towards the namespace for a host socket
+ * @w:		worker that owns @k (rn_flow_owner_key() == its index)
+ * @k:		flow key as the namespace will see it: saddr/sport the namespace's
+ *		listening address and port, daddr/dport the client as shown inside
+ * @fd:		connected host socket (accepted on a forward), non-blocking;
+ *		owned by the flow on success, the caller's on failure
+ *
+ * The active open of inbound port forwarding (forward.c): the flow starts in
+ * SYN_SENT and sends our SYN with MSS, SACK-permitted and window scale; the
+ * namespace's SYN-ACK makes it ESTABLISHED (rn_tcp_syn_sent_in(), tcp.c),
+ * after which it is an ordinary flow. A flow lingering in TIME_WAIT on the
+ * same tuple is replaced.
+ *
+ * Return: 0, -EEXIST if a live flow has the tuple, -ENOSPC at the flow cap,
+ *	   -ENOMEM
+ */
+int rn_tcp_connect_ns(struct rn_worker *w, const struct rn_flow_key *k, int fd)
+{
+	struct rn_tcp_flow *c;
+	struct rn_flow *old;
+	int one = 1, zero = 0, rc;
+
+	old = rn_flowtab_lookup(&w->flows, k);
+	if (old && old->type == RN_FLOW_TCP && old->state == RN_TCP_TIME_WAIT)
+		rn_tcp_close(w, rn_tcp_of(old), 0, 0);
+	else if (old)
+		return -EEXIST;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->f.key = *k;
+	c->f.type = RN_FLOW_TCP;
+	c->f.fd = -1;
+	rc = rn_worker_flow_add(w, &c->f);
+	if (rc == -ENOSPC && rn_tcp_evict_time_wait(w))
+		rc = rn_worker_flow_add(w, &c->f);
+	if (rc) {
+		free(c);
+		return rc;
+	}
+	c->f.fd = fd;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &zero, sizeof(zero)))
+		c->flags |= RN_TCP_F_NO_PEEKOFF;
+	/* Offered in our SYN; kept only if the SYN-ACK offers them too */
+	c->flags |= RN_TCP_F_SACK | RN_TCP_F_WS;
+	c->our_ws = RN_TCP_WS;
+	c->iss = rn_tcp_new_isn(w, c);
+	c->snd_una = c->iss;
+	c->snd_nxt = c->snd_max = c->iss + 1;
+	c->q_head = c->iss + 1;
+	c->mss = (uint16_t)(w->p.mtu - rn_ip_hdr_len(k->family) - RN_TCP_HDR);
+	c->rto = RN_TCP_RTO_INIT;
+	/* The SYN's window (never scaled) until the SYN-ACK sets rcv_nxt */
+	c->rcv_nxt = 0;
+	c->rcv_edge = 65535;
+	c->f.state = RN_TCP_SYN_SENT;
+	c->f.last = w->now;
+	rn_tcp_end_deadline(w, c);
+	rn_tcp_watch(w, c);
+	if (c->f.flags & RN_FLOW_F_CLOSED)
+		return 0;
+	c->flags |= RN_TCP_F_RTT;
+	c->rtt_seq = c->iss;
+	c->rtt_ts = w->now;
+	rn_ctr_add(w->ctr, RN_WCTR_tcp_connects, 1);
+	/* A SYN lost to a full ring is sent again by the timer */
+	rn_tcp_send_ctl(w, c, RN_TCP_SYN, c->iss);
+	c->rto_at = w->now + c->rto;
+	rn_tcp_arm(w, c);
+	return 0;
+}
+
+/**
+ * rn_tcp_synack_in() - the namespace's SYN-ACK: SYN_SENT -> ESTABLISHED
+ * @w:		worker
+ * @c:		flow in SYN_SENT
+ * @s:		SYN-ACK acknowledging our SYN (ack == iss + 1)
+ *
+ * Takes the namespace's options (MSS, window scale, SACK-permitted: each
+ * kept only if both offered it), acknowledges the SYN-ACK and starts the
+ * data paths: client bytes that waited in the host socket are pushed at the
+ * end of the batch.
+ */
+void rn_tcp_synack_in(struct rn_worker *w, struct rn_tcp_flow *c, const struct rn_tcp_seg *s)
+{
+	rn_tcp_go(c, RN_TCP_EV_SYNACK);
+	c->irs = s->seq;
+	c->rcv_nxt = s->seq + 1;
+	c->rcv_edge = c->rcv_nxt;
+	c->snd_una = c->iss + 1;
+	c->snd_wnd = s->wnd;		/* never scaled in a SYN */
+	c->snd_wl1 = s->seq;
+	c->snd_wl2 = s->ack;
+	if (!s->sack_ok)
+		c->flags &= ~RN_TCP_F_SACK;
+	if (s->ws == 0xff) {
+		c->flags &= ~RN_TCP_F_WS;
+		c->our_ws = 0;
+	} else {
+		c->ns_ws = s->ws > 14 ? 14 : s->ws;
+	}
+	if (!s->mss)
+		c->mss = c->f.key.family == 6 ? 1220 : 536;
+	else if (s->mss < c->mss)
+		c->mss = s->mss < 64 ? 64 : s->mss;
+	c->retries = 0;
+	c->rto_at = 0;
+	if (c->flags & RN_TCP_F_RTT) {
+		rn_tcp_rtt_sample(c, (uint32_t)(w->now - c->rtt_ts));
+		c->flags &= ~RN_TCP_F_RTT;
+	}
+	rn_ctr_add(w->ctr, RN_WCTR_tcp_established, 1);
+	rn_tcp_wnd_update(c);
+	rn_tcp_send_ack(w, c);
+	rn_tcp_watch(w, c);
+	if (c->f.flags & RN_FLOW_F_CLOSED)
+		return;
+	rn_tcp_end_deadline(w, c);
+	rn_tcp_arm(w, c);
+	c->flags |= RN_TCP_F_MORE;
+	rn_worker_defer(w, &c->f);
 }

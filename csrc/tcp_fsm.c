@@ -16,9 +16,10 @@
  *
  * Reading a row: the namespace is the peer. Segment events are what the
  * namespace sends, host events what epoll reports for the host socket, timer
- * events the flow's deadlines. SYN_SENT (the worker opening a connection
- * towards the namespace, for inbound port forwarding) has its row reserved:
- * no code enters it yet.
+ * events the flow's deadlines. SYN_SENT is the worker opening a connection
+ * towards the namespace for a forwarded host port (forward.c,
+ * rn_tcp_connect_ns()): the host socket is the accepted client, watched only
+ * for errors until the namespace's SYN-ACK arrives.
  */
 #include "tcp_int.h"
 
@@ -202,21 +203,28 @@ const struct rn_tcp_rule rn_tcp_fsm[RN_TCP_NSTATES][RN_TCP_NEVENTS] = {
 		[RN_TCP_EV_TIMEOUT]	= OK(CLOSED, NONE, tcp_closed),
 	},
 	[RN_TCP_SYN_SENT] = {
-		[RN_TCP_EV_SYN]		= NEVER(SYN_SENT),
-		[RN_TCP_EV_SYNACK]	= NEVER(SYN_SENT),
-		[RN_TCP_EV_ACK]		= NEVER(SYN_SENT),
-		[RN_TCP_EV_DATA]	= NEVER(SYN_SENT),
-		[RN_TCP_EV_FIN]		= NEVER(SYN_SENT),
-		[RN_TCP_EV_RST]		= NEVER(SYN_SENT),
-		[RN_TCP_EV_RST_WIN]	= NEVER(SYN_SENT),
-		[RN_TCP_EV_ACK_UNSENT]	= NEVER(SYN_SENT),
-		[RN_TCP_EV_OLD]		= NEVER(SYN_SENT),
+		/* no simultaneous open: a bare SYN is dropped */
+		[RN_TCP_EV_SYN]		= NO(SYN_SENT, NONE, drop_tcp_syn),
+		[RN_TCP_EV_SYNACK]	= OK(ESTABLISHED, ACK, tcp_segments_in),
+		/* acknowledges our SYN but carries no SYN: dropped (RFC 793) */
+		[RN_TCP_EV_ACK]		= NO(SYN_SENT, NONE, drop_tcp_ack),
+		[RN_TCP_EV_DATA]	= NO(SYN_SENT, NONE, drop_tcp_ack),
+		[RN_TCP_EV_FIN]		= NO(SYN_SENT, NONE, drop_tcp_ack),
+		/* RST acknowledging our SYN: the namespace refused; client reset */
+		[RN_TCP_EV_RST]		= OK(CLOSED, NONE, tcp_segments_in),
+		/* a RST that does not acknowledge our SYN (RFC 5961) */
+		[RN_TCP_EV_RST_WIN]	= NO(SYN_SENT, NONE, drop_tcp_rst),
+		/* acknowledges what we never sent: a RST at its ACK (RFC 793) */
+		[RN_TCP_EV_ACK_UNSENT]	= NO(SYN_SENT, RST, drop_tcp_ack),
+		[RN_TCP_EV_OLD]		= NO(SYN_SENT, NONE, drop_tcp_ack),
+		/* client data and EOF are not watched before the handshake */
 		[RN_TCP_EV_READABLE]	= NEVER(SYN_SENT),
 		[RN_TCP_EV_EOF]		= NEVER(SYN_SENT),
 		[RN_TCP_EV_WRITABLE]	= NEVER(SYN_SENT),
-		[RN_TCP_EV_ERROR]	= NEVER(SYN_SENT),
-		[RN_TCP_EV_RTO]		= NEVER(SYN_SENT),
-		[RN_TCP_EV_TIMEOUT]	= NEVER(SYN_SENT),
+		/* the client reset or closed: the namespace's half-open is reset */
+		[RN_TCP_EV_ERROR]	= OK(CLOSED, RST, tcp_host_errors),
+		[RN_TCP_EV_RTO]		= OK(SYN_SENT, SYN, tcp_retransmits),
+		[RN_TCP_EV_TIMEOUT]	= OK(CLOSED, RST, tcp_idle_timeouts),
 	},
 };
 

@@ -8,7 +8,8 @@
  *   tcp_wire.c	wire format: parse, build, SACK option, control segments, RST
  *   tcp_recv.c	namespace -> host: ACK processing, window, hold buffers
  *   tcp_send.c	host -> namespace: peek, push, retransmit, loss probe
- *   tcp_conn.c	connection: socket, connect, DNS retry, open, close, TIME_WAIT
+ *   tcp_conn.c	connection: socket, connect, DNS retry, open, active open
+ *		towards the namespace (SYN_SENT), close, TIME_WAIT
  *
  * Return convention of the functions below: 0 or a count on success, a
  * negative errno on failure (what failure means is in each contract); the
@@ -378,5 +379,6 @@ void rn_tcp_host_error(struct rn_worker *w, struct rn_tcp_flow *c, int err);
 void rn_tcp_established(struct rn_worker *w, struct rn_tcp_flow *c);
 void rn_tcp_connect_done(struct rn_worker *w, struct rn_tcp_flow *c, int err);
 int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, struct rn_tcp_seg *s);
+void rn_tcp_synack_in(struct rn_worker *w, struct rn_tcp_flow *c, const struct rn_tcp_seg *s);
 
 #endif /* RN_TCP_INT_H */

@@ -424,7 +424,7 @@ void rn_tcp_probe_tail(struct rn_worker *w, struct rn_tcp_flow *c)
  *
  * By state: CONNECTING has the kernel's connect timeout, and only a DNS
  * flow with another upstream left gives up sooner and connects to that;
- * SYN_RCVD sends the SYN-ACK again; a synchronised flow goes back to the
+ * SYN_SENT sends our SYN again, SYN_RCVD the SYN-ACK; a synchronised flow goes back to the
  * oldest unacknowledged byte (data or our FIN), or probes a closed window.
  * Each expiry doubles the timeout; too many in a row reset both sides.
  * The flow may be closed on return.
@@ -435,6 +435,19 @@ void rn_tcp_rto(struct rn_worker *w, struct rn_tcp_flow *c)
 	case RN_TCP_CONNECTING:
 		if (c->flags & RN_TCP_F_DNS)
 			rn_tcp_connect_done(w, c, ETIMEDOUT);
+		return;
+	case RN_TCP_SYN_SENT:
+		/* Our SYN again; after as many tries as a SYN-ACK gets, the
+		 * client is reset */
+		if (++c->retries > RN_TCP_SYNACK_RETRIES) {
+			rn_tcp_close(w, c, 1, 1);
+			return;
+		}
+		c->flags &= ~RN_TCP_F_RTT;
+		rn_ctr_add(w->ctr, RN_WCTR_tcp_retransmits, 1);
+		rn_tcp_send_ctl(w, c, RN_TCP_SYN, c->iss);
+		c->rto = c->rto * 2 > RN_TCP_RTO_MAX ? RN_TCP_RTO_MAX : c->rto * 2;
+		c->rto_at = w->now + c->rto;
 		return;
 	case RN_TCP_SYN_RCVD:
 		if (++c->retries > RN_TCP_SYNACK_RETRIES) {

@@ -121,7 +121,7 @@ static uint32_t rn_tcp_sack_opts(const struct rn_tcp_flow *c, uint8_t *opts)
  * rn_tcp_send_ctl() - send a segment without payload on a flow
  * @w:		worker
  * @c:		flow
- * @flags:	TCP flags (ACK is added once the namespace's SYN was seen)
+ * @flags:	TCP flags (ACK is added, except in SYN_SENT: our SYN)
  * @seq:	sequence number
  *
  * Return: 0, -EAGAIN if to_ns is full, or a fatal negative errno
@@ -167,8 +167,11 @@ int rn_tcp_send_ctl(struct rn_worker *w, struct rn_tcp_flow *c, uint8_t flags,
 
 		wnd = raw > 65535u ? 65535u : (uint16_t)raw;
 	}
-	rn_tcp_headers(pkt, &c->f.key, c->ip_id++, seq, c->rcv_nxt, flags | RN_TCP_ACK,
-		       wnd, opts, optlen, 0, 0);
+	/* Our SYN of an active open acknowledges nothing yet */
+	if (c->f.state != RN_TCP_SYN_SENT)
+		flags |= RN_TCP_ACK;
+	rn_tcp_headers(pkt, &c->f.key, c->ip_id++, seq, flags & RN_TCP_ACK ? c->rcv_nxt : 0,
+		       flags, wnd, opts, optlen, 0, 0);
 	c->last_ack = c->rcv_nxt;
 	c->last_wnd = wnd;
 	c->flags &= ~RN_TCP_F_ACK_MAYBE;

@@ -77,6 +77,7 @@
 #include "flow.h"
 #include "flowtab.h"
 #include "frag.h"
+#include "forward.h"
 #include "icmp.h"
 #include "tap.h"
 #include "tcp.h"
@@ -152,6 +153,7 @@ static const struct rn_flow_ops *const rn_worker_ops[RN_FLOW_TYPES] = {
 	[RN_FLOW_TCP] = &rn_tcp_ops,
 	[RN_FLOW_UDP] = &rn_udp_ops,
 	[RN_FLOW_ICMP] = &rn_icmp_ops,
+	[RN_FLOW_FWD] = &rn_fwd_ops,	/* listeners, never in the table */
 };
 
 /* Gauge counters of open flows by type */
@@ -160,6 +162,7 @@ static const unsigned int rn_worker_open_ctr[RN_FLOW_TYPES] = {
 	[RN_FLOW_TCP] = RN_WCTR_flows_open_tcp,
 	[RN_FLOW_UDP] = RN_WCTR_flows_open_udp,
 	[RN_FLOW_ICMP] = RN_WCTR_flows_open_icmp,
+	[RN_FLOW_FWD] = RN_WCTR_COUNT,
 };
 
 /**
@@ -811,6 +814,7 @@ void rn_worker_free(struct rn_worker *w)
 	while ((f = rn_flowtab_first(&w->flows)))
 		rn_worker_flow_close(w, f);
 	rn_worker_reap(w);
+	rn_fwd_free(w);
 	rn_udp_free(w);
 	rn_tcp_free(w);
 	rn_frag_free(w);

@@ -49,6 +49,7 @@
 
 struct rn_udp;
 struct rn_frag;
+struct rn_fwd;
 
 /**
  * struct rn_worker_params - what a worker needs to know, from the orchestrator
@@ -157,6 +158,7 @@ struct rn_worker_params {
  * @closed:	flows closed during this loop pass, freed at its end
  * @deferred:	flows waiting for ops->flush()
  * @udp:	UDP core state (udp.c), allocated on first use
+ * @fwd:	forwarded host ports this worker accepts on (forward.c)
  * @tcp_held:	bytes of TCP hold buffers allocated by all flows (tcp_recv.c)
  * @tcp_discard: TCP peek skip buffer for sockets without SO_PEEK_OFF
  *		(tcp_send.c), allocated on first use, freed by rn_tcp_free()
@@ -188,6 +190,7 @@ struct rn_worker {
 	struct rn_flow *closed;
 	struct rn_flow *deferred;
 	struct rn_udp *udp;
+	struct rn_fwd *fwd;
 	size_t tcp_held;
 	uint8_t *tcp_discard;
 	struct rn_frag *frag;

@@ -20,7 +20,7 @@ pytest plugin (ringnet.pytest_plugin); this marker keeps its helper names out of
 from ._preflight import available
 from .config import MTU_MAX, MTU_MIN, NetworkConfig, default_workers
 from .errors import (ChildError, ChildOSError, ConfigError, CoreError, NamespaceError, ProtocolError,
-                     RingnetError)
+                     PublishError, RingnetError)
 from .network import Network, State
 from .stats import FLOW_FIELDS, ProcessStats, Stats
 
@@ -45,6 +45,7 @@ __all__ = [
     "ChildOSError",
     "CoreError",
     "ProtocolError",
+    "PublishError",
     "__version__",
 ]
 

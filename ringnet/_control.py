@@ -37,13 +37,13 @@ _MAGIC = 0x54434E52  # "RNCT"
 _HDR = struct.Struct("<IHHI")
 MAX_BODY = 60 * 1024
 FLOW_ROWS_MAX = 200  # flow records in a FLOWS reply (the worker sends fewer if they do not fit)
-_MAX_FDS = 8
+_MAX_FDS = 2 + 64  # FORWARD_ADD: listener, handoff socket, one per other worker (64 at most)
 _FD = array.array("i")
 
 
 class Msg(enum.IntEnum):
     HELLO = 1       # namespace child -> worker: rings (fds: memfd, ev_worker, ev_ns)
-    ACK = 2         # worker -> namespace child: rings accepted
+    ACK = 2         # worker -> namespace child: rings accepted; worker -> orchestrator: done
     ERROR = 3       # any -> peer: errors.to_wire() (kind, errno, child, step, error text);
                     # the sender is giving up
     READY = 4       # namespace child -> orchestrator: interface up (fds: userns, netns)
@@ -57,6 +57,10 @@ class Msg(enum.IntEnum):
     HOST_ADDRS = 12  # orchestrator -> worker: {"v4": [...], "v6": [...]} the host's addresses
     SECRETS = 11    # orchestrator -> child, first message: {"hash_key": hex}, what must not
                     # be on a command line (every local user can read /proc/PID/cmdline)
+    FORWARD_ADD = 13  # orchestrator -> worker: {"id", "family", "addr", "port", "handoff", "out"}
+                      # (fds: listener, [handoff socket], sending ends towards workers "out");
+                      # answered ACK or ERROR (the worker goes on)
+    FORWARD_DEL = 14  # orchestrator -> worker: {"id"}; answered ACK or ERROR
 
 
 class ParentGone(Exception):

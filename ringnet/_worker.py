@@ -27,6 +27,7 @@ from ._control import Msg
 from ._core import check, ffi, lib
 from ._hostaddrs import HostAddrs
 from ._shm import CounterArray, RingMapping, check_eventfd
+from ._publish import worker_forward
 from ._resolv import parse_upstream
 from .config import NetworkConfig, parse_faults
 from .errors import ConfigError, CoreError, ProtocolError
@@ -242,6 +243,9 @@ def _control_wants_exit(worker, ctl: socket.socket, ns: socket.socket) -> bool:
             sock.setblocking(True)
         if msg is None or msg.type in (Msg.SHUTDOWN, Msg.ERROR):
             return True
+        if sock is ctl and msg.type in (Msg.FORWARD_ADD, Msg.FORWARD_DEL):
+            worker_forward(worker, ctl, msg)  # answers ACK or ERROR; takes the fds
+            continue
         msg.close_fds()
         if sock is ctl and msg.type == Msg.DNS_UPSTREAMS:
             _set_upstreams(worker, msg)

@@ -51,6 +51,13 @@ _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(NetworkConfig)}
 
 
+class _AppendTuple(argparse.Action):
+    """Like action="append", onto a tuple default (NetworkConfig.publish's)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[override]
+        setattr(namespace, self.dest, tuple(getattr(namespace, self.dest) or ()) + (values,))
+
+
 def _net_options(p: argparse.ArgumentParser) -> None:
     """The network options; every default is NetworkConfig's (dests are its field names)."""
     d = _DEFAULTS
@@ -87,6 +94,9 @@ def _net_options(p: argparse.ArgumentParser) -> None:
                    "microseconds (default %(default)s; 0: off)")
     g.add_argument("--idmap-helpers", action="store_true", default=d["idmap_helpers"],
                    help="map subordinate ids with newuidmap/newgidmap")
+    g.add_argument("-p", "--publish", action=_AppendTuple, metavar="SPEC", default=d["publish"],
+                   help="forward a host port inside: [ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp] "
+                   "(repeatable; IPv6 as [::1]:8080:80)")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more logging (repeatable)")
 
 

@@ -11,6 +11,7 @@ import ipaddress
 import os
 from typing import Optional, Union
 
+from ._publish import parse_spec
 from ._resolv import MAX_UPSTREAMS, parse_upstream
 from .errors import ConfigError
 
@@ -134,6 +135,8 @@ class NetworkConfig:
             seccomp allow-list; see _sandbox.py); False leaves them ordinary processes.
         faults: test-only fault injection on the ring path, "drop=F,dup=F,reorder=F,seed=N"
             with fractions F in 0..0.5; None (the default) injects nothing.
+        publish: host ports to forward into the namespace once it is up, each
+            "[ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp]" (Network.publish()).
     """
 
     mtu: int = MTU_MAX
@@ -168,6 +171,7 @@ class NetworkConfig:
     sandbox: bool = True
     control_socket: bool = True
     control_dir: Optional[str] = None
+    publish: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _int_in_range("mtu", self.mtu, MTU_MIN, MTU_MAX)
@@ -206,6 +210,10 @@ class NetworkConfig:
             object.__setattr__(self, "dns_upstream", ups)
         if self.faults is not None:
             parse_faults(self.faults)
+        object.__setattr__(self, "publish", tuple([self.publish] if isinstance(self.publish, str)
+                                                  else self.publish))
+        for spec in self.publish:
+            parse_spec(spec)
         self._check_family(4, self.cidr4, ("guest4", "gateway4", "dns4"), _V4_RESERVED)
         if self.ipv6:
             self._check_family(6, self.cidr6, ("guest6", "gateway6", "dns6"), _V6_RESERVED)

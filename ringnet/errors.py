@@ -36,6 +36,7 @@ __all__ = [
     "ChildOSError",
     "CoreError",
     "ProtocolError",
+    "PublishError",
     "to_wire",
     "from_wire",
 ]
@@ -77,6 +78,14 @@ class ChildError(RingnetError):
 
 class ProtocolError(RingnetError):
     """A control message was malformed or unexpected."""
+
+
+class PublishError(RingnetError, OSError):
+    """A port cannot be published: the host port is in use, privileged, or the address
+    is not the host's; the message names the port, ``errno`` says why."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()  # the text alone, without "[Errno N]"
 
 
 class CoreError(RingnetError, OSError):

@@ -46,6 +46,7 @@ from ._hostaddrs import HostAddrs, HostAddrWatcher, read_host_addrs
 from ._core import pump_counter_names, worker_counter_names
 from ._nsutil import check_attach_target, check_netns_path, run_idmap_helpers
 from ._preflight import require
+from ._publish import Forward, Publisher
 from ._resolv import ResolvWatcher, Upstream, namespace_resolv_conf
 from ._shm import CounterArray
 from .config import NetworkConfig
@@ -212,6 +213,7 @@ class Network:
         self._watcher: Optional[ResolvWatcher] = None
         self._addr_watcher: Optional[HostAddrWatcher] = None
         self._hash_key = ""   # the flow-hash secret: never on a command line
+        self._publisher = Publisher(self)   # forwards of host ports (_publish.py)
 
     @classmethod
     def attach(cls, pid: int, config: Optional[NetworkConfig] = None, **overrides: Any) -> "Network":
@@ -347,6 +349,8 @@ class Network:
             self._watcher = ResolvWatcher(host_conf, host_ups, search, self._dns_changed).start()
         if not cfg.allow_host:  # keep the workers' host address sets current
             self._addr_watcher = HostAddrWatcher(host_addrs, self._host_addrs_changed).start()
+        for spec in cfg.publish:
+            self._publisher.publish(spec)
 
     # DNS: the resolv.conf offered inside, upstream changes --------------------------------
 
@@ -463,6 +467,7 @@ class Network:
             self._addr_watcher = None
         if not self._attached and self._nsfds[1] >= 0:
             self._kill_namespace_processes()
+        self._publisher.forget()
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
@@ -568,6 +573,19 @@ class Network:
         if check:
             done.check_returncode()
         return done
+
+    # Published ports (_publish.py) -------------------------------------------------------
+
+    def publish(self, spec: str) -> Forward:
+        """Forward host ports into the namespace: ``spec`` is
+        ``[ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp]`` as podman's ``-p``. Returns a handle
+        whose ``close()`` removes it. Raises ConfigError or PublishError."""
+        self._require_running()
+        return self._publisher.publish(spec)
+
+    def forwards(self) -> list[Forward]:
+        """The forwards of this network (publish() and NetworkConfig.publish)."""
+        return self._publisher.forwards()
 
     # Introspection ---------------------------------------------------------------------
 

@@ -1,0 +1,476 @@
+"""Inbound port forwarding (publish) through the C core, end to end.
+
+The spec parser's good and bad cases with their exact messages; host listener errors
+(port in use, privileged port); then real networks: servers inside the namespace
+(python -m http.server, and a "whoami" server answering with the address and port it
+sees), forwards from host ports, real clients on the host. A client on host loopback
+appears from the gateway address; a client on a non-loopback address of this machine
+(traffic to the machine's own address stays on the machine) appears with its real
+address and port, also when the worker that accepted it does not own the flow (two
+workers: the accepting worker hands the socket over). Removing a forward closes the
+port again; many sequential connections leave no flows or worker fds behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import psutil
+import pytest
+
+import ringnet
+from ringnet._publish import PortSpec, open_listener, parse_spec, unprivileged_port_start
+from conftest import as_user_argv, child_env, needs_userns, ringnet_cmd, wait_until, worker_counter
+from localdns import free_port
+
+A = ipaddress.ip_address
+FORM = "[ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp|/udp]"
+
+
+# --- the spec parser ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, addr, host, ns, proto", [
+    ("8080:80", None, (8080, 8080), (80, 80), "tcp"),
+    ("8080:80/tcp", None, (8080, 8080), (80, 80), "tcp"),
+    ("8080:80/UDP", None, (8080, 8080), (80, 80), "udp"),
+    ("127.0.0.1:8080:80", A("127.0.0.1"), (8080, 8080), (80, 80), "tcp"),
+    ("0.0.0.0:1-3:101-103/tcp", A("0.0.0.0"), (1, 3), (101, 103), "tcp"),
+    ("[::1]:8080:80", A("::1"), (8080, 8080), (80, 80), "tcp"),
+    ("[fd00::5]:65535:1/udp", A("fd00::5"), (65535, 65535), (1, 1), "udp"),
+    (" 8080-8081:80-81 ", None, (8080, 8081), (80, 81), "tcp"),
+])
+def test_spec_good(text, addr, host, ns, proto):
+    s = parse_spec(text)
+    assert (s.host_addr, s.host_ports, s.ns_ports, s.proto) == (addr, host, ns, proto)
+    assert s.pairs() == list(zip(range(host[0], host[1] + 1), range(ns[0], ns[1] + 1)))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", f"publish spec is empty: expected {FORM}"),
+    ("8080", f"publish spec '8080': expected {FORM}"),
+    ("8080:80/sctp", "publish spec '8080:80/sctp': protocol 'sctp' is neither tcp nor udp"),
+    ("::1:8080:80", "publish spec '::1:8080:80': an IPv6 host address goes in brackets, "
+                    "as in [::1]:8080:80"),
+    ("[::1:8080:80", "publish spec '[::1:8080:80': '[' without ']' around the IPv6 host address"),
+    ("[::1]8080:80", f"publish spec '[::1]8080:80': expected ':' after the host address; "
+                     f"the form is {FORM}"),
+    ("[::1]:8080", f"publish spec '[::1]:8080': expected HOSTPORT:NSPORT after the host address; "
+                   f"the form is {FORM}"),
+    ("[10.0.0.1]:8080:80", "publish spec '[10.0.0.1]:8080:80': host address '10.0.0.1' in "
+                           "brackets is not an IPv6 address"),
+    ("localhost:8080:80", "publish spec 'localhost:8080:80': host address 'localhost' is not an "
+                          "IP address"),
+    ("0:80", "publish spec '0:80': host port '0' is not a port number (1..65535)"),
+    ("8080:65536", "publish spec '8080:65536': namespace port '65536' is not a port number "
+                   "(1..65535)"),
+    ("http:80", "publish spec 'http:80': host port 'http' is not a port number (1..65535)"),
+    ("8080-:80", "publish spec '8080-:80': host port '' is not a port number (1..65535)"),
+    ("90-80:80-70", "publish spec '90-80:80-70': host port range 90-80 ends before it starts"),
+    ("8080-8081:80", "publish spec '8080-8081:80': host port range 8080-8081 (2 ports) and "
+                     "namespace port range 80 (1 port) must be of equal length"),
+])
+def test_spec_bad(text, message):
+    with pytest.raises(ringnet.ConfigError) as e:
+        parse_spec(text)
+    assert str(e.value) == message
+
+
+def test_config_checks_publish_specs():
+    assert ringnet.NetworkConfig(publish=["8080:80", "[::1]:9090:90"]).publish == \
+        ("8080:80", "[::1]:9090:90")
+    assert ringnet.NetworkConfig(publish="8080:80").publish == ("8080:80",)
+    with pytest.raises(ringnet.ConfigError, match="host port '0' is not a port number"):
+        ringnet.NetworkConfig(publish=["0:80"])
+
+
+# --- host listeners ----------------------------------------------------------------------------
+
+
+def test_listener_port_in_use_names_the_port():
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    try:
+        with pytest.raises(ringnet.PublishError) as e:
+            open_listener(A("127.0.0.1"), port)
+        assert e.value.errno == errno.EADDRINUSE
+        assert str(e.value) == f"host port {port} is already in use (127.0.0.1:{port})"
+    finally:
+        holder.close()
+
+
+def test_listener_privileged_port_says_so():
+    start = unprivileged_port_start()
+    if start <= 1:
+        pytest.skip("net.ipv4.ip_unprivileged_port_start allows every port here")
+    port = start - 1
+    code = textwrap.dedent(f"""
+        import ipaddress
+        import ringnet
+        from ringnet._publish import open_listener
+        try:
+            open_listener(ipaddress.ip_address("127.0.0.1"), {port})
+        except ringnet.PublishError as e:
+            print(e.errno, e)
+        else:
+            print("bound")
+    """)
+    out = subprocess.run(as_user_argv([sys.executable, "-c", code]), env=child_env(),
+                         capture_output=True, text=True, timeout=60)
+    if out.stdout.strip() == "bound":
+        pytest.skip("this user may bind privileged ports (CAP_NET_BIND_SERVICE)")
+    assert out.stdout.strip() == (
+        f"{errno.EACCES} host port {port} is below net.ipv4.ip_unprivileged_port_start ({start}): "
+        "publishing it needs CAP_NET_BIND_SERVICE, or a lower value of that sysctl"), out.stderr
+
+
+# --- end to end ---------------------------------------------------------------------------------
+
+HTTP_PORT, WHOAMI_PORT, WHOAMI2_PORT, SINK_PORT, CLOSED_PORT = 8000, 7000, 7001, 7002, 7003
+# Reads until EOF, answers with the SHA-256 of what it read and the byte count
+SINK = textwrap.dedent("""
+    import hashlib, socket, sys
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", int(sys.argv[1])))
+    s.listen(8)
+    while True:
+        c, a = s.accept()
+        h, n = hashlib.sha256(), 0
+        while chunk := c.recv(1 << 20):
+            h.update(chunk)
+            n += len(chunk)
+        c.sendall(f"{h.hexdigest()} {n}\\n".encode())
+        c.close()
+""")
+WHOAMI = textwrap.dedent("""
+    import socket, sys
+    s = socket.socket(socket.AF_INET6)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("::", int(sys.argv[1])))
+    s.listen(128)
+    while True:
+        c, a = s.accept()
+        host = a[0][7:] if a[0].startswith("::ffff:") else a[0]
+        c.sendall(f"{host} {a[1]}\\n".encode())
+        c.close()
+""")
+
+
+def ask(addr: str, port: int, bind: tuple | None = None) -> tuple[str, int, int] | None:
+    """Connect through a forward; (address, port) the server inside saw and our own
+    port, or None when the server is not there (yet)."""
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    with socket.socket(fam) as s:
+        s.settimeout(30)
+        if bind:
+            s.bind(bind)
+        try:
+            s.connect((addr, port))
+            data = b""
+            while chunk := s.recv(256):
+                data += chunk
+        except (ConnectionResetError, ConnectionRefusedError):
+            return None
+        if not data.endswith(b"\n"):
+            return None
+        host, p = data.decode().split()
+        return host, int(p), s.getsockname()[1]
+
+
+def served(addr: str, port: int) -> tuple[str, int, int]:
+    """ask() once the server inside answers."""
+    got: list = []
+    wait_until(lambda: got.append(ask(addr, port)) or got[-1] is not None,
+               f"the server behind {addr}:{port}", interval=0.05)
+    return got[-1]
+
+
+@pytest.fixture(scope="module")
+def content(tmp_path_factory):
+    d = tmp_path_factory.mktemp("www")
+    data = os.urandom(4 << 20)
+    (d / "blob").write_bytes(data)
+    return d, data
+
+
+@pytest.fixture(scope="module")
+def net(content):
+    """Two workers (so that flows of real-source clients may need a handoff), an HTTP
+    server and two whoami servers inside, one forward from the configuration."""
+    http_host = free_port()
+    with ringnet.Network(workers=2, publish=[f"127.0.0.1:{http_host}:{HTTP_PORT}"],
+                         control_socket=False) as n:
+        n.test_http_host = http_host
+        procs = [n.spawn([sys.executable, "-m", "http.server", "--bind", "::", "-d",
+                          str(content[0]), str(HTTP_PORT)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+        for port in (WHOAMI_PORT, WHOAMI2_PORT):
+            procs.append(n.spawn([sys.executable, "-c", WHOAMI, str(port)]))
+        procs.append(n.spawn([sys.executable, "-c", SINK, str(SINK_PORT)]))
+        yield n
+
+
+def _http_get(addr: str, port: int, path: str) -> bytes:
+    import http.client
+
+    def attempt():
+        try:
+            c = http.client.HTTPConnection(addr, port, timeout=60)
+            c.request("GET", path)
+            r = c.getresponse()
+            body = r.read()
+            c.close()
+            return body if r.status == 200 else None
+        except (ConnectionResetError, ConnectionRefusedError, http.client.RemoteDisconnected):
+            return None
+    got: list = []
+    wait_until(lambda: got.append(attempt()) or got[-1] is not None, f"GET {path} through {port}",
+               interval=0.05)
+    return got[-1]
+
+
+@needs_userns
+def test_http_get_through_configured_forward_ipv4(net, content):
+    """NetworkConfig(publish=...) forwards at start; a 4 MiB GET arrives byte-exact."""
+    [fwd] = [f for f in net.forwards() if f.ports == [(net.test_http_host, HTTP_PORT)]]
+    assert fwd.ns_addr == A("10.0.2.100")
+    assert _http_get("127.0.0.1", net.test_http_host, "/blob") == content[1]
+    assert worker_counter(net, "fwd_accepted") >= 1
+
+
+@needs_userns
+def test_http_get_ipv6_forward(net, content):
+    port = free_port("::1")
+    fwd = net.publish(f"[::1]:{port}:{HTTP_PORT}")
+    try:
+        assert fwd.ns_addr == A("fd00::100")
+        assert _http_get("::1", port, "/blob") == content[1]
+    finally:
+        fwd.close()
+
+
+@needs_userns
+def test_upload_through_forward_byte_exact(net):
+    """Host -> namespace: 32 MiB sent through a forward arrive whole and in order."""
+    import hashlib
+
+    data = os.urandom(32 << 20)
+    port = free_port()
+    with net.publish(f"127.0.0.1:{port}:{SINK_PORT}"):
+        def upload():
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+                    s.sendall(data)
+                    s.shutdown(socket.SHUT_WR)
+                    reply = b""
+                    while chunk := s.recv(256):
+                        reply += chunk
+            except (ConnectionResetError, BrokenPipeError):
+                return None  # the sink is not listening yet
+            return reply.decode().split() or None
+        got: list = []
+        wait_until(lambda: got.append(upload()) or got[-1] is not None, "the upload",
+                   interval=0.05)
+        assert got[-1] == [hashlib.sha256(data).hexdigest(), str(len(data))]
+
+
+@needs_userns
+def test_closed_port_inside_resets_the_client(net):
+    """Nothing listens on the namespace port: the namespace's RST answers our SYN, and the
+    client's connection is reset (SO_LINGER 0), not left hanging."""
+    port = free_port()
+    with net.publish(f"127.0.0.1:{port}:{CLOSED_PORT}"):
+        before = worker_counter(net, "tcp_rst_received")
+        with pytest.raises(ConnectionResetError):
+            # (the reset may even beat connect()'s return)
+            with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+                s.recv(1)
+        assert worker_counter(net, "tcp_rst_received") > before
+
+
+@needs_userns
+def test_ipv6_loopback_client_appears_from_gateway6(net):
+    port = free_port("::1")
+    with net.publish(f"[::1]:{port}:{WHOAMI_PORT}") as fwd:
+        host, _, _ = served("::1", port)
+        assert host == "fd00::2"
+    assert fwd.closed
+
+
+@needs_userns
+def test_loopback_client_appears_from_gateway(net):
+    port = free_port()
+    fwd = net.publish(f"127.0.0.1:{port}:{WHOAMI_PORT}")
+    try:
+        host, seen_port, _ = served("127.0.0.1", port)
+        assert host == "10.0.2.2"
+        assert 1024 <= seen_port <= 65535
+    finally:
+        fwd.close()
+
+
+def _own_address() -> str | None:
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family == socket.AF_INET:
+                ip = A(a.address)
+                if not ip.is_loopback and not ip.is_link_local and ip not in \
+                        ipaddress.ip_network("10.0.2.0/24"):
+                    return a.address
+    return None
+
+
+@needs_userns
+def test_real_client_address_is_seen_inside(net):
+    """A client on a non-loopback address of this machine keeps its address and port,
+    whichever worker accepts it: 16 connections, about half of them accepted by the worker
+    that does not own the flow and handed over."""
+    me = _own_address()
+    if me is None:
+        pytest.skip("this machine has no non-loopback IPv4 address to connect from")
+    port = free_port(me)
+    fwd = net.publish(f"{me}:{port}:{WHOAMI_PORT}")
+    try:
+        served(me, port)
+        for _ in range(16):
+            got = ask(me, port, bind=(me, 0))
+            assert got is not None
+            host, seen_port, own_port = got
+            assert (host, seen_port) == (me, own_port)
+    finally:
+        fwd.close()
+
+
+@needs_userns
+def test_removed_forward_closes_the_port(net):
+    port = free_port()
+    fwd = net.publish(f"127.0.0.1:{port}:{WHOAMI_PORT}")
+    served("127.0.0.1", port)
+    assert fwd in net.forwards()
+    fwd.close()
+    assert fwd.closed and fwd not in net.forwards()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=30).close()
+    fwd.close()  # twice: nothing more
+
+
+@needs_userns
+def test_worker_refuses_unknown_forward_and_goes_on(net):
+    """FORWARD_DEL of an id no worker has: each worker answers with its error (ENOENT) and
+    keeps running; the first one's is raised."""
+    with pytest.raises(ringnet.CoreError) as e:
+        net._publisher._del(999999)
+    assert e.value.errno == errno.ENOENT
+    assert str(e.value) == (f"worker 0 (FORWARD_DEL): [Errno {errno.ENOENT}] rn_worker_forward_del: "
+                            f"{os.strerror(errno.ENOENT)}")
+    assert net.failed_children() == []
+    port = free_port()
+    with net.publish(f"127.0.0.1:{port}:{WHOAMI_PORT}"):
+        assert served("127.0.0.1", port)[0] == "10.0.2.2"
+
+
+@needs_userns
+def test_port_in_use_and_overlap_are_refused(net):
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    before = net.forwards()
+    try:
+        with pytest.raises(ringnet.PublishError, match=f"host port {port} is already in use"):
+            net.publish(f"127.0.0.1:{port}:{WHOAMI_PORT}")
+    finally:
+        holder.close()
+    assert net.forwards() == before
+    fwd = net.publish(f"127.0.0.1:{port}:{WHOAMI_PORT}")
+    try:
+        with pytest.raises(ringnet.ConfigError, match="host ports overlap those of the forward"):
+            net.publish(f"{port}:{WHOAMI2_PORT}")
+        with pytest.raises(ringnet.ConfigError, match="UDP forwards are not supported yet"):
+            net.publish(f"127.0.0.1:{free_port()}:53/udp")
+    finally:
+        fwd.close()
+
+
+def _worker_fds(net) -> int:
+    return sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in net.worker_pids)
+
+
+def _tcp_flows_to(net, ns_port: int) -> int:
+    f = net.flows()
+    return int(((f["proto"] == "tcp") & (f["guest_port"] == ns_port)).sum())
+
+
+@needs_userns
+def test_sequential_connections_leave_no_flows_or_fds(net):
+    port = free_port()
+    fwd = net.publish(f"127.0.0.1:{port}:{WHOAMI2_PORT}")
+    try:
+        served("127.0.0.1", port)
+        wait_until(lambda: _tcp_flows_to(net, WHOAMI2_PORT) == 0, "the first flow to end")
+        fds = _worker_fds(net)
+        own = len(os.listdir("/proc/self/fd"))
+        accepted = worker_counter(net, "fwd_accepted")
+        for _ in range(200):
+            assert ask("127.0.0.1", port) is not None
+        assert worker_counter(net, "fwd_accepted") - accepted == 200
+        wait_until(lambda: _tcp_flows_to(net, WHOAMI2_PORT) == 0, "the flows to end")
+        wait_until(lambda: _worker_fds(net) == fds, "the workers' fds to return to their count")
+        assert len(os.listdir("/proc/self/fd")) == own
+    finally:
+        fwd.close()
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+ONE_SHOT = textwrap.dedent("""
+    import socket, sys
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", int(sys.argv[1])))
+    s.listen(8)
+    c, a = s.accept()
+    c.sendall(f"{a[0]} {a[1]}\\n".encode())
+    c.close()
+""")
+
+
+def test_cli_bad_publish_spec_one_line_error():
+    r = subprocess.run(ringnet_cmd("run", "-p", "0:80", "--", "true"), capture_output=True,
+                       text=True, timeout=60, env=child_env())
+    assert r.returncode == 125
+    assert r.stderr.strip() == ("ringnet: error: publish spec '0:80': host port '0' is not a "
+                                "port number (1..65535)")
+
+
+@needs_userns
+def test_cli_run_publish_as_unprivileged_user():
+    """ringnet run -p, rootless (as the unprivileged test user when run as root), forwards a
+    host port to the command inside."""
+    port = free_port()
+    argv = ringnet_cmd("run", "--workers", "2", "-p", f"127.0.0.1:{port}:{WHOAMI_PORT}",
+                       "--", sys.executable, "-c", ONE_SHOT, str(WHOAMI_PORT))
+    p = subprocess.Popen(as_user_argv(argv), env=child_env(), cwd="/",
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        got: list = []
+        wait_until(lambda: p.poll() is not None or got.append(ask("127.0.0.1", port)) or
+                   got[-1] is not None, "the command inside to answer", interval=0.05)
+        assert p.poll() is None or p.returncode == 0, p.stderr.read()
+        assert got[-1][0] == "10.0.2.2"
+        assert p.wait(timeout=60) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stderr.close()
