@@ -201,7 +201,8 @@ static const struct sb_rule sb_rules[] = {
 	ALLOW(bind, SB_W),		/* UDP sources picked for a flow */
 	ALLOW(setsockopt, SB_W),	/* NODELAY, PEEK_OFF, RECVERR, buffers, UDP_GRO, LINGER */
 	ALLOW(getsockname, SB_W),	/* a flow's host port */
-	ALLOW(getpeername, SB_W),	/* a flow's host peer */
+	ALLOW(getpeername, SB_W),	/* a flow's host peer; a published port's client */
+	ALLOW(accept4, SB_W),		/* clients of published ports (forward.c) */
 	ALLOW(shutdown, SB_W),		/* TCP half-close */
 	ALLOW(close, SB_WN),		/* flows' sockets, fds of control messages */
 	ALLOW(getrandom, SB_WN),	/* TCP initial sequence numbers; Python's os.urandom */
