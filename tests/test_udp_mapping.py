@@ -20,7 +20,7 @@ import pytest
 import ringnet
 
 import frames as F
-from conftest import HANG_S, needs_userns, wait_until
+from conftest import HANG_S, counter_reaches, needs_userns, wait_until
 from test_udp_worker import UdpHarness, complete, icmp_error, server, udp4, udp6, udp_fields
 from test_worker_input import GW4, Harness, params
 
@@ -303,6 +303,7 @@ def test_one_inside_socket_keeps_one_host_port_end_to_end(no_leaks):
                 peers.append(peer)
                 s.sendto(b"re " + data, peer)
             out, _ = proc.communicate(timeout=HANG_S)
+            counter_reaches(net, "udp_out", 3)  # counted once the answer is in the ring
             c = net.counters()["workers"][0]
         assert len({p[1] for p in peers}) == 1
         assert sorted(out.split("\n")[:-1]) == sorted(
