@@ -14,10 +14,10 @@ import pytest
 
 import ringnet
 
-from conftest import child_env, needs_userns, ringnet_cmd
+from conftest import HANG_S, child_env, needs_userns, ringnet_cmd
 
 
-def run_cli(*args, timeout=60):
+def run_cli(*args, timeout=2 * HANG_S):
     return subprocess.run(ringnet_cmd(*args), capture_output=True, text=True, timeout=timeout,
                           env=child_env())
 
@@ -84,7 +84,7 @@ def test_run_exit_status_is_the_commands(code):
 
 @needs_userns
 def test_run_ping_through_the_rings():
-    r = run_cli("run", "--workers", "2", "--", "ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.2.2")
+    r = run_cli("run", "--workers", "2", "--", "ping", "-c", "3", "-i", "0.2", "-W", "60", "10.0.2.2")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "3 received" in r.stdout
 
@@ -109,7 +109,7 @@ def h(signum, frame):
 signal.signal(signal.SIGTERM, h)
 signal.signal(signal.SIGINT, h)
 print("ready", flush=True)
-time.sleep(60)
+time.sleep(300)
 '''
 
 
@@ -124,14 +124,14 @@ def test_run_forwards_signals(sig):
         kids = psutil.Process(p.pid).children()
         assert len(kids) == 3  # namespace child, worker, the command
         p.send_signal(sig)
-        out, err = p.communicate(timeout=30)
+        out, err = p.communicate(timeout=HANG_S)
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
     assert out.strip() == f"got {sig.name}", err
     assert p.returncode == 40 + sig
-    gone, alive = psutil.wait_procs(kids, timeout=10)
+    gone, alive = psutil.wait_procs(kids, timeout=HANG_S)
     assert not alive, f"left running: {alive}"
 
 
@@ -157,7 +157,7 @@ def test_run_only_its_main_thread_takes_forwarded_signals():
             assert {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
                     signal.SIGCHLD} <= _blocked_signals(p.pid, tid)
         p.send_signal(signal.SIGTERM)
-        out, err = p.communicate(timeout=30)
+        out, err = p.communicate(timeout=HANG_S)
     finally:
         if p.poll() is None:
             p.kill()
@@ -167,7 +167,7 @@ def test_run_only_its_main_thread_takes_forwarded_signals():
 
 @needs_userns
 def test_command_sigkilled_leaves_nothing():
-    p = subprocess.Popen(ringnet_cmd("run", "--workers", "2", "--", "sh", "-c", "echo $$; exec sleep 60"),
+    p = subprocess.Popen(ringnet_cmd("run", "--workers", "2", "--", "sh", "-c", "echo $$; exec sleep 300"),
                          stdout=subprocess.PIPE, text=True, env=child_env(), start_new_session=True)
     assert int(p.stdout.readline()) == 2  # under the init of its own PID namespace
     kids = {c.pid for c in psutil.Process(p.pid).children()}
@@ -176,14 +176,14 @@ def test_command_sigkilled_leaves_nothing():
     (init,) = relay.children()
     (cmd,) = init.children()
     os.kill(cmd.pid, signal.SIGKILL)
-    assert p.wait(timeout=30) == 128 + signal.SIGKILL
+    assert p.wait(timeout=HANG_S) == 128 + signal.SIGKILL
     for k in kids:
         assert not psutil.pid_exists(k)
 
 
 @needs_userns
 def test_orchestrator_sigkilled_children_follow():
-    p = subprocess.Popen(ringnet_cmd("run", "--workers", "2", "--", "sh", "-c", "echo go; exec sleep 60"),
+    p = subprocess.Popen(ringnet_cmd("run", "--workers", "2", "--", "sh", "-c", "echo go; exec sleep 300"),
                          stdout=subprocess.PIPE, text=True, env=child_env(), start_new_session=True)
     assert p.stdout.readline().strip() == "go"
     kids = [c for c in psutil.Process(p.pid).children() if c.name().startswith("ringnet-")]
@@ -192,7 +192,7 @@ def test_orchestrator_sigkilled_children_follow():
     assert len(inside) == 3  # the relay, the init of the command's PID namespace, the command
     p.kill()
     p.wait()
-    gone, alive = psutil.wait_procs(kids + inside, timeout=10)
+    gone, alive = psutil.wait_procs(kids + inside, timeout=HANG_S)
     assert not alive, f"outlived the orchestrator: {alive}"
 
 
@@ -207,11 +207,11 @@ def test_attach_cli_with_ready_fd(unshared_target):
         w = -1
         assert os.read(r, 1) == b"1"
         ping = subprocess.run(["nsenter", f"--target={target.pid}", "--user", "--net",
-                               "--preserve-credentials", "ping", "-c", "2", "-i", "0.2", "-W", "2",
-                               "10.0.2.2"], capture_output=True, timeout=30)
+                               "--preserve-credentials", "ping", "-c", "2", "-i", "0.2", "-W", "60",
+                               "10.0.2.2"], capture_output=True, timeout=2 * HANG_S)
         assert ping.returncode == 0, ping.stdout + ping.stderr
         target.kill()  # attach ends when its target's namespace goes away
-        assert p.wait(timeout=30) == 0, p.stderr.read()
+        assert p.wait(timeout=HANG_S) == 0, p.stderr.read()
     finally:
         os.close(r)
         if w >= 0:

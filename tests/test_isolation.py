@@ -20,7 +20,7 @@ import ringnet
 from ringnet import _control
 from ringnet._control import Msg
 
-from conftest import as_user_argv, child_env, needs_userns
+from conftest import HANG_S, as_user_argv, child_env, needs_userns, wait_until
 
 PROBE = r'''
 import ctypes, json, os, sys
@@ -109,9 +109,9 @@ def test_init_ends_what_the_command_left_running():
         assert len(left) == 1  # the background job
         proc.stdin.write(b"\n")
         proc.stdin.close()
-        assert proc.wait(30) == 0  # sh is done; its job is the init's orphan
+        assert proc.wait(HANG_S) == 0  # sh is done; its job is the init's orphan
         proc.stdout.close()
-        gone, alive = psutil.wait_procs(left, timeout=30)
+        gone, alive = psutil.wait_procs(left, timeout=HANG_S)
         assert not alive
 
 
@@ -125,7 +125,7 @@ def test_relay_ends_as_the_command_did():
                           "print('ready', flush=True); time.sleep(300)"], stdout=subprocess.PIPE)
         assert proc.stdout.readline() == b"ready\n"
         proc.send_signal(signal.SIGUSR1)  # reaches the command through the relay and init
-        assert proc.wait(30) == 42
+        assert proc.wait(HANG_S) == 42
         proc.stdout.close()
 
 
@@ -205,7 +205,7 @@ port, n = int(sys.argv[1]), int(sys.argv[2])
 got = 0
 for i in range(n):
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(10)
+        s.settimeout(60)  # only a hang detector
         s.sendto(b"x%d" % i, ("10.0.2.2", port))
         got += s.recv(100) == b"x%d" % i
 print(got)
@@ -266,9 +266,9 @@ def test_network_started_from_a_thread_that_exits_keeps_working():
     t.join()
     net = box["net"]
     try:
-        while os.path.exists(f"/proc/self/task/{box['tid']}"):
-            os.sched_yield()  # until the kernel has finished the thread's exit too
-        r = net.run(["ping", "-c", "2", "-i", "0.2", "-W", "5", "10.0.2.2"], capture_output=True)
+        wait_until(lambda: not os.path.exists(f"/proc/self/task/{box['tid']}"),
+                   "the kernel to finish the thread's exit", interval=0)
+        r = net.run(["ping", "-c", "2", "-i", "0.2", "-W", "60", "10.0.2.2"], capture_output=True)
         assert r.returncode == 0, r.stdout + r.stderr
         assert net.failed_children() == []
     finally:
@@ -283,7 +283,7 @@ def test_sigterm_ends_a_worker_through_its_cleanup():
     try:
         worker = next(c for c in net._children if c.role.value == "worker")
         worker.proc.send_signal(signal.SIGTERM)
-        assert worker.proc.wait(30) == 0  # Stop unwound main(): not killed, not an error
+        assert worker.proc.wait(HANG_S) == 0  # Stop unwound main(): not killed, not an error
     finally:
         net.close()
 
@@ -294,7 +294,7 @@ def test_received_fds_are_close_on_exec(no_leaks):
     try:
         os.set_inheritable(r, True)
         _control.send(a, Msg.HELLO, {}, [r, w])
-        msg = _control.recv(b, timeout=5)
+        msg = _control.recv(b, timeout=HANG_S)
         assert msg is not None and len(msg.fds) == 2
         try:
             for fd in msg.fds:

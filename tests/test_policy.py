@@ -27,7 +27,7 @@ from ringnet._hostaddrs import HOST_ADDR_MAX, HostAddrs, HostAddrWatcher, read_h
 from ringnet._ringnet_c import ffi, lib
 
 import frames as F
-from conftest import needs_userns
+from conftest import HANG_S, counter_reaches, needs_userns
 from test_udp_worker import UdpHarness, icmp_error, udp4, udp6
 from test_worker_input import DNS4, DNS6, GUEST4, GUEST6, GW4, GW6, params
 
@@ -252,25 +252,33 @@ def test_read_host_addrs_matches_the_kernels_view():
 
 
 WATCH_CHILD = r'''
-import sys, threading, time
+import sys, threading
 from pyroute2 import IPRoute
 from ringnet._hostaddrs import HostAddrWatcher, read_host_addrs
 seen = []
 changed = threading.Event()
+checked = threading.Event()
 def on_change(a):
     seen.append(a)
     changed.set()
+class Watcher(HostAddrWatcher):
+    def check(self):  # its first call follows the subscription to notifications
+        r = super().check()
+        checked.set()
+        return r
 with IPRoute() as ipr:
     lo = ipr.link_lookup(ifname="lo")[0]
     ipr.link("set", index=lo, state="up")
     before = read_host_addrs()
-    w = HostAddrWatcher(before, on_change, interval=3600).start()
-    time.sleep(0.2)
+    w = Watcher(before, on_change, interval=3600).start()
+    # subscribed, and the first read done: from here only a notification reports a change
+    subscribed = checked.wait(60) and not seen
     ipr.addr("add", index=lo, address="10.99.0.1", prefixlen=32)
-    ok = changed.wait(10)
+    ok = changed.wait(60)  # 60 s: only a hang detector
     w.stop()
-print(before.v4, seen[-1].v4 if seen else None, ok)
-sys.exit(0 if ok and [str(a) for a in seen[-1].v4] == ["10.99.0.1"] and not before.v4 else 1)
+print(before.v4, seen[-1].v4 if seen else None, subscribed, ok)
+sys.exit(0 if subscribed and ok and [str(a) for a in seen[-1].v4] == ["10.99.0.1"] and not before.v4
+         else 1)
 '''
 
 
@@ -280,7 +288,7 @@ def test_watcher_sees_an_address_added():
     """In a network namespace of the test's own (unshare -rn), adding an address calls
     on_change with the new set, long before the periodic re-read (1 h here)."""
     out = subprocess.run(["unshare", "-rn", sys.executable, "-c", WATCH_CHILD],
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=3 * HANG_S)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -299,7 +307,7 @@ CONNECT = r'''
 import socket, sys
 addr, port = sys.argv[1], int(sys.argv[2])
 s = socket.socket()
-s.settimeout(10)
+s.settimeout(60)  # only a hang detector
 try:
     s.connect((addr, port))
 except ConnectionRefusedError:
@@ -331,14 +339,15 @@ class TcpServer:
                 return
             self.accepted += 1
             with c:
-                c.settimeout(5)
+                c.settimeout(HANG_S)
                 if c.recv(10):
                     c.sendall(b"pong")
 
     def close(self):
         self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
-        self.thread.join(5)
+        self.thread.join(HANG_S)
+        assert not self.thread.is_alive()
 
 
 @needs_userns
@@ -351,8 +360,11 @@ def test_host_address_end_to_end(no_leaks, allow):
     try:
         with ringnet.Network(workers=2, allow_host=allow) as net:
             out = net.run([sys.executable, "-c", CONNECT, addr, str(srv.port)],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=2 * HANG_S)
             assert out.returncode == 0, out.stderr
+            if not allow:  # a worker counts a refusal after sending it
+                counter_reaches(net, "policy_host", 1)
+                counter_reaches(net, "policy_refused", 1)
             c = net.counters()["workers"]
             host_refusals = sum(w["policy_host"] for w in c)
             refused = sum(w["policy_refused"] for w in c)
@@ -370,7 +382,7 @@ UDP_PROBE = r'''
 import socket, sys
 addr, port = sys.argv[1], int(sys.argv[2])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(5)
+s.settimeout(60)  # only a hang detector: the refusal arrives at once
 s.connect((addr, port))
 s.send(b"ping")
 try:
@@ -392,7 +404,8 @@ def test_host_address_udp_is_refused_with_an_icmp_error(no_leaks):
         srv.setblocking(False)
         with ringnet.Network(workers=1) as net:
             out = net.run([sys.executable, "-c", UDP_PROBE, addr, str(srv.getsockname()[1])],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=2 * HANG_S)
+            counter_reaches(net, "policy_host", 1)  # counted after the ICMP error is sent
             c = net.counters()["workers"][0]
         assert out.stdout.split() == ["error", str(113)], out.stdout + out.stderr  # EHOSTUNREACH
         assert c["policy_host"] == 1 and c["udp_ports_open"] == 0
@@ -425,19 +438,22 @@ threading.Thread(target=serve, daemon=True).start()
 with ringnet.Network(workers=2) as net:
     def probe():
         out = net.run([sys.executable, "-c", CONNECT, "10.99.0.1", str(port)],
-                      capture_output=True, text=True, timeout=30)
+                      capture_output=True, text=True, timeout=120)
         return out.stdout.split()
     # Not yet an address of this "host": the policy does not know it, nothing answers there
     first = probe()
     with IPRoute() as ipr:
         ipr.addr("add", index=lo, address="10.99.0.1", prefixlen=32)
-    # Now it is; the orchestrator's watcher tells the workers
-    deadline = time.monotonic() + 20
+    # Now it is; the orchestrator's watcher tells the workers (60 s: only a hang detector)
+    hang = time.monotonic() + 60
     while True:
         now = probe()
-        if now == ["refused"] or time.monotonic() > deadline:
+        if now == ["refused"] or time.monotonic() > hang:
             break
-        time.sleep(0.2)
+        time.sleep(0.2)  # pacing between probes, not synchronisation
+    # a worker counts the refusal after sending it
+    while sum(w["policy_host"] for w in net.counters()["workers"]) < 1 and time.monotonic() < hang:
+        time.sleep(0.005)
     refusals = sum(w["policy_host"] for w in net.counters()["workers"])
 print(first, now, refusals)
 sys.exit(0 if first != ["refused"] and now == ["refused"] and refusals >= 1 else 1)
@@ -452,7 +468,7 @@ def test_address_added_to_the_host_is_refused_once_known():
     orchestrator has told the workers (before, the connection is not refused by policy:
     10.99.0.1 is nobody's, so it times out or fails otherwise)."""
     out = subprocess.run(["unshare", "-rn", sys.executable, "-c", REFRESH_CHILD, CONNECT],
-                         capture_output=True, text=True, timeout=180)
+                         capture_output=True, text=True, timeout=6 * HANG_S)
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
 
 

@@ -23,6 +23,8 @@ def run(pytester: pytest.Pytester, source: str) -> pytest.RunResult:
 
 
 USES_THE_FIXTURE = '''
+import time
+
 import pytest
 import ringnet
 
@@ -36,8 +38,12 @@ def test_marker_configures_the_network(ringnet_network):
     assert (net.config.mtu, net.config.workers) == (1500, 1)
     link = net.run(["ip", "-o", "link", "show", net.ifname], capture_output=True, check=True)
     assert b" mtu 1500 " in link.stdout
-    net.run(["ping", "-c", "1", "10.0.2.2"], check=True, capture_output=True)
-    assert net.stats().total("icmp_echo_replies") >= 1
+    net.run(["ping", "-c", "1", "-W", "60", "10.0.2.2"], check=True, capture_output=True)
+    # a worker counts a reply after sending it: wait for the count (60 s: a hang detector)
+    hang = time.monotonic() + 60
+    while net.stats().total("icmp_echo_replies") < 1 and time.monotonic() < hang:
+        time.sleep(0.005)
+    assert net.stats().total("icmp_echo_replies") == 1
     seen.append(net)
 
 

@@ -17,17 +17,21 @@ from conftest import as_user_argv, child_env, needs_userns, ringnet_processes, u
 pytestmark = [needs_userns, pytest.mark.unpriv]
 
 LIFECYCLE = r'''
-import json, os, ringnet
+import json, os, time, ringnet
+def replies(net):
+    return sum(w["icmp_echo_replies"] + w["icmp6_echo_replies"] for w in net.counters()["workers"])
 with ringnet.Network(workers=2, mtu=65520) as net:
     pings = [net.run(a, capture_output=True).returncode for a in (
-        ["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.2.2"],
-        ["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", "fd00::2"])]
+        ["ping", "-c", "3", "-i", "0.2", "-W", "60", "10.0.2.2"],
+        ["ping", "-6", "-c", "3", "-i", "0.2", "-W", "60", "fd00::2"])]
     ids = net.run(["sh", "-c", "id -u; cat /proc/self/uid_map"], capture_output=True).stdout.decode()
-    c = net.counters()
+    # a worker counts a reply after sending it: wait for the count (60 s: only a hang detector)
+    hang = time.monotonic() + 60
+    while replies(net) < 6 and time.monotonic() < hang:
+        time.sleep(0.005)
     pids = net.pids()
     print(json.dumps({"uid": os.getuid(), "pings": pings, "inside": ids.split(),
-                      "replies": sum(w["icmp_echo_replies"] + w["icmp6_echo_replies"] for w in c["workers"]),
-                      "offloads": net.offloads, "pids": pids}))
+                      "replies": replies(net), "offloads": net.offloads, "pids": pids}))
 '''
 
 
@@ -48,7 +52,7 @@ def test_cli_run_as_unprivileged_user():
     uid, _ = unpriv_user()
     before = ringnet_processes(uid)
     r = subprocess.run(as_user_argv([sys.executable, "-m", "ringnet", "run", "--workers", "1", "--",
-                                     "ping", "-c", "2", "-i", "0.2", "-W", "2", "10.0.2.2"]),
+                                     "ping", "-c", "2", "-i", "0.2", "-W", "60", "10.0.2.2"]),
                        capture_output=True, text=True, timeout=120, env=child_env(), cwd="/")
     assert r.returncode == 0, r.stdout + r.stderr
     assert ringnet_processes(uid) == before
@@ -68,7 +72,7 @@ def test_attach_refuses_another_users_process():
 IDMAP = r'''
 import ringnet
 with ringnet.Network(workers=1, idmap_helpers=True) as net:
-    r = net.run(["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; ping -c 1 -W 2 10.0.2.2 >/dev/null && echo pinged"],
+    r = net.run(["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; ping -c 1 -W 60 10.0.2.2 >/dev/null && echo pinged"],
                 capture_output=True, check=True)
     print(r.stdout.decode())
 '''
@@ -107,7 +111,7 @@ class H(http.server.BaseHTTPRequestHandler):
 srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
 threading.Thread(target=srv.serve_forever, daemon=True).start()
 fetch = ("import hashlib, sys, urllib.request; "
-         "print(hashlib.sha256(urllib.request.urlopen(sys.argv[1], timeout=30).read()).hexdigest())")
+         "print(hashlib.sha256(urllib.request.urlopen(sys.argv[1], timeout=60).read()).hexdigest())")
 with ringnet.Network(workers=2, allow_host_loopback=True) as net:
     r = net.run([sys.executable, "-c", fetch, f"http://10.0.2.2:{srv.server_address[1]}/"],
                 capture_output=True, timeout=120)
