@@ -183,7 +183,8 @@ def _rebuild(body: dict[str, Any]) -> RingnetError:
         or "failed without saying why"
     exc: RingnetError
     if kind == "CoreError" and errno_ is not None:
-        exc = CoreError(errno_, _clip(body.get("what"), _NAME_MAX) or "C core")
+        # what failed and why, with the hint that names the switch: a text, not a name
+        exc = CoreError(errno_, _clip(body.get("what"), _TEXT_MAX) or "C core")
     elif kind in _OS:
         cls = ChildOSError.of(_OS[kind])
         if errno_ is None:  # raised with a message only: TimeoutError("...")

@@ -419,7 +419,10 @@ def probe_from_inside(net: ringnet.Network, ptrace: bool) -> dict[int, dict]:
 @needs_userns
 @needs_x86_64
 def test_children_are_isolated(no_leaks):
-    with ringnet.Network(workers=2) as net:
+    """The sandbox's own guarantee: even where root inside sees the children's PIDs (no
+    PID namespace for the command), it can neither read their fds, take them, read their
+    memory nor ptrace them."""
+    with ringnet.Network(workers=2, pid_namespace=False) as net:
         pids = net.pids()
         assert len(pids) == 3
         for pid in pids:
@@ -439,19 +442,23 @@ def test_children_are_isolated(no_leaks):
 
 @needs_userns
 @needs_x86_64
-def test_without_the_sandbox_root_inside_reaches_the_namespace_child(no_leaks):
-    """The threat the sandbox removes, shown with sandbox=False: root inside shares the
-    namespace child's user namespace and uid, so it can read the child's fds (the tun
-    device, the rings), take them (pidfd_getfd) and read its memory. (The workers live
-    in the host's user namespace, which already keeps a process of a child user
-    namespace from ptracing them; the sandbox adds the other layers.)"""
-    with ringnet.Network(workers=1, sandbox=False) as net:
-        for pid in net.pids():
+def test_without_the_sandbox_children_are_still_not_dumpable(no_leaks):
+    """sandbox=False leaves the children unfiltered (no seccomp, their capabilities, the
+    host's filesystem), but setup_done() still makes them not dumpable: root inside,
+    though it shares the namespace child's user namespace and uid and here sees the
+    children's PIDs (no PID namespace for the command), can neither read their fds (the
+    tun device, the rings), take them (pidfd_getfd), read their memory nor ptrace them.
+    (Before not-dumpable was the default, it could do all but ptrace the workers.)"""
+    with ringnet.Network(workers=1, sandbox=False, pid_namespace=False) as net:
+        pids = net.pids()
+        for pid in pids:
             st = proc_status(pid)
-            assert st["Seccomp"] == "0" and st["NoNewPrivs"] == "0"
-        nschild = net.pid
-        inside = probe_from_inside(net, ptrace=False)
-    assert inside[nschild] == {"fd": 0, "pidfd_getfd": 0, "vm_read": errno.EFAULT}, inside
+            assert st["Seccomp"] == "0" and st["NoNewPrivs"] == "1", (pid, st)
+        inside = probe_from_inside(net, ptrace=True)
+    assert set(inside) == set(pids)
+    for pid in pids:
+        assert inside[pid] == {"fd": errno.EACCES, "pidfd_getfd": errno.EPERM,
+                               "vm_read": errno.EPERM, "ptrace": errno.EPERM}, (pid, inside)
 
 
 TCP_ECHO_V4 = "10.0.2.2"
@@ -529,7 +536,8 @@ def test_traffic_through_sandboxed_children(no_leaks):
 NO_USERNS = r'''
 import sys, ringnet
 try:
-    with ringnet.Network(workers=1, sandbox=sys.argv[1] == "on", control_socket=False) as net:
+    with ringnet.Network(workers=1, sandbox=sys.argv[1] == "on", control_socket=False,
+                     pid_namespace=False) as net:  # a PID namespace needs a user namespace
         print("started", net.run(["true"]).returncode)
 except ringnet.RingnetError as e:
     print("refused:", e)
@@ -559,7 +567,7 @@ import json, os, sys
 sys.path.insert(0, sys.argv[1])
 import ringnet
 from test_sandbox import proc_status, sandboxed, root_view, probe_from_inside
-with ringnet.Network(workers=1) as net:
+with ringnet.Network(workers=1, pid_namespace=False) as net:  # the children's PIDs visible
     pids = net.pids()
     out = {"uid": os.getuid(), "sandboxed": [sandboxed(proc_status(p)) for p in pids],
            "roots": [root_view(p) for p in pids],
