@@ -358,6 +358,40 @@ static int rn_tcp_evict_time_wait(struct rn_worker *w)
 }
 
 /**
+ * rn_tcp_flow_new() - allocate a TCP flow for a key and add it to the flow table
+ * @w:		worker
+ * @k:		flow key
+ * @out:	the new flow, without a socket (fd -1), state CLOSED
+ *
+ * At the max_flows cap the oldest TIME_WAIT flow makes room (one try). Used by
+ * both opens: the namespace's SYN (rn_tcp_open()) and a published port's
+ * client (rn_tcp_connect_ns()).
+ *
+ * Return: 0, -ENOMEM, or rn_worker_flow_add()'s -ENOSPC / -EEXIST
+ */
+static int rn_tcp_flow_new(struct rn_worker *w, const struct rn_flow_key *k,
+			   struct rn_tcp_flow **out)
+{
+	struct rn_tcp_flow *c = calloc(1, sizeof(*c));
+	int rc;
+
+	if (!c)
+		return -ENOMEM;
+	c->f.key = *k;
+	c->f.type = RN_FLOW_TCP;
+	c->f.fd = -1;
+	rc = rn_worker_flow_add(w, &c->f);
+	if (rc == -ENOSPC && rn_tcp_evict_time_wait(w))
+		rc = rn_worker_flow_add(w, &c->f);
+	if (rc) {
+		free(c);
+		return rc;
+	}
+	*out = c;
+	return 0;
+}
+
+/**
  * rn_tcp_new_isn() - an initial sequence number
  * @w:		worker
  * @c:		flow (its address stirs the fallback)
@@ -396,21 +430,11 @@ int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, struct rn_tcp_
 		rn_tcp_rst_key(w, k, 0, s->seq + 1, 1);
 		return rn_tcp_drop(s, RN_WCTR_policy_refused);
 	}
-	c = calloc(1, sizeof(*c));
-	if (!c) {
-		rn_tcp_rst_key(w, k, 0, s->seq + 1, 1);
-		return rn_tcp_drop(s, RN_WCTR_flows_refused_fd);
-	}
-	c->f.key = *k;
-	c->f.type = RN_FLOW_TCP;
-	c->f.fd = -1;
-	rc = rn_worker_flow_add(w, &c->f);
-	if (rc == -ENOSPC && rn_tcp_evict_time_wait(w))
-		rc = rn_worker_flow_add(w, &c->f);
+	rc = rn_tcp_flow_new(w, k, &c);
 	if (rc) {
-		free(c);
 		rn_tcp_rst_key(w, k, 0, s->seq + 1, 1);
-		return rn_tcp_drop(s, RN_WCTR_flows_refused_cap);
+		return rn_tcp_drop(s, rc == -ENOMEM ? RN_WCTR_flows_refused_fd :
+				   RN_WCTR_flows_refused_cap);
 	}
 
 	fd = rn_tcp_socket(c, d.family);
@@ -491,19 +515,9 @@ int rn_tcp_connect_ns(struct rn_worker *w, const struct rn_flow_key *k, int fd)
 		rn_tcp_close(w, rn_tcp_of(old), 0, 0);
 	else if (old)
 		return -EEXIST;
-	c = calloc(1, sizeof(*c));
-	if (!c)
-		return -ENOMEM;
-	c->f.key = *k;
-	c->f.type = RN_FLOW_TCP;
-	c->f.fd = -1;
-	rc = rn_worker_flow_add(w, &c->f);
-	if (rc == -ENOSPC && rn_tcp_evict_time_wait(w))
-		rc = rn_worker_flow_add(w, &c->f);
-	if (rc) {
-		free(c);
+	rc = rn_tcp_flow_new(w, k, &c);
+	if (rc)
 		return rc;
-	}
 	c->f.fd = fd;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &zero, sizeof(zero)))

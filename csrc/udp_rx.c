@@ -338,44 +338,6 @@ static void rn_udp_quote(const struct rn_flow_key *k, uint8_t *l4, uint32_t len)
 }
 
 /**
- * rn_udp_drain() - deliver what a flow's socket holds, as far as to_ns has room
- * @w:		worker
- * @fl:		flow
- * @events:	epoll events seen (EPOLLERR: read the error queue first)
- */
-static void rn_udp_drain(struct rn_worker *w, struct rn_udp_flow *fl, uint32_t events)
-{
-	struct rn_udp *u = rn_udp_state(w);
-	uint32_t b, i, room;
-	int n;
-
-	if ((events & EPOLLERR) &&
-	    rn_dgram_errors(w, &fl->g, RN_UDP_HDR_LEN, rn_udp_quote, rn_udp_dns_err))
-		return;
-	if (!u)
-		return;
-	for (b = 0; b < RN_UDP_RX_BUDGET && !w->err; b++) {
-		room = rn_ring_frames_free(&w->tx, RN_FRAME_MAX);
-		if (!room) {
-			rn_dgram_pause(w, &fl->g.f);
-			return;
-		}
-		if (room > RN_UDP_RX_BATCH)
-			room = RN_UDP_RX_BATCH;
-		for (i = 0; i < room; i++) {
-			u->rmsg[i].msg_hdr.msg_namelen = sizeof(u->rsa[i]);
-			u->rmsg[i].msg_hdr.msg_controllen = sizeof(u->rcmsg[i]);
-		}
-		n = recvmmsg(fl->g.f.fd, u->rmsg, room, MSG_DONTWAIT, NULL);
-		if (n <= 0)
-			return;
-		rn_udp_deliver_batch(w, fl, NULL, u, (uint32_t)n);
-		if ((uint32_t)n < room)
-			return;
-	}
-}
-
-/**
  * rn_udp_port_pause() - stop reading a port until ring to_ns has room
  * @w:		worker
  * @pt:		port (it has flows)
@@ -391,6 +353,66 @@ static void rn_udp_port_pause(struct rn_worker *w, struct rn_udp_port *pt)
 	pt->paused = 1;
 	pt->waiter = pt->flows;
 	rn_worker_wait_room(w, &pt->waiter->g.f);
+}
+
+/**
+ * rn_udp_read() - deliver what a socket holds, in batches, as far as to_ns has room
+ * @w:		worker
+ * @u:		the worker's UDP state
+ * @fl:		a flow with a socket of its own (DNS), or NULL
+ * @pt:		a port, or NULL: exactly one of @fl and @pt is given
+ *
+ * At most RN_UDP_RX_BUDGET batches of RN_UDP_RX_BATCH datagrams, so that one
+ * busy socket does not starve the others; when to_ns is full the socket is
+ * paused (its flow, or the port through one of its flows) until room comes.
+ */
+static void rn_udp_read(struct rn_worker *w, struct rn_udp *u, struct rn_udp_flow *fl,
+			struct rn_udp_port *pt)
+{
+	int fd = pt ? pt->f.fd : fl->g.f.fd;
+	uint32_t b, i, room;
+	int n;
+
+	for (b = 0; b < RN_UDP_RX_BUDGET && !w->err; b++) {
+		room = rn_ring_frames_free(&w->tx, RN_FRAME_MAX);
+		if (!room) {
+			if (pt)
+				rn_udp_port_pause(w, pt);
+			else
+				rn_dgram_pause(w, &fl->g.f);
+			return;
+		}
+		if (room > RN_UDP_RX_BATCH)
+			room = RN_UDP_RX_BATCH;
+		for (i = 0; i < room; i++) {
+			u->rmsg[i].msg_hdr.msg_namelen = sizeof(u->rsa[i]);
+			u->rmsg[i].msg_hdr.msg_controllen = sizeof(u->rcmsg[i]);
+		}
+		n = recvmmsg(fd, u->rmsg, room, MSG_DONTWAIT, NULL);
+		if (n <= 0)
+			return;
+		rn_udp_deliver_batch(w, fl, pt, u, (uint32_t)n);
+		if ((uint32_t)n < room)
+			return;
+	}
+}
+
+/**
+ * rn_udp_drain() - deliver what a flow's socket holds, as far as to_ns has room
+ * @w:		worker
+ * @fl:		flow
+ * @events:	epoll events seen (EPOLLERR: read the error queue first)
+ */
+static void rn_udp_drain(struct rn_worker *w, struct rn_udp_flow *fl, uint32_t events)
+{
+	struct rn_udp *u = rn_udp_state(w);
+
+	if ((events & EPOLLERR) &&
+	    rn_dgram_errors(w, &fl->g, RN_UDP_HDR_LEN, rn_udp_quote, rn_udp_dns_err))
+		return;
+	if (!u)
+		return;
+	rn_udp_read(w, u, fl, NULL);
 }
 
 /**
@@ -441,32 +463,12 @@ static int rn_udp_port_errors(struct rn_worker *w, struct rn_udp_port *pt)
 void rn_udp_port_drain(struct rn_worker *w, struct rn_udp_port *pt, uint32_t events)
 {
 	struct rn_udp *u = w->udp;
-	uint32_t b, i, room;
-	int n;
 
 	if (!u || pt->f.fd < 0 || pt->paused)
 		return;
 	if ((events & EPOLLERR) && rn_udp_port_errors(w, pt))
 		return;
-	for (b = 0; b < RN_UDP_RX_BUDGET && !w->err; b++) {
-		room = rn_ring_frames_free(&w->tx, RN_FRAME_MAX);
-		if (!room) {
-			rn_udp_port_pause(w, pt);
-			return;
-		}
-		if (room > RN_UDP_RX_BATCH)
-			room = RN_UDP_RX_BATCH;
-		for (i = 0; i < room; i++) {
-			u->rmsg[i].msg_hdr.msg_namelen = sizeof(u->rsa[i]);
-			u->rmsg[i].msg_hdr.msg_controllen = sizeof(u->rcmsg[i]);
-		}
-		n = recvmmsg(pt->f.fd, u->rmsg, room, MSG_DONTWAIT, NULL);
-		if (n <= 0)
-			return;
-		rn_udp_deliver_batch(w, NULL, pt, u, (uint32_t)n);
-		if ((uint32_t)n < room)
-			return;
-	}
+	rn_udp_read(w, u, NULL, pt);
 }
 
 /**
