@@ -178,6 +178,25 @@ void rn_tcp_host_error(struct rn_worker *w, struct rn_tcp_flow *c, int err)
 }
 
 /**
+ * rn_tcp_handshake_done() - what both opens do once our SYN or SYN-ACK is acknowledged
+ * @w:		worker
+ * @c:		flow that has just become ESTABLISHED
+ *
+ * The handshake's retransmission state ends, its round trip becomes the first
+ * RTT sample (if it was timed), and tcp_established counts the connection.
+ */
+static void rn_tcp_handshake_done(struct rn_worker *w, struct rn_tcp_flow *c)
+{
+	c->retries = 0;
+	c->rto_at = 0;
+	if (c->flags & RN_TCP_F_RTT) {
+		rn_tcp_rtt_sample(c, (uint32_t)(w->now - c->rtt_ts));
+		c->flags &= ~RN_TCP_F_RTT;
+	}
+	rn_ctr_add(w->ctr, RN_WCTR_tcp_established, 1);
+}
+
+/**
  * rn_tcp_established() - the namespace acknowledged our SYN-ACK: SYN_RCVD -> ESTABLISHED
  * @w:		worker
  * @c:		flow in SYN_RCVD
@@ -187,13 +206,7 @@ void rn_tcp_established(struct rn_worker *w, struct rn_tcp_flow *c)
 	rn_tcp_go(c, RN_TCP_EV_ACK);
 	c->snd_una = c->iss + 1;
 	c->q_head = c->snd_una;
-	c->retries = 0;
-	c->rto_at = 0;
-	if (c->flags & RN_TCP_F_RTT) {
-		rn_tcp_rtt_sample(c, (uint32_t)(w->now - c->rtt_ts));
-		c->flags &= ~RN_TCP_F_RTT;
-	}
-	rn_ctr_add(w->ctr, RN_WCTR_tcp_established, 1);
+	rn_tcp_handshake_done(w, c);
 	rn_tcp_watch(w, c);
 	rn_tcp_end_deadline(w, c);
 	rn_tcp_arm(w, c);
@@ -584,13 +597,7 @@ void rn_tcp_synack_in(struct rn_worker *w, struct rn_tcp_flow *c, const struct r
 		c->mss = c->f.key.family == 6 ? 1220 : 536;
 	else if (s->mss < c->mss)
 		c->mss = s->mss < 64 ? 64 : s->mss;
-	c->retries = 0;
-	c->rto_at = 0;
-	if (c->flags & RN_TCP_F_RTT) {
-		rn_tcp_rtt_sample(c, (uint32_t)(w->now - c->rtt_ts));
-		c->flags &= ~RN_TCP_F_RTT;
-	}
-	rn_ctr_add(w->ctr, RN_WCTR_tcp_established, 1);
+	rn_tcp_handshake_done(w, c);
 	rn_tcp_wnd_update(c);
 	rn_tcp_send_ack(w, c);
 	rn_tcp_watch(w, c);
