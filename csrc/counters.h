@@ -4,8 +4,10 @@
  * memfd that the orchestrator creates and maps read-only (numpy views). Only
  * the owning process writes its array, with relaxed atomic adds, so readers
  * never take a lock and see values that are at worst a moment old. The names
- * and order below are the single source of truth: Python reads them through
- * rn_worker_counter_name() and rn_pump_counter_name().
+ * order and descriptions below are the single source of truth: Python reads
+ * them through rn_worker_counter_name() / rn_worker_counter_desc() and
+ * rn_pump_counter_name() / rn_pump_counter_desc(), and docs/COUNTERS.md is
+ * generated from them (scripts/gen-counters-doc.py).
  *
  * Worker accounting: every frame taken from to_worker adds to frames_in and to
  * exactly one outcome counter: a drop_* reason, a reply (icmp_echo_replies,
@@ -172,7 +174,9 @@ static inline void rn_ctr_add(uint64_t *ctr, unsigned int i, uint64_t v)
 
 unsigned int rn_worker_counter_count(void);
 const char *rn_worker_counter_name(unsigned int i);
+const char *rn_worker_counter_desc(unsigned int i);
 unsigned int rn_pump_counter_count(void);
 const char *rn_pump_counter_name(unsigned int i);
+const char *rn_pump_counter_desc(unsigned int i);
 
 #endif /* RN_COUNTERS_H */
