@@ -20,9 +20,9 @@ pytest plugin (ringnet.pytest_plugin); this marker keeps its helper names out of
 from ._preflight import available
 from .config import MTU_MAX, MTU_MIN, NetworkConfig, default_workers
 from .errors import (ChildError, ChildOSError, ConfigError, CoreError, NamespaceError, ProtocolError,
-                     PublishError, RingnetError)
+                     PublishError, RingnetError, UnknownCounterError)
 from .network import Network, State
-from .stats import FLOW_FIELDS, ProcessStats, Stats
+from .stats import FLOW_FIELDS, ProcessStats, Stats, counter_descriptions
 
 __version__ = "0.1.0"   # the one source of the version (pyproject.toml reads it)
 
@@ -33,6 +33,7 @@ __all__ = [
     "State",
     "Stats",
     "ProcessStats",
+    "counter_descriptions",
     "FLOW_DTYPE",
     "FLOW_FIELDS",
     "default_workers",
@@ -46,6 +47,7 @@ __all__ = [
     "CoreError",
     "ProtocolError",
     "PublishError",
+    "UnknownCounterError",
     "__version__",
 ]
 

@@ -37,6 +37,7 @@ __all__ = [
     "CoreError",
     "ProtocolError",
     "PublishError",
+    "UnknownCounterError",
     "to_wire",
     "from_wire",
 ]
@@ -88,6 +89,18 @@ class PublishError(RingnetError, OSError):
         return self.strerror or super().__str__()  # the text alone, without "[Errno N]"
 
 
+class UnknownCounterError(RingnetError, KeyError):
+    """A counter name that the C core does not have (``Stats.total``); the message names
+    it and the closest known names. Also a KeyError."""
+
+    def __str__(self) -> str:
+        # KeyError's own __str__ would show the message as a quoted repr
+        text = Exception.__str__(self)
+        if self.child is None:
+            return text
+        return role_display(self.child) + (f" ({self.step})" if self.step else "") + f": {text}"
+
+
 class CoreError(RingnetError, OSError):
     """The C core returned an error; ``errno`` holds the error number."""
 
@@ -109,7 +122,7 @@ class ChildOSError(ChildError, OSError):
 
 
 _TREE: dict[str, type] = {c.__name__: c for c in (RingnetError, ConfigError, NamespaceError,
-                                                  ChildError, ProtocolError)}
+                                                  ChildError, ProtocolError, UnknownCounterError)}
 # OSError and every subclass Python defines (PermissionError, TimeoutError, ...), by name
 _OS: dict[str, type] = {c.__name__: c for c in vars(builtins).values()
                         if isinstance(c, type) and issubclass(c, OSError)}

@@ -252,3 +252,65 @@ def test_unknown_fd_count_renders_as_a_dash():
     lines = cli._render(s, None).splitlines()
     assert lines[1].split()[-2:] == ["-", "1"]
     assert lines[2].split()[-2:] == ["12", "3"]
+
+
+def test_delta_shows_exactly_the_echo_counters_moving(no_leaks, tmp_path):
+    # IPv4 only, so that no neighbour discovery or router solicitation moves other counters
+    with ringnet.Network(workers=1, ipv6=False, control_dir=str(tmp_path)) as net:
+        before = net.stats()
+        r = net.run(["ping", "-c", "3", "-i", "0.2", "-W", "60", "10.0.2.2"], capture_output=True)
+        assert r.returncode == 0, r.stderr
+        counter_reaches(net, "icmp_echo_replies", 3)
+        after = net.stats()
+    d = after.delta(before)
+    assert isinstance(d, ringnet.Stats)
+    assert d.time == after.time and d.processes == after.processes and len(d.workers) == 1
+    # the ring path's own bookkeeping moves with any traffic; everything else stays still
+    transport = {"frames_in", "bytes_in", "frames_out", "bytes_out", "wakeups", "kicks", "naps",
+                 "timer_runs", "host_events"}
+    moved = {k: v for k, v in d.workers[0].items() if v and k not in transport}
+    assert moved == {"icmp_echo_replies": 3}
+    assert d.total("frames_in") >= 3 and d.total("frames_out") >= 3
+    assert d.pump["tun_frames_in"] >= 3
+    assert d.total("frames_in") == after.total("frames_in") - before.total("frames_in")
+
+
+def test_unknown_counter_raises_naming_close_matches():
+    s = ringnet.Stats(time=0.0, pump={"tun_frames_in": 1}, workers=[{"icmp_echo_replies": 2}],
+                      processes=[], flows=ringnet.stats.flow_array([]))
+    assert s.total("icmp_echo_replies") == 2
+    assert s.total("frames_in") == 0  # a real counter this snapshot happens not to hold
+    with pytest.raises(ringnet.UnknownCounterError, match="icmp_echo_reply.*icmp_echo_replies") as e:
+        s.total("icmp_echo_reply")
+    assert isinstance(e.value, KeyError) and isinstance(e.value, ringnet.RingnetError)
+    with pytest.raises(KeyError, match="no_such_counter"):
+        s.total("no_such_counter")
+    with pytest.raises(ringnet.UnknownCounterError, match="pump counter"):
+        s.total("tun_frames_in")
+
+
+def test_every_counter_has_a_description():
+    worker, pump = ringnet.counter_descriptions(), ringnet.counter_descriptions("pump")
+    from ringnet._core import pump_counter_names, worker_counter_names
+
+    assert tuple(worker) == worker_counter_names() and tuple(pump) == pump_counter_names()
+    assert all(d.strip() for d in [*worker.values(), *pump.values()])
+    assert ringnet.Stats.describe("icmp_echo_replies") == "ICMP echo replies sent"
+    assert ringnet.Stats.describe("tun_frames_in") == "frames read from the tun device"
+    with pytest.raises(ringnet.UnknownCounterError, match="tcp_retransmits"):
+        ringnet.Stats.describe("tcp_retransmit")
+    with pytest.raises(ringnet.ConfigError, match="kind"):
+        ringnet.counter_descriptions("nic")
+
+
+def test_counters_doc_is_generated_from_the_c_lists():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, os.path.join(root, "scripts", "gen-counters-doc.py")],
+                       capture_output=True, text=True, timeout=HANG_S, env=child_env(), cwd="/")
+    assert r.returncode == 0, r.stderr
+    with open(os.path.join(root, "docs", "COUNTERS.md"), encoding="utf-8") as f:
+        committed = f.read()
+    assert committed == r.stdout, "docs/COUNTERS.md is stale: run scripts/gen-counters-doc.py " \
+        "-o docs/COUNTERS.md"
+    for name, desc in ringnet.counter_descriptions().items():
+        assert f"| `{name}` | {desc} |" in committed
