@@ -10,7 +10,10 @@
 when ringnet itself fails; SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to it are
 forwarded to CMD (ringnet's own threads block them, so they reach the main
 thread's sigtimedwait). Every network option's default is NetworkConfig's: the
-options' dests are its field names. ``stats`` and ``top`` aggregate the flow
+options' dests are its field names, and a bad value's error names the option (not
+the field) and its allowed range. ``run`` and ``attach`` also take ``--quiet`` (only
+errors on stderr) and ``--pid-file PATH`` (this process's pid, written once the
+network is up and removed at exit). ``stats`` and ``top`` aggregate the flow
 table (numpy, FLOW_DTYPE) per protocol and list the busiest flows (``top``: the
 fastest since its previous refresh). Errors are
 printed on one line. Logging handlers are installed here only, never by the
@@ -24,6 +27,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import select
 import signal
 import sys
@@ -34,7 +38,7 @@ from . import __version__, _ctlsock
 from ._resolv import MAX_UPSTREAMS
 from .config import (COALESCE_US_MAX, MTU_MAX, MTU_MIN, RING_SIZE_MAX, RING_SIZE_MIN, UDP_PORTS_MAX,
                      UDP_PORTS_MIN, WORKERS_MAX, NetworkConfig)
-from .errors import RingnetError
+from .errors import ConfigError, RingnetError
 from .network import Network
 from .stats import Stats, busiest_first, rates
 
@@ -82,6 +86,38 @@ def _net_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--allow-link-local", action="store_true", default=d["allow_link_local"],
                    help="let the namespace reach 169.254.0.0/16 and fe80::/10, where cloud "
                    "metadata services live (refused by default)")
+    g.add_argument("--max-flows", type=int, default=d["max_flows"], metavar="N",
+                   help="flows (TCP, UDP, ICMP) each worker may hold, 16..1048576 "
+                   "(default %(default)s)")
+    for fam, net in ((4, "--cidr"), (6, "--cidr6")):
+        for role, what, off in (("guest", "the namespace's own address", "first"),
+                                ("gateway", "the gateway (the host as the namespace sees it)",
+                                 "second"),
+                                ("dns", "the DNS forwarder", "third")):
+            g.add_argument(f"--{role}{fam}", default=d[f"{role}{fam}"], metavar="ADDR",
+                           help=f"IPv{fam} address of {what}, inside {net} (default: the "
+                           f"{off} of slirp4netns's .100/.2/.3 offsets)")
+    g.add_argument("--tcp-idle-timeout", type=int, default=d["tcp_idle_timeout"], metavar="S",
+                   help="seconds an established TCP flow may stay idle, 10..604800 "
+                   "(default %(default)s)")
+    g.add_argument("--tcp-fin-timeout", type=int, default=d["tcp_fin_timeout"], metavar="S",
+                   help="seconds a closing TCP flow may take to finish, 1..3600 (default %(default)s)")
+    g.add_argument("--udp-timeout", type=int, default=d["udp_timeout"], metavar="S",
+                   help="seconds a UDP flow may stay idle, 1..86400 (default %(default)s)")
+    g.add_argument("--startup-timeout", type=float, default=d["startup_timeout"], metavar="S",
+                   help="seconds to wait for ringnet's processes to start, up to 600 "
+                   "(default %(default)s)")
+    g.add_argument("--no-configure-interface", dest="configure_interface", action="store_false",
+                   default=d["configure_interface"],
+                   help="leave the interface unconfigured (no addresses, routes or link up)")
+    g.add_argument("--no-sandbox", dest="sandbox", action="store_false", default=d["sandbox"],
+                   help="do not isolate ringnet's processes once set up (for debugging)")
+    g.add_argument("--no-control-socket", dest="control_socket", action="store_false",
+                   default=d["control_socket"],
+                   help="do not serve ringnet ls/stats/top for this network")
+    g.add_argument("--control-dir", default=d["control_dir"], metavar="DIR",
+                   help="control socket directory (default $XDG_RUNTIME_DIR/ringnet or "
+                   "/tmp/ringnet-UID)")
     g.add_argument("--udp-ports", type=int, default=d["udp_ports"], metavar="N",
                    help=f"host UDP ports the namespace may hold, {UDP_PORTS_MIN}..{UDP_PORTS_MAX} "
                    "(default %(default)s)")
@@ -98,14 +134,66 @@ def _net_options(p: argparse.ArgumentParser) -> None:
                    help="forward a host port inside: [ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp] "
                    "(repeatable; IPv6 as [::1]:8080:80)")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more logging (repeatable)")
+    o = p.add_argument_group("output")
+    o.add_argument("-q", "--quiet", action="store_true",
+                   help="print only errors on stderr (no warnings, no notices)")
+    o.add_argument("--pid-file", metavar="PATH", default=None,
+                   help="write this process's pid here once the network is up; removed at exit")
+
+
+def _option_names() -> dict[str, str]:
+    """NetworkConfig field name -> the CLI option that sets it (options taking a value)."""
+    out: dict[str, str] = {}
+    run = argparse.ArgumentParser(add_help=False)
+    _net_options(run)
+    for a in run._actions:
+        if a.dest in _DEFAULTS and a.nargs != 0:
+            out[a.dest] = next(o for o in reversed(a.option_strings) if o.startswith("--"))
+    return out
 
 
 def _config(args: argparse.Namespace) -> NetworkConfig:
-    """The NetworkConfig the network options of ``args`` describe."""
+    """The NetworkConfig the network options of ``args`` describe. A bad value raises
+    ConfigError naming the option (--max-flows), not the field (max_flows)."""
     given = {k: v for k, v in vars(args).items() if k in _DEFAULTS}
     if given.get("dns_upstream") is not None:
         given["dns_upstream"] = tuple(given["dns_upstream"])
-    return NetworkConfig(**given)
+    try:
+        return NetworkConfig(**given)
+    except ConfigError as e:
+        names = _option_names()
+        text = re.sub(r"(?<![\w-])(" + "|".join(map(re.escape, names)) + r")(?![\w-])",
+                      lambda m: names[m.group(1)], str(e))
+        raise ConfigError(text) from None
+
+
+class _PidFile:
+    """``--pid-file``: this process's pid, written (atomically) once the network is up,
+    removed at exit."""
+
+    def __init__(self, path: Optional[str]) -> None:
+        self.path = path
+        self.written = False
+
+    def write(self) -> None:
+        if self.path is None:
+            return
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "w", encoding="ascii") as f:
+                f.write(f"{os.getpid()}\n")
+            os.replace(tmp, self.path)
+        except OSError as e:
+            raise RingnetError(f"--pid-file {self.path}: {e.strerror}") from None
+        self.written = True
+
+    def remove(self) -> None:
+        if self.written:
+            try:
+                os.unlink(self.path)  # type: ignore[arg-type]
+            except FileNotFoundError:
+                pass
+            self.written = False
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -154,8 +242,10 @@ def _run(args: argparse.Namespace) -> int:
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:
         raise RingnetError("no command given: ringnet run [OPTIONS] -- CMD [ARGS...]")
+    pid_file = _PidFile(args.pid_file)
     with Network(_config(args)) as net:
         net.label = " ".join(argv)[:200]
+        pid_file.write()
         # Signals are taken synchronously (sigtimedwait) so that we know who sent them: a
         # signal the terminal sent to the whole foreground group (si_code is not SI_USER)
         # reached CMD already and is not forwarded again; one sent to us alone is. This
@@ -181,6 +271,7 @@ def _run(args: argparse.Namespace) -> int:
                         pass
             return _exit_status(proc.returncode)
         finally:
+            pid_file.remove()
             signal.pthread_sigmask(signal.SIG_UNBLOCK, mask)
 
 
@@ -193,9 +284,11 @@ def _attach(args: argparse.Namespace) -> int:
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, on_signal)
     pidfd = os.pidfd_open(args.pid)
+    pid_file = _PidFile(args.pid_file)
     try:
         with Network.attach(args.pid, _config(args)) as net:
             net.label = f"attach {args.pid}"
+            pid_file.write()
             if args.ready_fd is not None:
                 os.write(args.ready_fd, b"1")
                 os.close(args.ready_fd)
@@ -208,6 +301,7 @@ def _attach(args: argparse.Namespace) -> int:
                 if broken:
                     raise RingnetError(f"network failed: {', '.join(broken)}")
     finally:
+        pid_file.remove()
         os.close(pidfd)
     return 0
 
@@ -359,7 +453,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``ringnet`` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
+    level = logging.ERROR if getattr(args, "quiet", False) else logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level,
                         format="ringnet: %(levelname)s %(message)s")
     failed = EXIT_RINGNET_FAILED if args.command == "run" else 1
     try:

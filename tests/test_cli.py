@@ -23,10 +23,22 @@ def run_cli(*args, timeout=2 * HANG_S):
 
 
 @pytest.mark.parametrize("args,match", [
-    (["run", "--mtu", "99", "--", "true"], "mtu=99 is out of range: mtu must be an integer from 1280 to 65520"),
-    (["run", "--workers", "0", "--", "true"], "workers=0 is out of range"),
-    (["run", "--cidr", "10.0.2.0/40", "--", "true"], "cidr4='10.0.2.0/40' is not a valid IPv4 network"),
-    (["run", "--ring-size", "1000", "--", "true"], "ring_size=1000"),
+    (["run", "--mtu", "99", "--", "true"],
+     "--mtu=99 is out of range: --mtu must be an integer from 1280 to 65520"),
+    (["run", "--workers", "0", "--", "true"], "--workers=0 is out of range"),
+    (["run", "--cidr", "10.0.2.0/40", "--", "true"], "--cidr='10.0.2.0/40' is not a valid IPv4 network"),
+    (["run", "--ring-size", "1000", "--", "true"], "--ring-size=1000"),
+    (["run", "--max-flows", "8", "--", "true"],
+     "--max-flows=8 is out of range: --max-flows must be an integer from 16 to 1048576"),
+    (["attach", "--max-flows", "2000000", "1"], "--max-flows must be an integer from 16 to 1048576"),
+    (["run", "--tcp-idle-timeout", "5", "--", "true"],
+     "--tcp-idle-timeout must be an integer from 10 to 604800"),
+    (["run", "--tcp-fin-timeout", "0", "--", "true"], "--tcp-fin-timeout must be an integer from 1 to 3600"),
+    (["run", "--udp-timeout", "90000", "--", "true"], "--udp-timeout must be an integer from 1 to 86400"),
+    (["run", "--startup-timeout", "700", "--", "true"], "--startup-timeout=700.0 must be between 0 and 600"),
+    (["run", "--dns4", "10.0.3.3", "--", "true"], "--dns4=10.0.3.3 is outside its network 10.0.2.0/24"),
+    (["run", "--gateway4", "10.0.2.3", "--", "true"], "--gateway4 and --dns4 are both 10.0.2.3"),
+    (["run", "--guest6", "fd01::5", "--", "true"], "--guest6=fd01::5 is outside its network fd00::/64"),
     (["run"], "no command given"),
     (["attach", "4194000"], "PID 4194000 does not exist"),
 ])
@@ -43,7 +55,7 @@ def _network_options(subcommand: str) -> list:
     from ringnet import cli
     sub = next(a for a in cli._parser()._actions if isinstance(a, argparse._SubParsersAction))
     return [a for a in sub.choices[subcommand]._actions
-            if a.dest not in ("help", "verbose", "argv", "pid", "ready_fd")]
+            if a.dest not in ("help", "verbose", "argv", "pid", "ready_fd", "quiet", "pid_file")]
 
 
 @pytest.mark.parametrize("subcommand", ["run", "attach"])
@@ -51,7 +63,10 @@ def test_cli_defaults_are_network_configs(subcommand):
     from ringnet import cli
     fields = {f.name: f.default for f in dataclasses.fields(ringnet.NetworkConfig)}
     options = _network_options(subcommand)
-    assert len(options) >= 11
+    assert len(options) >= 26
+    # every field a user may set has an option; faults is test-only
+    assert {a.dest for a in options} == set(fields) - {"faults"} - (
+        {"resolv_conf", "pid_namespace"} if subcommand == "attach" else set())
     for action in options:  # each option sets a field and defaults to the field's default
         assert action.dest in fields, action.option_strings
         assert action.default == fields[action.dest], action.option_strings
@@ -70,6 +85,55 @@ def test_cli_options_reach_the_config():
         mtu=1500, workers=3, cidr4="10.9.0.0/24", cidr6="fd09::/64", ipv6=False, ifname="eth0",
         ring_size=1 << 20, allow_host_loopback=True, dns_upstream=("127.0.0.1:5353", "[::1]:53"),
         coalesce_us=0, idmap_helpers=True, resolv_conf=False, pid_namespace=False)
+
+
+def test_cli_new_options_reach_the_config():
+    from ringnet import cli
+    args = cli._parser().parse_args(
+        ["attach", "--max-flows", "100", "--cidr", "10.9.0.0/24", "--guest4", "10.9.0.5",
+         "--gateway4", "10.9.0.1", "--dns4", "10.9.0.53", "--guest6", "fd00::5", "--gateway6",
+         "fd00::1", "--dns6", "fd00::53", "--tcp-idle-timeout", "60", "--tcp-fin-timeout", "5",
+         "--udp-timeout", "30", "--startup-timeout", "12.5", "--no-configure-interface",
+         "--no-sandbox", "--no-control-socket", "--control-dir", "/tmp/x", "-q",
+         "--pid-file", "/tmp/p", "1"])
+    assert cli._config(args) == ringnet.NetworkConfig(
+        max_flows=100, cidr4="10.9.0.0/24", guest4="10.9.0.5", gateway4="10.9.0.1",
+        dns4="10.9.0.53", guest6="fd00::5", gateway6="fd00::1", dns6="fd00::53",
+        tcp_idle_timeout=60, tcp_fin_timeout=5, udp_timeout=30, startup_timeout=12.5,
+        configure_interface=False, sandbox=False, control_socket=False, control_dir="/tmp/x")
+    assert args.quiet and args.pid_file == "/tmp/p"
+    plain = cli._parser().parse_args(["run", "--", "true"])
+    assert not plain.quiet and plain.pid_file is None
+
+
+@needs_userns
+def test_pid_file_holds_the_orchestrators_pid_while_running(tmp_path):
+    pid_file = tmp_path / "ringnet.pid"
+    # the command reports that it runs (the network is up by then), then waits for stdin
+    p = subprocess.Popen(ringnet_cmd("run", "--workers", "1", "--pid-file", str(pid_file), "--",
+                                     "sh", "-c", "echo up; read x"),
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env(),
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline() == "up\n"
+        assert pid_file.read_text() == f"{p.pid}\n"
+        p.communicate("\n", timeout=HANG_S)
+        assert p.returncode == 0, p.stderr
+        assert not pid_file.exists()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+@needs_userns
+def test_quiet_leaves_stderr_empty_unless_an_error():
+    loud = run_cli("run", "-vv", "--workers", "1", "--", "true")
+    assert loud.returncode == 0 and "DEBUG" in loud.stderr  # so that -q has something to silence
+    r = run_cli("run", "-q", "-vv", "--workers", "1", "--", "true")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    r = run_cli("run", "-q", "--max-flows", "1", "--", "true")
+    assert r.returncode == 125 and r.stderr.startswith("ringnet: error: --max-flows=1"), r.stderr
 
 
 pytestmark_ns = needs_userns
