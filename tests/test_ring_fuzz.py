@@ -2,12 +2,12 @@
 
 tests/fuzz/fuzz_ring.c lets libFuzzer play the namespace side of a worker's shared
 memory: it writes records, record headers with any length and flags, raw words, PAD
-records and head values straight into ring to_worker (and tail values into to_ns),
-and runs rn_worker_poll() between them. It is built like tests/test_tcp_fuzz.py's
+records and head values straight into ring to_worker (and tail values into to_ns,
+which may start nearly full), and runs rn_worker_poll() between them. It is built like tests/test_tcp_fuzz.py's
 harness (clang, ASan + UBSan + libFuzzer, the shipped csrc/*.c, warnings as errors),
 seeded with valid ring images (frames that wrap the data area, indices that wrap
 2**32), and run for a fixed number of inputs from a fixed seed (RINGNET_RING_FUZZ_RUNS,
-80,000 by default, well under a minute here; RINGNET_FUZZ_SEED, 1). A crash, a
+150,000 by default, about half a minute here; RINGNET_FUZZ_SEED, 1). A crash, a
 sanitizer report, a hang, or a corrupted ring the worker fails to report with -EPROTO
 (or keeps consuming after) fails the test with libFuzzer's report.
 """
@@ -23,7 +23,7 @@ import frames as F
 from test_tcp_fuzz import ACK, PSH, SYN, clang_fuzzer, tcp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FUZZ_RUNS = int(os.environ.get("RINGNET_RING_FUZZ_RUNS", "80000"))
+FUZZ_RUNS = int(os.environ.get("RINGNET_RING_FUZZ_RUNS", "150000"))
 FUZZ_SEED = int(os.environ.get("RINGNET_FUZZ_SEED", "1"))
 FUZZ_HANG_S = 3600
 RING = 512 * 1024
@@ -44,6 +44,10 @@ def poll() -> bytes:
     return bytes([OP_POLL])
 
 
+def ns_tail(unconsumed: int) -> bytes:
+    return struct.pack("<BI", OP_NS_TAIL, unconsumed)
+
+
 def ping(v6: bool = False) -> bytes:
     if v6:
         return F.echo6_frame("fd00::100", "fd00::2", 7, 1, b"ring")
@@ -57,11 +61,14 @@ def seeds() -> list[bytes]:
     out = []
     # from index 0; near the end of the data area (frames wrap behind a PAD record);
     # near 2**32 (the free-running indices wrap)
+    # to_ns drained by the namespace after each poll
     for start in (0, RING - 256, 2**32 - 512 & ~15):
-        out.append(struct.pack("<I", start) + body + publish() + poll() + body + publish() + poll())
-    # published in two steps, the second frame first withheld
-    out.append(struct.pack("<I", RING - 64) + op_frame(ping()) + op_frame(ping(True)) +
-               bytes([OP_PUBLISH, 5]) + poll() + publish() + poll())
+        out.append(struct.pack("<II", start, 0) + body + publish() + poll() + ns_tail(0) +
+                   body + publish() + poll() + ns_tail(0))
+    # published in two steps, the second frame first withheld; to_ns starts nearly
+    # full, so the worker reads the namespace's tail to find room for the replies
+    out.append(struct.pack("<II", RING - 64, RING - 96) + op_frame(ping()) + op_frame(ping(True)) +
+               bytes([OP_PUBLISH, 5]) + poll() + ns_tail(0) + publish() + poll())
     return out
 
 

@@ -2,12 +2,13 @@
  *
  * The namespace side of a worker's shared memory is untrusted: its root can
  * write any bytes into the rings. Here the fuzzer is that producer. Its input
- * is a start index followed by a script of operations on the shared mapping:
+ * is a start index and the bytes to_ns starts with unconsumed, followed by a
+ * script of operations on the shared mapping:
  * honest frames (with PAD records at the wrap), record headers with any
  * length, flags and advance, raw 32-bit stores anywhere in the data area,
  * publication of all, part or none of what was written, arbitrary head
  * values, arbitrary tail values on to_ns (whose consumer is the namespace
- * too), and runs of the worker's real consumer path, rn_worker_poll(), which
+ * too: it releases only what this operation says), and runs of the worker's real consumer path, rn_worker_poll(), which
  * takes frames with rn_ring_peek()/rn_ring_consume()/rn_ring_release() and
  * hands them to rn_tap_input(). A fresh worker serves each input.
  *
@@ -201,12 +202,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	} else {
 		pr.ctrl->head = pr.ctrl->tail = start & ~15u;
 	}
+	/* to_ns starts with this many bytes the namespace has not consumed yet,
+	 * so that the worker finds it full and reads the namespace's tail */
+	pr.ns->head = start & ~15u;
+	pr.ns->tail = pr.ns->head - get(&in, 4);
 	pr.head = pr.ctrl->head;
 	rc = rn_worker_new(&w, &params, mem, rn_shm_size(RING), ctr, ev_worker, ev_ns);
 	if (rc) {
 		h = pr.ctrl->head;
 		if (rc != -EPROTO || (!(h & 15) && !(pr.ctrl->tail & 15) &&
-				      h - pr.ctrl->tail <= RING))
+				      h - pr.ctrl->tail <= RING && !(pr.ns->tail & 15) &&
+				      pr.ns->head - pr.ns->tail <= RING))
 			fail("rn_worker_new", (uint32_t)rc, h);
 		return 0;
 	}
@@ -237,8 +243,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			pr.head = get(&in, 4);
 			__atomic_store_n(&pr.ctrl->head, pr.head, __ATOMIC_RELEASE);
 			break;
-		case OP_NS_TAIL:
-			__atomic_store_n(&pr.ns->tail, get(&in, 4), __ATOMIC_RELEASE);
+		case OP_NS_TAIL:	/* the namespace consumes all but this many bytes */
+			v = __atomic_load_n(&pr.ns->head, __ATOMIC_ACQUIRE) - get(&in, 4);
+			__atomic_store_n(&pr.ns->tail, v, __ATOMIC_RELEASE);
 			break;
 		case OP_PAD:	/* a PAD record to the end, its length off by a little */
 			pos = pr.head & MASK & ~3u;
@@ -268,9 +275,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				if (v != h)
 					fail("poll left the tail short of or past the head", v, h);
 			}
-			/* The namespace consumes whatever the worker sent it */
-			__atomic_store_n(&pr.ns->tail, __atomic_load_n(&pr.ns->head, __ATOMIC_ACQUIRE),
-					 __ATOMIC_RELEASE);
 			break;
 		}
 		if (op == OP_POLL && !in.n)
