@@ -161,7 +161,7 @@ def test_cli_bad_dns_upstream_is_a_one_line_error():
                        capture_output=True, text=True, timeout=60, env=child_env())
     assert r.returncode == 125
     assert r.stderr.strip().splitlines() == [
-        "ringnet: error: dns_upstream='resolver.example:53' is not ADDR[:PORT] with an IP address"]
+        "ringnet: error: --dns-upstream='resolver.example:53' is not ADDR[:PORT] with an IP address"]
 
 
 # --- the host's resolv.conf, followed --------------------------------------------------

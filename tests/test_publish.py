@@ -449,7 +449,7 @@ def test_cli_bad_publish_spec_one_line_error():
     r = subprocess.run(ringnet_cmd("run", "-p", "0:80", "--", "true"), capture_output=True,
                        text=True, timeout=60, env=child_env())
     assert r.returncode == 125
-    assert r.stderr.strip() == ("ringnet: error: publish spec '0:80': host port '0' is not a "
+    assert r.stderr.strip() == ("ringnet: error: --publish spec '0:80': host port '0' is not a "
                                 "port number (1..65535)")
 
 
