@@ -14,18 +14,13 @@ sanitizer report, a hang, or a corrupted ring the worker fails to report with -E
 
 from __future__ import annotations
 
-import glob
 import os
 import struct
-import subprocess
 
 import frames as F
-from test_tcp_fuzz import ACK, PSH, SYN, clang_fuzzer, tcp
+from test_tcp_fuzz import ACK, PSH, SYN, build_fuzzer, run_fuzzer, tcp
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FUZZ_RUNS = int(os.environ.get("RINGNET_RING_FUZZ_RUNS", "150000"))
-FUZZ_SEED = int(os.environ.get("RINGNET_FUZZ_SEED", "1"))
-FUZZ_HANG_S = 3600
 RING = 512 * 1024
 
 # Operation codes of fuzz_ring.c's script
@@ -73,30 +68,6 @@ def seeds() -> list[bytes]:
 
 
 def test_fuzz_ring_hostile_producer(tmp_path):
-    clang = clang_fuzzer()
-    binary = tmp_path / "fuzz_ring"
-    srcs = sorted(p for p in glob.glob(os.path.join(ROOT, "csrc", "*.c"))
-                  if os.path.basename(p) != "ringtest.c")      # test-only, not fuzzed
-    r = subprocess.run([clang, "-g", "-O1", "-fsanitize=fuzzer,address,undefined",
-                        "-fno-sanitize-recover=undefined", "-D_GNU_SOURCE", "-std=gnu11",
-                        "-fno-strict-aliasing", "-Wall", "-Wextra", "-Wno-unused-parameter",
-                        "-Werror", "-I", os.path.join(ROOT, "csrc"),
-                        os.path.join(ROOT, "tests", "fuzz", "fuzz_ring.c"), *srcs,
-                        "-o", str(binary), "-lpthread"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-4000:]
-
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for i, s in enumerate(seeds()):
-        (corpus / f"seed{i}").write_bytes(s)
-    artifacts = tmp_path / "artifacts"
-    artifacts.mkdir()
-    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0",
-               UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1")
-    r = subprocess.run([str(binary), f"-runs={FUZZ_RUNS}", f"-seed={FUZZ_SEED}",
-                        "-max_len=8192", "-rss_limit_mb=2048", "-timeout=30",
-                        "-print_final_stats=1", f"-artifact_prefix={artifacts}/", str(corpus)],
-                       capture_output=True, text=True, env=env, timeout=FUZZ_HANG_S)
-    crashes = os.listdir(artifacts)
-    assert r.returncode == 0 and not crashes, (crashes, r.stderr[-6000:])
-    assert f"stat::number_of_executed_units: {FUZZ_RUNS}" in r.stderr
+    binary = build_fuzzer("fuzz_ring", tmp_path)
+    report = run_fuzzer(binary, seeds(), tmp_path, FUZZ_RUNS, max_len=8192, timeout_s=30)
+    assert f"stat::number_of_executed_units: {FUZZ_RUNS}" in report

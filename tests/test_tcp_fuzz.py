@@ -76,31 +76,46 @@ def seeds() -> list[bytes]:
     return out
 
 
-def test_fuzz_worker_tcp_input(tmp_path):
+def build_fuzzer(harness: str, tmp_path) -> str:
+    """Build tests/fuzz/``harness``.c with every shipped csrc/*.c file as a libFuzzer
+    target (clang, ASan + UBSan, the test build's warnings as errors); returns its path."""
     clang = clang_fuzzer()
-    binary = tmp_path / "fuzz_worker"
+    binary = str(tmp_path / harness)
     srcs = sorted(p for p in glob.glob(os.path.join(ROOT, "csrc", "*.c"))
                   if os.path.basename(p) != "ringtest.c")      # test-only, not fuzzed
     r = subprocess.run([clang, "-g", "-O1", "-fsanitize=fuzzer,address,undefined",
                         "-fno-sanitize-recover=undefined", "-D_GNU_SOURCE", "-std=gnu11",
                         "-fno-strict-aliasing", "-Wall", "-Wextra", "-Wno-unused-parameter",
                         "-Werror", "-I", os.path.join(ROOT, "csrc"),
-                        os.path.join(ROOT, "tests", "fuzz", "fuzz_worker.c"), *srcs,
-                        "-o", str(binary), "-lpthread"], capture_output=True, text=True)
+                        os.path.join(ROOT, "tests", "fuzz", f"{harness}.c"), *srcs,
+                        "-o", binary, "-lpthread"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-4000:]
+    return binary
 
+
+def run_fuzzer(binary: str, seeds: list[bytes], tmp_path, runs: int, max_len: int,
+               timeout_s: int) -> str:
+    """Run ``binary`` for ``runs`` inputs from FUZZ_SEED over a corpus of ``seeds``; fail
+    on any crash, sanitizer report or input slower than ``timeout_s``. Returns
+    libFuzzer's report (stderr)."""
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    for i, s in enumerate(seeds()):
+    for i, s in enumerate(seeds):
         (corpus / f"seed{i}").write_bytes(s)
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
     env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0",
                UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1")
-    r = subprocess.run([str(binary), f"-runs={FUZZ_RUNS}", f"-seed={FUZZ_SEED}",
-                        "-max_len=70000", "-rss_limit_mb=2048", "-timeout=60",
+    r = subprocess.run([binary, f"-runs={runs}", f"-seed={FUZZ_SEED}",
+                        f"-max_len={max_len}", "-rss_limit_mb=2048", f"-timeout={timeout_s}",
                         "-print_final_stats=1", f"-artifact_prefix={artifacts}/", str(corpus)],
                        capture_output=True, text=True, env=env, timeout=FUZZ_HANG_S)
     crashes = os.listdir(artifacts)
     assert r.returncode == 0 and not crashes, (crashes, r.stderr[-6000:])
-    assert "stat::number_of_executed_units" in r.stderr
+    return r.stderr
+
+
+def test_fuzz_worker_tcp_input(tmp_path):
+    binary = build_fuzzer("fuzz_worker", tmp_path)
+    report = run_fuzzer(binary, seeds(), tmp_path, FUZZ_RUNS, max_len=70000, timeout_s=60)
+    assert "stat::number_of_executed_units" in report
