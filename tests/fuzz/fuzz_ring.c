@@ -43,6 +43,8 @@
 #include "shm.h"
 #include "worker.h"
 
+#include "fuzz_common.h"
+
 #define RING		(512u * 1024u)
 #define MASK		(RING - 1u)
 #define ALIGN16(x)	(((x) + 15u) & ~15u)
@@ -75,33 +77,10 @@ static uint32_t get(struct input *in, unsigned int bytes)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	static const uint8_t g4[4] = { 10, 0, 2, 100 }, gw4[4] = { 10, 0, 2, 2 },
-			     d4[4] = { 10, 0, 2, 3 };
-	uint8_t g6[16] = { 0xfd }, gw6[16] = { 0xfd }, d6[16] = { 0xfd };
-
 	(void)argc;
 	(void)argv;
 	signal(SIGPIPE, SIG_IGN);
-	g6[14] = 1;
-	gw6[15] = 2;
-	d6[15] = 3;
-	params.nworkers = 1;
-	params.ring_size = RING;
-	params.mtu = 1500;
-	memcpy(params.guest4, g4, 4);
-	memcpy(params.gw4, gw4, 4);
-	memcpy(params.dns4, d4, 4);
-	memcpy(params.guest6, g6, 16);
-	memcpy(params.gw6, gw6, 16);
-	memcpy(params.dns6, d6, 16);
-	params.prefix4 = 24;
-	params.prefix6 = 64;
-	params.allow_host_loopback = 1;
-	params.loopback_only = 1;	/* whatever the frames say, nothing leaves loopback */
-	params.max_flows = 8;
-	params.tcp_idle_timeout_ms = 1000;
-	params.tcp_fin_timeout_ms = 1000;
-	params.udp_timeout_ms = 1000;
+	rn_fuzz_params(&params, RING, 8);
 	mem = aligned_alloc(4096, rn_shm_size(RING));
 	ev_worker = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	ev_ns = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

@@ -36,6 +36,8 @@
 #include "shm.h"
 #include "worker.h"
 
+#include "fuzz_common.h"
+
 #define RING		(512u * 1024u)
 #define MODE_FIX	0x01u	/* make addresses, port and checksums valid */
 #define MODE_POLL	0x02u	/* run the worker after this record */
@@ -84,34 +86,10 @@ static int listen_on(int family, uint16_t *port)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	static const uint8_t g4[4] = { 10, 0, 2, 100 }, gw4[4] = { 10, 0, 2, 2 },
-			     d4[4] = { 10, 0, 2, 3 };
-	uint8_t g6[16] = { 0xfd }, gw6[16] = { 0xfd }, d6[16] = { 0xfd };
-
 	(void)argc;
 	(void)argv;
 	signal(SIGPIPE, SIG_IGN);
-	g6[14] = 1;
-	gw6[15] = 2;
-	d6[15] = 3;
-	params.index = 0;
-	params.nworkers = 1;
-	params.ring_size = RING;
-	params.mtu = 1500;
-	memcpy(params.guest4, g4, 4);
-	memcpy(params.gw4, gw4, 4);
-	memcpy(params.dns4, d4, 4);
-	memcpy(params.guest6, g6, 16);
-	memcpy(params.gw6, gw6, 16);
-	memcpy(params.dns6, d6, 16);
-	params.prefix4 = 24;
-	params.prefix6 = 64;
-	params.allow_host_loopback = 1;
-	params.loopback_only = 1;
-	params.max_flows = 32;
-	params.tcp_idle_timeout_ms = 1000;
-	params.tcp_fin_timeout_ms = 1000;
-	params.udp_timeout_ms = 1000;
+	rn_fuzz_params(&params, RING, 32);
 	mem = aligned_alloc(4096, rn_shm_size(RING));
 	ev_worker = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	ev_ns = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
