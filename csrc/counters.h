@@ -155,7 +155,7 @@ enum rn_worker_counter { RN_WORKER_COUNTERS(RN_CTR_ENUM_W) RN_WCTR_COUNT };
 enum rn_pump_counter { RN_PUMP_COUNTERS(RN_CTR_ENUM_P) RN_PCTR_COUNT };
 
 /* Space reserved per array, so that adding counters keeps the file layout */
-#define RN_CTR_SLOTS		128u
+#define RN_CTR_SLOTS		256u
 
 _Static_assert(RN_WCTR_COUNT <= RN_CTR_SLOTS, "too many worker counters");
 _Static_assert(RN_PCTR_COUNT <= RN_CTR_SLOTS, "too many pump counters");
