@@ -3,7 +3,8 @@
 Each running Network listens on ``<runtime dir>/<id>.sock``, where the runtime dir is
 ``$XDG_RUNTIME_DIR/ringnet`` (or ``/tmp/ringnet-<uid>``), created mode 0700 and refused
 if anyone else owns it or can enter it. A client connects, sends one JSON line
-(``{"cmd": "info"}`` or ``{"cmd": "stats"}``) and reads one JSON line back:
+(``{"cmd": "info"}``, ``{"cmd": "stats"}``, or a command with arguments:
+``{"cmd": NAME, "args": {...}}``) and reads one JSON line back:
 ``{"ok": ...}``, or ``{"error": text}`` with, for an error of the network, ``"raised"``:
 the error as data (errors.to_wire), which ``query`` raises as its own class. The
 server checks the peer's uid with SO_PEERCRED and answers only its owner. ``ringnet ls``,
@@ -60,10 +61,16 @@ def _peer_uid(conn: socket.socket) -> int:
 
 
 class ControlServer:
-    """Serves info and stats requests for one network on a thread of the owning process
-    (started with signals blocked, _threads.start_thread)."""
+    """Serves requests for one network on a thread of the owning process (started with
+    signals blocked, _threads.start_thread), one at a time.
 
-    def __init__(self, net_id: str, handlers: dict[str, Callable[[], Any]],
+    ``handlers`` maps a command name to a function of the request's ``args`` (a dict,
+    empty when the request has none) returning JSON-able data. A RingnetError it raises
+    reaches the client as that error; a ValueError (a bad argument) as a RingnetError
+    with its text.
+    """
+
+    def __init__(self, net_id: str, handlers: dict[str, Callable[[dict], Any]],
                  directory: Optional[str] = None) -> None:
         self.path = os.path.join(directory or runtime_dir(create=True), f"{net_id}.sock")
         self._handlers = handlers
@@ -112,14 +119,19 @@ class ControlServer:
         try:
             req = json.loads(data.split(b"\n", 1)[0] or b"{}")
             handler = self._handlers[req["cmd"]]
-        except (ValueError, KeyError, TypeError):
+            args = req.get("args") or {}
+            if not isinstance(args, dict):
+                raise TypeError("args is not an object")
+        except (ValueError, KeyError, TypeError, AttributeError):
             reply: Any = {"error": f"bad request; commands: {', '.join(sorted(self._handlers))}"}
         else:
             try:
-                reply = {"ok": handler()}
+                reply = {"ok": handler(args)}
             except RingnetError as e:
                 # as data, so that the client raises the very error (errors.to_wire)
                 reply = {"error": str(e), "raised": to_wire(e, None, None)}
+            except ValueError as e:
+                reply = {"error": str(e), "raised": to_wire(RingnetError(str(e)), None, None)}
         conn.sendall(json.dumps(reply).encode() + b"\n")
 
     def close(self) -> None:
@@ -137,13 +149,17 @@ class ControlServer:
             pass
 
 
-def query(path: str, cmd: str, timeout: float = _TIMEOUT) -> Any:
-    """Send ``cmd`` to the control socket at ``path``; RingnetError on refusal or failure."""
+def query(path: str, cmd: str, args: Optional[dict] = None, timeout: float = _TIMEOUT) -> Any:
+    """Send ``cmd`` (with ``args``, if any) to the control socket at ``path``; return the
+    answer. RingnetError (or the network's own error class) on refusal or failure."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
         s.settimeout(timeout)
         try:
             s.connect(path)
-            s.sendall(json.dumps({"cmd": cmd}).encode() + b"\n")
+            req: dict[str, Any] = {"cmd": cmd}
+            if args:
+                req["args"] = args
+            s.sendall(json.dumps(req).encode() + b"\n")
             data = b""
             while not data.endswith(b"\n"):
                 chunk = s.recv(1 << 20)

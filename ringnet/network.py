@@ -37,7 +37,7 @@ import tempfile
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from . import _control, _resolv
 from ._control import Msg
@@ -281,7 +281,7 @@ class Network:
         self.state = State.RUNNING
         if self.config.control_socket:
             try:
-                self._ctlserver = ControlServer(self.id, {"info": self.info, "stats": self._stats_dict},
+                self._ctlserver = ControlServer(self.id, self._control_handlers(),
                                                 self.config.control_dir)
             except BaseException:
                 self.close()
@@ -656,6 +656,13 @@ class Network:
                 raise ProtocolError(f"FLOWS reply of {child.name} without a list of records")
             tables.append(flow_array(dict(r, worker=child.index) for r in rows))
         return busiest_first(np.concatenate(tables) if tables else flow_array([]))
+
+    def _control_handlers(self) -> dict[str, Callable[[dict], Any]]:
+        """The control socket's commands (_ctlsock.ControlServer): name -> fn(args)."""
+        return {
+            "info": lambda args: self.info(),
+            "stats": lambda args: self._stats_dict(),
+        }
 
     def _stats_dict(self) -> dict[str, Any]:
         return self.stats().to_dict()

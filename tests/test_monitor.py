@@ -217,11 +217,11 @@ def test_control_socket_errors_arrive_as_their_class(tmp_path):
     from ringnet import _ctlsock
     from ringnet.errors import from_wire, to_wire
 
-    def worker_failed():
+    def worker_failed(args):
         raise from_wire(to_wire(PermissionError(errno.EPERM, "Operation not permitted"),
                                 "worker 1", "run"), "worker 1")
 
-    def closed():
+    def closed(args):
         raise ringnet.RingnetError("network is closed, not running")
 
     srv = _ctlsock.ControlServer("errtest", {"stats": worker_failed, "info": closed}, str(tmp_path))
@@ -234,6 +234,25 @@ def test_control_socket_errors_arrive_as_their_class(tmp_path):
             _ctlsock.query(srv.path, "info")
         assert type(info.value) is ringnet.RingnetError and info.value.child is None
         assert str(info.value) == "network is closed, not running"
+    finally:
+        srv.close()
+
+
+def test_control_socket_passes_arguments_and_reports_bad_ones(tmp_path):
+    from ringnet import _ctlsock
+
+    def echo(args):
+        if "n" not in args:
+            raise ValueError("echo: n is required")
+        return {"twice": args["n"] * 2}
+
+    srv = _ctlsock.ControlServer("argtest", {"echo": echo}, str(tmp_path))
+    try:
+        assert _ctlsock.query(srv.path, "echo", {"n": 21}) == {"twice": 42}
+        with pytest.raises(ringnet.RingnetError, match="echo: n is required"):
+            _ctlsock.query(srv.path, "echo")
+        with pytest.raises(ringnet.RingnetError, match="bad request; commands: echo"):
+            _ctlsock.query(srv.path, "nope")
     finally:
         srv.close()
 
