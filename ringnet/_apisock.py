@@ -345,9 +345,6 @@ class ApiServer:
                     log.debug("api socket client failed: %s", e)
 
     def _answer(self, conn: socket.socket) -> None:
-        if _peer_uid(conn) != os.getuid():
-            conn.sendall(_error("refused: this network belongs to another user"))
-            return
         deadline = time.monotonic() + _TIMEOUT
         data = b""
         while len(data) < MAX_REQUEST and not (data and _complete(data)):
@@ -362,8 +359,11 @@ class ApiServer:
             if not chunk:
                 break
             data += chunk
-        log.debug("api socket request: %r", data[:200])
-        conn.sendall(handle_request(self._api, data))
+        if _peer_uid(conn) != os.getuid():
+            conn.sendall(_error("refused: this network belongs to another user"))
+        else:
+            log.debug("api socket request: %r", data[:200])
+            conn.sendall(handle_request(self._api, data))
         try:
             conn.shutdown(socket.SHUT_RDWR)
         except OSError:
