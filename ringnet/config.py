@@ -11,6 +11,7 @@ import ipaddress
 import os
 from typing import Optional, Union
 
+from ._apisock import check_path as check_api_socket
 from ._publish import parse_spec
 from ._resolv import MAX_UPSTREAMS, parse_upstream
 from .errors import ConfigError
@@ -137,6 +138,8 @@ class NetworkConfig:
             with fractions F in 0..0.5; None (the default) injects nothing.
         publish: host ports to forward into the namespace once it is up, each
             "[ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp]" (Network.publish()).
+        api_socket: path of a unix socket serving slirp4netns's JSON API (add_hostfwd,
+            list_hostfwd, remove_hostfwd; _apisock.py) while the network runs; None: none.
     """
 
     mtu: int = MTU_MAX
@@ -172,6 +175,7 @@ class NetworkConfig:
     control_socket: bool = True
     control_dir: Optional[str] = None
     publish: tuple[str, ...] = ()
+    api_socket: Optional[str] = None
 
     def __post_init__(self) -> None:
         _int_in_range("mtu", self.mtu, MTU_MIN, MTU_MAX)
@@ -214,6 +218,7 @@ class NetworkConfig:
                                                   else self.publish))
         for spec in self.publish:
             parse_spec(spec)
+        check_api_socket(self.api_socket)
         self._check_family(4, self.cidr4, ("guest4", "gateway4", "dns4"), _V4_RESERVED)
         if self.ipv6:
             self._check_family(6, self.cidr6, ("guest6", "gateway6", "dns6"), _V6_RESERVED)
