@@ -53,7 +53,7 @@ __all__ = ["call", "RemoteTraceback"]
 
 # The interpreter's side. Kept free of ringnet imports: it needs only the standard library.
 _BOOT = r'''
-import os, pickle, sys, traceback
+import os, pickle, sys
 rd, wr = int(sys.argv[1]), int(sys.argv[2])
 
 def send(out):
@@ -77,11 +77,13 @@ try:
     try:
         fn, args, kwargs = load()
     except BaseException as e:
+        import traceback   # only when needed: importing it costs the interpreter time
         send(("fail", "".join(traceback.format_exception_only(type(e), e)).strip()))
     else:
         try:
             value = fn(*args, **kwargs)
         except BaseException as e:
+            import traceback
             tb = traceback.format_exc()
             try:
                 exc = pickle.dumps(e, protocol=pickle.HIGHEST_PROTOCOL)

@@ -146,6 +146,25 @@ def test_connect_from_inside_to_host_loopback_through_the_gateway(no_leaks, fami
         server.close()
 
 
+def test_socket_of_an_attached_namespace(no_leaks, unshared_target):
+    """With attach, the socket is the target's namespace's (made by unshare -Urn)."""
+    server = EchoServer()
+    try:
+        with ringnet.Network.attach(unshared_target.pid, workers=1, allow_host_loopback=True) as net:
+            with net.socket() as c:
+                ns = fcntl.ioctl(c.fileno(), 0x894C)   # SIOCGSKNS
+                try:
+                    assert os.fstat(ns).st_ino == os.stat(f"/proc/{unshared_target.pid}/ns/net").st_ino
+                finally:
+                    os.close(ns)
+                c.settimeout(HANG_S)
+                c.connect((GATEWAY[socket.AF_INET], server.port))
+                c.sendall(b"attached")
+                assert c.recv(100) == b"echo:attached"
+    finally:
+        server.close()
+
+
 def test_asyncio_connect_and_stream(no_leaks):
     """A non-blocking socket from net.socket() works with loop.sock_connect and then
     as an asyncio stream (asyncio.open_connection(sock=...))."""
