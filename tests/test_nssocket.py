@@ -319,3 +319,139 @@ def test_socket_as_unprivileged_user():
         server.close()
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "echo:rootless"
+
+
+def test_concurrent_requests_each_get_their_own_socket(no_leaks):
+    """Threads asking at once are served one exchange at a time: each gets a socket of
+    the family it asked for, none gets another's."""
+    with ringnet.Network(workers=1) as net:
+        got: dict[int, list] = {}
+        errors: list[BaseException] = []
+
+        def ask(i: int) -> None:
+            family = socket.AF_INET6 if i % 2 else socket.AF_INET
+            try:
+                socks = [net.socket(family, socket.SOCK_DGRAM) for _ in range(20)]
+                got[i] = [(s.family, s.fileno()) for s in socks]
+                for s in socks:
+                    s.close()
+            except BaseException as e:   # reported below, in the test's thread
+                errors.append(e)
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(HANG_S)
+        assert not errors, errors
+        for i, socks in got.items():
+            assert {f for f, _ in socks} == {socket.AF_INET6 if i % 2 else socket.AF_INET}
+        assert len(got) == 6
+
+
+# The orchestrator's checks of what the (untrusted) namespace child sends: a thread plays
+# the namespace child on a socketpair, answering one request as told.
+
+class FakeNamespaceChild:
+    """Answers one NS_SOCKET request on a socketpair with ``fd`` (or ``body`` alone)."""
+
+    def __init__(self, fd: int = -1, body: dict | None = None, kind=None) -> None:
+        from ringnet import _control
+        self.ours, self.theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.request = None
+
+        def serve() -> None:
+            msg = _control.recv(self.theirs, timeout=HANG_S)
+            self.request = msg.body
+            _control.send(self.theirs, kind or _control.Msg.NS_SOCKET, body or {},
+                          [fd] if fd >= 0 else [])
+
+        self.thread = threading.Thread(target=serve)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.thread.join(HANG_S)
+        self.ours.close()
+        self.theirs.close()
+
+
+def _open(fake: FakeNamespaceChild, netns_fd: int, *args):
+    from ringnet._nssocket import SocketOpener
+    try:
+        return SocketOpener().open(fake.ours, netns_fd, *args)
+    finally:
+        fake.close()
+
+
+def _our_netns() -> int:
+    return os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+
+
+def test_a_socket_of_the_right_kind_and_namespace_is_accepted():
+    """The control for the refusals below: a host socket, checked against the host's own
+    namespace, passes, and the request carried what was asked."""
+    host = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    netns = _our_netns()
+    try:
+        fake = FakeNamespaceChild(host.fileno())
+        with _open(fake, netns, socket.AF_INET6, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK, 0) as s:
+            assert (s.family, s.type, s.proto) == (socket.AF_INET6, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+            assert not s.getblocking()
+        assert fake.request == {"family": socket.AF_INET6, "type": socket.SOCK_DGRAM, "proto": 0}
+    finally:
+        host.close()
+        os.close(netns)
+
+
+def test_refuses_a_socket_of_another_network_namespace(unshared_target):
+    host = socket.socket()
+    netns = os.open(f"/proc/{unshared_target.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    before = set(os.listdir("/proc/self/fd"))
+    try:
+        with pytest.raises(ringnet.ProtocolError, match="another network namespace"):
+            _open(FakeNamespaceChild(host.fileno()), netns, socket.AF_INET, socket.SOCK_STREAM, 0)
+        assert set(os.listdir("/proc/self/fd")) <= before   # the received copy is closed
+    finally:
+        host.close()
+        os.close(netns)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: socket.socket(socket.AF_INET6, socket.SOCK_STREAM),
+    lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM),
+    lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM),
+], ids=["wrong-family", "wrong-type", "unix"])
+def test_refuses_a_socket_of_another_kind(make):
+    wrong = make()
+    netns = _our_netns()
+    try:
+        with pytest.raises(ringnet.ProtocolError, match="not the .* asked for"):
+            _open(FakeNamespaceChild(wrong.fileno()), netns, socket.AF_INET, socket.SOCK_STREAM, 0)
+    finally:
+        wrong.close()
+        os.close(netns)
+
+
+def test_refuses_what_is_not_a_socket():
+    r, w = os.pipe()
+    netns = _our_netns()
+    before = set(os.listdir("/proc/self/fd"))
+    try:
+        with pytest.raises(ringnet.ProtocolError, match="not a socket"):
+            _open(FakeNamespaceChild(r), netns, socket.AF_INET, socket.SOCK_STREAM, 0)
+        assert set(os.listdir("/proc/self/fd")) <= before
+    finally:
+        for fd in (r, w, netns):
+            os.close(fd)
+
+
+def test_refuses_an_answer_without_socket_or_error_and_a_wrong_message():
+    from ringnet._control import Msg
+    netns = _our_netns()
+    try:
+        with pytest.raises(ringnet.ProtocolError, match="neither a socket nor an error"):
+            _open(FakeNamespaceChild(), netns, socket.AF_INET, socket.SOCK_STREAM, 0)
+        with pytest.raises(ringnet.ProtocolError, match="answered a socket request with ACK"):
+            _open(FakeNamespaceChild(kind=Msg.ACK), netns, socket.AF_INET, socket.SOCK_STREAM, 0)
+    finally:
+        os.close(netns)
