@@ -147,10 +147,11 @@ def check_attach_target(pid: int) -> None:
 
 
 def in_userns_of_ours(pid: int) -> bool:
-    """Is ``pid`` in a user namespace that a process of our uid created, below ours? Such
-    a process may run as any uid mapped there (a container's non-root user, ids from
-    /etc/subuid): its uid is not ours, but we hold every capability in its namespaces,
-    so the kernel lets us enter them."""
+    """Is ``pid`` in a user namespace below ours whose ancestor just below ours a process
+    of our uid created? Such a process may run as any uid mapped there (a container's
+    non-root user, ids from /etc/subuid): its uid is not ours, but we hold every
+    capability in its namespaces (the kernel's rule: the owner of the namespace whose
+    parent is ours), so the kernel lets us enter them."""
     try:
         fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -158,17 +159,16 @@ def in_userns_of_ours(pid: int) -> bool:
     own = ns_inode("/proc/self/ns/user")
     try:
         for _ in range(_USERNS_DEPTH_MAX):
-            if os.fstat(fd).st_ino == own:
-                return False   # ours or an ancestor's: no namespace of ours on the way
-            owner = array.array("I", [0])
-            fcntl.ioctl(fd, NS_GET_OWNER_UID, owner, True)
-            if owner[0] == os.getuid():
-                return True
-            parent = fcntl.ioctl(fd, NS_GET_PARENT)
+            parent = fcntl.ioctl(fd, NS_GET_PARENT)   # EPERM at our own user namespace
+            if os.fstat(parent).st_ino == own:
+                os.close(parent)
+                owner = array.array("I", [0])
+                fcntl.ioctl(fd, NS_GET_OWNER_UID, owner, True)
+                return owner[0] == os.getuid()
             os.close(fd)
             fd = parent
     except OSError:
-        return False   # EPERM: the parent is outside our own user namespace
+        return False   # it is ours, or not below ours
     finally:
         os.close(fd)
     return False

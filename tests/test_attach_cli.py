@@ -168,3 +168,20 @@ def test_bad_attach_arguments_one_line_error(args, match):
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 1 and len(lines) == 1, r.stderr
     assert lines[0].startswith("ringnet: error: ") and match in lines[0], lines[0]
+
+
+def test_in_userns_of_ours(unshared_target):
+    """The rule behind the mapped-uid attach: a process in a user namespace made by our
+    uid below ours (two levels down too) qualifies; one in our own does not."""
+    from ringnet._nsutil import in_userns_of_ours
+    assert in_userns_of_ours(unshared_target.pid)
+    assert not in_userns_of_ours(os.getpid())
+    nested = subprocess.Popen(["unshare", "-Ur", "unshare", "-Urn", "sleep", "300"])
+    try:
+        wait_until(lambda: psutil.Process(nested.pid).name() == "sleep"
+                   and os.stat(f"/proc/{nested.pid}/ns/net").st_ino
+                   != os.stat("/proc/self/ns/net").st_ino, "the nested namespace")
+        assert in_userns_of_ours(nested.pid)
+    finally:
+        nested.kill()
+        nested.wait()
