@@ -22,11 +22,13 @@ control socket carries one exchange at a time): the orchestrator checks the
 request (family AF_INET or AF_INET6; type SOCK_STREAM or SOCK_DGRAM, with
 SOCK_NONBLOCK / SOCK_CLOEXEC flags; a protocol of that type) and sends
 ``{"family", "type", "proto"}``; the namespace child checks it again, creates
-the socket (close-on-exec) and answers NS_SOCKET with the fd, or with
+the socket and answers NS_SOCKET with the fd, or with
 ``{"error": errors.to_wire(...)}`` when the kernel refuses. The namespace child
 is not trusted: the orchestrator checks that what arrived is a socket of the
 family, type and protocol asked for, in the namespace's own network namespace
 (SIOCGSKNS, compared with the namespace fd from READY), or closes it and fails.
+The fd is close-on-exec from its arrival (MSG_CMSG_CLOEXEC), as every socket
+Python makes is; SOCK_NONBLOCK is applied here (setblocking).
 
 The namespace child's seccomp allow-list (csrc/sandbox.c) lets it create
 AF_INET and AF_INET6 sockets only; having no capabilities, it cannot create raw

@@ -151,3 +151,9 @@ def test_call_as_unprivileged_user():
                        timeout=120, env=child_env(), cwd="/")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == [0, 2, ["lo", "rn0"], uid]
+
+
+def test_not_running():
+    net = ringnet.Network(workers=1)
+    with pytest.raises(ringnet.RingnetError, match="not running"):
+        net.call(pow, 2, 3)
