@@ -53,11 +53,15 @@ __all__ = ["call", "RemoteTraceback"]
 
 # The interpreter's side. Kept free of ringnet imports: it needs only the standard library.
 _BOOT = r'''
-import os, pickle, sys
+import os, sys
+try:
+    import _pickle as pickle   # the C pickler alone: "import pickle" also imports re and more
+except ImportError:
+    import pickle
 rd, wr = int(sys.argv[1]), int(sys.argv[2])
 
 def send(out):
-    data = pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL)
+    data = pickle.dumps(out, protocol=-1)
     view = memoryview(data)
     while view:
         view = view[os.write(wr, view):]
@@ -86,13 +90,13 @@ try:
             import traceback
             tb = traceback.format_exc()
             try:
-                exc = pickle.dumps(e, protocol=pickle.HIGHEST_PROTOCOL)
+                exc = pickle.dumps(e, protocol=-1)
             except BaseException:
                 exc = None
             send(("raise", exc, f"{type(e).__module__}.{type(e).__qualname__}", str(e), tb))
         else:
             try:
-                data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+                data = pickle.dumps(value, protocol=-1)
             except BaseException as e:
                 send(("fail", f"the result of {getattr(fn, '__qualname__', fn)!s} "
                       f"({type(value).__qualname__}) cannot be pickled: {type(e).__name__}: {e}"))
