@@ -21,12 +21,14 @@ The exchange (Msg.NS_SOCKET, one at a time under a lock: the namespace child's
 control socket carries one exchange at a time): the orchestrator checks the
 request (family AF_INET or AF_INET6; type SOCK_STREAM or SOCK_DGRAM, with
 SOCK_NONBLOCK / SOCK_CLOEXEC flags; a protocol of that type) and sends
-``{"family", "type", "proto"}``; the namespace child checks it again, creates
-the socket and answers NS_SOCKET with the fd, or with
-``{"error": errors.to_wire(...)}`` when the kernel refuses. The namespace child
-is not trusted: the orchestrator checks that what arrived is a socket of the
-family, type and protocol asked for, in the namespace's own network namespace
-(SIOCGSKNS, compared with the namespace fd from READY), or closes it and fails.
+``{"seq", "family", "type", "proto"}``; the namespace child checks it again,
+creates the socket and answers NS_SOCKET with the fd, or with ``{"error":
+errors.to_wire(...)}`` when the kernel refuses, echoing ``seq`` (a reply that
+arrives after its request timed out is dropped by the next exchange). The
+namespace child is not trusted: the orchestrator checks that what arrived is a
+socket of the family, type and protocol asked for, in the namespace's own
+network namespace (SIOCGSKNS, compared with the namespace fd from READY), or
+closes it and fails.
 The fd is close-on-exec from its arrival (MSG_CMSG_CLOEXEC), as every socket
 Python makes is; SOCK_NONBLOCK is applied here (setblocking).
 
@@ -45,6 +47,7 @@ import fcntl
 import os
 import socket
 import threading
+import time
 from typing import Any, Optional
 
 from . import _control
@@ -105,6 +108,7 @@ class SocketOpener:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._seq = 0   # numbers requests: a reply that comes after its request timed out is dropped
 
     def open(self, ctl: socket.socket, netns_fd: int, family: Any, type: Any,
              proto: Any) -> socket.socket:
@@ -115,14 +119,8 @@ class SocketOpener:
         namespace child fails or answers wrongly."""
         fam, base, pro, flags = check_request(family, type, proto)
         with self._lock:
-            try:
-                _control.send(ctl, Msg.NS_SOCKET, {"family": fam, "type": base, "proto": pro})
-                msg = _control.recv(ctl, timeout=REPLY_TIMEOUT, max_fds=1)
-            except TimeoutError:
-                raise ChildError(f"the namespace child did not answer a socket request within "
-                                 f"{REPLY_TIMEOUT:.0f} s") from None
-            except OSError as e:
-                raise ChildError(f"cannot ask the namespace child for a socket: {e}") from None
+            self._seq += 1
+            msg = self._exchange(ctl, {"seq": self._seq, "family": fam, "type": base, "proto": pro})
         if msg is None:
             raise ChildError("the namespace child closed its control connection")
         if msg.type == Msg.ERROR:
@@ -154,6 +152,24 @@ class SocketOpener:
         return sock
 
 
+    def _exchange(self, ctl: socket.socket, request: dict) -> Optional[_control.Message]:
+        """Send ``request``, return the reply to it (None at end of file); replies to
+        earlier requests that timed out are dropped, their fds closed."""
+        deadline = time.monotonic() + REPLY_TIMEOUT
+        try:
+            _control.send(ctl, Msg.NS_SOCKET, request)
+            while True:
+                msg = _control.recv(ctl, timeout=max(0.0, deadline - time.monotonic()), max_fds=1)
+                if msg is None or msg.type != Msg.NS_SOCKET or msg.body.get("seq") == request["seq"]:
+                    return msg
+                msg.close_fds()
+        except TimeoutError:
+            raise ChildError(f"the namespace child did not answer a socket request within "
+                             f"{REPLY_TIMEOUT:.0f} s") from None
+        except OSError as e:
+            raise ChildError(f"cannot ask the namespace child for a socket: {e}") from None
+
+
 def _check_socket(sock: socket.socket, netns_fd: int, family: int, type_: int, proto: int) -> None:
     """Raise ProtocolError unless ``sock`` is of ``family``, ``type_``, ``proto`` and in the
     network namespace ``netns_fd``."""
@@ -179,15 +195,17 @@ def serve_request(ctl: socket.socket, msg: _control.Message, role: str) -> None:
     of this namespace, or with the reason it cannot be made. The request comes from
     the orchestrator but is checked again; a failure is reported, never fatal."""
     msg.close_fds()
+    seq = msg.body.get("seq")
+    reply: dict[str, Any] = {"seq": seq} if isinstance(seq, int) and not isinstance(seq, bool) else {}
     sock = None
     try:
         fam, base, pro, _ = check_request(msg.body.get("family"), msg.body.get("type"),
                                           msg.body.get("proto"))
         sock = socket.socket(fam, base, pro)   # close-on-exec, blocking
     except (OSError, RingnetError) as e:
-        _control.send(ctl, Msg.NS_SOCKET, {"error": to_wire(e, role, "create a socket")})
+        _control.send(ctl, Msg.NS_SOCKET, dict(reply, error=to_wire(e, role, "create a socket")))
         return
     try:
-        _control.send(ctl, Msg.NS_SOCKET, {}, [sock.fileno()])
+        _control.send(ctl, Msg.NS_SOCKET, reply, [sock.fileno()])
     finally:
         sock.close()

@@ -353,9 +353,10 @@ def test_concurrent_requests_each_get_their_own_socket(no_leaks):
 # the namespace child on a socketpair, answering one request as told.
 
 class FakeNamespaceChild:
-    """Answers one NS_SOCKET request on a socketpair with ``fd`` (or ``body`` alone)."""
+    """Answers one NS_SOCKET request on a socketpair with ``fd`` (or ``body`` alone),
+    echoing its sequence number; first, if given, a stale reply carrying ``stale_fd``."""
 
-    def __init__(self, fd: int = -1, body: dict | None = None, kind=None) -> None:
+    def __init__(self, fd: int = -1, body: dict | None = None, kind=None, stale_fd: int = -1) -> None:
         from ringnet import _control
         self.ours, self.theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.request = None
@@ -363,7 +364,10 @@ class FakeNamespaceChild:
         def serve() -> None:
             msg = _control.recv(self.theirs, timeout=HANG_S)
             self.request = msg.body
-            _control.send(self.theirs, kind or _control.Msg.NS_SOCKET, body or {},
+            seq = msg.body["seq"]
+            if stale_fd >= 0:
+                _control.send(self.theirs, _control.Msg.NS_SOCKET, {"seq": seq - 1}, [stale_fd])
+            _control.send(self.theirs, kind or _control.Msg.NS_SOCKET, dict(body or {}, seq=seq),
                           [fd] if fd >= 0 else [])
 
         self.thread = threading.Thread(target=serve)
@@ -397,8 +401,27 @@ def test_a_socket_of_the_right_kind_and_namespace_is_accepted():
         with _open(fake, netns, socket.AF_INET6, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK, 0) as s:
             assert (s.family, s.type, s.proto) == (socket.AF_INET6, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
             assert not s.getblocking()
-        assert fake.request == {"family": socket.AF_INET6, "type": socket.SOCK_DGRAM, "proto": 0}
+        assert fake.request == {"seq": 1, "family": socket.AF_INET6, "type": socket.SOCK_DGRAM,
+                                "proto": 0}
     finally:
+        host.close()
+        os.close(netns)
+
+
+def test_a_late_reply_to_an_earlier_request_is_dropped():
+    """A reply whose request timed out (an older sequence number) is skipped and its fd
+    closed; the reply to this request is the one used."""
+    host = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    stale = socket.socket()
+    netns = _our_netns()
+    try:
+        before = set(os.listdir("/proc/self/fd"))
+        with _open(FakeNamespaceChild(host.fileno(), stale_fd=stale.fileno()), netns,
+                   socket.AF_INET6, socket.SOCK_DGRAM, 0) as s:
+            assert s.family == socket.AF_INET6
+            assert set(os.listdir("/proc/self/fd")) - before == {str(s.fileno())}
+    finally:
+        stale.close()
         host.close()
         os.close(netns)
 
