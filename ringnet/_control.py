@@ -61,6 +61,9 @@ class Msg(enum.IntEnum):
                       # (fds: listener, [handoff socket], sending ends towards workers "out");
                       # answered ACK or ERROR (the worker goes on)
     FORWARD_DEL = 14  # orchestrator -> worker: {"id"}; answered ACK or ERROR
+    NS_SOCKET = 31  # orchestrator -> namespace child: {"seq", "family", "type", "proto"};
+                    # answered NS_SOCKET {"seq"} with the socket's fd, or {"seq", "error":
+                    # to_wire()} (_nssocket.py)
 
 
 class ParentGone(Exception):

@@ -2,6 +2,7 @@
 
     ringnet run [OPTIONS] -- CMD [ARGS...]   run CMD in a new rootless namespace with networking
     ringnet attach [OPTIONS] PID             give networking to PID's namespace until interrupted
+    ringnet attach [OPTIONS] --netns PATH [--userns PATH]   the same, for the namespace at PATH
     ringnet ls                               list this user's running networks
     ringnet stats ID [--json]                a snapshot of one network's counters and processes
     ringnet top ID                           a live view of one network, refreshed every second
@@ -33,7 +34,7 @@ import select
 import signal
 import sys
 import time
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from . import __version__, _ctlsock, _forwardctl
 from ._resolv import MAX_UPSTREAMS
@@ -221,7 +222,15 @@ def _parser() -> argparse.ArgumentParser:
     _net_options(att)
     att.add_argument("--ready-fd", type=int, default=None,
                      help="write '1' to this fd once the network is up")
-    att.add_argument("pid", type=int, help="a process in the target network namespace")
+    att.add_argument("--netns", metavar="PATH", default=None,
+                     help="the network namespace at PATH (/proc/PID/ns/net or a bind mount of "
+                     "one) instead of PID's; ends when PATH no longer names it")
+    att.add_argument("--userns", metavar="PATH", default=None,
+                     help="with --netns: enter it through the user namespace at PATH (default: "
+                     "the one owning it)")
+    att.add_argument("pid", type=int, nargs="?", default=None,
+                     help="a process in the target network namespace (its owner, or a mapped "
+                     "uid of a user namespace you own)")
     ls = sub.add_parser("ls", help="list this user's running networks")
     ls.add_argument("--json", action="store_true", help="print JSON")
     st = sub.add_parser("stats", help="print a snapshot of a running network")
@@ -288,6 +297,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _attach(args: argparse.Namespace) -> int:
+    """Serve a process's namespace (PID) or one named by path (--netns) until a signal
+    comes, the process exits, or the path stops naming the namespace."""
+    if (args.pid is None) == (args.netns is None):
+        raise RingnetError("attach takes either PID or --netns PATH (one of them)")
+    if args.userns is not None and args.netns is None:
+        raise RingnetError("--userns PATH goes with --netns PATH")
     stop = {"sig": 0}
 
     def on_signal(signum, frame):
@@ -295,27 +310,52 @@ def _attach(args: argparse.Namespace) -> int:
 
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, on_signal)
-    pidfd = os.pidfd_open(args.pid)
+    if args.netns is not None:
+        net = Network.attach_path(args.netns, args.userns, _config(args))
+        label, still_there = f"attach {args.netns}", _names_same_namespace(args.netns)
+        pidfd = -1
+    else:
+        net = Network.attach(args.pid, _config(args))
+        label, still_there = f"attach {args.pid}", lambda: True
+        pidfd = os.pidfd_open(args.pid)
     pid_file = _PidFile(args.pid_file)
     try:
-        with Network.attach(args.pid, _config(args)) as net:
-            net.label = f"attach {args.pid}"
+        with net:
+            net.label = label
             pid_file.write()
             if args.ready_fd is not None:
                 os.write(args.ready_fd, b"1")
                 os.close(args.ready_fd)
             poller = select.poll()
-            poller.register(pidfd, select.POLLIN)
+            if pidfd >= 0:
+                poller.register(pidfd, select.POLLIN)
             while not stop["sig"]:
-                if poller.poll(500):
-                    break  # the target process exited
+                if poller.poll(500) or not still_there():
+                    break  # the target process exited, or its namespace left the path
                 broken = net.failed_children()
                 if broken:
                     raise RingnetError(f"network failed: {', '.join(broken)}")
     finally:
         pid_file.remove()
-        os.close(pidfd)
+        if pidfd >= 0:
+            os.close(pidfd)
     return 0
+
+
+def _names_same_namespace(path: str) -> Callable[[], bool]:
+    """A test that ``path`` still names the namespace it names now (a /proc/PID/ns/net
+    goes away with PID; a bind mount, when unmounted)."""
+    st = os.stat(path)
+    key = (st.st_dev, st.st_ino)
+
+    def same() -> bool:
+        try:
+            now = os.stat(path)
+        except OSError:
+            return False
+        return (now.st_dev, now.st_ino) == key
+
+    return same
 
 
 def _ls(args: argparse.Namespace) -> int:

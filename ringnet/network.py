@@ -39,12 +39,13 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from . import _control, _forwardctl, _resolv
+from . import _control, _forwardctl, _nscall, _resolv
 from ._apisock import ApiServer
 from ._control import Msg
 from ._ctlsock import ControlServer
 from ._hostaddrs import HostAddrs, HostAddrWatcher, read_host_addrs
 from ._core import pump_counter_names, worker_counter_names
+from ._nssocket import AF_INET, SOCK_STREAM, SocketOpener
 from ._nsutil import check_attach_target, check_netns_path, run_idmap_helpers
 from ._preflight import require
 from ._publish import Forward, Publisher
@@ -55,6 +56,8 @@ from .errors import ChildError, NamespaceError, ProtocolError, RingnetError, fro
 from .stats import ProcessSampler, Stats, busiest_first, flow_array
 
 if TYPE_CHECKING:
+    from socket import socket as _Socket
+
     import numpy as np
 
 __all__ = ["Network", "State"]
@@ -216,6 +219,7 @@ class Network:
         self._addr_watcher: Optional[HostAddrWatcher] = None
         self._hash_key = ""   # the flow-hash secret: never on a command line
         self._publisher = Publisher(self)   # forwards of host ports (_publish.py)
+        self._sockets = SocketOpener()   # sockets made inside for socket() (_nssocket.py)
 
     @classmethod
     def attach(cls, pid: int, config: Optional[NetworkConfig] = None, **overrides: Any) -> "Network":
@@ -580,6 +584,26 @@ class Network:
         if check:
             done.check_returncode()
         return done
+
+    def socket(self, family: int = AF_INET, type: int = SOCK_STREAM, proto: int = 0) -> "_Socket":
+        """A new socket of the namespace's network for this process, as socket.socket()
+        makes one of the host's: listen or connect from inside without a subprocess,
+        blocking or with asyncio. ``family``: AF_INET or AF_INET6; ``type``: SOCK_STREAM
+        or SOCK_DGRAM (| SOCK_NONBLOCK, SOCK_CLOEXEC); ``proto``: 0 or the type's own.
+        Created by the namespace child and passed here (_nssocket.py). Raises
+        ConfigError for another family or type."""
+        self._require_running()
+        ns = next(c for c in self._children if c.role is Role.NS)
+        return self._sockets.open(ns.ctl, self._nsfds[1], family, type, proto)
+
+    def call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)`` in a fresh Python interpreter inside the namespace
+        (as spawn() runs commands) and return its result, or raise its exception (its
+        own class when it pickles, the remote traceback as its ``__cause__``). ``fn``,
+        the arguments and the result travel pickled (_nscall.py): ``fn`` must be
+        importable by name there (a module-level function). The result is unpickled
+        here: use it only with a namespace whose processes you trust."""
+        return _nscall.call(self, fn, args, kwargs)
 
     # Published ports (_publish.py) -------------------------------------------------------
 
