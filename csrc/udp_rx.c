@@ -37,6 +37,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 
+#include "rules.h"
 #include "udp_int.h"
 
 /**
@@ -105,6 +106,9 @@ static void rn_udp_deliver(struct rn_worker *w, struct rn_udp_flow *fl,
 	}
 	if (fl->g.dns || sport == rn_udp_port(&fl->g.dst))
 		sport = k->dport;
+	/* names for the egress rules, learnt before the namespace can read the answer */
+	if (fl->g.dns && !gso && niov == 1)
+		rn_rules_learn(w, iov[0].iov_base, (uint32_t)iov[0].iov_len);
 	out = rn_worker_tx_reserve(w, l3 + ulen, &err);
 	if (!out)
 		return;	/* room was checked: only a corrupted ring (fatal) gets here */
