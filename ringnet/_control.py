@@ -61,6 +61,8 @@ class Msg(enum.IntEnum):
                       # (fds: listener, [handoff socket], sending ends towards workers "out");
                       # answered ACK or ERROR (the worker goes on)
     FORWARD_DEL = 14  # orchestrator -> worker: {"id"}; answered ACK or ERROR
+    RULES = 15      # orchestrator -> worker: {"size"} (fd: memfd of the rule set, _rules.py);
+                    # answered ACK or ERROR (the worker keeps its old set)
 
 
 class ParentGone(Exception):

@@ -55,6 +55,15 @@ _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(NetworkConfig)}
 
 
+class _AppendRule(argparse.Action):
+    """--allow SPEC / --deny SPEC: "allow SPEC" or "deny SPEC" onto NetworkConfig.rules, in
+    the order given on the command line (first match wins)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[override]
+        rule = f"{self.const} {values}"
+        setattr(namespace, self.dest, tuple(getattr(namespace, self.dest) or ()) + (rule,))
+
+
 class _AppendTuple(argparse.Action):
     """Like action="append", onto a tuple default (NetworkConfig.publish's)."""
 
@@ -133,6 +142,14 @@ def _net_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("-p", "--publish", action=_AppendTuple, metavar="SPEC", default=d["publish"],
                    help="forward a host port inside: [ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp] "
                    "(repeatable; IPv6 as [::1]:8080:80)")
+    for verb in ("allow", "deny"):
+        g.add_argument(f"--{verb}", dest="rules", action=_AppendRule, const=verb,
+                       metavar="SPEC", default=d["rules"],
+                       help=f"{verb} new flows to [tcp:|udp:|icmp:]TARGET[:PORT[-PORT]], TARGET a "
+                       "CIDR ([V6]/N before ports), a host name or *.domain (repeatable; the "
+                       "first matching --allow/--deny wins)")
+    g.add_argument("--default-deny", action="store_true", default=d["default_deny"],
+                   help="refuse new flows no --allow/--deny matches (DNS excepted)")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more logging (repeatable)")
     o = p.add_argument_group("output")
     o.add_argument("-q", "--quiet", action="store_true",
@@ -149,6 +166,7 @@ def _option_names() -> dict[str, str]:
     for a in run._actions:
         if a.dest in _DEFAULTS and a.nargs != 0:
             out[a.dest] = next(o for o in reversed(a.option_strings) if o.startswith("--"))
+    out.pop("rules", None)  # --allow and --deny: their errors name the rule itself
     return out
 
 
@@ -227,7 +245,16 @@ def _parser() -> argparse.ArgumentParser:
     top.add_argument("id", help="network id (or a unique prefix), from ringnet ls")
     top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
     top.add_argument("--iterations", type=int, default=0, help="stop after N refreshes (0: never)")
-    for q in (ls, st, top):
+    ru = sub.add_parser("rules", help="list or change the egress rules of a running network",
+                        usage="ringnet rules ID {ls,names} | ID add allow|deny SPEC [--at N] "
+                        "| ID rm allow|deny SPEC | ID rm N")
+    ru.add_argument("id", help="network id (or a unique prefix), from ringnet ls")
+    ru.add_argument("op", choices=("ls", "add", "rm", "names"), help="what to do")
+    ru.add_argument("rule", nargs="*", help="allow|deny SPEC (rm: or the rule's index)")
+    ru.add_argument("--at", type=int, default=None, metavar="N",
+                    help="add: insert before the rule at index N (default: last)")
+    ru.add_argument("--json", action="store_true", help="print JSON")
+    for q in (ls, st, top, ru):
         q.add_argument("--dir", default=None, help="control socket directory "
                        "(default $XDG_RUNTIME_DIR/ringnet or /tmp/ringnet-UID)")
         q.add_argument("-v", "--verbose", action="count", default=0, help=argparse.SUPPRESS)
@@ -330,7 +357,40 @@ def _stats(args: argparse.Namespace) -> int:
         print(json.dumps(snap, indent=2))
         return 0
     print(_render(Stats.from_dict(snap), None))
+    if snap.get("rules"):
+        print("\nrules (hits: new flows each decided)")
+        print("\n".join(f"{r['index']:>5} {r['hits']:>10}  {r['rule']}" for r in snap["rules"]))
     return 0
+
+
+def _rules(args: argparse.Namespace) -> int:
+    """``ringnet rules ID ls|names|add|rm``: the control socket's "rules" command."""
+    path = _ctlsock.resolve(args.id, args.dir)
+    text = " ".join(args.rule)
+    if args.op in ("add", "rm") and not text:
+        raise RingnetError(f"ringnet rules {args.op} needs a rule: allow|deny SPEC")
+    req: dict = {"op": args.op}
+    if args.op in ("add", "rm"):
+        req["rule"] = int(text) if args.op == "rm" and text.isdigit() else text
+    if args.at is not None:
+        req["index"] = args.at
+    out = _ctlsock.query(path, "rules", req)
+    if args.json or args.op in ("add", "rm"):
+        print(json.dumps(out, indent=2) if args.json else out)
+    elif args.op == "names":
+        for e in out:
+            print(f"{e['name']:<40} {e['address']:<39} {e['expires_in']:>8.1f}s")
+    else:
+        print(_rule_lines(out["rules"], out["default_deny"]))
+    return 0
+
+
+def _rule_lines(rules: list, default_deny: bool) -> str:
+    """The rules as a table: index, hits, rule; the default last."""
+    lines = [f"{'#':>5} {'HITS':>10}  RULE"]
+    lines += [f"{r['index']:>5} {r['hits']:>10}  {r['rule']}" for r in rules]
+    lines.append(f"{'':>5} {'':>10}  default: {'deny' if default_deny else 'allow'}")
+    return "\n".join(lines)
 
 
 def _human(n: float, unit: str = "") -> str:
@@ -458,7 +518,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         format="ringnet: %(levelname)s %(message)s")
     failed = EXIT_RINGNET_FAILED if args.command == "run" else 1
     try:
-        handlers = {"run": _run, "attach": _attach, "ls": _ls, "stats": _stats, "top": _top}
+        handlers = {"run": _run, "attach": _attach, "ls": _ls, "stats": _stats, "top": _top,
+                    "rules": _rules}
         return handlers[args.command](args)
     except RingnetError as e:
         print(f"ringnet: error: {e}", file=sys.stderr)
