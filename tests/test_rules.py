@@ -21,6 +21,7 @@ gateway address (10.0.2.2, fd00::2), and "allow good.test" matches a connection 
 from __future__ import annotations
 
 import ipaddress
+import json
 import random
 import socket
 import struct
@@ -36,7 +37,8 @@ from ringnet._rules import RULES_MAX, Rule, encode, parse_rule, parse_target
 from ringnet._ringnet_c import ffi, lib
 from ringnet.errors import ConfigError
 
-from conftest import HANG_S, ringnet_cmd, child_env, needs_userns, wait_until, worker_counter
+from conftest import (HANG_S, as_user_argv, child_env, needs_userns, ringnet_cmd, unpriv_user,
+                      wait_until, worker_counter)
 from localdns import LocalDns
 import frames as F
 from test_udp_worker import UdpHarness, icmp_error, udp4, udp6
@@ -688,3 +690,37 @@ def test_run_with_allow_deny_flags(servers, dns):
     argv[-1] = str(servers.tcp4b)
     r = subprocess.run(argv, capture_output=True, text=True, env=child_env(), timeout=2 * HANG_S)
     assert r.stdout.strip() == "ECONNREFUSED", r.stderr
+
+
+RULES_AS_USER = r'''
+import json, os, socket, sys, threading, ringnet
+srv = [socket.create_server(("127.0.0.1", 0)) for _ in range(2)]
+def serve(s):
+    while True:
+        c, _ = s.accept(); c.sendall(b"hi"); c.close()
+for s in srv:
+    threading.Thread(target=serve, args=(s,), daemon=True).start()
+ok, denied = (s.getsockname()[1] for s in srv)
+probe = sys.argv[1]
+with ringnet.Network(workers=2, allow_host_loopback=True, default_deny=True,
+                     rules=[f"allow tcp:10.0.2.2:{ok}"]) as net:
+    out = [net.run([sys.executable, "-c", probe, "tcp", "10.0.2.2", str(p)], capture_output=True,
+                   timeout=120).stdout.decode().strip() for p in (ok, denied)]
+    net.rules.add(f"allow tcp:10.0.2.2:{denied}")
+    out.append(net.run([sys.executable, "-c", probe, "tcp", "10.0.2.2", str(denied)],
+                       capture_output=True, timeout=120).stdout.decode().strip())
+    hits = [r["hits"] for r in net.rules.list()]
+print(json.dumps({"uid": os.getuid(), "out": out, "hits": hits}))
+'''
+
+
+@needs_userns
+def test_rules_as_unprivileged_user():
+    uid, _ = unpriv_user()
+    r = subprocess.run(as_user_argv([sys.executable, "-c", RULES_AS_USER, PROBE]), capture_output=True,
+                       text=True, timeout=4 * HANG_S, env=child_env(), cwd="/")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["uid"] == uid
+    assert out["out"] == ["ok", "ECONNREFUSED", "ok"]
+    assert out["hits"] == [1, 1]
