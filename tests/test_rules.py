@@ -406,6 +406,39 @@ def test_answers_teach_the_question_name():
     assert learn(tab, bytes(loop)) < 0
 
 
+def test_mangled_answers_never_read_out_of_bounds():
+    """Seeded random damage to real-looking answers (CNAME chains, compression, both
+    families): the parser returns a count or an error and only records names that are
+    valid text. Run under ASan by scripts/test.sh --sanitize."""
+    rng = random.Random(7)
+    tab = name_table()
+    base = [answer("a.b.test", [(None, 5, 60, qname("c.test")), ("c.test", 1, 60, b"\xc0\x00\x02\x01")]),
+            answer("v6.test", [(None, 28, 60, bytes(16))], qtype=28),
+            answer("x.test", [(None, 1, 60, b"\x0a\x00\x02\x02")] * 3)]
+    for i in range(3000):
+        msg = bytearray(rng.choice(base))
+        for _ in range(rng.randint(1, 6)):
+            op = rng.random()
+            pos = rng.randrange(len(msg))
+            if op < 0.6:
+                msg[pos] = rng.randrange(256)
+            elif op < 0.8:
+                del msg[pos:]
+                if not msg:
+                    msg = bytearray(b"\0")
+            else:
+                msg[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+        data = bytes(msg)
+        assert learn(tab, data, now=1000 + i) >= -lib_ebadmsg()
+    for e in (ffi.string(s.name) for s in tab[0:lib.RN_NAMES_SLOTS] if s.expires):
+        assert all(c in b"abcdefghijklmnopqrstuvwxyz0123456789-_." for c in e), e
+
+
+def lib_ebadmsg():
+    import errno
+    return errno.EBADMSG
+
+
 def test_names_expire_after_ttl_and_grace():
     tab = name_table()
     learn(tab, answer("t.test", [(None, 1, 5, socket.inet_aton("192.0.2.5"))]), now=1000)
