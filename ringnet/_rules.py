@@ -488,11 +488,13 @@ class RuleSet:
             if isinstance(index, bool) or not isinstance(index, int) or not -n <= index <= n:
                 raise ConfigError(f"rule index {index!r} out of range (0..{n})")
             slot = self._free[-1]
+            # the slot's count so far is a removed rule's, final: the new rule starts there
+            base = self._raw_hits()[slot]
             new = list(self._rules)
             new.insert(index if index >= 0 else n + index, (r, slot))
             self._apply(new, self._default_deny)
             self._free.pop()
-            self._base[slot] = self._raw_hits(slot)
+            self._base[slot] = base
             self._rules = new
         log.info("rule added: %s", r)
         return r
@@ -530,7 +532,8 @@ class RuleSet:
         """Every rule in order: [{"index", "rule" (its text), "hits"}]; hits are the new
         flows it decided since it was added, over every worker."""
         with self._lock:
-            return [{"index": i, "rule": str(r), "hits": self._hits(slot)}
+            raw = self._raw_hits()
+            return [{"index": i, "rule": str(r), "hits": raw[slot] - self._base.get(slot, 0)}
                     for i, (r, slot) in enumerate(self._rules)]
 
     def names(self) -> list[dict[str, Any]]:
@@ -545,13 +548,11 @@ class RuleSet:
         return next((r for r, s in self._rules if s == slot), None)
 
     # internals
-    def _raw_hits(self, slot: int) -> int:
+    def _raw_hits(self) -> list[int]:
+        """Every slot's hits summed over the workers, since the network started."""
         if self._shm is None:
-            return 0
-        return int(self._shm.hits()[slot])
-
-    def _hits(self, slot: int) -> int:
-        return self._raw_hits(slot) - self._base.get(slot, 0)
+            return [0] * RULES_MAX
+        return [int(v) for v in self._shm.hits().tolist()]
 
     def _apply(self, rules: list[tuple[Rule, int]], default_deny: bool) -> None:
         """Hand a new set to every worker and wait for each ACK. Before the network runs,
