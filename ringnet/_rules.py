@@ -555,18 +555,36 @@ class RuleSet:
         return [int(v) for v in self._shm.hits().tolist()]
 
     def _apply(self, rules: list[tuple[Rule, int]], default_deny: bool) -> None:
-        """Hand a new set to every worker and wait for each ACK. Before the network runs,
-        only the orchestrator's copy changes."""
+        """Hand a new set to every worker and wait for each ACK. If a worker refuses it,
+        the workers that took it get the current set back (best effort) and the error is
+        raised: the rules stay as they were."""
         net = self._net
         if net.state.value != "running":
             raise RingnetError(f"network is {net.state.value}, not running")
+        done = []
+        try:
+            for child in self._send(net._workers(), rules, default_deny):
+                done.append(child)
+        except (RingnetError, OSError):
+            try:
+                for _ in self._send(done, self._rules, self._default_deny):
+                    pass
+            except (RingnetError, OSError) as e:
+                log.error("rules: a worker kept a set it should not have: %s", e)
+            raise
+
+    def _send(self, workers: list, rules: list[tuple[Rule, int]],
+              default_deny: bool) -> Iterator[Any]:
+        """Send a set to each of ``workers`` in turn, yielding each once it acknowledged."""
+        net = self._net
         blob = encode(rules, default_deny)
         fd = _blob_memfd(blob)
         try:
-            for child in net._workers():
+            for child in workers:
                 with net._query_lock:
                     _control.send(child.ctl, Msg.RULES, {"size": len(blob)}, [fd])
                     _control.expect(child.ctl, Msg.ACK, REPLY_TIMEOUT, child.name)
+                yield child
         finally:
             os.close(fd)
 

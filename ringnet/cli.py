@@ -247,10 +247,11 @@ def _parser() -> argparse.ArgumentParser:
     top.add_argument("--iterations", type=int, default=0, help="stop after N refreshes (0: never)")
     ru = sub.add_parser("rules", help="list or change the egress rules of a running network",
                         usage="ringnet rules ID {ls,names} | ID add allow|deny SPEC [--at N] "
-                        "| ID rm allow|deny SPEC | ID rm N")
+                        "| ID rm allow|deny SPEC | ID rm N | ID default allow|deny")
     ru.add_argument("id", help="network id (or a unique prefix), from ringnet ls")
-    ru.add_argument("op", choices=("ls", "add", "rm", "names"), help="what to do")
-    ru.add_argument("rule", nargs="*", help="allow|deny SPEC (rm: or the rule's index)")
+    ru.add_argument("op", choices=("ls", "add", "rm", "names", "default"), help="what to do")
+    ru.add_argument("rule", nargs="*", help="allow|deny SPEC (rm: or the rule's index; "
+                    "default: allow or deny, for flows no rule matches)")
     ru.add_argument("--at", type=int, default=None, metavar="N",
                     help="add: insert before the rule at index N (default: last)")
     ru.add_argument("--json", action="store_true", help="print JSON")
@@ -372,11 +373,17 @@ def _rules(args: argparse.Namespace) -> int:
     req: dict = {"op": args.op}
     if args.op in ("add", "rm"):
         req["rule"] = int(text) if args.op == "rm" and text.isdigit() else text
+    if args.op == "default":
+        if text not in ("allow", "deny"):
+            raise RingnetError("ringnet rules default takes allow or deny")
+        req["deny"] = text == "deny"
     if args.at is not None:
         req["index"] = args.at
     out = _ctlsock.query(path, "rules", req)
     if args.json or args.op in ("add", "rm"):
         print(json.dumps(out, indent=2) if args.json else out)
+    elif args.op == "default":
+        print("deny" if out else "allow")
     elif args.op == "names":
         for e in out:
             print(f"{e['name']:<40} {e['address']:<39} {e['expires_in']:>8.1f}s")

@@ -706,6 +706,12 @@ def test_cli_rules_and_stats(servers, dns, tmp_path):
         rc, out, err = cli("rm", "1")
         assert rc == 0, err
         assert probe(net, "tcp", "10.0.2.2", servers.tcp4) == "ok"
+        rc, out, err = cli("default", "deny")
+        assert rc == 0 and out.strip() == "deny", err
+        assert probe(net, "tcp", "10.0.2.2", servers.tcp4) == "ECONNREFUSED"
+        assert probe(net, "tcp", "good.test", servers.tcp4) == "ECONNREFUSED"  # DNS went through
+        rc, out, err = cli("names")
+        assert rc == 0 and "good.test" in out and "10.0.2.2" in out, out + err
         r = subprocess.run(ringnet_cmd("stats", net.id, "--dir", str(tmp_path)),
                            capture_output=True, text=True, env=child_env(), timeout=HANG_S)
         assert r.returncode == 0 and "deny udp:10.0.2.2/32" in r.stdout, r.stderr
