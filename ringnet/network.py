@@ -185,6 +185,7 @@ class Network:
     the context (or ``start()``) brings it up; ``spawn()`` and ``run()`` run commands
     inside; leaving the context (or ``close()``) tears everything down.
     ``Network.attach(pid)`` gives networking to the namespace of an existing process.
+    ``net.rules`` holds its egress rules (ringnet/_rules.py: add, remove, list, names).
     """
 
     def __init__(self, config: Optional[NetworkConfig] = None, **overrides: Any) -> None:
