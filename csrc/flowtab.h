@@ -86,6 +86,9 @@ enum rn_flow_type {
  * @hash:	hash of @key (table)
  * @bytes_up:	payload bytes namespace -> host (protocol)
  * @bytes_down:	payload bytes host -> namespace (protocol)
+ * @rule:	the egress rule that decided for the flow: its slot + 1 (rules.c,
+ *		struct rn_rule_spec.slot), 0 when none did (no rule matched, or a
+ *		flow towards the namespace); set by the protocol at creation
  * @hnext:	hash chain (table)
  * @prev:	list of all flows, creation order (table)
  * @next:	list of all flows (table)
@@ -107,6 +110,7 @@ struct rn_flow {
 	uint64_t hash;
 	uint64_t bytes_up;
 	uint64_t bytes_down;
+	uint32_t rule;
 	struct rn_flow *hnext;
 	struct rn_flow *prev;
 	struct rn_flow *next;

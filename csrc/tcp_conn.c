@@ -457,6 +457,7 @@ int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, struct rn_tcp_
 		return rn_tcp_drop(s, RN_WCTR_flows_refused_fd);
 	}
 	c->f.fd = fd;
+	c->f.rule = d.rule;
 	if (d.dns) {
 		c->flags |= RN_TCP_F_DNS;
 		rn_dns_try_start(w, &c->dns, d.dns_up);

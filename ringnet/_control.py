@@ -64,6 +64,8 @@ class Msg(enum.IntEnum):
     NS_SOCKET = 31  # orchestrator -> namespace child: {"seq", "family", "type", "proto"};
                     # answered NS_SOCKET {"seq"} with the socket's fd, or {"seq", "error":
                     # to_wire()} (_nssocket.py)
+    RULES = 15      # orchestrator -> worker: {"size"} (fd: memfd of the rule set, _rules.py);
+                    # answered ACK or ERROR (the worker keeps its old set)
 
 
 class ParentGone(Exception):

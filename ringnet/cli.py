@@ -57,6 +57,15 @@ _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(NetworkConfig)}
 
 
+class _AppendRule(argparse.Action):
+    """--allow SPEC / --deny SPEC: "allow SPEC" or "deny SPEC" onto NetworkConfig.rules, in
+    the order given on the command line (first match wins)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[override]
+        rule = f"{self.const} {values}"
+        setattr(namespace, self.dest, tuple(getattr(namespace, self.dest) or ()) + (rule,))
+
+
 class _AppendTuple(argparse.Action):
     """Like action="append", onto a tuple default (NetworkConfig.publish's)."""
 
@@ -138,6 +147,14 @@ def _net_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--api-socket", default=d["api_socket"], metavar="PATH",
                    help="serve slirp4netns's JSON API (add_hostfwd, list_hostfwd, remove_hostfwd) "
                    "on a unix socket at PATH")
+    for verb in ("allow", "deny"):
+        g.add_argument(f"--{verb}", dest="rules", action=_AppendRule, const=verb,
+                       metavar="SPEC", default=d["rules"],
+                       help=f"{verb} new flows to [tcp:|udp:|icmp:]TARGET[:PORT[-PORT]], TARGET a "
+                       "CIDR ([V6]/N before ports), a host name or *.domain (repeatable; the "
+                       "first matching --allow/--deny wins)")
+    g.add_argument("--default-deny", action="store_true", default=d["default_deny"],
+                   help="refuse new flows no --allow/--deny matches (DNS excepted)")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more logging (repeatable)")
     o = p.add_argument_group("output")
     o.add_argument("-q", "--quiet", action="store_true",
@@ -154,6 +171,7 @@ def _option_names() -> dict[str, str]:
     for a in run._actions:
         if a.dest in _DEFAULTS and a.nargs != 0:
             out[a.dest] = next(o for o in reversed(a.option_strings) if o.startswith("--"))
+    out.pop("rules", None)  # --allow and --deny: their errors name the rule itself
     return out
 
 
@@ -248,7 +266,17 @@ def _parser() -> argparse.ArgumentParser:
                     help="add: [ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp|/udp]; rm: the forward's "
                     "id (from ls) or its spec")
     fw.add_argument("--json", action="store_true", help="print JSON")
-    for q in (ls, st, top, fw):
+    ru = sub.add_parser("rules", help="list or change the egress rules of a running network",
+                        usage="ringnet rules ID {ls,names} | ID add allow|deny SPEC [--at N] "
+                        "| ID rm allow|deny SPEC | ID rm N | ID default allow|deny")
+    ru.add_argument("id", help="network id (or a unique prefix), from ringnet ls")
+    ru.add_argument("op", choices=("ls", "add", "rm", "names", "default"), help="what to do")
+    ru.add_argument("rule", nargs="*", help="allow|deny SPEC (rm: or the rule's index; "
+                    "default: allow or deny, for flows no rule matches)")
+    ru.add_argument("--at", type=int, default=None, metavar="N",
+                    help="add: insert before the rule at index N (default: last)")
+    ru.add_argument("--json", action="store_true", help="print JSON")
+    for q in (ls, st, top, fw, ru):
         q.add_argument("--dir", default=None, help="control socket directory "
                        "(default $XDG_RUNTIME_DIR/ringnet or /tmp/ringnet-UID)")
         q.add_argument("-v", "--verbose", action="count", default=0, help=argparse.SUPPRESS)
@@ -382,7 +410,46 @@ def _stats(args: argparse.Namespace) -> int:
         print(json.dumps(snap, indent=2))
         return 0
     print(_render(Stats.from_dict(snap), None))
+    if snap.get("rules"):
+        print("\nrules (hits: new flows each decided)")
+        print("\n".join(f"{r['index']:>5} {r['hits']:>10}  {r['rule']}" for r in snap["rules"]))
     return 0
+
+
+def _rules(args: argparse.Namespace) -> int:
+    """``ringnet rules ID ls|names|add|rm``: the control socket's "rules" command."""
+    path = _ctlsock.resolve(args.id, args.dir)
+    text = " ".join(args.rule)
+    if args.op in ("add", "rm") and not text:
+        raise RingnetError(f"ringnet rules {args.op} needs a rule: allow|deny SPEC")
+    req: dict = {"op": args.op}
+    if args.op in ("add", "rm"):
+        req["rule"] = int(text) if args.op == "rm" and text.isdigit() else text
+    if args.op == "default":
+        if text not in ("allow", "deny"):
+            raise RingnetError("ringnet rules default takes allow or deny")
+        req["deny"] = text == "deny"
+    if args.at is not None:
+        req["index"] = args.at
+    out = _ctlsock.query(path, "rules", req)
+    if args.json or args.op in ("add", "rm"):
+        print(json.dumps(out, indent=2) if args.json else out)
+    elif args.op == "default":
+        print("deny" if out else "allow")
+    elif args.op == "names":
+        for e in out:
+            print(f"{e['name']:<40} {e['address']:<39} {e['expires_in']:>8.1f}s")
+    else:
+        print(_rule_lines(out["rules"], out["default_deny"]))
+    return 0
+
+
+def _rule_lines(rules: list, default_deny: bool) -> str:
+    """The rules as a table: index, hits, rule; the default last."""
+    lines = [f"{'#':>5} {'HITS':>10}  RULE"]
+    lines += [f"{r['index']:>5} {r['hits']:>10}  {r['rule']}" for r in rules]
+    lines.append(f"{'':>5} {'':>10}  default: {'deny' if default_deny else 'allow'}")
+    return "\n".join(lines)
 
 
 def _human(n: float, unit: str = "") -> str:
@@ -511,7 +578,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     failed = EXIT_RINGNET_FAILED if args.command == "run" else 1
     try:
         handlers = {"run": _run, "attach": _attach, "ls": _ls, "stats": _stats, "top": _top,
-                    "forward": _forwardctl.main}
+                    "forward": _forwardctl.main, "rules": _rules}
         return handlers[args.command](args)
     except RingnetError as e:
         print(f"ringnet: error: {e}", file=sys.stderr)

@@ -49,6 +49,7 @@ from ._nssocket import AF_INET, SOCK_STREAM, SocketOpener
 from ._nsutil import check_attach_target, check_netns_path, run_idmap_helpers
 from ._preflight import require
 from ._publish import Forward, Publisher
+from ._rules import RuleSet
 from ._resolv import ResolvWatcher, Upstream, namespace_resolv_conf
 from ._shm import CounterArray
 from .config import NetworkConfig
@@ -188,6 +189,7 @@ class Network:
     the context (or ``start()``) brings it up; ``spawn()`` and ``run()`` run commands
     inside; leaving the context (or ``close()``) tears everything down.
     ``Network.attach(pid)`` gives networking to the namespace of an existing process.
+    ``net.rules`` holds its egress rules (ringnet/_rules.py: add, remove, list, names).
     """
 
     def __init__(self, config: Optional[NetworkConfig] = None, **overrides: Any) -> None:
@@ -220,6 +222,7 @@ class Network:
         self._hash_key = ""   # the flow-hash secret: never on a command line
         self._publisher = Publisher(self)   # forwards of host ports (_publish.py)
         self._sockets = SocketOpener()   # sockets made inside for socket() (_nssocket.py)
+        self.rules = RuleSet(self)   # egress rules (_rules.py)
 
     @classmethod
     def attach(cls, pid: int, config: Optional[NetworkConfig] = None, **overrides: Any) -> "Network":
@@ -321,8 +324,10 @@ class Network:
             log.warning("no usable nameserver in %s: DNS queries inside the namespace will fail "
                         "until it names one (or set dns_upstream)", host_conf)
         host_addrs = read_host_addrs()  # refused unless allow_host
-        base = {"config": dataclasses.asdict(cfg), "hash_key": key, "dns_upstreams": ups,
-                "host_addrs": host_addrs.to_body()}
+        # the rules reach workers in a memfd (_rules.py), never on a command line
+        base = {"config": dict(dataclasses.asdict(cfg), rules=()), "hash_key": key,
+                "dns_upstreams": ups, "host_addrs": host_addrs.to_body()}
+        rules_shm, rules_fd, rules_len = self.rules.start_fds()
         self._pctr = CounterArray.create("pump")
         ns_ends: list[socket.socket] = []
         try:
@@ -334,8 +339,9 @@ class Network:
                 try:
                     self._spawn_child(Role.WORKER, i,
                                       dict(base, index=i, ns_fd=worker_end.fileno(),
-                                           counters_fd=ctr.fd),
-                                      [worker_end.fileno(), ctr.fd])
+                                           counters_fd=ctr.fd, rules_shm_fd=rules_shm,
+                                           rules_fd=rules_fd, rules_len=rules_len),
+                                      [worker_end.fileno(), ctr.fd, rules_shm, rules_fd])
                 finally:
                     worker_end.close()
             ns = self._spawn_child(Role.NS, 0,
@@ -347,6 +353,7 @@ class Network:
         finally:
             for s in ns_ends:
                 s.close()
+            self.rules.started()
         self._finalizer = weakref.finalize(self, _reap, self._children, self._spawned)
         self._wait_ready(ns)
         self._tell_workers(Msg.OFFLOADS, {"offloads": self.offloads})
@@ -479,6 +486,7 @@ class Network:
         if not self._attached and self._nsfds[1] >= 0:
             self._kill_namespace_processes()
         self._publisher.forget()
+        self.rules.close()
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
@@ -694,10 +702,11 @@ class Network:
             "info": lambda args: self.info(),
             "stats": lambda args: self._stats_dict(),
             **_forwardctl.handlers(self),   # forward_add, forward_ls, forward_rm
+            "rules": self.rules.control,
         }
 
     def _stats_dict(self) -> dict[str, Any]:
-        return self.stats().to_dict()
+        return dict(self.stats().to_dict(), rules=self.rules.list())
 
     def info(self) -> dict[str, Any]:
         """What ``ringnet ls`` shows of this network."""
