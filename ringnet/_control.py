@@ -61,6 +61,8 @@ class Msg(enum.IntEnum):
                       # (fds: listener, [handoff socket], sending ends towards workers "out");
                       # answered ACK or ERROR (the worker goes on)
     FORWARD_DEL = 14  # orchestrator -> worker: {"id"}; answered ACK or ERROR
+    NETEM = 23      # orchestrator -> worker: {"dir": "up"|"down", "params": {...}} (_netem.py);
+                    # answered ACK or ERROR (the worker goes on)
 
 
 class ParentGone(Exception):

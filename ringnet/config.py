@@ -11,6 +11,7 @@ import ipaddress
 import os
 from typing import Optional, Union
 
+from ._netem import check_config as _check_netem
 from ._publish import parse_spec
 from ._resolv import MAX_UPSTREAMS, parse_upstream
 from .errors import ConfigError
@@ -137,6 +138,11 @@ class NetworkConfig:
             with fractions F in 0..0.5; None (the default) injects nothing.
         publish: host ports to forward into the namespace once it is up, each
             "[ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp]" (Network.publish()).
+        netem: network emulation in both directions, "delay=20ms jitter=5ms loss=1%
+            dup=0.1% reorder=1% rate=100mbit limit=1000 seed=N" (any of them; spaces or
+            commas between; _netem.py); None or "off": none. Network.netem() changes it.
+        netem_up, netem_down: the same for one direction (up: namespace -> world),
+            taking precedence over netem for it.
     """
 
     mtu: int = MTU_MAX
@@ -172,6 +178,9 @@ class NetworkConfig:
     control_socket: bool = True
     control_dir: Optional[str] = None
     publish: tuple[str, ...] = ()
+    netem: Optional[str] = None
+    netem_up: Optional[str] = None
+    netem_down: Optional[str] = None
 
     def __post_init__(self) -> None:
         _int_in_range("mtu", self.mtu, MTU_MIN, MTU_MAX)
@@ -214,6 +223,7 @@ class NetworkConfig:
                                                   else self.publish))
         for spec in self.publish:
             parse_spec(spec)
+        _check_netem(self)
         self._check_family(4, self.cidr4, ("guest4", "gateway4", "dns4"), _V4_RESERVED)
         if self.ipv6:
             self._check_family(6, self.cidr6, ("guest6", "gateway6", "dns6"), _V6_RESERVED)
