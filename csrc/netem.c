@@ -177,7 +177,7 @@ static int64_t rn_netem_due(struct rn_netem_q *q, int64_t now)
 	uint64_t j = q->p.jitter_ns, r;
 
 	if (j && !q->draining) {
-		/* 2^53 values over [-j, +j]: 10 s of jitter in ns fits easily */
+		/* 2^53 values over [-j, +j]: 60 s of jitter in ns fits easily */
 		r = (q->rng * 0x2545f4914f6cdd1dull) >> 11;
 		rn_netem_draw(q);
 		due += (int64_t)(r % (2 * j + 1)) - (int64_t)j;

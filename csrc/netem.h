@@ -20,8 +20,8 @@ struct rn_worker;
 /* Queue limits: frames (the limit= key) and bytes, per worker and direction */
 #define RN_NETEM_LIMIT_MAX	100000u
 #define RN_NETEM_QUEUE_BYTES	(8u << 20)
-/* Largest delay and jitter, ns (10 s) */
-#define RN_NETEM_DELAY_MAX	10000000000ull
+/* Largest delay and jitter, ns (60 s) */
+#define RN_NETEM_DELAY_MAX	60000000000ull
 #define RN_NETEM_PPM		1000000u
 
 /**

@@ -51,9 +51,9 @@ def test_spec_round_trips():
 
 
 @pytest.mark.parametrize("text,words", [
-    ("delay=20", ["delay=20", "unit", "10s"]),
-    ("delay=11s", ["delay=11s", "0 to 10s"]),
-    ("jitter=-1ms", ["jitter=-1ms", "10s"]),
+    ("delay=20", ["delay=20", "unit", "60s"]),
+    ("delay=61s", ["delay=61s", "0 to 60s"]),
+    ("jitter=-1ms", ["jitter=-1ms", "60s"]),
     ("loss=1", ["loss=1", "0% to 100%"]),
     ("loss=101%", ["loss=101%", "0% to 100%"]),
     ("dup=abc%", ["dup=abc%", "0% to 100%"]),
