@@ -370,7 +370,7 @@ void rn_netem_fini(struct rn_worker *w)
 {
 	rn_netem_q_off(&w->netem.up);
 	rn_netem_q_off(&w->netem.down);
-	if (w->netem.tfd > 0)
+	if (w->netem.tfd >= 0)
 		close(w->netem.tfd);
 	w->netem.tfd = -1;
 	w->netem.active = 0;

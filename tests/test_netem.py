@@ -29,7 +29,8 @@ import ringnet
 from ringnet import _netem
 from ringnet.errors import ConfigError
 
-from conftest import child_env, needs_userns, ringnet_cmd, wait_until, worker_counter
+from conftest import (as_user_argv, child_env, needs_userns, ringnet_cmd, ringnet_processes,
+                      unpriv_user, wait_until, worker_counter)
 
 GW = "10.0.2.2"
 
@@ -289,3 +290,20 @@ def test_runtime_change_through_api_socket_and_cli(no_leaks):
         wait_until(lambda: worker_counter(net, "netem_queued_up") == 0, "the queue to drain")
         with pytest.raises(ConfigError, match="direction"):
             net.netem("delay=1ms", "sideways")
+
+
+@needs_userns
+@pytest.mark.unpriv
+def test_cli_netem_as_unprivileged_user():
+    """The whole path rootless: the CLI's --netem-up through a sandboxed worker (timerfd
+    armed under its seccomp list) as the unprivileged test user."""
+    uid, _ = unpriv_user()
+    before = ringnet_processes(uid)
+    r = subprocess.run(as_user_argv([sys.executable, "-m", "ringnet", "run", "--workers", "1",
+                                     "--netem-up", "delay=30ms", "--", "ping", "-n", "-c", "3",
+                                     "-i", "0.2", "-W", "60", GW]),
+                       capture_output=True, text=True, timeout=180, env=child_env(), cwd="/")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rtts = [float(m) for m in re.findall(r"time=([\d.]+) ms", r.stdout)]
+    assert len(rtts) == 3 and min(rtts) >= 30.0, r.stdout
+    assert ringnet_processes(uid) == before
