@@ -60,6 +60,7 @@ def _ping(net: Any, count: int, interval: str) -> tuple[list[float], int, int]:
 
 
 def _network(**kw: Any) -> Any:
+    """A one-worker IPv4 network reaching host loopback, with the given NetworkConfig fields."""
     import ringnet
     return ringnet.Network(workers=1, allow_host_loopback=True, ipv6=False, **kw)
 
@@ -143,6 +144,7 @@ def case_loss(pings: int) -> list[dict[str, Any]]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    """Run the cases asked for and print measured vs target; 1 when a target is missed."""
     ap = argparse.ArgumentParser(prog="python -m perf.netem_check", description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pings", type=int, default=300, help="pings per delay run (default 300)")

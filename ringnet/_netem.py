@@ -109,6 +109,7 @@ class NetemSpec:
 
 
 def _fmt_time(ns: int) -> str:
+    """A time in ns as the largest whole unit of s, ms, us (else fractional us)."""
     for unit, scale in (("s", 10**9), ("ms", 10**6), ("us", 10**3)):
         if ns % scale == 0:
             return f"{ns // scale}{unit}"
@@ -116,6 +117,7 @@ def _fmt_time(ns: int) -> str:
 
 
 def _fmt_rate(bps: int) -> str:
+    """A rate in bit/s as the largest whole unit of gbit, mbit, kbit (else bit)."""
     for unit, scale in (("gbit", 10**9), ("mbit", 10**6), ("kbit", 10**3)):
         if bps % scale == 0:
             return f"{bps // scale}{unit}"
@@ -123,10 +125,12 @@ def _fmt_rate(bps: int) -> str:
 
 
 def _bad(field: str, key: str, value: str, why: str) -> ConfigError:
+    """The error for one bad key=value: "FIELD: KEY=VALUE WHY" (the CLI renames FIELD)."""
     return ConfigError(f"{field}: {key}={value} {why}")
 
 
 def _time(field: str, key: str, value: str) -> int:
+    """A time with its unit (us, ms, s; a bare 0 too) in ns, 0..60 s."""
     m = re.fullmatch(_NUM + r"(us|ms|s)", value.strip().lower())
     if not m:
         if re.fullmatch(r"0+(\.0*)?", value.strip()):
@@ -139,6 +143,7 @@ def _time(field: str, key: str, value: str) -> int:
 
 
 def _percent(field: str, key: str, value: str) -> int:
+    """A percentage ("1%", "0.1%") in parts per million, 0..100%."""
     m = re.fullmatch(_NUM + r"%", value.strip())
     if not m:
         raise _bad(field, key, value, "must be a percentage from 0% to 100% (like 1% or 0.1%)")
@@ -151,6 +156,7 @@ def _percent(field: str, key: str, value: str) -> int:
 
 
 def _rate(field: str, key: str, value: str) -> int:
+    """A rate with its unit (bit, kbit, mbit, gbit per second) in bit/s; 0: no limit."""
     m = re.fullmatch(_NUM + r"(bit|kbit|mbit|gbit)", value.strip().lower())
     if not m:
         if re.fullmatch(r"0+", value.strip()):
@@ -164,6 +170,7 @@ def _rate(field: str, key: str, value: str) -> int:
 
 
 def _int(field: str, key: str, value: str, lo: int, hi: int) -> int:
+    """A decimal integer in lo..hi."""
     if not re.fullmatch(r"\d+", value.strip()):
         raise _bad(field, key, value, f"must be an integer from {lo} to {hi}")
     n = int(value)
