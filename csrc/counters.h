@@ -15,8 +15,9 @@
  * flows_refused_cap, flows_refused_fd, flows_refused_ports, icmp_ping_denied), a protocol's
  * "accepted" counter (tcp_segments_in, udp_in, icmp_echo_fwd, icmp6_echo_fwd),
  * frag_held (a fragment waiting for the rest of its datagram; the fragment
- * that completes one counts the datagram's outcome), or fault_drop_in
- * (test-only fault injection).
+ * that completes one counts the datagram's outcome), fault_drop_in
+ * (test-only fault injection), or netem_loss_up / netem_full_up (network
+ * emulation; a frame it queues is counted when it leaves the queue).
  * Everything else here counts events, not frames; counters marked (gauge) go
  * up and down (decremented by adding -1).
  */
@@ -140,7 +141,19 @@
 	X(rules_default,	"new flows no egress rule matched (the default decided)") \
 	X(names_learned,	"(name, address) pairs learnt from DNS answers") \
 	X(names_evicted,	"learnt names evicted before expiry: table window full") \
-	X(names_bad,		"DNS answers too malformed to learn names from")
+	X(names_bad,		"DNS answers too malformed to learn names from") \
+	/* network emulation (netem.c): up = namespace -> world */	\
+	X(netem_queued_up,	"frames from the namespace in the emulation queue (gauge)") \
+	X(netem_queued_down,	"frames to the namespace in the emulation queue (gauge)") \
+	X(netem_loss_up,	"frames from the namespace lost by emulation (loss=)") \
+	X(netem_loss_down,	"frames to the namespace lost by emulation (loss=)") \
+	X(netem_dup_up,		"frames from the namespace duplicated by emulation (dup=)") \
+	X(netem_dup_down,	"frames to the namespace duplicated by emulation (dup=)") \
+	X(netem_reorder_up,	"frames from the namespace sent ahead of the emulation queue (reorder=)") \
+	X(netem_reorder_down,	"frames to the namespace sent ahead of the emulation queue (reorder=)") \
+	X(netem_full_up,	"frames from the namespace dropped: emulation queue full") \
+	X(netem_full_down,	"frames to the namespace refused: emulation queue full (flows wait)") \
+	X(netem_timers,		"emulation timer expiries")
 
 /* Namespace pump counters, summed over its threads */
 #define RN_PUMP_COUNTERS(X)						\

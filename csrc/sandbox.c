@@ -192,6 +192,7 @@ static const struct sb_rule sb_rules[] = {
 	ALLOW(clock_nanosleep, SB_WN),	/* naps of wake-up moderation (usleep) */
 	ALLOW(nanosleep, SB_WN),	/* same, older libcs */
 	ALLOW(clock_gettime, SB_WN),	/* vDSO fallback: loop clock, time.monotonic() */
+	ALLOW(timerfd_settime, SB_W),	/* network emulation's timer (netem.c) */
 	ALLOW(gettimeofday, SB_WN),	/* vDSO fallback: time.time() for log records */
 	ALLOW(recvmsg, SB_WN),		/* control messages, ICMP errors (IP_RECVERR) */
 	ALLOW(sendmsg, SB_WN),		/* control messages (READY, FLOWS, ERROR) */

@@ -61,6 +61,12 @@
  * committed to to_ns through rn_fault_commit(), which drop, duplicate or
  * reorder a fraction of them.
  *
+ * Network emulation (netem.c): with either direction on (w->netem.active),
+ * the same two hooks queue frames instead (rn_netem_input(),
+ * rn_netem_tx_commit(); tap.c's reserve takes room in the down queue), every
+ * pass releases what is due (rn_netem_run()), and a pass about to block arms
+ * the emulation's timerfd (rn_netem_arm()), which wakes the epoll wait.
+ *
  * Errors: a malformed frame is dropped; a ring whose indices or records are
  * impossible (rn_ring_peek(), rn_ring_reserve() return -EPROTO) ends the
  * worker: the error sticks in w->err and every later call returns it.
@@ -80,6 +86,7 @@
 #include "forward.h"
 #include "icmp.h"
 #include "rules.h"
+#include "netem.h"
 #include "tap.h"
 #include "tcp.h"
 #include "udp.h"
@@ -93,7 +100,7 @@ static void rn_worker_flush(struct rn_worker *w);
  * rn_worker_kick() - wake the namespace side
  * @w:		worker
  */
-static void rn_worker_kick(struct rn_worker *w)
+void rn_worker_kick(struct rn_worker *w)
 {
 	uint64_t one = 1;
 
@@ -126,8 +133,9 @@ static int rn_worker_batch(struct rn_worker *w)
 			return rn_worker_fatal(w, rc);
 		if (!rc)
 			break;
-		if (w->fin.on)
-			rc = rn_fault_input(w, frame, len);
+		/* One branch for both hooks, which are exclusive */
+		if (w->fin.on | w->netem.up.on)
+			rc = rn_netem_input(w, frame, len);
 		else
 			rc = rn_tap_input(w, frame, len);
 		if (rc < 0)
@@ -429,13 +437,19 @@ static int rn_worker_room(struct rn_worker *w)
 
 	if (!w->room_head)
 		return 0;
-	if (rn_ring_publish(&w->tx))
-		rn_worker_kick(w);
-	rc = rn_ring_producer_sleep(&w->tx, RN_FRAME_MAX);
-	if (rc < 0)
-		return rn_worker_fatal(w, rc);
-	if (rc)
-		return 0;
+	if (w->netem.down.on) {
+		/* Flows reserve in the emulation queue, not in the ring */
+		if (!rn_netem_room(w))
+			return 0;
+	} else {
+		if (rn_ring_publish(&w->tx))
+			rn_worker_kick(w);
+		rc = rn_ring_producer_sleep(&w->tx, RN_FRAME_MAX);
+		if (rc < 0)
+			return rn_worker_fatal(w, rc);
+		if (rc)
+			return 0;
+	}
 
 	/* Take the whole list: a flow that runs out of room again re-queues */
 	list = w->room_head;
@@ -506,6 +520,8 @@ static int rn_worker_events(struct rn_worker *w, int wait, int *ctl)
 		} else if (tag == &w->ev_worker) {
 			if (read(w->ev_worker, &v, sizeof(v)) < 0 && errno != EAGAIN)
 				return -errno;
+		} else if (tag == &w->netem) {
+			rn_netem_timer_event(w);
 		} else {
 			f = tag;
 			if (f->flags & RN_FLOW_F_CLOSED)
@@ -580,6 +596,8 @@ static int rn_worker_pass(struct rn_worker *w, int block, int64_t deadline, int 
 	if (n < 0)
 		return n;
 	*frames = n;
+	if (w->netem.active && (rc = rn_netem_run(w)) < 0)
+		return rc;
 	rn_worker_timers(w);
 	rc = rn_worker_room(w);
 	if (rc < 0)
@@ -598,6 +616,8 @@ static int rn_worker_pass(struct rn_worker *w, int block, int64_t deadline, int 
 			wait = -1;
 		else if (next > w->now)
 			wait = next - w->now > INT32_MAX ? INT32_MAX : (int)(next - w->now);
+		if (w->netem.active && rn_netem_arm(w))
+			wait = 0;
 	}
 	rc = rn_worker_events(w, wait, ctl);
 	if (idle)
@@ -761,6 +781,7 @@ int rn_worker_new(struct rn_worker **out, const struct rn_worker_params *p, void
 	w->ev_worker = ev_worker_fd;
 	w->ev_ns = ev_ns_fd;
 	w->epfd = -1;
+	w->netem.tfd = -1;
 	w->room_tail = &w->room_head;
 	w->now = rn_worker_now_ms();
 
@@ -788,6 +809,9 @@ int rn_worker_new(struct rn_worker **out, const struct rn_worker_params *p, void
 		rc = -errno;
 		goto fail;
 	}
+	rc = rn_netem_init(w);
+	if (rc)
+		goto fail;
 	rn_worker_nofile();
 
 	*out = w;
@@ -798,6 +822,7 @@ fail:
 	rn_flowtab_fini(&w->flows);
 	rn_fault_fini(&w->fin);
 	rn_fault_fini(&w->fout);
+	rn_netem_fini(w);
 	free(w);
 	return rc;
 }
@@ -823,6 +848,7 @@ void rn_worker_free(struct rn_worker *w)
 	rn_flowtab_fini(&w->flows);
 	rn_fault_fini(&w->fin);
 	rn_fault_fini(&w->fout);
+	rn_netem_fini(w);
 	close(w->epfd);
 	free(w);
 }

@@ -36,6 +36,7 @@
 #include "fault.h"
 #include "flowtab.h"
 #include "moderate.h"
+#include "netem.h"
 #include "packet.h"
 #include "ring.h"
 #include "shm.h"
@@ -170,6 +171,7 @@ struct rn_worker_params {
  * @tx_resv:	frame (vnet header first) of the last rn_worker_tx_reserve()
  * @fin:	fault injection on frames from the namespace (tests only)
  * @fout:	fault injection on frames to the namespace (tests only)
+ * @netem:	network emulation (netem.h): queues, timerfd
  * @mod:	wake-up moderation (moderate.h), fed with UDP datagrams moved
  * @mod_up:	udp_in when @mod was last fed
  * @mod_down:	udp_out when @mod was last fed
@@ -202,6 +204,7 @@ struct rn_worker {
 	uint8_t *tx_resv;
 	struct rn_fault fin;
 	struct rn_fault fout;
+	struct rn_netem netem;
 	struct rn_mod mod;
 	uint64_t mod_up;
 	uint64_t mod_down;
@@ -306,5 +309,6 @@ void rn_worker_csum_complete(struct rn_worker *w, struct rn_frame *f);
 uint8_t *rn_worker_tx_reserve(struct rn_worker *w, uint32_t pktlen, int *err);
 void rn_worker_tx_commit(struct rn_worker *w, uint32_t pktlen);
 int64_t rn_worker_now_ms(void);
+void rn_worker_kick(struct rn_worker *w);
 
 #endif /* RN_WORKER_H */

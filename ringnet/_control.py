@@ -66,6 +66,8 @@ class Msg(enum.IntEnum):
                     # to_wire()} (_nssocket.py)
     RULES = 15      # orchestrator -> worker: {"size"} (fd: memfd of the rule set, _rules.py);
                     # answered ACK or ERROR (the worker keeps its old set)
+    NETEM = 23      # orchestrator -> worker: {"dir": "up"|"down", "params": {...}} (_netem.py);
+                    # answered ACK or ERROR (the worker goes on)
 
 
 class ParentGone(Exception):

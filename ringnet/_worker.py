@@ -27,6 +27,7 @@ from ._control import Msg
 from ._core import check, ffi, lib
 from ._hostaddrs import HostAddrs
 from ._shm import CounterArray, RingMapping, check_eventfd
+from ._netem import worker_netem, worker_start as netem_start
 from ._publish import worker_forward
 from ._rules import worker_attach, worker_rules
 from ._resolv import parse_upstream
@@ -160,6 +161,7 @@ def main(spec: dict, ctl: socket.socket) -> int:
             _set_host_addrs(worker, spec["host_addrs"])
             step("load rules")
             rules = worker_attach(worker, spec, cfg.workers)  # before the namespace runs anything
+            netem_start(worker, cfg)
             # The loop returns to Python when a control socket has a message, the
             # orchestrator process exits (its pidfd) or a signal arrives (Python's
             # wakeup fd, written by its C-level handler even when the signal lands
@@ -258,6 +260,9 @@ def _control_wants_exit(worker, ctl: socket.socket, ns: socket.socket) -> bool:
         msg.close_fds()
         if sock is ctl and msg.type == Msg.DNS_UPSTREAMS:
             _set_upstreams(worker, msg)
+            continue
+        if sock is ctl and msg.type == Msg.NETEM:
+            worker_netem(worker, ctl, msg)  # answers ACK or ERROR
             continue
         if sock is ctl and msg.type == Msg.HOST_ADDRS:
             _set_host_addrs(worker, msg.body)

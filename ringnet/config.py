@@ -12,6 +12,7 @@ import os
 from typing import Optional, Union
 
 from ._apisock import check_path as check_api_socket
+from ._netem import check_config as _check_netem
 from ._publish import parse_spec
 from ._rules import check_rules
 from ._resolv import MAX_UPSTREAMS, parse_upstream
@@ -146,6 +147,11 @@ class NetworkConfig:
             a host name or "*.domain" (ringnet/_rules.py; Network.rules changes them at
             runtime); kept in canonical text form.
         default_deny: refuse new flows no rule matches (the DNS forwarder excepted).
+        netem: network emulation in both directions, "delay=20ms jitter=5ms loss=1%
+            dup=0.1% reorder=1% rate=100mbit limit=1000 seed=N" (any of them; spaces or
+            commas between; _netem.py); None or "off": none. Network.netem() changes it.
+        netem_up, netem_down: the same for one direction (up: namespace -> world),
+            taking precedence over netem for it.
     """
 
     mtu: int = MTU_MAX
@@ -184,6 +190,9 @@ class NetworkConfig:
     api_socket: Optional[str] = None
     rules: tuple[str, ...] = ()
     default_deny: bool = False
+    netem: Optional[str] = None
+    netem_up: Optional[str] = None
+    netem_down: Optional[str] = None
 
     def __post_init__(self) -> None:
         _int_in_range("mtu", self.mtu, MTU_MIN, MTU_MAX)
@@ -231,6 +240,7 @@ class NetworkConfig:
         object.__setattr__(self, "rules", tuple(str(r) for r in check_rules(rules)))
         if not isinstance(self.default_deny, bool):
             raise ConfigError(f"default_deny={self.default_deny!r} must be True or False")
+        _check_netem(self)
         self._check_family(4, self.cidr4, ("guest4", "gateway4", "dns4"), _V4_RESERVED)
         if self.ipv6:
             self._check_family(6, self.cidr6, ("guest6", "gateway6", "dns6"), _V6_RESERVED)

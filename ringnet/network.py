@@ -46,6 +46,7 @@ from ._ctlsock import ControlServer
 from ._hostaddrs import HostAddrs, HostAddrWatcher, read_host_addrs
 from ._core import pump_counter_names, worker_counter_names
 from ._nssocket import AF_INET, SOCK_STREAM, SocketOpener
+from ._netem import NetemControl
 from ._nsutil import check_attach_target, check_netns_path, run_idmap_helpers
 from ._preflight import require
 from ._publish import Forward, Publisher
@@ -223,6 +224,7 @@ class Network:
         self._publisher = Publisher(self)   # forwards of host ports (_publish.py)
         self._sockets = SocketOpener()   # sockets made inside for socket() (_nssocket.py)
         self.rules = RuleSet(self)   # egress rules (_rules.py)
+        self._netem = NetemControl(config)   # network emulation settings (_netem.py)
 
     @classmethod
     def attach(cls, pid: int, config: Optional[NetworkConfig] = None, **overrides: Any) -> "Network":
@@ -626,6 +628,17 @@ class Network:
         """The forwards of this network (publish() and NetworkConfig.publish)."""
         return self._publisher.forwards()
 
+    def netem(self, spec: Optional[str] = None, direction: str = "both") -> dict[str, str]:
+        """Network emulation: with ``spec`` ("delay=20ms loss=1% rate=100mbit ...", "off"),
+        set it for ``direction`` ("both", "up": namespace -> world, or "down") in every
+        worker; return the current settings, ``{"up": spec, "down": spec}``. Raises
+        ConfigError naming a bad key and its range."""
+        self._require_running()
+        if spec is None:
+            return self._netem.current()
+        with self._query_lock:
+            return self._netem.set(self._workers(), spec, direction, self.config.faults)
+
     # Introspection ---------------------------------------------------------------------
 
     @property
@@ -703,6 +716,7 @@ class Network:
             "stats": lambda args: self._stats_dict(),
             **_forwardctl.handlers(self),   # forward_add, forward_ls, forward_rm
             "rules": self.rules.control,
+            "netem": lambda args: self.netem(args.get("spec"), args.get("direction", "both")),
         }
 
     def _stats_dict(self) -> dict[str, Any]:
