@@ -24,6 +24,12 @@
  *   SCM_RIGHTS to the owner's, which opens the flow. One hop at most: the
  *   owner computes the same hash. With one worker nothing is ever handed off.
  *
+ * When the worker has a splice socket (the default), a client on host
+ * loopback takes the splice route instead (splice.c): a socket connected
+ * inside the namespace by the namespace child, relayed with splice(); it
+ * never reaches the C core, and the namespace sees it from its own
+ * loopback.
+ *
  * A connection that cannot get a flow (flow cap, tuple busy, no memory) is
  * reset (SO_LINGER 0) and counted (fwd_refused). Removing a forward closes
  * its sockets; connections already accepted go on as ordinary flows.
@@ -42,6 +48,7 @@
 #include <unistd.h>
 
 #include "forward.h"
+#include "splice.h"
 #include "tcp.h"
 
 #define RN_FWD_LISTENER	0
@@ -213,6 +220,12 @@ static void rn_fwd_take(struct rn_worker *w, struct rn_fwd *fwd, int fd, int may
 	memset(&ss, 0, sizeof(ss));
 	if (getpeername(fd, (struct sockaddr *)&ss, &sl)) {
 		close(fd);	/* gone already */
+		return;
+	}
+	if (w->splice && rn_splice_local(&ss)) {
+		/* host-local client: socket to socket (splice.c) */
+		if (rn_splice_start(w, fd, &ss, fwd->family, fwd->nsaddr, fwd->nsport))
+			rn_fwd_reset(w, fd);
 		return;
 	}
 	if (rn_fwd_real_addr(fwd, &ss, k.daddr, &k.dport)) {

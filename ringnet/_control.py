@@ -42,7 +42,8 @@ _FD = array.array("i")
 
 
 class Msg(enum.IntEnum):
-    HELLO = 1       # namespace child -> worker: rings (fds: memfd, ev_worker, ev_ns)
+    HELLO = 1       # namespace child -> worker: rings (fds: memfd, ev_worker, ev_ns, and the
+                    # worker's end of the splice socket, a SOCK_SEQPACKET socketpair)
     ACK = 2         # worker -> namespace child: rings accepted; worker -> orchestrator: done
     ERROR = 3       # any -> peer: errors.to_wire() (kind, errno, child, step, error text);
                     # the sender is giving up
@@ -61,6 +62,12 @@ class Msg(enum.IntEnum):
                       # (fds: listener, [handoff socket], sending ends towards workers "out");
                       # answered ACK or ERROR (the worker goes on)
     FORWARD_DEL = 14  # orchestrator -> worker: {"id"}; answered ACK or ERROR
+    # On the splice socket only (worker <-> namespace child), sent and read by C
+    # (csrc/splice.c): this header with a fixed binary body, not JSON.
+    SPLICE_REQ = 25   # worker -> namespace child: u32 id, u8 family, u8 0, u16 port, addr[16]:
+                      # "a TCP socket connected to addr:port inside the namespace"
+    SPLICE_FD = 26    # namespace child -> worker: u32 id, i32 errno; with errno 0 the
+                      # socket (its connect under way) rides as SCM_RIGHTS
 
 
 class ParentGone(Exception):

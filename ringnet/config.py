@@ -137,6 +137,10 @@ class NetworkConfig:
             with fractions F in 0..0.5; None (the default) injects nothing.
         publish: host ports to forward into the namespace once it is up, each
             "[ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp]" (Network.publish()).
+        splice_local: forwarded TCP connections of clients on host loopback are relayed
+            socket to socket with splice() (a socket the namespace child connects inside,
+            to the namespace's loopback: it sees them from there); False sends them
+            through the C core too (seen from the gateway address).
     """
 
     mtu: int = MTU_MAX
@@ -172,6 +176,7 @@ class NetworkConfig:
     control_socket: bool = True
     control_dir: Optional[str] = None
     publish: tuple[str, ...] = ()
+    splice_local: bool = True
 
     def __post_init__(self) -> None:
         _int_in_range("mtu", self.mtu, MTU_MIN, MTU_MAX)
@@ -191,7 +196,7 @@ class NetworkConfig:
             raise ConfigError(f"startup_timeout={self.startup_timeout!r} must be between 0 and 600 s")
         _int_in_range("max_flows", self.max_flows, 16, 1 << 20)
         # host exposure options
-        for name in ("allow_host", "allow_link_local"):
+        for name in ("allow_host", "allow_link_local", "splice_local"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be True or False")
         _int_in_range("udp_ports", self.udp_ports, UDP_PORTS_MIN, UDP_PORTS_MAX)

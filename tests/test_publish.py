@@ -205,11 +205,14 @@ def content(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def net(content):
-    """Two workers (so that flows of real-source clients may need a handoff), an HTTP
+    """Two workers (so that flows of real-source clients may need a handoff), the C-core
+    route for every client, an HTTP
     server and two whoami servers inside, one forward from the configuration."""
     http_host = free_port()
+    # splice_local=False: host-loopback clients go through the C core too (the splice
+    # route has tests/test_splice.py)
     with ringnet.Network(workers=2, publish=[f"127.0.0.1:{http_host}:{HTTP_PORT}"],
-                         control_socket=False) as n:
+                         control_socket=False, splice_local=False) as n:
         n.test_http_host = http_host
         procs = [n.spawn([sys.executable, "-m", "http.server", "--bind", "::", "-d",
                           str(content[0]), str(HTTP_PORT)],
