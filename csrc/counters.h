@@ -136,6 +136,9 @@
 	X(splice_refused,	"host-local clients reset: no connection inside (refused, timeout)") \
 	X(splice_resets,	"spliced connections ended by an error or reset on one side") \
 	X(splice_bad_replies,	"malformed or unexpected answers on the splice socket") \
+	/* fwdpath: UDP forwards (udp_fwd.c) */				\
+	X(fwd_udp_flows,	"UDP flows opened for senders to forwarded host ports") \
+	X(fwd_udp_refused,	"datagrams to forwarded UDP ports dropped: no flow (cap, ports)") \
 	X(fault_drop_in,	"frames from the namespace dropped by the fault injector") \
 	X(fault_dup_in,		"frames from the namespace duplicated by the fault injector") \
 	X(fault_hold_in,	"frames from the namespace reordered by the fault injector") \
