@@ -199,8 +199,13 @@ static const struct sb_rule sb_rules[] = {
 	 * Namespace child, splice route (splice.c): one TCP socket inside the
 	 * namespace per host-local client of a forward, connected to the
 	 * namespace's loopback or address and handed to the worker (sendmsg,
-	 * above); a connect is all it does with it. */
-	ARG_IN(socket, SB_WN, 0, 2, AF_INET, AF_INET6),
+	 * above); a connect is all it does with it. Its rule checks the type
+	 * instead: exactly a non-blocking close-on-exec stream socket, so no
+	 * datagram, raw, packet or netlink socket (the family is the one
+	 * argument a rule can check; AF_UNIX streams would reach only the
+	 * namespace's own abstract sockets: the root is empty). */
+	ARG_IN(socket, SB_W, 0, 2, AF_INET, AF_INET6),
+	ARG_IN(socket, SB_N, 1, 1, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC),
 	ALLOW(connect, SB_WN),		/* TCP connects, connected UDP and ping sockets */
 	/* Worker, splice route: two pipes per spliced connection, data moved
 	 * socket -> pipe -> socket */

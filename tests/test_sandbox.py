@@ -245,16 +245,22 @@ def test_worker_keeps_the_host_network_and_itself():
 def test_nschild_may_start_threads_but_not_sockets():
     """The namespace child's list lets it start threads (its pump threads start after the
     sandbox: glibc's clone3 gets ENOSYS and falls back to clone with CLONE_THREAD) but
-    not make sockets; each thread carries the filter."""
+    not make sockets, except the non-blocking stream sockets of the splice route
+    (csrc/splice.c); each thread carries the filter."""
     def probe():
         seen = {}
         t = threading.Thread(target=lambda: seen.update(tid=threading.get_native_id()))
         t.start()
         t.join()
+        def stream():
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK).close()
         return {"thread": bool(seen.get("tid")),
-                "socket": oserror(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))}
+                "socket": oserror(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM)),
+                "blocking_stream": oserror(lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM)),
+                "splice_stream": oserror(stream)}
     out, status = in_child("nschild", probe)
-    assert out == {"thread": True, "socket": errno.EPERM}, out
+    assert out == {"thread": True, "socket": errno.EPERM, "blocking_stream": errno.EPERM,
+                   "splice_stream": 0}, out
 
 
 @needs_userns
