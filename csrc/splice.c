@@ -41,7 +41,8 @@
  * The namespace sees these connections from its own loopback address, not
  * from the gateway; clients elsewhere keep their real source through the C
  * core (forward.c). Each connection holds two sockets and two pipes (six
- * fds) while it lives.
+ * fds) while it lives; up to RN_SPLICE_POOL empty pipes of ended
+ * connections are kept for the next ones.
  *
  * Wire format of the splice socket (little-endian, the control protocol's
  * 12-byte header: magic "RNCT", version, type, body length):
@@ -324,7 +325,8 @@ int rn_splice_start(struct rn_worker *w, int cfd, const struct sockaddr_storage 
 }
 
 /**
- * rn_splice_pipes() - open a connection's two pipes
+ * rn_splice_pipes() - open a connection's two pipes, or take them from the pool
+ * @w:		worker
  * @s:		connection
  *
  * A pipe larger than the default (RN_SPLICE_PIPE) means fewer splice()
@@ -332,11 +334,18 @@ int rn_splice_start(struct rn_worker *w, int cfd, const struct sockaddr_storage 
  *
  * Return: 0, or negative errno of pipe2()
  */
-static int rn_splice_pipes(struct rn_splice *s)
+static int rn_splice_pipes(struct rn_worker *w, struct rn_splice *s)
 {
+	struct rn_splice_ctl *c = w->splice;
 	int d;
 
 	for (d = 0; d < 2; d++) {
+		if (c && c->npool) {
+			c->npool--;
+			s->dir[d].pipe[0] = c->pool[c->npool][0];
+			s->dir[d].pipe[1] = c->pool[c->npool][1];
+			continue;
+		}
 		if (pipe2(s->dir[d].pipe, O_NONBLOCK | O_CLOEXEC))
 			return -errno;
 		(void)fcntl(s->dir[d].pipe[1], F_SETPIPE_SZ, (int)RN_SPLICE_PIPE);
@@ -463,7 +472,7 @@ static void rn_splice_connected(struct rn_worker *w, struct rn_splice *s)
 		rn_splice_abort(w, s, RN_WCTR_splice_refused);
 		return;
 	}
-	if (rn_splice_pipes(s)) {
+	if (rn_splice_pipes(w, s)) {
 		rn_splice_abort(w, s, RN_WCTR_splice_refused);
 		return;
 	}
@@ -671,10 +680,20 @@ static void rn_splice_release(struct rn_worker *w, struct rn_flow *f)
 	s->peer.events = 0;
 	s->peer.flags |= RN_FLOW_F_CLOSED;	/* events of this pass skip it */
 	for (d = 0; d < 2; d++) {
+		struct rn_splice_dir *x = &s->dir[d];
+
+		if (x->pipe[0] >= 0 && !x->pending && w->splice &&
+		    w->splice->npool < RN_SPLICE_POOL) {
+			/* empty: the next connection's */
+			w->splice->pool[w->splice->npool][0] = x->pipe[0];
+			w->splice->pool[w->splice->npool++][1] = x->pipe[1];
+			x->pipe[0] = x->pipe[1] = -1;
+			continue;
+		}
 		for (e = 0; e < 2; e++) {
-			if (s->dir[d].pipe[e] >= 0)
-				close(s->dir[d].pipe[e]);
-			s->dir[d].pipe[e] = -1;
+			if (x->pipe[e] >= 0)
+				close(x->pipe[e]);
+			x->pipe[e] = -1;
 		}
 	}
 }
@@ -726,8 +745,14 @@ int rn_splice_attach(struct rn_worker *w, int fd)
  */
 void rn_splice_free(struct rn_worker *w)
 {
+	uint32_t i;
+
 	if (!w->splice)
 		return;
+	for (i = 0; i < w->splice->npool; i++) {
+		close(w->splice->pool[i][0]);
+		close(w->splice->pool[i][1]);
+	}
 	close(w->splice->hdr.fd);
 	free(w->splice);
 	w->splice = NULL;

@@ -26,6 +26,8 @@
 #define RN_SPLICE_ROUNDS	16u
 /* Time for the namespace to answer and the connect inside to complete */
 #define RN_SPLICE_SETUP_MS	10000
+/* Empty pipes a worker keeps for its next spliced connections */
+#define RN_SPLICE_POOL		32u
 /* Requests the namespace child serves per call of rn_splice_serve() */
 #define RN_SPLICE_SERVE_BATCH	64
 
@@ -81,11 +83,16 @@ struct rn_splice {
  *		state RN_SPLICE_S_CTL, never in the table)
  * @next_id:	id of the next request (never 0)
  * @pending:	flows waiting for an answer
+ * @npool:	pipes in @pool
+ * @pool:	empty pipes of ended connections, reused by the next ones (two
+ *		pipe2() and two fcntl() less per connection)
  */
 struct rn_splice_ctl {
 	struct rn_flow hdr;
 	uint32_t next_id;
 	struct rn_splice *pending;
+	uint32_t npool;
+	int pool[RN_SPLICE_POOL][2];
 };
 
 /* struct rn_flow.state of spliced connections (and the two headers) */
