@@ -196,17 +196,16 @@ static const struct sb_rule sb_rules[] = {
 	/* New flows: host sockets of the two IP families only. No AF_UNIX
 	 * (abstract sockets of the host's network namespace), no netlink, no
 	 * packet sockets. The type is free: stream, datagram, ping sockets.
-	 * Namespace child, splice route (splice.c): one TCP socket inside the
-	 * namespace per host-local client of a forward, connected to the
-	 * namespace's loopback or address and handed to the worker (sendmsg,
-	 * above); a connect is all it does with it. Its rule checks the type
-	 * instead: exactly a non-blocking close-on-exec stream socket, so no
-	 * datagram, raw, packet or netlink socket (the family is the one
-	 * argument a rule can check; AF_UNIX streams would reach only the
-	 * namespace's own abstract sockets: the root is empty). */
+	 * Namespace child, splice route (splice.c): fresh TCP sockets made
+	 * inside the namespace and handed to the worker (sendmsg, above), which
+	 * connects them; it does nothing else with them. Its rule checks the
+	 * type instead: exactly a non-blocking close-on-exec stream socket, so
+	 * no datagram, raw, packet or netlink socket (one argument per rule;
+	 * AF_UNIX streams could reach only the namespace's own abstract
+	 * sockets, and without connect() not even those). */
 	ARG_IN(socket, SB_W, 0, 2, AF_INET, AF_INET6),
 	ARG_IN(socket, SB_N, 1, 1, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC),
-	ALLOW(connect, SB_WN),		/* TCP connects, connected UDP and ping sockets */
+	ALLOW(connect, SB_W),		/* TCP connects, connected UDP and ping sockets */
 	/* Worker, splice route: two pipes per spliced connection, data moved
 	 * socket -> pipe -> socket */
 	ALLOW(splice, SB_W),

@@ -7,23 +7,26 @@
  * machine. So, as pasta's spliced path does, the worker relays it socket to
  * socket, without frames and without copies:
  *
- * 1. forward.c accepts the client and calls rn_splice_start(): a flow of
+ * 1. The worker holds a stock of fresh, unconnected TCP sockets made
+ *    inside the namespace (a socket stays in the network namespace it was
+ *    created in, whoever holds it), per family: the namespace child makes
+ *    them in batches on request (rn_splice_serve(), called from its Python
+ *    loop when the splice socket is readable) and sends them as SCM_RIGHTS.
+ *    The worker asks for more when a stock runs below half, so that
+ *    connection set-up normally involves no other process.
+ * 2. forward.c accepts the client and calls rn_splice_start(): a flow of
  *    type RN_FLOW_SPLICE (in the flow table, under the max_flows cap, shown
- *    by flows()), state REQUESTED, and a request on the splice socket:
- *    "a TCP socket connected to ADDR:PORT", ADDR being the namespace's own
- *    loopback (127.0.0.1 or ::1, as pasta connects). The worker does not
- *    wait: the answer comes as an event of the splice socket.
- * 2. The namespace child (rn_splice_serve(), called from its Python loop when
- *    the socket is readable) creates a non-blocking socket inside the
- *    namespace, starts its connect and answers at once with the socket as
- *    SCM_RIGHTS, or with the errno of socket()/connect().
- * 3. The worker checks the answer (size, header, a request of ours, one fd
- *    that is a TCP socket of the family asked for; anything else is dropped
- *    and counted, fds closed: the namespace side is untrusted), makes it
- *    non-blocking, and waits for the connect (EPOLLOUT, SO_ERROR):
- *    CONNECTING. Refused on loopback, it asks once more for the forward's
- *    address (a server bound to that address only); refused again, or any
- *    error, the client is reset.
+ *    by flows()). With a socket in stock, the worker connects it at once,
+ *    non-blocking, to the namespace's own loopback (127.0.0.1 or ::1, as
+ *    pasta connects): CONNECTING. Without one, the flow waits (REQUESTED)
+ *    for the next batch; the worker never blocks.
+ * 3. The worker checks every socket it receives (size and header of the
+ *    message, one batch asked for, each fd a TCP socket of the family asked
+ *    for and not connected; anything else is dropped and counted, fds
+ *    closed: the namespace side is untrusted), and waits for the connect
+ *    (EPOLLOUT, SO_ERROR). Refused on loopback, it tries once more with a
+ *    fresh socket towards the forward's address (a server bound to that
+ *    address only); refused again, or any error, the client is reset.
  * 4. OPEN: each direction moves data source socket -> pipe -> destination
  *    socket with splice(SPLICE_F_NONBLOCK | SPLICE_F_MOVE). A direction
  *    fills its pipe (at most RN_SPLICE_PIPE bytes) only when it is empty,
@@ -46,8 +49,9 @@
  *
  * Wire format of the splice socket (little-endian, the control protocol's
  * 12-byte header: magic "RNCT", version, type, body length):
- *	REQ (25):	u32 id, u8 family, u8 0, u16 port, u8 addr[16]
- *	FD (26):	u32 id, i32 errno (0: one fd rides as SCM_RIGHTS)
+ *	REQ (25):	u32 count, u8 family, u8 0, u16 0: "make me count sockets"
+ *	FD (26):	u32 count, u8 family, u8 0, u16 errno: count fds ride as
+ *			SCM_RIGHTS (errno set when the namespace made none)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -64,7 +68,7 @@
 #define RN_SPLICE_MAGIC		0x54434E52u	/* "RNCT", _control._MAGIC */
 #define RN_SPLICE_VERSION	1u		/* _control.PROTOCOL_VERSION */
 #define RN_SPLICE_HDR		12u
-#define RN_SPLICE_REQ_LEN	24u
+#define RN_SPLICE_REQ_LEN	8u
 #define RN_SPLICE_FD_LEN	8u
 
 /**
@@ -178,24 +182,26 @@ const char *rn_splice_state_name(uint8_t state)
 	return "?";
 }
 
+static void rn_splice_connected(struct rn_worker *w, struct rn_splice *s, int err);
+
 /**
- * rn_splice_unpend() - take a connection off the list of outstanding requests
+ * rn_splice_unwait() - take a connection off the list of those waiting for a socket
  * @w:		worker
  * @s:		connection
  */
-static void rn_splice_unpend(struct rn_worker *w, struct rn_splice *s)
+static void rn_splice_unwait(struct rn_worker *w, struct rn_splice *s)
 {
 	struct rn_splice **pp;
 
-	if (!s->id || !w->splice)
+	if (!s->waiting || !w->splice)
 		return;
-	for (pp = &w->splice->pending; *pp; pp = &(*pp)->pnext) {
+	for (pp = &w->splice->waiting; *pp; pp = &(*pp)->pnext) {
 		if (*pp == s) {
 			*pp = s->pnext;
 			break;
 		}
 	}
-	s->id = 0;
+	s->waiting = 0;
 	s->pnext = NULL;
 }
 
@@ -218,43 +224,87 @@ static void rn_splice_abort(struct rn_worker *w, struct rn_splice *s, unsigned i
 }
 
 /**
- * rn_splice_request() - ask the namespace child for a connected socket
+ * rn_splice_ask() - ask the namespace child for a batch of sockets, if due
  * @w:		worker with a splice socket
- * @s:		connection, REQUESTED, not on the pending list
+ * @fi:		family index: 0 IPv4, 1 IPv6
  *
- * Attempt 0 asks for the namespace's loopback, 1 for the forward's address.
- *
- * Return: 0, or negative errno (the splice socket is full or gone)
+ * Due when the stock is below half and no batch of that family is on its
+ * way. A full splice socket leaves it for the next take.
  */
-static int rn_splice_request(struct rn_worker *w, struct rn_splice *s)
+static void rn_splice_ask(struct rn_worker *w, int fi)
+{
+	struct rn_splice_ctl *c = w->splice;
+	uint8_t msg[RN_SPLICE_HDR + RN_SPLICE_REQ_LEN];
+
+	if (c->asked[fi] || c->nstock[fi] >= RN_SPLICE_STOCK / 2)
+		return;
+	memset(msg, 0, sizeof(msg));
+	rn_splice_hdr(msg, RN_SPLICE_MSG_REQ, RN_SPLICE_REQ_LEN);
+	rn_splice_put32(msg + RN_SPLICE_HDR, RN_SPLICE_STOCK - c->nstock[fi]);
+	msg[RN_SPLICE_HDR + 4] = fi ? 6 : 4;
+	if (send(c->hdr.fd, msg, sizeof(msg), MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)sizeof(msg))
+		return;
+	c->asked[fi] = 1;
+	rn_ctr_add(w->ctr, RN_WCTR_splice_requests, 1);
+}
+
+/**
+ * rn_splice_connect() - connect a namespace socket for a connection, or wait for one
+ * @w:		worker with a splice socket
+ * @s:		connection without a socket inside (REQUESTED)
+ *
+ * Attempt 0 connects to the namespace's loopback, 1 to the forward's
+ * address. Without a socket in stock the connection waits for the next
+ * batch (its timer runs).
+ */
+static void rn_splice_connect(struct rn_worker *w, struct rn_splice *s)
 {
 	static const uint8_t lo4[4] = { 127, 0, 0, 1 };
 	static const uint8_t lo6[16] = { [15] = 1 };
 	struct rn_splice_ctl *c = w->splice;
-	uint8_t msg[RN_SPLICE_HDR + RN_SPLICE_REQ_LEN];
-	uint8_t *b = msg + RN_SPLICE_HDR;
+	int fi = s->family == 6, fd, err = 0;
+	struct sockaddr_storage ss;
+	struct rn_splice **pp;
+	socklen_t sl;
 
-	if (!++c->next_id)
-		c->next_id = 1;
-	memset(msg, 0, sizeof(msg));
-	rn_splice_hdr(msg, RN_SPLICE_MSG_REQ, RN_SPLICE_REQ_LEN);
-	rn_splice_put32(b, c->next_id);
-	b[4] = s->family;
-	b[6] = (uint8_t)s->f.key.sport;
-	b[7] = (uint8_t)(s->f.key.sport >> 8);
-	if (s->attempt)
-		memcpy(b + 8, s->nsaddr, s->family == 6 ? 16 : 4);
-	else
-		memcpy(b + 8, s->family == 6 ? lo6 : lo4, s->family == 6 ? 16 : 4);
-	if (send(c->hdr.fd, msg, sizeof(msg), MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)sizeof(msg))
-		return -errno ? -errno : -EIO;
-	s->id = c->next_id;
-	s->pnext = c->pending;
-	c->pending = s;
 	s->f.state = RN_SPLICE_S_REQUESTED;
-	rn_worker_flow_timer(w, &s->f, w->now + RN_SPLICE_SETUP_MS);
-	rn_ctr_add(w->ctr, RN_WCTR_splice_requests, 1);
-	return 0;
+	if (!c->nstock[fi]) {
+		rn_splice_ask(w, fi);
+		if (!s->waiting) {
+			for (pp = &c->waiting; *pp; pp = &(*pp)->pnext)
+				;
+			*pp = s;
+			s->pnext = NULL;
+			s->waiting = 1;
+		}
+		return;
+	}
+	fd = c->stock[fi][--c->nstock[fi]];
+	rn_splice_ask(w, fi);
+	memset(&ss, 0, sizeof(ss));
+	if (s->family == 6) {
+		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+
+		a->sin6_family = AF_INET6;
+		a->sin6_port = htons(s->f.key.sport);
+		memcpy(&a->sin6_addr, s->attempt ? s->nsaddr : lo6, 16);
+		sl = sizeof(*a);
+	} else {
+		struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+
+		a->sin_family = AF_INET;
+		a->sin_port = htons(s->f.key.sport);
+		memcpy(&a->sin_addr, s->attempt ? s->nsaddr : lo4, 4);
+		sl = sizeof(*a);
+	}
+	s->peer.fd = fd;
+	s->f.state = RN_SPLICE_S_CONNECTING;
+	if (connect(fd, (struct sockaddr *)&ss, sl) && errno != EINPROGRESS)
+		err = errno;
+	if (!err && rn_worker_flow_watch(w, &s->peer, EPOLLOUT))
+		err = EIO;
+	if (err)
+		rn_splice_connected(w, s, err);	/* refused at once */
 }
 
 /**
@@ -266,9 +316,10 @@ static int rn_splice_request(struct rn_worker *w, struct rn_splice *s)
  * @nsaddr:	the forward's namespace address, network order
  * @nsport:	the forward's namespace port, host order
  *
- * Return: 0 (the request is on its way), -ENOTCONN without a splice socket,
- *	   -ENOSPC at the flow cap, -ENOMEM, -EEXIST, or negative errno of the
- *	   request; on failure the caller keeps @cfd
+ * Return: 0 (the flow has the client: connected, connecting, waiting for a
+ *	   socket, or already reset), -ENOTCONN without a splice socket,
+ *	   -ENOSPC at the flow cap, -ENOMEM, -EEXIST; on failure the caller
+ *	   keeps @cfd
  */
 int rn_splice_start(struct rn_worker *w, int cfd, const struct sockaddr_storage *ss,
 		    uint8_t family, const uint8_t *nsaddr, uint16_t nsport)
@@ -313,14 +364,10 @@ int rn_splice_start(struct rn_worker *w, int cfd, const struct sockaddr_storage 
 		free(s);
 		return rc;
 	}
-	rc = rn_splice_request(w, s);
-	if (rc) {
-		/* the caller resets its client: the flow must not close it */
-		rn_worker_flow_close(w, &s->f);
-		return rc;
-	}
 	s->f.fd = cfd;
 	s->f.last = w->now;
+	rn_worker_flow_timer(w, &s->f, w->now + RN_SPLICE_SETUP_MS);
+	rn_splice_connect(w, s);
 	return 0;
 }
 
@@ -448,31 +495,28 @@ static void rn_splice_relay(struct rn_worker *w, struct rn_splice *s)
 }
 
 /**
- * rn_splice_connected() - the connect inside the namespace finished
+ * rn_splice_connected() - the connect inside the namespace finished (or failed)
  * @w:		worker
  * @s:		connection, CONNECTING
+ * @err:	the connect's error if known already, else 0 (SO_ERROR says)
  */
-static void rn_splice_connected(struct rn_worker *w, struct rn_splice *s)
+static void rn_splice_connected(struct rn_worker *w, struct rn_splice *s, int err)
 {
 	socklen_t sl = sizeof(int);
-	int err = 0;
 
-	if (getsockopt(s->peer.fd, SOL_SOCKET, SO_ERROR, &err, &sl))
+	if (!err && getsockopt(s->peer.fd, SOL_SOCKET, SO_ERROR, &err, &sl))
 		err = errno;
 	if (err == ECONNREFUSED && !s->attempt) {
 		/* nothing on the namespace's loopback: its address, then */
 		rn_worker_flow_watch(w, &s->peer, 0);
 		close(s->peer.fd);
 		s->peer.fd = -1;
+		s->peer.events = 0;
 		s->attempt = 1;
-		if (!rn_splice_request(w, s))
-			return;
-	}
-	if (err || s->peer.fd < 0) {
-		rn_splice_abort(w, s, RN_WCTR_splice_refused);
+		rn_splice_connect(w, s);
 		return;
 	}
-	if (rn_splice_pipes(w, s)) {
+	if (err || rn_splice_pipes(w, s)) {
 		rn_splice_abort(w, s, RN_WCTR_splice_refused);
 		return;
 	}
@@ -485,61 +529,86 @@ static void rn_splice_connected(struct rn_worker *w, struct rn_splice *s)
 }
 
 /**
- * rn_splice_got() - the namespace child's answer to one of our requests
- * @w:		worker
- * @s:		the connection that asked, REQUESTED, off the pending list
- * @err:	the errno reported (0: @fd is the socket)
- * @fd:		the socket received, or -1; the connection's or closed
+ * rn_splice_check() - whether a received fd is a fresh TCP socket of a family
+ * @fd:		the fd
+ * @family:	4 or 6
+ *
+ * Makes it non-blocking too.
+ *
+ * Return: true for an unconnected TCP socket of @family
  */
-static void rn_splice_got(struct rn_worker *w, struct rn_splice *s, int err, int fd)
+static int rn_splice_check(int fd, uint8_t family)
 {
 	int type = 0, proto = 0, dom = 0, fl;
+	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(int);
 
-	if (err || fd < 0) {
-		if (fd >= 0)
-			close(fd);
-		rn_splice_abort(w, s, RN_WCTR_splice_refused);
-		return;
-	}
-	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &sl) || (sl = sizeof(int),
-	    getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &sl)) || (sl = sizeof(int),
-	    getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &sl)) || type != SOCK_STREAM ||
-	    proto != IPPROTO_TCP || dom != (s->family == 6 ? AF_INET6 : AF_INET) ||
-	    (fl = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK)) {
-		close(fd);
-		rn_ctr_add(w->ctr, RN_WCTR_splice_bad_replies, 1);
-		rn_splice_abort(w, s, RN_WCTR_splice_refused);
-		return;
-	}
-	s->peer.fd = fd;
-	s->f.state = RN_SPLICE_S_CONNECTING;
-	if (rn_worker_flow_watch(w, &s->peer, EPOLLOUT))
-		rn_splice_abort(w, s, RN_WCTR_splice_refused);
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &sl) || type != SOCK_STREAM)
+		return 0;
+	sl = sizeof(int);
+	if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &sl) || proto != IPPROTO_TCP)
+		return 0;
+	sl = sizeof(int);
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &sl) ||
+	    dom != (family == 6 ? AF_INET6 : AF_INET))
+		return 0;
+	sl = sizeof(ss);
+	if (!getpeername(fd, (struct sockaddr *)&ss, &sl) || errno != ENOTCONN)
+		return 0;
+	fl = fcntl(fd, F_GETFL);
+	return fl >= 0 && !fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
 /**
- * rn_splice_answers() - read the namespace child's answers on the splice socket
+ * rn_splice_serve_waiting() - give sockets in stock to the connections waiting
+ * @w:		worker
+ * @fi:		family index that got sockets
+ * @err:	errno the namespace reported instead, or 0
+ *
+ * With @err (no socket came), the waiting connections of that family are
+ * reset.
+ */
+static void rn_splice_serve_waiting(struct rn_worker *w, int fi, int err)
+{
+	struct rn_splice_ctl *c = w->splice;
+	struct rn_splice *s, *next;
+
+	for (s = c->waiting; s; s = next) {
+		next = s->pnext;
+		if ((s->family == 6) != fi)
+			continue;
+		if (!err && !c->nstock[fi])
+			break;
+		rn_splice_unwait(w, s);
+		if (err)
+			rn_splice_abort(w, s, RN_WCTR_splice_refused);
+		else
+			rn_splice_connect(w, s);
+	}
+}
+
+/**
+ * rn_splice_answers() - take the batches of sockets the namespace child sent
  * @w:		worker
  * @c:		the splice socket
  *
- * A malformed answer, or one for no request of ours, is dropped and counted
- * (splice_bad_replies), its fds closed. End of file or an error closes the
- * splice socket: new host-local clients are then reset.
+ * A malformed message, or a batch nobody asked for, is dropped and counted
+ * (splice_bad_replies), its fds closed, and so is every fd that is not a
+ * fresh TCP socket of the family asked for. End of file or an error stops
+ * watching the splice socket: connections waiting for sockets then time out.
  */
 static void rn_splice_answers(struct rn_worker *w, struct rn_splice_ctl *c)
 {
 	union {
 		struct cmsghdr h;
-		char buf[CMSG_SPACE(4 * sizeof(int))];
+		char buf[CMSG_SPACE(RN_SPLICE_STOCK * sizeof(int))];
 	} cm;
 	uint8_t msg[RN_SPLICE_HDR + RN_SPLICE_FD_LEN + 1];
-	struct rn_splice **pp, *s;
+	int fds[RN_SPLICE_STOCK], i, fi, err, ok;
 	struct cmsghdr *cmh;
 	struct msghdr mh;
 	struct iovec iov;
-	int i, fd, nfd, err;
-	uint32_t id, k;
+	uint32_t k, nfd, count;
 	ssize_t n;
 
 	for (i = 0; i < RN_SPLICE_SERVE_BATCH && !w->err; i++) {
@@ -557,7 +626,6 @@ static void rn_splice_answers(struct rn_worker *w, struct rn_splice_ctl *c)
 			rn_worker_flow_watch(w, &c->hdr, 0);
 			return;	/* the namespace child is gone: its ERROR/EOF ends us */
 		}
-		fd = -1;
 		nfd = 0;
 		for (cmh = CMSG_FIRSTHDR(&mh); cmh; cmh = CMSG_NXTHDR(&mh, cmh)) {
 			if (cmh->cmsg_level != SOL_SOCKET || cmh->cmsg_type != SCM_RIGHTS)
@@ -566,38 +634,37 @@ static void rn_splice_answers(struct rn_worker *w, struct rn_splice_ctl *c)
 				int got;
 
 				memcpy(&got, CMSG_DATA(cmh) + k * sizeof(int), sizeof(int));
-				if (!nfd++)
-					fd = got;
+				if (nfd < RN_SPLICE_STOCK)
+					fds[nfd++] = got;
 				else
 					close(got);
 			}
 		}
-		id = 0;
-		err = 0;
-		if (rn_splice_hdr_ok(msg, (size_t)n, RN_SPLICE_MSG_FD, RN_SPLICE_FD_LEN) &&
-		    !(mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
-			id = rn_splice_get32(msg + RN_SPLICE_HDR);
-			err = (int)rn_splice_get32(msg + RN_SPLICE_HDR + 4);
-		}
-		s = NULL;
-		for (pp = &c->pending; id && *pp; pp = &(*pp)->pnext) {
-			if ((*pp)->id == id) {
-				s = *pp;
-				break;
-			}
-		}
-		if (!s || nfd > 1 || (err ? nfd != 0 || err < 0 : nfd != 1)) {
-			if (fd >= 0)
-				close(fd);
+		ok = rn_splice_hdr_ok(msg, (size_t)n, RN_SPLICE_MSG_FD, RN_SPLICE_FD_LEN) &&
+		     !(mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC));
+		count = ok ? rn_splice_get32(msg + RN_SPLICE_HDR) : 0;
+		fi = ok ? msg[RN_SPLICE_HDR + 4] == 6 : 0;
+		err = ok ? msg[RN_SPLICE_HDR + 6] | msg[RN_SPLICE_HDR + 7] << 8 : 0;
+		if (!ok || (msg[RN_SPLICE_HDR + 4] != 4 && msg[RN_SPLICE_HDR + 4] != 6) ||
+		    !c->asked[fi] || count != nfd || (!nfd && !err)) {
+			for (k = 0; k < nfd; k++)
+				close(fds[k]);
 			rn_ctr_add(w->ctr, RN_WCTR_splice_bad_replies, 1);
-			if (s)
-				rn_splice_abort(w, s, RN_WCTR_splice_refused);
 			continue;
 		}
-		*pp = s->pnext;
-		s->pnext = NULL;
-		s->id = 0;
-		rn_splice_got(w, s, err, fd);
+		c->asked[fi] = 0;
+		for (k = 0; k < nfd; k++) {
+			if (c->nstock[fi] < RN_SPLICE_STOCK && rn_splice_check(fds[k], fi ? 6 : 4)) {
+				c->stock[fi][c->nstock[fi]++] = fds[k];
+				continue;
+			}
+			close(fds[k]);
+			rn_ctr_add(w->ctr, RN_WCTR_splice_bad_replies, 1);
+		}
+		rn_splice_serve_waiting(w, fi, nfd ? 0 : (err ? err : EIO));
+		/* the waiting ones may have emptied the stock again */
+		if (c->waiting)
+			rn_splice_ask(w, fi);
 	}
 }
 
@@ -621,7 +688,7 @@ static void rn_splice_event(struct rn_worker *w, struct rn_flow *f, uint32_t eve
 		return;
 	if (s->f.state == RN_SPLICE_S_CONNECTING) {
 		if (f == &s->peer)
-			rn_splice_connected(w, s);
+			rn_splice_connected(w, s, 0);
 		return;
 	}
 	if (s->f.state == RN_SPLICE_S_OPEN || s->f.state == RN_SPLICE_S_HALF)
@@ -672,7 +739,7 @@ static void rn_splice_release(struct rn_worker *w, struct rn_flow *f)
 	struct rn_splice *s = rn_splice_of(f);
 	int d, e;
 
-	rn_splice_unpend(w, s);
+	rn_splice_unwait(w, s);
 	if (s->peer.fd >= 0) {
 		close(s->peer.fd);	/* out of the epoll too */
 		s->peer.fd = -1;
@@ -735,6 +802,8 @@ int rn_splice_attach(struct rn_worker *w, int fd)
 		return rc;
 	}
 	w->splice = c;
+	rn_splice_ask(w, 0);	/* the first stock, before the first client */
+	rn_splice_ask(w, 1);
 	return 0;
 }
 
@@ -753,47 +822,13 @@ void rn_splice_free(struct rn_worker *w)
 		close(w->splice->pool[i][0]);
 		close(w->splice->pool[i][1]);
 	}
+	for (i = 0; i < w->splice->nstock[0]; i++)
+		close(w->splice->stock[0][i]);
+	for (i = 0; i < w->splice->nstock[1]; i++)
+		close(w->splice->stock[1][i]);
 	close(w->splice->hdr.fd);
 	free(w->splice);
 	w->splice = NULL;
-}
-
-/**
- * rn_splice_answer() - send the answer to one request
- * @sock:	the splice socket
- * @id:		the request's id
- * @err:	positive errno, or 0 with @fd
- * @fd:		the socket to pass, or -1
- *
- * Return: 0, or negative errno of sendmsg()
- */
-static int rn_splice_answer(int sock, uint32_t id, int err, int fd)
-{
-	union {
-		struct cmsghdr h;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} cm;
-	uint8_t msg[RN_SPLICE_HDR + RN_SPLICE_FD_LEN];
-	struct iovec iov = { .iov_base = msg, .iov_len = sizeof(msg) };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-	struct cmsghdr *c;
-
-	rn_splice_hdr(msg, RN_SPLICE_MSG_FD, RN_SPLICE_FD_LEN);
-	rn_splice_put32(msg + RN_SPLICE_HDR, id);
-	rn_splice_put32(msg + RN_SPLICE_HDR + 4, (uint32_t)err);
-	if (fd >= 0) {
-		memset(&cm, 0, sizeof(cm));
-		mh.msg_control = cm.buf;
-		mh.msg_controllen = sizeof(cm.buf);
-		c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &fd, sizeof(int));
-	}
-	if (sendmsg(sock, &mh, MSG_NOSIGNAL) < 0)
-		return -errno;
-	return 0;
 }
 
 /**
@@ -801,26 +836,29 @@ static int rn_splice_answer(int sock, uint32_t id, int err, int fd)
  * @sock:	the namespace child's end of that worker's splice socket
  *		(blocking: an answer is never dropped)
  *
- * For each request: a non-blocking TCP socket of the family asked for, its
- * connect to the address and port asked for started (the worker waits for
- * it to complete), sent back; or the errno of socket() or connect(). A
- * malformed request (the worker is trusted; still checked) is answered with
- * EINVAL when its id can be read, else ignored.
+ * For each request of N sockets of a family (at most RN_SPLICE_STOCK): N
+ * non-blocking TCP sockets made here, in the namespace, sent in one message
+ * and closed here; if socket() fails before any was made, its errno is sent
+ * instead. Malformed requests (the worker is trusted; still checked) are
+ * ignored.
  *
  * Return: 0 once no request is left, -EPIPE when the worker closed its end,
- *	   or negative errno of recv() or sendmsg()
+ *	   or negative errno of recvmsg() or sendmsg()
  */
 int rn_splice_serve(int sock)
 {
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(RN_SPLICE_STOCK * sizeof(int))];
+	} cm;
 	uint8_t msg[RN_SPLICE_HDR + RN_SPLICE_REQ_LEN + 1];
-	const uint8_t *b = msg + RN_SPLICE_HDR;
-	struct sockaddr_storage ss;
+	uint8_t out[RN_SPLICE_HDR + RN_SPLICE_FD_LEN];
+	int fds[RN_SPLICE_STOCK], i, err, rc;
+	uint32_t k, want, nfd;
+	struct cmsghdr *c;
 	struct msghdr mh;
 	struct iovec iov;
-	socklen_t sl;
-	int i, fd, err, rc;
-	uint16_t port;
-	uint32_t id;
+	uint8_t family;
 	ssize_t n;
 
 	for (i = 0; i < RN_SPLICE_SERVE_BATCH; i++) {
@@ -837,42 +875,45 @@ int rn_splice_serve(int sock)
 			return -EPIPE;
 		if (!rn_splice_hdr_ok(msg, (size_t)n, RN_SPLICE_MSG_REQ, RN_SPLICE_REQ_LEN))
 			continue;
-		id = rn_splice_get32(b);
-		port = (uint16_t)(b[6] | b[7] << 8);
-		memset(&ss, 0, sizeof(ss));
-		if (b[4] == 4) {
-			struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-
-			a->sin_family = AF_INET;
-			a->sin_port = htons(port);
-			memcpy(&a->sin_addr, b + 8, 4);
-			sl = sizeof(*a);
-		} else if (b[4] == 6) {
-			struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-
-			a->sin6_family = AF_INET6;
-			a->sin6_port = htons(port);
-			memcpy(&a->sin6_addr, b + 8, 16);
-			sl = sizeof(*a);
-		} else {
-			rc = rn_splice_answer(sock, id, EINVAL, -1);
-			if (rc)
-				return rc;
+		want = rn_splice_get32(msg + RN_SPLICE_HDR);
+		family = msg[RN_SPLICE_HDR + 4];
+		if ((family != 4 && family != 6) || !want || want > RN_SPLICE_STOCK)
 			continue;
-		}
 		err = 0;
-		fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
-		if (fd < 0)
-			err = errno;
-		else if (connect(fd, (struct sockaddr *)&ss, sl) && errno != EINPROGRESS)
-			err = errno;
-		if (err && fd >= 0) {
-			close(fd);
-			fd = -1;
+		for (nfd = 0; nfd < want; nfd++) {
+			fds[nfd] = socket(family == 6 ? AF_INET6 : AF_INET,
+					  SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+			if (fds[nfd] < 0) {
+				err = errno;
+				break;
+			}
 		}
-		rc = rn_splice_answer(sock, id, err, fd);
-		if (fd >= 0)
-			close(fd);
+		memset(out, 0, sizeof(out));
+		rn_splice_hdr(out, RN_SPLICE_MSG_FD, RN_SPLICE_FD_LEN);
+		rn_splice_put32(out + RN_SPLICE_HDR, nfd);
+		out[RN_SPLICE_HDR + 4] = family;
+		if (!nfd) {
+			out[RN_SPLICE_HDR + 6] = (uint8_t)err;
+			out[RN_SPLICE_HDR + 7] = (uint8_t)(err >> 8);
+		}
+		iov.iov_base = out;
+		iov.iov_len = sizeof(out);
+		memset(&mh, 0, sizeof(mh));
+		mh.msg_iov = &iov;
+		mh.msg_iovlen = 1;
+		if (nfd) {
+			memset(&cm, 0, sizeof(cm));
+			mh.msg_control = cm.buf;
+			mh.msg_controllen = CMSG_SPACE(nfd * sizeof(int));
+			c = CMSG_FIRSTHDR(&mh);
+			c->cmsg_level = SOL_SOCKET;
+			c->cmsg_type = SCM_RIGHTS;
+			c->cmsg_len = CMSG_LEN(nfd * sizeof(int));
+			memcpy(CMSG_DATA(c), fds, nfd * sizeof(int));
+		}
+		rc = sendmsg(sock, &mh, MSG_NOSIGNAL) < 0 ? -errno : 0;
+		for (k = 0; k < nfd; k++)
+			close(fds[k]);
 		if (rc)
 			return rc;
 	}

@@ -1,11 +1,10 @@
 /* splice.h - forwarded connections of host-local clients, relayed with splice()
  *
  * For worker.c, forward.c and Python (splice.cdef). A client of a forwarded
- * port on host loopback does not go through the C core: the worker asks the
- * namespace child, over the splice socket (a SOCK_SEQPACKET socketpair made
- * by the namespace child, one per worker, its end sent in HELLO), for a TCP
- * socket connected inside the namespace to the forward's port; the
- * namespace child answers with the socket (SCM_RIGHTS) and the worker
+ * port on host loopback does not go through the C core: the worker connects
+ * a TCP socket made inside the namespace (the namespace child sends them in
+ * batches over the splice socket, a SOCK_SEQPACKET socketpair it makes, one
+ * per worker, its end sent in HELLO) to the forward's port there, and
  * relays the two sockets with splice() through pipes. splice.c has the
  * theory of operation; both ends of the splice socket are in C.
  */
@@ -24,6 +23,8 @@
 #define RN_SPLICE_PIPE		(256u * 1024u)
 /* Pipe fills per direction and event before the flow lets others run */
 #define RN_SPLICE_ROUNDS	16u
+/* Fresh namespace sockets a worker keeps per family; it asks for more below half */
+#define RN_SPLICE_STOCK		16u
 /* Time for the namespace to answer and the connect inside to complete */
 #define RN_SPLICE_SETUP_MS	10000
 /* Empty pipes a worker keeps for its next spliced connections */
@@ -59,18 +60,18 @@ struct rn_splice_dir {
  *		table); fd -1 until the namespace child's answer
  * @dir:	[0] client -> namespace (bytes_down), [1] namespace -> client
  *		(bytes_up)
- * @id:		request id on the splice socket, 0 when none is outstanding
+ * @waiting:	on the worker's list of flows waiting for a namespace socket
  * @attempt:	0: connect to the namespace's loopback; 1: to the forward's
  *		address
  * @family:	4 or 6
  * @nsaddr:	the forward's namespace address, network order
- * @pnext:	list of flows with a request outstanding
+ * @pnext:	list of flows waiting for a namespace socket, oldest first
  */
 struct rn_splice {
 	struct rn_flow f;
 	struct rn_flow peer;
 	struct rn_splice_dir dir[2];
-	uint32_t id;
+	uint8_t waiting;
 	uint8_t attempt;
 	uint8_t family;
 	uint8_t nsaddr[16];
@@ -81,24 +82,28 @@ struct rn_splice {
  * struct rn_splice_ctl - a worker's end of the splice socket
  * @hdr:	the socket as the worker's epoll sees it (type RN_FLOW_SPLICE,
  *		state RN_SPLICE_S_CTL, never in the table)
- * @next_id:	id of the next request (never 0)
- * @pending:	flows waiting for an answer
+ * @waiting:	flows waiting for a namespace socket, oldest first
+ * @nstock:	sockets in @stock, per family (0: IPv4, 1: IPv6)
+ * @asked:	a batch of that family is asked for and not answered yet
+ * @stock:	fresh unconnected TCP sockets made inside the namespace
  * @npool:	pipes in @pool
  * @pool:	empty pipes of ended connections, reused by the next ones (two
  *		pipe2() and two fcntl() less per connection)
  */
 struct rn_splice_ctl {
 	struct rn_flow hdr;
-	uint32_t next_id;
-	struct rn_splice *pending;
+	struct rn_splice *waiting;
+	uint32_t nstock[2];
+	uint8_t asked[2];
+	int stock[2][RN_SPLICE_STOCK];
 	uint32_t npool;
 	int pool[RN_SPLICE_POOL][2];
 };
 
 /* struct rn_flow.state of spliced connections (and the two headers) */
 enum rn_splice_state {
-	RN_SPLICE_S_REQUESTED = 0,	/* waiting for the namespace's socket */
-	RN_SPLICE_S_CONNECTING,		/* its connect is in progress */
+	RN_SPLICE_S_REQUESTED = 0,	/* waiting for a socket of the namespace */
+	RN_SPLICE_S_CONNECTING,		/* its connect inside is in progress */
 	RN_SPLICE_S_OPEN,		/* relaying both ways */
 	RN_SPLICE_S_HALF,		/* one direction is done */
 	RN_SPLICE_S_PEER = 0xfe,	/* &rn_splice.peer */

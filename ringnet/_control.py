@@ -64,10 +64,10 @@ class Msg(enum.IntEnum):
     FORWARD_DEL = 14  # orchestrator -> worker: {"id"}; answered ACK or ERROR
     # On the splice socket only (worker <-> namespace child), sent and read by C
     # (csrc/splice.c): this header with a fixed binary body, not JSON.
-    SPLICE_REQ = 25   # worker -> namespace child: u32 id, u8 family, u8 0, u16 port, addr[16]:
-                      # "a TCP socket connected to addr:port inside the namespace"
-    SPLICE_FD = 26    # namespace child -> worker: u32 id, i32 errno; with errno 0 the
-                      # socket (its connect under way) rides as SCM_RIGHTS
+    SPLICE_REQ = 25   # worker -> namespace child: u32 count, u8 family, u8 0, u16 0: "make me
+                      # count fresh TCP sockets inside the namespace" (the worker connects them)
+    SPLICE_FD = 26    # namespace child -> worker: u32 count, u8 family, u8 0, u16 errno; count
+                      # sockets ride as SCM_RIGHTS (errno when none could be made)
 
 
 class ParentGone(Exception):

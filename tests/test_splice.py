@@ -359,6 +359,7 @@ def test_non_loopback_client_takes_the_c_core_with_its_real_source(net):
 
 
 POOL = 32  # RN_SPLICE_POOL: empty pipes a worker keeps for its next connections
+STOCK = 16  # RN_SPLICE_STOCK: fresh namespace sockets a worker keeps per family
 
 
 def _worker_fds(net) -> tuple[int, int]:
@@ -389,6 +390,10 @@ def test_sequential_spliced_connections_leave_no_flows_or_fds(net):
             assert ask("127.0.0.1", port) is not None
         assert worker_counter(net, "splice_opened") - opened == 300
         wait_until(lambda: worker_counter(net, "flows_open_splice") == 0, "the flows to end")
-        # sockets all closed; pipes only in the bounded pool of empty ones
-        wait_until(lambda: _worker_fds(net)[0] == fds[0], "the workers' sockets to be closed")
-        assert _worker_fds(net)[1] <= fds[1] + len(net.worker_pids) * POOL * 2
+        # the connections' sockets are closed: what a worker holds beyond its count before
+        # is at most its stock of fresh namespace sockets (refilled in batches, so it
+        # varies), and pipes only in the bounded pool of empty ones
+        n = len(net.worker_pids)
+        other, pipes = _worker_fds(net)
+        assert other <= fds[0] + n * 2 * STOCK
+        assert pipes <= fds[1] + n * POOL * 2
