@@ -696,7 +696,7 @@ static void rn_splice_event(struct rn_worker *w, struct rn_flow *f, uint32_t eve
 }
 
 /**
- * rn_splice_timer() - no answer in time, or the idle timeout
+ * rn_splice_timer() - no socket or no connect in time, or the idle timeout
  * @w:		worker
  * @f:		&s->f
  */

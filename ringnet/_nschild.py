@@ -51,8 +51,8 @@ def _enter(spec: dict, cfg: NetworkConfig, ctl: socket.socket) -> None:
 def _hello_workers(spec: dict, cfg: NetworkConfig, socks: list[socket.socket],
                    rings: list[RingMapping], splices: list[socket.socket]) -> list[tuple[int, int]]:
     """Create each worker's rings, doorbells and splice socket (csrc/splice.c: the
-    worker asks for sockets connected inside the namespace there; ours stay in
-    ``splices``), send HELLO, collect every ACK."""
+    worker asks for fresh sockets of the namespace there; ours stay in ``splices``),
+    send HELLO, collect every ACK."""
     evs: list[tuple[int, int]] = []
     for i, sock in enumerate(socks):
         ring = RingMapping.create(cfg.ring_size, i)
@@ -78,8 +78,8 @@ def _hello_workers(spec: dict, cfg: NetworkConfig, socks: list[socket.socket],
 def _serve(ctl: socket.socket, socks: list[socket.socket], splices: list[socket.socket], pump,
            parent_pidfd: int) -> None:
     """Wait for SHUTDOWN or the orchestrator's exit; raise the error of a worker or the
-    pump that fails first. Meanwhile answer the workers' requests for sockets connected
-    inside the namespace (the splice route of forwards, csrc/splice.c, all in C)."""
+    pump that fails first. Meanwhile answer the workers' requests for fresh sockets of the
+    namespace (the splice route of forwards, csrc/splice.c, all in C)."""
     poller = select.poll()
     poller.register(ctl, select.POLLIN)
     poller.register(parent_pidfd, select.POLLIN)

@@ -22,9 +22,9 @@ orchestrator keeps none, so that when the last worker closes the listener (FORWA
 or the network's end) the host port is closed.
 
 Clients on host loopback take the splice route instead (csrc/splice.c, unless
-``splice_local`` is off): the namespace child connects a socket inside the namespace
-(to its loopback, else the forward's address) and the worker relays the two sockets
-with splice(); the namespace sees them from its own loopback.
+``splice_local`` is off): the worker connects a socket the namespace child made
+inside the namespace (to its loopback, else the forward's address) and relays the
+two sockets with splice(); the namespace sees them from its own loopback.
 
 UDP forwards (csrc/udp_fwd.c): the bound UDP socket goes to one worker (forward id
 modulo workers), which keeps one flow per sender, so replies return to the sender

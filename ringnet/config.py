@@ -138,7 +138,7 @@ class NetworkConfig:
         publish: host ports to forward into the namespace once it is up, each
             "[ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp]" (Network.publish()).
         splice_local: forwarded TCP connections of clients on host loopback are relayed
-            socket to socket with splice() (a socket the namespace child connects inside,
+            socket to socket with splice() (a socket made inside the namespace, connected
             to the namespace's loopback: it sees them from there); False sends them
             through the C core too (seen from the gateway address).
     """

@@ -1,8 +1,8 @@
 """The splice route of forwards (csrc/splice.c), end to end through a real namespace.
 
-Clients on host loopback take it: the namespace child connects a socket inside the
-namespace (to its loopback, else to the forward's address) and hands it to the worker,
-which relays the two sockets with splice(). Checked here with real servers inside (an HTTP
+Clients on host loopback take it: the worker connects a socket the namespace child made
+inside the namespace (to its loopback, else to the forward's address) and relays the two
+sockets with splice(). Checked here with real servers inside (an HTTP
 server from python's http.server with PUT added, a "whoami" server answering with the
 address it sees, a sink that answers after the client's half-close): 256 MiB GET and PUT
 byte-exact over IPv4 and IPv6, the source the namespace sees, the fallback to the
