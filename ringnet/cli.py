@@ -131,7 +131,7 @@ def _net_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--idmap-helpers", action="store_true", default=d["idmap_helpers"],
                    help="map subordinate ids with newuidmap/newgidmap")
     g.add_argument("-p", "--publish", action=_AppendTuple, metavar="SPEC", default=d["publish"],
-                   help="forward a host port inside: [ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp] "
+                   help="forward a host port inside: [ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp|/udp] "
                    "(repeatable; IPv6 as [::1]:8080:80)")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more logging (repeatable)")
     o = p.add_argument_group("output")

@@ -136,7 +136,7 @@ class NetworkConfig:
         faults: test-only fault injection on the ring path, "drop=F,dup=F,reorder=F,seed=N"
             with fractions F in 0..0.5; None (the default) injects nothing.
         publish: host ports to forward into the namespace once it is up, each
-            "[ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp]" (Network.publish()).
+            "[ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp|/udp]" (Network.publish()).
         splice_local: forwarded TCP connections of clients on host loopback are relayed
             socket to socket with splice() (a socket made inside the namespace, connected
             to the namespace's loopback: it sees them from there); False sends them
