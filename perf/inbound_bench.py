@@ -16,8 +16,9 @@ fresh namespace per backend:
   server inside;
 - ``udp``: ``iperf3 -u -l 1400 -b 5G`` from the host: the rate received inside.
 
-Each figure is the median of the runs; each ringnet ÷ peer ratio has a bootstrap 95%
-interval over the per-second samples of all runs (perf/stats.py). Started as root, it runs
+Each figure is the median of the runs; each ringnet ÷ peer ratio is the ratio of the means
+of the per-second samples of all runs, with a bootstrap 95% interval (perf/stats.py).
+``--from inbound.json`` prints the table of an earlier run again. Started as root, it runs
 as the unprivileged test user (perf/rootless.py). Needs iperf3, pasta (passt) and
 slirp4netns (scripts/install-peers.sh), and a C compiler for netbench.
 """
@@ -267,14 +268,36 @@ def _median(runs: list) -> Optional[float]:
 
 
 def _ratio(a: list, b: list) -> stats.Ratio:
-    va = [r["value"] for r in a if r.get("ok")]
-    vb = [r["value"] for r in b if r.get("ok")]
-    value = None
-    if va and vb and _median(b):
-        value = _median(a) / _median(b)
+    """ringnet's runs ``a`` against a peer's ``b``: the ratio of the means of their
+    per-second samples, with its bootstrap 95% interval."""
     sa = [x for r in a if r.get("ok") for x in r.get("per_second", [])]
     sb = [x for r in b if r.get("ok") for x in r.get("per_second", [])]
-    return stats.ratio(sa, sb, stats.PER_SECOND, value=value)
+    return stats.ratio(sa, sb, stats.PER_SECOND)
+
+
+def table(results: dict[str, dict[str, list]], backends: list[str], tests: list[str]) -> dict:
+    """Print the Markdown table of medians and ratios; return the ratios as JSON."""
+    print("\n| test | " + " | ".join(backends) + " | ringnet ÷ pasta | ringnet ÷ slirp4netns "
+          "| ringnet-core ÷ pasta |")
+    print("|---" * (len(backends) + 4) + "|")
+    ratios: dict[str, dict[str, Any]] = {}
+    for test in tests:
+        cells = []
+        for b in backends:
+            m = _median(results[b][test])
+            unit = next((r["unit"] for r in results[b][test] if r.get("ok")), "")
+            cells.append(f"{m:.2f} {unit}" if m is not None else "failed")
+        rs = {}
+        for mine, peer in (("ringnet", "pasta"), ("ringnet", "slirp4netns"), ("ringnet-core", "pasta")):
+            if mine in results and peer in results:
+                rs[f"{mine}/{peer}"] = _ratio(results[mine][test], results[peer][test])
+        ratios[test] = {k: {"value": v.value, **v.as_json()} for k, v in rs.items()}
+        print(f"| {test} | " + " | ".join(cells) + " | " + " | ".join(
+            rs[k].text() if k in rs else "—" for k in ("ringnet/pasta", "ringnet/slirp4netns",
+                                                        "ringnet-core/pasta")) + " |")
+    print("\nfigures: medians of the runs; ratios: means of the per-second samples of all runs, "
+          "[lo, hi] their bootstrap 95% interval (perf/stats.py)")
+    return ratios
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -287,7 +310,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--workers", type=int, default=1, help="ringnet workers (default 1)")
     ap.add_argument("--out", help="also write inbound.json into this directory")
     ap.add_argument("--as-root", action="store_true", help="started as root, stay root")
+    ap.add_argument("--from", dest="from_json", metavar="JSON",
+                    help="print the table of an earlier run's inbound.json; measure nothing")
     args = ap.parse_args(argv)
+    if args.from_json:
+        with open(args.from_json) as f:
+            old = json.load(f)
+        table(old["results"], list(old["results"]), [t for t in TESTS if all(
+            t in r for r in old["results"].values())])
+        return 0
     args.backends = [b for b in args.backends.split(",") if b]
     args.tests = [t for t in args.tests.split(",") if t]
     if set(args.backends) - {"ringnet", "ringnet-core", "pasta", "slirp4netns"} or \
@@ -312,26 +343,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         results = {b: run_backend(b, args, netbench, work) for b in args.backends}
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print("\n| test | " + " | ".join(args.backends) + " | ringnet ÷ pasta | ringnet ÷ slirp4netns "
-          "| ringnet-core ÷ pasta |")
-    print("|---" * (len(args.backends) + 4) + "|")
-    ratios: dict[str, dict[str, Any]] = {}
-    for test in args.tests:
-        cells = []
-        for b in args.backends:
-            m = _median(results[b][test])
-            unit = next((r["unit"] for r in results[b][test] if r.get("ok")), "")
-            cells.append(f"{m:.2f} {unit}" if m is not None else "failed")
-        rs = {}
-        for mine, peer in (("ringnet", "pasta"), ("ringnet", "slirp4netns"), ("ringnet-core", "pasta")):
-            if mine in results and peer in results:
-                rs[f"{mine}/{peer}"] = _ratio(results[mine][test], results[peer][test])
-        ratios[test] = {k: {"value": v.value, **v.as_json()} for k, v in rs.items()}
-        print(f"| {test} | " + " | ".join(cells) + " | " + " | ".join(
-            rs[k].text() if k in rs else "—" for k in ("ringnet/pasta", "ringnet/slirp4netns",
-                                                        "ringnet-core/pasta")) + " |")
-    print("\nmedians of the runs; [lo, hi]: bootstrap 95% interval over the per-second samples of "
-          "all runs (perf/stats.py)")
+    ratios = table(results, args.backends, args.tests)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "inbound.json"), "w") as f:
