@@ -133,6 +133,10 @@ def _net_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("-p", "--publish", action=_AppendTuple, metavar="SPEC", default=d["publish"],
                    help="forward a host port inside: [ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp|/udp] "
                    "(repeatable; IPv6 as [::1]:8080:80)")
+    g.add_argument("--no-splice", dest="splice_local", action="store_false",
+                   default=d["splice_local"],
+                   help="forwarded TCP clients on host loopback go through the C core (seen "
+                   "inside from the gateway) instead of being spliced (seen from loopback)")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more logging (repeatable)")
     o = p.add_argument_group("output")
     o.add_argument("-q", "--quiet", action="store_true",
