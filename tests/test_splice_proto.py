@@ -4,7 +4,10 @@ The namespace child's end (rn_splice_serve()) answers a request for N sockets wi
 non-blocking TCP sockets, ignores malformed requests and reports the worker's end of file.
 The worker's end takes only what it asked for: a malformed message, a batch nobody asked
 for, or an fd that is not an unconnected TCP socket of the family asked for is dropped and
-counted (splice_bad_replies) and its fds closed; a good batch fills the stock.
+counted (splice_bad_replies) and its fds closed; a good batch fills the stock. Then the
+whole route in one process, host loopback standing in for the namespace: accept, connect a
+stock socket, relay both ways with a half-close (also run under ASan+UBSan:
+scripts/test.sh --sanitize tests/test_splice_proto.py).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import errno
 import os
 import socket
 import struct
+import time
 
 from ringnet._ringnet_c import lib
 
@@ -120,3 +124,75 @@ def test_worker_takes_only_the_fresh_sockets_it_asked_for():
         assert _fds() == base + 5 + 1
         for s in (udp, tcp6, connected, good, peer):
             s.close()
+
+
+def test_relay_in_process_byte_exact_with_half_close():
+    """The whole splice route in one process, with host loopback standing in for the
+    namespace (the worker's stock is ours): the worker accepts a forwarded client,
+    connects a stock socket to the server, relays 8 MiB one way and the server's answer
+    the other after the client's half-close, counts the bytes, and ends the flow."""
+    import hashlib
+    import threading
+
+    from ringnet._ringnet_c import ffi
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    port = server.getsockname()[1]
+
+    def serve():
+        c, _ = server.accept()
+        h, n = hashlib.sha256(), 0
+        while chunk := c.recv(1 << 20):
+            h.update(chunk)
+            n += len(chunk)
+        c.sendall(f"{h.hexdigest()} {n}".encode())
+        c.close()
+    threading.Thread(target=serve, daemon=True).start()
+    with Harness() as h, b, server:
+        assert lib.rn_splice_attach(h.w, a.detach()) == 0
+        b.settimeout(5)
+        b.recv(64), b.recv(64)
+        stock = [socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+                 for _ in range(4)]
+        socket.send_fds(b, [answer(4, 4)], [s.fileno() for s in stock])
+        for s in stock:
+            s.close()
+        lst = socket.socket()
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(8)
+        lst.setblocking(False)
+        fwd_port = lst.getsockname()[1]
+        nsaddr = ffi.new("uint8_t[16]", [127, 0, 0, 1] + [0] * 12)
+        assert lib.rn_worker_forward_add(h.w, 1, lst.detach(), 4, nsaddr, port, -1, ffi.NULL, 0) == 0
+        stop = threading.Event()
+        errors: list = []
+
+        def loop():
+            while not stop.is_set():
+                rc = lib.rn_worker_run(h.w, 20)
+                if rc < 0:
+                    errors.append(rc)
+                    return
+        t = threading.Thread(target=loop)
+        t.start()
+        try:
+            data = os.urandom(8 << 20)
+            with socket.create_connection(("127.0.0.1", fwd_port), timeout=30) as c:
+                c.sendall(data)
+                c.shutdown(socket.SHUT_WR)
+                reply = b""
+                while chunk := c.recv(256):
+                    reply += chunk
+            assert reply.decode() == f"{hashlib.sha256(data).hexdigest()} {len(data)}"
+            deadline = time.monotonic() + 30  # only a hang detector
+            while h.counters()["flows_open_splice"] and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            stop.set()
+            t.join()
+        assert errors == []
+        c = h.counters()
+        assert (c["splice_opened"], c["flows_open_splice"], c["splice_resets"]) == (1, 0, 0)
