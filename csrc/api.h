@@ -23,6 +23,7 @@
 #include "udp.h"
 #include "tcp.h"
 #include "forward.h"
+#include "splice.h"
 #include "pump.h"
 #include "sandbox.h"
 

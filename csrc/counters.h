@@ -130,6 +130,16 @@
 	X(fwd_accepted,		"connections accepted on forwarded host ports") \
 	X(fwd_handoffs,		"forwarded connections handed to the worker owning them") \
 	X(fwd_refused,		"forwarded connections reset: no flow could be opened") \
+	/* fwdpath: the splice route for host-local clients (splice.c) */ \
+	X(flows_open_splice,	"spliced connections held now (gauge)")	\
+	X(splice_requests,	"sockets asked of the namespace child for host-local clients") \
+	X(splice_opened,	"spliced connections established inside the namespace") \
+	X(splice_refused,	"host-local clients reset: no connection inside (refused, timeout)") \
+	X(splice_resets,	"spliced connections ended by an error or reset on one side") \
+	X(splice_bad_replies,	"malformed or unexpected answers on the splice socket") \
+	/* fwdpath: UDP forwards (udp_fwd.c) */				\
+	X(fwd_udp_flows,	"UDP flows opened for senders to forwarded host ports") \
+	X(fwd_udp_refused,	"datagrams to forwarded UDP ports dropped: no flow (cap, ports)") \
 	X(fault_drop_in,	"frames from the namespace dropped by the fault injector") \
 	X(fault_dup_in,		"frames from the namespace duplicated by the fault injector") \
 	X(fault_hold_in,	"frames from the namespace reordered by the fault injector") \

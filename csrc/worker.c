@@ -87,6 +87,7 @@
 #include "icmp.h"
 #include "rules.h"
 #include "netem.h"
+#include "splice.h"
 #include "tap.h"
 #include "tcp.h"
 #include "udp.h"
@@ -163,6 +164,7 @@ static const struct rn_flow_ops *const rn_worker_ops[RN_FLOW_TYPES] = {
 	[RN_FLOW_UDP] = &rn_udp_ops,
 	[RN_FLOW_ICMP] = &rn_icmp_ops,
 	[RN_FLOW_FWD] = &rn_fwd_ops,	/* listeners, never in the table */
+	[RN_FLOW_SPLICE] = &rn_splice_ops,
 };
 
 /* Gauge counters of open flows by type */
@@ -172,6 +174,7 @@ static const unsigned int rn_worker_open_ctr[RN_FLOW_TYPES] = {
 	[RN_FLOW_UDP] = RN_WCTR_flows_open_udp,
 	[RN_FLOW_ICMP] = RN_WCTR_flows_open_icmp,
 	[RN_FLOW_FWD] = RN_WCTR_COUNT,
+	[RN_FLOW_SPLICE] = RN_WCTR_flows_open_splice,
 };
 
 /**
@@ -841,6 +844,7 @@ void rn_worker_free(struct rn_worker *w)
 		rn_worker_flow_close(w, f);
 	rn_worker_reap(w);
 	rn_fwd_free(w);
+	rn_splice_free(w);
 	rn_udp_free(w);
 	rn_tcp_free(w);
 	rn_frag_free(w);

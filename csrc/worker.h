@@ -52,6 +52,7 @@ struct rn_udp;
 struct rn_frag;
 struct rn_fwd;
 struct rn_rules_ctx;
+struct rn_splice_ctl;
 
 /**
  * struct rn_worker_params - what a worker needs to know, from the orchestrator
@@ -161,6 +162,7 @@ struct rn_worker_params {
  * @deferred:	flows waiting for ops->flush()
  * @udp:	UDP core state (udp.c), allocated on first use
  * @fwd:	forwarded host ports this worker accepts on (forward.c)
+ * @splice:	the splice socket towards the namespace child (splice.c), or NULL
  * @tcp_held:	bytes of TCP hold buffers allocated by all flows (tcp_recv.c)
  * @tcp_discard: TCP peek skip buffer for sockets without SO_PEEK_OFF
  *		(tcp_send.c), allocated on first use, freed by rn_tcp_free()
@@ -195,6 +197,7 @@ struct rn_worker {
 	struct rn_flow *deferred;
 	struct rn_udp *udp;
 	struct rn_fwd *fwd;
+	struct rn_splice_ctl *splice;
 	size_t tcp_held;
 	uint8_t *tcp_discard;
 	struct rn_frag *frag;

@@ -114,10 +114,11 @@ def _set_host_addrs(worker, body: dict) -> None:
     log.debug("host addresses: %s", ", ".join(map(str, addrs.v4 + addrs.v6)) or "none")
 
 
-def _accept_hello(spec: dict, cfg: NetworkConfig, ns: socket.socket) -> tuple[RingMapping, int, int]:
+def _accept_hello(spec: dict, cfg: NetworkConfig,
+                  ns: socket.socket) -> tuple[RingMapping, int, int, socket.socket]:
     step("wait for rings")
-    msg = _control.expect(ns, Msg.HELLO, HELLO_TIMEOUT, "ns", nfds=3)
-    memfd, ev_worker, ev_ns = msg.fds
+    msg = _control.expect(ns, Msg.HELLO, HELLO_TIMEOUT, "ns", nfds=4)
+    memfd, ev_worker, ev_ns, splice_fd = msg.fds
     step("check rings")
     try:
         if msg.body.get("version") != _control.PROTOCOL_VERSION:
@@ -127,6 +128,10 @@ def _accept_hello(spec: dict, cfg: NetworkConfig, ns: socket.socket) -> tuple[Ri
             raise ProtocolError("HELLO names another worker or ring size than ours")
         check_eventfd(ev_worker, "ev_worker")
         check_eventfd(ev_ns, "ev_ns")
+        splice = socket.socket(fileno=splice_fd)
+        if splice.family != socket.AF_UNIX or splice.type != socket.SOCK_SEQPACKET:
+            splice.detach()
+            raise ProtocolError("HELLO's splice socket is not an AF_UNIX SOCK_SEQPACKET socket")
     except BaseException:
         msg.close_fds()
         raise
@@ -136,8 +141,9 @@ def _accept_hello(spec: dict, cfg: NetworkConfig, ns: socket.socket) -> tuple[Ri
     except BaseException:
         os.close(ev_worker)
         os.close(ev_ns)
+        splice.close()
         raise
-    return ring, ev_worker, ev_ns
+    return ring, ev_worker, ev_ns, splice
 
 
 def main(spec: dict, ctl: socket.socket) -> int:
@@ -151,13 +157,18 @@ def main(spec: dict, ctl: socket.socket) -> int:
     worker = ffi.NULL
     try:
         try:
-            ring, ev_worker, ev_ns = _accept_hello(spec, cfg, ns)
+            ring, ev_worker, ev_ns, splice = _accept_hello(spec, cfg, ns)
             evs = (ev_worker, ev_ns)
             step("start worker")
             out = ffi.new("struct rn_worker **")
             check(lib.rn_worker_new(out, _params(spec, cfg), ring.ptr, ring.size, counters.ptr,
                                     ev_worker, ev_ns), "rn_worker_new")
             worker = out[0]
+            if cfg.splice_local:  # the splice route of host-local forward clients (splice.c)
+                check(lib.rn_splice_attach(worker, splice.fileno()), "rn_splice_attach")
+                splice.detach()
+            else:
+                splice.close()
             _set_host_addrs(worker, spec["host_addrs"])
             step("load rules")
             rules = worker_attach(worker, spec, cfg.workers)  # before the namespace runs anything

@@ -144,7 +144,7 @@ def _net_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--idmap-helpers", action="store_true", default=d["idmap_helpers"],
                    help="map subordinate ids with newuidmap/newgidmap")
     g.add_argument("-p", "--publish", action=_AppendTuple, metavar="SPEC", default=d["publish"],
-                   help="forward a host port inside: [ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp] "
+                   help="forward a host port inside: [ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp|/udp] "
                    "(repeatable; IPv6 as [::1]:8080:80)")
     g.add_argument("--api-socket", default=d["api_socket"], metavar="PATH",
                    help="serve slirp4netns's JSON API (add_hostfwd, list_hostfwd, remove_hostfwd) "
@@ -163,6 +163,10 @@ def _net_options(p: argparse.ArgumentParser) -> None:
         g.add_argument(opt, dest=dest, default=d[dest], metavar="SPEC",
                        help=f"network emulation, {what}: 'delay=20ms jitter=5ms loss=1%% "
                        "dup=0.1%% reorder=1%% rate=100mbit limit=1000 seed=N' (any of them)")
+    g.add_argument("--no-splice", dest="splice_local", action="store_false",
+                   default=d["splice_local"],
+                   help="forwarded TCP clients on host loopback go through the C core (seen "
+                   "inside from the gateway) instead of being spliced (seen from loopback)")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more logging (repeatable)")
     o = p.add_argument_group("output")
     o.add_argument("-q", "--quiet", action="store_true",

@@ -139,7 +139,7 @@ class NetworkConfig:
         faults: test-only fault injection on the ring path, "drop=F,dup=F,reorder=F,seed=N"
             with fractions F in 0..0.5; None (the default) injects nothing.
         publish: host ports to forward into the namespace once it is up, each
-            "[ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp]" (Network.publish()).
+            "[ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp|/udp]" (Network.publish()).
         api_socket: path of a unix socket serving slirp4netns's JSON API (add_hostfwd,
             list_hostfwd, remove_hostfwd; _apisock.py) while the network runs; None: none.
         rules: egress rules, first match wins, each "allow SPEC" or "deny SPEC" with SPEC
@@ -152,6 +152,10 @@ class NetworkConfig:
             commas between; _netem.py); None or "off": none. Network.netem() changes it.
         netem_up, netem_down: the same for one direction (up: namespace -> world),
             taking precedence over netem for it.
+        splice_local: forwarded TCP connections of clients on host loopback are relayed
+            socket to socket with splice() (a socket made inside the namespace, connected
+            to the namespace's loopback: it sees them from there); False sends them
+            through the C core too (seen from the gateway address).
     """
 
     mtu: int = MTU_MAX
@@ -193,6 +197,7 @@ class NetworkConfig:
     netem: Optional[str] = None
     netem_up: Optional[str] = None
     netem_down: Optional[str] = None
+    splice_local: bool = True
 
     def __post_init__(self) -> None:
         _int_in_range("mtu", self.mtu, MTU_MIN, MTU_MAX)
@@ -212,7 +217,7 @@ class NetworkConfig:
             raise ConfigError(f"startup_timeout={self.startup_timeout!r} must be between 0 and 600 s")
         _int_in_range("max_flows", self.max_flows, 16, 1 << 20)
         # host exposure options
-        for name in ("allow_host", "allow_link_local"):
+        for name in ("allow_host", "allow_link_local", "splice_local"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be True or False")
         _int_in_range("udp_ports", self.udp_ports, UDP_PORTS_MIN, UDP_PORTS_MAX)

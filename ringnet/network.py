@@ -619,7 +619,7 @@ class Network:
 
     def publish(self, spec: str) -> Forward:
         """Forward host ports into the namespace: ``spec`` is
-        ``[ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp]`` as podman's ``-p``. Returns a handle
+        ``[ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp|/udp]`` as podman's ``-p``. Returns a handle
         whose ``close()`` removes it. Raises ConfigError or PublishError."""
         self._require_running()
         return self._publisher.publish(spec)
