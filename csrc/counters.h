@@ -16,7 +16,8 @@
  * "accepted" counter (tcp_segments_in, udp_in, icmp_echo_fwd, icmp6_echo_fwd),
  * frag_held (a fragment waiting for the rest of its datagram; the fragment
  * that completes one counts the datagram's outcome), or fault_drop_in
- * (test-only fault injection).
+ * (test-only fault injection), or hook_held, hook_absorbed, hook_denied (the
+ * on_connect hook, verdict.c; a held frame's replay is not counted again).
  * Everything else here counts events, not frames; counters marked (gauge) go
  * up and down (decremented by adding -1).
  */
@@ -134,7 +135,18 @@
 	X(fault_hold_in,	"frames from the namespace reordered by the fault injector") \
 	X(fault_drop_out,	"frames to the namespace dropped by the fault injector") \
 	X(fault_dup_out,	"frames to the namespace duplicated by the fault injector") \
-	X(fault_hold_out,	"frames to the namespace reordered by the fault injector")
+	X(fault_hold_out,	"frames to the namespace reordered by the fault injector") \
+	/* on_connect hook (verdict.c) */					\
+	X(hook_asks,		"new flows the on_connect hook was asked about") \
+	X(hook_held,		"first frames of new flows held until the hook's verdict") \
+	X(hook_absorbed,	"frames dropped while their flow waits for the hook (SYN retransmits, more datagrams)") \
+	X(hook_denied,		"new flows refused by a cached hook verdict or the fail mode") \
+	X(hook_cached,		"new flows decided from the worker's verdict cache") \
+	X(hook_verdicts_deny,	"hook verdicts that denied a held flow (fail mode included)") \
+	X(hook_verdicts_redirect, "hook verdicts that redirected a held flow") \
+	X(hook_redirect_refused, "redirects refused: the destination policy refuses the target") \
+	X(hook_timeouts,	"held flows given the fail mode: no verdict by the deadline") \
+	X(hook_overflow,	"new flows given the fail mode: too many flows held")
 
 /* Namespace pump counters, summed over its threads */
 #define RN_PUMP_COUNTERS(X)						\

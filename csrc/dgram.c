@@ -20,6 +20,7 @@
 #include "icmp.h"
 #include "ip.h"
 #include "policy.h"
+#include "verdict.h"
 
 /**
  * rn_dgram_socket() - a non-blocking datagram socket that queues ICMP errors
@@ -51,18 +52,27 @@ int rn_dgram_socket(int family, int icmp)
  * @d:		filled with the host destination when admitted
  *
  * Return: 0, the outcome counter that refuses the flow (policy_refused after
- *	   an ICMP error, flows_refused_cap), or negative errno when ring to_ns
- *	   is corrupted
+ *	   an ICMP error, hook_denied after an administratively prohibited one,
+ *	   flows_refused_cap) or holds it (hook_held, hook_absorbed: the on_connect
+ *	   hook decides, verdict.c), or negative errno when ring to_ns is corrupted
  */
 int rn_dgram_admit(struct rn_worker *w, struct rn_frame *f, const struct rn_flow_key *k,
 		   struct rn_policy_dest *d)
 {
-	int reason, rc;
+	int reason, rc, ctr;
 
 	reason = rn_policy_dest(&w->p, rn_dns_current(w), k, d);
 	if (reason) {
 		rc = rn_icmp_refuse(w, f, rn_icmp_policy_kind(reason));
 		return rc < 0 ? rc : RN_WCTR_policy_refused;
+	}
+	/* The on_connect hook (verdict.c), after the policy: hold, refuse or go on */
+	reason = rn_verdict_check(w, f, k, d, &ctr);
+	if (reason == RN_VERDICT_WAIT)
+		return ctr;
+	if (reason == RN_VERDICT_REFUSE) {
+		rc = rn_icmp_refuse(w, f, RN_ICMP_ADMIN);
+		return rc < 0 ? rc : ctr;
 	}
 	if (w->flows.count >= w->flows.max)
 		return RN_WCTR_flows_refused_cap;

@@ -82,6 +82,7 @@
 #include "tap.h"
 #include "tcp.h"
 #include "udp.h"
+#include "verdict.h"
 #include "worker.h"
 
 #define RN_WORKER_EVENTS	64
@@ -580,17 +581,24 @@ static int rn_worker_pass(struct rn_worker *w, int block, int64_t deadline, int 
 		return n;
 	*frames = n;
 	rn_worker_timers(w);
-	rc = rn_worker_room(w);
+	rc = rn_verdict_expire(w);
+	if (!rc)
+		rc = rn_worker_room(w);
 	if (rc < 0)
 		return rc;
 	rn_worker_sync(w);
+	/* on_connect asks waiting (verdict.c): return to Python, which sends them */
+	if (rn_verdict_due(w)) {
+		*ctl = 1;
+		block = 0;
+	}
 
 	idle = block && n < (int)RN_WORKER_BATCH && !w->deferred;
 	if (idle && (rc = rn_worker_nap(w, ctl)))
 		return rc < 0 ? rc : w->err;
 	idle = idle && rn_ring_consumer_sleep(&w->rx);
 	if (idle) {
-		next = rn_flowtab_next_deadline(&w->flows);
+		next = rn_verdict_next(w, rn_flowtab_next_deadline(&w->flows));
 		if (deadline && (!next || deadline < next))
 			next = deadline;
 		if (!next)
@@ -818,6 +826,7 @@ void rn_worker_free(struct rn_worker *w)
 	rn_udp_free(w);
 	rn_tcp_free(w);
 	rn_frag_free(w);
+	rn_verdict_free(w);
 	rn_flowtab_fini(&w->flows);
 	rn_fault_fini(&w->fin);
 	rn_fault_fini(&w->fout);

@@ -21,7 +21,7 @@ import os
 import signal
 import socket
 
-from . import _control
+from . import _control, _hook
 from ._child import current_step, parent_gone, run_child, setup_done, step
 from ._control import Msg
 from ._core import check, ffi, lib
@@ -156,6 +156,11 @@ def main(spec: dict, ctl: socket.socket) -> int:
                                     ev_worker, ev_ns), "rn_worker_new")
             worker = out[0]
             _set_host_addrs(worker, spec["host_addrs"])
+            hook = None
+            if spec.get("hook_fd", -1) >= 0:   # on_connect: asks and verdicts (_hook.py)
+                hook = socket.socket(fileno=spec["hook_fd"])
+                hook.setblocking(False)
+                _hook.worker_setup(worker, cfg)
             # The loop returns to Python when a control socket has a message, the
             # orchestrator process exits (its pidfd) or a signal arrives (Python's
             # wakeup fd, written by its C-level handler even when the signal lands
@@ -163,7 +168,8 @@ def main(spec: dict, ctl: socket.socket) -> int:
             wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
             evs += wake
             signal.set_wakeup_fd(wake[1], warn_on_full_buffer=False)
-            for fd in (ctl.fileno(), ns.fileno(), spec["parent_pidfd"], wake[0]):
+            for fd in (ctl.fileno(), ns.fileno(), spec["parent_pidfd"], wake[0],
+                       *([hook.fileno()] if hook else [])):
                 check(lib.rn_worker_watch_fd(worker, fd), "rn_worker_watch_fd")
             setup_done("worker", cfg.sandbox)  # before ACK: isolated before the namespace runs anything
         except (ProtocolError, OSError) as e:
@@ -177,6 +183,8 @@ def main(spec: dict, ctl: socket.socket) -> int:
             if rc < 0:
                 raise CoreError(-rc, "the namespace side broke its ring")
             if rc == 1:
+                if hook is not None and _hook.worker_io(worker, hook):
+                    return 0    # the orchestrator closed the hook socket
                 _drain(wake[0])  # a pending signal's handler runs on the next line
                 if parent_gone() or _control_wants_exit(worker, ctl, ns):
                     return 0

@@ -9,9 +9,10 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
-from typing import Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from ._apisock import check_path as check_api_socket
+from ._hook import check_options as check_hook_options
 from ._publish import parse_spec
 from ._resolv import MAX_UPSTREAMS, parse_upstream
 from .errors import ConfigError
@@ -140,6 +141,18 @@ class NetworkConfig:
             "[ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp]" (Network.publish()).
         api_socket: path of a unix socket serving slirp4netns's JSON API (add_hostfwd,
             list_hostfwd, remove_hostfwd; _apisock.py) while the network runs; None: none.
+        on_connect: called in this process with a ringnet.Flow for every new flow from
+            the namespace (not per packet; not for DNS to the DNS address), returns
+            ringnet.ALLOW, ringnet.DENY or ringnet.Redirect(addr, port); the flow waits
+            for it. Runs after the built-in destination policy; None: no hook (_hook.py).
+        on_connect_timeout: seconds the hook may take (0 < t <= 60); later, or raising,
+            it gets the fail mode.
+        on_connect_cache: seconds a worker keeps a verdict per (protocol, destination,
+            port) and decides later flows to it without asking; 0 (default) asks for
+            every flow.
+        on_connect_fail: "deny" (default) or "allow": the verdict of a hook that raises,
+            times out or returns something else, and of flows beyond the bound of flows
+            held waiting (64 per worker).
     """
 
     mtu: int = MTU_MAX
@@ -176,6 +189,10 @@ class NetworkConfig:
     control_dir: Optional[str] = None
     publish: tuple[str, ...] = ()
     api_socket: Optional[str] = None
+    on_connect: Optional[Callable[..., Any]] = None   # ringnet.Flow -> verdict (_hook.py)
+    on_connect_timeout: float = 1.0
+    on_connect_cache: float = 0.0
+    on_connect_fail: str = "deny"
 
     def __post_init__(self) -> None:
         _int_in_range("mtu", self.mtu, MTU_MIN, MTU_MAX)
@@ -219,6 +236,8 @@ class NetworkConfig:
         for spec in self.publish:
             parse_spec(spec)
         check_api_socket(self.api_socket)
+        check_hook_options(self.on_connect, self.on_connect_timeout, self.on_connect_cache,
+                           self.on_connect_fail)
         self._check_family(4, self.cidr4, ("guest4", "gateway4", "dns4"), _V4_RESERVED)
         if self.ipv6:
             self._check_family(6, self.cidr6, ("guest6", "gateway6", "dns6"), _V6_RESERVED)

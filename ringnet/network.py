@@ -39,7 +39,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from . import _control, _forwardctl, _resolv
+from . import _control, _forwardctl, _hook, _resolv
 from ._apisock import ApiServer
 from ._control import Msg
 from ._ctlsock import ControlServer
@@ -216,6 +216,7 @@ class Network:
         self._addr_watcher: Optional[HostAddrWatcher] = None
         self._hash_key = ""   # the flow-hash secret: never on a command line
         self._publisher = Publisher(self)   # forwards of host ports (_publish.py)
+        self._hook: Optional[_hook.HookServer] = None   # on_connect (_hook.py)
 
     @classmethod
     def attach(cls, pid: int, config: Optional[NetworkConfig] = None, **overrides: Any) -> "Network":
@@ -317,23 +318,28 @@ class Network:
             log.warning("no usable nameserver in %s: DNS queries inside the namespace will fail "
                         "until it names one (or set dns_upstream)", host_conf)
         host_addrs = read_host_addrs()  # refused unless allow_host
-        base = {"config": dataclasses.asdict(cfg), "hash_key": key, "dns_upstreams": ups,
+        base = {"config": _hook.child_config(cfg), "hash_key": key, "dns_upstreams": ups,
                 "host_addrs": host_addrs.to_body()}
         self._pctr = CounterArray.create("pump")
         ns_ends: list[socket.socket] = []
+        if cfg.on_connect is not None:
+            self._hook = _hook.HookServer(cfg)
         try:
             for i in range(cfg.workers):
                 ctr = CounterArray.create(f"w{i}")
                 self._wctr.append(ctr)
                 ns_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
                 ns_ends.append(ns_end)
+                hook_fd = self._hook.worker_end() if self._hook else -1
                 try:
                     self._spawn_child(Role.WORKER, i,
                                       dict(base, index=i, ns_fd=worker_end.fileno(),
-                                           counters_fd=ctr.fd),
-                                      [worker_end.fileno(), ctr.fd])
+                                           counters_fd=ctr.fd, hook_fd=hook_fd),
+                                      [worker_end.fileno(), ctr.fd] + ([hook_fd] if self._hook else []))
                 finally:
                     worker_end.close()
+                    if self._hook:
+                        self._hook.children_started()
             ns = self._spawn_child(Role.NS, 0,
                                    dict(base, attach_pid=self._attach_pid,
                                         attach_path=self._attach_path,
@@ -345,6 +351,8 @@ class Network:
                 s.close()
         self._finalizer = weakref.finalize(self, _reap, self._children, self._spawned)
         self._wait_ready(ns)
+        if self._hook is not None:
+            self._hook.start()
         self._tell_workers(Msg.OFFLOADS, {"offloads": self.offloads})
         if cfg.resolv_conf and not self._attached:
             self._resolv_dir = tempfile.mkdtemp(prefix="ringnet-dns-")
@@ -480,6 +488,9 @@ class Network:
             self._finalizer = None
         _reap(self._children, self._spawned)
         self._children = []
+        if self._hook is not None:
+            self._hook.close()
+            self._hook = None
         for fd in self._nsfds:
             if fd >= 0:
                 os.close(fd)

@@ -1,0 +1,403 @@
+"""The per-connection hook: ``Network(on_connect=fn)`` decides about every new flow.
+
+``fn(flow)`` receives a :class:`Flow` (protocol, source and destination address and
+port as the namespace sees them; ``name`` is None for now) and returns ``ALLOW``,
+``DENY`` or ``Redirect(addr, port)``. It runs in the orchestrator (this process), on
+threads of its own, never per packet: a worker asks once per new flow and holds the
+flow meanwhile (csrc/verdict.c: the SYN, the first datagram or echo request is kept
+and replayed once the verdict arrives, so the worker's loop never waits).
+
+Wire: each worker has a hook socket (an AF_UNIX SOCK_SEQPACKET pair, ``_control``'s
+framing) of its own beside its control socket, because the control socket carries
+one request/reply exchange at a time and asks come whenever flows start. The worker
+sends HOOK_ASK ``{"asks": [[id, proto, family, src, sport, dst, dport], ...]}``; the
+orchestrator answers each ask with HOOK_VERDICT ``{"verdicts": [[id, kind, addr,
+port], ...]}`` (kind: csrc/verdict.h's enum; addr/port only for a redirect).
+
+Orchestrator side (:class:`HookServer`): one thread ("ringnet-hook") reads the asks
+of every worker and keeps their deadlines; ``HOOK_THREADS`` threads
+("ringnet-hook-N") run the hook. A hook that raises (logged with its traceback),
+returns something else than a verdict, or is still running at ``on_connect_timeout``
+gets the fail mode (``on_connect_fail``, "deny" by default) from the reader thread,
+which never runs user code, so a slow hook delays neither other asks (while a hook
+thread is free) nor the rest of the network (stats, flows, the control socket use
+other threads and sockets). A hook that never returns keeps its thread: with all
+of them stuck, every ask gets the fail mode at its deadline.
+
+A redirect target is named as the namespace would name it; host loopback
+(127.0.0.1, ::1) stands for the gateway address of its family, which the
+destination policy maps to host loopback only with ``allow_host_loopback``. The
+target must be of the flow's address family, and the policy applies to it as to
+any destination (csrc/policy.c), so a redirect reaches nothing the namespace could
+not reach itself. Flows to the DNS address's port 53 are not asked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import heapq
+import ipaddress
+import logging
+import os
+import queue
+import select
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+
+from . import _control
+from ._control import Msg
+from ._threads import start_thread
+from .errors import ConfigError, ProtocolError
+
+if TYPE_CHECKING:
+    from .config import NetworkConfig
+
+__all__ = ["Flow", "Action", "ALLOW", "DENY", "Redirect", "Verdict", "OnConnect", "HookServer",
+           "check_options", "child_config", "worker_setup", "worker_io"]
+
+log = logging.getLogger(__name__)
+
+HOOK_THREADS = 4          # threads running the hook in the orchestrator
+PENDING_MAX = 64          # flows a worker holds waiting for verdicts (csrc/verdict.c)
+TIMEOUT_MAX = 60.0
+CACHE_MAX = 86400.0
+_WORKER_MARGIN_S = 2.0    # the worker's own deadline: the orchestrator's plus this
+_ASKS_PER_MSG = 64
+_PROTOS = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6"}
+
+
+class Action(enum.Enum):
+    """A verdict without a target: let the flow go to its destination, or refuse it."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+ALLOW = Action.ALLOW
+DENY = Action.DENY
+
+
+@dataclasses.dataclass(frozen=True)
+class Redirect:
+    """A verdict: connect the flow's host socket to ``addr``:``port`` instead (the
+    namespace still sees its original destination). ``addr`` is named as the namespace
+    would name it; 127.0.0.1 and ::1 stand for the gateway (host loopback, which needs
+    ``allow_host_loopback``). Raises ValueError for a bad address or port."""
+
+    addr: str
+    port: int
+
+    def __post_init__(self) -> None:
+        try:
+            addr = ipaddress.ip_address(self.addr)
+        except ValueError:
+            raise ValueError(f"Redirect addr={self.addr!r} is not an IP address") from None
+        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 1 <= self.port <= 65535:
+            raise ValueError(f"Redirect port={self.port!r} must be an integer from 1 to 65535")
+        object.__setattr__(self, "addr", str(addr))
+
+
+Verdict = Union[Action, Redirect]
+
+
+@dataclasses.dataclass(frozen=True)
+class Flow:
+    """A new flow from the namespace, as the on_connect hook sees it.
+
+    protocol: "tcp", "udp", "icmp" or "icmp6" (echo; ports are the echo identifier);
+    src, src_port: the namespace's address and port; dst, dst_port: the destination as
+    the namespace names it (the gateway address for host loopback); name: the DNS name
+    the destination was resolved from, when ringnet knows it (None for now)."""
+
+    protocol: str
+    src: str
+    src_port: int
+    dst: str
+    dst_port: int
+    name: Optional[str] = None
+
+
+OnConnect = Callable[[Flow], Verdict]
+
+_FAIL_MODES = ("deny", "allow")
+
+
+def check_options(on_connect: Any, timeout: Any, cache: Any, fail: Any) -> None:
+    """Validate NetworkConfig's on_connect options; ConfigError naming the bad one."""
+    if on_connect is not None and not callable(on_connect):
+        raise ConfigError(f"on_connect={on_connect!r} must be a callable taking a ringnet.Flow, or None")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= TIMEOUT_MAX:
+        raise ConfigError(f"on_connect_timeout={timeout!r} must be a number of seconds above 0 "
+                          f"and at most {TIMEOUT_MAX:g}")
+    if isinstance(cache, bool) or not isinstance(cache, (int, float)) or not 0 <= cache <= CACHE_MAX:
+        raise ConfigError(f"on_connect_cache={cache!r} must be a number of seconds from 0 (no cache) "
+                          f"to {CACHE_MAX:g}")
+    if fail not in _FAIL_MODES:
+        raise ConfigError(f"on_connect_fail={fail!r} must be one of {', '.join(map(repr, _FAIL_MODES))}")
+
+
+def child_config(cfg: "NetworkConfig") -> dict:
+    """The configuration as the children get it (JSON): every field but the hook itself,
+    which stays in this process (no deep copy of the user's callable either)."""
+    return {f.name: (None if f.name == "on_connect" else getattr(cfg, f.name))
+            for f in dataclasses.fields(cfg)}
+
+
+# Orchestrator side -------------------------------------------------------------------------
+
+
+class _Ask:
+    """One ask of one worker, until exactly one verdict has been sent for it."""
+
+    __slots__ = ("sock", "id", "flow", "deadline", "done")
+
+    def __init__(self, sock: socket.socket, id_: int, flow: Flow, deadline: float) -> None:
+        self.sock = sock
+        self.id = id_
+        self.flow = flow
+        self.deadline = deadline
+        self.done = False
+
+    def __lt__(self, other: "_Ask") -> bool:
+        return self.deadline < other.deadline
+
+
+class HookServer:
+    """Runs ``on_connect`` for the asks of every worker (see the module docstring).
+
+    ``worker_end()`` makes each worker's hook socket pair before the worker starts;
+    ``start()`` once the workers run; ``close()`` stops the threads and closes the
+    sockets (a hook still running keeps its thread until it returns)."""
+
+    def __init__(self, cfg: "NetworkConfig") -> None:
+        assert cfg.on_connect is not None
+        self._fn: OnConnect = cfg.on_connect
+        self._timeout = float(cfg.on_connect_timeout)
+        self._fail = RN_KIND[Action.ALLOW if cfg.on_connect_fail == "allow" else Action.DENY]
+        self._gateways = {4: str(cfg.addresses()["gateway4"])}
+        if "gateway6" in cfg.addresses():
+            self._gateways[6] = str(cfg.addresses()["gateway6"])
+        self._socks: list[socket.socket] = []
+        self._child_ends: list[socket.socket] = []
+        self._work: "queue.SimpleQueue[Optional[_Ask]]" = queue.SimpleQueue()
+        self._deadlines: list[_Ask] = []
+        self._lock = threading.Lock()       # an ask's done flag and the sockets' sends
+        self._stop = threading.Event()
+        self._wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._reader: Optional[threading.Thread] = None
+        self._runners: list[threading.Thread] = []
+
+    def worker_end(self) -> int:
+        """A new hook socket pair: keep one end, return the fd of the worker's end (to pass
+        to the worker; close it with ``children_started()``)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._socks.append(ours)
+        self._child_ends.append(theirs)
+        return theirs.fileno()
+
+    def children_started(self) -> None:
+        """The workers have their ends: close ours of them."""
+        for s in self._child_ends:
+            s.close()
+        self._child_ends = []
+
+    def start(self) -> "HookServer":
+        self._reader = start_thread(self._read_asks, "ringnet-hook")
+        self._runners = [start_thread(self._run_hooks, f"ringnet-hook-{i}") for i in range(HOOK_THREADS)]
+        return self
+
+    def close(self) -> None:
+        """Stop the threads (not waiting for a hook still running) and close the sockets."""
+        self._stop.set()
+        try:
+            os.write(self._wake[1], b"x")
+        except OSError:
+            pass
+        if self._reader is not None:
+            self._reader.join()
+            self._reader = None
+        for _ in self._runners:
+            self._work.put(None)
+        self._runners = []
+        self.children_started()
+        with self._lock:
+            for s in self._socks:
+                s.close()
+            self._socks = []
+        for fd in self._wake:
+            os.close(fd)
+        self._wake = (-1, -1)
+
+    # the reader thread: asks in, deadlines out; never runs user code
+    def _read_asks(self) -> None:
+        poller = select.poll()
+        by_fd = {s.fileno(): s for s in self._socks}
+        for fd in by_fd:
+            poller.register(fd, select.POLLIN)
+        poller.register(self._wake[0], select.POLLIN)
+        while not self._stop.is_set():
+            wait = None
+            if self._deadlines:
+                wait = max(0, int((self._deadlines[0].deadline - time.monotonic()) * 1000) + 1)
+            for fd, ev in poller.poll(wait):
+                sock = by_fd.get(fd)
+                if sock is None:
+                    continue
+                if not self._receive(sock):
+                    poller.unregister(fd)
+            self._expire()
+
+    def _receive(self, sock: socket.socket) -> bool:
+        """Take one HOOK_ASK message from a worker; False when its socket is done."""
+        try:
+            msg = _control.recv(sock)
+        except (OSError, ProtocolError) as e:
+            log.warning("on_connect: a worker's hook socket failed: %s", e)
+            return False
+        if msg is None:
+            return False
+        msg.close_fds()
+        asks = msg.body.get("asks")
+        if msg.type != Msg.HOOK_ASK or not isinstance(asks, list):
+            log.warning("on_connect: unexpected %s on a hook socket", msg.type.name)
+            return True
+        deadline = time.monotonic() + self._timeout
+        for raw in asks:
+            try:
+                id_, proto, family, src, sport, dst, dport = raw
+                flow = Flow(_PROTOS.get(proto, str(proto)), src, sport, dst, dport)
+            except (TypeError, ValueError):
+                log.warning("on_connect: malformed ask %r", raw)
+                continue
+            ask = _Ask(sock, id_, flow, deadline)
+            heapq.heappush(self._deadlines, ask)
+            self._work.put(ask)
+        return True
+
+    def _expire(self) -> None:
+        """Give the fail mode to asks whose hook has not answered by their deadline."""
+        now = time.monotonic()
+        while self._deadlines and self._deadlines[0].deadline <= now:
+            ask = heapq.heappop(self._deadlines)
+            if self._send(ask, self._fail):
+                log.warning("on_connect hook gave no verdict within %g s for %s: %s", self._timeout,
+                            ask.flow, "allowed (on_connect_fail='allow')" if self._fail[0] == 0 else "denied")
+
+    # the hook threads
+    def _run_hooks(self) -> None:
+        while True:
+            ask = self._work.get()
+            if ask is None or self._stop.is_set():
+                return
+            if ask.done:
+                continue    # given the fail mode while it waited
+            try:
+                verdict = self._fn(ask.flow)
+                kind = self._wire(verdict, ask.flow)
+            except Exception:
+                log.exception("on_connect hook failed for %s: %s", ask.flow,
+                              "allowed (on_connect_fail='allow')" if self._fail[0] == 0 else "denied")
+                kind = self._fail
+            self._send(ask, kind)
+
+    def _wire(self, verdict: Any, flow: Flow) -> tuple:
+        """A verdict as HOOK_VERDICT carries it: (kind, addr, port). Raises TypeError or
+        ValueError for what is no verdict for this flow."""
+        if isinstance(verdict, Action):
+            return RN_KIND[verdict]
+        if not isinstance(verdict, Redirect):
+            raise TypeError(f"on_connect returned {verdict!r}; expected ringnet.ALLOW, ringnet.DENY "
+                            "or ringnet.Redirect(addr, port)")
+        addr = ipaddress.ip_address(verdict.addr)
+        family = ipaddress.ip_address(flow.dst).version
+        if addr.version != family:
+            raise ValueError(f"on_connect redirected an IPv{family} flow to IPv{addr.version} "
+                             f"address {addr}; a redirect keeps the flow's address family")
+        if addr.is_loopback:
+            if family not in self._gateways:
+                raise ValueError(f"on_connect redirected to {addr}, but IPv{family} is off")
+            addr = ipaddress.ip_address(self._gateways[family])
+        return (RN_KIND_REDIRECT, str(addr), verdict.port)
+
+    def _send(self, ask: _Ask, kind: tuple) -> bool:
+        """Send the one verdict of ``ask`` unless it was sent already; True if sent now."""
+        with self._lock:
+            if ask.done:
+                return False
+            ask.done = True
+            if ask.sock.fileno() < 0:
+                return False
+            try:
+                _control.send(ask.sock, Msg.HOOK_VERDICT, {"verdicts": [[ask.id, *kind]]})
+            except OSError:
+                return False    # the worker is gone
+        return True
+
+
+# csrc/verdict.h's enum rn_verdict_kind, as HOOK_VERDICT carries it: (kind, addr, port)
+RN_KIND = {Action.ALLOW: (0, None, 0), Action.DENY: (1, None, 0)}
+RN_KIND_REDIRECT = 2
+
+
+# Worker side ---------------------------------------------------------------------------------
+
+
+def worker_setup(worker: Any, cfg: "NetworkConfig") -> None:
+    """Turn the verdict machinery of a worker's C loop on (csrc/verdict.c)."""
+    from ._core import check, lib
+
+    check(lib.rn_verdict_setup(worker, int(cfg.on_connect_cache * 1000), PENDING_MAX,
+                               int((cfg.on_connect_timeout + _WORKER_MARGIN_S) * 1000),
+                               int(cfg.on_connect_fail == "allow")), "rn_verdict_setup")
+
+
+def worker_io(worker: Any, sock: socket.socket) -> bool:
+    """In the worker, between two runs of the C loop: send the asks it queued, apply the
+    verdicts that arrived (each replays its held frame, csrc/verdict.c). ``sock`` is
+    non-blocking. Returns True when the orchestrator closed the socket (the worker
+    exits). Raises ProtocolError for a malformed verdict (the orchestrator is trusted:
+    that is a bug)."""
+    from ._core import check, ffi, lib
+
+    if lib.rn_verdict_due(worker):
+        buf = ffi.new("struct rn_verdict_ask[]", _ASKS_PER_MSG)
+        while True:
+            n = lib.rn_verdict_take(worker, buf, _ASKS_PER_MSG)
+            if n <= 0:
+                break
+            asks = []
+            for a in buf[0:n]:
+                alen = 16 if a.family == 6 else 4
+                asks.append([a.id, a.proto, a.family,
+                             str(ipaddress.ip_address(bytes(a.saddr)[:alen])), a.sport,
+                             str(ipaddress.ip_address(bytes(a.daddr)[:alen])), a.dport])
+            try:
+                _control.send(sock, Msg.HOOK_ASK, {"asks": asks})
+            except BrokenPipeError:
+                return True
+            except BlockingIOError:
+                log.warning("on_connect: hook socket full, %d asks dropped (their flows get the "
+                            "fail mode at their deadline)", n)
+    while True:
+        try:
+            msg = _control.recv(sock)
+        except BlockingIOError:
+            return False
+        if msg is None:
+            return True
+        msg.close_fds()
+        verdicts = msg.body.get("verdicts")
+        if msg.type != Msg.HOOK_VERDICT or not isinstance(verdicts, list):
+            raise ProtocolError(f"unexpected {msg.type.name} on the hook socket")
+        for v in verdicts:
+            try:
+                id_, kind, addr, port = v
+                packed = ipaddress.ip_address(addr).packed if addr is not None else b""
+            except (TypeError, ValueError):
+                raise ProtocolError(f"malformed HOOK_VERDICT entry {v!r}") from None
+            family = 6 if len(packed) == 16 else 4
+            check(lib.rn_verdict_apply(worker, id_, kind, family, packed or ffi.NULL, port or 0),
+                  "rn_verdict_apply")
