@@ -1,8 +1,9 @@
 /* dgram.c - flows over host datagram sockets: what udp.c and icmp.c share
  *
  * A UDP flow and an echo flow look alike from the worker's side: created by
- * the namespace's first packet after the destination policy, one
- * non-blocking socket with IP_RECVERR (IPV6_RECVERR) watched for EPOLLIN, an
+ * the namespace's first packet after the destination policy (and the
+ * on_connect hook, which may hold that packet until its verdict: verdict.c),
+ * one non-blocking socket with IP_RECVERR (IPV6_RECVERR) watched for EPOLLIN, an
  * idle timeout, reading paused while ring to_ns has no room, and errors from
  * the socket's error queue reported to the namespace as ICMP errors. The
  * protocol files keep what differs: how datagrams are sent and received, and

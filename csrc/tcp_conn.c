@@ -2,9 +2,10 @@
  *
  * Theory of operation
  * -------------------
- * A SYN without a flow is checked (policy.c) and a flow is created (at the
- * max_flows cap, after evicting the oldest TIME_WAIT flow if there is one:
- * RST, flows_refused_cap); a non-blocking connect() starts. The SYN-ACK goes
+ * A SYN without a flow is checked (policy.c, then the on_connect hook, which
+ * may hold the SYN until its verdict and replay it: verdict.c) and a flow is
+ * created (at the max_flows cap, after evicting the oldest TIME_WAIT flow if
+ * there is one: RST, flows_refused_cap); a non-blocking connect() starts. The SYN-ACK goes
  * out only once the host connect succeeded (EPOLLOUT, SO_ERROR 0), so a
  * refused connect becomes a RST at once (the application sees ECONNREFUSED),
  * an unreachable destination an ICMP destination unreachable, anything else
