@@ -144,7 +144,7 @@
 	X(hook_cached,		"new flows decided from the worker's verdict cache") \
 	X(hook_verdicts_deny,	"hook verdicts that denied a held flow (fail mode included)") \
 	X(hook_verdicts_redirect, "hook verdicts that redirected a held flow") \
-	X(hook_redirect_refused, "redirects refused: the destination policy refuses the target") \
+	X(hook_redirect_refused, "redirects refused: the policy refuses the target, or another family") \
 	X(hook_timeouts,	"held flows given the fail mode: no verdict by the deadline") \
 	X(hook_overflow,	"new flows given the fail mode: too many flows held")
 

@@ -342,8 +342,13 @@ static int rn_verdict_decided(struct rn_worker *w, const struct rn_flow_key *k,
 	if (to->kind == RN_VERDICT_ALLOW)
 		return RN_VERDICT_GO;
 	*ctr = RN_WCTR_hook_denied;
-	if (to->kind != RN_VERDICT_REDIRECT || to->family != k->family)
+	if (to->kind != RN_VERDICT_REDIRECT)
 		return RN_VERDICT_REFUSE;
+	if (to->family != k->family) {
+		/* A redirect keeps the flow's family (UDP shares one socket per source) */
+		rn_ctr_add(w->ctr, RN_WCTR_hook_redirect_refused, 1);
+		return RN_VERDICT_REFUSE;
+	}
 	rk = *k;
 	memset(rk.daddr, 0, sizeof(rk.daddr));
 	memcpy(rk.daddr, to->addr, to->family == 6 ? 16 : 4);

@@ -14,15 +14,18 @@ sends HOOK_ASK ``{"asks": [[id, proto, family, src, sport, dst, dport], ...]}``;
 orchestrator answers each ask with HOOK_VERDICT ``{"verdicts": [[id, kind, addr,
 port], ...]}`` (kind: csrc/verdict.h's enum; addr/port only for a redirect).
 
-Orchestrator side (:class:`HookServer`): one thread ("ringnet-hook") reads the asks
-of every worker and keeps their deadlines; ``HOOK_THREADS`` threads
-("ringnet-hook-N") run the hook. A hook that raises (logged with its traceback),
-returns something else than a verdict, or is still running at ``on_connect_timeout``
-gets the fail mode (``on_connect_fail``, "deny" by default) from the reader thread,
-which never runs user code, so a slow hook delays neither other asks (while a hook
-thread is free) nor the rest of the network (stats, flows, the control socket use
-other threads and sockets). A hook that never returns keeps its thread: with all
-of them stuck, every ask gets the fail mode at its deadline.
+Orchestrator side (:class:`HookServer`): ``HOOK_THREADS`` threads ("ringnet-hook-N")
+take turns reading the asks of every worker and run the hook, each on the ask it
+read (no hand-off between threads on the way); a watchdog thread ("ringnet-hook")
+keeps the deadlines. A hook that raises (logged with its traceback), returns
+something else than a verdict, or is still running at ``on_connect_timeout`` gets
+the fail mode (``on_connect_fail``, "deny" by default) from the watchdog, which never
+runs user code, so a slow hook delays neither other asks (another thread reads
+them) nor the rest of the network (stats, flows, the control socket use other
+threads and sockets). A hook that never returns keeps its thread; the watchdog
+starts another in its place, up to ``HOOK_THREADS_MAX``. Should every thread be
+stuck all the same, the workers give their held flows the fail mode themselves,
+2 s after the timeout.
 
 A redirect target is named as the namespace would name it; host loopback
 (127.0.0.1, ::1) stands for the gateway address of its family, which the
@@ -34,13 +37,13 @@ not reach itself. Flows to the DNS address's port 53 are not asked.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
 import heapq
 import ipaddress
 import logging
 import os
-import queue
 import select
 import socket
 import threading
@@ -60,7 +63,8 @@ __all__ = ["Flow", "Action", "ALLOW", "DENY", "Redirect", "Verdict", "OnConnect"
 
 log = logging.getLogger(__name__)
 
-HOOK_THREADS = 4          # threads running the hook in the orchestrator
+HOOK_THREADS = 4          # threads running the hook in the orchestrator, at first
+HOOK_THREADS_MAX = 16     # ... and at most, when hooks get stuck
 PENDING_MAX = 64          # flows a worker holds waiting for verdicts (csrc/verdict.c)
 TIMEOUT_MAX = 60.0
 CACHE_MAX = 86400.0
@@ -152,7 +156,7 @@ def child_config(cfg: "NetworkConfig") -> dict:
 class _Ask:
     """One ask of one worker, until exactly one verdict has been sent for it."""
 
-    __slots__ = ("sock", "id", "flow", "deadline", "done")
+    __slots__ = ("sock", "id", "flow", "deadline", "done", "running")
 
     def __init__(self, sock: socket.socket, id_: int, flow: Flow, deadline: float) -> None:
         self.sock = sock
@@ -160,6 +164,7 @@ class _Ask:
         self.flow = flow
         self.deadline = deadline
         self.done = False
+        self.running = False    # a hook thread is in the hook for it
 
     def __lt__(self, other: "_Ask") -> bool:
         return self.deadline < other.deadline
@@ -170,7 +175,15 @@ class HookServer:
 
     ``worker_end()`` makes each worker's hook socket pair before the worker starts;
     ``start()`` once the workers run; ``close()`` stops the threads and closes the
-    sockets (a hook still running keeps its thread until it returns)."""
+    sockets (a hook still running keeps its thread until it returns).
+
+    Threads: the hook threads take turns (leader/follower): the one holding the poll
+    lock waits for asks on every worker's socket, takes one message, lets the next
+    thread poll and runs the hook itself, so an ask reaches the hook without a
+    thread hand-off; the asks of a message beyond the first wait in a backlog for
+    the next free thread. The watchdog thread gives the fail mode to asks still
+    without a verdict at their deadline and, when a hook thread is stuck in the
+    hook, starts another (HOOK_THREADS_MAX in all)."""
 
     def __init__(self, cfg: "NetworkConfig") -> None:
         assert cfg.on_connect is not None
@@ -182,13 +195,16 @@ class HookServer:
             self._gateways[6] = str(cfg.addresses()["gateway6"])
         self._socks: list[socket.socket] = []
         self._child_ends: list[socket.socket] = []
-        self._work: "queue.SimpleQueue[Optional[_Ask]]" = queue.SimpleQueue()
+        self._poll_lock = threading.Lock()    # who polls the sockets; guards the backlog
+        self._backlog: "collections.deque[_Ask]" = collections.deque()
+        self._poller: Optional[select.poll] = None
+        self._by_fd: dict[int, socket.socket] = {}
+        self._lock = threading.Lock()         # an ask's done flag and the sockets' sends
+        self._dog = threading.Condition()     # the deadline heap
         self._deadlines: list[_Ask] = []
-        self._lock = threading.Lock()       # an ask's done flag and the sockets' sends
         self._stop = threading.Event()
         self._wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._reader: Optional[threading.Thread] = None
-        self._runners: list[threading.Thread] = []
+        self._threads: list[threading.Thread] = []
 
     def worker_end(self) -> int:
         """A new hook socket pair: keep one end, return the fd of the worker's end (to pass
@@ -205,53 +221,77 @@ class HookServer:
         self._child_ends = []
 
     def start(self) -> "HookServer":
-        self._reader = start_thread(self._read_asks, "ringnet-hook")
-        self._runners = [start_thread(self._run_hooks, f"ringnet-hook-{i}") for i in range(HOOK_THREADS)]
+        self._poller = select.poll()
+        self._by_fd = {s.fileno(): s for s in self._socks}
+        for fd in self._by_fd:
+            self._poller.register(fd, select.POLLIN)
+        self._poller.register(self._wake[0], select.POLLIN)
+        self._threads.append(start_thread(self._watchdog, "ringnet-hook"))
+        for _ in range(HOOK_THREADS):
+            self._add_runner()
         return self
+
+    def _add_runner(self) -> None:
+        n = len(self._threads)
+        self._threads.append(start_thread(self._run, f"ringnet-hook-{n}"))
 
     def close(self) -> None:
         """Stop the threads (not waiting for a hook still running) and close the sockets."""
         self._stop.set()
         try:
-            os.write(self._wake[1], b"x")
+            os.write(self._wake[1], b"x")   # never drained: wakes every poller from now on
         except OSError:
             pass
-        if self._reader is not None:
-            self._reader.join()
-            self._reader = None
-        for _ in self._runners:
-            self._work.put(None)
-        self._runners = []
+        with self._dog:
+            self._dog.notify()
+        until = time.monotonic() + 1.0
+        for t in self._threads:    # a thread in a stuck hook is left behind (daemon)
+            t.join(timeout=max(0.0, until - time.monotonic()))
+        self._threads = []
         self.children_started()
-        with self._lock:
+        with self._lock, self._poll_lock:
             for s in self._socks:
                 s.close()
             self._socks = []
-        for fd in self._wake:
-            os.close(fd)
-        self._wake = (-1, -1)
+            os.close(self._wake[0])
+            os.close(self._wake[1])
+            self._wake = (-1, -1)
 
-    # the reader thread: asks in, deadlines out; never runs user code
-    def _read_asks(self) -> None:
-        poller = select.poll()
-        by_fd = {s.fileno(): s for s in self._socks}
-        for fd in by_fd:
-            poller.register(fd, select.POLLIN)
-        poller.register(self._wake[0], select.POLLIN)
+    # the hook threads: poll in turn, run hooks
+    def _run(self) -> None:
+        while True:
+            with self._poll_lock:
+                ask = self._next()
+            if ask is None:
+                return
+            ask.running = True
+            try:
+                verdict = self._fn(ask.flow)
+                kind = self._wire(verdict, ask.flow)
+            except Exception:
+                log.exception("on_connect hook failed for %s: %s", ask.flow, self._fail_text())
+                kind = self._fail
+            ask.running = False
+            self._send(ask, kind)
+
+    def _next(self) -> Optional[_Ask]:
+        """With the poll lock: the next ask to decide (from the backlog, else the sockets),
+        or None when stopping."""
+        assert self._poller is not None
         while not self._stop.is_set():
-            wait = None
-            if self._deadlines:
-                wait = max(0, int((self._deadlines[0].deadline - time.monotonic()) * 1000) + 1)
-            for fd, ev in poller.poll(wait):
-                sock = by_fd.get(fd)
-                if sock is None:
-                    continue
-                if not self._receive(sock):
-                    poller.unregister(fd)
-            self._expire()
+            while self._backlog:
+                ask = self._backlog.popleft()
+                if not ask.done:
+                    return ask
+            for fd, _ in self._poller.poll():
+                sock = self._by_fd.get(fd)
+                if sock is not None and not self._receive(sock):
+                    self._poller.unregister(fd)
+        return None
 
     def _receive(self, sock: socket.socket) -> bool:
-        """Take one HOOK_ASK message from a worker; False when its socket is done."""
+        """Take one HOOK_ASK message from a worker into the backlog; False when its socket
+        is done."""
         try:
             msg = _control.recv(sock)
         except (OSError, ProtocolError) as e:
@@ -265,6 +305,7 @@ class HookServer:
             log.warning("on_connect: unexpected %s on a hook socket", msg.type.name)
             return True
         deadline = time.monotonic() + self._timeout
+        new = []
         for raw in asks:
             try:
                 id_, proto, family, src, sport, dst, dport = raw
@@ -272,36 +313,43 @@ class HookServer:
             except (TypeError, ValueError):
                 log.warning("on_connect: malformed ask %r", raw)
                 continue
-            ask = _Ask(sock, id_, flow, deadline)
-            heapq.heappush(self._deadlines, ask)
-            self._work.put(ask)
+            new.append(_Ask(sock, id_, flow, deadline))
+        self._backlog.extend(new)
+        with self._dog:
+            idle = not self._deadlines
+            for ask in new:
+                heapq.heappush(self._deadlines, ask)
+            if idle and new:
+                self._dog.notify()
         return True
 
-    def _expire(self) -> None:
-        """Give the fail mode to asks whose hook has not answered by their deadline."""
-        now = time.monotonic()
-        while self._deadlines and self._deadlines[0].deadline <= now:
-            ask = heapq.heappop(self._deadlines)
-            if self._send(ask, self._fail):
-                log.warning("on_connect hook gave no verdict within %g s for %s: %s", self._timeout,
-                            ask.flow, "allowed (on_connect_fail='allow')" if self._fail[0] == 0 else "denied")
-
-    # the hook threads
-    def _run_hooks(self) -> None:
+    # the watchdog thread: deadlines, stuck hooks
+    def _watchdog(self) -> None:
         while True:
-            ask = self._work.get()
-            if ask is None or self._stop.is_set():
-                return
-            if ask.done:
-                continue    # given the fail mode while it waited
-            try:
-                verdict = self._fn(ask.flow)
-                kind = self._wire(verdict, ask.flow)
-            except Exception:
-                log.exception("on_connect hook failed for %s: %s", ask.flow,
-                              "allowed (on_connect_fail='allow')" if self._fail[0] == 0 else "denied")
-                kind = self._fail
-            self._send(ask, kind)
+            with self._dog:
+                while not self._stop.is_set():
+                    now = time.monotonic()
+                    if self._deadlines and self._deadlines[0].deadline <= now:
+                        break
+                    # wake at the earliest deadline, at most 20 times a second
+                    wait = max(self._deadlines[0].deadline - now, 0.05) if self._deadlines else None
+                    self._dog.wait(wait)
+                if self._stop.is_set():
+                    return
+                due = []
+                while self._deadlines and self._deadlines[0].deadline <= now:
+                    due.append(heapq.heappop(self._deadlines))
+            stuck = 0
+            for ask in due:
+                if self._send(ask, self._fail):
+                    stuck += ask.running
+                    log.warning("on_connect hook gave no verdict within %g s for %s: %s",
+                                self._timeout, ask.flow, self._fail_text())
+            for _ in range(min(stuck, HOOK_THREADS_MAX + 1 - len(self._threads))):
+                self._add_runner()
+
+    def _fail_text(self) -> str:
+        return "allowed (on_connect_fail='allow')" if self._fail[0] == 0 else "denied"
 
     def _wire(self, verdict: Any, flow: Flow) -> tuple:
         """A verdict as HOOK_VERDICT carries it: (kind, addr, port). Raises TypeError or

@@ -18,6 +18,7 @@ import ipaddress
 import json
 import logging
 import os
+import select
 import signal
 import socket
 
@@ -171,6 +172,9 @@ def main(spec: dict, ctl: socket.socket) -> int:
             for fd in (ctl.fileno(), ns.fileno(), spec["parent_pidfd"], wake[0],
                        *([hook.fileno()] if hook else [])):
                 check(lib.rn_worker_watch_fd(worker, fd), "rn_worker_watch_fd")
+            others = select.poll()  # what else may have ended a run of the loop (hook traffic)
+            for fd in (ctl.fileno(), ns.fileno(), spec["parent_pidfd"], wake[0]):
+                others.register(fd, select.POLLIN)
             setup_done("worker", cfg.sandbox)  # before ACK: isolated before the namespace runs anything
         except (ProtocolError, OSError) as e:
             # the namespace child gets the very error too (class, errno, step)
@@ -183,8 +187,11 @@ def main(spec: dict, ctl: socket.socket) -> int:
             if rc < 0:
                 raise CoreError(-rc, "the namespace side broke its ring")
             if rc == 1:
-                if hook is not None and _hook.worker_io(worker, hook):
-                    return 0    # the orchestrator closed the hook socket
+                if hook is not None:
+                    if _hook.worker_io(worker, hook):
+                        return 0    # the orchestrator closed the hook socket
+                    if not others.poll(0):
+                        continue    # only asks and verdicts: straight back to the loop
                 _drain(wake[0])  # a pending signal's handler runs on the next line
                 if parent_gone() or _control_wants_exit(worker, ctl, ns):
                     return 0
