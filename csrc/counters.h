@@ -146,7 +146,8 @@
 	X(hook_verdicts_redirect, "hook verdicts that redirected a held flow") \
 	X(hook_redirect_refused, "redirects refused: the policy refuses the target, or another family") \
 	X(hook_timeouts,	"held flows given the fail mode: no verdict by the deadline") \
-	X(hook_overflow,	"new flows given the fail mode: too many flows held")
+	X(hook_overflow,	"new flows given the fail mode: too many flows held") \
+	X(hook_bad_verdicts,	"malformed verdicts from the orchestrator (dropped)")
 
 /* Namespace pump counters, summed over its threads */
 #define RN_PUMP_COUNTERS(X)						\

@@ -18,14 +18,18 @@
  * into a pending record (id, key, deadline) and counted hook_held. Frames of
  * the same key that arrive meanwhile (a retransmitted SYN, more datagrams,
  * more pings) are dropped and counted hook_absorbed: the namespace's own
- * retransmission covers them. rn_verdict_due() tells worker.c that asks are
- * waiting; rn_worker_run() then returns to Python, which takes them
- * (rn_verdict_take()) and sends them to the orchestrator (ringnet/_hook.py).
- * At most pending_max records per worker exist; beyond that a new flow gets
- * the fail mode at once (hook_overflow).
+ * retransmission covers them. After each intake batch worker.c calls
+ * rn_verdict_send(), which writes the new asks (struct rn_verdict_ask, in
+ * one message) on the worker's hook socket, a SOCK_SEQPACKET socket to the
+ * orchestrator (ringnet/_hook.py) that Python handed over at set-up: no
+ * Python runs in the worker on this path. An ask the socket does not take
+ * (full) is tried again after the next batch. At most pending_max records
+ * per worker exist; beyond that a new flow gets the fail mode at once
+ * (hook_overflow).
  *
- * Answer: Python hands each verdict to rn_verdict_apply() between two passes
- * of the loop. The held frame is then fed through the worker's input again
+ * Answer: the hook socket is in the worker's epoll; rn_verdict_input()
+ * reads the verdicts (struct rn_verdict_reply) as they come. The held frame
+ * of each is then fed through the worker's input again
  * (rn_worker_reinput()), fully re-validated, and the call site that held it
  * finds the decision (the replay slot) instead of asking: the flow is
  * created and connected as if the verdict had been there at once, refused
@@ -51,12 +55,15 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
 
 #include "dns.h"
 #include "policy.h"
 #include "verdict.h"
 
 #define RN_VERDICT_CACHE	1024u	/* cache entries per worker, a power of two */
+#define RN_VERDICT_BATCH	64u	/* asks per message, verdicts per read */
 
 /**
  * struct rn_verdict_target - a decision: kind and, for a redirect, where to
@@ -75,7 +82,7 @@ struct rn_verdict_target {
 /**
  * struct rn_verdict_pending - a held flow waiting for its verdict
  * @id:		ask id (0: free record)
- * @sent:	taken by Python (rn_verdict_take())
+ * @sent:	written on the hook socket (rn_verdict_send())
  * @key:	flow key
  * @deadline:	when the fail mode applies, in w->now milliseconds
  * @frame:	copy of the flow's first frame (virtio-net header and IP packet)
@@ -110,19 +117,22 @@ struct rn_verdict_entry {
 
 /**
  * struct rn_verdict - a worker's verdict state (w->vd; NULL without a hook)
+ * @fd:		the hook socket (the caller keeps owning it); its epoll tag is
+ *		this struct
  * @cache_ms:	how long a verdict is kept (0: not at all)
  * @timeout_ms:	how long a pending record waits for its verdict
  * @max:	pending records at most
  * @fail_open:	the fail mode allows (else denies)
  * @next_id:	last ask id handed out
  * @n:		records in use
- * @unsent:	records not yet taken by Python
+ * @unsent:	records not yet written on the hook socket
  * @replay:	the key being replayed with its decision, or NULL
  * @replay_to:	that decision
  * @pend:	@max records
  * @cache:	cached verdicts
  */
 struct rn_verdict {
+	int fd;
 	uint32_t cache_ms;
 	uint32_t timeout_ms;
 	uint32_t max;
@@ -139,19 +149,23 @@ struct rn_verdict {
 /**
  * rn_verdict_setup() - turn the hook on for a worker
  * @w:		worker (no verdict state yet)
+ * @fd:		the hook socket, non-blocking SOCK_SEQPACKET to the orchestrator
+ *		(the caller keeps owning it)
  * @cache_ms:	how long verdicts are cached per destination (0: no cache)
  * @pending_max: flows held waiting for a verdict at most (1..4096)
  * @timeout_ms:	how long a held flow waits before the fail mode applies (> 0)
  * @fail_open:	the fail mode allows (else it denies)
  *
- * Return: 0, -EINVAL for bad arguments or a second call, -ENOMEM
+ * Return: 0, -EINVAL for bad arguments or a second call, -ENOMEM, or
+ *	   negative errno from epoll_ctl()
  */
-int rn_verdict_setup(struct rn_worker *w, uint32_t cache_ms, uint32_t pending_max,
+int rn_verdict_setup(struct rn_worker *w, int fd, uint32_t cache_ms, uint32_t pending_max,
 		     uint32_t timeout_ms, int fail_open)
 {
+	struct epoll_event ev = { .events = EPOLLIN };
 	struct rn_verdict *vd;
 
-	if (!w || w->vd || !pending_max || pending_max > 4096 || !timeout_ms)
+	if (!w || w->vd || fd < 0 || !pending_max || pending_max > 4096 || !timeout_ms)
 		return -EINVAL;
 	vd = calloc(1, sizeof(*vd));
 	if (!vd)
@@ -161,10 +175,19 @@ int rn_verdict_setup(struct rn_worker *w, uint32_t cache_ms, uint32_t pending_ma
 		free(vd);
 		return -ENOMEM;
 	}
+	vd->fd = fd;
 	vd->cache_ms = cache_ms;
 	vd->timeout_ms = timeout_ms;
 	vd->max = pending_max;
 	vd->fail_open = !!fail_open;
+	ev.data.ptr = vd;
+	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev)) {
+		int rc = -errno;
+
+		free(vd->pend);
+		free(vd);
+		return rc;
+	}
 	w->vd = vd;
 	return 0;
 }
@@ -409,49 +432,44 @@ int rn_verdict_check(struct rn_worker *w, const struct rn_frame *f, const struct
 }
 
 /**
- * rn_verdict_due() - whether asks are waiting to be sent to the orchestrator
- * @w:		worker
+ * rn_verdict_send() - write the asks not yet sent on the hook socket
+ * @w:		worker (without a hook: nothing to do)
  *
- * Return: true if rn_verdict_take() has something
+ * One message of up to RN_VERDICT_BATCH asks at a time; what the socket
+ * refuses (full, or gone) stays unsent and is tried after the next batch
+ * (its deadline still runs).
  */
-int rn_verdict_due(const struct rn_worker *w)
+void rn_verdict_send(struct rn_worker *w)
 {
-	return w->vd && w->vd->unsent;
-}
-
-/**
- * rn_verdict_take() - take the asks not yet sent
- * @w:		worker
- * @out:	array of @max asks to fill
- * @max:	its size
- *
- * Return: number of asks filled (0 without a hook)
- */
-int rn_verdict_take(struct rn_worker *w, struct rn_verdict_ask *out, uint32_t max)
-{
+	struct rn_verdict_ask out[RN_VERDICT_BATCH];
 	struct rn_verdict *vd = w->vd;
-	uint32_t i, n = 0;
+	struct rn_verdict_pending *taken[RN_VERDICT_BATCH];
+	uint32_t i, n;
 
-	if (!vd || !out)
-		return 0;
-	for (i = 0; i < vd->max && n < max && vd->unsent; i++) {
-		struct rn_verdict_pending *p = &vd->pend[i];
+	if (!vd)
+		return;
+	while (vd->unsent) {
+		for (i = 0, n = 0; i < vd->max && n < RN_VERDICT_BATCH; i++) {
+			struct rn_verdict_pending *p = &vd->pend[i];
 
-		if (!p->id || p->sent)
-			continue;
-		p->sent = 1;
-		vd->unsent--;
-		memset(&out[n], 0, sizeof(out[n]));
-		out[n].id = p->id;
-		out[n].family = p->key.family;
-		out[n].proto = p->key.proto;
-		out[n].sport = p->key.sport;
-		out[n].dport = p->key.dport;
-		memcpy(out[n].saddr, p->key.saddr, 16);
-		memcpy(out[n].daddr, p->key.daddr, 16);
-		n++;
+			if (!p->id || p->sent)
+				continue;
+			memset(&out[n], 0, sizeof(out[n]));
+			out[n].id = p->id;
+			out[n].family = p->key.family;
+			out[n].proto = p->key.proto;
+			out[n].sport = p->key.sport;
+			out[n].dport = p->key.dport;
+			memcpy(out[n].saddr, p->key.saddr, 16);
+			memcpy(out[n].daddr, p->key.daddr, 16);
+			taken[n++] = p;
+		}
+		if (!n || send(vd->fd, out, n * sizeof(out[0]), MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+			return;
+		for (i = 0; i < n; i++)
+			taken[i]->sent = 1;
+		vd->unsent -= n;
 	}
-	return (int)n;
 }
 
 /**
@@ -494,51 +512,79 @@ static int rn_verdict_resolve(struct rn_worker *w, struct rn_verdict_pending *p,
 /**
  * rn_verdict_apply() - the orchestrator's verdict for an ask
  * @w:		worker
- * @id:		the ask's id (an unknown or expired one is ignored)
- * @kind:	enum rn_verdict_kind
- * @family:	redirect: 4 or 6 (must be the flow's)
- * @addr:	redirect: address as the namespace names it (4 or 16 bytes)
- * @port:	redirect: port
+ * @r:		the verdict (an unknown or expired id is ignored)
  *
- * Call between two passes of the loop. The held frame goes through the
- * worker's input again and meets the decision where it was held.
+ * The held frame goes through the worker's input again and meets the
+ * decision where it was held.
  *
- * Return: 1 if applied, 0 if the id is unknown, -EINVAL for a bad verdict,
- *	   another negative errno when the worker must stop
+ * Return: 0, -EINVAL for a malformed verdict (the orchestrator is trusted:
+ *	   a bug), another negative errno when the worker must stop
  */
-int rn_verdict_apply(struct rn_worker *w, uint32_t id, int kind, int family,
-		     const uint8_t *addr, uint16_t port)
+static int rn_verdict_apply(struct rn_worker *w, const struct rn_verdict_reply *r)
 {
 	struct rn_verdict *vd = w->vd;
 	struct rn_verdict_target to;
 	uint32_t i;
+
+	memset(&to, 0, sizeof(to));
+	to.kind = r->kind;
+	if (r->kind == RN_VERDICT_REDIRECT) {
+		if (r->family != 4 && r->family != 6)
+			return -EINVAL;
+		to.family = r->family;
+		memcpy(to.addr, r->addr, r->family == 6 ? 16 : 4);
+		to.port = r->port;
+	} else if (r->kind != RN_VERDICT_ALLOW && r->kind != RN_VERDICT_DENY) {
+		return -EINVAL;
+	}
+	if (!r->id)
+		return 0;
+	for (i = 0; i < vd->max; i++)
+		if (vd->pend[i].id == r->id)
+			return rn_verdict_resolve(w, &vd->pend[i], &to, 1);
+	return 0;
+}
+
+/**
+ * rn_verdict_input() - read and apply the verdicts waiting on the hook socket
+ * @w:		worker (the hook socket's epoll event)
+ *
+ * A malformed message is dropped and counted (hook_bad_verdicts); at end of
+ * file (the orchestrator closed it) the socket is no longer watched.
+ *
+ * Return: 0, or negative errno when the worker must stop
+ */
+int rn_verdict_input(struct rn_worker *w)
+{
+	struct rn_verdict_reply in[RN_VERDICT_BATCH];
+	struct rn_verdict *vd = w->vd;
+	ssize_t len;
+	uint32_t i;
 	int rc;
 
 	if (!vd)
-		return -EINVAL;
-	if (w->err)
-		return w->err;
-	memset(&to, 0, sizeof(to));
-	to.kind = (uint8_t)kind;
-	if (kind == RN_VERDICT_REDIRECT) {
-		if ((family != 4 && family != 6) || !addr)
-			return -EINVAL;
-		to.family = (uint8_t)family;
-		memcpy(to.addr, addr, family == 6 ? 16 : 4);
-		to.port = port;
-	} else if (kind != RN_VERDICT_ALLOW && kind != RN_VERDICT_DENY) {
-		return -EINVAL;
-	}
-	if (!id)
 		return 0;
-	for (i = 0; i < vd->max; i++) {
-		if (vd->pend[i].id != id)
+	w->now = rn_worker_now_ms();
+	for (;;) {
+		len = recv(vd->fd, in, sizeof(in), MSG_DONTWAIT | MSG_TRUNC);
+		if (len < 0)
+			return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+		if (len == 0) {
+			epoll_ctl(w->epfd, EPOLL_CTL_DEL, vd->fd, NULL);
+			return 0;
+		}
+		if ((size_t)len > sizeof(in) || len % sizeof(in[0])) {
+			rn_ctr_add(w->ctr, RN_WCTR_hook_bad_verdicts, 1);
 			continue;
-		w->now = rn_worker_now_ms();
-		rc = rn_verdict_resolve(w, &vd->pend[i], &to, 1);
-		return rc < 0 ? rc : 1;
+		}
+		for (i = 0; i < (size_t)len / sizeof(in[0]); i++) {
+			rc = rn_verdict_apply(w, &in[i]);
+			if (rc == -EINVAL)
+				rn_ctr_add(w->ctr, RN_WCTR_hook_bad_verdicts, 1);
+			else if (rc < 0)
+				return rc;
+		}
 	}
-	return 0;
 }
 
 /**

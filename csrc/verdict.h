@@ -2,7 +2,8 @@
  *
  * For tcp_conn.c and dgram.c, which call rn_verdict_check() once per new
  * flow, right after the built-in destination policy (policy.c) admitted
- * it; worker.c drives the rest (due asks, deadlines). See verdict.c.
+ * it; worker.c drives the rest (asks to send, verdicts in, deadlines). See
+ * verdict.c.
  */
 #ifndef RN_VERDICT_H
 #define RN_VERDICT_H
@@ -39,7 +40,7 @@ enum rn_verdict_rc {
 };
 
 /**
- * struct rn_verdict_ask - one question for the orchestrator (cffi reads it)
+ * struct rn_verdict_ask - one question for the orchestrator, as the hook socket carries it
  * @id:		ask id, echoed by the verdict (never 0)
  * @family:	4 or 6
  * @proto:	IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6)
@@ -47,6 +48,10 @@ enum rn_verdict_rc {
  * @dport:	destination port (echo: identifier)
  * @saddr:	namespace source address (first 4 bytes for IPv4)
  * @daddr:	destination as the namespace names it
+ * @pad:	zero
+ *
+ * Host byte order (both ends are on this machine); 44 bytes, one or more per
+ * message (ringnet/_hook.py unpacks them with the same layout).
  */
 struct rn_verdict_ask {
 	uint32_t id;
@@ -56,19 +61,36 @@ struct rn_verdict_ask {
 	uint16_t dport;
 	uint8_t saddr[16];
 	uint8_t daddr[16];
+	uint8_t pad[2];
+};
+
+/**
+ * struct rn_verdict_reply - the orchestrator's verdict for one ask, on the hook socket
+ * @id:		the ask's id
+ * @kind:	enum rn_verdict_kind
+ * @family:	redirect: 4 or 6
+ * @port:	redirect: port
+ * @addr:	redirect: address as the namespace names it (first 4 bytes for IPv4)
+ *
+ * Host byte order; 24 bytes, one or more per message.
+ */
+struct rn_verdict_reply {
+	uint32_t id;
+	uint8_t kind;
+	uint8_t family;
+	uint16_t port;
+	uint8_t addr[16];
 };
 
 struct rn_policy_dest;
 struct rn_frame;
 
-int rn_verdict_setup(struct rn_worker *w, uint32_t cache_ms, uint32_t pending_max,
+int rn_verdict_setup(struct rn_worker *w, int fd, uint32_t cache_ms, uint32_t pending_max,
 		     uint32_t timeout_ms, int fail_open);
 int rn_verdict_check(struct rn_worker *w, const struct rn_frame *f, const struct rn_flow_key *k,
 		     struct rn_policy_dest *d, int *ctr);
-int rn_verdict_take(struct rn_worker *w, struct rn_verdict_ask *out, uint32_t max);
-int rn_verdict_apply(struct rn_worker *w, uint32_t id, int kind, int family,
-		     const uint8_t *addr, uint16_t port);
-int rn_verdict_due(const struct rn_worker *w);
+void rn_verdict_send(struct rn_worker *w);
+int rn_verdict_input(struct rn_worker *w);
 int64_t rn_verdict_next(const struct rn_worker *w, int64_t next);
 int rn_verdict_expire(struct rn_worker *w);
 void rn_verdict_free(struct rn_worker *w);

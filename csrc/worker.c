@@ -40,7 +40,8 @@
  * (rn_worker_defer()) are flushed (ops->flush(): one ACK per flow per batch)
  * and to_ns is published once; closed flows are freed at the end. Control
  * fds and ev_worker carry tag pointers (rn_worker_tag_ctl, &w->ev_worker)
- * instead.
+ * instead, and the on_connect hook's socket its verdict state (w->vd,
+ * verdict.c: its new asks are sent after each intake batch).
  *
  * Backpressure towards the namespace: a flow that finds to_ns full stops
  * reading its host socket and queues itself (rn_worker_wait_room()). The
@@ -506,6 +507,11 @@ static int rn_worker_events(struct rn_worker *w, int wait, int *ctl)
 		} else if (tag == &w->ev_worker) {
 			if (read(w->ev_worker, &v, sizeof(v)) < 0 && errno != EAGAIN)
 				return -errno;
+		} else if (w->vd && tag == (void *)w->vd) {
+			int rc = rn_verdict_input(w);	/* on_connect verdicts */
+
+			if (rc < 0)
+				return rn_worker_fatal(w, rc);
 		} else {
 			f = tag;
 			if (f->flags & RN_FLOW_F_CLOSED)
@@ -587,11 +593,7 @@ static int rn_worker_pass(struct rn_worker *w, int block, int64_t deadline, int 
 	if (rc < 0)
 		return rc;
 	rn_worker_sync(w);
-	/* on_connect asks waiting (verdict.c): return to Python, which sends them */
-	if (rn_verdict_due(w)) {
-		*ctl = 1;
-		block = 0;
-	}
+	rn_verdict_send(w);	/* the on_connect hook's new asks, if any (verdict.c) */
 
 	idle = block && n < (int)RN_WORKER_BATCH && !w->deferred;
 	if (idle && (rc = rn_worker_nap(w, ctl)))

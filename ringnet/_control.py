@@ -61,10 +61,6 @@ class Msg(enum.IntEnum):
                       # (fds: listener, [handoff socket], sending ends towards workers "out");
                       # answered ACK or ERROR (the worker goes on)
     FORWARD_DEL = 14  # orchestrator -> worker: {"id"}; answered ACK or ERROR
-    HOOK_ASK = 36      # worker -> orchestrator, on the hook socket: {"asks": [[id, proto, family,
-                       # src, sport, dst, dport], ...]} new flows held for on_connect (_hook.py)
-    HOOK_VERDICT = 37  # orchestrator -> worker, on the hook socket: {"verdicts": [[id, kind, addr,
-                       # port], ...]} (kind: csrc/verdict.h's enum rn_verdict_kind)
 
 
 class ParentGone(Exception):

@@ -7,12 +7,13 @@ threads of its own, never per packet: a worker asks once per new flow and holds 
 flow meanwhile (csrc/verdict.c: the SYN, the first datagram or echo request is kept
 and replayed once the verdict arrives, so the worker's loop never waits).
 
-Wire: each worker has a hook socket (an AF_UNIX SOCK_SEQPACKET pair, ``_control``'s
-framing) of its own beside its control socket, because the control socket carries
-one request/reply exchange at a time and asks come whenever flows start. The worker
-sends HOOK_ASK ``{"asks": [[id, proto, family, src, sport, dst, dport], ...]}``; the
-orchestrator answers each ask with HOOK_VERDICT ``{"verdicts": [[id, kind, addr,
-port], ...]}`` (kind: csrc/verdict.h's enum; addr/port only for a redirect).
+Wire: each worker has a hook socket of its own beside its control socket (an
+AF_UNIX SOCK_SEQPACKET pair), because the control socket carries one request/reply
+exchange at a time and asks come whenever flows start. The worker's C loop reads
+and writes it itself, no Python on the way: each message is an array of
+fixed-size records in host byte order, asks (csrc/verdict.h's struct
+rn_verdict_ask, ``ASK``) one way and verdicts (struct rn_verdict_reply,
+``REPLY``) the other, one message per verdict.
 
 Orchestrator side (:class:`HookServer`): ``HOOK_THREADS`` threads ("ringnet-hook-N")
 take turns reading the asks of every worker and run the hook, each on the ask it
@@ -46,20 +47,19 @@ import logging
 import os
 import select
 import socket
+import struct
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
-from . import _control
-from ._control import Msg
 from ._threads import start_thread
-from .errors import ConfigError, ProtocolError
+from .errors import ConfigError
 
 if TYPE_CHECKING:
     from .config import NetworkConfig
 
 __all__ = ["Flow", "Action", "ALLOW", "DENY", "Redirect", "Verdict", "OnConnect", "HookServer",
-           "check_options", "child_config", "worker_setup", "worker_io"]
+           "check_options", "child_config", "worker_setup"]
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,10 @@ PENDING_MAX = 64          # flows a worker holds waiting for verdicts (csrc/verd
 TIMEOUT_MAX = 60.0
 CACHE_MAX = 86400.0
 _WORKER_MARGIN_S = 2.0    # the worker's own deadline: the orchestrator's plus this
-_ASKS_PER_MSG = 64
+# csrc/verdict.h's records on the hook socket, host byte order
+ASK = struct.Struct("=IBBHH16s16s2x")     # id, family, proto, sport, dport, saddr, daddr
+REPLY = struct.Struct("=IBBH16s")         # id, kind, family, port, addr
+_RECV_MAX = 64 * ASK.size
 _PROTOS = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6"}
 
 
@@ -290,29 +293,26 @@ class HookServer:
         return None
 
     def _receive(self, sock: socket.socket) -> bool:
-        """Take one HOOK_ASK message from a worker into the backlog; False when its socket
+        """Take one message of asks from a worker into the backlog; False when its socket
         is done."""
         try:
-            msg = _control.recv(sock)
-        except (OSError, ProtocolError) as e:
+            data = sock.recv(_RECV_MAX)
+        except BlockingIOError:
+            return True
+        except OSError as e:
             log.warning("on_connect: a worker's hook socket failed: %s", e)
             return False
-        if msg is None:
+        if not data:
             return False
-        msg.close_fds()
-        asks = msg.body.get("asks")
-        if msg.type != Msg.HOOK_ASK or not isinstance(asks, list):
-            log.warning("on_connect: unexpected %s on a hook socket", msg.type.name)
+        if len(data) % ASK.size:
+            log.warning("on_connect: malformed ask message of %d bytes", len(data))
             return True
         deadline = time.monotonic() + self._timeout
         new = []
-        for raw in asks:
-            try:
-                id_, proto, family, src, sport, dst, dport = raw
-                flow = Flow(_PROTOS.get(proto, str(proto)), src, sport, dst, dport)
-            except (TypeError, ValueError):
-                log.warning("on_connect: malformed ask %r", raw)
-                continue
+        for id_, family, proto, sport, dport, saddr, daddr in ASK.iter_unpack(data):
+            alen = 16 if family == 6 else 4
+            flow = Flow(_PROTOS.get(proto, str(proto)), str(ipaddress.ip_address(saddr[:alen])),
+                        sport, str(ipaddress.ip_address(daddr[:alen])), dport)
             new.append(_Ask(sock, id_, flow, deadline))
         self._backlog.extend(new)
         with self._dog:
@@ -352,7 +352,7 @@ class HookServer:
         return "allowed (on_connect_fail='allow')" if self._fail[0] == 0 else "denied"
 
     def _wire(self, verdict: Any, flow: Flow) -> tuple:
-        """A verdict as HOOK_VERDICT carries it: (kind, addr, port). Raises TypeError or
+        """A verdict as REPLY carries it: (kind, family, port, addr). Raises TypeError or
         ValueError for what is no verdict for this flow."""
         if isinstance(verdict, Action):
             return RN_KIND[verdict]
@@ -368,7 +368,7 @@ class HookServer:
             if family not in self._gateways:
                 raise ValueError(f"on_connect redirected to {addr}, but IPv{family} is off")
             addr = ipaddress.ip_address(self._gateways[family])
-        return (RN_KIND_REDIRECT, str(addr), verdict.port)
+        return (RN_KIND_REDIRECT, family, verdict.port, addr.packed)
 
     def _send(self, ask: _Ask, kind: tuple) -> bool:
         """Send the one verdict of ``ask`` unless it was sent already; True if sent now."""
@@ -379,73 +379,26 @@ class HookServer:
             if ask.sock.fileno() < 0:
                 return False
             try:
-                _control.send(ask.sock, Msg.HOOK_VERDICT, {"verdicts": [[ask.id, *kind]]})
+                ask.sock.send(REPLY.pack(ask.id, *kind))
             except OSError:
                 return False    # the worker is gone
         return True
 
 
-# csrc/verdict.h's enum rn_verdict_kind, as HOOK_VERDICT carries it: (kind, addr, port)
-RN_KIND = {Action.ALLOW: (0, None, 0), Action.DENY: (1, None, 0)}
+# csrc/verdict.h's enum rn_verdict_kind, as REPLY carries it: (kind, family, port, addr)
+RN_KIND = {Action.ALLOW: (0, 0, 0, b""), Action.DENY: (1, 0, 0, b"")}
 RN_KIND_REDIRECT = 2
 
 
 # Worker side ---------------------------------------------------------------------------------
 
 
-def worker_setup(worker: Any, cfg: "NetworkConfig") -> None:
-    """Turn the verdict machinery of a worker's C loop on (csrc/verdict.c)."""
+def worker_setup(worker: Any, cfg: "NetworkConfig", sock: socket.socket) -> None:
+    """Hand the hook socket to a worker's C loop (csrc/verdict.c), which asks and reads
+    verdicts on it from now on. The caller keeps ``sock`` open while the worker runs."""
     from ._core import check, lib
 
-    check(lib.rn_verdict_setup(worker, int(cfg.on_connect_cache * 1000), PENDING_MAX,
+    sock.setblocking(False)
+    check(lib.rn_verdict_setup(worker, sock.fileno(), int(cfg.on_connect_cache * 1000), PENDING_MAX,
                                int((cfg.on_connect_timeout + _WORKER_MARGIN_S) * 1000),
                                int(cfg.on_connect_fail == "allow")), "rn_verdict_setup")
-
-
-def worker_io(worker: Any, sock: socket.socket) -> bool:
-    """In the worker, between two runs of the C loop: send the asks it queued, apply the
-    verdicts that arrived (each replays its held frame, csrc/verdict.c). ``sock`` is
-    non-blocking. Returns True when the orchestrator closed the socket (the worker
-    exits). Raises ProtocolError for a malformed verdict (the orchestrator is trusted:
-    that is a bug)."""
-    from ._core import check, ffi, lib
-
-    if lib.rn_verdict_due(worker):
-        buf = ffi.new("struct rn_verdict_ask[]", _ASKS_PER_MSG)
-        while True:
-            n = lib.rn_verdict_take(worker, buf, _ASKS_PER_MSG)
-            if n <= 0:
-                break
-            asks = []
-            for a in buf[0:n]:
-                alen = 16 if a.family == 6 else 4
-                asks.append([a.id, a.proto, a.family,
-                             str(ipaddress.ip_address(bytes(a.saddr)[:alen])), a.sport,
-                             str(ipaddress.ip_address(bytes(a.daddr)[:alen])), a.dport])
-            try:
-                _control.send(sock, Msg.HOOK_ASK, {"asks": asks})
-            except BrokenPipeError:
-                return True
-            except BlockingIOError:
-                log.warning("on_connect: hook socket full, %d asks dropped (their flows get the "
-                            "fail mode at their deadline)", n)
-    while True:
-        try:
-            msg = _control.recv(sock)
-        except BlockingIOError:
-            return False
-        if msg is None:
-            return True
-        msg.close_fds()
-        verdicts = msg.body.get("verdicts")
-        if msg.type != Msg.HOOK_VERDICT or not isinstance(verdicts, list):
-            raise ProtocolError(f"unexpected {msg.type.name} on the hook socket")
-        for v in verdicts:
-            try:
-                id_, kind, addr, port = v
-                packed = ipaddress.ip_address(addr).packed if addr is not None else b""
-            except (TypeError, ValueError):
-                raise ProtocolError(f"malformed HOOK_VERDICT entry {v!r}") from None
-            family = 6 if len(packed) == 16 else 4
-            check(lib.rn_verdict_apply(worker, id_, kind, family, packed or ffi.NULL, port or 0),
-                  "rn_verdict_apply")

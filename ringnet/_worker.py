@@ -18,7 +18,6 @@ import ipaddress
 import json
 import logging
 import os
-import select
 import signal
 import socket
 
@@ -157,11 +156,10 @@ def main(spec: dict, ctl: socket.socket) -> int:
                                     ev_worker, ev_ns), "rn_worker_new")
             worker = out[0]
             _set_host_addrs(worker, spec["host_addrs"])
-            hook = None
-            if spec.get("hook_fd", -1) >= 0:   # on_connect: asks and verdicts (_hook.py)
+            hook = None   # kept open while the loop runs
+            if spec.get("hook_fd", -1) >= 0:   # on_connect: the C loop asks (_hook.py)
                 hook = socket.socket(fileno=spec["hook_fd"])
-                hook.setblocking(False)
-                _hook.worker_setup(worker, cfg)
+                _hook.worker_setup(worker, cfg, hook)
             # The loop returns to Python when a control socket has a message, the
             # orchestrator process exits (its pidfd) or a signal arrives (Python's
             # wakeup fd, written by its C-level handler even when the signal lands
@@ -169,12 +167,8 @@ def main(spec: dict, ctl: socket.socket) -> int:
             wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
             evs += wake
             signal.set_wakeup_fd(wake[1], warn_on_full_buffer=False)
-            for fd in (ctl.fileno(), ns.fileno(), spec["parent_pidfd"], wake[0],
-                       *([hook.fileno()] if hook else [])):
-                check(lib.rn_worker_watch_fd(worker, fd), "rn_worker_watch_fd")
-            others = select.poll()  # what else may have ended a run of the loop (hook traffic)
             for fd in (ctl.fileno(), ns.fileno(), spec["parent_pidfd"], wake[0]):
-                others.register(fd, select.POLLIN)
+                check(lib.rn_worker_watch_fd(worker, fd), "rn_worker_watch_fd")
             setup_done("worker", cfg.sandbox)  # before ACK: isolated before the namespace runs anything
         except (ProtocolError, OSError) as e:
             # the namespace child gets the very error too (class, errno, step)
@@ -187,11 +181,6 @@ def main(spec: dict, ctl: socket.socket) -> int:
             if rc < 0:
                 raise CoreError(-rc, "the namespace side broke its ring")
             if rc == 1:
-                if hook is not None:
-                    if _hook.worker_io(worker, hook):
-                        return 0    # the orchestrator closed the hook socket
-                    if not others.poll(0):
-                        continue    # only asks and verdicts: straight back to the loop
                 _drain(wake[0])  # a pending signal's handler runs on the next line
                 if parent_gone() or _control_wants_exit(worker, ctl, ns):
                     return 0
