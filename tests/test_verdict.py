@@ -17,7 +17,8 @@ import pytest
 from ringnet._hook import ASK, REPLY
 from ringnet._ringnet_c import ffi, lib
 
-from test_udp_worker import UdpHarness, icmp_error, server, udp4, udp6
+import frames as F
+from test_udp_worker import UdpHarness, complete, icmp_error, server, udp4, udp6, udp_fields
 from test_worker_input import GUEST4, GW4, GW6
 
 ALLOW, DENY, REDIRECT = lib.RN_VERDICT_ALLOW, lib.RN_VERDICT_DENY, lib.RN_VERDICT_REDIRECT
@@ -129,6 +130,21 @@ def test_redirect_goes_to_the_target_and_the_policy_judges_it():
         c = h.counters()
         assert (c["hook_verdicts_redirect"], c["hook_redirect_refused"]) == (3, 2)
         assert nothing_waiting(srv)
+
+
+def test_udp_redirect_answers_come_from_the_original_destination():
+    with HookHarness() as h, server() as srv:
+        port = srv.getsockname()[1]
+        h.send(udp4(4000, 9, b"question"))
+        [ask] = h.asks()
+        h.apply(ask[0], REDIRECT, GW4, port)
+        data, peer = srv.recvfrom(100)
+        assert data == b"question"
+        srv.sendto(b"answer", peer)
+        [frm] = h.frames(1)
+        p = complete(frm)
+        assert (p.src, p.dst) == (F.addr(GW4), F.addr(GUEST4))
+        assert udp_fields(p)[0:2] == (9, 4000) and udp_fields(p)[3] == b"answer"
 
 
 def test_cache_decides_later_flows_to_the_destination():
