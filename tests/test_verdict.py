@@ -9,8 +9,10 @@ sockets. Only host loopback is ever reached (the gateway maps to it).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
+import struct
 
 import pytest
 
@@ -18,6 +20,8 @@ from ringnet._hook import ASK, REPLY
 from ringnet._ringnet_c import ffi, lib
 
 import frames as F
+from conftest import HANG_S
+from test_tcp_input import ACK, RST, SYN, Peer, TcpHarness
 from test_udp_worker import UdpHarness, complete, icmp_error, server, udp4, udp6, udp_fields
 from test_worker_input import GUEST4, GW4, GW6
 
@@ -211,3 +215,53 @@ def test_setup_checks_its_arguments():
         assert lib.rn_verdict_setup(h.w, a.fileno(), 0, 4, 0, 0) < 0
         assert lib.rn_verdict_setup(h.w, a.fileno(), 0, 4, 1000, 0) == 0
         assert lib.rn_verdict_setup(h.w, a.fileno(), 0, 4, 1000, 0) < 0   # once only
+
+
+@contextlib.contextmanager
+def tcp_hook_harness():
+    """A TCP harness whose worker asks a hook; yields (harness, orchestrator's end)."""
+    orch, wend = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    orch.setblocking(False)
+    wend.setblocking(False)
+    h = TcpHarness()
+    try:
+        assert lib.rn_verdict_setup(h.w, wend.fileno(), 0, 4, 600_000, 0) == 0
+        yield h, orch
+    finally:
+        h.close()
+        orch.close()
+        wend.close()
+
+
+def one_ask(orch: socket.socket) -> int:
+    data = orch.recv(65536)
+    assert len(data) == ASK.size
+    return ASK.unpack(data)[0]
+
+
+def test_tcp_syn_held_retransmit_absorbed_then_handshake_on_allow():
+    with tcp_hook_harness() as (h, orch), socket.create_server(("127.0.0.1", 0)) as srv:
+        peer = Peer(h, srv.getsockname()[1])
+        assert peer.syn() == []                      # held: no SYN-ACK, no host connect
+        assert (h.c("hook_held"), h.c("tcp_connects"), h.c("flows_open_tcp")) == (1, 0, 0)
+        opts = struct.pack("!BBH", 2, 4, peer.mss)
+        assert peer.send(SYN, seq=peer.isn, advance=False, opts=opts) == []   # retransmitted
+        assert h.c("hook_absorbed") == 1
+        id_ = one_ask(orch)
+        orch.send(REPLY.pack(id_, ALLOW, 0, 0, b""))
+        segs = peer.wait(lambda s: s.flags & SYN, HANG_S)   # the loop reads the verdict
+        srv.settimeout(HANG_S)
+        srv.accept()[0].close()
+        [sa] = [s for s in segs if s.flags & SYN]
+        assert sa.flags == SYN | ACK and sa.ack == peer.isn + 1
+        assert h.c("tcp_connects") == 1
+
+
+def test_tcp_deny_resets_the_held_syn():
+    with tcp_hook_harness() as (h, orch):
+        peer = Peer(h, 9)
+        assert peer.syn() == []
+        orch.send(REPLY.pack(one_ask(orch), DENY, 0, 0, b""))
+        [rst] = peer.wait(lambda s: s.flags & RST)
+        assert rst.flags == RST | ACK and rst.ack == peer.isn + 1
+        assert (h.c("hook_verdicts_deny"), h.c("tcp_connects")) == (1, 0)
