@@ -17,7 +17,7 @@ import struct
 import pytest
 
 from ringnet._hook import ASK, REPLY
-from ringnet._ringnet_c import ffi, lib
+from ringnet._ringnet_c import lib
 
 import frames as F
 from conftest import HANG_S
