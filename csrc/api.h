@@ -26,5 +26,6 @@
 #include "splice.h"
 #include "pump.h"
 #include "sandbox.h"
+#include "verdict.h"
 
 #endif /* RN_API_H */

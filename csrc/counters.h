@@ -16,8 +16,10 @@
  * "accepted" counter (tcp_segments_in, udp_in, icmp_echo_fwd, icmp6_echo_fwd),
  * frag_held (a fragment waiting for the rest of its datagram; the fragment
  * that completes one counts the datagram's outcome), fault_drop_in
- * (test-only fault injection), or netem_loss_up / netem_full_up (network
- * emulation; a frame it queues is counted when it leaves the queue).
+ * (test-only fault injection), netem_loss_up / netem_full_up (network
+ * emulation; a frame it queues is counted when it leaves the queue), or
+ * hook_held, hook_absorbed, hook_denied (the on_connect hook, verdict.c; a
+ * held frame's replay is not counted again).
  * Everything else here counts events, not frames; counters marked (gauge) go
  * up and down (decremented by adding -1).
  */
@@ -163,7 +165,19 @@
 	X(netem_reorder_down,	"frames to the namespace sent ahead of the emulation queue (reorder=)") \
 	X(netem_full_up,	"frames from the namespace dropped: emulation queue full") \
 	X(netem_full_down,	"frames to the namespace refused: emulation queue full (flows wait)") \
-	X(netem_timers,		"emulation timer expiries")
+	X(netem_timers,		"emulation timer expiries") \
+	/* on_connect hook (verdict.c) */					\
+	X(hook_asks,		"new flows the on_connect hook was asked about") \
+	X(hook_held,		"first frames of new flows held until the hook's verdict") \
+	X(hook_absorbed,	"frames dropped while their flow waits for the hook (SYN retransmits, more datagrams)") \
+	X(hook_denied,		"new flows refused by a cached hook verdict or the fail mode") \
+	X(hook_cached,		"new flows decided from the worker's verdict cache") \
+	X(hook_verdicts_deny,	"hook verdicts that denied a held flow (fail mode included)") \
+	X(hook_verdicts_redirect, "hook verdicts that redirected a held flow") \
+	X(hook_redirect_refused, "redirects refused: the policy refuses the target, or another family") \
+	X(hook_timeouts,	"held flows given the fail mode: no verdict by the deadline") \
+	X(hook_overflow,	"new flows given the fail mode: too many flows held") \
+	X(hook_bad_verdicts,	"malformed verdicts from the orchestrator (dropped)")
 
 /* Namespace pump counters, summed over its threads */
 #define RN_PUMP_COUNTERS(X)						\

@@ -40,7 +40,8 @@
  * (rn_worker_defer()) are flushed (ops->flush(): one ACK per flow per batch)
  * and to_ns is published once; closed flows are freed at the end. Control
  * fds and ev_worker carry tag pointers (rn_worker_tag_ctl, &w->ev_worker)
- * instead.
+ * instead, and the on_connect hook's socket its verdict state (w->vd,
+ * verdict.c: its new asks are sent after each intake batch).
  *
  * Backpressure towards the namespace: a flow that finds to_ns full stops
  * reading its host socket and queues itself (rn_worker_wait_room()). The
@@ -91,6 +92,7 @@
 #include "tap.h"
 #include "tcp.h"
 #include "udp.h"
+#include "verdict.h"
 #include "worker.h"
 
 #define RN_WORKER_EVENTS	64
@@ -525,6 +527,11 @@ static int rn_worker_events(struct rn_worker *w, int wait, int *ctl)
 				return -errno;
 		} else if (tag == &w->netem) {
 			rn_netem_timer_event(w);
+		} else if (w->vd && tag == (void *)w->vd) {
+			int rc = rn_verdict_input(w);	/* on_connect verdicts */
+
+			if (rc < 0)
+				return rn_worker_fatal(w, rc);
 		} else {
 			f = tag;
 			if (f->flags & RN_FLOW_F_CLOSED)
@@ -602,17 +609,20 @@ static int rn_worker_pass(struct rn_worker *w, int block, int64_t deadline, int 
 	if (w->netem.active && (rc = rn_netem_run(w)) < 0)
 		return rc;
 	rn_worker_timers(w);
-	rc = rn_worker_room(w);
+	rc = rn_verdict_expire(w);
+	if (!rc)
+		rc = rn_worker_room(w);
 	if (rc < 0)
 		return rc;
 	rn_worker_sync(w);
+	rn_verdict_send(w);	/* the on_connect hook's new asks, if any (verdict.c) */
 
 	idle = block && n < (int)RN_WORKER_BATCH && !w->deferred;
 	if (idle && (rc = rn_worker_nap(w, ctl)))
 		return rc < 0 ? rc : w->err;
 	idle = idle && rn_ring_consumer_sleep(&w->rx);
 	if (idle) {
-		next = rn_flowtab_next_deadline(&w->flows);
+		next = rn_verdict_next(w, rn_flowtab_next_deadline(&w->flows));
 		if (deadline && (!next || deadline < next))
 			next = deadline;
 		if (!next)
@@ -849,6 +859,7 @@ void rn_worker_free(struct rn_worker *w)
 	rn_tcp_free(w);
 	rn_frag_free(w);
 	rn_rules_free(w);
+	rn_verdict_free(w);
 	rn_flowtab_fini(&w->flows);
 	rn_fault_fini(&w->fin);
 	rn_fault_fini(&w->fout);

@@ -53,6 +53,7 @@ struct rn_frag;
 struct rn_fwd;
 struct rn_rules_ctx;
 struct rn_splice_ctl;
+struct rn_verdict;
 
 /**
  * struct rn_worker_params - what a worker needs to know, from the orchestrator
@@ -167,6 +168,7 @@ struct rn_worker_params {
  * @tcp_discard: TCP peek skip buffer for sockets without SO_PEEK_OFF
  *		(tcp_send.c), allocated on first use, freed by rn_tcp_free()
  * @frag:	fragment reassembly slots (frag.c), allocated on first use
+ * @vd:		on_connect hook verdicts (verdict.c), NULL without a hook
  * @logged:	RN_WORKER_LOGGED_* one-time messages already written
  * @dns_cur:	the current DNS upstream, an index into @p.dns (dns.c)
  * @dns_gen:	times @p.dns was replaced: DNS indexes of older lists are stale
@@ -201,6 +203,7 @@ struct rn_worker {
 	size_t tcp_held;
 	uint8_t *tcp_discard;
 	struct rn_frag *frag;
+	struct rn_verdict *vd;
 	uint32_t logged;
 	uint32_t dns_cur;
 	uint32_t dns_gen;

@@ -21,7 +21,7 @@ import os
 import signal
 import socket
 
-from . import _control
+from . import _control, _hook
 from ._child import current_step, parent_gone, run_child, setup_done, step
 from ._control import Msg
 from ._core import check, ffi, lib
@@ -173,6 +173,10 @@ def main(spec: dict, ctl: socket.socket) -> int:
             step("load rules")
             rules = worker_attach(worker, spec, cfg.workers)  # before the namespace runs anything
             netem_start(worker, cfg)
+            hook = None   # kept open while the loop runs
+            if spec.get("hook_fd", -1) >= 0:   # on_connect: the C loop asks (_hook.py)
+                hook = socket.socket(fileno=spec["hook_fd"])
+                _hook.worker_setup(worker, cfg, hook)
             # The loop returns to Python when a control socket has a message, the
             # orchestrator process exits (its pidfd) or a signal arrives (Python's
             # wakeup fd, written by its C-level handler even when the signal lands

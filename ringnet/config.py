@@ -9,10 +9,11 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
-from typing import Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from ._apisock import check_path as check_api_socket
 from ._netem import check_config as _check_netem
+from ._hook import check_options as check_hook_options
 from ._publish import parse_spec
 from ._rules import check_rules
 from ._resolv import MAX_UPSTREAMS, parse_upstream
@@ -156,6 +157,18 @@ class NetworkConfig:
             socket to socket with splice() (a socket made inside the namespace, connected
             to the namespace's loopback: it sees them from there); False sends them
             through the C core too (seen from the gateway address).
+        on_connect: called in this process with a ringnet.Flow for every new flow from
+            the namespace (not per packet; not for DNS to the DNS address), returns
+            ringnet.ALLOW, ringnet.DENY or ringnet.Redirect(addr, port); the flow waits
+            for it. Runs after the built-in destination policy; None: no hook (_hook.py).
+        on_connect_timeout: seconds the hook may take (0 < t <= 60); later, or raising,
+            it gets the fail mode.
+        on_connect_cache: seconds a worker keeps a verdict per (protocol, destination,
+            port) and decides later flows to it without asking; 0 (default) asks for
+            every flow.
+        on_connect_fail: "deny" (default) or "allow": the verdict of a hook that raises,
+            times out or returns something else, and of flows beyond the bound of flows
+            held waiting (64 per worker).
     """
 
     mtu: int = MTU_MAX
@@ -198,6 +211,10 @@ class NetworkConfig:
     netem_up: Optional[str] = None
     netem_down: Optional[str] = None
     splice_local: bool = True
+    on_connect: Optional[Callable[..., Any]] = None   # ringnet.Flow -> verdict (_hook.py)
+    on_connect_timeout: float = 1.0
+    on_connect_cache: float = 0.0
+    on_connect_fail: str = "deny"
 
     def __post_init__(self) -> None:
         _int_in_range("mtu", self.mtu, MTU_MIN, MTU_MAX)
@@ -246,6 +263,8 @@ class NetworkConfig:
         if not isinstance(self.default_deny, bool):
             raise ConfigError(f"default_deny={self.default_deny!r} must be True or False")
         _check_netem(self)
+        check_hook_options(self.on_connect, self.on_connect_timeout, self.on_connect_cache,
+                           self.on_connect_fail)
         self._check_family(4, self.cidr4, ("guest4", "gateway4", "dns4"), _V4_RESERVED)
         if self.ipv6:
             self._check_family(6, self.cidr6, ("guest6", "gateway6", "dns6"), _V6_RESERVED)

@@ -39,7 +39,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from . import _control, _forwardctl, _nscall, _resolv
+from . import _control, _forwardctl, _hook, _nscall, _resolv
 from ._apisock import ApiServer
 from ._control import Msg
 from ._ctlsock import ControlServer
@@ -225,6 +225,7 @@ class Network:
         self._sockets = SocketOpener()   # sockets made inside for socket() (_nssocket.py)
         self.rules = RuleSet(self)   # egress rules (_rules.py)
         self._netem = NetemControl(config)   # network emulation settings (_netem.py)
+        self._hook: Optional[_hook.HookServer] = None   # on_connect (_hook.py)
 
     @classmethod
     def attach(cls, pid: int, config: Optional[NetworkConfig] = None, **overrides: Any) -> "Network":
@@ -326,26 +327,33 @@ class Network:
             log.warning("no usable nameserver in %s: DNS queries inside the namespace will fail "
                         "until it names one (or set dns_upstream)", host_conf)
         host_addrs = read_host_addrs()  # refused unless allow_host
-        # the rules reach workers in a memfd (_rules.py), never on a command line
-        base = {"config": dict(dataclasses.asdict(cfg), rules=()), "hash_key": key,
+        # the rules reach workers in a memfd (_rules.py), never on a command line; the
+        # on_connect hook stays in this process (_hook.child_config)
+        base = {"config": dict(_hook.child_config(cfg), rules=()), "hash_key": key,
                 "dns_upstreams": ups, "host_addrs": host_addrs.to_body()}
         rules_shm, rules_fd, rules_len = self.rules.start_fds()
         self._pctr = CounterArray.create("pump")
         ns_ends: list[socket.socket] = []
+        if cfg.on_connect is not None:
+            self._hook = _hook.HookServer(cfg)
         try:
             for i in range(cfg.workers):
                 ctr = CounterArray.create(f"w{i}")
                 self._wctr.append(ctr)
                 ns_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
                 ns_ends.append(ns_end)
+                hook_fd = self._hook.worker_end() if self._hook else -1
                 try:
                     self._spawn_child(Role.WORKER, i,
                                       dict(base, index=i, ns_fd=worker_end.fileno(),
                                            counters_fd=ctr.fd, rules_shm_fd=rules_shm,
-                                           rules_fd=rules_fd, rules_len=rules_len),
-                                      [worker_end.fileno(), ctr.fd, rules_shm, rules_fd])
+                                           rules_fd=rules_fd, rules_len=rules_len, hook_fd=hook_fd),
+                                      [worker_end.fileno(), ctr.fd, rules_shm, rules_fd]
+                                      + ([hook_fd] if self._hook else []))
                 finally:
                     worker_end.close()
+                    if self._hook:
+                        self._hook.children_started()
             ns = self._spawn_child(Role.NS, 0,
                                    dict(base, attach_pid=self._attach_pid,
                                         attach_path=self._attach_path,
@@ -358,6 +366,8 @@ class Network:
             self.rules.started()
         self._finalizer = weakref.finalize(self, _reap, self._children, self._spawned)
         self._wait_ready(ns)
+        if self._hook is not None:
+            self._hook.start()
         self._tell_workers(Msg.OFFLOADS, {"offloads": self.offloads})
         if cfg.resolv_conf and not self._attached:
             self._resolv_dir = tempfile.mkdtemp(prefix="ringnet-dns-")
@@ -494,6 +504,9 @@ class Network:
             self._finalizer = None
         _reap(self._children, self._spawned)
         self._children = []
+        if self._hook is not None:
+            self._hook.close()
+            self._hook = None
         for fd in self._nsfds:
             if fd >= 0:
                 os.close(fd)
