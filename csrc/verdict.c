@@ -10,8 +10,8 @@
  * Where: tcp_conn.c (the namespace's SYN) and dgram.c (a UDP flow's or an
  * echo flow's first datagram) call rn_verdict_check() once per new flow,
  * after the built-in destination policy (policy.c) admitted it; flows to the
- * DNS address's port 53 (ringnet's forwarder) are not asked. Static rules
- * (issue 14's rules, rules.c) are meant to be evaluated before the hook.
+ * DNS address's port 53 (ringnet's forwarder) are not asked. The egress
+ * rules (rules.c, inside rn_policy_dest()) are evaluated before the hook.
  *
  * Asking: a flow without a decision is held, with no flow in the table yet:
  * its first frame (the SYN, the first datagram, the echo request) is copied

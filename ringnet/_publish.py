@@ -63,6 +63,17 @@ REPLY_TIMEOUT = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
+def _covers(a: Optional[IPAddr], b: Optional[IPAddr]) -> bool:
+    """Whether a listener on host address ``a`` (None: all) takes connections meant for
+    ``b``: all addresses and the unspecified ones (0.0.0.0 for its family; :: for both,
+    as a dual-stack socket) cover every address they serve."""
+    if a is None:
+        return True
+    if a.is_unspecified:
+        return b is None or a.version == 6 or b.version == a.version
+    return a == b
+
+
 class PortSpec:
     """A parsed publish spec: ``host_addr`` None means all addresses; port ranges are
     (first, last), of equal length."""
@@ -287,7 +298,7 @@ class Publisher:
             if o.proto != spec.proto or o.host_ports[1] < spec.host_ports[0] or \
                     spec.host_ports[1] < o.host_ports[0]:
                 continue
-            if o.host_addr is None or spec.host_addr is None or o.host_addr == spec.host_addr:
+            if _covers(o.host_addr, spec.host_addr) or _covers(spec.host_addr, o.host_addr):
                 raise _bad(spec.text, f"host ports overlap those of the forward {o.text!r}")
 
     def _add(self, fid: int, lst: socket.socket, ns_addr: IPAddr, ns_port: int) -> None:

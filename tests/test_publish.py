@@ -399,6 +399,10 @@ def test_port_in_use_and_overlap_are_refused(net):
     try:
         with pytest.raises(ringnet.ConfigError, match="host ports overlap those of the forward"):
             net.publish(f"{port}:{WHOAMI2_PORT}")
+        # the unspecified addresses cover every address of their family (:: both)
+        for wild in ("0.0.0.0", "[::]"):
+            with pytest.raises(ringnet.ConfigError, match="host ports overlap those of the forward"):
+                net.publish(f"{wild}:{port}:{WHOAMI2_PORT}")
         # the same host port for UDP is another forward (tests/test_publish_udp.py)
         net.publish(f"127.0.0.1:{port}:{WHOAMI_PORT}/udp").close()
     finally:
