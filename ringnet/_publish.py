@@ -62,7 +62,6 @@ _UNPRIV_SYSCTL = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
 REPLY_TIMEOUT = 10.0
 
 
-@dataclasses.dataclass(frozen=True)
 def _covers(a: Optional[IPAddr], b: Optional[IPAddr]) -> bool:
     """Whether a listener on host address ``a`` (None: all) takes connections meant for
     ``b``: all addresses and the unspecified ones (0.0.0.0 for its family; :: for both,
@@ -74,6 +73,7 @@ def _covers(a: Optional[IPAddr], b: Optional[IPAddr]) -> bool:
     return a == b
 
 
+@dataclasses.dataclass(frozen=True)
 class PortSpec:
     """A parsed publish spec: ``host_addr`` None means all addresses; port ranges are
     (first, last), of equal length."""
