@@ -23,5 +23,6 @@
 #include "forward.h"
 #include "pump.h"
 #include "sandbox.h"
+#include "capture.h"
 
 #endif /* RN_API_H */

@@ -134,7 +134,13 @@
 	X(fault_hold_in,	"frames from the namespace reordered by the fault injector") \
 	X(fault_drop_out,	"frames to the namespace dropped by the fault injector") \
 	X(fault_dup_out,	"frames to the namespace duplicated by the fault injector") \
-	X(fault_hold_out,	"frames to the namespace reordered by the fault injector")
+	X(fault_hold_out,	"frames to the namespace reordered by the fault injector") \
+	/* packet capture and flow log (capture.c) */			\
+	X(capture_frames,	"frames copied into the capture ring, both directions") \
+	X(capture_bytes,	"packet bytes copied into the capture ring (snap length each at most)") \
+	X(capture_drops,	"frames left out of the capture: capture ring full") \
+	X(flowlog_events,	"flow open and close records put into the flow log ring") \
+	X(flowlog_drops,	"flow open and close records lost: flow log ring full")
 
 /* Namespace pump counters, summed over its threads */
 #define RN_PUMP_COUNTERS(X)						\

@@ -72,6 +72,7 @@ void rn_tcp_close(struct rn_worker *w, struct rn_tcp_flow *c, int rst_ns, int rs
 		rn_ctr_add(w->ctr, RN_WCTR_tcp_host_resets, 1);
 	}
 	rn_ctr_add(w->ctr, RN_WCTR_tcp_closed, 1);
+	rn_flow_end(&c->f, rst_ns || rst_host ? RN_FLOW_END_RESET : RN_FLOW_END_FIN);
 	c->f.state = RN_TCP_CLOSED;
 	rn_worker_flow_close(w, &c->f);
 }
@@ -127,8 +128,10 @@ void rn_tcp_watch(struct rn_worker *w, struct rn_tcp_flow *c)
 		if ((c->flags & RN_TCP_F_WANT_OUT) && !rn_tcp_ns_fin_taken(c))
 			ev |= EPOLLOUT;
 	}
-	if (rn_worker_flow_watch(w, &c->f, ev))
+	if (rn_worker_flow_watch(w, &c->f, ev)) {
+		rn_flow_end(&c->f, RN_FLOW_END_ERROR);
 		rn_tcp_close(w, c, 1, 1);
+	}
 }
 
 /**
@@ -174,6 +177,7 @@ void rn_tcp_host_error(struct rn_worker *w, struct rn_tcp_flow *c, int err)
 		return;
 	(void)err;
 	rn_ctr_add(w->ctr, RN_WCTR_tcp_host_errors, 1);
+	rn_flow_end(&c->f, RN_FLOW_END_HOST_ERROR);
 	rn_tcp_close(w, c, 1, 0);
 }
 
@@ -328,6 +332,7 @@ void rn_tcp_connect_done(struct rn_worker *w, struct rn_tcp_flow *c, int err)
 		}
 		rn_ctr_add(w->ctr, RN_WCTR_tcp_closed, 1);
 		rn_tcp_go(c, RN_TCP_EV_ERROR);
+		rn_flow_end(&c->f, RN_FLOW_END_CONNECT_FAILED);
 		rn_worker_flow_close(w, &c->f);
 		return;
 	}
@@ -452,6 +457,7 @@ int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, struct rn_tcp_
 
 	fd = rn_tcp_socket(c, d.family);
 	if (fd < 0) {
+		rn_flow_end(&c->f, RN_FLOW_END_ERROR);
 		rn_worker_flow_close(w, &c->f);
 		rn_tcp_rst_key(w, k, 0, s->seq + 1, 1);
 		return rn_tcp_drop(s, RN_WCTR_flows_refused_fd);

@@ -50,6 +50,7 @@
 struct rn_udp;
 struct rn_frag;
 struct rn_fwd;
+struct rn_capture;
 
 /**
  * struct rn_worker_params - what a worker needs to know, from the orchestrator
@@ -172,6 +173,7 @@ struct rn_worker_params {
  * @mod:	wake-up moderation (moderate.h), fed with UDP datagrams moved
  * @mod_up:	udp_in when @mod was last fed
  * @mod_down:	udp_out when @mod was last fed
+ * @cap:	packet capture and flow log (capture.c), NULL until attached
  * @buf:	private copy of the frame being processed
  */
 struct rn_worker {
@@ -203,6 +205,7 @@ struct rn_worker {
 	struct rn_mod mod;
 	uint64_t mod_up;
 	uint64_t mod_down;
+	struct rn_capture *cap;
 	uint8_t buf[RN_FRAME_MAX];
 };
 
