@@ -61,6 +61,8 @@ class Msg(enum.IntEnum):
                       # (fds: listener, [handoff socket], sending ends towards workers "out");
                       # answered ACK or ERROR (the worker goes on)
     FORWARD_DEL = 14  # orchestrator -> worker: {"id"}; answered ACK or ERROR
+    CAPTURE = 20    # orchestrator -> worker: {"snaplen": N (0: off), "flowlog": bool}: what to
+                    # put into the capture mapping (_capture.py); answered ACK
 
 
 class ParentGone(Exception):

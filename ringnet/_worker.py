@@ -23,6 +23,7 @@ import socket
 
 from . import _control
 from ._child import current_step, parent_gone, run_child, setup_done, step
+from ._capture import CaptureShm, worker_capture
 from ._control import Msg
 from ._core import check, ffi, lib
 from ._hostaddrs import HostAddrs
@@ -143,6 +144,7 @@ def main(spec: dict, ctl: socket.socket) -> int:
     ns = socket.socket(fileno=spec["ns_fd"])
     step("map counters")
     counters = CounterArray.adopt(spec["counters_fd"])
+    capture = CaptureShm.adopt(spec["capture_fd"])
     ring = None
     evs: tuple[int, ...] = ()
     worker = ffi.NULL
@@ -155,6 +157,8 @@ def main(spec: dict, ctl: socket.socket) -> int:
             check(lib.rn_worker_new(out, _params(spec, cfg), ring.ptr, ring.size, counters.ptr,
                                     ev_worker, ev_ns), "rn_worker_new")
             worker = out[0]
+            check(lib.rn_capture_attach(worker, capture.ptr, capture.size), "rn_capture_attach")
+            check(lib.rn_capture_set(worker, 0, int(cfg.flow_log is not None)), "rn_capture_set")
             _set_host_addrs(worker, spec["host_addrs"])
             # The loop returns to Python when a control socket has a message, the
             # orchestrator process exits (its pidfd) or a signal arrives (Python's
@@ -190,6 +194,7 @@ def main(spec: dict, ctl: socket.socket) -> int:
             ring.close()
         ns.close()
         counters.close()
+        capture.close()
 
 
 def _drain(fd: int) -> None:
@@ -252,6 +257,9 @@ def _control_wants_exit(worker, ctl: socket.socket, ns: socket.socket) -> bool:
             continue
         if sock is ctl and msg.type == Msg.HOST_ADDRS:
             _set_host_addrs(worker, msg.body)
+            continue
+        if sock is ctl and msg.type == Msg.CAPTURE:
+            worker_capture(worker, ctl, msg)
             continue
         if sock is ctl and msg.type == Msg.FLOWS:
             _control.send(ctl, Msg.FLOWS, flow_rows(worker, msg.body.get("max")))

@@ -5,6 +5,7 @@
     ringnet ls                               list this user's running networks
     ringnet stats ID [--json]                a snapshot of one network's counters and processes
     ringnet top ID                           a live view of one network, refreshed every second
+    ringnet capture ID FILE [--seconds N]    capture a running network's frames into a pcapng file
 
 ``run`` exits with CMD's status (128+N when CMD is killed by signal N), and 125
 when ringnet itself fails; SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to it are
@@ -36,8 +37,8 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 from . import __version__, _ctlsock
 from ._resolv import MAX_UPSTREAMS
-from .config import (COALESCE_US_MAX, MTU_MAX, MTU_MIN, RING_SIZE_MAX, RING_SIZE_MIN, UDP_PORTS_MAX,
-                     UDP_PORTS_MIN, WORKERS_MAX, NetworkConfig)
+from .config import (COALESCE_US_MAX, MTU_MAX, MTU_MIN, PCAP_SNAPLEN_MAX, PCAP_SNAPLEN_MIN, RING_SIZE_MAX,
+                     RING_SIZE_MIN, UDP_PORTS_MAX, UDP_PORTS_MIN, WORKERS_MAX, NetworkConfig)
 from .errors import ConfigError, RingnetError
 from .network import Network
 from .stats import Stats, busiest_first, rates
@@ -134,6 +135,15 @@ def _net_options(p: argparse.ArgumentParser) -> None:
                    help="forward a host port inside: [ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp] "
                    "(repeatable; IPv6 as [::1]:8080:80)")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more logging (repeatable)")
+    t = p.add_argument_group("seeing the traffic")
+    t.add_argument("--flow-log", default=d["flow_log"], metavar="FILE",
+                   help="append a JSON line for every flow opened and closed to FILE")
+    t.add_argument("--pcap", default=d["pcap"], metavar="FILE",
+                   help="capture the namespace's frames into FILE (pcapng, for tcpdump -r and "
+                   "Wireshark)")
+    t.add_argument("--pcap-snaplen", type=int, default=d["pcap_snaplen"], metavar="N",
+                   help=f"bytes of each packet the capture keeps, {PCAP_SNAPLEN_MIN}..{PCAP_SNAPLEN_MAX} "
+                   "(default %(default)s: all)")
     o = p.add_argument_group("output")
     o.add_argument("-q", "--quiet", action="store_true",
                    help="print only errors on stderr (no warnings, no notices)")
@@ -227,7 +237,18 @@ def _parser() -> argparse.ArgumentParser:
     top.add_argument("id", help="network id (or a unique prefix), from ringnet ls")
     top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
     top.add_argument("--iterations", type=int, default=0, help="stop after N refreshes (0: never)")
-    for q in (ls, st, top):
+    cap = sub.add_parser("capture", help="capture a running network's frames into a pcapng file",
+                         description="Capture both directions of the namespace's frames into FILE "
+                         "until interrupted (SIGINT, SIGTERM) or for --seconds; prints what was "
+                         "written and what was dropped.")
+    cap.add_argument("id", help="network id (or a unique prefix), from ringnet ls")
+    cap.add_argument("file", metavar="FILE", help="pcapng file to write (replaced if it exists)")
+    cap.add_argument("--seconds", type=float, default=None, metavar="N",
+                     help="stop after N seconds (default: until interrupted)")
+    cap.add_argument("--snaplen", type=int, default=PCAP_SNAPLEN_MAX, metavar="N",
+                     help=f"bytes of each packet to keep, {PCAP_SNAPLEN_MIN}..{PCAP_SNAPLEN_MAX} "
+                     "(default %(default)s: all)")
+    for q in (ls, st, top, cap):
         q.add_argument("--dir", default=None, help="control socket directory "
                        "(default $XDG_RUNTIME_DIR/ringnet or /tmp/ringnet-UID)")
         q.add_argument("-v", "--verbose", action="count", default=0, help=argparse.SUPPRESS)
@@ -449,6 +470,45 @@ def _top(args: argparse.Namespace) -> int:
         time.sleep(args.interval)
 
 
+def _capture(args: argparse.Namespace) -> int:
+    """``ringnet capture``: start a capture through the control socket, wait for its end
+    (--seconds, or a signal: then stop it), report."""
+    from ._capture import check_seconds, check_snaplen
+
+    try:
+        check_snaplen(args.snaplen, "--snaplen")
+        check_seconds(args.seconds, "--seconds")
+    except ConfigError as e:
+        raise ConfigError(str(e).replace("--snaplen=", "--snaplen ").replace("--seconds=", "--seconds ")) from None
+    path = _ctlsock.resolve(args.id, args.dir)
+    target = os.path.abspath(args.file)
+    req = {"file": target, "snaplen": args.snaplen}
+    if args.seconds is not None:
+        req["seconds"] = args.seconds
+    stop = {"sig": 0}
+
+    def on_signal(signum, frame):
+        stop["sig"] = signum
+
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, on_signal)
+    _ctlsock.query(path, "capture", req)
+    print(f"ringnet: capturing into {target}" + (f" for {args.seconds:g} s" if args.seconds else
+                                                 " until interrupted"), file=sys.stderr)
+    while True:
+        if stop["sig"]:
+            report = _ctlsock.query(path, "capture", {"stop": True})
+            break
+        report = _ctlsock.query(path, "capture", {})
+        if not report.get("running") or report.get("file") != target:
+            break
+        time.sleep(0.2)
+    if report.get("file") == target:
+        print(f"ringnet: {report['frames']} frames written to {target}, {report['dropped']} dropped",
+              file=sys.stderr)
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``ringnet`` console script."""
     parser = _parser()
@@ -458,7 +518,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         format="ringnet: %(levelname)s %(message)s")
     failed = EXIT_RINGNET_FAILED if args.command == "run" else 1
     try:
-        handlers = {"run": _run, "attach": _attach, "ls": _ls, "stats": _stats, "top": _top}
+        handlers = {"run": _run, "attach": _attach, "ls": _ls, "stats": _stats, "top": _top,
+                    "capture": _capture}
         return handlers[args.command](args)
     except RingnetError as e:
         print(f"ringnet: error: {e}", file=sys.stderr)

@@ -40,6 +40,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from . import _control, _resolv
+from ._capture import SNAPLEN_MAX, Capture, Taps
 from ._control import Msg
 from ._ctlsock import ControlServer
 from ._hostaddrs import HostAddrs, HostAddrWatcher, read_host_addrs
@@ -214,6 +215,7 @@ class Network:
         self._addr_watcher: Optional[HostAddrWatcher] = None
         self._hash_key = ""   # the flow-hash secret: never on a command line
         self._publisher = Publisher(self)   # forwards of host ports (_publish.py)
+        self._taps = Taps(self)   # capture mappings, packet capture, flow log (_capture.py)
 
     @classmethod
     def attach(cls, pid: int, config: Optional[NetworkConfig] = None, **overrides: Any) -> "Network":
@@ -316,6 +318,7 @@ class Network:
         base = {"config": dataclasses.asdict(cfg), "hash_key": key, "dns_upstreams": ups,
                 "host_addrs": host_addrs.to_body()}
         self._pctr = CounterArray.create("pump")
+        cap_fds = self._taps.create(cfg.workers)
         ns_ends: list[socket.socket] = []
         try:
             for i in range(cfg.workers):
@@ -326,8 +329,8 @@ class Network:
                 try:
                     self._spawn_child(Role.WORKER, i,
                                       dict(base, index=i, ns_fd=worker_end.fileno(),
-                                           counters_fd=ctr.fd),
-                                      [worker_end.fileno(), ctr.fd])
+                                           counters_fd=ctr.fd, capture_fd=cap_fds[i]),
+                                      [worker_end.fileno(), ctr.fd, cap_fds[i]])
                 finally:
                     worker_end.close()
             ns = self._spawn_child(Role.NS, 0,
@@ -351,6 +354,7 @@ class Network:
             self._addr_watcher = HostAddrWatcher(host_addrs, self._host_addrs_changed).start()
         for spec in cfg.publish:
             self._publisher.publish(spec)
+        self._taps.start()
 
     # DNS: the resolv.conf offered inside, upstream changes --------------------------------
 
@@ -473,6 +477,7 @@ class Network:
             self._finalizer = None
         _reap(self._children, self._spawned)
         self._children = []
+        self._taps.close()   # the workers are gone: what they left goes to the files
         for fd in self._nsfds:
             if fd >= 0:
                 os.close(fd)
@@ -587,6 +592,17 @@ class Network:
         """The forwards of this network (publish() and NetworkConfig.publish)."""
         return self._publisher.forwards()
 
+    # Seeing the traffic (_capture.py, _flowlog.py) ----------------------------------------
+
+    def capture(self, path: str, snaplen: int = SNAPLEN_MAX, seconds: Optional[float] = None) -> Capture:
+        """Capture the namespace's frames, both directions, into the pcapng file ``path``
+        (``tcpdump -r`` and Wireshark read it), keeping at most ``snaplen`` bytes of each
+        packet, until the handle's ``close()`` or for ``seconds``. One capture at a time.
+        Frames the writer could not keep up with are left out and counted
+        (``handle.dropped``): capture never slows the traffic down."""
+        self._require_running()
+        return self._taps.capture(path, snaplen, seconds)
+
     # Introspection ---------------------------------------------------------------------
 
     @property
@@ -662,6 +678,7 @@ class Network:
         return {
             "info": lambda args: self.info(),
             "stats": lambda args: self._stats_dict(),
+            "capture": self._taps.control,
         }
 
     def _stats_dict(self) -> dict[str, Any]:
