@@ -378,9 +378,8 @@ class Taps:
                 self._last = cap
 
     def _set_capture(self, snaplen: int) -> None:
-        """CAPTURE to every worker; each answers ACK once it captures at ``snaplen`` (0: off)."""
-        if self._net.state.value != "running":
-            return
+        """CAPTURE to every worker; each answers ACK once it captures at ``snaplen`` (0: off).
+        No worker left (the network closes): nothing to do."""
         body = {"snaplen": snaplen, "flowlog": self._net.config.flow_log is not None}
         for child in self._net._workers():
             with self._net._query_lock:
