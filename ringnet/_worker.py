@@ -144,7 +144,8 @@ def main(spec: dict, ctl: socket.socket) -> int:
     ns = socket.socket(fileno=spec["ns_fd"])
     step("map counters")
     counters = CounterArray.adopt(spec["counters_fd"])
-    capture = CaptureShm.adopt(spec["capture_fd"])
+    # packet capture and flow log (_capture.py); absent only in tests that start a bare worker
+    capture = CaptureShm.adopt(spec["capture_fd"]) if spec.get("capture_fd") is not None else None
     ring = None
     evs: tuple[int, ...] = ()
     worker = ffi.NULL
@@ -157,8 +158,9 @@ def main(spec: dict, ctl: socket.socket) -> int:
             check(lib.rn_worker_new(out, _params(spec, cfg), ring.ptr, ring.size, counters.ptr,
                                     ev_worker, ev_ns), "rn_worker_new")
             worker = out[0]
-            check(lib.rn_capture_attach(worker, capture.ptr, capture.size), "rn_capture_attach")
-            check(lib.rn_capture_set(worker, 0, int(cfg.flow_log is not None)), "rn_capture_set")
+            if capture is not None:
+                check(lib.rn_capture_attach(worker, capture.ptr, capture.size), "rn_capture_attach")
+                check(lib.rn_capture_set(worker, 0, int(cfg.flow_log is not None)), "rn_capture_set")
             _set_host_addrs(worker, spec["host_addrs"])
             # The loop returns to Python when a control socket has a message, the
             # orchestrator process exits (its pidfd) or a signal arrives (Python's
@@ -194,7 +196,8 @@ def main(spec: dict, ctl: socket.socket) -> int:
             ring.close()
         ns.close()
         counters.close()
-        capture.close()
+        if capture is not None:
+            capture.close()
 
 
 def _drain(fd: int) -> None:
