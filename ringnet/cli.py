@@ -5,6 +5,7 @@
     ringnet ls                               list this user's running networks
     ringnet stats ID [--json]                a snapshot of one network's counters and processes
     ringnet top ID                           a live view of one network, refreshed every second
+    ringnet forward ID add|ls|rm [SPEC|FWD]  add, list or remove a running network's forwards
     ringnet capture ID FILE [--seconds N]    capture a running network's frames into a pcapng file
 
 ``run`` exits with CMD's status (128+N when CMD is killed by signal N), and 125
@@ -35,7 +36,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from . import __version__, _ctlsock
+from . import __version__, _ctlsock, _forwardctl
 from ._resolv import MAX_UPSTREAMS
 from .config import (COALESCE_US_MAX, MTU_MAX, MTU_MIN, PCAP_SNAPLEN_MAX, PCAP_SNAPLEN_MIN, RING_SIZE_MAX,
                      RING_SIZE_MIN, UDP_PORTS_MAX, UDP_PORTS_MIN, WORKERS_MAX, NetworkConfig)
@@ -134,6 +135,9 @@ def _net_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("-p", "--publish", action=_AppendTuple, metavar="SPEC", default=d["publish"],
                    help="forward a host port inside: [ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp] "
                    "(repeatable; IPv6 as [::1]:8080:80)")
+    g.add_argument("--api-socket", default=d["api_socket"], metavar="PATH",
+                   help="serve slirp4netns's JSON API (add_hostfwd, list_hostfwd, remove_hostfwd) "
+                   "on a unix socket at PATH")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more logging (repeatable)")
     t = p.add_argument_group("seeing the traffic")
     t.add_argument("--flow-log", default=d["flow_log"], metavar="FILE",
@@ -237,6 +241,14 @@ def _parser() -> argparse.ArgumentParser:
     top.add_argument("id", help="network id (or a unique prefix), from ringnet ls")
     top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
     top.add_argument("--iterations", type=int, default=0, help="stop after N refreshes (0: never)")
+    fw = sub.add_parser("forward", help="add, list or remove forwards of a running network",
+                        usage="ringnet forward ID {add SPEC | ls | rm SPEC-or-FWD-ID} [--json]")
+    fw.add_argument("id", help="network id (or a unique prefix), from ringnet ls")
+    fw.add_argument("action", choices=("add", "ls", "rm"))
+    fw.add_argument("target", nargs="?", default=None, metavar="SPEC-or-FWD-ID",
+                    help="add: [ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp|/udp]; rm: the forward's "
+                    "id (from ls) or its spec")
+    fw.add_argument("--json", action="store_true", help="print JSON")
     cap = sub.add_parser("capture", help="capture a running network's frames into a pcapng file",
                          description="Capture both directions of the namespace's frames into FILE "
                          "until interrupted (SIGINT, SIGTERM) or for --seconds; prints what was "
@@ -248,7 +260,7 @@ def _parser() -> argparse.ArgumentParser:
     cap.add_argument("--snaplen", type=int, default=PCAP_SNAPLEN_MAX, metavar="N",
                      help=f"bytes of each packet to keep, {PCAP_SNAPLEN_MIN}..{PCAP_SNAPLEN_MAX} "
                      "(default %(default)s: all)")
-    for q in (ls, st, top, cap):
+    for q in (ls, st, top, fw, cap):
         q.add_argument("--dir", default=None, help="control socket directory "
                        "(default $XDG_RUNTIME_DIR/ringnet or /tmp/ringnet-UID)")
         q.add_argument("-v", "--verbose", action="count", default=0, help=argparse.SUPPRESS)
@@ -519,7 +531,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     failed = EXIT_RINGNET_FAILED if args.command == "run" else 1
     try:
         handlers = {"run": _run, "attach": _attach, "ls": _ls, "stats": _stats, "top": _top,
-                    "capture": _capture}
+                    "forward": _forwardctl.main, "capture": _capture}
         return handlers[args.command](args)
     except RingnetError as e:
         print(f"ringnet: error: {e}", file=sys.stderr)

@@ -11,6 +11,7 @@ import ipaddress
 import os
 from typing import Optional, Union
 
+from ._apisock import check_path as check_api_socket
 from ._publish import parse_spec
 from ._resolv import MAX_UPSTREAMS, parse_upstream
 from .errors import ConfigError
@@ -144,6 +145,8 @@ class NetworkConfig:
         pcap: capture the namespace's frames into this pcapng file from the start
             (Network.capture() starts one later); None: no capture.
         pcap_snaplen: bytes of each packet the capture keeps, 64..65575 (all of it).
+        api_socket: path of a unix socket serving slirp4netns's JSON API (add_hostfwd,
+            list_hostfwd, remove_hostfwd; _apisock.py) while the network runs; None: none.
     """
 
     mtu: int = MTU_MAX
@@ -182,6 +185,7 @@ class NetworkConfig:
     flow_log: Optional[str] = None
     pcap: Optional[str] = None
     pcap_snaplen: int = PCAP_SNAPLEN_MAX
+    api_socket: Optional[str] = None
 
     def __post_init__(self) -> None:
         _int_in_range("mtu", self.mtu, MTU_MIN, MTU_MAX)
@@ -227,6 +231,7 @@ class NetworkConfig:
         for name in ("flow_log", "pcap"):  # absolute: the file is opened after start-up
             object.__setattr__(self, name, _file_path(name, getattr(self, name)))
         _int_in_range("pcap_snaplen", self.pcap_snaplen, PCAP_SNAPLEN_MIN, PCAP_SNAPLEN_MAX)
+        check_api_socket(self.api_socket)
         self._check_family(4, self.cidr4, ("guest4", "gateway4", "dns4"), _V4_RESERVED)
         if self.ipv6:
             self._check_family(6, self.cidr6, ("guest6", "gateway6", "dns6"), _V6_RESERVED)

@@ -39,7 +39,8 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from . import _control, _resolv
+from . import _control, _forwardctl, _resolv
+from ._apisock import ApiServer
 from ._capture import SNAPLEN_MAX, Capture, Taps
 from ._control import Msg
 from ._ctlsock import ControlServer
@@ -199,6 +200,7 @@ class Network:
         self._started = 0.0
         self._sampler = ProcessSampler()
         self._ctlserver: Optional[ControlServer] = None
+        self._apiserver: Optional[ApiServer] = None   # slirp4netns's API (_apisock.py)
         self._attach_pid: Optional[int] = None
         self._attach_path: Optional[tuple[str, Optional[str]]] = None   # (netns, userns)
         self._lock = threading.Lock()
@@ -281,13 +283,15 @@ class Network:
             raise ChildError(f"network failed to start: {e}") from e
         self._started = time.time()
         self.state = State.RUNNING
-        if self.config.control_socket:
-            try:
+        try:
+            if self.config.control_socket:
                 self._ctlserver = ControlServer(self.id, self._control_handlers(),
                                                 self.config.control_dir)
-            except BaseException:
-                self.close()
-                raise
+            if self.config.api_socket:
+                self._apiserver = ApiServer(self, self.config.api_socket)
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def _preflight(self) -> None:
@@ -463,6 +467,9 @@ class Network:
         if self._ctlserver is not None:
             self._ctlserver.close()
             self._ctlserver = None
+        if self._apiserver is not None:
+            self._apiserver.close()
+            self._apiserver = None
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
@@ -679,6 +686,7 @@ class Network:
             "info": lambda args: self.info(),
             "stats": lambda args: self._stats_dict(),
             "capture": self._taps.control,
+            **_forwardctl.handlers(self),   # forward_add, forward_ls, forward_rm
         }
 
     def _stats_dict(self) -> dict[str, Any]:
@@ -692,7 +700,8 @@ class Network:
                 "ifname": self.ifname, "cidr4": self.config.cidr4,
                 "cidr6": self.config.cidr6 if self.config.ipv6 else None, "mtu": self.config.mtu,
                 "workers": self.config.workers, "started": self._started, "label": self.label,
-                "control_socket": self._ctlserver.path if self._ctlserver else None}
+                "control_socket": self._ctlserver.path if self._ctlserver else None,
+                "api_socket": self._apiserver.path if self._apiserver else None}
 
     @property
     def control_socket(self) -> Optional[str]:
