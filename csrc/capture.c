@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <time.h>
 
 #include "capture.h"
@@ -22,6 +23,8 @@
 /* epb_flags direction bits */
 #define RN_PCAPNG_INBOUND	1u
 #define RN_PCAPNG_OUTBOUND	2u
+/* Frames written per writev() by rn_capture_drain_fd(): three iovecs each */
+#define RN_CAP_IOV_FRAMES	128u
 
 /**
  * rn_capture_realtime_ns() - the wall clock, for capture timestamps
@@ -279,7 +282,42 @@ static void rn_capture_put16(uint8_t *p, uint16_t v)
 }
 
 /**
- * rn_capture_drain_pcapng() - orchestrator: captured frames as pcapng blocks
+ * rn_capture_epb() - the parts of a captured frame's Enhanced Packet Block around its data
+ * @h:		the frame's record header
+ * @caplen:	bytes of packet data captured
+ * @ifid:	interface id the block names
+ * @head:	the fixed part (type .. original length), RN_PCAPNG_EPB_FIXED bytes
+ * @tail:	padding of the data to 4 bytes, then the epb_flags option (the
+ *		direction: outbound is sent by the namespace), the end of options and
+ *		the total length; 3 + RN_PCAPNG_EPB_TAIL bytes of room
+ *
+ * Return: bytes of @tail used (padding included)
+ */
+static uint32_t rn_capture_epb(const struct rn_cap_pkt *h, uint32_t caplen, uint32_t ifid,
+			       uint8_t *head, uint8_t *tail)
+{
+	uint32_t pad = (4u - (caplen & 3u)) & 3u;
+	uint32_t total = RN_PCAPNG_EPB_FIXED + caplen + pad + RN_PCAPNG_EPB_TAIL;
+
+	rn_capture_put32(head, RN_PCAPNG_EPB);
+	rn_capture_put32(head + 4, total);
+	rn_capture_put32(head + 8, ifid);
+	rn_capture_put32(head + 12, (uint32_t)(h->ts_ns >> 32));
+	rn_capture_put32(head + 16, (uint32_t)h->ts_ns);
+	rn_capture_put32(head + 20, caplen);
+	rn_capture_put32(head + 24, h->orig_len);
+	memset(tail, 0, pad);
+	rn_capture_put16(tail + pad, RN_PCAPNG_OPT_FLAGS);
+	rn_capture_put16(tail + pad + 2, 4);
+	rn_capture_put32(tail + pad + 4, h->dir == RN_CAP_DIR_IN ? RN_PCAPNG_INBOUND :
+			 RN_PCAPNG_OUTBOUND);
+	rn_capture_put32(tail + pad + 8, 0);
+	rn_capture_put32(tail + pad + 12, total);
+	return pad + RN_PCAPNG_EPB_TAIL;
+}
+
+/**
+ * rn_capture_drain_pcapng() - orchestrator: captured frames as pcapng blocks in a buffer
  * @r:		reader
  * @out:	buffer for Enhanced Packet Blocks
  * @cap:	its size; at least one largest block must fit (RN_CAP_SNAPLEN_MAX + 64)
@@ -287,9 +325,9 @@ static void rn_capture_put16(uint8_t *p, uint16_t v)
  *		says LINKTYPE_RAW and nanosecond timestamps)
  * @frames:	set to the number of blocks written
  *
- * Takes frames from the packet ring while their blocks fit in @out; each
- * block carries the direction in its epb_flags option (outbound: sent by the
- * namespace). The consumed room goes back to the worker once, at the end.
+ * Takes frames from the packet ring while their blocks fit in @out. The
+ * consumed room goes back to the worker once, at the end. (The writer uses
+ * rn_capture_drain_fd(), which saves this copy; tests read blocks from here.)
  *
  * Return: bytes written to @out, or -EPROTO if the ring is corrupted, -EINVAL
  *	   for a buffer too small
@@ -299,7 +337,8 @@ long rn_capture_drain_pcapng(struct rn_cap_reader *r, uint8_t *out, uint32_t cap
 {
 	const uint8_t *rec;
 	struct rn_cap_pkt h;
-	uint32_t len, caplen, padded, total, off = 0;
+	uint8_t tail[3 + RN_PCAPNG_EPB_TAIL];
+	uint32_t len, caplen, ntail, off = 0;
 	int rc;
 
 	*frames = 0;
@@ -317,33 +356,114 @@ long rn_capture_drain_pcapng(struct rn_cap_reader *r, uint8_t *out, uint32_t cap
 		}
 		memcpy(&h, rec, sizeof(h));
 		caplen = len - (uint32_t)sizeof(h);
-		padded = (caplen + 3u) & ~3u;
-		total = RN_PCAPNG_EPB_FIXED + padded + RN_PCAPNG_EPB_TAIL;
-		if (total > cap - off)
+		if (RN_PCAPNG_EPB_FIXED + caplen + sizeof(tail) > cap - off)
 			break;
-		rn_capture_put32(out + off, RN_PCAPNG_EPB);
-		rn_capture_put32(out + off + 4, total);
-		rn_capture_put32(out + off + 8, ifid);
-		rn_capture_put32(out + off + 12, (uint32_t)(h.ts_ns >> 32));
-		rn_capture_put32(out + off + 16, (uint32_t)h.ts_ns);
-		rn_capture_put32(out + off + 20, caplen);
-		rn_capture_put32(out + off + 24, h.orig_len);
-		memcpy(out + off + 28, rec + sizeof(h), caplen);
-		memset(out + off + 28 + caplen, 0, padded - caplen);
-		off += RN_PCAPNG_EPB_FIXED + padded;
-		/* epb_flags: code 2, length 4, the direction; then opt_endofopt */
-		rn_capture_put16(out + off, RN_PCAPNG_OPT_FLAGS);
-		rn_capture_put16(out + off + 2, 4);
-		rn_capture_put32(out + off + 4, h.dir == RN_CAP_DIR_IN ? RN_PCAPNG_INBOUND :
-				 RN_PCAPNG_OUTBOUND);
-		rn_capture_put32(out + off + 8, 0);
-		rn_capture_put32(out + off + 12, total);
-		off += RN_PCAPNG_EPB_TAIL;
+		ntail = rn_capture_epb(&h, caplen, ifid, out + off, tail);
+		memcpy(out + off + RN_PCAPNG_EPB_FIXED, rec + sizeof(h), caplen);
+		memcpy(out + off + RN_PCAPNG_EPB_FIXED + caplen, tail, ntail);
+		off += RN_PCAPNG_EPB_FIXED + caplen + ntail;
 		rn_ring_consume(&r->pkt);
 		(*frames)++;
 	}
 	rn_ring_release(&r->pkt);
 	return off;
+}
+
+/**
+ * rn_capture_writev_all() - write every byte @iov describes, resuming short writes
+ * @fd:		file descriptor, blocking
+ * @iov:	iovecs, advanced in place
+ * @n:		their number
+ *
+ * Return: 0, or negative errno from writev()
+ */
+static int rn_capture_writev_all(int fd, struct iovec *iov, int n)
+{
+	ssize_t w;
+
+	while (n > 0) {
+		w = writev(fd, iov, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		while (n > 0 && (size_t)w >= iov->iov_len) {
+			w -= (ssize_t)iov->iov_len;
+			iov++;
+			n--;
+		}
+		if (n > 0) {
+			iov->iov_base = (uint8_t *)iov->iov_base + w;
+			iov->iov_len -= (size_t)w;
+		}
+	}
+	return 0;
+}
+
+/**
+ * rn_capture_drain_fd() - orchestrator: write captured frames to a file as pcapng blocks
+ * @r:		reader
+ * @fd:		the capture file, blocking, positioned after its interface block
+ * @ifid:	interface id the blocks name
+ * @frames:	set to the number of blocks written
+ * @bytes:	set to the number of bytes written
+ *
+ * Each batch of up to RN_CAP_IOV_FRAMES frames goes out in one writev()
+ * straight from the packet ring (each block's header and trailer from a small
+ * array), and only then is the ring's room handed back to the worker: the
+ * packet bytes are copied once, by the kernel, on their way to the file.
+ * Runs until the ring is empty (with the GIL released: called through cffi).
+ *
+ * Return: 0, -EPROTO if the ring is corrupted, or negative errno from writev()
+ *	   (what was written before stays counted)
+ */
+int rn_capture_drain_fd(struct rn_cap_reader *r, int fd, uint32_t ifid, uint64_t *frames,
+			uint64_t *bytes)
+{
+	uint8_t head[RN_CAP_IOV_FRAMES][RN_PCAPNG_EPB_FIXED];
+	uint8_t tail[RN_CAP_IOV_FRAMES][3 + RN_PCAPNG_EPB_TAIL];
+	struct iovec iov[3 * RN_CAP_IOV_FRAMES];
+	const uint8_t *rec;
+	struct rn_cap_pkt h;
+	uint32_t len, caplen, n;
+	int rc = 0, niov;
+
+	*frames = 0;
+	*bytes = 0;
+	do {
+		n = 0;
+		niov = 0;
+		while (n < RN_CAP_IOV_FRAMES) {
+			rc = rn_ring_peek(&r->pkt, &rec, &len);
+			if (rc <= 0)
+				break;
+			if (len < sizeof(h)) {
+				rn_ring_consume(&r->pkt);
+				continue;
+			}
+			memcpy(&h, rec, sizeof(h));
+			caplen = len - (uint32_t)sizeof(h);
+			iov[niov].iov_base = head[n];
+			iov[niov++].iov_len = RN_PCAPNG_EPB_FIXED;
+			iov[niov].iov_base = (void *)(rec + sizeof(h));
+			iov[niov++].iov_len = caplen;
+			iov[niov].iov_base = tail[n];
+			iov[niov++].iov_len = rn_capture_epb(&h, caplen, ifid, head[n], tail[n]);
+			*bytes += RN_PCAPNG_EPB_FIXED + caplen + iov[niov - 1].iov_len;
+			rn_ring_consume(&r->pkt);
+			n++;
+		}
+		if (rc < 0)
+			return rc;
+		if (niov)
+			rc = rn_capture_writev_all(fd, iov, niov);
+		rn_ring_release(&r->pkt);
+		if (rc < 0)
+			return rc;
+		*frames += n;
+	} while (n == RN_CAP_IOV_FRAMES);
+	return 0;
 }
 
 /**

@@ -31,9 +31,11 @@
  * as incorrect). Capture costs a branch per frame when off; when on, a copy of
  * at most the snap length and a clock read.
  *
- * The orchestrator drains the packet ring straight into pcapng Enhanced Packet
- * Blocks (rn_capture_drain_pcapng()) and the event ring into an array of
- * records (rn_capture_drain_events()), with the GIL released.
+ * The orchestrator writes the packet ring to the capture file as pcapng
+ * Enhanced Packet Blocks with writev() straight from ring memory
+ * (rn_capture_drain_fd(): the bytes are copied once more, by the kernel), and
+ * drains the event ring into an array of records (rn_capture_drain_events()),
+ * both with the GIL released.
  */
 #ifndef RN_CAPTURE_H
 #define RN_CAPTURE_H
@@ -160,6 +162,8 @@ void rn_capture_flow(struct rn_worker *w, const struct rn_flow *f, unsigned int 
 int rn_capture_reader_init(struct rn_cap_reader *r, void *mem, size_t len);
 long rn_capture_drain_pcapng(struct rn_cap_reader *r, uint8_t *out, uint32_t cap,
 			     uint32_t ifid, uint64_t *frames);
+int rn_capture_drain_fd(struct rn_cap_reader *r, int fd, uint32_t ifid, uint64_t *frames,
+			uint64_t *bytes);
 int rn_capture_drain_events(struct rn_cap_reader *r, struct rn_cap_event *out, uint32_t max);
 
 #endif /* RN_CAPTURE_H */

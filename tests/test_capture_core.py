@@ -19,6 +19,23 @@ from test_worker_input import GUEST4, GW4, Harness, params
 BUF = 1 << 20
 
 
+def blocks(data: bytes) -> list[dict]:
+    """The Enhanced Packet Blocks (interface 7) in ``data``, checked, as dicts."""
+    out, off = [], 0
+    while off < len(data):
+        btype, total, ifid, hi, lo, caplen, orig = struct.unpack_from("=7I", data, off)
+        assert (btype, ifid) == (6, 7) and total % 4 == 0
+        pad = (caplen + 3) // 4 * 4
+        assert data[off + 28 + caplen: off + 28 + pad] == bytes(pad - caplen)
+        code, olen, flags, end, total2 = struct.unpack_from("=HHIII", data, off + 28 + pad)
+        assert (code, olen, end, total2) == (2, 4, 0, total)
+        out.append({"dir": flags, "caplen": caplen, "orig": orig, "ts": hi << 32 | lo,
+                    "data": data[off + 28: off + 28 + caplen]})
+        off += total
+    assert off == len(data)
+    return out
+
+
 class CapMap:
     """A capture mapping as the orchestrator sets it up, with its reader."""
 
@@ -33,24 +50,28 @@ class CapMap:
         self.nframes = ffi.new("uint64_t *")
 
     def packets(self) -> list[dict]:
-        """Drain the packet ring: each Enhanced Packet Block's fields."""
+        """Drain the packet ring into a buffer: each Enhanced Packet Block's fields."""
         out = []
         while True:
             n = lib.rn_capture_drain_pcapng(self.reader, self.buf, BUF, 7, self.nframes)
             assert n >= 0
             if not n:
                 return out
-            data = bytes(ffi.buffer(self.buf, n))
-            off = 0
-            while off < n:
-                btype, total, ifid, hi, lo, caplen, orig = struct.unpack_from("=7I", data, off)
-                assert (btype, ifid) == (6, 7)
-                pad = (caplen + 3) // 4 * 4
-                code, olen, flags, end, total2 = struct.unpack_from("=HHIII", data, off + 28 + pad)
-                assert (code, olen, end, total2) == (2, 4, 0, total)
-                out.append({"dir": flags, "caplen": caplen, "orig": orig, "ts": hi << 32 | lo,
-                            "data": data[off + 28: off + 28 + caplen]})
-                off += total
+            got = blocks(bytes(ffi.buffer(self.buf, n)))
+            assert len(got) == self.nframes[0]
+            out += got
+
+    def packets_fd(self, tmp_path) -> list[dict]:
+        """Drain the packet ring into a file with writev(), as the writer does."""
+        nbytes = ffi.new("uint64_t *")
+        with open(tmp_path / "drain", "w+b") as f:
+            assert lib.rn_capture_drain_fd(self.reader, f.fileno(), 7, self.nframes, nbytes) == 0
+            f.seek(0)
+            data = f.read()
+        assert len(data) == nbytes[0]
+        got = blocks(data)
+        assert len(got) == self.nframes[0]
+        return got
 
     def events(self) -> list:
         evs = ffi.new("struct rn_cap_event[]", 64)
@@ -85,6 +106,22 @@ def test_both_directions_at_most_snaplen(hc):
     assert 0 < out["ts"] <= back["ts"]
     c = h.counters()
     assert (c["capture_frames"], c["capture_bytes"], c["capture_drops"]) == (2, 128, 0)
+
+
+def test_written_with_writev_as_in_a_buffer(hc, tmp_path):
+    h, cap = hc
+    assert lib.rn_capture_set(h.w, 65, 0) == 0   # odd: each block's data is padded
+    reqs = [F.echo4_frame(GUEST4, GW4, seq=i, data=b"w" * (i * 7)) for i in range(300)]
+    replies = []
+    for i in range(0, len(reqs), 25):
+        assert h.push(*reqs[i:i + 25]) == 25 and h.poll() == 25
+        replies += h.pop()
+    got = cap.packets_fd(tmp_path)   # 600 frames: several writev() batches
+    assert [p["data"] for p in got[0::2]] == [r[12:12 + 65] for r in reqs]
+    assert [p["data"] for p in got[1::2]] == [r[12:12 + 65] for r in replies]
+    assert [p["dir"] for p in got] == [2, 1] * 300
+    assert all(p["orig"] == len(f) - 12 for p, f in zip(got[0::2], reqs))
+    assert cap.packets_fd(tmp_path) == []
 
 
 def test_off_captures_nothing_and_bad_snaplens_are_refused(hc):
