@@ -3,17 +3,20 @@
     python -m perf.capture_bench [--repeat 5] [--seconds 4] [--workers 1] [--snaplens 128,65575]
                                  [--directions ns->host,host->ns] [--file /dev/null]
                                  [--as-root] [--out DIR]
+    python -m perf.capture_bench --from DIR/capture.json     # only the table of an earlier run
 
 For each direction, ``--repeat`` rounds of iperf3 TCP (1 stream, perf/measure.py's run:
 client inside a fresh ``ringnet.Network(mtu=65520, allow_host_loopback=True)``,
 server on host loopback), one run per mode in each round: capture off, then a
 capture (``Network.capture(FILE, snaplen)``) of each snap length, the order
 rotating from round to round so that a drift of the machine does not favour one
-mode. Each mode prints its median Gbit/s, its ratio to capture-off with a bootstrap
-95% interval (perf/stats.py: over the rounds with ``--repeat 3`` or more, else over
-the seconds), the stack's CPU seconds per GB, and what the capture kept and dropped
-(a capture ring full while the writer falls behind drops frames; the traffic
-never waits for it).
+mode. Each mode prints its median Gbit/s and its ratio to capture-off with a
+bootstrap 95% interval (perf/stats.py: over the rounds with ``--repeat 3`` or more,
+else over the seconds), the stack's CPU seconds per GB (namespace child and workers:
+where the capture's copy happens) and its ratio to capture-off with its interval over
+the rounds, and what the capture kept and dropped (a capture ring full while the
+writer falls behind drops frames; the traffic never waits for it). On a busy machine
+the CPU per GB is the steadier figure: throughput follows whatever else runs.
 
 The capture goes to ``/dev/null`` by default, so that the figure is the data
 path's cost (the copy into the capture ring) and the writer's, not the disk's;
@@ -75,12 +78,18 @@ def case(direction: str, args: argparse.Namespace) -> dict[str, Any]:
             print(f"  {direction} round {r + 1} {run['mode']:<16} "
                   + (f"{run['gbps']:.2f} Gbit/s, stack {run.get('stack_cpu_s')} s CPU{extra}"
                      if run.get("ok") else f"failed: {run.get('error')}"), flush=True)
+    return {"direction": direction, "rows": rows_of(runs), "runs": runs}
+
+
+def rows_of(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Each mode's figures and its ratios to capture-off, with intervals."""
     base = runs["off"]
     rows = []
     for name, rs in runs.items():
         ok = [x for x in rs if x.get("ok")]
         med = float(stats.summary([x["gbps"] for x in ok])["median"]) if ok else None
         rat = stats.run_ratio(rs, base, "gbps") if name != "off" else None
+        crat = stats.run_ratio(rs, base, "cpu_s_per_gb") if name != "off" else None
         cpu = [x["cpu_s_per_gb"] for x in ok if x.get("cpu_s_per_gb") is not None]
         frames = sum(x.get("capture_frames", 0) for x in ok)
         dropped = sum(x.get("capture_dropped", 0) for x in ok)
@@ -88,9 +97,29 @@ def case(direction: str, args: argparse.Namespace) -> dict[str, Any]:
                      "ratio_to_off": None if rat is None else {"value": rat.value, **rat.as_json(),
                                                                "text": rat.text(basis=True)},
                      "stack_cpu_s_per_gb": float(stats.summary(cpu)["median"]) if cpu else None,
+                     "cpu_ratio_to_off": None if crat is None else {"value": crat.value, **crat.as_json(),
+                                                                    "text": crat.text(basis=True)},
                      "captured": frames, "dropped": dropped,
                      "dropped_percent": 100.0 * dropped / (frames + dropped) if frames + dropped else None})
-    return {"direction": direction, "rows": rows, "runs": runs}
+    return rows
+
+
+def print_table(cases: list[dict[str, Any]]) -> None:
+    print("\n| direction | capture | runs | median Gbit/s | ÷ capture off [95% CI] | stack CPU s/GB "
+          "| ÷ capture off [95% CI] | frames captured | dropped |\n|---|---|---|---|---|---|---|---|---|")
+    for c in cases:
+        for row in c["rows"]:
+            off = row["mode"] == "off"
+            med = f"{row['median_gbps']:.2f}" if row["median_gbps"] is not None else "—"
+            rat = row["ratio_to_off"]["text"] if row["ratio_to_off"] else "1"
+            cpu = f"{row['stack_cpu_s_per_gb']:.3f}" if row["stack_cpu_s_per_gb"] is not None else "—"
+            crat = row["cpu_ratio_to_off"]["text"] if row.get("cpu_ratio_to_off") else "1"
+            drop = (f"{row['dropped']} ({row['dropped_percent']:.1f}%)" if row["dropped_percent"] is not None
+                    else "—")
+            print(f"| {c['direction']} | {row['mode']} | {row['runs']} | {med} | {rat} | {cpu} | {crat} "
+                  f"| {'—' if off else row['captured']} | {'—' if off else drop} |")
+    print("\n[lo, hi]: bootstrap 95% interval of median(capture) ÷ median(off) over the rounds "
+          "(perf/stats.py; per-second when fewer than 3 rounds)")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -104,7 +133,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--file", default="/dev/null", help="where captures go (default /dev/null)")
     ap.add_argument("--out", help="also write capture.json into this directory")
     ap.add_argument("--as-root", action="store_true", help="started as root, stay root")
+    ap.add_argument("--from", dest="from_", metavar="FILE", help="print the table of an earlier "
+                    "run's capture.json (its figures recomputed) and measure nothing")
     args = ap.parse_args(argv)
+    if args.from_:
+        with open(args.from_) as f:
+            doc = json.load(f)
+        print_table([{"direction": c["direction"], "rows": rows_of(c["runs"])} for c in doc["cases"]])
+        return 0
     try:
         args.snaplens = [int(x) for x in args.snaplens.split(",") if x]
     except ValueError:
@@ -122,20 +158,7 @@ def main(argv: Optional[list[str]] = None) -> int:
           f"MTU {MTU}, {args.workers} worker(s), captures to {args.file}", flush=True)
     t0 = time.time()
     cases = [case(d, args) for d in args.directions]
-    print("\n| direction | capture | runs | median Gbit/s | ÷ capture off [95% CI] | stack CPU s/GB "
-          "| frames captured | dropped |\n|---|---|---|---|---|---|---|---|")
-    for c in cases:
-        for row in c["rows"]:
-            med = f"{row['median_gbps']:.2f}" if row["median_gbps"] is not None else "—"
-            rat = row["ratio_to_off"]["text"] if row["ratio_to_off"] else "1"
-            cpu = f"{row['stack_cpu_s_per_gb']:.3f}" if row["stack_cpu_s_per_gb"] is not None else "—"
-            drop = (f"{row['dropped']} ({row['dropped_percent']:.1f}%)" if row["dropped_percent"] is not None
-                    else "—")
-            cap = row["captured"] if row["mode"] != "off" else "—"
-            print(f"| {c['direction']} | {row['mode']} | {row['runs']} | {med} | {rat} | {cpu} | {cap} "
-                  f"| {drop if row['mode'] != 'off' else '—'} |")
-    print("\n[lo, hi]: bootstrap 95% interval of median(capture) ÷ median(off) over the rounds "
-          "(perf/stats.py; per-second when fewer than 3 rounds)")
+    print_table(cases)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "capture.json"), "w") as f:
