@@ -18,6 +18,8 @@
 #include "flowstats.h"
 #include "dns.h"
 #include "policy.h"
+#include "names.h"
+#include "rules.h"
 #include "udp.h"
 #include "tcp.h"
 #include "forward.h"

@@ -227,8 +227,8 @@ void rn_capture_flow(struct rn_worker *w, const struct rn_flow *f, unsigned int 
 	ev.dport = f->key.dport;
 	memcpy(ev.saddr, f->key.saddr, sizeof(ev.saddr));
 	memcpy(ev.daddr, f->key.daddr, sizeof(ev.daddr));
-	/* The rules of issue 14 will name the deciding rule here */
-	ev.rule = RN_CAP_NO_RULE;
+	/* struct rn_flow.rule is the deciding rule's slot + 1 (rules.c), 0 for none */
+	ev.rule = f->rule ? f->rule - 1 : RN_CAP_NO_RULE;
 	if (kind == RN_CAP_EV_CLOSE) {
 		ev.bytes_up = f->bytes_up;
 		ev.bytes_down = f->bytes_down;

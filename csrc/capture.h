@@ -99,7 +99,8 @@ struct rn_cap_pkt {
  * @bytes_down:	payload bytes host -> namespace (close only)
  * @pkts_up:	frames with payload namespace -> host (close only)
  * @pkts_down:	frames with new payload host -> namespace (close only)
- * @rule:	the rule that let the flow through, RN_CAP_NO_RULE for none
+ * @rule:	the slot of the egress rule that decided for the flow (rules.c),
+ *		RN_CAP_NO_RULE when none did
  * @kind:	RN_CAP_EV_OPEN or RN_CAP_EV_CLOSE
  * @family:	4 or 6
  * @proto:	IP protocol number

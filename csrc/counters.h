@@ -135,6 +135,12 @@
 	X(fault_drop_out,	"frames to the namespace dropped by the fault injector") \
 	X(fault_dup_out,	"frames to the namespace duplicated by the fault injector") \
 	X(fault_hold_out,	"frames to the namespace reordered by the fault injector") \
+	/* egress rules (rules.c, names.c) */					\
+	X(policy_rule,		"of policy_refused: an egress rule, or default_deny") \
+	X(rules_default,	"new flows no egress rule matched (the default decided)") \
+	X(names_learned,	"(name, address) pairs learnt from DNS answers") \
+	X(names_evicted,	"learnt names evicted before expiry: table window full") \
+	X(names_bad,		"DNS answers too malformed to learn names from") \
 	/* packet capture and flow log (capture.c) */			\
 	X(capture_frames,	"frames copied into the capture ring, both directions") \
 	X(capture_bytes,	"packet bytes copied into the capture ring (snap length each at most)") \

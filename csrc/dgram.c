@@ -101,6 +101,7 @@ int rn_dgram_create(struct rn_worker *w, const struct rn_flow_key *k,
 	fl->dstlen = d->salen;
 	fl->dns = d->dns;
 	fl->dns_up = d->dns_up;
+	fl->f.rule = d->rule;
 	fl->dns_gen = w->dns_gen;
 	fl->timeout_ms = s->timeout_ms ? s->timeout_ms : 1;
 	if (d->dns && s->dns_timeout_ms && fl->timeout_ms > s->dns_timeout_ms)

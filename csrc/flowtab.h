@@ -120,6 +120,9 @@ enum rn_flow_end {
  * @hash:	hash of @key (table)
  * @bytes_up:	payload bytes namespace -> host (protocol)
  * @bytes_down:	payload bytes host -> namespace (protocol)
+ * @rule:	the egress rule that decided for the flow: its slot + 1 (rules.c,
+ *		struct rn_rule_spec.slot), 0 when none did (no rule matched, or a
+ *		flow towards the namespace); set by the protocol at creation
  * @pkts_up:	frames carrying payload namespace -> host (protocol; a TSO or
  *		USO frame counts once)
  * @pkts_down:	frames carrying new payload host -> namespace (protocol)
@@ -145,6 +148,7 @@ struct rn_flow {
 	uint64_t hash;
 	uint64_t bytes_up;
 	uint64_t bytes_down;
+	uint32_t rule;
 	uint64_t pkts_up;
 	uint64_t pkts_down;
 	uint8_t end;

@@ -208,6 +208,7 @@ int rn_icmp_policy_kind(int reason)
 	case RN_POLICY_LOOPBACK:
 	case RN_POLICY_HOST:
 	case RN_POLICY_LINK_LOCAL:
+	case RN_POLICY_RULE:
 		return RN_ICMP_ADMIN;
 	case RN_POLICY_NO_DNS:
 		return RN_ICMP_PORT;

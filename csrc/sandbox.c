@@ -171,7 +171,9 @@ static const struct sb_rule sb_rules[] = {
 	/* Data path. Worker: host sockets, ring doorbells, timers. Pump
 	 * threads: tun queues and doorbells (read/write), poll to sleep. */
 	ALLOW(recvfrom, SB_W),		/* TCP data from host sockets (MSG_PEEK) */
-	ALLOW(sendto, SB_W),		/* TCP data to host sockets, ICMP echo */
+	/* TCP data to host sockets, ICMP echo; control messages without fds
+	 * (socket.sendall): the namespace child's ERROR and NS_SOCKET replies */
+	ALLOW(sendto, SB_WN),
 	ALLOW(recvmmsg, SB_W),		/* UDP datagrams from host sockets */
 	ALLOW(sendmmsg, SB_W),		/* UDP datagrams (and GSO) to host sockets */
 	ALLOW(read, SB_WN),		/* tun frames, eventfds, control socket */
@@ -195,8 +197,12 @@ static const struct sb_rule sb_rules[] = {
 	ALLOW(sendmsg, SB_WN),		/* control messages (READY, FLOWS, ERROR) */
 	/* New flows: host sockets of the two IP families only. No AF_UNIX
 	 * (abstract sockets of the host's network namespace), no netlink, no
-	 * packet sockets. The type is free: stream, datagram, ping sockets. */
-	ARG_IN(socket, SB_W, 0, 2, AF_INET, AF_INET6),
+	 * packet sockets. The type is free: stream, datagram, ping sockets.
+	 * Namespace child: sockets of the namespace for Network.socket()
+	 * (ringnet/_nssocket.py), passed to the orchestrator; without
+	 * capabilities it cannot make raw ones, and such a socket reaches only
+	 * what the tun device it holds reaches anyway. */
+	ARG_IN(socket, SB_WN, 0, 2, AF_INET, AF_INET6),
 	ALLOW(connect, SB_W),		/* TCP connects, connected UDP and ping sockets */
 	ALLOW(bind, SB_W),		/* UDP sources picked for a flow */
 	ALLOW(setsockopt, SB_W),	/* NODELAY, PEEK_OFF, RECVERR, buffers, UDP_GRO, LINGER */

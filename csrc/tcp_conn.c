@@ -379,6 +379,8 @@ static int rn_tcp_evict_time_wait(struct rn_worker *w)
  * rn_tcp_flow_new() - allocate a TCP flow for a key and add it to the flow table
  * @w:		worker
  * @k:		flow key
+ * @rule:	struct rn_flow.rule: the egress rule that decided (slot + 1), 0 for
+ *		none; set before the flow enters the table, for the flow log's open record
  * @out:	the new flow, without a socket (fd -1), state CLOSED
  *
  * At the max_flows cap the oldest TIME_WAIT flow makes room (one try). Used by
@@ -387,7 +389,7 @@ static int rn_tcp_evict_time_wait(struct rn_worker *w)
  *
  * Return: 0, -ENOMEM, or rn_worker_flow_add()'s -ENOSPC / -EEXIST
  */
-static int rn_tcp_flow_new(struct rn_worker *w, const struct rn_flow_key *k,
+static int rn_tcp_flow_new(struct rn_worker *w, const struct rn_flow_key *k, uint32_t rule,
 			   struct rn_tcp_flow **out)
 {
 	struct rn_tcp_flow *c = calloc(1, sizeof(*c));
@@ -398,6 +400,7 @@ static int rn_tcp_flow_new(struct rn_worker *w, const struct rn_flow_key *k,
 	c->f.key = *k;
 	c->f.type = RN_FLOW_TCP;
 	c->f.fd = -1;
+	c->f.rule = rule;
 	rc = rn_worker_flow_add(w, &c->f);
 	if (rc == -ENOSPC && rn_tcp_evict_time_wait(w))
 		rc = rn_worker_flow_add(w, &c->f);
@@ -448,7 +451,7 @@ int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, struct rn_tcp_
 		rn_tcp_rst_key(w, k, 0, s->seq + 1, 1);
 		return rn_tcp_drop(s, RN_WCTR_policy_refused);
 	}
-	rc = rn_tcp_flow_new(w, k, &c);
+	rc = rn_tcp_flow_new(w, k, d.rule, &c);
 	if (rc) {
 		rn_tcp_rst_key(w, k, 0, s->seq + 1, 1);
 		return rn_tcp_drop(s, rc == -ENOMEM ? RN_WCTR_flows_refused_fd :
@@ -534,7 +537,7 @@ int rn_tcp_connect_ns(struct rn_worker *w, const struct rn_flow_key *k, int fd)
 		rn_tcp_close(w, rn_tcp_of(old), 0, 0);
 	else if (old)
 		return -EEXIST;
-	rc = rn_tcp_flow_new(w, k, &c);
+	rc = rn_tcp_flow_new(w, k, 0, &c);
 	if (rc)
 		return rc;
 	c->f.fd = fd;

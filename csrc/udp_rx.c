@@ -37,6 +37,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 
+#include "rules.h"
 #include "udp_int.h"
 
 /**
@@ -105,6 +106,14 @@ static void rn_udp_deliver(struct rn_worker *w, struct rn_udp_flow *fl,
 	}
 	if (fl->g.dns || sport == rn_udp_port(&fl->g.dst))
 		sport = k->dport;
+	/* names for the egress rules, learnt before the namespace can read the answers:
+	 * one datagram per piece, or @gso-sized ones in a single coalesced piece */
+	for (i = 0; fl->g.dns && i < niov; i++) {
+		for (off = 0; off < iov[i].iov_len; off += niov > 1 || !gso ? len : gso)
+			rn_rules_learn(w, (const uint8_t *)iov[i].iov_base + off,
+				       niov > 1 || !gso || iov[i].iov_len - off < gso ?
+				       (uint32_t)(iov[i].iov_len - off) : gso);
+	}
 	out = rn_worker_tx_reserve(w, l3 + ulen, &err);
 	if (!out)
 		return;	/* room was checked: only a corrupted ring (fatal) gets here */

@@ -80,6 +80,7 @@
 #include "frag.h"
 #include "forward.h"
 #include "icmp.h"
+#include "rules.h"
 #include "tap.h"
 #include "tcp.h"
 #include "udp.h"
@@ -827,6 +828,7 @@ void rn_worker_free(struct rn_worker *w)
 	rn_udp_free(w);
 	rn_tcp_free(w);
 	rn_frag_free(w);
+	rn_rules_free(w);
 	rn_flowtab_fini(&w->flows);
 	rn_fault_fini(&w->fin);
 	rn_fault_fini(&w->fout);

@@ -50,6 +50,7 @@
 struct rn_udp;
 struct rn_frag;
 struct rn_fwd;
+struct rn_rules_ctx;
 struct rn_capture;
 
 /**
@@ -173,6 +174,7 @@ struct rn_worker_params {
  * @mod:	wake-up moderation (moderate.h), fed with UDP datagrams moved
  * @mod_up:	udp_in when @mod was last fed
  * @mod_down:	udp_out when @mod was last fed
+ * @rules:	egress rules, name table and rule hits (rules.c), or NULL
  * @cap:	packet capture and flow log (capture.c), NULL until attached
  * @buf:	private copy of the frame being processed
  */
@@ -205,6 +207,7 @@ struct rn_worker {
 	struct rn_mod mod;
 	uint64_t mod_up;
 	uint64_t mod_down;
+	struct rn_rules_ctx *rules;
 	struct rn_capture *cap;
 	uint8_t buf[RN_FRAME_MAX];
 };

@@ -17,6 +17,7 @@ pytest plugin (ringnet.pytest_plugin); this marker keeps its helper names out of
 ``dir(ringnet)``.
 """
 
+from ._nscall import RemoteTraceback
 from ._preflight import available
 from .config import MTU_MAX, MTU_MIN, NetworkConfig, default_workers
 from .errors import (ChildError, ChildOSError, ConfigError, CoreError, NamespaceError, ProtocolError,
@@ -48,6 +49,7 @@ __all__ = [
     "ProtocolError",
     "PublishError",
     "UnknownCounterError",
+    "RemoteTraceback",
     "__version__",
 ]
 

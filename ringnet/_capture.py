@@ -337,7 +337,13 @@ class Taps:
         if cfg.flow_log is not None:
             from ._flowlog import FlowLog
 
-            self._flowlog = FlowLog(cfg.flow_log, self.shms)
+            rules = self._net.rules
+
+            def rule_text(slot: int) -> Optional[str]:
+                r = rules.slot_rule(slot)
+                return None if r is None else str(r)
+
+            self._flowlog = FlowLog(cfg.flow_log, self.shms, rule_text, rules.name_of)
         if cfg.pcap is not None:
             self.capture(cfg.pcap, cfg.pcap_snaplen)
 
@@ -400,6 +406,15 @@ class Taps:
             return self.capture(path, args.get("snaplen", SNAPLEN_MAX), args.get("seconds")).stats()
         cap = self._capture or self._last
         return cap.stats() if cap is not None else {"running": False}
+
+    def flush(self) -> None:
+        """Write the flow records the workers have put out so far (before the rules that
+        name their rule and DNS name go away at teardown)."""
+        if self._flowlog is not None:
+            try:
+                self._flowlog.flush()
+            except (OSError, RingnetError) as e:
+                log.warning("flow log %s: %s", self._flowlog.path, e)
 
     def close(self) -> None:
         """After the workers are gone: end the capture and the flow log (draining what the

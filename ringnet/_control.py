@@ -61,6 +61,11 @@ class Msg(enum.IntEnum):
                       # (fds: listener, [handoff socket], sending ends towards workers "out");
                       # answered ACK or ERROR (the worker goes on)
     FORWARD_DEL = 14  # orchestrator -> worker: {"id"}; answered ACK or ERROR
+    NS_SOCKET = 31  # orchestrator -> namespace child: {"seq", "family", "type", "proto"};
+                    # answered NS_SOCKET {"seq"} with the socket's fd, or {"seq", "error":
+                    # to_wire()} (_nssocket.py)
+    RULES = 15      # orchestrator -> worker: {"size"} (fd: memfd of the rule set, _rules.py);
+                    # answered ACK or ERROR (the worker keeps its old set)
     CAPTURE = 20    # orchestrator -> worker: {"snaplen": N (0: off), "flowlog": bool}: what to
                     # put into the capture mapping (_capture.py); answered ACK
 

@@ -16,9 +16,11 @@ Record fields (open records have the first group, close records all):
     proto        "tcp", "udp", "icmp", "icmp6" (another protocol: its number)
     guest, guest_port    the namespace-side address and port (ICMP: echo identifier)
     remote, remote_port  the remote address and port as the namespace names them
-    name         the DNS name the remote address was resolved from (null until
-                 ringnet tracks names)
-    rule         the rule that let the flow through (null until rules exist)
+    name         a name ringnet's DNS forwarder handed the remote address out for
+                 (looked up when the open record is written; null if none)
+    rule         the egress rule that decided for the flow, as its text ("allow
+                 tcp:pypi.org:443"); null when no rule matched (the default decided);
+                 "#SLOT" for a rule removed before the open record was written
     opened       (close) when the flow was created; duration: seconds it lived
     bytes_in, bytes_out      (close) payload bytes namespace -> host, host -> namespace
                              (the directions of Network.flows())
@@ -36,7 +38,7 @@ import json
 import logging
 import os
 import threading
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ._core import ffi, lib
 from ._threads import start_thread
@@ -48,6 +50,7 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.05
 _BATCH = 1024
+_OPEN_MAX = 1 << 20       # flows whose name and rule are kept for their close record
 _PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6"}
 
 
@@ -56,7 +59,8 @@ def _addr(family: int, raw: Any) -> str:
 
 
 def event_record(ev: Any, worker: int) -> dict[str, Any]:
-    """The JSON record of one struct rn_cap_event of ``worker``."""
+    """The JSON record of one struct rn_cap_event of ``worker`` ("name" None, "rule" the
+    rule's slot: FlowLog fills in both)."""
     rec: dict[str, Any] = {
         "event": "open" if ev.kind == lib.RN_CAP_EV_OPEN else "close",
         "time": round(ev.ts_ns / 1e9, 6),
@@ -65,7 +69,6 @@ def event_record(ev: Any, worker: int) -> dict[str, Any]:
         "guest": _addr(ev.family, ev.saddr), "guest_port": ev.sport,
         "remote": _addr(ev.family, ev.daddr), "remote_port": ev.dport,
         "name": None,
-        # the rules of issue 14 will fill ev.rule; its text would come from the rule table
         "rule": None if ev.rule == lib.RN_CAP_NO_RULE else ev.rule,
     }
     if ev.kind != lib.RN_CAP_EV_OPEN:
@@ -80,12 +83,22 @@ def event_record(ev: Any, worker: int) -> dict[str, Any]:
 
 class FlowLog:
     """Appends the flow records of every worker's event ring (``shms``: _capture.CaptureShm)
-    to ``path`` as JSON lines, from a thread of its own, until ``close()``."""
+    to ``path`` as JSON lines, from a thread of its own, until ``close()``.
 
-    def __init__(self, path: str, shms: list) -> None:
+    ``rule_text(slot)`` names the rule in a slot (RuleSet.slot_rule), ``name_of(family,
+    packed address)`` a DNS name handed out for an address (RuleSet.name_of). Both are
+    asked when a flow's open record is written and the answers kept for its close
+    record (a rule may be removed and a name expire while the flow lives)."""
+
+    def __init__(self, path: str, shms: list,
+                 rule_text: Optional[Callable[[int], Optional[str]]] = None,
+                 name_of: Optional[Callable[[int, bytes], Optional[str]]] = None) -> None:
         self.path = path
         self.records = 0
         self._shms = shms
+        self._rule_text = rule_text
+        self._name_of = name_of
+        self._open: dict[tuple, tuple[Optional[str], Optional[str]]] = {}   # flow -> (name, rule)
         self._buf = ffi.new("struct rn_cap_event[]", _BATCH)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
@@ -107,13 +120,35 @@ class FlowLog:
                         raise RingnetError(f"worker {i}'s flow event ring is corrupted")
                     if not n:
                         break
-                    self._file.write("".join(json.dumps(event_record(self._buf[k], i)) + "\n"
+                    self._file.write("".join(json.dumps(self._record(self._buf[k], i)) + "\n"
                                              for k in range(n)))
                     moved += n
             if moved:
                 self._file.flush()
                 self.records += moved
         return moved
+
+    def _record(self, ev: Any, worker: int) -> dict[str, Any]:
+        """event_record() with the flow's name and rule text."""
+        rec = event_record(ev, worker)
+        key = (worker, ev.proto, ev.family, bytes(ev.saddr), ev.sport, bytes(ev.daddr), ev.dport)
+        if rec["event"] == "open" or key not in self._open:
+            name = rule = None
+            if self._name_of is not None:
+                name = self._name_of(ev.family, bytes(ev.daddr)[: 16 if ev.family == 6 else 4])
+            if self._rule_text is not None and rec["rule"] is not None:
+                rule = self._rule_text(rec["rule"])
+            if rec["event"] == "open":
+                if len(self._open) >= _OPEN_MAX:   # close records lost (ring full): forget
+                    self._open.clear()
+                self._open[key] = (name, rule)
+        else:
+            name, rule = self._open[key]
+        if rec["event"] == "close":
+            self._open.pop(key, None)
+        rec["name"] = name
+        rec["rule"] = rule if rule is not None or rec["rule"] is None else f"#{rec['rule']}"
+        return rec
 
     def _run(self) -> None:
         try:

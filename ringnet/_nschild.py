@@ -7,8 +7,9 @@ device, configure it through netlink, create each worker's ring mapping and
 send it in HELLO, wait for every worker's ACK, stop being dumpable, start the
 C pump (one thread per tun queue), and report READY with fds of its user and
 net namespaces. Then it waits for SHUTDOWN (or the end of the control
-connection, the orchestrator's exit, or a worker or pump failure) and stops
-the pump before exiting.
+connection, the orchestrator's exit, or a worker or pump failure), answering
+socket requests meanwhile (``Network.socket()``, _nssocket.py), and stops the
+pump before exiting.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ._child import run_child, setup_done, step
 from ._control import Msg
 from ._core import check, ffi, lib
 from ._netconf import configure
+from ._nssocket import serve_request as serve_socket_request
 from ._nsutil import enter_netns_of, enter_netns_path, unshare_user_net, write_id_maps
 from ._shm import CounterArray, RingMapping
 from ._tun import open_tun
@@ -86,6 +88,9 @@ def _serve(ctl: socket.socket, socks: list[socket.socket], pump, parent_pidfd: i
                 msg = _control.recv(ctl)
                 if msg is None or msg.type == Msg.SHUTDOWN:
                     return
+                if msg.type == Msg.NS_SOCKET:   # net.socket()
+                    serve_socket_request(ctl, msg, "ns")
+                    continue
                 msg.close_fds()
                 raise ChildError(f"unexpected {msg.type.name} from the orchestrator")
             idx = next(i for i, s in enumerate(socks) if s.fileno() == fd)

@@ -29,6 +29,7 @@ from ._core import check, ffi, lib
 from ._hostaddrs import HostAddrs
 from ._shm import CounterArray, RingMapping, check_eventfd
 from ._publish import worker_forward
+from ._rules import worker_attach, worker_rules
 from ._resolv import parse_upstream
 from .config import NetworkConfig, parse_faults
 from .errors import ConfigError, CoreError, ProtocolError
@@ -147,6 +148,7 @@ def main(spec: dict, ctl: socket.socket) -> int:
     # packet capture and flow log (_capture.py); absent only in tests that start a bare worker
     capture = CaptureShm.adopt(spec["capture_fd"]) if spec.get("capture_fd") is not None else None
     ring = None
+    rules = None
     evs: tuple[int, ...] = ()
     worker = ffi.NULL
     try:
@@ -162,6 +164,8 @@ def main(spec: dict, ctl: socket.socket) -> int:
                 check(lib.rn_capture_attach(worker, capture.ptr, capture.size), "rn_capture_attach")
                 check(lib.rn_capture_set(worker, 0, int(cfg.flow_log is not None)), "rn_capture_set")
             _set_host_addrs(worker, spec["host_addrs"])
+            step("load rules")
+            rules = worker_attach(worker, spec, cfg.workers)  # before the namespace runs anything
             # The loop returns to Python when a control socket has a message, the
             # orchestrator process exits (its pidfd) or a signal arrives (Python's
             # wakeup fd, written by its C-level handler even when the signal lands
@@ -190,6 +194,8 @@ def main(spec: dict, ctl: socket.socket) -> int:
         signal.set_wakeup_fd(-1)
         if worker != ffi.NULL:
             lib.rn_worker_free(worker)
+        if rules is not None:
+            rules.close()
         for fd in evs:
             os.close(fd)
         if ring is not None:
@@ -253,6 +259,9 @@ def _control_wants_exit(worker, ctl: socket.socket, ns: socket.socket) -> bool:
             return True
         if sock is ctl and msg.type in (Msg.FORWARD_ADD, Msg.FORWARD_DEL):
             worker_forward(worker, ctl, msg)  # answers ACK or ERROR; takes the fds
+            continue
+        if sock is ctl and msg.type == Msg.RULES:
+            worker_rules(worker, ctl, msg)  # answers ACK or ERROR; closes the fd
             continue
         msg.close_fds()
         if sock is ctl and msg.type == Msg.DNS_UPSTREAMS:

@@ -2,6 +2,7 @@
 
     ringnet run [OPTIONS] -- CMD [ARGS...]   run CMD in a new rootless namespace with networking
     ringnet attach [OPTIONS] PID             give networking to PID's namespace until interrupted
+    ringnet attach [OPTIONS] --netns PATH [--userns PATH]   the same, for the namespace at PATH
     ringnet ls                               list this user's running networks
     ringnet stats ID [--json]                a snapshot of one network's counters and processes
     ringnet top ID                           a live view of one network, refreshed every second
@@ -34,7 +35,7 @@ import select
 import signal
 import sys
 import time
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from . import __version__, _ctlsock, _forwardctl
 from ._resolv import MAX_UPSTREAMS
@@ -55,6 +56,15 @@ _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(NetworkConfig)}
+
+
+class _AppendRule(argparse.Action):
+    """--allow SPEC / --deny SPEC: "allow SPEC" or "deny SPEC" onto NetworkConfig.rules, in
+    the order given on the command line (first match wins)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[override]
+        rule = f"{self.const} {values}"
+        setattr(namespace, self.dest, tuple(getattr(namespace, self.dest) or ()) + (rule,))
 
 
 class _AppendTuple(argparse.Action):
@@ -138,6 +148,14 @@ def _net_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--api-socket", default=d["api_socket"], metavar="PATH",
                    help="serve slirp4netns's JSON API (add_hostfwd, list_hostfwd, remove_hostfwd) "
                    "on a unix socket at PATH")
+    for verb in ("allow", "deny"):
+        g.add_argument(f"--{verb}", dest="rules", action=_AppendRule, const=verb,
+                       metavar="SPEC", default=d["rules"],
+                       help=f"{verb} new flows to [tcp:|udp:|icmp:]TARGET[:PORT[-PORT]], TARGET a "
+                       "CIDR ([V6]/N before ports), a host name or *.domain (repeatable; the "
+                       "first matching --allow/--deny wins)")
+    g.add_argument("--default-deny", action="store_true", default=d["default_deny"],
+                   help="refuse new flows no --allow/--deny matches (DNS excepted)")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more logging (repeatable)")
     t = p.add_argument_group("seeing the traffic")
     t.add_argument("--flow-log", default=d["flow_log"], metavar="FILE",
@@ -163,6 +181,7 @@ def _option_names() -> dict[str, str]:
     for a in run._actions:
         if a.dest in _DEFAULTS and a.nargs != 0:
             out[a.dest] = next(o for o in reversed(a.option_strings) if o.startswith("--"))
+    out.pop("rules", None)  # --allow and --deny: their errors name the rule itself
     return out
 
 
@@ -231,7 +250,15 @@ def _parser() -> argparse.ArgumentParser:
     _net_options(att)
     att.add_argument("--ready-fd", type=int, default=None,
                      help="write '1' to this fd once the network is up")
-    att.add_argument("pid", type=int, help="a process in the target network namespace")
+    att.add_argument("--netns", metavar="PATH", default=None,
+                     help="the network namespace at PATH (/proc/PID/ns/net or a bind mount of "
+                     "one) instead of PID's; ends when PATH no longer names it")
+    att.add_argument("--userns", metavar="PATH", default=None,
+                     help="with --netns: enter it through the user namespace at PATH (default: "
+                     "the one owning it)")
+    att.add_argument("pid", type=int, nargs="?", default=None,
+                     help="a process in the target network namespace (its owner, or a mapped "
+                     "uid of a user namespace you own)")
     ls = sub.add_parser("ls", help="list this user's running networks")
     ls.add_argument("--json", action="store_true", help="print JSON")
     st = sub.add_parser("stats", help="print a snapshot of a running network")
@@ -249,6 +276,16 @@ def _parser() -> argparse.ArgumentParser:
                     help="add: [ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp|/udp]; rm: the forward's "
                     "id (from ls) or its spec")
     fw.add_argument("--json", action="store_true", help="print JSON")
+    ru = sub.add_parser("rules", help="list or change the egress rules of a running network",
+                        usage="ringnet rules ID {ls,names} | ID add allow|deny SPEC [--at N] "
+                        "| ID rm allow|deny SPEC | ID rm N | ID default allow|deny")
+    ru.add_argument("id", help="network id (or a unique prefix), from ringnet ls")
+    ru.add_argument("op", choices=("ls", "add", "rm", "names", "default"), help="what to do")
+    ru.add_argument("rule", nargs="*", help="allow|deny SPEC (rm: or the rule's index; "
+                    "default: allow or deny, for flows no rule matches)")
+    ru.add_argument("--at", type=int, default=None, metavar="N",
+                    help="add: insert before the rule at index N (default: last)")
+    ru.add_argument("--json", action="store_true", help="print JSON")
     cap = sub.add_parser("capture", help="capture a running network's frames into a pcapng file",
                          description="Capture both directions of the namespace's frames into FILE "
                          "until interrupted (SIGINT, SIGTERM) or for --seconds; prints what was "
@@ -260,7 +297,7 @@ def _parser() -> argparse.ArgumentParser:
     cap.add_argument("--snaplen", type=int, default=PCAP_SNAPLEN_MAX, metavar="N",
                      help=f"bytes of each packet to keep, {PCAP_SNAPLEN_MIN}..{PCAP_SNAPLEN_MAX} "
                      "(default %(default)s: all)")
-    for q in (ls, st, top, fw, cap):
+    for q in (ls, st, top, fw, ru, cap):
         q.add_argument("--dir", default=None, help="control socket directory "
                        "(default $XDG_RUNTIME_DIR/ringnet or /tmp/ringnet-UID)")
         q.add_argument("-v", "--verbose", action="count", default=0, help=argparse.SUPPRESS)
@@ -309,6 +346,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _attach(args: argparse.Namespace) -> int:
+    """Serve a process's namespace (PID) or one named by path (--netns) until a signal
+    comes, the process exits, or the path stops naming the namespace."""
+    if (args.pid is None) == (args.netns is None):
+        raise RingnetError("attach takes either PID or --netns PATH (one of them)")
+    if args.userns is not None and args.netns is None:
+        raise RingnetError("--userns PATH goes with --netns PATH")
     stop = {"sig": 0}
 
     def on_signal(signum, frame):
@@ -316,27 +359,52 @@ def _attach(args: argparse.Namespace) -> int:
 
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, on_signal)
-    pidfd = os.pidfd_open(args.pid)
+    if args.netns is not None:
+        net = Network.attach_path(args.netns, args.userns, _config(args))
+        label, still_there = f"attach {args.netns}", _names_same_namespace(args.netns)
+        pidfd = -1
+    else:
+        net = Network.attach(args.pid, _config(args))
+        label, still_there = f"attach {args.pid}", lambda: True
+        pidfd = os.pidfd_open(args.pid)
     pid_file = _PidFile(args.pid_file)
     try:
-        with Network.attach(args.pid, _config(args)) as net:
-            net.label = f"attach {args.pid}"
+        with net:
+            net.label = label
             pid_file.write()
             if args.ready_fd is not None:
                 os.write(args.ready_fd, b"1")
                 os.close(args.ready_fd)
             poller = select.poll()
-            poller.register(pidfd, select.POLLIN)
+            if pidfd >= 0:
+                poller.register(pidfd, select.POLLIN)
             while not stop["sig"]:
-                if poller.poll(500):
-                    break  # the target process exited
+                if poller.poll(500) or not still_there():
+                    break  # the target process exited, or its namespace left the path
                 broken = net.failed_children()
                 if broken:
                     raise RingnetError(f"network failed: {', '.join(broken)}")
     finally:
         pid_file.remove()
-        os.close(pidfd)
+        if pidfd >= 0:
+            os.close(pidfd)
     return 0
+
+
+def _names_same_namespace(path: str) -> Callable[[], bool]:
+    """A test that ``path`` still names the namespace it names now (a /proc/PID/ns/net
+    goes away with PID; a bind mount, when unmounted)."""
+    st = os.stat(path)
+    key = (st.st_dev, st.st_ino)
+
+    def same() -> bool:
+        try:
+            now = os.stat(path)
+        except OSError:
+            return False
+        return (now.st_dev, now.st_ino) == key
+
+    return same
 
 
 def _ls(args: argparse.Namespace) -> int:
@@ -363,7 +431,46 @@ def _stats(args: argparse.Namespace) -> int:
         print(json.dumps(snap, indent=2))
         return 0
     print(_render(Stats.from_dict(snap), None))
+    if snap.get("rules"):
+        print("\nrules (hits: new flows each decided)")
+        print("\n".join(f"{r['index']:>5} {r['hits']:>10}  {r['rule']}" for r in snap["rules"]))
     return 0
+
+
+def _rules(args: argparse.Namespace) -> int:
+    """``ringnet rules ID ls|names|add|rm``: the control socket's "rules" command."""
+    path = _ctlsock.resolve(args.id, args.dir)
+    text = " ".join(args.rule)
+    if args.op in ("add", "rm") and not text:
+        raise RingnetError(f"ringnet rules {args.op} needs a rule: allow|deny SPEC")
+    req: dict = {"op": args.op}
+    if args.op in ("add", "rm"):
+        req["rule"] = int(text) if args.op == "rm" and text.isdigit() else text
+    if args.op == "default":
+        if text not in ("allow", "deny"):
+            raise RingnetError("ringnet rules default takes allow or deny")
+        req["deny"] = text == "deny"
+    if args.at is not None:
+        req["index"] = args.at
+    out = _ctlsock.query(path, "rules", req)
+    if args.json or args.op in ("add", "rm"):
+        print(json.dumps(out, indent=2) if args.json else out)
+    elif args.op == "default":
+        print("deny" if out else "allow")
+    elif args.op == "names":
+        for e in out:
+            print(f"{e['name']:<40} {e['address']:<39} {e['expires_in']:>8.1f}s")
+    else:
+        print(_rule_lines(out["rules"], out["default_deny"]))
+    return 0
+
+
+def _rule_lines(rules: list, default_deny: bool) -> str:
+    """The rules as a table: index, hits, rule; the default last."""
+    lines = [f"{'#':>5} {'HITS':>10}  RULE"]
+    lines += [f"{r['index']:>5} {r['hits']:>10}  {r['rule']}" for r in rules]
+    lines.append(f"{'':>5} {'':>10}  default: {'deny' if default_deny else 'allow'}")
+    return "\n".join(lines)
 
 
 def _human(n: float, unit: str = "") -> str:
@@ -531,7 +638,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     failed = EXIT_RINGNET_FAILED if args.command == "run" else 1
     try:
         handlers = {"run": _run, "attach": _attach, "ls": _ls, "stats": _stats, "top": _top,
-                    "forward": _forwardctl.main, "capture": _capture}
+                    "forward": _forwardctl.main, "rules": _rules, "capture": _capture}
         return handlers[args.command](args)
     except RingnetError as e:
         print(f"ringnet: error: {e}", file=sys.stderr)

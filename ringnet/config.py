@@ -13,6 +13,7 @@ from typing import Optional, Union
 
 from ._apisock import check_path as check_api_socket
 from ._publish import parse_spec
+from ._rules import check_rules
 from ._resolv import MAX_UPSTREAMS, parse_upstream
 from .errors import ConfigError
 
@@ -147,6 +148,11 @@ class NetworkConfig:
         pcap_snaplen: bytes of each packet the capture keeps, 64..65575 (all of it).
         api_socket: path of a unix socket serving slirp4netns's JSON API (add_hostfwd,
             list_hostfwd, remove_hostfwd; _apisock.py) while the network runs; None: none.
+        rules: egress rules, first match wins, each "allow SPEC" or "deny SPEC" with SPEC
+            "[tcp:|udp:|icmp:]TARGET[:PORT[-PORT]]", TARGET a CIDR ([V6]/N before ports),
+            a host name or "*.domain" (ringnet/_rules.py; Network.rules changes them at
+            runtime); kept in canonical text form.
+        default_deny: refuse new flows no rule matches (the DNS forwarder excepted).
     """
 
     mtu: int = MTU_MAX
@@ -186,6 +192,8 @@ class NetworkConfig:
     pcap: Optional[str] = None
     pcap_snaplen: int = PCAP_SNAPLEN_MAX
     api_socket: Optional[str] = None
+    rules: tuple[str, ...] = ()
+    default_deny: bool = False
 
     def __post_init__(self) -> None:
         _int_in_range("mtu", self.mtu, MTU_MIN, MTU_MAX)
@@ -232,6 +240,10 @@ class NetworkConfig:
             object.__setattr__(self, name, _file_path(name, getattr(self, name)))
         _int_in_range("pcap_snaplen", self.pcap_snaplen, PCAP_SNAPLEN_MIN, PCAP_SNAPLEN_MAX)
         check_api_socket(self.api_socket)
+        rules = [self.rules] if isinstance(self.rules, str) else self.rules
+        object.__setattr__(self, "rules", tuple(str(r) for r in check_rules(rules)))
+        if not isinstance(self.default_deny, bool):
+            raise ConfigError(f"default_deny={self.default_deny!r} must be True or False")
         self._check_family(4, self.cidr4, ("guest4", "gateway4", "dns4"), _V4_RESERVED)
         if self.ipv6:
             self._check_family(6, self.cidr6, ("guest6", "gateway6", "dns6"), _V6_RESERVED)

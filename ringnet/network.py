@@ -39,16 +39,18 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from . import _control, _forwardctl, _resolv
+from . import _control, _forwardctl, _nscall, _resolv
 from ._apisock import ApiServer
 from ._capture import SNAPLEN_MAX, Capture, Taps
 from ._control import Msg
 from ._ctlsock import ControlServer
 from ._hostaddrs import HostAddrs, HostAddrWatcher, read_host_addrs
 from ._core import pump_counter_names, worker_counter_names
+from ._nssocket import AF_INET, SOCK_STREAM, SocketOpener
 from ._nsutil import check_attach_target, check_netns_path, run_idmap_helpers
 from ._preflight import require
 from ._publish import Forward, Publisher
+from ._rules import RuleSet
 from ._resolv import ResolvWatcher, Upstream, namespace_resolv_conf
 from ._shm import CounterArray
 from .config import NetworkConfig
@@ -56,6 +58,8 @@ from .errors import ChildError, NamespaceError, ProtocolError, RingnetError, fro
 from .stats import ProcessSampler, Stats, busiest_first, flow_array
 
 if TYPE_CHECKING:
+    from socket import socket as _Socket
+
     import numpy as np
 
 __all__ = ["Network", "State"]
@@ -186,6 +190,7 @@ class Network:
     the context (or ``start()``) brings it up; ``spawn()`` and ``run()`` run commands
     inside; leaving the context (or ``close()``) tears everything down.
     ``Network.attach(pid)`` gives networking to the namespace of an existing process.
+    ``net.rules`` holds its egress rules (ringnet/_rules.py: add, remove, list, names).
     """
 
     def __init__(self, config: Optional[NetworkConfig] = None, **overrides: Any) -> None:
@@ -217,6 +222,8 @@ class Network:
         self._addr_watcher: Optional[HostAddrWatcher] = None
         self._hash_key = ""   # the flow-hash secret: never on a command line
         self._publisher = Publisher(self)   # forwards of host ports (_publish.py)
+        self._sockets = SocketOpener()   # sockets made inside for socket() (_nssocket.py)
+        self.rules = RuleSet(self)   # egress rules (_rules.py)
         self._taps = Taps(self)   # capture mappings, packet capture, flow log (_capture.py)
 
     @classmethod
@@ -319,8 +326,10 @@ class Network:
             log.warning("no usable nameserver in %s: DNS queries inside the namespace will fail "
                         "until it names one (or set dns_upstream)", host_conf)
         host_addrs = read_host_addrs()  # refused unless allow_host
-        base = {"config": dataclasses.asdict(cfg), "hash_key": key, "dns_upstreams": ups,
-                "host_addrs": host_addrs.to_body()}
+        # the rules reach workers in a memfd (_rules.py), never on a command line
+        base = {"config": dict(dataclasses.asdict(cfg), rules=()), "hash_key": key,
+                "dns_upstreams": ups, "host_addrs": host_addrs.to_body()}
+        rules_shm, rules_fd, rules_len = self.rules.start_fds()
         self._pctr = CounterArray.create("pump")
         cap_fds = self._taps.create(cfg.workers)
         ns_ends: list[socket.socket] = []
@@ -333,8 +342,10 @@ class Network:
                 try:
                     self._spawn_child(Role.WORKER, i,
                                       dict(base, index=i, ns_fd=worker_end.fileno(),
-                                           counters_fd=ctr.fd, capture_fd=cap_fds[i]),
-                                      [worker_end.fileno(), ctr.fd, cap_fds[i]])
+                                           counters_fd=ctr.fd, rules_shm_fd=rules_shm,
+                                           rules_fd=rules_fd, rules_len=rules_len,
+                                           capture_fd=cap_fds[i]),
+                                      [worker_end.fileno(), ctr.fd, rules_shm, rules_fd, cap_fds[i]])
                 finally:
                     worker_end.close()
             ns = self._spawn_child(Role.NS, 0,
@@ -346,6 +357,7 @@ class Network:
         finally:
             for s in ns_ends:
                 s.close()
+            self.rules.started()
         self._finalizer = weakref.finalize(self, _reap, self._children, self._spawned)
         self._wait_ready(ns)
         self._tell_workers(Msg.OFFLOADS, {"offloads": self.offloads})
@@ -479,6 +491,8 @@ class Network:
         if not self._attached and self._nsfds[1] >= 0:
             self._kill_namespace_processes()
         self._publisher.forget()
+        self._taps.flush()   # flow records so far, while their rules and names can be looked up
+        self.rules.close()
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
@@ -586,6 +600,26 @@ class Network:
             done.check_returncode()
         return done
 
+    def socket(self, family: int = AF_INET, type: int = SOCK_STREAM, proto: int = 0) -> "_Socket":
+        """A new socket of the namespace's network for this process, as socket.socket()
+        makes one of the host's: listen or connect from inside without a subprocess,
+        blocking or with asyncio. ``family``: AF_INET or AF_INET6; ``type``: SOCK_STREAM
+        or SOCK_DGRAM (| SOCK_NONBLOCK, SOCK_CLOEXEC); ``proto``: 0 or the type's own.
+        Created by the namespace child and passed here (_nssocket.py). Raises
+        ConfigError for another family or type."""
+        self._require_running()
+        ns = next(c for c in self._children if c.role is Role.NS)
+        return self._sockets.open(ns.ctl, self._nsfds[1], family, type, proto)
+
+    def call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)`` in a fresh Python interpreter inside the namespace
+        (as spawn() runs commands) and return its result, or raise its exception (its
+        own class when it pickles, the remote traceback as its ``__cause__``). ``fn``,
+        the arguments and the result travel pickled (_nscall.py): ``fn`` must be
+        importable by name there (a module-level function). The result is unpickled
+        here: use it only with a namespace whose processes you trust."""
+        return _nscall.call(self, fn, args, kwargs)
+
     # Published ports (_publish.py) -------------------------------------------------------
 
     def publish(self, spec: str) -> Forward:
@@ -687,10 +721,11 @@ class Network:
             "stats": lambda args: self._stats_dict(),
             "capture": self._taps.control,
             **_forwardctl.handlers(self),   # forward_add, forward_ls, forward_rm
+            "rules": self.rules.control,
         }
 
     def _stats_dict(self) -> dict[str, Any]:
-        return self.stats().to_dict()
+        return dict(self.stats().to_dict(), rules=self.rules.list())
 
     def info(self) -> dict[str, Any]:
         """What ``ringnet ls`` shows of this network."""

@@ -55,7 +55,8 @@ def _network_options(subcommand: str) -> list:
     from ringnet import cli
     sub = next(a for a in cli._parser()._actions if isinstance(a, argparse._SubParsersAction))
     return [a for a in sub.choices[subcommand]._actions
-            if a.dest not in ("help", "verbose", "argv", "pid", "ready_fd", "quiet", "pid_file")]
+            if a.dest not in ("help", "verbose", "argv", "pid", "ready_fd", "quiet", "pid_file",
+                              "netns", "userns")]
 
 
 @pytest.mark.parametrize("subcommand", ["run", "attach"])

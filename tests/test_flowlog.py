@@ -8,6 +8,7 @@ wait for nothing but the network's own teardown.
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import struct
 import sys
@@ -213,3 +214,41 @@ socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"q", ("10.0.2.2", 9))
 ''')
         wait_until(lambda: net.counters()["workers"][0]["udp_in"] >= 1, "the datagram")
         assert net.counters()["workers"][0]["flowlog_events"] == 0
+
+
+
+NAMED = r'''
+import socket, sys
+for target in sys.argv[1:]:
+    host, port = target.rsplit(":", 1)
+    addr = socket.getaddrinfo(host, int(port), socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+    s = socket.create_connection((addr, int(port)), timeout=60)
+    s.sendall(b"n")
+    s.close()
+'''
+
+
+def test_name_and_rule_of_each_flow(tmp_path, no_leaks):
+    """A flow to an address ringnet's DNS handed out for a name carries that name; a flow
+    an egress rule decided carries the rule's text, one the default decided null."""
+    if shutil.which("dnsmasq") is None:
+        pytest.skip("dnsmasq is not installed (scripts/setup-test-env.sh installs it)")
+    from localdns import LocalDns
+
+    log = tmp_path / "flows.jsonl"
+    ruled, other = serve_once(lambda c: c.recv(100)), serve_once(lambda c: c.recv(100))
+    with LocalDns({"app.test": ("10.0.2.2",)}, ttl=300) as dns:
+        with ringnet.Network(workers=1, allow_host_loopback=True, dns_upstream=dns.upstream,
+                             rules=[f"allow tcp:app.test:{ruled[0]}"], flow_log=str(log)) as net:
+            rule = net.rules.list()[0]["rule"]
+            run_inside(net, NAMED, f"app.test:{ruled[0]}", f"app.test:{other[0]}")
+            assert [r["hits"] for r in net.rules.list()] == [1]
+    for _, t in (ruled, other):
+        t.join(HANG_S)
+    recs = records(log)
+    a, b = of_port(recs, ruled[0]), of_port(recs, other[0])
+    assert [r["event"] for r in a] == [r["event"] for r in b] == ["open", "close"], recs
+    assert [(r["name"], r["rule"]) for r in a] == [("app.test", rule)] * 2
+    assert [(r["name"], r["rule"]) for r in b] == [("app.test", None)] * 2   # the default
+    dns_flows = [r for r in recs if r["remote_port"] == 53]
+    assert dns_flows and all(r["rule"] is None for r in dns_flows)
