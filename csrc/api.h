@@ -23,8 +23,10 @@
 #include "udp.h"
 #include "tcp.h"
 #include "forward.h"
+#include "splice.h"
 #include "pump.h"
 #include "sandbox.h"
+#include "verdict.h"
 #include "capture.h"
 
 #endif /* RN_API_H */

@@ -21,9 +21,12 @@
  * a stalled writer costs the capture frames, never the traffic.
  *
  * Where frames are tapped: in the worker, which sees both directions of each
- * of its flows: a frame from ring to_worker as it is taken (rn_tap_input(),
- * before validation: malformed frames are captured too), a frame into ring
- * to_ns as it is committed (rn_tap_put()). The capture holds the IP packet
+ * of its flows, at the ring boundary, as the namespace's interface sees them:
+ * a frame from ring to_worker as it is taken (rn_worker_batch(), before
+ * validation, network emulation and fault injection: malformed frames and
+ * frames the emulation loses are captured too), a frame into ring to_ns as it
+ * is committed (rn_tap_put(), so after the emulation's delay, and never one
+ * it lost). The capture holds the IP packet
  * without its virtio-net header (pcapng LINKTYPE_RAW); TSO and USO super-frames
  * appear as they cross the rings: one frame of up to 64 KiB whose IP length
  * covers all of it, as tcpdump shows them on an interface with offloads, and

@@ -52,6 +52,9 @@
  * @RN_FLOW_ICMP:	ICMP echo forwarding
  * @RN_FLOW_FWD:	a forward's listening or handoff socket (forward.c):
  *			in the worker's epoll only, never in the table
+ * @RN_FLOW_SPLICE:	a forwarded connection of a host-local client relayed
+ *			with splice() (splice.c); its two helper headers (the
+ *			socket inside, the splice socket) are never in the table
  * @RN_FLOW_TYPES:	number of types
  */
 enum rn_flow_type {
@@ -60,6 +63,7 @@ enum rn_flow_type {
 	RN_FLOW_UDP,
 	RN_FLOW_ICMP,
 	RN_FLOW_FWD,
+	RN_FLOW_SPLICE,
 	RN_FLOW_TYPES
 };
 

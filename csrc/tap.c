@@ -35,8 +35,10 @@
  * Output: rn_worker_tx_reserve() reserves a frame in to_ns with a zeroed
  * virtio-net header (ip.c's rn_ip_build() fills it and the IP header);
  * rn_worker_tx_commit() commits it, through the output fault injector when
- * that is on (fault.c). Frames become visible when worker.c publishes the
- * ring, once per batch.
+ * that is on (fault.c). With down emulation on (netem.c), the room is in
+ * the emulation queue instead and the commit queues the frame there; it
+ * enters to_ns when it is due. Frames become visible when worker.c publishes
+ * the ring, once per batch.
  */
 #include <errno.h>
 #include <string.h>
@@ -48,6 +50,7 @@
 #include "frag.h"
 #include "icmp.h"
 #include "ip.h"
+#include "netem.h"
 #include "tap.h"
 #include "tcp.h"
 #include "udp.h"
@@ -127,7 +130,10 @@ uint8_t *rn_worker_tx_reserve(struct rn_worker *w, uint32_t pktlen, int *err)
 		*err = rn_worker_fatal(w, -EINVAL);
 		return NULL;
 	}
-	p = rn_ring_reserve(&w->tx, RN_VNET_HDR_LEN + pktlen, err);
+	if (w->netem.down.on)
+		p = rn_netem_tx_reserve(w, RN_VNET_HDR_LEN + pktlen, err);
+	else
+		p = rn_ring_reserve(&w->tx, RN_VNET_HDR_LEN + pktlen, err);
 	if (!p) {
 		if (*err)
 			*err = rn_worker_fatal(w, *err);
@@ -183,15 +189,16 @@ int rn_tap_copy(struct rn_worker *w, const uint8_t *frame, uint32_t len)
  * @pktlen:	IP packet length, at most what was reserved
  *
  * The frame becomes visible to the namespace at the end of the batch. With
- * output faults on, it may be lost, doubled or delivered after the next one
- * (callers cannot tell, as on a lossy link).
+ * output faults or down emulation on, it may be lost, doubled, delayed or
+ * reordered (callers cannot tell, as on a lossy link).
  */
 void rn_worker_tx_commit(struct rn_worker *w, uint32_t pktlen)
 {
 	uint32_t len = RN_VNET_HDR_LEN + pktlen;
 
-	if (w->fout.on) {
-		rn_fault_commit(w, len);
+	/* One branch for both hooks, which are exclusive */
+	if (w->fout.on | w->netem.down.on) {
+		rn_netem_tx_commit(w, len);
 		return;
 	}
 	rn_tap_put(w, w->tx_resv, len);
@@ -509,8 +516,6 @@ int rn_tap_input(struct rn_worker *w, const uint8_t *shm, uint32_t len)
 
 	rn_ctr_add(w->ctr, RN_WCTR_frames_in, 1);
 	rn_ctr_add(w->ctr, RN_WCTR_bytes_in, len);
-	if (w->cap && w->cap->snaplen)
-		rn_capture_frame(w, shm, len, RN_CAP_DIR_OUT);
 
 	outcome = rn_tap_process(w, &f);
 	if (outcome < 0)

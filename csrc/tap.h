@@ -1,8 +1,9 @@
-/* tap.h - the worker's end of the namespace rings: for worker.c and fault.c
+/* tap.h - the worker's end of the namespace rings: for worker.c, fault.c and netem.c
  *
  * The hooks protocol cores use (rn_worker_pull(), rn_worker_tx_reserve(),
  * rn_worker_tx_commit(), ...) are declared in worker.h; these are the
- * entry points of the event loop and the fault injector. See tap.c.
+ * entry points of the event loop, the fault injector and the emulation.
+ * See tap.c.
  */
 #ifndef RN_TAP_H
 #define RN_TAP_H

@@ -293,6 +293,7 @@ int rn_tcp_input(struct rn_worker *w, struct rn_frame *f)
 
 	if (rn_tcp_parse(w, f, &s))
 		return s.ctr;
+	s.frame = f;	/* what the on_connect hook holds (verdict.c) */
 
 	rn_flow_key_zero(&k);
 	k.family = f->family;

@@ -2,9 +2,10 @@
  *
  * Theory of operation
  * -------------------
- * A SYN without a flow is checked (policy.c) and a flow is created (at the
- * max_flows cap, after evicting the oldest TIME_WAIT flow if there is one:
- * RST, flows_refused_cap); a non-blocking connect() starts. The SYN-ACK goes
+ * A SYN without a flow is checked (policy.c, then the on_connect hook, which
+ * may hold the SYN until its verdict and replay it: verdict.c) and a flow is
+ * created (at the max_flows cap, after evicting the oldest TIME_WAIT flow if
+ * there is one: RST, flows_refused_cap); a non-blocking connect() starts. The SYN-ACK goes
  * out only once the host connect succeeded (EPOLLOUT, SO_ERROR 0), so a
  * refused connect becomes a RST at once (the application sees ECONNREFUSED),
  * an unreachable destination an ICMP destination unreachable, anything else
@@ -46,6 +47,7 @@
 #include "dns.h"
 #include "policy.h"
 #include "tcp_int.h"
+#include "verdict.h"
 
 /**
  * rn_tcp_close() - end a flow, optionally resetting either side
@@ -435,7 +437,8 @@ static uint32_t rn_tcp_new_isn(struct rn_worker *w, const struct rn_tcp_flow *c)
  * @s:		the SYN
  *
  * The outcome goes to @s->ctr: tcp_segments_in, or the reason the flow was
- * refused (a RST answers the SYN then).
+ * refused (a RST answers the SYN then), or hook_held / hook_absorbed while
+ * the on_connect hook decides (verdict.c replays the SYN then).
  *
  * Return: 0, or -EBADMSG when the flow was refused
  */
@@ -444,12 +447,20 @@ int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, struct rn_tcp_
 	struct rn_policy_dest d;
 	struct rn_tcp_flow *c;
 	uint32_t isn;
-	int fd, rc;
+	int fd, rc, ctr;
 
 	rc = rn_policy_dest(&w->p, rn_dns_current(w), k, &d);
 	if (rc) {
 		rn_tcp_rst_key(w, k, 0, s->seq + 1, 1);
 		return rn_tcp_drop(s, RN_WCTR_policy_refused);
+	}
+	/* The on_connect hook (verdict.c), after the policy: hold, refuse or go on */
+	rc = rn_verdict_check(w, s->frame, k, &d, &ctr);
+	if (rc == RN_VERDICT_WAIT)
+		return rn_tcp_drop(s, (unsigned int)ctr);
+	if (rc == RN_VERDICT_REFUSE) {
+		rn_tcp_rst_key(w, k, 0, s->seq + 1, 1);
+		return rn_tcp_drop(s, (unsigned int)ctr);
 	}
 	rc = rn_tcp_flow_new(w, k, d.rule, &c);
 	if (rc) {

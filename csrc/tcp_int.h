@@ -194,6 +194,7 @@ struct rn_tcp_flow {
  * @sack_left:	left edges of the SACK blocks
  * @nsack:	SACK blocks in the segment
  * @ctr:	its outcome: the counter (RN_WCTR_*) rn_tcp_input() returns
+ * @frame:	the frame it came in (held by the on_connect hook, verdict.c)
  */
 struct rn_tcp_seg {
 	uint32_t seq;
@@ -209,6 +210,7 @@ struct rn_tcp_seg {
 	uint32_t sack_left[4];
 	uint8_t nsack;
 	uint16_t ctr;
+	const struct rn_frame *frame;
 };
 
 /**

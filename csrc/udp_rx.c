@@ -246,8 +246,17 @@ static struct rn_udp_flow *rn_udp_port_exact(struct rn_worker *w, struct rn_udp_
 static struct rn_udp_flow *rn_udp_port_flow(struct rn_worker *w, struct rn_udp_port *pt,
 					    const struct sockaddr_storage *src)
 {
-	struct rn_udp_flow *fl = rn_udp_port_exact(w, pt, src);
+	struct rn_udp_flow *fl;
 
+	if (pt->fwd) {
+		/* A forward's socket: one flow per sender, any sender (udp_fwd.c) */
+		for (fl = pt->flows; fl; fl = fl->pnext) {
+			if (rn_udp_same_sender(&fl->g.dst, src))
+				return fl;
+		}
+		return rn_udp_fwd_flow_new(w, pt, src);
+	}
+	fl = rn_udp_port_exact(w, pt, src);
 	if (fl)
 		return fl;
 	for (fl = pt->flows; fl; fl = fl->pnext) {
@@ -357,6 +366,10 @@ static void rn_udp_quote(const struct rn_flow_key *k, uint8_t *l4, uint32_t len)
  */
 static void rn_udp_port_pause(struct rn_worker *w, struct rn_udp_port *pt)
 {
+	/* A forward's socket without flows has no flow to wait with: it stays
+	 * watched, and is read again once the pump made room */
+	if (!pt->flows)
+		return;
 	rn_worker_flow_watch(w, &pt->f, 0);
 	if (pt->paused)
 		return;

@@ -36,6 +36,7 @@
 #include "fault.h"
 #include "flowtab.h"
 #include "moderate.h"
+#include "netem.h"
 #include "packet.h"
 #include "ring.h"
 #include "shm.h"
@@ -51,6 +52,8 @@ struct rn_udp;
 struct rn_frag;
 struct rn_fwd;
 struct rn_rules_ctx;
+struct rn_splice_ctl;
+struct rn_verdict;
 struct rn_capture;
 
 /**
@@ -161,16 +164,19 @@ struct rn_worker_params {
  * @deferred:	flows waiting for ops->flush()
  * @udp:	UDP core state (udp.c), allocated on first use
  * @fwd:	forwarded host ports this worker accepts on (forward.c)
+ * @splice:	the splice socket towards the namespace child (splice.c), or NULL
  * @tcp_held:	bytes of TCP hold buffers allocated by all flows (tcp_recv.c)
  * @tcp_discard: TCP peek skip buffer for sockets without SO_PEEK_OFF
  *		(tcp_send.c), allocated on first use, freed by rn_tcp_free()
  * @frag:	fragment reassembly slots (frag.c), allocated on first use
+ * @vd:		on_connect hook verdicts (verdict.c), NULL without a hook
  * @logged:	RN_WORKER_LOGGED_* one-time messages already written
  * @dns_cur:	the current DNS upstream, an index into @p.dns (dns.c)
  * @dns_gen:	times @p.dns was replaced: DNS indexes of older lists are stale
  * @tx_resv:	frame (vnet header first) of the last rn_worker_tx_reserve()
  * @fin:	fault injection on frames from the namespace (tests only)
  * @fout:	fault injection on frames to the namespace (tests only)
+ * @netem:	network emulation (netem.h): queues, timerfd
  * @mod:	wake-up moderation (moderate.h), fed with UDP datagrams moved
  * @mod_up:	udp_in when @mod was last fed
  * @mod_down:	udp_out when @mod was last fed
@@ -195,15 +201,18 @@ struct rn_worker {
 	struct rn_flow *deferred;
 	struct rn_udp *udp;
 	struct rn_fwd *fwd;
+	struct rn_splice_ctl *splice;
 	size_t tcp_held;
 	uint8_t *tcp_discard;
 	struct rn_frag *frag;
+	struct rn_verdict *vd;
 	uint32_t logged;
 	uint32_t dns_cur;
 	uint32_t dns_gen;
 	uint8_t *tx_resv;
 	struct rn_fault fin;
 	struct rn_fault fout;
+	struct rn_netem netem;
 	struct rn_mod mod;
 	uint64_t mod_up;
 	uint64_t mod_down;
@@ -309,5 +318,6 @@ void rn_worker_csum_complete(struct rn_worker *w, struct rn_frame *f);
 uint8_t *rn_worker_tx_reserve(struct rn_worker *w, uint32_t pktlen, int *err);
 void rn_worker_tx_commit(struct rn_worker *w, uint32_t pktlen);
 int64_t rn_worker_now_ms(void);
+void rn_worker_kick(struct rn_worker *w);
 
 #endif /* RN_WORKER_H */

@@ -20,6 +20,7 @@ pytest plugin (ringnet.pytest_plugin); this marker keeps its helper names out of
 from ._nscall import RemoteTraceback
 from ._preflight import available
 from .config import MTU_MAX, MTU_MIN, NetworkConfig, default_workers
+from ._hook import ALLOW, DENY, Action, Flow, OnConnect, Redirect, Verdict
 from .errors import (ChildError, ChildOSError, ConfigError, CoreError, NamespaceError, ProtocolError,
                      PublishError, RingnetError, UnknownCounterError)
 from .network import Network, State
@@ -50,6 +51,13 @@ __all__ = [
     "PublishError",
     "UnknownCounterError",
     "RemoteTraceback",
+    "Flow",
+    "Action",
+    "ALLOW",
+    "DENY",
+    "Redirect",
+    "Verdict",
+    "OnConnect",
     "__version__",
 ]
 

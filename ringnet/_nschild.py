@@ -14,6 +14,7 @@ pump before exiting.
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import socket
@@ -50,8 +51,10 @@ def _enter(spec: dict, cfg: NetworkConfig, ctl: socket.socket) -> None:
 
 
 def _hello_workers(spec: dict, cfg: NetworkConfig, socks: list[socket.socket],
-                   rings: list[RingMapping]) -> list[tuple[int, int]]:
-    """Create each worker's rings and doorbells, send HELLO, collect every ACK."""
+                   rings: list[RingMapping], splices: list[socket.socket]) -> list[tuple[int, int]]:
+    """Create each worker's rings, doorbells and splice socket (csrc/splice.c: the
+    worker asks for fresh sockets of the namespace there; ours stay in ``splices``),
+    send HELLO, collect every ACK."""
     evs: list[tuple[int, int]] = []
     for i, sock in enumerate(socks):
         ring = RingMapping.create(cfg.ring_size, i)
@@ -59,9 +62,14 @@ def _hello_workers(spec: dict, cfg: NetworkConfig, socks: list[socket.socket],
         ev_worker = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         ev_ns = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         evs.append((ev_worker, ev_ns))
-        _control.send(sock, Msg.HELLO, {"version": _control.PROTOCOL_VERSION, "worker": i,
-                                        "ring_size": cfg.ring_size},
-                      [ring.fd, ev_worker, ev_ns])
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        splices.append(ours)
+        try:
+            _control.send(sock, Msg.HELLO, {"version": _control.PROTOCOL_VERSION, "worker": i,
+                                            "ring_size": cfg.ring_size},
+                          [ring.fd, ev_worker, ev_ns, theirs.fileno()])
+        finally:
+            theirs.close()
     for i, sock in enumerate(socks):
         # A worker that refuses its rings says why in an ERROR, re-raised here as its
         # own error (class, errno, the worker's step), which run_child passes on.
@@ -69,19 +77,32 @@ def _hello_workers(spec: dict, cfg: NetworkConfig, socks: list[socket.socket],
     return evs
 
 
-def _serve(ctl: socket.socket, socks: list[socket.socket], pump, parent_pidfd: int) -> None:
+def _serve(ctl: socket.socket, socks: list[socket.socket], splices: list[socket.socket], pump,
+           parent_pidfd: int) -> None:
     """Wait for SHUTDOWN or the orchestrator's exit; raise the error of a worker or the
-    pump that fails first."""
+    pump that fails first. Meanwhile answer the workers' requests for fresh sockets of the
+    namespace (the splice route of forwards, csrc/splice.c, all in C)."""
     poller = select.poll()
     poller.register(ctl, select.POLLIN)
     poller.register(parent_pidfd, select.POLLIN)
     for s in socks:
         poller.register(s, select.POLLIN)
+    splice_fds = {s.fileno() for s in splices}
+    for fd in splice_fds:
+        poller.register(fd, select.POLLIN)
     while True:
         err = lib.rn_pump_error(pump)
         if err:
             raise CoreError(abs(err), "pump thread")
         for fd, _ in poller.poll(500):
+            if fd in splice_fds:
+                rc = lib.rn_splice_serve(fd)
+                if rc == -errno.EPIPE:  # that worker is gone or does not splice
+                    poller.unregister(fd)
+                    splice_fds.discard(fd)
+                elif rc < 0:
+                    raise CoreError(-rc, "rn_splice_serve")
+                continue
             if fd == parent_pidfd:
                 return  # the orchestrator process exited
             if fd == ctl.fileno():
@@ -108,6 +129,7 @@ def main(spec: dict, ctl: socket.socket) -> int:
     step("map counters")
     counters = CounterArray.adopt(spec["counters_fd"])
     rings: list[RingMapping] = []
+    splices: list[socket.socket] = []
     evs: list[tuple[int, int]] = []
     tun = None
     pump = ffi.NULL
@@ -120,7 +142,7 @@ def main(spec: dict, ctl: socket.socket) -> int:
         ifindex = configure(cfg, cfg.ifname) if cfg.configure_interface \
             else socket.if_nametoindex(tun.name)
         step("hand rings to workers")
-        evs = _hello_workers(spec, cfg, socks, rings)
+        evs = _hello_workers(spec, cfg, socks, rings, splices)
         step("isolate")
         nsfds = [os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC),
                  os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)]
@@ -151,14 +173,14 @@ def main(spec: dict, ctl: socket.socket) -> int:
             for fd in nsfds:
                 os.close(fd)
         step("serve")
-        _serve(ctl, socks, pump, spec["parent_pidfd"])
+        _serve(ctl, socks, splices, pump, spec["parent_pidfd"])
         return 0
     finally:
         if pump != ffi.NULL:
             err = lib.rn_pump_stop(pump)
             if err:
                 _control.send_error(ctl, CoreError(abs(err), "pump thread"), spec["role"], "stop pump")
-        for s in socks:
+        for s in socks + splices:
             s.close()
         for a, b in evs:
             os.close(a)

@@ -7,6 +7,8 @@
     ringnet stats ID [--json]                a snapshot of one network's counters and processes
     ringnet top ID                           a live view of one network, refreshed every second
     ringnet forward ID add|ls|rm [SPEC|FWD]  add, list or remove a running network's forwards
+    ringnet netem ID [--up|--down] [SPEC]    show or change one network's emulation
+    ringnet rules ID ls|names|add|rm|default  list or change a running network's egress rules
     ringnet capture ID FILE [--seconds N]    capture a running network's frames into a pcapng file
 
 ``run`` exits with CMD's status (128+N when CMD is killed by signal N), and 125
@@ -143,7 +145,7 @@ def _net_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--idmap-helpers", action="store_true", default=d["idmap_helpers"],
                    help="map subordinate ids with newuidmap/newgidmap")
     g.add_argument("-p", "--publish", action=_AppendTuple, metavar="SPEC", default=d["publish"],
-                   help="forward a host port inside: [ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp] "
+                   help="forward a host port inside: [ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp|/udp] "
                    "(repeatable; IPv6 as [::1]:8080:80)")
     g.add_argument("--api-socket", default=d["api_socket"], metavar="PATH",
                    help="serve slirp4netns's JSON API (add_hostfwd, list_hostfwd, remove_hostfwd) "
@@ -156,6 +158,16 @@ def _net_options(p: argparse.ArgumentParser) -> None:
                        "first matching --allow/--deny wins)")
     g.add_argument("--default-deny", action="store_true", default=d["default_deny"],
                    help="refuse new flows no --allow/--deny matches (DNS excepted)")
+    for opt, dest, what in (("--netem", "netem", "both directions"),
+                            ("--netem-up", "netem_up", "namespace -> world only"),
+                            ("--netem-down", "netem_down", "world -> namespace only")):
+        g.add_argument(opt, dest=dest, default=d[dest], metavar="SPEC",
+                       help=f"network emulation, {what}: 'delay=20ms jitter=5ms loss=1%% "
+                       "dup=0.1%% reorder=1%% rate=100mbit limit=1000 seed=N' (any of them)")
+    g.add_argument("--no-splice", dest="splice_local", action="store_false",
+                   default=d["splice_local"],
+                   help="forwarded TCP clients on host loopback go through the C core (seen "
+                   "inside from the gateway) instead of being spliced (seen from loopback)")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more logging (repeatable)")
     t = p.add_argument_group("seeing the traffic")
     t.add_argument("--flow-log", default=d["flow_log"], metavar="FILE",
@@ -286,6 +298,15 @@ def _parser() -> argparse.ArgumentParser:
     ru.add_argument("--at", type=int, default=None, metavar="N",
                     help="add: insert before the rule at index N (default: last)")
     ru.add_argument("--json", action="store_true", help="print JSON")
+    ne = sub.add_parser("netem", help="show or change a running network's emulation")
+    ne.add_argument("id", help="network id (or a unique prefix), from ringnet ls")
+    way = ne.add_mutually_exclusive_group()
+    way.add_argument("--up", dest="direction", action="store_const", const="up", default="both",
+                     help="namespace -> world only")
+    way.add_argument("--down", dest="direction", action="store_const", const="down",
+                     help="world -> namespace only")
+    ne.add_argument("spec", nargs="*", help="key=value ... (delay, jitter, loss, dup, reorder, "
+                    "rate, limit, seed), or off; none: show the current settings")
     cap = sub.add_parser("capture", help="capture a running network's frames into a pcapng file",
                          description="Capture both directions of the namespace's frames into FILE "
                          "until interrupted (SIGINT, SIGTERM) or for --seconds; prints what was "
@@ -297,7 +318,7 @@ def _parser() -> argparse.ArgumentParser:
     cap.add_argument("--snaplen", type=int, default=PCAP_SNAPLEN_MAX, metavar="N",
                      help=f"bytes of each packet to keep, {PCAP_SNAPLEN_MIN}..{PCAP_SNAPLEN_MAX} "
                      "(default %(default)s: all)")
-    for q in (ls, st, top, fw, ru, cap):
+    for q in (ls, st, top, fw, ru, ne, cap):
         q.add_argument("--dir", default=None, help="control socket directory "
                        "(default $XDG_RUNTIME_DIR/ringnet or /tmp/ringnet-UID)")
         q.add_argument("-v", "--verbose", action="count", default=0, help=argparse.SUPPRESS)
@@ -589,6 +610,17 @@ def _top(args: argparse.Namespace) -> int:
         time.sleep(args.interval)
 
 
+def _netem(args: argparse.Namespace) -> int:
+    """``ringnet netem ID [--up|--down] [SPEC]``: set (with SPEC) and print the emulation."""
+    req = {"direction": args.direction}
+    if args.spec:
+        req["spec"] = " ".join(args.spec)
+    cur = _ctlsock.query(_ctlsock.resolve(args.id, args.dir), "netem", req)
+    for d in ("up", "down"):
+        print(f"{d}: {cur[d]}")
+    return 0
+
+
 def _capture(args: argparse.Namespace) -> int:
     """``ringnet capture``: start a capture through the control socket, wait for its end
     (--seconds, or a signal: then stop it), report."""
@@ -631,14 +663,19 @@ def _capture(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``ringnet`` console script."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "netem":
+        args.spec += extra  # SPEC words after --up/--down (argparse took the empty list first)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     level = logging.ERROR if getattr(args, "quiet", False) else logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level,
                         format="ringnet: %(levelname)s %(message)s")
     failed = EXIT_RINGNET_FAILED if args.command == "run" else 1
     try:
         handlers = {"run": _run, "attach": _attach, "ls": _ls, "stats": _stats, "top": _top,
-                    "forward": _forwardctl.main, "rules": _rules, "capture": _capture}
+                    "forward": _forwardctl.main, "rules": _rules, "netem": _netem,
+                    "capture": _capture}
         return handlers[args.command](args)
     except RingnetError as e:
         print(f"ringnet: error: {e}", file=sys.stderr)

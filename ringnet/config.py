@@ -9,9 +9,11 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
-from typing import Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from ._apisock import check_path as check_api_socket
+from ._netem import check_config as _check_netem
+from ._hook import check_options as check_hook_options
 from ._publish import parse_spec
 from ._rules import check_rules
 from ._resolv import MAX_UPSTREAMS, parse_upstream
@@ -140,7 +142,7 @@ class NetworkConfig:
         faults: test-only fault injection on the ring path, "drop=F,dup=F,reorder=F,seed=N"
             with fractions F in 0..0.5; None (the default) injects nothing.
         publish: host ports to forward into the namespace once it is up, each
-            "[ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp]" (Network.publish()).
+            "[ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp|/udp]" (Network.publish()).
         flow_log: append a JSON line for every flow opened and closed to this file
             (ringnet/_flowlog.py lists the fields); None: no flow log.
         pcap: capture the namespace's frames into this pcapng file from the start
@@ -153,6 +155,27 @@ class NetworkConfig:
             a host name or "*.domain" (ringnet/_rules.py; Network.rules changes them at
             runtime); kept in canonical text form.
         default_deny: refuse new flows no rule matches (the DNS forwarder excepted).
+        netem: network emulation in both directions, "delay=20ms jitter=5ms loss=1%
+            dup=0.1% reorder=1% rate=100mbit limit=1000 seed=N" (any of them; spaces or
+            commas between; _netem.py); None or "off": none. Network.netem() changes it.
+        netem_up, netem_down: the same for one direction (up: namespace -> world),
+            taking precedence over netem for it.
+        splice_local: forwarded TCP connections of clients on host loopback are relayed
+            socket to socket with splice() (a socket made inside the namespace, connected
+            to the namespace's loopback: it sees them from there); False sends them
+            through the C core too (seen from the gateway address).
+        on_connect: called in this process with a ringnet.Flow for every new flow from
+            the namespace (not per packet; not for DNS to the DNS address), returns
+            ringnet.ALLOW, ringnet.DENY or ringnet.Redirect(addr, port); the flow waits
+            for it. Runs after the built-in destination policy; None: no hook (_hook.py).
+        on_connect_timeout: seconds the hook may take (0 < t <= 60); later, or raising,
+            it gets the fail mode.
+        on_connect_cache: seconds a worker keeps a verdict per (protocol, destination,
+            port) and decides later flows to it without asking; 0 (default) asks for
+            every flow.
+        on_connect_fail: "deny" (default) or "allow": the verdict of a hook that raises,
+            times out or returns something else, and of flows beyond the bound of flows
+            held waiting (64 per worker).
     """
 
     mtu: int = MTU_MAX
@@ -194,6 +217,14 @@ class NetworkConfig:
     api_socket: Optional[str] = None
     rules: tuple[str, ...] = ()
     default_deny: bool = False
+    netem: Optional[str] = None
+    netem_up: Optional[str] = None
+    netem_down: Optional[str] = None
+    splice_local: bool = True
+    on_connect: Optional[Callable[..., Any]] = None   # ringnet.Flow -> verdict (_hook.py)
+    on_connect_timeout: float = 1.0
+    on_connect_cache: float = 0.0
+    on_connect_fail: str = "deny"
 
     def __post_init__(self) -> None:
         _int_in_range("mtu", self.mtu, MTU_MIN, MTU_MAX)
@@ -213,7 +244,7 @@ class NetworkConfig:
             raise ConfigError(f"startup_timeout={self.startup_timeout!r} must be between 0 and 600 s")
         _int_in_range("max_flows", self.max_flows, 16, 1 << 20)
         # host exposure options
-        for name in ("allow_host", "allow_link_local"):
+        for name in ("allow_host", "allow_link_local", "splice_local"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be True or False")
         _int_in_range("udp_ports", self.udp_ports, UDP_PORTS_MIN, UDP_PORTS_MAX)
@@ -244,6 +275,9 @@ class NetworkConfig:
         object.__setattr__(self, "rules", tuple(str(r) for r in check_rules(rules)))
         if not isinstance(self.default_deny, bool):
             raise ConfigError(f"default_deny={self.default_deny!r} must be True or False")
+        _check_netem(self)
+        check_hook_options(self.on_connect, self.on_connect_timeout, self.on_connect_cache,
+                           self.on_connect_fail)
         self._check_family(4, self.cidr4, ("guest4", "gateway4", "dns4"), _V4_RESERVED)
         if self.ipv6:
             self._check_family(6, self.cidr6, ("guest6", "gateway6", "dns6"), _V6_RESERVED)

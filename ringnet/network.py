@@ -39,7 +39,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from . import _control, _forwardctl, _nscall, _resolv
+from . import _control, _forwardctl, _hook, _nscall, _resolv
 from ._apisock import ApiServer
 from ._capture import SNAPLEN_MAX, Capture, Taps
 from ._control import Msg
@@ -47,6 +47,7 @@ from ._ctlsock import ControlServer
 from ._hostaddrs import HostAddrs, HostAddrWatcher, read_host_addrs
 from ._core import pump_counter_names, worker_counter_names
 from ._nssocket import AF_INET, SOCK_STREAM, SocketOpener
+from ._netem import NetemControl
 from ._nsutil import check_attach_target, check_netns_path, run_idmap_helpers
 from ._preflight import require
 from ._publish import Forward, Publisher
@@ -224,6 +225,8 @@ class Network:
         self._publisher = Publisher(self)   # forwards of host ports (_publish.py)
         self._sockets = SocketOpener()   # sockets made inside for socket() (_nssocket.py)
         self.rules = RuleSet(self)   # egress rules (_rules.py)
+        self._netem = NetemControl(config)   # network emulation settings (_netem.py)
+        self._hook: Optional[_hook.HookServer] = None   # on_connect (_hook.py)
         self._taps = Taps(self)   # capture mappings, packet capture, flow log (_capture.py)
 
     @classmethod
@@ -326,28 +329,35 @@ class Network:
             log.warning("no usable nameserver in %s: DNS queries inside the namespace will fail "
                         "until it names one (or set dns_upstream)", host_conf)
         host_addrs = read_host_addrs()  # refused unless allow_host
-        # the rules reach workers in a memfd (_rules.py), never on a command line
-        base = {"config": dict(dataclasses.asdict(cfg), rules=()), "hash_key": key,
+        # the rules reach workers in a memfd (_rules.py), never on a command line; the
+        # on_connect hook stays in this process (_hook.child_config)
+        base = {"config": dict(_hook.child_config(cfg), rules=()), "hash_key": key,
                 "dns_upstreams": ups, "host_addrs": host_addrs.to_body()}
         rules_shm, rules_fd, rules_len = self.rules.start_fds()
         self._pctr = CounterArray.create("pump")
         cap_fds = self._taps.create(cfg.workers)
         ns_ends: list[socket.socket] = []
+        if cfg.on_connect is not None:
+            self._hook = _hook.HookServer(cfg)
         try:
             for i in range(cfg.workers):
                 ctr = CounterArray.create(f"w{i}")
                 self._wctr.append(ctr)
                 ns_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
                 ns_ends.append(ns_end)
+                hook_fd = self._hook.worker_end() if self._hook else -1
                 try:
                     self._spawn_child(Role.WORKER, i,
                                       dict(base, index=i, ns_fd=worker_end.fileno(),
                                            counters_fd=ctr.fd, rules_shm_fd=rules_shm,
-                                           rules_fd=rules_fd, rules_len=rules_len,
+                                           rules_fd=rules_fd, rules_len=rules_len, hook_fd=hook_fd,
                                            capture_fd=cap_fds[i]),
-                                      [worker_end.fileno(), ctr.fd, rules_shm, rules_fd, cap_fds[i]])
+                                      [worker_end.fileno(), ctr.fd, rules_shm, rules_fd, cap_fds[i]]
+                                      + ([hook_fd] if self._hook else []))
                 finally:
                     worker_end.close()
+                    if self._hook:
+                        self._hook.children_started()
             ns = self._spawn_child(Role.NS, 0,
                                    dict(base, attach_pid=self._attach_pid,
                                         attach_path=self._attach_path,
@@ -360,6 +370,8 @@ class Network:
             self.rules.started()
         self._finalizer = weakref.finalize(self, _reap, self._children, self._spawned)
         self._wait_ready(ns)
+        if self._hook is not None:
+            self._hook.start()
         self._tell_workers(Msg.OFFLOADS, {"offloads": self.offloads})
         if cfg.resolv_conf and not self._attached:
             self._resolv_dir = tempfile.mkdtemp(prefix="ringnet-dns-")
@@ -499,6 +511,9 @@ class Network:
         _reap(self._children, self._spawned)
         self._children = []
         self._taps.close()   # the workers are gone: what they left goes to the files
+        if self._hook is not None:
+            self._hook.close()
+            self._hook = None
         for fd in self._nsfds:
             if fd >= 0:
                 os.close(fd)
@@ -624,7 +639,7 @@ class Network:
 
     def publish(self, spec: str) -> Forward:
         """Forward host ports into the namespace: ``spec`` is
-        ``[ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp]`` as podman's ``-p``. Returns a handle
+        ``[ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp|/udp]`` as podman's ``-p``. Returns a handle
         whose ``close()`` removes it. Raises ConfigError or PublishError."""
         self._require_running()
         return self._publisher.publish(spec)
@@ -632,6 +647,17 @@ class Network:
     def forwards(self) -> list[Forward]:
         """The forwards of this network (publish() and NetworkConfig.publish)."""
         return self._publisher.forwards()
+
+    def netem(self, spec: Optional[str] = None, direction: str = "both") -> dict[str, str]:
+        """Network emulation: with ``spec`` ("delay=20ms loss=1% rate=100mbit ...", "off"),
+        set it for ``direction`` ("both", "up": namespace -> world, or "down") in every
+        worker; return the current settings, ``{"up": spec, "down": spec}``. Raises
+        ConfigError naming a bad key and its range."""
+        self._require_running()
+        if spec is None:
+            return self._netem.current()
+        with self._query_lock:
+            return self._netem.set(self._workers(), spec, direction, self.config.faults)
 
     # Seeing the traffic (_capture.py, _flowlog.py) ----------------------------------------
 
@@ -722,6 +748,7 @@ class Network:
             "capture": self._taps.control,
             **_forwardctl.handlers(self),   # forward_add, forward_ls, forward_rm
             "rules": self.rules.control,
+            "netem": lambda args: self.netem(args.get("spec"), args.get("direction", "both")),
         }
 
     def _stats_dict(self) -> dict[str, Any]:

@@ -245,7 +245,7 @@ def test_worker_keeps_the_host_network_and_itself():
 def test_nschild_may_start_threads_and_make_ip_sockets_only():
     """The namespace child's list lets it start threads (its pump threads start after the
     sandbox: glibc's clone3 gets ENOSYS and falls back to clone with CLONE_THREAD) and
-    make IPv4 and IPv6 sockets of its namespace (Network.socket()), but no other
+    make IPv4 and IPv6 sockets of its namespace (Network.socket(), the splice route), but no other
     family, and, without capabilities, no raw socket; each thread carries the filter."""
     def probe():
         seen = {}
@@ -260,12 +260,14 @@ def test_nschild_may_start_threads_and_make_ip_sockets_only():
         return {"thread": bool(seen.get("tid")), "thread_netlink": seen.get("netlink"),
                 "udp": oserror(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).close()),
                 "tcp6": oserror(lambda: socket.socket(socket.AF_INET6, socket.SOCK_STREAM).close()),
+                "splice_stream": oserror(lambda: socket.socket(
+                    socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC).close()),
                 "unix": oserror(lambda: socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).close()),
                 "raw": oserror(lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW,
                                                      socket.IPPROTO_ICMP).close())}
     out, status = in_child("nschild", probe)
     assert out == {"thread": True, "thread_netlink": errno.EPERM, "udp": 0, "tcp6": 0,
-                   "unix": errno.EPERM, "raw": errno.EPERM}, out
+                   "splice_stream": 0, "unix": errno.EPERM, "raw": errno.EPERM}, out
 
 
 @needs_userns
