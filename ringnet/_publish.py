@@ -19,7 +19,18 @@ other). With one worker there are none.
 
 Workers own every fd of a forward once they have acknowledged FORWARD_ADD; the
 orchestrator keeps none, so that when the last worker closes the listener (FORWARD_DEL,
-or the network's end) the host port is closed. Only TCP forwards exist so far.
+or the network's end) the host port is closed.
+
+Clients on host loopback take the splice route instead (csrc/splice.c, unless
+``splice_local`` is off): the worker connects a socket the namespace child made
+inside the namespace (to its loopback, else the forward's address) and relays the
+two sockets with splice(); the namespace sees them from its own loopback.
+
+UDP forwards (csrc/udp_fwd.c): the bound UDP socket goes to one worker (forward id
+modulo workers), which keeps one flow per sender, so replies return to the sender
+they answer; flows expire after ``udp_timeout`` idle. Senders appear as for TCP,
+except that a real address whose flow would hash to another worker appears from
+the gateway address too.
 """
 
 from __future__ import annotations
@@ -49,6 +60,17 @@ SPEC_FORM = "[ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp|/udp]"
 PORT_MIN, PORT_MAX = 1, 65535
 _UNPRIV_SYSCTL = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
 REPLY_TIMEOUT = 10.0
+
+
+def _covers(a: Optional[IPAddr], b: Optional[IPAddr]) -> bool:
+    """Whether a listener on host address ``a`` (None: all) takes connections meant for
+    ``b``: all addresses and the unspecified ones (0.0.0.0 for its family; :: for both,
+    as a dual-stack socket) cover every address they serve."""
+    if a is None:
+        return True
+    if a.is_unspecified:
+        return b is None or a.version == 6 or b.version == a.version
+    return a == b
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,27 +171,31 @@ def unprivileged_port_start() -> int:
         return 1024
 
 
-def open_listener(addr: Optional[IPAddr], port: int) -> socket.socket:
-    """A non-blocking TCP listener on ``addr`` (None: every address, IPv6 and IPv4 where
-    the host has IPv6) and ``port``. Raises PublishError naming the port when it is in
-    use, privileged, or the address is not the host's."""
+def open_listener(addr: Optional[IPAddr], port: int, proto: str = "tcp") -> socket.socket:
+    """A non-blocking TCP listener (or, for ``proto`` "udp", a bound UDP socket) on
+    ``addr`` (None: every address, IPv6 and IPv4 where the host has IPv6) and ``port``.
+    Raises PublishError naming the port when it is in use, privileged, or the address is
+    not the host's."""
     where = f"[{addr}]:{port}" if addr is not None and addr.version == 6 else f"{addr or '*'}:{port}"
+    kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
     if addr is None:
         try:
-            s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            s = socket.socket(socket.AF_INET6, kind)
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             bind_to: tuple = ("::", port)
         except OSError:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s = socket.socket(socket.AF_INET, kind)
             bind_to = ("0.0.0.0", port)
     else:
-        s = socket.socket(socket.AF_INET6 if addr.version == 6 else socket.AF_INET, socket.SOCK_STREAM)
+        s = socket.socket(socket.AF_INET6 if addr.version == 6 else socket.AF_INET, kind)
         bind_to = (str(addr), port)
     try:
-        # A port whose previous connections linger in TIME_WAIT can be published again
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if kind == socket.SOCK_STREAM:
+            # A port whose previous connections linger in TIME_WAIT can be published again
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(bind_to)
-        s.listen(socket.SOMAXCONN)
+        if kind == socket.SOCK_STREAM:
+            s.listen(socket.SOMAXCONN)
         s.setblocking(False)
     except OSError as e:
         s.close()
@@ -230,13 +256,12 @@ class Publisher:
         self._next_id = 1
         self._lock = threading.Lock()
         self._forwards: list[Forward] = []
+        self._udp_owner: dict[int, int] = {}  # UDP forward id -> index of the worker serving it
 
     def publish(self, text: str) -> Forward:
         """Publish ``text`` (see parse_spec); raises ConfigError for a bad or overlapping
         spec, PublishError when a host port cannot be listened on, or the worker's error."""
         spec = parse_spec(text)
-        if spec.proto != "tcp":
-            raise _bad(text, "UDP forwards are not supported yet: only /tcp")
         cfg = self._net.config
         addrs = cfg.addresses()
         v6 = spec.host_addr is not None and spec.host_addr.version == 6 and \
@@ -247,11 +272,14 @@ class Publisher:
             fwd = Forward(self, spec, [], [], ns_addr)
             try:
                 for host_port, ns_port in spec.pairs():
-                    lst = open_listener(spec.host_addr, host_port)
+                    lst = open_listener(spec.host_addr, host_port, spec.proto)
                     try:
                         fid = self._next_id
                         self._next_id += 1
-                        self._add(fid, lst, ns_addr, ns_port)
+                        if spec.proto == "udp":
+                            self._add_udp(fid, lst, ns_addr, ns_port)
+                        else:
+                            self._add(fid, lst, ns_addr, ns_port)
                     finally:
                         lst.close()  # the workers hold it now (or it is gone)
                     fwd.ids.append(fid)
@@ -270,7 +298,7 @@ class Publisher:
             if o.proto != spec.proto or o.host_ports[1] < spec.host_ports[0] or \
                     spec.host_ports[1] < o.host_ports[0]:
                 continue
-            if o.host_addr is None or spec.host_addr is None or o.host_addr == spec.host_addr:
+            if _covers(o.host_addr, spec.host_addr) or _covers(spec.host_addr, o.host_addr):
                 raise _bad(spec.text, f"host ports overlap those of the forward {o.text!r}")
 
     def _add(self, fid: int, lst: socket.socket, ns_addr: IPAddr, ns_port: int) -> None:
@@ -301,6 +329,16 @@ class Publisher:
                 a.close()
                 b.close()
 
+    def _add_udp(self, fid: int, sock: socket.socket, ns_addr: IPAddr, ns_port: int) -> None:
+        """FORWARD_ADD of a UDP forward to one worker (forward ids spread them): a datagram
+        cannot be handed on as a connection can, so one worker serves all its clients."""
+        workers = self._net._workers()
+        child = workers[fid % len(workers)]
+        body = {"id": fid, "family": ns_addr.version, "addr": str(ns_addr), "port": ns_port,
+                "proto": "udp", "handoff": False, "out": []}
+        self._exchange(child, Msg.FORWARD_ADD, body, [sock.fileno()])
+        self._udp_owner[fid] = child.index
+
     def _exchange(self, child: Any, type_: Msg, body: dict, fds: list[int] = ()) -> None:
         with self._net._query_lock:
             _control.send(child.ctl, type_, body, fds)
@@ -308,7 +346,10 @@ class Publisher:
 
     def _del(self, fid: int) -> None:
         first: Optional[BaseException] = None
+        owner = self._udp_owner.pop(fid, None)
         for child in self._net._workers():
+            if owner is not None and child.index != owner:
+                continue
             try:
                 self._exchange(child, Msg.FORWARD_DEL, {"id": fid})
             except (RingnetError, OSError) as e:
@@ -361,6 +402,9 @@ def worker_forward(worker: Any, ctl: socket.socket, msg: _control.Message) -> No
             if not isinstance(out, list) or not all(isinstance(j, int) and 0 <= j < lib.RN_FWD_WORKERS_MAX
                                                    for j in out) or not isinstance(handoff, bool):
                 raise ProtocolError("FORWARD_ADD without a valid handoff list")
+            if msg.body.get("proto", "tcp") not in ("tcp", "udp") or \
+                    (msg.body.get("proto") == "udp" and (handoff or out)):
+                raise ProtocolError("FORWARD_ADD with a bad protocol")
             if len(msg.fds) != 1 + int(handoff) + len(out):
                 raise ProtocolError(f"FORWARD_ADD carries {len(msg.fds)} fds, "
                                     f"expected {1 + int(handoff) + len(out)}")
@@ -369,6 +413,14 @@ def worker_forward(worker: Any, ctl: socket.socket, msg: _control.Message) -> No
             if addr.version != msg.body.get("family") or not PORT_MIN <= port <= PORT_MAX:
                 raise ProtocolError("FORWARD_ADD with a bad namespace address or port")
             lfd = msg.fds[0]
+            packed = addr.packed + bytes(16 - len(addr.packed))
+            if msg.body.get("proto") == "udp":
+                check(lib.rn_worker_forward_add_udp(worker, fid, lfd, addr.version,
+                                                    ffi.new("uint8_t[16]", list(packed)), port),
+                      "rn_worker_forward_add_udp")
+                msg.fds = []
+                _control.send(ctl, Msg.ACK)
+                return
             hand_in = msg.fds[1] if handoff else -1
             nout = max(out) + 1 if out else 0
             arr = ffi.new("int[]", max(nout, 1))
