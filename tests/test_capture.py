@@ -33,8 +33,9 @@ GW4 = "10.0.2.2"
 GUEST4 = "10.0.2.100"
 MIB = 1 << 20
 
-needs_tcpdump = pytest.mark.skipif(shutil.which("tcpdump") is None,
-                                   reason="tcpdump is not installed (scripts/setup-test-env.sh installs it)")
+needs_tcpdump = pytest.mark.skipif(
+    shutil.which("tcpdump") is None,
+    reason="tcpdump is not installed (scripts/setup-test-env.sh installs it)")
 
 
 class Sink:
@@ -68,6 +69,13 @@ class Sink:
                 self.received.append(n)
 
     def close(self) -> None:
+        """Stop serving: shutdown() wakes the thread's accept() (close() alone would leave
+        it waiting on an fd number the next test may reuse), then close and join."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._thread.join(HANG_S)
         self.sock.close()
 
 
@@ -175,7 +183,7 @@ def covered(lines: list[str], src: str, dst: str) -> int:
 def test_capture_shows_handshake_and_bytes_of_a_transfer(tmp_path, sink, no_leaks):
     path = str(tmp_path / "t.pcapng")
     up, down = 3 * MIB + 17, sink.reply
-    with ringnet.Network(allow_host_loopback=True, workers=2) as net:
+    with ringnet.Network(control_socket=False, allow_host_loopback=True, workers=2) as net:
         with net.capture(path) as cap:
             assert transfer(net, sink.port, up) == down
             wait_until(lambda: sink.received == [up], "the sink to take everything")
@@ -207,7 +215,7 @@ def test_capture_shows_handshake_and_bytes_of_a_transfer(tmp_path, sink, no_leak
 
 def test_snap_length_is_respected(tmp_path, sink, no_leaks):
     path = str(tmp_path / "snap.pcapng")
-    with ringnet.Network(allow_host_loopback=True, workers=1) as net:
+    with ringnet.Network(control_socket=False, allow_host_loopback=True, workers=1) as net:
         with net.capture(path, snaplen=96):
             transfer(net, sink.port, MIB)
     f = read_pcapng(path)
@@ -221,7 +229,7 @@ def test_snap_length_is_respected(tmp_path, sink, no_leaks):
 def test_full_capture_ring_drops_and_counts_instead_of_waiting(tmp_path, sink, no_leaks):
     path = str(tmp_path / "drops.pcapng")
     up = 48 * MIB   # six times a worker's capture ring (8 MiB)
-    with ringnet.Network(allow_host_loopback=True, workers=1) as net:
+    with ringnet.Network(control_socket=False, allow_host_loopback=True, workers=1) as net:
         cap = net.capture(path)
         cap._hold.set()   # the writer stops draining: the ring fills and stays full
         assert transfer(net, sink.port, up) == sink.reply   # the traffic went on regardless
@@ -237,7 +245,7 @@ def test_full_capture_ring_drops_and_counts_instead_of_waiting(tmp_path, sink, n
 
 def test_capture_for_seconds_ends_by_itself(tmp_path, sink, no_leaks):
     path = str(tmp_path / "timed.pcapng")
-    with ringnet.Network(allow_host_loopback=True, workers=1) as net:
+    with ringnet.Network(control_socket=False, allow_host_loopback=True, workers=1) as net:
         cap = net.capture(path, seconds=0.5)
         assert cap.wait(HANG_S), "the capture did not end"
         transfer(net, sink.port, 1000)   # after the end: not captured

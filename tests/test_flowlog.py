@@ -90,7 +90,8 @@ def test_flow_log_records_a_known_transfer(tmp_path, family, no_leaks):
 
     port, t = serve_once(handler, socket.AF_INET6 if family == 6 else socket.AF_INET)
     gw, guest = (GW6, GUEST6) if family == 6 else (GW4, GUEST4)
-    with ringnet.Network(allow_host_loopback=True, workers=2, flow_log=str(log)) as net:
+    with ringnet.Network(control_socket=False, allow_host_loopback=True, workers=2,
+                         flow_log=str(log)) as net:
         assert run_inside(net, EXCHANGE, gw, str(port), str(up)).strip() == str(down)
         t.join(HANG_S)
     assert got == [up]
@@ -145,7 +146,8 @@ def test_close_reasons(tmp_path, no_leaks):
     udp.bind(("127.0.0.1", 0))
     udp_port = udp.getsockname()[1]
     try:
-        with ringnet.Network(allow_host_loopback=True, workers=1, flow_log=str(log)) as net:
+        with ringnet.Network(control_socket=False, allow_host_loopback=True, workers=1,
+                             flow_log=str(log)) as net:
             run_inside(net, RESET, GW4, str(ns_port))
             wait_until(done.is_set, "the server to see the namespace's reset")
             run_inside(net, r'''
@@ -193,7 +195,8 @@ s.sendto(b"z" * 321, (sys.argv[1], int(sys.argv[2])))
 def test_flow_log_appends_and_counts(tmp_path, no_leaks):
     log = tmp_path / "flows.jsonl"
     log.write_text('{"earlier": true}\n')
-    with ringnet.Network(allow_host_loopback=True, workers=1, flow_log=str(log)) as net:
+    with ringnet.Network(control_socket=False, allow_host_loopback=True, workers=1,
+                         flow_log=str(log)) as net:
         run_inside(net, r'''
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -207,7 +210,7 @@ s.sendto(b"q", ("10.0.2.2", 9))
 
 
 def test_no_flow_log_no_records(no_leaks):
-    with ringnet.Network(allow_host_loopback=True, workers=1) as net:
+    with ringnet.Network(control_socket=False, allow_host_loopback=True, workers=1) as net:
         run_inside(net, r'''
 import socket
 socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"q", ("10.0.2.2", 9))
@@ -238,8 +241,9 @@ def test_name_and_rule_of_each_flow(tmp_path, no_leaks):
     log = tmp_path / "flows.jsonl"
     ruled, other = serve_once(lambda c: c.recv(100)), serve_once(lambda c: c.recv(100))
     with LocalDns({"app.test": ("10.0.2.2",)}, ttl=300) as dns:
-        with ringnet.Network(workers=1, allow_host_loopback=True, dns_upstream=dns.upstream,
-                             rules=[f"allow tcp:app.test:{ruled[0]}"], flow_log=str(log)) as net:
+        with ringnet.Network(control_socket=False, workers=1, allow_host_loopback=True,
+                             dns_upstream=dns.upstream, rules=[f"allow tcp:app.test:{ruled[0]}"],
+                             flow_log=str(log)) as net:
             rule = net.rules.list()[0]["rule"]
             run_inside(net, NAMED, f"app.test:{ruled[0]}", f"app.test:{other[0]}")
             assert [r["hits"] for r in net.rules.list()] == [1]
