@@ -27,5 +27,6 @@
 #include "pump.h"
 #include "sandbox.h"
 #include "verdict.h"
+#include "capture.h"
 
 #endif /* RN_API_H */

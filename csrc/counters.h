@@ -177,7 +177,13 @@
 	X(hook_redirect_refused, "redirects refused: the policy refuses the target, or another family") \
 	X(hook_timeouts,	"held flows given the fail mode: no verdict by the deadline") \
 	X(hook_overflow,	"new flows given the fail mode: too many flows held") \
-	X(hook_bad_verdicts,	"malformed verdicts from the orchestrator (dropped)")
+	X(hook_bad_verdicts,	"malformed verdicts from the orchestrator (dropped)") \
+	/* packet capture and flow log (capture.c) */			\
+	X(capture_frames,	"frames copied into the capture ring, both directions") \
+	X(capture_bytes,	"packet bytes copied into the capture ring (snap length each at most)") \
+	X(capture_drops,	"frames left out of the capture: capture ring full") \
+	X(flowlog_events,	"flow open and close records put into the flow log ring") \
+	X(flowlog_drops,	"flow open and close records lost: flow log ring full")
 
 /* Namespace pump counters, summed over its threads */
 #define RN_PUMP_COUNTERS(X)						\

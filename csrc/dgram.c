@@ -200,10 +200,12 @@ void rn_dgram_timer(struct rn_worker *w, struct rn_flow *f)
 {
 	struct rn_dgram_flow *fl = (struct rn_dgram_flow *)f;
 
-	if (w->now - f->last >= fl->timeout_ms)
+	if (w->now - f->last >= fl->timeout_ms) {
+		rn_flow_end(f, RN_FLOW_END_IDLE);
 		rn_worker_flow_close(w, f);
-	else
+	} else {
 		rn_worker_flow_timer(w, f, f->last + fl->timeout_ms);
+	}
 }
 
 /**

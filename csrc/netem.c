@@ -657,7 +657,7 @@ static int rn_netem_run_down(struct rn_worker *w, int64_t now)
 			continue;
 		}
 		memcpy(p, rec + 1, rec->len);
-		rn_tap_put(w, rec->len);
+		rn_tap_put(w, p, rec->len);
 		rn_netem_pop(w, q, rec, start, RN_WCTR_netem_queued_down);
 	}
 	return 0;

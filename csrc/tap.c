@@ -43,6 +43,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "capture.h"
 #include "checksum.h"
 #include "fault.h"
 #include "flow.h"
@@ -146,10 +147,13 @@ uint8_t *rn_worker_tx_reserve(struct rn_worker *w, uint32_t pktlen, int *err)
 /**
  * rn_tap_put() - commit a frame of @len bytes (vnet header included)
  * @w:		worker
+ * @frame:	the frame reserved in to_ns (vnet header first), for the capture
  * @len:	frame length
  */
-void rn_tap_put(struct rn_worker *w, uint32_t len)
+void rn_tap_put(struct rn_worker *w, const uint8_t *frame, uint32_t len)
 {
+	if (w->cap && w->cap->snaplen)
+		rn_capture_frame(w, frame, len, RN_CAP_DIR_IN);
 	rn_ring_commit(&w->tx, len);
 	rn_ctr_add(w->ctr, RN_WCTR_frames_out, 1);
 	rn_ctr_add(w->ctr, RN_WCTR_bytes_out, len);
@@ -175,7 +179,7 @@ int rn_tap_copy(struct rn_worker *w, const uint8_t *frame, uint32_t len)
 		return 0;
 	}
 	memcpy(p, frame, len);
-	rn_tap_put(w, len);
+	rn_tap_put(w, p, len);
 	return 1;
 }
 
@@ -197,7 +201,7 @@ void rn_worker_tx_commit(struct rn_worker *w, uint32_t pktlen)
 		rn_netem_tx_commit(w, len);
 		return;
 	}
-	rn_tap_put(w, len);
+	rn_tap_put(w, w->tx_resv, len);
 }
 
 /**

@@ -13,7 +13,7 @@
 #include "worker.h"
 
 int rn_tap_input(struct rn_worker *w, const uint8_t *shm, uint32_t len);
-void rn_tap_put(struct rn_worker *w, uint32_t len);
+void rn_tap_put(struct rn_worker *w, const uint8_t *frame, uint32_t len);
 int rn_tap_copy(struct rn_worker *w, const uint8_t *frame, uint32_t len);
 
 #endif /* RN_TAP_H */

@@ -74,6 +74,7 @@ void rn_tcp_close(struct rn_worker *w, struct rn_tcp_flow *c, int rst_ns, int rs
 		rn_ctr_add(w->ctr, RN_WCTR_tcp_host_resets, 1);
 	}
 	rn_ctr_add(w->ctr, RN_WCTR_tcp_closed, 1);
+	rn_flow_end(&c->f, rst_ns || rst_host ? RN_FLOW_END_RESET : RN_FLOW_END_FIN);
 	c->f.state = RN_TCP_CLOSED;
 	rn_worker_flow_close(w, &c->f);
 }
@@ -129,8 +130,10 @@ void rn_tcp_watch(struct rn_worker *w, struct rn_tcp_flow *c)
 		if ((c->flags & RN_TCP_F_WANT_OUT) && !rn_tcp_ns_fin_taken(c))
 			ev |= EPOLLOUT;
 	}
-	if (rn_worker_flow_watch(w, &c->f, ev))
+	if (rn_worker_flow_watch(w, &c->f, ev)) {
+		rn_flow_end(&c->f, RN_FLOW_END_ERROR);
 		rn_tcp_close(w, c, 1, 1);
+	}
 }
 
 /**
@@ -176,6 +179,7 @@ void rn_tcp_host_error(struct rn_worker *w, struct rn_tcp_flow *c, int err)
 		return;
 	(void)err;
 	rn_ctr_add(w->ctr, RN_WCTR_tcp_host_errors, 1);
+	rn_flow_end(&c->f, RN_FLOW_END_HOST_ERROR);
 	rn_tcp_close(w, c, 1, 0);
 }
 
@@ -330,6 +334,7 @@ void rn_tcp_connect_done(struct rn_worker *w, struct rn_tcp_flow *c, int err)
 		}
 		rn_ctr_add(w->ctr, RN_WCTR_tcp_closed, 1);
 		rn_tcp_go(c, RN_TCP_EV_ERROR);
+		rn_flow_end(&c->f, RN_FLOW_END_CONNECT_FAILED);
 		rn_worker_flow_close(w, &c->f);
 		return;
 	}
@@ -376,6 +381,8 @@ static int rn_tcp_evict_time_wait(struct rn_worker *w)
  * rn_tcp_flow_new() - allocate a TCP flow for a key and add it to the flow table
  * @w:		worker
  * @k:		flow key
+ * @rule:	struct rn_flow.rule: the egress rule that decided (slot + 1), 0 for
+ *		none; set before the flow enters the table, for the flow log's open record
  * @out:	the new flow, without a socket (fd -1), state CLOSED
  *
  * At the max_flows cap the oldest TIME_WAIT flow makes room (one try). Used by
@@ -384,7 +391,7 @@ static int rn_tcp_evict_time_wait(struct rn_worker *w)
  *
  * Return: 0, -ENOMEM, or rn_worker_flow_add()'s -ENOSPC / -EEXIST
  */
-static int rn_tcp_flow_new(struct rn_worker *w, const struct rn_flow_key *k,
+static int rn_tcp_flow_new(struct rn_worker *w, const struct rn_flow_key *k, uint32_t rule,
 			   struct rn_tcp_flow **out)
 {
 	struct rn_tcp_flow *c = calloc(1, sizeof(*c));
@@ -395,6 +402,7 @@ static int rn_tcp_flow_new(struct rn_worker *w, const struct rn_flow_key *k,
 	c->f.key = *k;
 	c->f.type = RN_FLOW_TCP;
 	c->f.fd = -1;
+	c->f.rule = rule;
 	rc = rn_worker_flow_add(w, &c->f);
 	if (rc == -ENOSPC && rn_tcp_evict_time_wait(w))
 		rc = rn_worker_flow_add(w, &c->f);
@@ -454,7 +462,7 @@ int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, struct rn_tcp_
 		rn_tcp_rst_key(w, k, 0, s->seq + 1, 1);
 		return rn_tcp_drop(s, (unsigned int)ctr);
 	}
-	rc = rn_tcp_flow_new(w, k, &c);
+	rc = rn_tcp_flow_new(w, k, d.rule, &c);
 	if (rc) {
 		rn_tcp_rst_key(w, k, 0, s->seq + 1, 1);
 		return rn_tcp_drop(s, rc == -ENOMEM ? RN_WCTR_flows_refused_fd :
@@ -463,12 +471,12 @@ int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, struct rn_tcp_
 
 	fd = rn_tcp_socket(c, d.family);
 	if (fd < 0) {
+		rn_flow_end(&c->f, RN_FLOW_END_ERROR);
 		rn_worker_flow_close(w, &c->f);
 		rn_tcp_rst_key(w, k, 0, s->seq + 1, 1);
 		return rn_tcp_drop(s, RN_WCTR_flows_refused_fd);
 	}
 	c->f.fd = fd;
-	c->f.rule = d.rule;
 	if (d.dns) {
 		c->flags |= RN_TCP_F_DNS;
 		rn_dns_try_start(w, &c->dns, d.dns_up);
@@ -540,7 +548,7 @@ int rn_tcp_connect_ns(struct rn_worker *w, const struct rn_flow_key *k, int fd)
 		rn_tcp_close(w, rn_tcp_of(old), 0, 0);
 	else if (old)
 		return -EEXIST;
-	rc = rn_tcp_flow_new(w, k, &c);
+	rc = rn_tcp_flow_new(w, k, 0, &c);
 	if (rc)
 		return rc;
 	c->f.fd = fd;

@@ -239,6 +239,7 @@ static ssize_t rn_tcp_to_host(struct rn_worker *w, struct rn_tcp_flow *c, const 
 	}
 	c->rcv_nxt += (uint32_t)n;
 	c->f.bytes_up += (uint64_t)n;
+	c->f.pkts_up += n > 0;
 	rn_ctr_add(w->ctr, RN_WCTR_tcp_bytes_up, (uint64_t)n);
 	return n;
 }

@@ -737,6 +737,7 @@ int rn_udp_input(struct rn_worker *w, struct rn_frame *f)
 	t->gso = gso;
 	fl->g.f.last = w->now;
 	fl->g.f.bytes_up += len;
+	fl->g.f.pkts_up++;
 	if (t->data >= w->rx.data && t->data < w->rx.data + w->rx.size)
 		rn_worker_defer(w, &fl->g.f);
 	else

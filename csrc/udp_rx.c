@@ -133,6 +133,7 @@ static void rn_udp_deliver(struct rn_worker *w, struct rn_udp_flow *fl,
 	rn_ctr_add(w->ctr, RN_WCTR_udp_out, dgrams);
 	fl->g.f.last = w->now;
 	fl->g.f.bytes_down += len;
+	fl->g.f.pkts_down++;
 	/* An answer (read from our private copy): its query needs no failover */
 	rn_dns_answered(&fl->dnsq, iov[0].iov_base, (uint32_t)iov[0].iov_len);
 }

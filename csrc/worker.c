@@ -80,6 +80,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "capture.h"
 #include "fault.h"
 #include "flow.h"
 #include "flowtab.h"
@@ -136,6 +137,9 @@ static int rn_worker_batch(struct rn_worker *w)
 			return rn_worker_fatal(w, rc);
 		if (!rc)
 			break;
+		/* The capture sees the frame as the namespace sent it (capture.c) */
+		if (w->cap && w->cap->snaplen)
+			rn_capture_frame(w, frame, len, RN_CAP_DIR_OUT);
 		/* One branch for both hooks, which are exclusive */
 		if (w->fin.on | w->netem.up.on)
 			rc = rn_netem_input(w, frame, len);
@@ -208,8 +212,10 @@ int rn_worker_flow_add(struct rn_worker *w, struct rn_flow *f)
 	f->events = 0;
 	f->wnext = NULL;
 	rc = rn_flowtab_insert(&w->flows, f, w->now);
-	if (!rc)
+	if (!rc) {
 		rn_ctr_add(w->ctr, rn_worker_open_ctr[f->type], 1);
+		rn_capture_flow(w, f, RN_CAP_EV_OPEN);
+	}
 	return rc;
 }
 
@@ -375,6 +381,7 @@ void rn_worker_flow_close(struct rn_worker *w, struct rn_flow *f)
 		rn_worker_room_unlink(w, f);
 	if (f->flags & RN_FLOW_F_DEFER)
 		rn_worker_defer_unlink(w, f);
+	rn_capture_flow(w, f, RN_CAP_EV_CLOSE);
 	rn_flowtab_remove(&w->flows, f);
 	rn_ctr_add(w->ctr, rn_worker_open_ctr[f->type], (uint64_t)-1);
 	if (f->fd >= 0) {
@@ -538,10 +545,12 @@ static int rn_worker_events(struct rn_worker *w, int wait, int *ctl)
 				continue;
 			ops = rn_worker_ops[f->type];
 			rn_ctr_add(w->ctr, RN_WCTR_host_events, 1);
-			if (ops && ops->event)
+			if (ops && ops->event) {
 				ops->event(w, f, ev[i].events);
-			else
+			} else {
+				rn_flow_end(f, RN_FLOW_END_ERROR);
 				rn_worker_flow_close(w, f);
+			}
 		}
 	}
 	return n;
@@ -850,9 +859,12 @@ void rn_worker_free(struct rn_worker *w)
 
 	if (!w)
 		return;
-	while ((f = rn_flowtab_first(&w->flows)))
+	while ((f = rn_flowtab_first(&w->flows))) {
+		rn_flow_end(f, RN_FLOW_END_SHUTDOWN);
 		rn_worker_flow_close(w, f);
+	}
 	rn_worker_reap(w);
+	rn_capture_free(w);
 	rn_fwd_free(w);
 	rn_splice_free(w);
 	rn_udp_free(w);

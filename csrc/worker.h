@@ -54,6 +54,7 @@ struct rn_fwd;
 struct rn_rules_ctx;
 struct rn_splice_ctl;
 struct rn_verdict;
+struct rn_capture;
 
 /**
  * struct rn_worker_params - what a worker needs to know, from the orchestrator
@@ -180,6 +181,7 @@ struct rn_worker_params {
  * @mod_up:	udp_in when @mod was last fed
  * @mod_down:	udp_out when @mod was last fed
  * @rules:	egress rules, name table and rule hits (rules.c), or NULL
+ * @cap:	packet capture and flow log (capture.c), NULL until attached
  * @buf:	private copy of the frame being processed
  */
 struct rn_worker {
@@ -215,6 +217,7 @@ struct rn_worker {
 	uint64_t mod_up;
 	uint64_t mod_down;
 	struct rn_rules_ctx *rules;
+	struct rn_capture *cap;
 	uint8_t buf[RN_FRAME_MAX];
 };
 

@@ -75,6 +75,8 @@ class Msg(enum.IntEnum):
                       # count fresh TCP sockets inside the namespace" (the worker connects them)
     SPLICE_FD = 26    # namespace child -> worker: u32 count, u8 family, u8 0, u16 errno; count
                       # sockets ride as SCM_RIGHTS (errno when none could be made)
+    CAPTURE = 20    # orchestrator -> worker: {"snaplen": N (0: off), "flowlog": bool}: what to
+                    # put into the capture mapping (_capture.py); answered ACK
 
 
 class ParentGone(Exception):

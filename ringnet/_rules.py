@@ -547,6 +547,22 @@ class RuleSet:
         """The rule now holding hit slot ``slot`` (struct rn_flow.rule - 1), or None."""
         return next((r for r, s in self._rules if s == slot), None)
 
+    def name_of(self, family: int, addr: bytes) -> Optional[str]:
+        """A name ringnet's DNS forwarder handed out ``addr`` (packed, IPv``family``) for,
+        not expired, or None: for the flow log (_flowlog.py)."""
+        from ._core import ffi, lib
+
+        shm = self._shm
+        if shm is None or shm._mm is None:
+            return None
+        tab = ffi.cast("struct rn_name_slot *", ffi.cast("char *", shm.ptr) + _SHM_HDR)
+        hit = ffi.new("struct rn_name_hit[1]")
+        key = bytes.fromhex(self._net._hash_key)
+        packed = addr + bytes(16 - len(addr))
+        if lib.rn_names_lookup(tab, int(time.monotonic() * 1000), key, family, packed, hit, 1) < 1:
+            return None
+        return bytes(ffi.buffer(hit[0].name, min(hit[0].len, NAME_MAX))).decode("ascii", "replace")
+
     # internals
     def _raw_hits(self) -> list[int]:
         """Every slot's hits summed over the workers, since the network started."""

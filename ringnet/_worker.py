@@ -23,6 +23,7 @@ import socket
 
 from . import _control, _hook
 from ._child import current_step, parent_gone, run_child, setup_done, step
+from ._capture import CaptureShm, worker_capture
 from ._control import Msg
 from ._core import check, ffi, lib
 from ._hostaddrs import HostAddrs
@@ -151,6 +152,8 @@ def main(spec: dict, ctl: socket.socket) -> int:
     ns = socket.socket(fileno=spec["ns_fd"])
     step("map counters")
     counters = CounterArray.adopt(spec["counters_fd"])
+    # packet capture and flow log (_capture.py); absent only in tests that start a bare worker
+    capture = CaptureShm.adopt(spec["capture_fd"]) if spec.get("capture_fd") is not None else None
     ring = None
     rules = None
     evs: tuple[int, ...] = ()
@@ -169,6 +172,9 @@ def main(spec: dict, ctl: socket.socket) -> int:
                 splice.detach()
             else:
                 splice.close()
+            if capture is not None:
+                check(lib.rn_capture_attach(worker, capture.ptr, capture.size), "rn_capture_attach")
+                check(lib.rn_capture_set(worker, 0, int(cfg.flow_log is not None)), "rn_capture_set")
             _set_host_addrs(worker, spec["host_addrs"])
             step("load rules")
             rules = worker_attach(worker, spec, cfg.workers)  # before the namespace runs anything
@@ -213,6 +219,8 @@ def main(spec: dict, ctl: socket.socket) -> int:
             ring.close()
         ns.close()
         counters.close()
+        if capture is not None:
+            capture.close()
 
 
 def _drain(fd: int) -> None:
@@ -281,6 +289,9 @@ def _control_wants_exit(worker, ctl: socket.socket, ns: socket.socket) -> bool:
             continue
         if sock is ctl and msg.type == Msg.HOST_ADDRS:
             _set_host_addrs(worker, msg.body)
+            continue
+        if sock is ctl and msg.type == Msg.CAPTURE:
+            worker_capture(worker, ctl, msg)
             continue
         if sock is ctl and msg.type == Msg.FLOWS:
             _control.send(ctl, Msg.FLOWS, flow_rows(worker, msg.body.get("max")))

@@ -9,6 +9,7 @@
     ringnet forward ID add|ls|rm [SPEC|FWD]  add, list or remove a running network's forwards
     ringnet netem ID [--up|--down] [SPEC]    show or change one network's emulation
     ringnet rules ID ls|names|add|rm|default  list or change a running network's egress rules
+    ringnet capture ID FILE [--seconds N]    capture a running network's frames into a pcapng file
 
 ``run`` exits with CMD's status (128+N when CMD is killed by signal N), and 125
 when ringnet itself fails; SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to it are
@@ -40,8 +41,8 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from . import __version__, _ctlsock, _forwardctl
 from ._resolv import MAX_UPSTREAMS
-from .config import (COALESCE_US_MAX, MTU_MAX, MTU_MIN, RING_SIZE_MAX, RING_SIZE_MIN, UDP_PORTS_MAX,
-                     UDP_PORTS_MIN, WORKERS_MAX, NetworkConfig)
+from .config import (COALESCE_US_MAX, MTU_MAX, MTU_MIN, PCAP_SNAPLEN_MAX, PCAP_SNAPLEN_MIN, RING_SIZE_MAX,
+                     RING_SIZE_MIN, UDP_PORTS_MAX, UDP_PORTS_MIN, WORKERS_MAX, NetworkConfig)
 from .errors import ConfigError, RingnetError
 from .network import Network
 from .stats import Stats, busiest_first, rates
@@ -168,6 +169,15 @@ def _net_options(p: argparse.ArgumentParser) -> None:
                    help="forwarded TCP clients on host loopback go through the C core (seen "
                    "inside from the gateway) instead of being spliced (seen from loopback)")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more logging (repeatable)")
+    t = p.add_argument_group("seeing the traffic")
+    t.add_argument("--flow-log", default=d["flow_log"], metavar="FILE",
+                   help="append a JSON line for every flow opened and closed to FILE")
+    t.add_argument("--pcap", default=d["pcap"], metavar="FILE",
+                   help="capture the namespace's frames into FILE (pcapng, for tcpdump -r and "
+                   "Wireshark)")
+    t.add_argument("--pcap-snaplen", type=int, default=d["pcap_snaplen"], metavar="N",
+                   help=f"bytes of each packet the capture keeps, {PCAP_SNAPLEN_MIN}..{PCAP_SNAPLEN_MAX} "
+                   "(default %(default)s: all)")
     o = p.add_argument_group("output")
     o.add_argument("-q", "--quiet", action="store_true",
                    help="print only errors on stderr (no warnings, no notices)")
@@ -297,7 +307,18 @@ def _parser() -> argparse.ArgumentParser:
                      help="world -> namespace only")
     ne.add_argument("spec", nargs="*", help="key=value ... (delay, jitter, loss, dup, reorder, "
                     "rate, limit, seed), or off; none: show the current settings")
-    for q in (ls, st, top, fw, ru, ne):
+    cap = sub.add_parser("capture", help="capture a running network's frames into a pcapng file",
+                         description="Capture both directions of the namespace's frames into FILE "
+                         "until interrupted (SIGINT, SIGTERM) or for --seconds; prints what was "
+                         "written and what was dropped.")
+    cap.add_argument("id", help="network id (or a unique prefix), from ringnet ls")
+    cap.add_argument("file", metavar="FILE", help="pcapng file to write (replaced if it exists)")
+    cap.add_argument("--seconds", type=float, default=None, metavar="N",
+                     help="stop after N seconds (default: until interrupted)")
+    cap.add_argument("--snaplen", type=int, default=PCAP_SNAPLEN_MAX, metavar="N",
+                     help=f"bytes of each packet to keep, {PCAP_SNAPLEN_MIN}..{PCAP_SNAPLEN_MAX} "
+                     "(default %(default)s: all)")
+    for q in (ls, st, top, fw, ru, ne, cap):
         q.add_argument("--dir", default=None, help="control socket directory "
                        "(default $XDG_RUNTIME_DIR/ringnet or /tmp/ringnet-UID)")
         q.add_argument("-v", "--verbose", action="count", default=0, help=argparse.SUPPRESS)
@@ -600,6 +621,45 @@ def _netem(args: argparse.Namespace) -> int:
     return 0
 
 
+def _capture(args: argparse.Namespace) -> int:
+    """``ringnet capture``: start a capture through the control socket, wait for its end
+    (--seconds, or a signal: then stop it), report."""
+    from ._capture import check_seconds, check_snaplen
+
+    try:
+        check_snaplen(args.snaplen, "--snaplen")
+        check_seconds(args.seconds, "--seconds")
+    except ConfigError as e:
+        raise ConfigError(str(e).replace("--snaplen=", "--snaplen ").replace("--seconds=", "--seconds ")) from None
+    path = _ctlsock.resolve(args.id, args.dir)
+    target = os.path.abspath(args.file)
+    req = {"file": target, "snaplen": args.snaplen}
+    if args.seconds is not None:
+        req["seconds"] = args.seconds
+    stop = {"sig": 0}
+
+    def on_signal(signum, frame):
+        stop["sig"] = signum
+
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, on_signal)
+    _ctlsock.query(path, "capture", req)
+    print(f"ringnet: capturing into {target}" + (f" for {args.seconds:g} s" if args.seconds else
+                                                 " until interrupted"), file=sys.stderr)
+    while True:
+        if stop["sig"]:
+            report = _ctlsock.query(path, "capture", {"stop": True})
+            break
+        report = _ctlsock.query(path, "capture", {})
+        if not report.get("running") or report.get("file") != target:
+            break
+        time.sleep(0.2)
+    if report.get("file") == target:
+        print(f"ringnet: {report['frames']} frames written to {target}, {report['dropped']} dropped",
+              file=sys.stderr)
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``ringnet`` console script."""
     parser = _parser()
@@ -614,7 +674,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     failed = EXIT_RINGNET_FAILED if args.command == "run" else 1
     try:
         handlers = {"run": _run, "attach": _attach, "ls": _ls, "stats": _stats, "top": _top,
-                    "forward": _forwardctl.main, "rules": _rules, "netem": _netem}
+                    "forward": _forwardctl.main, "rules": _rules, "netem": _netem,
+                    "capture": _capture}
         return handlers[args.command](args)
     except RingnetError as e:
         print(f"ringnet: error: {e}", file=sys.stderr)

@@ -32,6 +32,8 @@ COALESCE_US_MAX = 1000      # RN_MOD_NAP_MAX_US
 UDP_PORTS_DEFAULT = 8192     # host UDP ports for all workers: well below the 28,232 ephemeral ones
 UDP_PORTS_MIN = 16
 UDP_PORTS_MAX = 16384
+PCAP_SNAPLEN_MIN = 64       # RN_CAP_SNAPLEN_MIN (csrc/capture.h)
+PCAP_SNAPLEN_MAX = 65575    # RN_CAP_SNAPLEN_MAX: the largest IP packet a frame carries
 
 _V4_RESERVED = [ipaddress.ip_network(n) for n in ("0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/4",
                                                    "240.0.0.0/4")]
@@ -141,6 +143,11 @@ class NetworkConfig:
             with fractions F in 0..0.5; None (the default) injects nothing.
         publish: host ports to forward into the namespace once it is up, each
             "[ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp|/udp]" (Network.publish()).
+        flow_log: append a JSON line for every flow opened and closed to this file
+            (ringnet/_flowlog.py lists the fields); None: no flow log.
+        pcap: capture the namespace's frames into this pcapng file from the start
+            (Network.capture() starts one later); None: no capture.
+        pcap_snaplen: bytes of each packet the capture keeps, 64..65575 (all of it).
         api_socket: path of a unix socket serving slirp4netns's JSON API (add_hostfwd,
             list_hostfwd, remove_hostfwd; _apisock.py) while the network runs; None: none.
         rules: egress rules, first match wins, each "allow SPEC" or "deny SPEC" with SPEC
@@ -204,6 +211,9 @@ class NetworkConfig:
     control_socket: bool = True
     control_dir: Optional[str] = None
     publish: tuple[str, ...] = ()
+    flow_log: Optional[str] = None
+    pcap: Optional[str] = None
+    pcap_snaplen: int = PCAP_SNAPLEN_MAX
     api_socket: Optional[str] = None
     rules: tuple[str, ...] = ()
     default_deny: bool = False
@@ -257,6 +267,9 @@ class NetworkConfig:
                                                   else self.publish))
         for spec in self.publish:
             parse_spec(spec)
+        for name in ("flow_log", "pcap"):  # absolute: the file is opened after start-up
+            object.__setattr__(self, name, _file_path(name, getattr(self, name)))
+        _int_in_range("pcap_snaplen", self.pcap_snaplen, PCAP_SNAPLEN_MIN, PCAP_SNAPLEN_MAX)
         check_api_socket(self.api_socket)
         rules = [self.rules] if isinstance(self.rules, str) else self.rules
         object.__setattr__(self, "rules", tuple(str(r) for r in check_rules(rules)))
@@ -337,6 +350,20 @@ def parse_faults(text: str) -> dict[str, float]:
             raise ConfigError(f"faults={text!r}: seed must be from 0 to 2**64-1")
         out[key] = num
     return out
+
+
+def _file_path(name: str, value) -> Optional[str]:
+    """A file ringnet writes (flow log, capture): None, or a path in an existing directory,
+    returned absolute."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value) \
+            or os.path.isdir(os.fspath(value)):
+        raise ConfigError(f"{name}={value!r} must be the path of a file")
+    where = os.path.dirname(os.path.abspath(os.fspath(value)))
+    if not os.path.isdir(where):
+        raise ConfigError(f"{name}={value!r}: directory {where} does not exist")
+    return os.path.join(where, os.path.basename(os.fspath(value)))
 
 
 def _int_in_range(name: str, value, lo: int, hi: int) -> None:

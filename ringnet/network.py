@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from . import _control, _forwardctl, _hook, _nscall, _resolv
 from ._apisock import ApiServer
+from ._capture import SNAPLEN_MAX, Capture, Taps
 from ._control import Msg
 from ._ctlsock import ControlServer
 from ._hostaddrs import HostAddrs, HostAddrWatcher, read_host_addrs
@@ -226,6 +227,7 @@ class Network:
         self.rules = RuleSet(self)   # egress rules (_rules.py)
         self._netem = NetemControl(config)   # network emulation settings (_netem.py)
         self._hook: Optional[_hook.HookServer] = None   # on_connect (_hook.py)
+        self._taps = Taps(self)   # capture mappings, packet capture, flow log (_capture.py)
 
     @classmethod
     def attach(cls, pid: int, config: Optional[NetworkConfig] = None, **overrides: Any) -> "Network":
@@ -333,6 +335,7 @@ class Network:
                 "dns_upstreams": ups, "host_addrs": host_addrs.to_body()}
         rules_shm, rules_fd, rules_len = self.rules.start_fds()
         self._pctr = CounterArray.create("pump")
+        cap_fds = self._taps.create(cfg.workers)
         ns_ends: list[socket.socket] = []
         if cfg.on_connect is not None:
             self._hook = _hook.HookServer(cfg)
@@ -347,8 +350,9 @@ class Network:
                     self._spawn_child(Role.WORKER, i,
                                       dict(base, index=i, ns_fd=worker_end.fileno(),
                                            counters_fd=ctr.fd, rules_shm_fd=rules_shm,
-                                           rules_fd=rules_fd, rules_len=rules_len, hook_fd=hook_fd),
-                                      [worker_end.fileno(), ctr.fd, rules_shm, rules_fd]
+                                           rules_fd=rules_fd, rules_len=rules_len, hook_fd=hook_fd,
+                                           capture_fd=cap_fds[i]),
+                                      [worker_end.fileno(), ctr.fd, rules_shm, rules_fd, cap_fds[i]]
                                       + ([hook_fd] if self._hook else []))
                 finally:
                     worker_end.close()
@@ -378,6 +382,7 @@ class Network:
             self._addr_watcher = HostAddrWatcher(host_addrs, self._host_addrs_changed).start()
         for spec in cfg.publish:
             self._publisher.publish(spec)
+        self._taps.start()
 
     # DNS: the resolv.conf offered inside, upstream changes --------------------------------
 
@@ -498,12 +503,14 @@ class Network:
         if not self._attached and self._nsfds[1] >= 0:
             self._kill_namespace_processes()
         self._publisher.forget()
+        self._taps.flush()   # flow records so far, while their rules and names can be looked up
         self.rules.close()
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
         _reap(self._children, self._spawned)
         self._children = []
+        self._taps.close()   # the workers are gone: what they left goes to the files
         if self._hook is not None:
             self._hook.close()
             self._hook = None
@@ -652,6 +659,17 @@ class Network:
         with self._query_lock:
             return self._netem.set(self._workers(), spec, direction, self.config.faults)
 
+    # Seeing the traffic (_capture.py, _flowlog.py) ----------------------------------------
+
+    def capture(self, path: str, snaplen: int = SNAPLEN_MAX, seconds: Optional[float] = None) -> Capture:
+        """Capture the namespace's frames, both directions, into the pcapng file ``path``
+        (``tcpdump -r`` and Wireshark read it), keeping at most ``snaplen`` bytes of each
+        packet, until the handle's ``close()`` or for ``seconds``. One capture at a time.
+        Frames the writer could not keep up with are left out and counted
+        (``handle.dropped``): capture never slows the traffic down."""
+        self._require_running()
+        return self._taps.capture(path, snaplen, seconds)
+
     # Introspection ---------------------------------------------------------------------
 
     @property
@@ -727,6 +745,7 @@ class Network:
         return {
             "info": lambda args: self.info(),
             "stats": lambda args: self._stats_dict(),
+            "capture": self._taps.control,
             **_forwardctl.handlers(self),   # forward_add, forward_ls, forward_rm
             "rules": self.rules.control,
             "netem": lambda args: self.netem(args.get("spec"), args.get("direction", "both")),
