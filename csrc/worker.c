@@ -79,6 +79,7 @@
 #include "frag.h"
 #include "forward.h"
 #include "icmp.h"
+#include "slice.h"
 #include "tap.h"
 #include "tcp.h"
 #include "udp.h"
@@ -788,6 +789,7 @@ int rn_worker_new(struct rn_worker **out, const struct rn_worker_params *p, void
 		goto fail;
 	}
 	rn_worker_nofile();
+	rn_slice_set(RN_SLICE_US);	/* best effort: wake-ups preempt sooner */
 
 	*out = w;
 	return 0;
