@@ -134,7 +134,10 @@
 	X(fault_hold_in,	"frames from the namespace reordered by the fault injector") \
 	X(fault_drop_out,	"frames to the namespace dropped by the fault injector") \
 	X(fault_dup_out,	"frames to the namespace duplicated by the fault injector") \
-	X(fault_hold_out,	"frames to the namespace reordered by the fault injector")
+	X(fault_hold_out,	"frames to the namespace reordered by the fault injector") \
+	/* latency (issue 12): tcp_delack.c */				\
+	X(tcp_acks_delayed,	"TCP ACKs of small namespace data held back to ride on the reply") \
+	X(tcp_delack_timeouts,	"TCP delayed ACKs sent alone: no reply came within 2 ms")
 
 /* Namespace pump counters, summed over its threads */
 #define RN_PUMP_COUNTERS(X)						\

@@ -144,6 +144,8 @@ void rn_tcp_arm(struct rn_worker *w, struct rn_tcp_flow *c)
 		t = c->tlp_at;
 	if (c->end_at && (!t || c->end_at < t))
 		t = c->end_at;
+	if (c->dack_at && (!t || c->dack_at < t))
+		t = c->dack_at;
 	rn_worker_flow_timer(w, &c->f, t);
 }
 

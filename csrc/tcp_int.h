@@ -46,6 +46,7 @@
 #define RN_TCP_DUPACKS		3
 #define RN_TCP_PTO_MIN		10		/* ms, tail loss probe (RFC 8985) */
 #define RN_TCP_DELACK		40		/* ms, the peer's delayed ACK, at most */
+#define RN_TCP_OUR_DELACK	2		/* ms, our delayed ACK of small data (tcp_wire.c) */
 #define RN_TCP_HOLD_FLOW	(4u << 20)	/* hold buffers of one flow, bytes */
 #define RN_TCP_HOLD_WORKER	(64u << 20)	/* hold buffers of all flows */
 #define RN_TCP_OOO_BLOCKS	4		/* out-of-order blocks per flow */
@@ -126,6 +127,7 @@ struct rn_tcp_blk {
  * @rto_at:	retransmission or probe deadline, 0 for none
  * @tlp_at:	tail loss probe deadline, 0 for none
  * @end_at:	idle, FIN or TIME_WAIT deadline, 0 for none
+ * @dack_at:	delayed ACK deadline (rn_tcp_ack_delay()), 0 for none
  * @closing:	when the first FIN was seen, ms (0: not closing)
  * @peek_off:	the host socket's SO_PEEK_OFF as we last left it
  * @q_head:	sequence number of the first byte in the host socket's receive
@@ -173,6 +175,7 @@ struct rn_tcp_flow {
 	int64_t rto_at;
 	int64_t tlp_at;
 	int64_t end_at;
+	int64_t dack_at;
 	int64_t closing;
 	uint32_t peek_off;
 	uint32_t q_head;
@@ -340,6 +343,8 @@ int rn_tcp_send_ctl(struct rn_worker *w, struct rn_tcp_flow *c, uint8_t flags,
 		    uint32_t seq);
 void rn_tcp_send_ack(struct rn_worker *w, struct rn_tcp_flow *c);
 void rn_tcp_ack_later(struct rn_worker *w, struct rn_tcp_flow *c);
+int rn_tcp_ack_delay(struct rn_worker *w, struct rn_tcp_flow *c);
+void rn_tcp_ack_sent(struct rn_worker *w, struct rn_tcp_flow *c);
 void rn_tcp_update_later(struct rn_worker *w, struct rn_tcp_flow *c);
 void rn_tcp_rst_key(struct rn_worker *w, const struct rn_flow_key *k, uint32_t seq,
 		    uint32_t ack, int with_ack);
