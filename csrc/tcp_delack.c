@@ -14,8 +14,10 @@
  * So, like any TCP receiver (RFC 1122 4.2.3.2, RFC 9293 3.8.6.3), we delay
  * the ACK of small data: at the end of a batch a flow whose only news is
  * less than one MSS of new in-order data (or the namespace's FIN, while our
- * FIN is not due yet) sends nothing, and sets a deadline RN_TCP_OUR_DELACK
- * (2 ms; Linux itself waits 40 ms) ahead on its timer. Any segment that
+ * FIN is not due yet) sends nothing, and sets a deadline tcp_delack_ms
+ * (worker parameter; 2 ms, TCP_DELACK_MS in ringnet/_worker.py; Linux
+ * itself waits 40 ms) ahead on its timer. 0 turns the delay off (the
+ * in-process harness tests, whose cells expect an ACK at once). Any segment that
  * carries the acknowledgement before then (the answer's data, our FIN, a
  * window update) clears the deadline (rn_tcp_ack_sent()); when it passes,
  * the ACK goes out (rn_tcp_timer()).
@@ -44,7 +46,7 @@ int rn_tcp_ack_delay(struct rn_worker *w, struct rn_tcp_flow *c)
 	uint32_t unacked = c->rcv_nxt - c->last_ack;
 	uint64_t small = 4ull * c->mss;
 
-	if (c->f.fd < 0 || c->nooo || c->ovf_len ||
+	if (!w->p.tcp_delack_ms || c->f.fd < 0 || c->nooo || c->ovf_len ||
 	    (c->flags & (RN_TCP_F_SHORT | RN_TCP_F_FIN_PEND)))
 		return 0;
 	if (c->f.state != RN_TCP_ESTABLISHED && c->f.state != RN_TCP_CLOSE_WAIT)
@@ -55,7 +57,7 @@ int rn_tcp_ack_delay(struct rn_worker *w, struct rn_tcp_flow *c)
 	    ((uint64_t)rn_tcp_wnd_field(c) << c->our_ws) < small)
 		return 0;
 	if (!c->dack_at) {
-		c->dack_at = w->now + RN_TCP_OUR_DELACK;
+		c->dack_at = w->now + w->p.tcp_delack_ms;
 		rn_tcp_arm(w, c);
 		rn_ctr_add(w->ctr, RN_WCTR_tcp_acks_delayed, 1);
 	}

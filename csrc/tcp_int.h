@@ -46,7 +46,6 @@
 #define RN_TCP_DUPACKS		3
 #define RN_TCP_PTO_MIN		10		/* ms, tail loss probe (RFC 8985) */
 #define RN_TCP_DELACK		40		/* ms, the peer's delayed ACK, at most */
-#define RN_TCP_OUR_DELACK	2		/* ms, our delayed ACK of small data (tcp_wire.c) */
 #define RN_TCP_HOLD_FLOW	(4u << 20)	/* hold buffers of one flow, bytes */
 #define RN_TCP_HOLD_WORKER	(64u << 20)	/* hold buffers of all flows */
 #define RN_TCP_OOO_BLOCKS	4		/* out-of-order blocks per flow */

@@ -200,10 +200,7 @@ def _host_fin(c: Ctx) -> None:
 
 def _ns_fin(c: Ctx) -> None:
     c.ns_fin = c.peer.snd_nxt
-    segs = c.peer.send(ACK | FIN, ack=c.una)
-    # In CLOSE_WAIT the FIN's ACK is delayed (tcp_delack.c): take it before the event
-    if c.flow_state() == "CLOSE_WAIT" and not any(s.ack == c.ns_fin + 1 for s in segs):
-        c.peer.wait(lambda s: s.flags & ACK and s.ack == c.ns_fin + 1)
+    c.peer.send(ACK | FIN, ack=c.una)
 
 
 def to_closed(c: Ctx) -> None:
@@ -310,22 +307,13 @@ def ev_ack(c: Ctx, r) -> list:
     return c.seg(ACK, ack=c.max or 1)
 
 
-def _then_ack(c: Ctx, r, got: list) -> list:
-    """Where the cell's reply is an ACK that did not come at once, wait for it: the ACK
-    of a little data or of the namespace's FIN is delayed (tcp_delack.c), by 2 ms, to
-    ride on the host's answer."""
-    if REPLIES[r.reply] == "ACK" and not reply_seen("ACK", got):
-        got += c.peer.wait(lambda s: s.flags == ACK and not s.payload)
-    return got
-
-
 def ev_data(c: Ctx, r) -> list:
-    return _then_ack(c, r, c.seg(ACK | PSH, b"data", ack=c.una or 1))
+    return c.seg(ACK | PSH, b"data", ack=c.una or 1)
 
 
 def ev_fin(c: Ctx, r) -> list:
     seq = c.ns_fin if c.ns_fin is not None else c.peer.snd_nxt  # a repeat, once sent
-    return _then_ack(c, r, c.seg(ACK | FIN, seq=seq, ack=c.una or 1))
+    return c.seg(ACK | FIN, seq=seq, ack=c.una or 1)
 
 
 def ev_rst(c: Ctx, r) -> list:
