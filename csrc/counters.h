@@ -137,7 +137,8 @@
 	X(fault_hold_out,	"frames to the namespace reordered by the fault injector") \
 	/* latency (issue 12): tcp_delack.c */				\
 	X(tcp_acks_delayed,	"TCP ACKs of small namespace data held back to ride on the reply") \
-	X(tcp_delack_timeouts,	"TCP delayed ACKs sent alone: no reply came within 2 ms")
+	X(tcp_delack_timeouts,	"TCP delayed ACKs sent alone: no reply came within 2 ms") \
+	X(tcp_connects_at_once,	"TCP host connects complete when connect() returned: SYN-ACK in the same pass")
 
 /* Namespace pump counters, summed over its threads */
 #define RN_PUMP_COUNTERS(X)						\
