@@ -727,8 +727,9 @@ static void rn_worker_nofile(void)
  * Attaches to_worker as consumer and to_ns as producer, adopting their
  * control blocks (validated by rn_ring_attach()). Rings must be large enough
  * for two RN_FRAME_MAX records each, that is at least 512 KiB. The flow table
- * is sized for p->max_flows (0 counts as 1), and the soft RLIMIT_NOFILE is
- * raised to the hard limit.
+ * is sized for p->max_flows (0 counts as 1), the soft RLIMIT_NOFILE is
+ * raised to the hard limit, and the calling thread asks for a short scheduler
+ * slice (slice.c).
  *
  * Return: 0, -EINVAL for bad parameters, -EPROTO for a bad shared header or
  *	   ring, -ENOMEM, or another negative errno from epoll
