@@ -183,7 +183,11 @@
 	X(capture_bytes,	"packet bytes copied into the capture ring (snap length each at most)") \
 	X(capture_drops,	"frames left out of the capture: capture ring full") \
 	X(flowlog_events,	"flow open and close records put into the flow log ring") \
-	X(flowlog_drops,	"flow open and close records lost: flow log ring full")
+	X(flowlog_drops,	"flow open and close records lost: flow log ring full") \
+	/* latency (issue 12): tcp_delack.c */				\
+	X(tcp_acks_delayed,	"TCP ACKs of small namespace data held back to ride on the reply") \
+	X(tcp_delack_timeouts,	"TCP delayed ACKs sent alone: no reply came within 2 ms") \
+	X(tcp_connects_at_once,	"TCP host connects complete when connect() returned: SYN-ACK in the same pass")
 
 /* Namespace pump counters, summed over its threads */
 #define RN_PUMP_COUNTERS(X)						\

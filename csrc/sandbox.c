@@ -273,6 +273,10 @@ static const struct sb_rule sb_rules[] = {
 #endif
 	ARG_IN(prctl, SB_N, 0, 1, PR_SET_NAME),	/* "rn-pump-N" thread names */
 	ALLOW(eventfd2, SB_N),		/* the pump's stop doorbell */
+	/* Pump threads ask for a short scheduler slice (slice.c), for
+	 * themselves only (pid 0 is the calling thread) */
+	ARG_IN(sched_getattr, SB_N, 0, 1, 0),
+	ARG_IN(sched_setattr, SB_N, 0, 1, 0),
 	/* The end: threads, then the process */
 	ALLOW(exit, SB_WN),
 	ALLOW(exit_group, SB_WN),

@@ -437,6 +437,13 @@ static void rn_tcp_timer(struct rn_worker *w, struct rn_flow *fl)
 			return;
 		}
 	}
+	if (c->dack_at && w->now >= c->dack_at) {
+		c->dack_at = 0;
+		if (c->last_ack != c->rcv_nxt || c->last_wnd != rn_tcp_wnd_field(c)) {
+			rn_ctr_add(w->ctr, RN_WCTR_tcp_delack_timeouts, 1);
+			rn_tcp_ack_later(w, c);
+		}
+	}
 	if (c->tlp_at && w->now >= c->tlp_at) {
 		c->tlp_at = 0;
 		if (rn_tcp_synced(c) && c->snd_una != c->snd_max &&
@@ -497,8 +504,8 @@ static void rn_tcp_flush(struct rn_worker *w, struct rn_flow *fl)
 	if (c->flags & (RN_TCP_F_ACK_DUE | RN_TCP_F_ACK_MAYBE)) {
 		if (c->f.fd >= 0 && !rn_tcp_ns_fin_taken(c))
 			rn_tcp_wnd_update(c);
-		if ((c->flags & RN_TCP_F_ACK_DUE) || c->last_ack != c->rcv_nxt ||
-		    c->last_wnd != rn_tcp_wnd_field(c))
+		if ((c->flags & RN_TCP_F_ACK_DUE) || ((c->last_ack != c->rcv_nxt ||
+		    c->last_wnd != rn_tcp_wnd_field(c)) && !rn_tcp_ack_delay(w, c)))
 			rn_tcp_send_ack(w, c);
 		c->flags &= ~RN_TCP_F_ACK_MAYBE;
 		if (c->flags & RN_TCP_F_WANT_OUT)

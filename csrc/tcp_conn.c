@@ -14,7 +14,10 @@
  * completed after RN_DNS_FAILOVER_MS while another upstream is left. Options
  * negotiated: MSS (ours from the MTU; theirs caps gso_size), window scaling
  * (shift RN_TCP_WS) and SACK-permitted, each only when the namespace offers
- * it. Timestamps are not implemented, so the SYN-ACK does not claim them.
+ * it. To host loopback the kernel usually completes the handshake before
+ * connect() returns; TCP_INFO then says so and the SYN-ACK goes out in the
+ * same pass (tcp_connects_at_once) instead of after an EPOLLOUT round.
+ * Timestamps are not implemented, so the SYN-ACK does not claim them.
  *
  * Active open (inbound port forwarding, forward.c): rn_tcp_connect_ns()
  * takes a host socket the worker accepted and starts a flow in SYN_SENT: our
@@ -149,6 +152,8 @@ void rn_tcp_arm(struct rn_worker *w, struct rn_tcp_flow *c)
 		t = c->tlp_at;
 	if (c->end_at && (!t || c->end_at < t))
 		t = c->end_at;
+	if (c->dack_at && (!t || c->dack_at < t))
+		t = c->dack_at;
 	rn_worker_flow_timer(w, &c->f, t);
 }
 
@@ -431,6 +436,23 @@ static uint32_t rn_tcp_new_isn(struct rn_worker *w, const struct rn_tcp_flow *c)
 }
 
 /**
+ * rn_tcp_connected_now() - whether a non-blocking connect() has completed already
+ * @fd:		TCP socket whose connect() returned EINPROGRESS
+ *
+ * Return: true if the socket is ESTABLISHED (TCP_INFO), false otherwise
+ *	   (still connecting, failed, or the kernel would not say)
+ */
+static int rn_tcp_connected_now(int fd)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) || len < 1)
+		return 0;
+	return ti.tcpi_state == TCP_ESTABLISHED;
+}
+
+/**
  * rn_tcp_open() - a SYN for a new flow: policy, cap, socket, connect()
  * @w:		worker
  * @k:		flow key
@@ -513,7 +535,14 @@ int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, struct rn_tcp_
 		rn_tcp_connect_done(w, c, errno);
 		return 0;
 	}
-	/* Even an immediate success is reported by EPOLLOUT */
+	/* To host loopback the handshake is usually over before connect()
+	 * returns: answer the SYN in this pass, not after an EPOLLOUT round */
+	if (rn_tcp_connected_now(fd)) {
+		rn_ctr_add(w->ctr, RN_WCTR_tcp_connects_at_once, 1);
+		rn_tcp_connect_done(w, c, 0);
+		return 0;
+	}
+	/* Else EPOLLOUT reports the outcome */
 	rn_tcp_watch(w, c);
 	rn_tcp_dns_deadline(w, c);
 	rn_tcp_arm(w, c);

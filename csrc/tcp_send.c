@@ -255,6 +255,7 @@ static ssize_t rn_tcp_send_data(struct rn_worker *w, struct rn_tcp_flow *c, uint
 	rn_tcp_headers(pkt, &c->f.key, c->ip_id++, c->snd_nxt, c->rcv_nxt,
 		       RN_TCP_ACK | RN_TCP_PSH, c->last_wnd, NULL, 0, (uint32_t)n, c->mss);
 	rn_worker_tx_commit(w, hdr + (uint32_t)n);
+	rn_tcp_ack_sent(w, c);
 
 	end = c->snd_nxt + (uint32_t)n;
 	if (rn_seq_lt(c->snd_max, end)) {

@@ -90,6 +90,7 @@
 #include "rules.h"
 #include "netem.h"
 #include "splice.h"
+#include "slice.h"
 #include "tap.h"
 #include "tcp.h"
 #include "udp.h"
@@ -769,8 +770,9 @@ static void rn_worker_nofile(void)
  * Attaches to_worker as consumer and to_ns as producer, adopting their
  * control blocks (validated by rn_ring_attach()). Rings must be large enough
  * for two RN_FRAME_MAX records each, that is at least 512 KiB. The flow table
- * is sized for p->max_flows (0 counts as 1), and the soft RLIMIT_NOFILE is
- * raised to the hard limit.
+ * is sized for p->max_flows (0 counts as 1), the soft RLIMIT_NOFILE is
+ * raised to the hard limit, and the calling thread asks for a short scheduler
+ * slice (slice.c).
  *
  * Return: 0, -EINVAL for bad parameters, -EPROTO for a bad shared header or
  *	   ring, -ENOMEM, or another negative errno from epoll
@@ -835,6 +837,7 @@ int rn_worker_new(struct rn_worker **out, const struct rn_worker_params *p, void
 	if (rc)
 		goto fail;
 	rn_worker_nofile();
+	rn_slice_set(RN_SLICE_US);	/* best effort: wake-ups preempt sooner */
 
 	*out = w;
 	return 0;

@@ -88,6 +88,8 @@ struct rn_capture;
  * @faults:	test-only fault injection on the ring path (all zero: off)
  * @coalesce_us:	nap this long instead of sleeping during small-packet streams
  *		(moderate.h), 0 to always sleep at once
+ * @tcp_delack_ms:	delay the ACK of small namespace data this long, for it to
+ *		ride on the host's answer (tcp_delack.c), 0: ACK at once
  * @nhost4:	entries used in @host4
  * @nhost6:	entries used in @host6
  * @host4:	the host's own IPv4 addresses, sorted ascending (memcmp order),
@@ -140,6 +142,7 @@ struct rn_worker_params {
 	struct rn_dns_upstream dns[RN_DNS_UPSTREAM_MAX];
 	struct rn_fault_params faults;
 	uint32_t coalesce_us;
+	uint32_t tcp_delack_ms;
 	uint32_t nhost4;
 	uint32_t nhost6;
 	uint8_t host4[RN_HOST_ADDR_MAX][4];

@@ -38,6 +38,8 @@ from .errors import ConfigError, CoreError, ProtocolError
 log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT = 60.0
+# Our delayed ACK of small TCP data from the namespace, ms (csrc/tcp_delack.c)
+TCP_DELACK_MS = 2
 
 
 def _params(spec: dict, cfg: NetworkConfig):
@@ -66,6 +68,7 @@ def _params(spec: dict, cfg: NetworkConfig):
     p.tcp_fin_timeout_ms = cfg.tcp_fin_timeout * 1000
     p.udp_timeout_ms = cfg.udp_timeout * 1000
     p.coalesce_us = cfg.coalesce_us
+    p.tcp_delack_ms = TCP_DELACK_MS
     p.ndns = _fill_upstreams(p.dns, spec["dns_upstreams"])
     if cfg.faults:
         f = parse_faults(cfg.faults)
