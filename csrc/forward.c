@@ -492,6 +492,7 @@ int rn_worker_forward_add(struct rn_worker *w, uint32_t id, int lfd, uint8_t fam
 		fwd->out[i] = hand_out[i];
 	fwd->next = w->fwd;
 	w->fwd = fwd;
+	rn_splice_prime(w);	/* the first stock, before the first client */
 	return 0;
 }
 

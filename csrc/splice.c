@@ -801,9 +801,22 @@ int rn_splice_attach(struct rn_worker *w, int fd)
 		return rc;
 	}
 	w->splice = c;
-	rn_splice_ask(w, 0);	/* the first stock, before the first client */
-	rn_splice_ask(w, 1);
 	return 0;
+}
+
+/**
+ * rn_splice_prime() - fill the stock of namespace sockets ahead of the first client
+ * @w:		worker, with or without a splice socket
+ *
+ * Called when the worker starts serving a TCP forward: a worker that serves
+ * none holds no sockets of the namespace.
+ */
+void rn_splice_prime(struct rn_worker *w)
+{
+	if (!w->splice)
+		return;
+	rn_splice_ask(w, 0);
+	rn_splice_ask(w, 1);
 }
 
 /**

@@ -113,6 +113,7 @@ enum rn_splice_state {
 extern const struct rn_flow_ops rn_splice_ops;
 
 int rn_splice_attach(struct rn_worker *w, int fd);
+void rn_splice_prime(struct rn_worker *w);
 int rn_splice_local(const struct sockaddr_storage *ss);
 int rn_splice_start(struct rn_worker *w, int cfd, const struct sockaddr_storage *ss,
 		    uint8_t family, const uint8_t *nsaddr, uint16_t nsport);

@@ -218,7 +218,7 @@ def test_added_forward_carries_traffic_and_removal_closes_it(net):
     got = call(path, "add_hostfwd", proto="tcp", host_addr="127.0.0.1", host_port=port,
                guest_addr="", guest_port=WHOAMI_PORT)
     fid = got["return"]["id"]
-    assert served(port).split()[0] == "10.0.2.2"    # a loopback client, seen from the gateway
+    assert served(port).split()[0] == "127.0.0.1"   # a loopback client: spliced, seen from loopback
     entry = {"id": fid, "proto": "tcp", "host_addr": "127.0.0.1", "host_port": port,
              "guest_addr": "10.0.2.100", "guest_port": WHOAMI_PORT}
     assert entry in call(path, "list_hostfwd")["entries"]
@@ -396,7 +396,7 @@ def test_ringnet_run_api_socket_as_unprivileged_user():
         got = _user_call(path, {"execute": "add_hostfwd", "arguments": {
             "proto": "tcp", "host_addr": "127.0.0.1", "host_port": port, "guest_port": WHOAMI_PORT}})
         assert got == {"return": {"id": 1}}
-        assert served(port).split()[0] == "10.0.2.2"
+        assert served(port).split()[0] == "127.0.0.1"  # spliced: seen from loopback
         # the socket refuses a client of another uid (we are root when the test user exists)
         if os.geteuid() == 0:
             assert json.loads(api(path, b'{"execute": "list_hostfwd"}')) == \
@@ -429,7 +429,7 @@ def test_ringnet_slirp4netns_api_socket(unshared_target, tmp_path):
         port = free_port()
         assert call(path, "add_hostfwd", proto="tcp", host_addr="127.0.0.1", host_port=port,
                     guest_port=WHOAMI_PORT) == {"return": {"id": 1}}
-        assert served(port).split()[0] == "10.0.2.2"
+        assert served(port).split()[0] == "127.0.0.1"  # spliced: seen from loopback
         assert call(path, "list_hostfwd")["entries"][0]["guest_addr"] == "10.0.2.100"
     finally:
         os.close(ready_r)

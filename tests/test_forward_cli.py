@@ -92,7 +92,7 @@ def test_add_ls_rm_over_the_control_socket(net):
     rec = q(net, "forward_add", {"spec": f"127.0.0.1:{port}:{WHOAMI_PORT}"})
     assert (rec["spec"], rec["proto"], rec["host_addr"], rec["ports"], rec["ns_addr"]) == \
         (f"127.0.0.1:{port}:{WHOAMI_PORT}", "tcp", "127.0.0.1", [[port, WHOAMI_PORT]], "10.0.2.100")
-    assert served(port).split()[0] == "10.0.2.2"
+    assert served(port).split()[0] == "127.0.0.1"  # spliced: seen from loopback
     assert rec in q(net, "forward_ls")
     assert any(f.ids[0] == rec["id"] for f in net.forwards())
     assert q(net, "forward_rm", {"forward": rec["id"]}) == rec
@@ -186,7 +186,7 @@ def test_ringnet_forward_command_line():
         assert r.returncode == 0, r.stderr
         fid = r.stdout.strip()
         assert fid.isdigit()
-        assert served(port).split()[0] == "10.0.2.2"
+        assert served(port).split()[0] == "127.0.0.1"  # spliced: seen from loopback
         r = _as_user("forward", nid, "ls", "--dir", d)
         assert r.returncode == 0, r.stderr
         rows = r.stdout.splitlines()
@@ -246,7 +246,7 @@ def test_attach_publishes_and_serves_the_api_socket(unshared_target, tmp_path):
         server = subprocess.Popen(["nsenter", f"--target={unshared_target.pid}", "--user", "--net",
                                    "--preserve-credentials", sys.executable, "-c", WHOAMI,
                                    str(WHOAMI_PORT)])
-        assert served(port).split()[0] == "10.0.2.2"
+        assert served(port).split()[0] == "127.0.0.1"  # spliced: seen from loopback
         with socket.socket(socket.AF_UNIX) as s:
             s.settimeout(HANG_S)
             s.connect(api)
@@ -255,7 +255,7 @@ def test_attach_publishes_and_serves_the_api_socket(unshared_target, tmp_path):
                 "guest_port": WHOAMI_PORT}}).encode())
             s.shutdown(socket.SHUT_WR)
             assert s.recv(256) == b'{"return":{"id":1}}'
-        assert served(port2).split()[0] == "10.0.2.2"
+        assert served(port2).split()[0] == "127.0.0.1"  # spliced: seen from loopback
     finally:
         os.close(ready_r)
         if server is not None:

@@ -19,6 +19,8 @@ import socket
 import struct
 import time
 
+import pytest
+
 from ringnet._ringnet_c import lib
 
 from test_worker_input import Harness
@@ -89,7 +91,12 @@ def test_worker_takes_only_the_fresh_sockets_it_asked_for():
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with Harness() as h, b:
         assert lib.rn_splice_attach(h.w, a.detach()) == 0
-        # at once it asks for a stock of each family
+        # a worker serving no forward holds no sockets of the namespace: no request
+        b.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            b.recv(64)
+        # its first TCP forward (rn_worker_forward_add) asks for a stock of each family
+        lib.rn_splice_prime(h.w)
         b.settimeout(5)
         assert {b.recv(64), b.recv(64)} == {req(STOCK, 4), req(STOCK, 6)}
         assert h.counters()["splice_requests"] == 2
@@ -153,6 +160,7 @@ def test_relay_in_process_byte_exact_with_half_close():
     threading.Thread(target=serve, daemon=True).start()
     with Harness() as h, b, server:
         assert lib.rn_splice_attach(h.w, a.detach()) == 0
+        lib.rn_splice_prime(h.w)
         b.settimeout(5)
         b.recv(64), b.recv(64)
         stock = [socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
