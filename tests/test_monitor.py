@@ -287,7 +287,10 @@ def test_delta_shows_exactly_the_echo_counters_moving(no_leaks, tmp_path):
     # the ring path's own bookkeeping moves with any traffic; everything else stays still
     transport = {"frames_in", "bytes_in", "frames_out", "bytes_out", "wakeups", "kicks", "naps",
                  "timer_runs", "host_events"}
-    moved = {k: v for k, v in d.workers[0].items() if v and k not in transport}
+    # and the kernel inside sends IGMP membership reports at times of its own choosing
+    # (dropped and counted as drop_multicast)
+    background = {"drop_multicast"}
+    moved = {k: v for k, v in d.workers[0].items() if v and k not in transport | background}
     assert moved == {"icmp_echo_replies": 3}
     assert d.total("frames_in") >= 3 and d.total("frames_out") >= 3
     assert d.pump["tun_frames_in"] >= 3
