@@ -117,7 +117,9 @@ class Flow:
     protocol: "tcp", "udp", "icmp" or "icmp6" (echo; ports are the echo identifier);
     src, src_port: the namespace's address and port; dst, dst_port: the destination as
     the namespace names it (the gateway address for host loopback); name: the DNS name
-    the destination was resolved from, when ringnet knows it (None for now)."""
+    ringnet's DNS forwarder handed the destination out for (the rules' name table,
+    _rules.py), None when it did not (the program resolved elsewhere, or the answer
+    expired)."""
 
     protocol: str
     src: str
@@ -188,9 +190,12 @@ class HookServer:
     without a verdict at their deadline and, when a hook thread is stuck in the
     hook, starts another (HOOK_THREADS_MAX in all)."""
 
-    def __init__(self, cfg: "NetworkConfig") -> None:
+    def __init__(self, cfg: "NetworkConfig",
+                 names: Optional[Callable[[int, bytes], Optional[str]]] = None) -> None:
+        """``names(family, packed address)``: the DNS name of a destination, or None."""
         assert cfg.on_connect is not None
         self._fn: OnConnect = cfg.on_connect
+        self._names = names
         self._timeout = float(cfg.on_connect_timeout)
         self._fail = RN_KIND[Action.ALLOW if cfg.on_connect_fail == "allow" else Action.DENY]
         self._gateways = {4: str(cfg.addresses()["gateway4"])}
@@ -292,6 +297,17 @@ class HookServer:
                     self._poller.unregister(fd)
         return None
 
+    def _name_of(self, family: int, addr: bytes) -> Optional[str]:
+        """The DNS name ringnet handed ``addr`` out for, or None (and None on any failure:
+        a name is information for the hook, never a reason to lose the ask)."""
+        if self._names is None or family not in (4, 6):
+            return None
+        try:
+            return self._names(family, addr)
+        except Exception as e:  # noqa: BLE001 - see above
+            log.debug("on_connect: name lookup failed: %s", e)
+            return None
+
     def _receive(self, sock: socket.socket) -> bool:
         """Take one message of asks from a worker into the backlog; False when its socket
         is done."""
@@ -311,8 +327,9 @@ class HookServer:
         new = []
         for id_, family, proto, sport, dport, saddr, daddr in ASK.iter_unpack(data):
             alen = 16 if family == 6 else 4
+            name = self._name_of(family, daddr[:alen])
             flow = Flow(_PROTOS.get(proto, str(proto)), str(ipaddress.ip_address(saddr[:alen])),
-                        sport, str(ipaddress.ip_address(daddr[:alen])), dport)
+                        sport, str(ipaddress.ip_address(daddr[:alen])), dport, name)
             new.append(_Ask(sock, id_, flow, deadline))
         self._backlog.extend(new)
         with self._dog:

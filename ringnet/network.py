@@ -338,7 +338,7 @@ class Network:
         cap_fds = self._taps.create(cfg.workers)
         ns_ends: list[socket.socket] = []
         if cfg.on_connect is not None:
-            self._hook = _hook.HookServer(cfg)
+            self._hook = _hook.HookServer(cfg, self.rules.name_of)
         try:
             for i in range(cfg.workers):
                 ctr = CounterArray.create(f"w{i}")

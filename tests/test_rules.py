@@ -615,6 +615,23 @@ def test_name_rules_match_only_names_resolved_through_ringnet(servers, dns):
 
 
 @needs_userns
+def test_on_connect_hook_sees_the_name_the_destination_was_resolved_from(servers, dns):
+    """The hook's Flow.name comes from the same name table the name rules use: set for a
+    destination ringnet's DNS handed out for a name, None for a bare address."""
+    seen = []
+
+    def hook(flow):
+        seen.append((flow.dst, flow.dst_port, flow.name))
+        return ringnet.ALLOW
+
+    with net_with(dns, on_connect=hook) as net:
+        assert probe(net, "tcp", "fd00::2", servers.tcp6) == "ok"
+        assert probe(net, "tcp", "good.test", servers.tcp4) == "ok"
+    assert ("fd00::2", servers.tcp6, None) in seen, seen
+    assert ("10.0.2.2", servers.tcp4, "good.test") in seen, seen
+
+
+@needs_userns
 def test_name_deny_rule_and_wildcard(servers, dns):
     with net_with(dns, ["deny bad.test", "deny *.svc.test"]) as net:
         assert probe(net, "tcp", "fd00::2", servers.tcp6) == "ok"
