@@ -66,7 +66,7 @@ class Sink:
                         break
                     n += len(data)
                 conn.sendall(b"r" * self.reply)
-                self.received.append(n)
+            self.received.append(n)  # after closing conn: a test waiting on this finds it closed
 
     def close(self) -> None:
         """Stop serving: shutdown() wakes the thread's accept() (close() alone would leave
