@@ -273,6 +273,9 @@ def test_runtime_change_through_api_socket_and_cli(no_leaks):
         assert net.netem("delay=1s", "up") == {"up": "delay=1s", "down": "off"}
         _, rtts, out = _ping(net, 4, interval="0.2")
         assert len(rtts) == 4 and min(rtts) >= 1000.0, out
+        # ping sent more requests than it waited for (-w): let those still queued reach the
+        # gateway and their replies come back now, not to the next ping's socket
+        wait_until(lambda: worker_counter(net, "netem_queued_up") == 0, "the queue to drain")
         # changed through the CLI (the control socket's netem command)
         r = subprocess.run(ringnet_cmd("netem", net.id, "--down", "dup=100%"), capture_output=True,
                            text=True, env=child_env(), timeout=60)
