@@ -136,8 +136,15 @@ def no_leaks():
     yield
     assert ringnet_processes() - procs == set(), "ringnet processes left running"
     assert own_memfd_mappings() == [], "ringnet shared memory still mapped"
-    leaked = set(os.listdir("/proc/self/fd")) - fds
-    assert not leaked, f"fds leaked: {[os.readlink(f'/proc/self/fd/{fd}') for fd in leaked if os.path.exists(f'/proc/self/fd/{fd}')]}"
+    # A thread of the test (a server's, say) may still be closing its last socket: an fd
+    # is leaked if it stays open, so wait for the count (the deadline only ends a leak).
+    def new_fds() -> list[str]:
+        return [os.readlink(f"/proc/self/fd/{fd}") for fd in set(os.listdir("/proc/self/fd")) - fds
+                if os.path.exists(f"/proc/self/fd/{fd}")]
+    try:
+        wait_until(lambda: not new_fds(), "the test's fds to close", timeout=10)
+    except AssertionError:
+        raise AssertionError(f"fds leaked: {new_fds()}") from None
 
 
 def unpriv_user():
