@@ -13,14 +13,15 @@ the pump before exiting.
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import socket
 
-from . import _control
+from . import _control, _supervise
 from ._child import run_child, setup_done, step
 from ._control import Msg
-from ._core import check, ffi, lib
+from ._core import lib
 from ._netconf import configure
 from ._nsutil import enter_netns_of, enter_netns_path, unshare_user_net, write_id_maps
 from ._shm import CounterArray, RingMapping
@@ -29,6 +30,8 @@ from .config import NetworkConfig
 from .errors import ChildError, CoreError
 
 HELLO_TIMEOUT = 30.0
+
+log = logging.getLogger(__name__)
 
 
 def _enter(spec: dict, cfg: NetworkConfig, ctl: socket.socket) -> None:
@@ -67,16 +70,17 @@ def _hello_workers(spec: dict, cfg: NetworkConfig, socks: list[socket.socket],
     return evs
 
 
-def _serve(ctl: socket.socket, socks: list[socket.socket], pump, parent_pidfd: int) -> None:
-    """Wait for SHUTDOWN or the orchestrator's exit; raise the error of a worker or the
-    pump that fails first."""
+def _serve(ctl: socket.socket, q: "_supervise.NsQueues", parent_pidfd: int) -> None:
+    """Wait for SHUTDOWN or the orchestrator's exit; raise the error of the pump if it
+    fails. A worker that goes away (crash, SIGKILL) leaves its queue waiting for the
+    replacement the orchestrator starts (WORKER_REPLACE, _supervise.py)."""
     poller = select.poll()
     poller.register(ctl, select.POLLIN)
     poller.register(parent_pidfd, select.POLLIN)
-    for s in socks:
+    for s in q.socks:
         poller.register(s, select.POLLIN)
     while True:
-        err = lib.rn_pump_error(pump)
+        err = lib.rn_pump_error(q.pump)
         if err:
             raise CoreError(abs(err), "pump thread")
         for fd, _ in poller.poll(500):
@@ -86,15 +90,26 @@ def _serve(ctl: socket.socket, socks: list[socket.socket], pump, parent_pidfd: i
                 msg = _control.recv(ctl)
                 if msg is None or msg.type == Msg.SHUTDOWN:
                     return
+                if msg.type == Msg.WORKER_REPLACE:
+                    old, new = _supervise.ns_replace_worker(q, msg, ctl)
+                    if old is not None:
+                        try:
+                            poller.unregister(old)
+                        except KeyError:
+                            pass  # unwatched already: we saw it go away
+                    if new is not None:
+                        poller.register(new, select.POLLIN)
+                    continue
                 msg.close_fds()
                 raise ChildError(f"unexpected {msg.type.name} from the orchestrator")
-            idx = next(i for i, s in enumerate(socks) if s.fileno() == fd)
-            msg = _control.recv(socks[idx])
-            if msg is not None and msg.type == Msg.ERROR:
-                _control.raise_error(msg, f"worker {idx}")
+            idx = next(i for i, s in enumerate(q.socks) if s.fileno() == fd)
+            msg = _control.recv(q.socks[idx])
             if msg is not None:
                 msg.close_fds()
-            raise ChildError(f"worker {idx} went away")
+            # Its flows are gone with it; its queue waits for the replacement.
+            log.warning("worker %d went away%s; waiting for its replacement", idx,
+                        " (it reported an error)" if msg is not None else "")
+            poller.unregister(fd)
 
 
 def main(spec: dict, ctl: socket.socket) -> int:
@@ -105,7 +120,7 @@ def main(spec: dict, ctl: socket.socket) -> int:
     rings: list[RingMapping] = []
     evs: list[tuple[int, int]] = []
     tun = None
-    pump = ffi.NULL
+    q = None
     try:
         step("enter namespaces")
         _enter(spec, cfg, ctl)
@@ -124,19 +139,8 @@ def main(spec: dict, ctl: socket.socket) -> int:
         setup_done("nschild", cfg.sandbox)
 
         step("start pump")
-        params = ffi.new("struct rn_pump_params *")
-        params.nqueues = cfg.workers
-        params.coalesce_us = cfg.coalesce_us
-        ffi.memmove(params.hash_key, bytes.fromhex(spec["hash_key"]), 16)
-        params.ring_size = cfg.ring_size
-        out = ffi.new("struct rn_pump **")
-        check(lib.rn_pump_start(out, params, ffi.new("int[]", tun.fds),
-                                ffi.new("void *[]", [r.ptr for r in rings]),
-                                ffi.new("int[]", [e[0] for e in evs]),
-                                ffi.new("int[]", [e[1] for e in evs]), counters.ptr),
-              "rn_pump_start")
-        pump = out[0]
-
+        q = _supervise.NsQueues(cfg, spec["hash_key"], tun.fds, counters, socks, rings, evs)
+        q.start()
         step("report ready")
         try:
             _control.send(ctl, Msg.READY, {"ifname": tun.name, "ifindex": ifindex,
@@ -146,11 +150,11 @@ def main(spec: dict, ctl: socket.socket) -> int:
             for fd in nsfds:
                 os.close(fd)
         step("serve")
-        _serve(ctl, socks, pump, spec["parent_pidfd"])
+        _serve(ctl, q, spec["parent_pidfd"])
         return 0
     finally:
-        if pump != ffi.NULL:
-            err = lib.rn_pump_stop(pump)
+        if q is not None:
+            err = q.stop()
             if err:
                 _control.send_error(ctl, CoreError(abs(err), "pump thread"), spec["role"], "stop pump")
         for s in socks:

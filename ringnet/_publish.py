@@ -18,8 +18,11 @@ socketpair per worker (its receiving end to that worker, the sending end to ever
 other). With one worker there are none.
 
 Workers own every fd of a forward once they have acknowledged FORWARD_ADD; the
-orchestrator keeps none, so that when the last worker closes the listener (FORWARD_DEL,
-or the network's end) the host port is closed. Only TCP forwards exist so far.
+orchestrator keeps only a copy of each listener, closed with the forward (FORWARD_DEL,
+or the network's end), so that a worker started again after a crash (_supervise.py)
+gets every forward again: ``reestablish()`` removes each forward from every worker and
+adds it anew with new handoff sockets, on the same listener (connections waiting in its
+accept queue stay there). Only TCP forwards exist so far.
 """
 
 from __future__ import annotations
@@ -230,6 +233,8 @@ class Publisher:
         self._next_id = 1
         self._lock = threading.Lock()
         self._forwards: list[Forward] = []
+        # forward id -> (our copy of its listener, namespace address, namespace port)
+        self._listeners: dict[int, tuple[socket.socket, IPAddr, int]] = {}
 
     def publish(self, text: str) -> Forward:
         """Publish ``text`` (see parse_spec); raises ConfigError for a bad or overlapping
@@ -252,8 +257,10 @@ class Publisher:
                         fid = self._next_id
                         self._next_id += 1
                         self._add(fid, lst, ns_addr, ns_port)
-                    finally:
-                        lst.close()  # the workers hold it now (or it is gone)
+                    except BaseException:
+                        lst.close()
+                        raise
+                    self._listeners[fid] = (lst, ns_addr, ns_port)  # for reestablish()
                     fwd.ids.append(fid)
                     fwd.ports.append((host_port, ns_port))
             except BaseException:
@@ -307,6 +314,9 @@ class Publisher:
             _control.expect(child.ctl, Msg.ACK, REPLY_TIMEOUT, child.name)
 
     def _del(self, fid: int) -> None:
+        kept = self._listeners.pop(fid, None)
+        if kept is not None:
+            kept[0].close()
         first: Optional[BaseException] = None
         for child in self._net._workers():
             try:
@@ -334,11 +344,29 @@ class Publisher:
             return list(self._forwards)
 
     def forget(self) -> None:
-        """The network is going away: its workers close every forward's sockets."""
+        """The network is going away: its workers close every forward's sockets, and we
+        our copies of the listeners."""
         with self._lock:
             for fwd in self._forwards:
                 fwd.closed = True
             self._forwards = []
+            for lst, _, _ in self._listeners.values():
+                lst.close()
+            self._listeners = {}
+
+    def reestablish(self) -> None:
+        """A worker was replaced (_supervise.py): hand every forward to every worker
+        again, with new handoff sockets (the replacement's are new, and every other
+        worker's sending end towards it is stale). Raises the first worker's error."""
+        with self._lock:
+            for fid, (lst, ns_addr, ns_port) in sorted(self._listeners.items()):
+                for child in self._net._workers():
+                    try:
+                        self._exchange(child, Msg.FORWARD_DEL, {"id": fid})
+                    except (RingnetError, OSError):
+                        pass  # the replacement has none yet
+                self._add(fid, lst, ns_addr, ns_port)
+                log.info("forward %d handed to the workers again", fid)
 
 
 # Worker side ------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ from ._preflight import require
 from ._publish import Forward, Publisher
 from ._resolv import ResolvWatcher, Upstream, namespace_resolv_conf
 from ._shm import CounterArray
+from ._supervise import Supervisor
 from .config import NetworkConfig
 from .errors import ChildError, NamespaceError, ProtocolError, RingnetError, from_wire, role_display
 from .stats import ProcessSampler, Stats, busiest_first, flow_array
@@ -214,6 +215,8 @@ class Network:
         self._addr_watcher: Optional[HostAddrWatcher] = None
         self._hash_key = ""   # the flow-hash secret: never on a command line
         self._publisher = Publisher(self)   # forwards of host ports (_publish.py)
+        self._base_spec: dict[str, Any] = {}   # what every worker is started with (current)
+        self._supervisor: Optional[Supervisor] = None   # restarts workers (_supervise.py)
 
     @classmethod
     def attach(cls, pid: int, config: Optional[NetworkConfig] = None, **overrides: Any) -> "Network":
@@ -279,6 +282,7 @@ class Network:
             raise ChildError(f"network failed to start: {e}") from e
         self._started = time.time()
         self.state = State.RUNNING
+        self._supervisor = Supervisor(self).start()
         if self.config.control_socket:
             try:
                 self._ctlserver = ControlServer(self.id, self._control_handlers(),
@@ -315,6 +319,7 @@ class Network:
         host_addrs = read_host_addrs()  # refused unless allow_host
         base = {"config": dataclasses.asdict(cfg), "hash_key": key, "dns_upstreams": ups,
                 "host_addrs": host_addrs.to_body()}
+        self._base_spec = base
         self._pctr = CounterArray.create("pump")
         ns_ends: list[socket.socket] = []
         try:
@@ -378,12 +383,15 @@ class Network:
         worker its new upstreams. Takes the query lock: a worker's control socket carries
         one exchange at a time, and flows() may be waiting for a worker's reply."""
         with self._query_lock:
+            self._base_spec["dns_upstreams"] = [str(u) for u in upstreams]
             self._tell_workers(Msg.DNS_UPSTREAMS, {"upstreams": [str(u) for u in upstreams]})
             self._write_resolv_conf(search)
 
     def _host_addrs_changed(self, addrs: HostAddrs) -> None:
         """The host's addresses changed: tell every worker."""
-        self._tell_workers(Msg.HOST_ADDRS, addrs.to_body())
+        with self._query_lock:
+            self._base_spec["host_addrs"] = addrs.to_body()
+            self._tell_workers(Msg.HOST_ADDRS, addrs.to_body())
 
     def _wait_ready(self, ns: _Child) -> None:
         """Wait for READY from the namespace child, serving IDMAP requests and watching the
@@ -456,6 +464,8 @@ class Network:
             self.state = State.CLOSED
 
     def _teardown(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.stop()
         if self._ctlserver is not None:
             self._ctlserver.close()
             self._ctlserver = None
@@ -507,6 +517,8 @@ class Network:
     # Running things inside ---------------------------------------------------------------
 
     def _require_running(self) -> None:
+        if self.state == State.FAILED and self._supervisor is not None and self._supervisor.failure:
+            raise RingnetError(f"network failed: {self._supervisor.failure}")
         if self.state != State.RUNNING:
             raise RingnetError(f"network is {self.state.value}, not running")
 
@@ -662,6 +674,7 @@ class Network:
         return {
             "info": lambda args: self.info(),
             "stats": lambda args: self._stats_dict(),
+            "events": lambda args: self.events(),
         }
 
     def _stats_dict(self) -> dict[str, Any]:
@@ -682,8 +695,20 @@ class Network:
         """Path of this network's control socket (None when disabled)."""
         return self._ctlserver.path if self._ctlserver else None
 
+    def events(self) -> list[dict[str, Any]]:
+        """What the supervisor saw, oldest first (_supervise.py): dicts with time, child,
+        kind ("worker_restarted", "worker_restart_failed", "network_failed") and reason."""
+        return self._supervisor.events() if self._supervisor is not None else []
+
+    def _supervisor_failed(self, reason: str) -> None:
+        """The supervisor gave up (namespace child gone, too many restarts)."""
+        self.state = State.FAILED
+
     def failed_children(self) -> list[str]:
-        """Names of children that have exited while the network runs (empty when healthy)."""
+        """Why the network failed: children that have exited and were not, or could not
+        be, replaced (empty when healthy)."""
+        if self._supervisor is not None:
+            return [self._supervisor.failure] if self._supervisor.failure else []
         return [f"{role_display(c.name)} (status {c.proc.returncode})" for c in self._children
                 if c.proc.poll() is not None]
 
