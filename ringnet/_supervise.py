@@ -57,6 +57,7 @@ import os
 import select
 import signal
 import socket
+import subprocess
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Optional
@@ -323,32 +324,35 @@ class Supervisor:
                 child = self._pidfds.pop(fd)
                 os.close(fd)
                 if child is ns:
-                    status = ns.proc.wait()
-                    self._fail("ns", f"the namespace child (pid {ns.proc.pid}) exited "
-                                     f"({describe_status(status)}): the namespace, its interface "
-                                     "and every flow are gone")
+                    self._ns_message(ns)   # its report, if it left one, and its status
                 else:
                     self._worker_died(child)
                 break   # the set of fds changed
 
     def _ns_message(self, ns: "_Child") -> None:
-        """The namespace child spoke unasked: an ERROR (it is giving up) or EOF."""
+        """The namespace child spoke unasked: an ERROR (it is giving up) or EOF (it is
+        gone; its exit status says how)."""
         try:
             msg = _control.recv(ns.ctl)   # readable (or hung up): no wait
-        except (OSError, ProtocolError, TimeoutError) as e:
-            msg, err = None, str(e)
+        except (OSError, ProtocolError) as e:
+            msg, why = None, f" ({e})"
         else:
-            err = "it closed its control connection"
+            why = ""
         if msg is not None:
             msg.close_fds()
+            why = f": it sent an unexpected {msg.type.name}"
             if msg.type == Msg.ERROR:
                 try:
                     _control.raise_error(msg, "ns")
                 except RingnetError as e:
-                    err = str(e)
-            else:
-                err = f"it sent an unexpected {msg.type.name}"
-        self._fail("ns", f"the namespace child failed: {err}")
+                    why = f": {e}"
+        try:
+            status: Optional[int] = ns.proc.wait(_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            status = None
+        self._fail("ns", f"the namespace child (pid {ns.proc.pid}) exited "
+                         f"({describe_status(status)}){why}: the namespace, its interface and "
+                         "every flow are gone")
 
     def _fail(self, child: str, reason: str) -> None:
         """The network cannot go on: record, log, mark it failed."""

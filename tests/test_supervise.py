@@ -1,0 +1,362 @@
+"""Supervision (issue 10 item 9): a worker that dies is replaced, the rest keeps working.
+
+End to end, with the real tools: ping from inside, TCP transfers from inside to a sink
+on host loopback (through the gateway), an echo server inside behind a published port.
+A worker is SIGKILLed; the tests wait for conditions (the event, a reply), never for a
+time, and check what must hold: a new worker pid, new connections through the new
+worker, the transfer of the other worker completing byte-exact, the forward answering
+again, the event reported, nothing left behind. Killing the namespace child, or a worker
+with max_restarts=0, fails the network with a clear error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+import ringnet
+from ringnet import _ctlsock
+from ringnet.errors import RingnetError
+
+from conftest import HANG_S, as_user_argv, child_env, needs_userns, ringnet_cmd, wait_until
+from localdns import free_port
+
+GW = "10.0.2.2"
+TOTAL = 24 << 20     # bytes of the held transfer
+
+# Inside: connect to the sink, send TOTAL bytes of a seeded pattern, print the sink's
+# reply (sha256 and length) and our own digest.
+CLIENT = r"""
+import hashlib, random, socket, sys
+host, port, total = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rng = random.Random(7)
+h = hashlib.sha256()
+s = socket.create_connection((host, port), timeout=600)
+print(s.getsockname()[1], flush=True)
+left = total
+while left:
+    chunk = rng.randbytes(min(left, 1 << 16))
+    h.update(chunk)
+    s.sendall(chunk)
+    left -= len(chunk)
+s.shutdown(socket.SHUT_WR)
+reply = b""
+while True:
+    d = s.recv(256)
+    if not d:
+        break
+    reply += d
+print(reply.decode().strip(), h.hexdigest(), flush=True)
+"""
+
+# Inside: N short connections to the echo server; prints how many echoed correctly.
+CHURN = r"""
+import os, socket, sys
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+ok = 0
+for _ in range(n):
+    msg = os.urandom(64)
+    with socket.create_connection((host, port), timeout=60) as s:
+        s.sendall(msg)
+        got = b""
+        while len(got) < len(msg):
+            d = s.recv(64)
+            if not d:
+                break
+            got += d
+        ok += got == msg
+print(ok, flush=True)
+"""
+
+# Inside: an echo server on port argv[1], one thread per connection.
+ECHO = r"""
+import socket, sys, threading
+srv = socket.create_server(("::", int(sys.argv[1])), family=socket.AF_INET6, dualstack_ipv6=True)
+def serve(c):
+    with c:
+        while d := c.recv(65536):
+            c.sendall(d)
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+
+
+class HeldSink:
+    """A TCP sink on host loopback that reads ``hold`` bytes of each connection, then
+    stops reading until ``release()``: the sender's flow stays open, its window full,
+    for as long as the test wants. At EOF it answers "sha256 length"."""
+
+    def __init__(self, hold: int) -> None:
+        self.hold = hold
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.port = self.srv.getsockname()[1]
+        self.held = threading.Event()      # the first connection reached ``hold`` bytes
+        self.go = threading.Event()
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c: socket.socket) -> None:
+        h, n = hashlib.sha256(), 0
+        try:
+            while True:
+                if n >= self.hold and not self.go.is_set():
+                    self.held.set()
+                    self.go.wait()
+                d = c.recv(min(1 << 16, self.hold - n) if n < self.hold else 1 << 16)
+                if not d:
+                    break
+                h.update(d)
+                n += len(d)
+            c.sendall(f"{h.hexdigest()} {n}\n".encode())
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def release(self) -> None:
+        self.go.set()
+
+    def close(self) -> None:
+        self.go.set()
+        self.srv.close()
+        for c in self.conns:
+            c.close()
+
+
+def _owner(net, guest_port: int, remote_port: int) -> int:
+    """The worker that owns the TCP flow guest_port -> remote_port (from the flow table)."""
+    got: list = []
+
+    def find() -> bool:
+        rows = net.flows()
+        rows = rows[(rows["proto"] == "tcp") & (rows["guest_port"] == guest_port)
+                    & (rows["remote_port"] == remote_port)]
+        got[:] = [int(r) for r in rows["worker"]]
+        return bool(got)
+    wait_until(find, f"the flow from port {guest_port} in the flow table")
+    return got[0]
+
+
+def _events(net, kind: str) -> list[dict]:
+    return [e for e in net.events() if e["kind"] == kind]
+
+
+def _lines(path: str) -> list[str]:
+    with open(path) as f:
+        return f.read().splitlines()
+
+
+@needs_userns
+def test_sigkill_worker_replaced_other_flow_unaffected(no_leaks, tmp_path):
+    """Two workers, a long ping and a transfer held open on one worker; SIGKILL the other.
+    It is replaced (new pid, event reported), ping replies go on, new connections work
+    through the new worker, and the transfer completes byte-exact."""
+    sink = HeldSink(hold=4 << 20)
+    echo = socket.create_server(("127.0.0.1", 0))
+    echo_port = echo.getsockname()[1]
+    echo_conns: list[socket.socket] = []
+
+    def echo_serve() -> None:
+        while True:
+            try:
+                c, _ = echo.accept()
+            except OSError:
+                return
+            echo_conns.append(c)
+
+            def one(c=c) -> None:
+                with c:
+                    while d := c.recv(4096):
+                        c.sendall(d)
+            threading.Thread(target=one, daemon=True).start()
+    threading.Thread(target=echo_serve, daemon=True).start()
+    ping_out = tmp_path / "ping.txt"
+    try:
+        with ringnet.Network(workers=2, allow_host_loopback=True) as net:
+            old_pids = net.worker_pids
+            with open(ping_out, "w") as f:
+                ping = net.spawn(["ping", "-i", "0.2", GW], stdout=f, stderr=subprocess.STDOUT)
+            wait_until(lambda: sum("bytes from" in x for x in _lines(ping_out)) >= 2,
+                       "ping replies before the kill", interval=0.05)
+            client = net.spawn([sys.executable, "-c", CLIENT, GW, str(sink.port), str(TOTAL)],
+                               stdout=subprocess.PIPE, text=True)
+            guest_port = int(client.stdout.readline())
+            wait_until(sink.held.is_set, "the sink to hold the transfer")
+            keep = _owner(net, guest_port, sink.port)
+            victim = 1 - keep
+            before = sum("bytes from" in x for x in _lines(ping_out))
+
+            os.kill(old_pids[victim], signal.SIGKILL)
+            wait_until(lambda: _events(net, "worker_restarted"), "the worker_restarted event")
+
+            [ev] = _events(net, "worker_restarted")
+            assert ev["child"] == f"worker {victim}"
+            assert ev["old_pid"] == old_pids[victim]
+            assert ev["reason"] == "killed by SIGKILL" and ev["status"] == -signal.SIGKILL
+            new_pids = net.worker_pids
+            assert new_pids[keep] == old_pids[keep]
+            assert new_pids[victim] == ev["pid"] != old_pids[victim]
+            assert net.failed_children() == []
+            # the event through the control socket too (ringnet's clients)
+            assert _ctlsock.query(net.control_socket, "events", {})[0]["kind"] == "worker_restarted"
+
+            # ping goes on: replies after the kill
+            wait_until(lambda: sum("bytes from" in x for x in _lines(ping_out)) >= before + 5,
+                       "ping replies after the replacement", interval=0.05)
+            # new connections, some of which hash to the new worker, all work
+            churn = net.run([sys.executable, "-c", CHURN, GW, str(echo_port), "32"],
+                            capture_output=True, text=True, timeout=HANG_S)
+            assert churn.stdout.split() == ["32"], churn.stderr
+            assert net.counters()["workers"][victim]["tcp_established"] >= 1
+
+            # the held transfer on the surviving worker completes byte-exact
+            sink.release()
+            out, _ = client.communicate(timeout=HANG_S)
+            theirs, n, ours = out.split()
+            assert (theirs, int(n)) == (ours, TOTAL)
+            assert client.returncode == 0
+            ping.terminate()
+            ping.wait()
+    finally:
+        sink.close()
+        echo.close()
+        for c in echo_conns:
+            c.close()
+
+
+@needs_userns
+def test_restart_reestablishes_published_port(no_leaks):
+    """One worker behind a published port: each time it is killed, its replacement
+    accepts on the same host port again (the orchestrator keeps the listener)."""
+    port, inside = free_port(), 7100
+    with ringnet.Network(workers=1, publish=[f"127.0.0.1:{port}:{inside}"],
+                         control_socket=False) as net:
+        net.spawn([sys.executable, "-c", ECHO, str(inside)])
+
+        def echoes() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=HANG_S) as s:
+                    s.sendall(b"ping\n")
+                    return s.recv(16) == b"ping\n"
+            except OSError:
+                return False   # the server inside not up yet, or the worker just died
+        wait_until(echoes, "the echo server behind the forward", interval=0.05)
+        for round_ in (1, 2):
+            pid = net.worker_pids[0]
+            os.kill(pid, signal.SIGKILL)
+            wait_until(lambda: len(_events(net, "worker_restarted")) == round_,
+                       f"restart {round_}")
+            assert net.worker_pids[0] != pid
+            wait_until(echoes, f"the forward after restart {round_}", interval=0.05)
+        assert [f.spec.text for f in net.forwards()] == [f"127.0.0.1:{port}:{inside}"]
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=HANG_S).close()
+
+
+@needs_userns
+def test_no_restarts_allowed_fails_the_network(no_leaks):
+    """max_restarts=0: a worker's death fails the network, with the reason."""
+    with ringnet.Network(workers=2, max_restarts=0, control_socket=False) as net:
+        victim = net.worker_pids[1]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: _events(net, "network_failed"), "the network_failed event")
+        [ev] = net.events()
+        assert ev["child"] == "worker 1"
+        assert "killed by SIGKILL" in ev["reason"] and "max_restarts=0" in ev["reason"]
+        assert net.state is ringnet.State.FAILED
+        with pytest.raises(RingnetError, match="network failed: worker 1 .*max_restarts=0"):
+            net.stats()
+        assert net.failed_children() == [ev["reason"]]
+
+
+@needs_userns
+def test_namespace_child_killed_is_fatal(no_leaks):
+    """The namespace child holds the namespace and the tun device: its death cannot be
+    repaired; the network fails saying so, and close() still cleans up."""
+    with ringnet.Network(workers=2, control_socket=False) as net:
+        ns = net.pid
+        os.kill(ns, signal.SIGKILL)
+        wait_until(lambda: _events(net, "network_failed"), "the network_failed event")
+        [ev] = net.events()
+        assert ev["child"] == "ns"
+        assert f"namespace child (pid {ns}) exited (killed by SIGKILL)" in ev["reason"]
+        with pytest.raises(RingnetError, match="namespace child .* exited"):
+            net.spawn(["true"])
+        assert net.failed_children()
+
+
+@needs_userns
+def test_run_logs_the_restart():
+    """`ringnet run` (as the unprivileged user when we are root) logs a warning naming the
+    replaced worker, and the command goes on with a working network."""
+    import pathlib
+    import shutil
+    import tempfile
+
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="ringnet-supervise-"))
+    os.chmod(tmp, 0o777)   # the unprivileged user's command writes here
+    err = tmp / "stderr.txt"
+    ready = tmp / "ready"
+    # the command: a network probe loop that writes "ok" once ping works after a flag file
+    script = (f"import os, subprocess, time\n"
+              f"open({str(ready)!r}, 'w').close()\n"
+              f"while not os.path.exists({str(ready)!r} + '.go'):\n    time.sleep(0.05)\n"
+              f"r = subprocess.run(['ping', '-c', '3', '-i', '0.2', '-W', '5', {GW!r}])\n"
+              f"raise SystemExit(r.returncode)\n")
+    argv = as_user_argv(ringnet_cmd("run", "--workers", "2", "--no-control-socket", "--",
+                                    sys.executable, "-c", script))
+    with open(err, "w") as f:
+        run = subprocess.Popen(argv, stderr=f, env=child_env(), cwd="/")
+    try:
+        wait_until(ready.exists, "the command inside to start", interval=0.05)
+        workers = [p for p in _children_named(run.pid, "ringnet-worker")]
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGKILL)
+        wait_until(lambda: "restarted" in err.read_text(), "the warning", interval=0.05)
+        open(str(ready) + ".go", "w").close()
+        assert run.wait(HANG_S) == 0, err.read_text()
+        text = err.read_text()
+        assert "WARNING" in text and "killed by SIGKILL" in text and "restarted: pid" in text
+        assert "network failed" not in text
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _children_named(pid: int, name: str) -> list[int]:
+    import psutil
+
+    return [p.pid for p in psutil.Process(pid).children(recursive=True) if p.name() == name]
+
+
+def test_max_restarts_is_checked():
+    with pytest.raises(ringnet.ConfigError, match="max_restarts=101 .* from 0 to 100"):
+        ringnet.NetworkConfig(max_restarts=101)
+
+
+def test_describe_status():
+    from ringnet._supervise import describe_status
+
+    assert describe_status(-9) == "killed by SIGKILL"
+    assert describe_status(1) == "exit status 1"
+    assert json.dumps(describe_status(None)) == '"status unknown"'
