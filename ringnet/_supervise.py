@@ -259,7 +259,8 @@ class Supervisor:
         except OSError:
             pass
         if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(_STOP_TIMEOUT)
+            # a replacement under way finishes first (bounded by its own timeouts)
+            self._thread.join(self._net.config.startup_timeout + 2 * _STOP_TIMEOUT)
         for fd in list(self._pidfds):
             os.close(fd)
         self._pidfds.clear()
@@ -359,9 +360,9 @@ class Supervisor:
         if self._failure is not None:
             return
         self._failure = reason
+        self._net._supervisor_failed(reason)   # FAILED before anyone sees the event
         self._record(child=child, kind="network_failed", reason=reason)
         log.error("network failed: %s; close it (commands inside have no network)", reason)
-        self._net._supervisor_failed(reason)
 
     def _worker_died(self, child: "_Child") -> None:
         status = child.proc.wait()

@@ -376,7 +376,10 @@ class Network:
 
     def _tell_workers(self, type_: Msg, body: dict) -> None:
         for c in self._workers():
-            _control.send(c.ctl, type_, body)
+            try:
+                _control.send(c.ctl, type_, body)
+            except OSError:
+                pass  # a dead worker: its replacement starts with what _base_spec holds
 
     def _dns_changed(self, upstreams: list[Upstream], search: list[str]) -> None:
         """The host's resolv.conf changed (called on the watcher's thread): tell every
