@@ -99,7 +99,7 @@ def _serve(ctl: socket.socket, q: "_supervise.NsQueues", parent_pidfd: int) -> N
                             pass  # unwatched already: we saw it go away
                     if new is not None:
                         poller.register(new, select.POLLIN)
-                    continue
+                    break  # the other events of this poll may name the old socket
                 msg.close_fds()
                 raise ChildError(f"unexpected {msg.type.name} from the orchestrator")
             idx = next(i for i, s in enumerate(q.socks) if s.fileno() == fd)
