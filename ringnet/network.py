@@ -663,6 +663,8 @@ class Network:
                     _control.send(child.ctl, Msg.FLOWS, {"max": _control.FLOW_ROWS_MAX})
                     msg = _control.expect(child.ctl, Msg.FLOWS, 5.0, child.name)
             except (OSError, ProtocolError) as e:
+                if child.proc.poll() is not None and self._supervisor is not None:
+                    continue  # it died: its flows are gone, and the supervisor replaces it
                 if isinstance(e, RingnetError) and e.child is not None:
                     raise  # the worker's own error report
                 raise ChildError(f"{child.name} did not report its flows: {e}") from None
