@@ -7,8 +7,10 @@ device, configure it through netlink, create each worker's ring mapping and
 send it in HELLO, wait for every worker's ACK, stop being dumpable, start the
 C pump (one thread per tun queue), and report READY with fds of its user and
 net namespaces. Then it waits for SHUTDOWN (or the end of the control
-connection, the orchestrator's exit, or a worker or pump failure) and stops
-the pump before exiting.
+connection, the orchestrator's exit, or a pump failure) and stops the pump
+before exiting. A worker that goes away leaves its queue waiting until the
+orchestrator sends its replacement (WORKER_REPLACE: new rings, the pump
+restarted; _supervise.py).
 """
 
 from __future__ import annotations
