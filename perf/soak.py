@@ -23,8 +23,10 @@ own tally (operations done and failed). UDP flows time out after ``--udp-timeout
 (30 s), so the flow table turns over many times within the run.
 
 Bound, after ``--warmup`` minutes: each process's fds may exceed the highest count seen
-during warm-up by at most ``--fd-slack`` (32: connections in flight), and its RSS the
-warm-up peak by at most 10% + 8 MiB. A sample beyond that, a load process that died,
+during warm-up by at most ``--fd-slack`` (32: connections in flight), its RSS the
+warm-up peak by at most 10% + 8 MiB (RSS includes ring pages, touched gradually up to
+the rings' size), and its anonymous RSS (RssAnon: its own memory) the warm-up peak by at
+most 10% + 2 MiB. A sample beyond that, a load process that died,
 or a network that failed makes the exit status 1.
 
 Who runs it: the children are not dumpable, so only root may count their fds
@@ -289,8 +291,10 @@ def load(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------------
 # the soak (orchestrator)
 
-def _proc_figures(pid: int) -> tuple[int, int]:
-    """(open fds or -1, RSS bytes) of ``pid``."""
+def _proc_figures(pid: int) -> tuple[int, int, int]:
+    """(open fds or -1, RSS bytes, anonymous RSS bytes) of ``pid``. RSS also counts the
+    ring pages the process has touched (RssShmem), which grow up to the rings' size;
+    RssAnon (/proc/PID/status, readable by anyone) is its own memory."""
     import psutil
 
     p = psutil.Process(pid)
@@ -298,7 +302,12 @@ def _proc_figures(pid: int) -> tuple[int, int]:
         fds = p.num_fds()
     except psutil.AccessDenied:
         fds = -1
-    return fds, p.memory_info().rss
+    anon = -1
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                anon = int(line.split()[1]) * 1024
+    return fds, p.memory_info().rss, anon
 
 
 def soak(args: argparse.Namespace) -> int:
@@ -367,12 +376,12 @@ def _watch(net: Any, args: argparse.Namespace, tally: str, loader: subprocess.Po
     names = {pid: role for pid, role in
              [(net.pid, "ns")] + [(p, f"w{i}") for i, p in enumerate(net.worker_pids)]}
     names[os.getpid()] = "orch"
-    peak: dict[str, tuple[int, int]] = {}
+    peak: dict[str, tuple[int, int, int]] = {}
     status = 0
     prev = net.counters()
     prev_tally: dict[str, int] = {}
     start = time.monotonic()
-    cols = " ".join(f"{r}:fds/rssMiB" for r in names.values())
+    cols = " ".join(f"{r}:fds/rss/anonMiB" for r in names.values())
     print(f"# min  {cols}  flows(rows) tcp/udp/icmp udp_ports | counters (per minute) | load "
           "(per minute)", flush=True)
     for minute in range(1, args.minutes + 1):
@@ -396,14 +405,15 @@ def _watch(net: Any, args: argparse.Namespace, tally: str, loader: subprocess.Po
             t = {}
         loadrow = " ".join(f"{k}={v - prev_tally.get(k, 0)}" for k, v in sorted(t.items()))
         prev, prev_tally = cur, t
-        procs = " ".join(f"{r}:{fd}/{rss / MIB:.1f}" for r, (fd, rss) in figs.items())
+        procs = " ".join(f"{r}:{fd}/{rss / MIB:.1f}/{anon / MIB:.1f}"
+                         for r, (fd, rss, anon) in figs.items())
         print(f"{minute:4d}  {procs}  {nrows} {gauges} {ports} | {ctrs} | {loadrow}", flush=True)
-        for role, (fd, rss) in figs.items():
+        for role, (fd, rss, anon) in figs.items():
             if minute <= args.warmup or role not in peak:
-                pfd, prss = peak.get(role, (fd, rss))
-                peak[role] = (max(pfd, fd), max(prss, rss))
+                pfd, prss, panon = peak.get(role, (fd, rss, anon))
+                peak[role] = (max(pfd, fd), max(prss, rss), max(panon, anon))
                 continue
-            pfd, prss = peak[role]
+            pfd, prss, panon = peak[role]
             if fd >= 0 and fd > pfd + args.fd_slack:
                 print(f"# FAIL: {role} has {fd} fds, warm-up peak {pfd} + slack {args.fd_slack}")
                 status = 1
@@ -411,11 +421,16 @@ def _watch(net: Any, args: argparse.Namespace, tally: str, loader: subprocess.Po
                 print(f"# FAIL: {role} RSS {rss / MIB:.1f} MiB, warm-up peak {prss / MIB:.1f} MiB "
                       "+ 10% + 8 MiB")
                 status = 1
+            if anon > panon * 1.10 + 2 * MIB:
+                print(f"# FAIL: {role} anonymous RSS {anon / MIB:.1f} MiB, warm-up peak "
+                      f"{panon / MIB:.1f} MiB + 10% + 2 MiB")
+                status = 1
         if net.failed_children():
             print(f"# FAIL: children exited: {', '.join(net.failed_children())}")
             return 1
-    bound = ", ".join(f"{r} fds<={pfd + args.fd_slack} rss<={(prss * 1.1 + 8 * MIB) / MIB:.1f}MiB"
-                      for r, (pfd, prss) in peak.items())
+    bound = ", ".join(f"{r} fds<={pfd + args.fd_slack} rss<={(prss * 1.1 + 8 * MIB) / MIB:.1f}MiB "
+                      f"anon<={(panon * 1.1 + 2 * MIB) / MIB:.1f}MiB"
+                      for r, (pfd, prss, panon) in peak.items())
     print(f"# bound after warm-up: {bound}", flush=True)
     return status
 
