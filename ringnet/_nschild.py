@@ -108,9 +108,10 @@ def _serve(ctl: socket.socket, q: "_supervise.NsQueues", parent_pidfd: int) -> N
             msg = _control.recv(q.socks[idx])
             if msg is not None:
                 msg.close_fds()
-            # Its flows are gone with it; its queue waits for the replacement.
-            log.warning("worker %d went away%s; waiting for its replacement", idx,
-                        " (it reported an error)" if msg is not None else "")
+            # Its flows are gone with it; its queue waits for the replacement. (INFO: the
+            # orchestrator reports a crash; at close() the workers stop before we do.)
+            log.info("worker %d went away%s; waiting for its replacement", idx,
+                     " (it reported an error)" if msg is not None else "")
             poller.unregister(fd)
 
 
