@@ -76,6 +76,22 @@ for _ in range(n):
 print(ok, flush=True)
 """
 
+# Inside: one connection to the echo server; each line on stdin is sent and must come
+# back ("ok"); an error ends it, printing the error's class.
+LINES = r"""
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=60)
+print(s.getsockname()[1], flush=True)
+for line in sys.stdin:
+    try:
+        s.sendall(line.encode())
+        d = s.recv(256)
+    except OSError as e:
+        print(type(e).__name__, flush=True)
+        break
+    print("ok" if d == line.encode() else f"bad {d!r}", flush=True)
+"""
+
 # Inside: an echo server on port argv[1], one thread per connection.
 ECHO = r"""
 import socket, sys, threading
@@ -168,7 +184,8 @@ def _lines(path: str) -> list[str]:
 def test_sigkill_worker_replaced_other_flow_unaffected(no_leaks, tmp_path):
     """Two workers, a long ping and a transfer held open on one worker; SIGKILL the other.
     It is replaced (new pid, event reported), ping replies go on, new connections work
-    through the new worker, and the transfer completes byte-exact."""
+    through the new worker, and the transfer completes byte-exact. A connection of the
+    killed worker is reset on its next segment (the replacement has no flow for it)."""
     sink = HeldSink(hold=4 << 20)
     echo = socket.create_server(("127.0.0.1", 0))
     echo_port = echo.getsockname()[1]
@@ -202,6 +219,22 @@ def test_sigkill_worker_replaced_other_flow_unaffected(no_leaks, tmp_path):
             wait_until(sink.held.is_set, "the sink to hold the transfer")
             keep = _owner(net, guest_port, sink.port)
             victim = 1 - keep
+            # a connection owned by the worker we kill (flows hash to workers: try again
+            # until one lands there; each try is a coin toss)
+            for _ in range(24):
+                doomed = net.spawn([sys.executable, "-c", LINES, GW, str(echo_port)],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                doomed_port = int(doomed.stdout.readline())
+                if _owner(net, doomed_port, echo_port) == victim:
+                    break
+                doomed.stdin.close()
+                doomed.wait(HANG_S)
+                doomed.stdout.close()
+            else:
+                raise AssertionError("24 connections in a row hashed to one worker")
+            doomed.stdin.write("hello\n")
+            doomed.stdin.flush()
+            assert doomed.stdout.readline() == "ok\n"
             before = sum("bytes from" in x for x in _lines(ping_out))
 
             os.kill(old_pids[victim], signal.SIGKILL)
@@ -215,6 +248,13 @@ def test_sigkill_worker_replaced_other_flow_unaffected(no_leaks, tmp_path):
             assert new_pids[keep] == old_pids[keep]
             assert new_pids[victim] == ev["pid"] != old_pids[victim]
             assert net.failed_children() == []
+            # the killed worker's connection: reset by the replacement at its next segment
+            doomed.stdin.write("again\n")
+            doomed.stdin.flush()
+            assert doomed.stdout.readline() == "ConnectionResetError\n"
+            doomed.stdin.close()
+            assert doomed.wait(HANG_S) == 0
+            doomed.stdout.close()
             # the event through the control socket too (ringnet's clients)
             assert _ctlsock.query(net.control_socket, "events", {})[0]["kind"] == "worker_restarted"
 
