@@ -36,8 +36,8 @@ namespace child instead checks the new worker (HELLO, ACK) while the pump runs
 on, then stops the whole pump (its threads finish their batch; a frame a thread
 held for a full ring is dropped), swaps worker i's socket, ring and doorbells,
 and starts the pump again on the same tun queues, adopting the other rings as
-they are (indices in shared memory). The other workers' flows see a pause of a
-few milliseconds, no loss that TCP does not repair.
+they are (indices in shared memory). The other workers' flows see a pause (its
+length is logged at INFO), no loss that TCP does not repair.
 
 Flows of the dead worker: its host sockets closed with it (the kernel sends the
 host peers FIN, or RST where unread data was left). Inside, a TCP segment of such
@@ -207,18 +207,20 @@ def ns_replace_worker(q: NsQueues, msg: _control.Message, ctl: socket.socket
         log.warning("replacement of worker %d failed: %s", i, e)
         _control.send(ctl, Msg.WORKER_REPLACED, {"worker": i, "error": str(e)})
         return None, None
+    paused = time.monotonic()
     err = q.stop()
     old_sock, old_ring, old_evs = q.socks[i], q.rings[i], q.evs[i]
     q.socks[i], q.rings[i], q.evs[i] = sock, ring, (evs[0], evs[1])
     if err:
         raise CoreError(abs(err), "pump thread")
     q.start()
+    paused = time.monotonic() - paused
     old_fd = old_sock.fileno()
     old_sock.close()
     old_ring.close()
     for fd in old_evs:
         os.close(fd)
-    log.info("worker %d replaced: new rings, pump restarted", i)
+    log.info("worker %d replaced: new rings, pump stopped for %.1f ms", i, paused * 1000)
     _control.send(ctl, Msg.WORKER_REPLACED, {"worker": i})
     return old_fd, sock
 
