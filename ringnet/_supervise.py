@@ -386,6 +386,11 @@ class Supervisor:
         except (RingnetError, OSError) as e:
             if self._failure is not None:
                 return
+            if not any(c is not child and c.name == child.name for c in self._pidfds.values()):
+                # no replacement process to watch: nothing would bring the next attempt
+                self._fail(child.name, f"{role_display(child.name)} (pid {child.proc.pid}) "
+                                       f"exited ({reason}) and could not be replaced: {e}")
+                return
             self._record(child=child.name, kind="worker_restart_failed", reason=f"{reason}; {e}",
                          old_pid=child.proc.pid)
             log.warning("replacing %s failed: %s", role_display(child.name), e)
