@@ -60,7 +60,7 @@ import socket
 import subprocess
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from . import _control
 from ._control import Msg
@@ -243,6 +243,7 @@ class Supervisor:
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._stopping = False
         self._thread: Optional[threading.Thread] = None
+        self.clock: Callable[[], float] = time.monotonic   # of the restart window (tests)
 
     # public -------------------------------------------------------------------------
 
@@ -370,7 +371,7 @@ class Supervisor:
         status = child.proc.wait()
         reason = describe_status(status)
         limit = self._net.config.max_restarts
-        now = time.monotonic()
+        now = self.clock()
         while self._restarts and now - self._restarts[0] > RESTART_WINDOW:
             self._restarts.popleft()
         if len(self._restarts) >= limit:

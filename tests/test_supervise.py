@@ -331,6 +331,28 @@ def test_no_restarts_allowed_fails_the_network(no_leaks):
 
 
 @needs_userns
+def test_restarts_counted_over_the_window(no_leaks):
+    """max_restarts=1: one restart per RESTART_WINDOW. The window's clock is the test's,
+    so no real time has to pass: a restart, the window moved on, another restart, then a
+    second death within the window fails the network."""
+    from ringnet._supervise import RESTART_WINDOW
+
+    with ringnet.Network(workers=2, max_restarts=1, control_socket=False) as net:
+        now = [1000.0]
+        net._supervisor.clock = lambda: now[0]
+        for n in (1, 2):
+            os.kill(net.worker_pids[0], signal.SIGKILL)
+            wait_until(lambda: len(_events(net, "worker_restarted")) == n, f"restart {n}")
+            now[0] += RESTART_WINDOW + 1
+        now[0] -= 1   # the last restart is now 60 s old: still inside the window
+        os.kill(net.worker_pids[1], signal.SIGKILL)
+        wait_until(lambda: _events(net, "network_failed"), "the network_failed event")
+        [ev] = _events(net, "network_failed")
+        assert ev["child"] == "worker 1"
+        assert "after 1 restarts within 60 s (max_restarts=1): giving up" in ev["reason"]
+
+
+@needs_userns
 def test_namespace_child_killed_is_fatal(no_leaks):
     """The namespace child holds the namespace and the tun device: its death cannot be
     repaired; the network fails saying so, and close() still cleans up."""
