@@ -19,10 +19,15 @@
 #include "flowstats.h"
 #include "dns.h"
 #include "policy.h"
+#include "names.h"
+#include "rules.h"
 #include "udp.h"
 #include "tcp.h"
 #include "forward.h"
+#include "splice.h"
 #include "pump.h"
 #include "sandbox.h"
+#include "verdict.h"
+#include "capture.h"
 
 #endif /* RN_API_H */

@@ -15,8 +15,11 @@
  * flows_refused_cap, flows_refused_fd, flows_refused_ports, icmp_ping_denied), a protocol's
  * "accepted" counter (tcp_segments_in, udp_in, icmp_echo_fwd, icmp6_echo_fwd),
  * frag_held (a fragment waiting for the rest of its datagram; the fragment
- * that completes one counts the datagram's outcome), or fault_drop_in
- * (test-only fault injection).
+ * that completes one counts the datagram's outcome), fault_drop_in
+ * (test-only fault injection), netem_loss_up / netem_full_up (network
+ * emulation; a frame it queues is counted when it leaves the queue), or
+ * hook_held, hook_absorbed, hook_denied (the on_connect hook, verdict.c; a
+ * held frame's replay is not counted again).
  * Everything else here counts events, not frames; counters marked (gauge) go
  * up and down (decremented by adding -1).
  */
@@ -129,12 +132,62 @@
 	X(fwd_accepted,		"connections accepted on forwarded host ports") \
 	X(fwd_handoffs,		"forwarded connections handed to the worker owning them") \
 	X(fwd_refused,		"forwarded connections reset: no flow could be opened") \
+	/* fwdpath: the splice route for host-local clients (splice.c) */ \
+	X(flows_open_splice,	"spliced connections held now (gauge)")	\
+	X(splice_requests,	"sockets asked of the namespace child for host-local clients") \
+	X(splice_opened,	"spliced connections established inside the namespace") \
+	X(splice_refused,	"host-local clients reset: no connection inside (refused, timeout)") \
+	X(splice_resets,	"spliced connections ended by an error or reset on one side") \
+	X(splice_bad_replies,	"malformed or unexpected answers on the splice socket") \
+	/* fwdpath: UDP forwards (udp_fwd.c) */				\
+	X(fwd_udp_flows,	"UDP flows opened for senders to forwarded host ports") \
+	X(fwd_udp_refused,	"datagrams to forwarded UDP ports dropped: no flow (cap, ports)") \
 	X(fault_drop_in,	"frames from the namespace dropped by the fault injector") \
 	X(fault_dup_in,		"frames from the namespace duplicated by the fault injector") \
 	X(fault_hold_in,	"frames from the namespace reordered by the fault injector") \
 	X(fault_drop_out,	"frames to the namespace dropped by the fault injector") \
 	X(fault_dup_out,	"frames to the namespace duplicated by the fault injector") \
-	X(fault_hold_out,	"frames to the namespace reordered by the fault injector")
+	X(fault_hold_out,	"frames to the namespace reordered by the fault injector") \
+	/* egress rules (rules.c, names.c) */					\
+	X(policy_rule,		"of policy_refused: an egress rule, or default_deny") \
+	X(rules_default,	"new flows no egress rule matched (the default decided)") \
+	X(names_learned,	"(name, address) pairs learnt from DNS answers") \
+	X(names_evicted,	"learnt names evicted before expiry: table window full") \
+	X(names_bad,		"DNS answers too malformed to learn names from") \
+	/* network emulation (netem.c): up = namespace -> world */	\
+	X(netem_queued_up,	"frames from the namespace in the emulation queue (gauge)") \
+	X(netem_queued_down,	"frames to the namespace in the emulation queue (gauge)") \
+	X(netem_loss_up,	"frames from the namespace lost by emulation (loss=)") \
+	X(netem_loss_down,	"frames to the namespace lost by emulation (loss=)") \
+	X(netem_dup_up,		"frames from the namespace duplicated by emulation (dup=)") \
+	X(netem_dup_down,	"frames to the namespace duplicated by emulation (dup=)") \
+	X(netem_reorder_up,	"frames from the namespace sent ahead of the emulation queue (reorder=)") \
+	X(netem_reorder_down,	"frames to the namespace sent ahead of the emulation queue (reorder=)") \
+	X(netem_full_up,	"frames from the namespace dropped: emulation queue full") \
+	X(netem_full_down,	"frames to the namespace refused: emulation queue full (flows wait)") \
+	X(netem_timers,		"emulation timer expiries") \
+	/* on_connect hook (verdict.c) */					\
+	X(hook_asks,		"new flows the on_connect hook was asked about") \
+	X(hook_held,		"first frames of new flows held until the hook's verdict") \
+	X(hook_absorbed,	"frames dropped while their flow waits for the hook (SYN retransmits, more datagrams)") \
+	X(hook_denied,		"new flows refused by a cached hook verdict or the fail mode") \
+	X(hook_cached,		"new flows decided from the worker's verdict cache") \
+	X(hook_verdicts_deny,	"hook verdicts that denied a held flow (fail mode included)") \
+	X(hook_verdicts_redirect, "hook verdicts that redirected a held flow") \
+	X(hook_redirect_refused, "redirects refused: the policy refuses the target, or another family") \
+	X(hook_timeouts,	"held flows given the fail mode: no verdict by the deadline") \
+	X(hook_overflow,	"new flows given the fail mode: too many flows held") \
+	X(hook_bad_verdicts,	"malformed verdicts from the orchestrator (dropped)") \
+	/* packet capture and flow log (capture.c) */			\
+	X(capture_frames,	"frames copied into the capture ring, both directions") \
+	X(capture_bytes,	"packet bytes copied into the capture ring (snap length each at most)") \
+	X(capture_drops,	"frames left out of the capture: capture ring full") \
+	X(flowlog_events,	"flow open and close records put into the flow log ring") \
+	X(flowlog_drops,	"flow open and close records lost: flow log ring full") \
+	/* latency (issue 12): tcp_delack.c */				\
+	X(tcp_acks_delayed,	"TCP ACKs of small namespace data held back to ride on the reply") \
+	X(tcp_delack_timeouts,	"TCP delayed ACKs sent alone: no reply came within 2 ms") \
+	X(tcp_connects_at_once,	"TCP host connects complete when connect() returned: SYN-ACK in the same pass")
 
 /* Namespace pump counters, summed over its threads */
 #define RN_PUMP_COUNTERS(X)						\

@@ -1,8 +1,9 @@
 /* dgram.c - flows over host datagram sockets: what udp.c and icmp.c share
  *
  * A UDP flow and an echo flow look alike from the worker's side: created by
- * the namespace's first packet after the destination policy, one
- * non-blocking socket with IP_RECVERR (IPV6_RECVERR) watched for EPOLLIN, an
+ * the namespace's first packet after the destination policy (and the
+ * on_connect hook, which may hold that packet until its verdict: verdict.c),
+ * one non-blocking socket with IP_RECVERR (IPV6_RECVERR) watched for EPOLLIN, an
  * idle timeout, reading paused while ring to_ns has no room, and errors from
  * the socket's error queue reported to the namespace as ICMP errors. The
  * protocol files keep what differs: how datagrams are sent and received, and
@@ -20,6 +21,7 @@
 #include "icmp.h"
 #include "ip.h"
 #include "policy.h"
+#include "verdict.h"
 
 /**
  * rn_dgram_socket() - a non-blocking datagram socket that queues ICMP errors
@@ -51,18 +53,27 @@ int rn_dgram_socket(int family, int icmp)
  * @d:		filled with the host destination when admitted
  *
  * Return: 0, the outcome counter that refuses the flow (policy_refused after
- *	   an ICMP error, flows_refused_cap), or negative errno when ring to_ns
- *	   is corrupted
+ *	   an ICMP error, hook_denied after an administratively prohibited one,
+ *	   flows_refused_cap) or holds it (hook_held, hook_absorbed: the on_connect
+ *	   hook decides, verdict.c), or negative errno when ring to_ns is corrupted
  */
 int rn_dgram_admit(struct rn_worker *w, struct rn_frame *f, const struct rn_flow_key *k,
 		   struct rn_policy_dest *d)
 {
-	int reason, rc;
+	int reason, rc, ctr;
 
 	reason = rn_policy_dest(&w->p, rn_dns_current(w), k, d);
 	if (reason) {
 		rc = rn_icmp_refuse(w, f, rn_icmp_policy_kind(reason));
 		return rc < 0 ? rc : RN_WCTR_policy_refused;
+	}
+	/* The on_connect hook (verdict.c), after the policy: hold, refuse or go on */
+	reason = rn_verdict_check(w, f, k, d, &ctr);
+	if (reason == RN_VERDICT_WAIT)
+		return ctr;
+	if (reason == RN_VERDICT_REFUSE) {
+		rc = rn_icmp_refuse(w, f, RN_ICMP_ADMIN);
+		return rc < 0 ? rc : ctr;
 	}
 	if (w->flows.count >= w->flows.max)
 		return RN_WCTR_flows_refused_cap;
@@ -101,6 +112,7 @@ int rn_dgram_create(struct rn_worker *w, const struct rn_flow_key *k,
 	fl->dstlen = d->salen;
 	fl->dns = d->dns;
 	fl->dns_up = d->dns_up;
+	fl->f.rule = d->rule;
 	fl->dns_gen = w->dns_gen;
 	fl->timeout_ms = s->timeout_ms ? s->timeout_ms : 1;
 	if (d->dns && s->dns_timeout_ms && fl->timeout_ms > s->dns_timeout_ms)
@@ -188,10 +200,12 @@ void rn_dgram_timer(struct rn_worker *w, struct rn_flow *f)
 {
 	struct rn_dgram_flow *fl = (struct rn_dgram_flow *)f;
 
-	if (w->now - f->last >= fl->timeout_ms)
+	if (w->now - f->last >= fl->timeout_ms) {
+		rn_flow_end(f, RN_FLOW_END_IDLE);
 		rn_worker_flow_close(w, f);
-	else
+	} else {
 		rn_worker_flow_timer(w, f, f->last + fl->timeout_ms);
+	}
 }
 
 /**

@@ -112,7 +112,7 @@ static int rn_fault_tx_decide(struct rn_worker *w, uint32_t len)
 		rn_ctr_add(w->ctr, RN_WCTR_fault_drop_out, 1);
 		return 1;
 	case RN_FAULT_DUP:
-		rn_tap_put(w, len);
+		rn_tap_put(w, w->tx_resv, len);
 		/* The committed frame stays where it is until published */
 		rn_tap_copy(w, w->tx_resv, len);
 		rn_ctr_add(w->ctr, RN_WCTR_fault_dup_out, 1);
@@ -201,6 +201,6 @@ void rn_fault_commit(struct rn_worker *w, uint32_t len)
 {
 	if (rn_fault_tx_decide(w, len))
 		return;
-	rn_tap_put(w, len);
+	rn_tap_put(w, w->tx_resv, len);
 	rn_fault_tx_held(w);
 }

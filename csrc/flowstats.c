@@ -3,6 +3,7 @@
 
 #include "flowstats.h"
 #include "flowtab.h"
+#include "splice.h"
 #include "tcp.h"
 #include "worker.h"
 
@@ -18,6 +19,8 @@ const char *rn_flow_state_name(uint8_t type, uint8_t state)
 {
 	if (type == RN_FLOW_TCP)
 		return rn_tcp_state_name(state);
+	if (type == RN_FLOW_SPLICE)
+		return rn_splice_state_name(state);
 	if (type == RN_FLOW_UDP || type == RN_FLOW_ICMP)
 		return "active";
 	return "?";

@@ -63,6 +63,31 @@ void rn_flow_key_zero(struct rn_flow_key *k)
 	memset(k, 0, sizeof(*k));
 }
 
+static const char *const rn_flow_end_names[RN_FLOW_END_TYPES] = {
+	[RN_FLOW_END_NONE] = "closed",
+	[RN_FLOW_END_FIN] = "fin",
+	[RN_FLOW_END_RESET] = "reset",
+	[RN_FLOW_END_NS_RESET] = "ns_reset",
+	[RN_FLOW_END_HOST_ERROR] = "host_error",
+	[RN_FLOW_END_CONNECT_FAILED] = "connect_failed",
+	[RN_FLOW_END_IDLE] = "idle_timeout",
+	[RN_FLOW_END_FIN_TIMEOUT] = "fin_timeout",
+	[RN_FLOW_END_RETRANSMIT] = "retransmit_timeout",
+	[RN_FLOW_END_SHUTDOWN] = "shutdown",
+	[RN_FLOW_END_ERROR] = "error",
+};
+
+/**
+ * rn_flow_end_name() - the flow log's name of a close reason
+ * @end:	enum rn_flow_end
+ *
+ * Return: the name, or NULL past the end
+ */
+const char *rn_flow_end_name(unsigned int end)
+{
+	return end < RN_FLOW_END_TYPES ? rn_flow_end_names[end] : NULL;
+}
+
 /**
  * rn_flowtab_hash() - hash of a key under the table's secret
  * @ft:		table

@@ -52,6 +52,9 @@
  * @RN_FLOW_ICMP:	ICMP echo forwarding
  * @RN_FLOW_FWD:	a forward's listening or handoff socket (forward.c):
  *			in the worker's epoll only, never in the table
+ * @RN_FLOW_SPLICE:	a forwarded connection of a host-local client relayed
+ *			with splice() (splice.c); its two helper headers (the
+ *			socket inside, the splice socket) are never in the table
  * @RN_FLOW_TYPES:	number of types
  */
 enum rn_flow_type {
@@ -60,6 +63,7 @@ enum rn_flow_type {
 	RN_FLOW_UDP,
 	RN_FLOW_ICMP,
 	RN_FLOW_FWD,
+	RN_FLOW_SPLICE,
 	RN_FLOW_TYPES
 };
 
@@ -69,6 +73,40 @@ enum rn_flow_type {
 #define RN_FLOW_F_DEFER		4u	/* on the worker's list for ops->flush() */
 
 #define RN_FLOW_NO_HEAP		UINT32_MAX
+
+/**
+ * enum rn_flow_end - why a flow ended, for the flow log (capture.c)
+ * @RN_FLOW_END_NONE:		not recorded ("closed")
+ * @RN_FLOW_END_FIN:		both sides finished in order ("fin")
+ * @RN_FLOW_END_RESET:		reset by ringnet towards either side ("reset")
+ * @RN_FLOW_END_NS_RESET:	the namespace sent a RST ("ns_reset")
+ * @RN_FLOW_END_HOST_ERROR:	the host socket failed: reset by its peer and
+ *				the like ("host_error")
+ * @RN_FLOW_END_CONNECT_FAILED:	the host connect failed ("connect_failed")
+ * @RN_FLOW_END_IDLE:		idle timeout ("idle_timeout")
+ * @RN_FLOW_END_FIN_TIMEOUT:	closing took longer than the FIN timeout ("fin_timeout")
+ * @RN_FLOW_END_RETRANSMIT:	the namespace stopped acknowledging ("retransmit_timeout")
+ * @RN_FLOW_END_SHUTDOWN:	the network closed ("shutdown")
+ * @RN_FLOW_END_ERROR:		no socket or epoll for it ("error")
+ * @RN_FLOW_END_TYPES:		number of reasons
+ *
+ * Protocol code records the reason with rn_flow_end() before it closes the
+ * flow; the first reason recorded sticks. rn_flow_end_name() names them.
+ */
+enum rn_flow_end {
+	RN_FLOW_END_NONE = 0,
+	RN_FLOW_END_FIN,
+	RN_FLOW_END_RESET,
+	RN_FLOW_END_NS_RESET,
+	RN_FLOW_END_HOST_ERROR,
+	RN_FLOW_END_CONNECT_FAILED,
+	RN_FLOW_END_IDLE,
+	RN_FLOW_END_FIN_TIMEOUT,
+	RN_FLOW_END_RETRANSMIT,
+	RN_FLOW_END_SHUTDOWN,
+	RN_FLOW_END_ERROR,
+	RN_FLOW_END_TYPES
+};
 
 /**
  * struct rn_flow - common header every protocol's flow struct begins with
@@ -86,6 +124,13 @@ enum rn_flow_type {
  * @hash:	hash of @key (table)
  * @bytes_up:	payload bytes namespace -> host (protocol)
  * @bytes_down:	payload bytes host -> namespace (protocol)
+ * @rule:	the egress rule that decided for the flow: its slot + 1 (rules.c,
+ *		struct rn_rule_spec.slot), 0 when none did (no rule matched, or a
+ *		flow towards the namespace); set by the protocol at creation
+ * @pkts_up:	frames carrying payload namespace -> host (protocol; a TSO or
+ *		USO frame counts once)
+ * @pkts_down:	frames carrying new payload host -> namespace (protocol)
+ * @end:	enum rn_flow_end, why the flow ended (protocol, rn_flow_end())
  * @hnext:	hash chain (table)
  * @prev:	list of all flows, creation order (table)
  * @next:	list of all flows (table)
@@ -107,6 +152,10 @@ struct rn_flow {
 	uint64_t hash;
 	uint64_t bytes_up;
 	uint64_t bytes_down;
+	uint32_t rule;
+	uint64_t pkts_up;
+	uint64_t pkts_down;
+	uint8_t end;
 	struct rn_flow *hnext;
 	struct rn_flow *prev;
 	struct rn_flow *next;
@@ -144,6 +193,7 @@ struct rn_flowtab {
 int rn_flowtab_init(struct rn_flowtab *ft, uint32_t max, const uint8_t key[16]);
 void rn_flowtab_fini(struct rn_flowtab *ft);
 void rn_flow_key_zero(struct rn_flow_key *k);
+const char *rn_flow_end_name(unsigned int end);
 struct rn_flow *rn_flowtab_lookup(const struct rn_flowtab *ft, const struct rn_flow_key *k);
 int rn_flowtab_insert(struct rn_flowtab *ft, struct rn_flow *f, int64_t now);
 void rn_flowtab_remove(struct rn_flowtab *ft, struct rn_flow *f);
@@ -174,6 +224,17 @@ static inline struct rn_flow *rn_flowtab_first(const struct rn_flowtab *ft)
 static inline struct rn_flow *rn_flowtab_next(const struct rn_flow *f)
 {
 	return f->next;
+}
+
+/**
+ * rn_flow_end() - record why @f ends, unless a reason was recorded already
+ * @f:		flow about to be closed
+ * @why:	enum rn_flow_end
+ */
+static inline void rn_flow_end(struct rn_flow *f, unsigned int why)
+{
+	if (!f->end)
+		f->end = (uint8_t)why;
 }
 
 #endif /* RN_FLOWTAB_H */

@@ -24,8 +24,19 @@
  *   SCM_RIGHTS to the owner's, which opens the flow. One hop at most: the
  *   owner computes the same hash. With one worker nothing is ever handed off.
  *
+ * When the worker has a splice socket (the default), a client on host
+ * loopback takes the splice route instead (splice.c): a socket connected
+ * inside the namespace by the namespace child, relayed with splice(); it
+ * never reaches the C core, and the namespace sees it from its own
+ * loopback.
+ *
  * A connection that cannot get a flow (flow cap, tuple busy, no memory) is
- * reset (SO_LINGER 0) and counted (fwd_refused). Removing a forward closes
+ * reset (SO_LINGER 0) and counted (fwd_refused).
+ *
+ * A UDP forward (rn_worker_forward_add_udp()) is served by one worker: its
+ * socket is a UDP port of its own kind (udp_fwd.c), and each sender gets a
+ * flow, keyed as above (rn_fwd_client_key()), but a real address whose
+ * flow would hash to another worker is shown as the gateway's too. Removing a forward closes
  * its sockets; connections already accepted go on as ordinary flows.
  *
  * The listener and the handoff socket are in the worker's epoll with
@@ -42,6 +53,7 @@
 #include <unistd.h>
 
 #include "forward.h"
+#include "splice.h"
 #include "tcp.h"
 
 #define RN_FWD_LISTENER	0
@@ -156,6 +168,35 @@ static int rn_fwd_gw_key(struct rn_worker *w, struct rn_flow_key *k)
 }
 
 /**
+ * rn_fwd_client_key() - the flow key a forward's client gets: who the namespace sees
+ * @w:		worker
+ * @fwd:	forward
+ * @proto:	RN_IPPROTO_TCP or RN_IPPROTO_UDP
+ * @ss:		the client's address
+ * @k:		set to the key (namespace side: the forward's address and port)
+ *
+ * The client's real address and port when it keeps them (rn_fwd_real_addr())
+ * and the flow hashes to this worker; else the gateway address on a port
+ * that hashes here (UDP forwards have no handoff: one worker serves each).
+ *
+ * Return: 0, or -EADDRNOTAVAIL
+ */
+int rn_fwd_client_key(struct rn_worker *w, const struct rn_fwd *fwd, uint8_t proto,
+		      const struct sockaddr_storage *ss, struct rn_flow_key *k)
+{
+	rn_flow_key_zero(k);
+	k->family = fwd->family;
+	k->proto = proto;
+	memcpy(k->saddr, fwd->nsaddr, 16);
+	k->sport = fwd->nsport;
+	if (rn_fwd_real_addr(fwd, ss, k->daddr, &k->dport) &&
+	    rn_flow_owner_key(w->p.hash_key, w->p.nworkers ? w->p.nworkers : 1, k) == w->p.index)
+		return 0;
+	memset(k->daddr, 0, sizeof(k->daddr));
+	return rn_fwd_gw_key(w, k);
+}
+
+/**
  * rn_fwd_handoff() - pass an accepted socket to the worker that owns its flow
  * @w:		worker
  * @fwd:	forward
@@ -213,6 +254,12 @@ static void rn_fwd_take(struct rn_worker *w, struct rn_fwd *fwd, int fd, int may
 	memset(&ss, 0, sizeof(ss));
 	if (getpeername(fd, (struct sockaddr *)&ss, &sl)) {
 		close(fd);	/* gone already */
+		return;
+	}
+	if (w->splice && rn_splice_local(&ss)) {
+		/* host-local client: socket to socket (splice.c) */
+		if (rn_splice_start(w, fd, &ss, fwd->family, fwd->nsaddr, fwd->nsport))
+			rn_fwd_reset(w, fd);
 		return;
 	}
 	if (rn_fwd_real_addr(fwd, &ss, k.daddr, &k.dport)) {
@@ -364,6 +411,9 @@ static void rn_fwd_close(struct rn_worker *w, struct rn_fwd *fwd)
 {
 	uint32_t i;
 
+	if (fwd->udp)
+		rn_udp_fwd_close(w, fwd);
+
 	if (fwd->lis.fd >= 0) {
 		if (fwd->lis.events)
 			epoll_ctl(w->epfd, EPOLL_CTL_DEL, fwd->lis.fd, NULL);
@@ -440,6 +490,54 @@ int rn_worker_forward_add(struct rn_worker *w, uint32_t id, int lfd, uint8_t fam
 	fwd->nout = nout;
 	for (i = 0; i < nout; i++)
 		fwd->out[i] = hand_out[i];
+	fwd->next = w->fwd;
+	w->fwd = fwd;
+	rn_splice_prime(w);	/* the first stock, before the first client */
+	return 0;
+}
+
+/**
+ * rn_worker_forward_add_udp() - start serving a forwarded UDP host port
+ * @w:		worker
+ * @id:		forward id, unique among this worker's forwards
+ * @fd:		bound UDP socket, non-blocking
+ * @family:	4 or 6: family of @nsaddr
+ * @nsaddr:	namespace destination address, network order (4 or 16 bytes)
+ * @nsport:	namespace destination port, host order, not 0
+ *
+ * One worker serves a UDP forward (no handoff: a datagram cannot be passed
+ * on as a connection can); its clients' flows are made to hash to it. On
+ * success the worker owns @fd; on failure the caller keeps it.
+ *
+ * Return: 0, -EINVAL for bad arguments, -EEXIST for a taken id, -ENOMEM, or
+ *	   negative errno from epoll_ctl()
+ */
+int rn_worker_forward_add_udp(struct rn_worker *w, uint32_t id, int fd, uint8_t family,
+			      const uint8_t *nsaddr, uint16_t nsport)
+{
+	struct rn_fwd *fwd;
+	int rc;
+
+	if (!w || fd < 0 || !nsaddr || !nsport || (family != 4 && family != 6))
+		return -EINVAL;
+	for (fwd = w->fwd; fwd; fwd = fwd->next) {
+		if (fwd->id == id)
+			return -EEXIST;
+	}
+	fwd = calloc(1, sizeof(*fwd));
+	if (!fwd)
+		return -ENOMEM;
+	fwd->id = id;
+	fwd->family = family;
+	memcpy(fwd->nsaddr, nsaddr, family == 6 ? 16 : 4);
+	fwd->nsport = nsport;
+	fwd->lis.type = fwd->hand.type = RN_FLOW_FWD;
+	fwd->lis.fd = fwd->hand.fd = -1;
+	rc = rn_udp_fwd_open(w, fwd, fd);
+	if (rc) {
+		free(fwd);
+		return rc;
+	}
 	fwd->next = w->fwd;
 	w->fwd = fwd;
 	return 0;

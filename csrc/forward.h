@@ -31,11 +31,14 @@
  * @nout:	entries in @out
  * @out:	handoff sockets towards each worker by index (-1: none, and
  *		ours): SOCK_DGRAM, an accepted fd rides as SCM_RIGHTS
+ * @udp:	a UDP forward's host socket (udp_fwd.c: a UDP port of its own
+ *		kind), NULL for TCP; its fd is then not in @lis
  * @next:	the worker's list of forwards
  */
 struct rn_fwd {
 	struct rn_flow lis;
 	struct rn_flow hand;
+	struct rn_udp_port *udp;
 	uint32_t id;
 	uint8_t family;
 	uint8_t nsaddr[16];
@@ -45,12 +48,22 @@ struct rn_fwd {
 	struct rn_fwd *next;
 };
 
+struct rn_udp_port;
+struct sockaddr_storage;
+
 extern const struct rn_flow_ops rn_fwd_ops;
 
 int rn_worker_forward_add(struct rn_worker *w, uint32_t id, int lfd, uint8_t family,
 			  const uint8_t *nsaddr, uint16_t nsport, int hand_in,
 			  const int *hand_out, uint32_t nout);
+int rn_worker_forward_add_udp(struct rn_worker *w, uint32_t id, int fd, uint8_t family,
+			      const uint8_t *nsaddr, uint16_t nsport);
 int rn_worker_forward_del(struct rn_worker *w, uint32_t id);
+int rn_fwd_client_key(struct rn_worker *w, const struct rn_fwd *fwd, uint8_t proto,
+		      const struct sockaddr_storage *ss, struct rn_flow_key *k);
+/* udp_fwd.c */
+int rn_udp_fwd_open(struct rn_worker *w, struct rn_fwd *fwd, int fd);
+void rn_udp_fwd_close(struct rn_worker *w, struct rn_fwd *fwd);
 void rn_fwd_free(struct rn_worker *w);
 
 #endif /* RN_FORWARD_H */

@@ -208,6 +208,7 @@ int rn_icmp_policy_kind(int reason)
 	case RN_POLICY_LOOPBACK:
 	case RN_POLICY_HOST:
 	case RN_POLICY_LINK_LOCAL:
+	case RN_POLICY_RULE:
 		return RN_ICMP_ADMIN;
 	case RN_POLICY_NO_DNS:
 		return RN_ICMP_PORT;
@@ -521,6 +522,7 @@ static int rn_icmp_forward(struct rn_worker *w, struct rn_frame *f, const uint8_
 		rn_ctr_add(w->ctr, RN_WCTR_host_send_errors, 1);
 	fl->f.last = w->now;
 	fl->f.bytes_up += f->l4len - RN_ICMP_HDR_LEN;
+	fl->f.pkts_up++;
 	return f->family == 6 ? RN_WCTR_icmp6_echo_fwd : RN_WCTR_icmp_echo_fwd;
 }
 
@@ -640,6 +642,7 @@ static int rn_icmp_reply(struct rn_worker *w, struct rn_dgram_flow *fl)
 	rn_ctr_add(w->ctr, RN_WCTR_icmp_echo_in, 1);
 	fl->f.last = w->now;
 	fl->f.bytes_down += len - RN_ICMP_HDR_LEN;
+	fl->f.pkts_down++;
 	return 1;
 }
 

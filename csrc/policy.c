@@ -37,6 +37,9 @@
  *    addresses, which stay on the machine (RN_POLICY_INVALID, also for a DNS
  *    upstream off the machine).
  *
+ * A flow these rules allow is then judged by the user's egress rules
+ * (rn_policy_dest() calls rn_rules_check(), rules.c): RN_POLICY_RULE refuses it.
+ *
  * The host's addresses are two sorted arrays in the worker's parameters
  * (at most RN_HOST_ADDR_MAX per family), searched by bisection; an update
  * (rn_policy_host_set(), between two loop passes) replaces them whole, so a
@@ -51,6 +54,7 @@
 #include <string.h>
 
 #include "policy.h"
+#include "rules.h"
 
 #define RN_DNS_PORT		53u
 #define RN_IPPROTO_TCP		6u
@@ -355,17 +359,18 @@ int rn_policy_decide(const struct rn_worker_params *p, int dns_up, const struct 
  * @d:		filled with the host destination when allowed
  *
  * rn_policy_decide(), plus the per-reason counters (policy_host,
- * policy_link_local, policy_loopback); the caller counts policy_refused,
- * the frame's outcome.
+ * policy_link_local, policy_loopback), then the user's egress rules
+ * (rn_rules_check(): RN_POLICY_RULE, d->rule set to the deciding rule); the
+ * caller counts policy_refused, the frame's outcome.
  *
  * Return: RN_POLICY_ALLOW (0), or the enum rn_policy_reason refusing it
  */
 int rn_policy_dest(const struct rn_worker_params *p, int dns_up, const struct rn_flow_key *k,
 		   struct rn_policy_dest *d)
 {
-	const struct rn_worker *w = (const struct rn_worker *)
-		((const char *)p - offsetof(struct rn_worker, p));
+	struct rn_worker *w = (struct rn_worker *)((char *)p - offsetof(struct rn_worker, p));
 	int reason = rn_policy_decide(p, dns_up, k, d);
+	int32_t rule;
 
 	switch (reason) {
 	case RN_POLICY_HOST:
@@ -376,6 +381,11 @@ int rn_policy_dest(const struct rn_worker_params *p, int dns_up, const struct rn
 		break;
 	case RN_POLICY_LOOPBACK:
 		rn_ctr_add(w->ctr, RN_WCTR_policy_loopback, 1);
+		break;
+	case RN_POLICY_ALLOW:
+		if (rn_rules_check(w, k, d->dns, &rule))
+			reason = RN_POLICY_RULE;
+		d->rule = rule < 0 ? 0 : (uint32_t)rule + 1;
 		break;
 	}
 	return reason;
@@ -404,6 +414,8 @@ const char *rn_policy_reason_name(int reason)
 		return "host";
 	case RN_POLICY_LINK_LOCAL:
 		return "link_local";
+	case RN_POLICY_RULE:
+		return "rule";
 	}
 	return "unknown";
 }

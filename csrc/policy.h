@@ -6,7 +6,8 @@
  * the sockaddr it gets or refuses the flow with the reason (TCP: RST; UDP
  * and echo: an ICMP error, rn_icmp_policy_kind()), counting policy_refused;
  * rn_policy_dest() itself counts the reasons that have a counter of their
- * own (policy_host, policy_link_local, policy_loopback). The host's own
+ * own (policy_host, policy_link_local, policy_loopback) and then applies the
+ * user's egress rules (rules.c, policy_rule). The host's own
  * addresses come from the orchestrator (ringnet/_hostaddrs.py) at start and
  * whenever they change (rn_policy_host_set()). See policy.c for the rules.
  */
@@ -31,6 +32,8 @@
  * @RN_POLICY_HOST:	an address of the host itself, while allow_host is off
  * @RN_POLICY_LINK_LOCAL: 169.254.0.0/16 or fe80::/10 (cloud metadata services
  *			live there), while allow_link_local is off
+ * @RN_POLICY_RULE:	refused by the user's egress rules (rules.c), or by
+ *			default_deny when none matched
  */
 enum rn_policy_reason {
 	RN_POLICY_ALLOW = 0,
@@ -40,6 +43,7 @@ enum rn_policy_reason {
 	RN_POLICY_NO_DNS,
 	RN_POLICY_HOST,
 	RN_POLICY_LINK_LOCAL,
+	RN_POLICY_RULE,
 };
 
 /**
@@ -51,6 +55,8 @@ enum rn_policy_reason {
  * @dns:	the flow goes to a DNS upstream
  * @dns_up:	which one (index into the worker's DNS upstreams), if @dns
  * @loopback:	the destination is host loopback (gateway mapping or DNS)
+ * @rule:	rn_policy_dest(): the egress rule that decided, as struct
+ *		rn_flow.rule (slot + 1, 0 for none)
  */
 struct rn_policy_dest {
 	struct sockaddr_storage sa;
@@ -59,6 +65,7 @@ struct rn_policy_dest {
 	uint8_t dns;
 	uint8_t dns_up;
 	uint8_t loopback;
+	uint32_t rule;
 };
 
 int rn_policy_decide(const struct rn_worker_params *p, int dns_up, const struct rn_flow_key *k,

@@ -62,6 +62,7 @@
 #include "pump.h"
 #include "ring.h"
 #include "shm.h"
+#include "slice.h"
 
 #define PUMP_BATCH	64u	/* frames per direction per loop */
 
@@ -610,6 +611,7 @@ static void *pump_thread(void *arg)
 
 	snprintf(name, sizeof(name), "rn-pump-%u", q->idx);
 	pthread_setname_np(pthread_self(), name);
+	rn_slice_set(RN_SLICE_US);	/* best effort: wake-ups preempt sooner */
 
 	for (;;) {
 		if (__atomic_load_n(&q->pump->stopping, __ATOMIC_ACQUIRE))

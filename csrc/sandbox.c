@@ -171,7 +171,9 @@ static const struct sb_rule sb_rules[] = {
 	/* Data path. Worker: host sockets, ring doorbells, timers. Pump
 	 * threads: tun queues and doorbells (read/write), poll to sleep. */
 	ALLOW(recvfrom, SB_W),		/* TCP data from host sockets (MSG_PEEK) */
-	ALLOW(sendto, SB_W),		/* TCP data to host sockets, ICMP echo */
+	/* TCP data to host sockets, ICMP echo; control messages without fds
+	 * (socket.sendall): the namespace child's ERROR and NS_SOCKET replies */
+	ALLOW(sendto, SB_WN),
 	ALLOW(recvmmsg, SB_W),		/* UDP datagrams from host sockets */
 	ALLOW(sendmmsg, SB_W),		/* UDP datagrams (and GSO) to host sockets */
 	ALLOW(read, SB_WN),		/* tun frames, eventfds, control socket */
@@ -190,14 +192,29 @@ static const struct sb_rule sb_rules[] = {
 	ALLOW(clock_nanosleep, SB_WN),	/* naps of wake-up moderation (usleep) */
 	ALLOW(nanosleep, SB_WN),	/* same, older libcs */
 	ALLOW(clock_gettime, SB_WN),	/* vDSO fallback: loop clock, time.monotonic() */
+	ALLOW(timerfd_settime, SB_W),	/* network emulation's timer (netem.c) */
 	ALLOW(gettimeofday, SB_WN),	/* vDSO fallback: time.time() for log records */
 	ALLOW(recvmsg, SB_WN),		/* control messages, ICMP errors (IP_RECVERR) */
 	ALLOW(sendmsg, SB_WN),		/* control messages (READY, FLOWS, ERROR) */
 	/* New flows: host sockets of the two IP families only. No AF_UNIX
 	 * (abstract sockets of the host's network namespace), no netlink, no
-	 * packet sockets. The type is free: stream, datagram, ping sockets. */
-	ARG_IN(socket, SB_W, 0, 2, AF_INET, AF_INET6),
+	 * packet sockets. The type is free: stream, datagram, ping sockets.
+	 * Namespace child: sockets of the namespace, IPv4 and IPv6 only: for
+	 * Network.socket() (ringnet/_nssocket.py), passed to the orchestrator,
+	 * and the fresh TCP sockets of the splice route (splice.c), handed to
+	 * the worker, which connects them. Without capabilities it cannot make
+	 * raw ones, and such a socket reaches only what the tun device it holds
+	 * reaches anyway. */
+	ARG_IN(socket, SB_WN, 0, 2, AF_INET, AF_INET6),
+	/* Namespace child: the splice socket of a worker replaced after a crash
+	 * (ringnet/_supervise.py), a pair of unnamed unix sockets: it reaches
+	 * nothing but its other end, passed to the new worker in HELLO. */
+	ARG_IN(socketpair, SB_N, 0, 1, AF_UNIX),
 	ALLOW(connect, SB_W),		/* TCP connects, connected UDP and ping sockets */
+	/* Worker, splice route: two pipes per spliced connection, data moved
+	 * socket -> pipe -> socket */
+	ALLOW(splice, SB_W),
+	ALLOW(pipe2, SB_W),
 	ALLOW(bind, SB_W),		/* UDP sources picked for a flow */
 	ALLOW(setsockopt, SB_W),	/* NODELAY, PEEK_OFF, RECVERR, buffers, UDP_GRO, LINGER */
 	ALLOW(getsockname, SB_W),	/* a flow's host port */
@@ -208,7 +225,9 @@ static const struct sb_rule sb_rules[] = {
 	ALLOW(getrandom, SB_WN),	/* TCP initial sequence numbers; Python's os.urandom */
 	/* fcntl: file status and fd flags (O_NONBLOCK, FD_CLOEXEC) only; never
 	 * F_SETOWN/F_SETSIG, which would send SIGIO to a process of our choice */
-	ARG_IN(fcntl, SB_WN, 1, 4, F_GETFD, F_SETFD, F_GETFL, F_SETFL),
+	ARG_IN(fcntl, SB_N, 1, 4, F_GETFD, F_SETFD, F_GETFL, F_SETFL),
+	/* the worker also sizes the pipes of spliced connections (splice.c) */
+	ARG_IN(fcntl, SB_W, 1, 5, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_SETPIPE_SZ),
 	/* ioctl: the few requests Python's socket and os modules make on fds we
 	 * hold (setblocking: FIONBIO; set_inheritable: FIOCLEX/FIONCLEX) and the
 	 * socket queue sizes; never a tun (TUNSET*) or interface request. */
@@ -258,6 +277,10 @@ static const struct sb_rule sb_rules[] = {
 #endif
 	ARG_IN(prctl, SB_N, 0, 1, PR_SET_NAME),	/* "rn-pump-N" thread names */
 	ALLOW(eventfd2, SB_N),		/* the pump's stop doorbell */
+	/* Pump threads ask for a short scheduler slice (slice.c), for
+	 * themselves only (pid 0 is the calling thread) */
+	ARG_IN(sched_getattr, SB_N, 0, 1, 0),
+	ARG_IN(sched_setattr, SB_N, 0, 1, 0),
 	/* The end: threads, then the process */
 	ALLOW(exit, SB_WN),
 	ALLOW(exit_group, SB_WN),

@@ -35,18 +35,22 @@
  * Output: rn_worker_tx_reserve() reserves a frame in to_ns with a zeroed
  * virtio-net header (ip.c's rn_ip_build() fills it and the IP header);
  * rn_worker_tx_commit() commits it, through the output fault injector when
- * that is on (fault.c). Frames become visible when worker.c publishes the
- * ring, once per batch.
+ * that is on (fault.c). With down emulation on (netem.c), the room is in
+ * the emulation queue instead and the commit queues the frame there; it
+ * enters to_ns when it is due. Frames become visible when worker.c publishes
+ * the ring, once per batch.
  */
 #include <errno.h>
 #include <string.h>
 
+#include "capture.h"
 #include "checksum.h"
 #include "fault.h"
 #include "flow.h"
 #include "frag.h"
 #include "icmp.h"
 #include "ip.h"
+#include "netem.h"
 #include "tap.h"
 #include "tcp.h"
 #include "udp.h"
@@ -126,7 +130,10 @@ uint8_t *rn_worker_tx_reserve(struct rn_worker *w, uint32_t pktlen, int *err)
 		*err = rn_worker_fatal(w, -EINVAL);
 		return NULL;
 	}
-	p = rn_ring_reserve(&w->tx, RN_VNET_HDR_LEN + pktlen, err);
+	if (w->netem.down.on)
+		p = rn_netem_tx_reserve(w, RN_VNET_HDR_LEN + pktlen, err);
+	else
+		p = rn_ring_reserve(&w->tx, RN_VNET_HDR_LEN + pktlen, err);
 	if (!p) {
 		if (*err)
 			*err = rn_worker_fatal(w, *err);
@@ -140,10 +147,13 @@ uint8_t *rn_worker_tx_reserve(struct rn_worker *w, uint32_t pktlen, int *err)
 /**
  * rn_tap_put() - commit a frame of @len bytes (vnet header included)
  * @w:		worker
+ * @frame:	the frame reserved in to_ns (vnet header first), for the capture
  * @len:	frame length
  */
-void rn_tap_put(struct rn_worker *w, uint32_t len)
+void rn_tap_put(struct rn_worker *w, const uint8_t *frame, uint32_t len)
 {
+	if (w->cap && w->cap->snaplen)
+		rn_capture_frame(w, frame, len, RN_CAP_DIR_IN);
 	rn_ring_commit(&w->tx, len);
 	rn_ctr_add(w->ctr, RN_WCTR_frames_out, 1);
 	rn_ctr_add(w->ctr, RN_WCTR_bytes_out, len);
@@ -169,7 +179,7 @@ int rn_tap_copy(struct rn_worker *w, const uint8_t *frame, uint32_t len)
 		return 0;
 	}
 	memcpy(p, frame, len);
-	rn_tap_put(w, len);
+	rn_tap_put(w, p, len);
 	return 1;
 }
 
@@ -179,18 +189,19 @@ int rn_tap_copy(struct rn_worker *w, const uint8_t *frame, uint32_t len)
  * @pktlen:	IP packet length, at most what was reserved
  *
  * The frame becomes visible to the namespace at the end of the batch. With
- * output faults on, it may be lost, doubled or delivered after the next one
- * (callers cannot tell, as on a lossy link).
+ * output faults or down emulation on, it may be lost, doubled, delayed or
+ * reordered (callers cannot tell, as on a lossy link).
  */
 void rn_worker_tx_commit(struct rn_worker *w, uint32_t pktlen)
 {
 	uint32_t len = RN_VNET_HDR_LEN + pktlen;
 
-	if (w->fout.on) {
-		rn_fault_commit(w, len);
+	/* One branch for both hooks, which are exclusive */
+	if (w->fout.on | w->netem.down.on) {
+		rn_netem_tx_commit(w, len);
 		return;
 	}
-	rn_tap_put(w, len);
+	rn_tap_put(w, w->tx_resv, len);
 }
 
 /**

@@ -63,6 +63,7 @@ static void rn_tcp_rst_in(struct rn_worker *w, struct rn_tcp_flow *c, struct rn_
 {
 	if (s->seq == c->rcv_nxt) {
 		rn_ctr_add(w->ctr, RN_WCTR_tcp_rst_received, 1);
+		rn_flow_end(&c->f, RN_FLOW_END_NS_RESET);
 		rn_tcp_close(w, c, 0, 1);
 		s->ctr = RN_WCTR_tcp_segments_in;
 		return;
@@ -101,6 +102,7 @@ static int rn_tcp_syn_in(struct rn_worker *w, struct rn_tcp_flow *c, const struc
 	}
 	if (!(s->flags & RN_TCP_ACK) && c->f.state == RN_TCP_TIME_WAIT) {
 		/* A new connection reusing the tuple of a finished one */
+		rn_flow_end(&c->f, RN_FLOW_END_FIN);
 		c->f.state = RN_TCP_CLOSED;
 		rn_worker_flow_close(w, &c->f);
 		return rn_tcp_open(w, k, s);
@@ -234,6 +236,7 @@ static void rn_tcp_syn_sent_in(struct rn_worker *w, struct rn_tcp_flow *c,
 			return;
 		}
 		rn_ctr_add(w->ctr, RN_WCTR_tcp_rst_received, 1);
+		rn_flow_end(&c->f, RN_FLOW_END_NS_RESET);
 		rn_tcp_close(w, c, 0, 1);
 		s->ctr = RN_WCTR_tcp_segments_in;
 		return;
@@ -290,6 +293,7 @@ int rn_tcp_input(struct rn_worker *w, struct rn_frame *f)
 
 	if (rn_tcp_parse(w, f, &s))
 		return s.ctr;
+	s.frame = f;	/* what the on_connect hook holds (verdict.c) */
 
 	rn_flow_key_zero(&k);
 	k.family = f->family;
@@ -428,8 +432,16 @@ static void rn_tcp_timer(struct rn_worker *w, struct rn_flow *fl)
 		if (w->now >= c->end_at) {
 			rn_ctr_add(w->ctr, c->closing ? RN_WCTR_tcp_fin_timeouts :
 				   RN_WCTR_tcp_idle_timeouts, 1);
+			rn_flow_end(&c->f, c->closing ? RN_FLOW_END_FIN_TIMEOUT : RN_FLOW_END_IDLE);
 			rn_tcp_close(w, c, 1, 1);
 			return;
+		}
+	}
+	if (c->dack_at && w->now >= c->dack_at) {
+		c->dack_at = 0;
+		if (c->last_ack != c->rcv_nxt || c->last_wnd != rn_tcp_wnd_field(c)) {
+			rn_ctr_add(w->ctr, RN_WCTR_tcp_delack_timeouts, 1);
+			rn_tcp_ack_later(w, c);
 		}
 	}
 	if (c->tlp_at && w->now >= c->tlp_at) {
@@ -492,8 +504,8 @@ static void rn_tcp_flush(struct rn_worker *w, struct rn_flow *fl)
 	if (c->flags & (RN_TCP_F_ACK_DUE | RN_TCP_F_ACK_MAYBE)) {
 		if (c->f.fd >= 0 && !rn_tcp_ns_fin_taken(c))
 			rn_tcp_wnd_update(c);
-		if ((c->flags & RN_TCP_F_ACK_DUE) || c->last_ack != c->rcv_nxt ||
-		    c->last_wnd != rn_tcp_wnd_field(c))
+		if ((c->flags & RN_TCP_F_ACK_DUE) || ((c->last_ack != c->rcv_nxt ||
+		    c->last_wnd != rn_tcp_wnd_field(c)) && !rn_tcp_ack_delay(w, c)))
 			rn_tcp_send_ack(w, c);
 		c->flags &= ~RN_TCP_F_ACK_MAYBE;
 		if (c->flags & RN_TCP_F_WANT_OUT)

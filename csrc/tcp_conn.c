@@ -2,9 +2,10 @@
  *
  * Theory of operation
  * -------------------
- * A SYN without a flow is checked (policy.c) and a flow is created (at the
- * max_flows cap, after evicting the oldest TIME_WAIT flow if there is one:
- * RST, flows_refused_cap); a non-blocking connect() starts. The SYN-ACK goes
+ * A SYN without a flow is checked (policy.c, then the on_connect hook, which
+ * may hold the SYN until its verdict and replay it: verdict.c) and a flow is
+ * created (at the max_flows cap, after evicting the oldest TIME_WAIT flow if
+ * there is one: RST, flows_refused_cap); a non-blocking connect() starts. The SYN-ACK goes
  * out only once the host connect succeeded (EPOLLOUT, SO_ERROR 0), so a
  * refused connect becomes a RST at once (the application sees ECONNREFUSED),
  * an unreachable destination an ICMP destination unreachable, anything else
@@ -13,7 +14,10 @@
  * completed after RN_DNS_FAILOVER_MS while another upstream is left. Options
  * negotiated: MSS (ours from the MTU; theirs caps gso_size), window scaling
  * (shift RN_TCP_WS) and SACK-permitted, each only when the namespace offers
- * it. Timestamps are not implemented, so the SYN-ACK does not claim them.
+ * it. To host loopback the kernel usually completes the handshake before
+ * connect() returns; TCP_INFO then says so and the SYN-ACK goes out in the
+ * same pass (tcp_connects_at_once) instead of after an EPOLLOUT round.
+ * Timestamps are not implemented, so the SYN-ACK does not claim them.
  *
  * Active open (inbound port forwarding, forward.c): rn_tcp_connect_ns()
  * takes a host socket the worker accepted and starts a flow in SYN_SENT: our
@@ -46,6 +50,7 @@
 #include "dns.h"
 #include "policy.h"
 #include "tcp_int.h"
+#include "verdict.h"
 
 /**
  * rn_tcp_close() - end a flow, optionally resetting either side
@@ -72,6 +77,7 @@ void rn_tcp_close(struct rn_worker *w, struct rn_tcp_flow *c, int rst_ns, int rs
 		rn_ctr_add(w->ctr, RN_WCTR_tcp_host_resets, 1);
 	}
 	rn_ctr_add(w->ctr, RN_WCTR_tcp_closed, 1);
+	rn_flow_end(&c->f, rst_ns || rst_host ? RN_FLOW_END_RESET : RN_FLOW_END_FIN);
 	c->f.state = RN_TCP_CLOSED;
 	rn_worker_flow_close(w, &c->f);
 }
@@ -127,8 +133,10 @@ void rn_tcp_watch(struct rn_worker *w, struct rn_tcp_flow *c)
 		if ((c->flags & RN_TCP_F_WANT_OUT) && !rn_tcp_ns_fin_taken(c))
 			ev |= EPOLLOUT;
 	}
-	if (rn_worker_flow_watch(w, &c->f, ev))
+	if (rn_worker_flow_watch(w, &c->f, ev)) {
+		rn_flow_end(&c->f, RN_FLOW_END_ERROR);
 		rn_tcp_close(w, c, 1, 1);
+	}
 }
 
 /**
@@ -144,6 +152,8 @@ void rn_tcp_arm(struct rn_worker *w, struct rn_tcp_flow *c)
 		t = c->tlp_at;
 	if (c->end_at && (!t || c->end_at < t))
 		t = c->end_at;
+	if (c->dack_at && (!t || c->dack_at < t))
+		t = c->dack_at;
 	rn_worker_flow_timer(w, &c->f, t);
 }
 
@@ -174,6 +184,7 @@ void rn_tcp_host_error(struct rn_worker *w, struct rn_tcp_flow *c, int err)
 		return;
 	(void)err;
 	rn_ctr_add(w->ctr, RN_WCTR_tcp_host_errors, 1);
+	rn_flow_end(&c->f, RN_FLOW_END_HOST_ERROR);
 	rn_tcp_close(w, c, 1, 0);
 }
 
@@ -328,6 +339,7 @@ void rn_tcp_connect_done(struct rn_worker *w, struct rn_tcp_flow *c, int err)
 		}
 		rn_ctr_add(w->ctr, RN_WCTR_tcp_closed, 1);
 		rn_tcp_go(c, RN_TCP_EV_ERROR);
+		rn_flow_end(&c->f, RN_FLOW_END_CONNECT_FAILED);
 		rn_worker_flow_close(w, &c->f);
 		return;
 	}
@@ -374,6 +386,8 @@ static int rn_tcp_evict_time_wait(struct rn_worker *w)
  * rn_tcp_flow_new() - allocate a TCP flow for a key and add it to the flow table
  * @w:		worker
  * @k:		flow key
+ * @rule:	struct rn_flow.rule: the egress rule that decided (slot + 1), 0 for
+ *		none; set before the flow enters the table, for the flow log's open record
  * @out:	the new flow, without a socket (fd -1), state CLOSED
  *
  * At the max_flows cap the oldest TIME_WAIT flow makes room (one try). Used by
@@ -382,7 +396,7 @@ static int rn_tcp_evict_time_wait(struct rn_worker *w)
  *
  * Return: 0, -ENOMEM, or rn_worker_flow_add()'s -ENOSPC / -EEXIST
  */
-static int rn_tcp_flow_new(struct rn_worker *w, const struct rn_flow_key *k,
+static int rn_tcp_flow_new(struct rn_worker *w, const struct rn_flow_key *k, uint32_t rule,
 			   struct rn_tcp_flow **out)
 {
 	struct rn_tcp_flow *c = calloc(1, sizeof(*c));
@@ -393,6 +407,7 @@ static int rn_tcp_flow_new(struct rn_worker *w, const struct rn_flow_key *k,
 	c->f.key = *k;
 	c->f.type = RN_FLOW_TCP;
 	c->f.fd = -1;
+	c->f.rule = rule;
 	rc = rn_worker_flow_add(w, &c->f);
 	if (rc == -ENOSPC && rn_tcp_evict_time_wait(w))
 		rc = rn_worker_flow_add(w, &c->f);
@@ -421,13 +436,31 @@ static uint32_t rn_tcp_new_isn(struct rn_worker *w, const struct rn_tcp_flow *c)
 }
 
 /**
+ * rn_tcp_connected_now() - whether a non-blocking connect() has completed already
+ * @fd:		TCP socket whose connect() returned EINPROGRESS
+ *
+ * Return: true if the socket is ESTABLISHED (TCP_INFO), false otherwise
+ *	   (still connecting, failed, or the kernel would not say)
+ */
+static int rn_tcp_connected_now(int fd)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) || len < 1)
+		return 0;
+	return ti.tcpi_state == TCP_ESTABLISHED;
+}
+
+/**
  * rn_tcp_open() - a SYN for a new flow: policy, cap, socket, connect()
  * @w:		worker
  * @k:		flow key
  * @s:		the SYN
  *
  * The outcome goes to @s->ctr: tcp_segments_in, or the reason the flow was
- * refused (a RST answers the SYN then).
+ * refused (a RST answers the SYN then), or hook_held / hook_absorbed while
+ * the on_connect hook decides (verdict.c replays the SYN then).
  *
  * Return: 0, or -EBADMSG when the flow was refused
  */
@@ -436,14 +469,22 @@ int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, struct rn_tcp_
 	struct rn_policy_dest d;
 	struct rn_tcp_flow *c;
 	uint32_t isn;
-	int fd, rc;
+	int fd, rc, ctr;
 
 	rc = rn_policy_dest(&w->p, rn_dns_current(w), k, &d);
 	if (rc) {
 		rn_tcp_rst_key(w, k, 0, s->seq + 1, 1);
 		return rn_tcp_drop(s, RN_WCTR_policy_refused);
 	}
-	rc = rn_tcp_flow_new(w, k, &c);
+	/* The on_connect hook (verdict.c), after the policy: hold, refuse or go on */
+	rc = rn_verdict_check(w, s->frame, k, &d, &ctr);
+	if (rc == RN_VERDICT_WAIT)
+		return rn_tcp_drop(s, (unsigned int)ctr);
+	if (rc == RN_VERDICT_REFUSE) {
+		rn_tcp_rst_key(w, k, 0, s->seq + 1, 1);
+		return rn_tcp_drop(s, (unsigned int)ctr);
+	}
+	rc = rn_tcp_flow_new(w, k, d.rule, &c);
 	if (rc) {
 		rn_tcp_rst_key(w, k, 0, s->seq + 1, 1);
 		return rn_tcp_drop(s, rc == -ENOMEM ? RN_WCTR_flows_refused_fd :
@@ -452,6 +493,7 @@ int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, struct rn_tcp_
 
 	fd = rn_tcp_socket(c, d.family);
 	if (fd < 0) {
+		rn_flow_end(&c->f, RN_FLOW_END_ERROR);
 		rn_worker_flow_close(w, &c->f);
 		rn_tcp_rst_key(w, k, 0, s->seq + 1, 1);
 		return rn_tcp_drop(s, RN_WCTR_flows_refused_fd);
@@ -493,7 +535,14 @@ int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, struct rn_tcp_
 		rn_tcp_connect_done(w, c, errno);
 		return 0;
 	}
-	/* Even an immediate success is reported by EPOLLOUT */
+	/* To host loopback the handshake is usually over before connect()
+	 * returns: answer the SYN in this pass, not after an EPOLLOUT round */
+	if (rn_tcp_connected_now(fd)) {
+		rn_ctr_add(w->ctr, RN_WCTR_tcp_connects_at_once, 1);
+		rn_tcp_connect_done(w, c, 0);
+		return 0;
+	}
+	/* Else EPOLLOUT reports the outcome */
 	rn_tcp_watch(w, c);
 	rn_tcp_dns_deadline(w, c);
 	rn_tcp_arm(w, c);
@@ -528,7 +577,7 @@ int rn_tcp_connect_ns(struct rn_worker *w, const struct rn_flow_key *k, int fd)
 		rn_tcp_close(w, rn_tcp_of(old), 0, 0);
 	else if (old)
 		return -EEXIST;
-	rc = rn_tcp_flow_new(w, k, &c);
+	rc = rn_tcp_flow_new(w, k, 0, &c);
 	if (rc)
 		return rc;
 	c->f.fd = fd;

@@ -126,6 +126,7 @@ struct rn_tcp_blk {
  * @rto_at:	retransmission or probe deadline, 0 for none
  * @tlp_at:	tail loss probe deadline, 0 for none
  * @end_at:	idle, FIN or TIME_WAIT deadline, 0 for none
+ * @dack_at:	delayed ACK deadline (rn_tcp_ack_delay()), 0 for none
  * @closing:	when the first FIN was seen, ms (0: not closing)
  * @peek_off:	the host socket's SO_PEEK_OFF as we last left it
  * @q_head:	sequence number of the first byte in the host socket's receive
@@ -173,6 +174,7 @@ struct rn_tcp_flow {
 	int64_t rto_at;
 	int64_t tlp_at;
 	int64_t end_at;
+	int64_t dack_at;
 	int64_t closing;
 	uint32_t peek_off;
 	uint32_t q_head;
@@ -194,6 +196,7 @@ struct rn_tcp_flow {
  * @sack_left:	left edges of the SACK blocks
  * @nsack:	SACK blocks in the segment
  * @ctr:	its outcome: the counter (RN_WCTR_*) rn_tcp_input() returns
+ * @frame:	the frame it came in (held by the on_connect hook, verdict.c)
  */
 struct rn_tcp_seg {
 	uint32_t seq;
@@ -209,6 +212,7 @@ struct rn_tcp_seg {
 	uint32_t sack_left[4];
 	uint8_t nsack;
 	uint16_t ctr;
+	const struct rn_frame *frame;
 };
 
 /**
@@ -340,6 +344,8 @@ int rn_tcp_send_ctl(struct rn_worker *w, struct rn_tcp_flow *c, uint8_t flags,
 		    uint32_t seq);
 void rn_tcp_send_ack(struct rn_worker *w, struct rn_tcp_flow *c);
 void rn_tcp_ack_later(struct rn_worker *w, struct rn_tcp_flow *c);
+int rn_tcp_ack_delay(struct rn_worker *w, struct rn_tcp_flow *c);
+void rn_tcp_ack_sent(struct rn_worker *w, struct rn_tcp_flow *c);
 void rn_tcp_update_later(struct rn_worker *w, struct rn_tcp_flow *c);
 void rn_tcp_rst_key(struct rn_worker *w, const struct rn_flow_key *k, uint32_t seq,
 		    uint32_t ack, int with_ack);

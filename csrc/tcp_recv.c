@@ -211,7 +211,11 @@ static void rn_tcp_ns_fin(struct rn_worker *w, struct rn_tcp_flow *c)
 	rn_tcp_go(c, RN_TCP_EV_FIN);
 	rn_tcp_end_deadline(w, c);
 	rn_tcp_arm(w, c);
-	rn_tcp_ack_later(w, c);
+	/* In CLOSE_WAIT the ACK may ride on our FIN (tcp_delack.c) */
+	if (c->f.state == RN_TCP_CLOSE_WAIT)
+		rn_tcp_update_later(w, c);
+	else
+		rn_tcp_ack_later(w, c);
 	if (c->f.state == RN_TCP_TIME_WAIT)
 		rn_tcp_time_wait(w, c);
 }
@@ -239,6 +243,7 @@ static ssize_t rn_tcp_to_host(struct rn_worker *w, struct rn_tcp_flow *c, const 
 	}
 	c->rcv_nxt += (uint32_t)n;
 	c->f.bytes_up += (uint64_t)n;
+	c->f.pkts_up += n > 0;
 	rn_ctr_add(w->ctr, RN_WCTR_tcp_bytes_up, (uint64_t)n);
 	return n;
 }
@@ -577,6 +582,10 @@ int rn_tcp_data_in(struct rn_worker *w, struct rn_tcp_flow *c, const struct rn_t
 	ssize_t left = 0;
 
 	if (s->len) {
+		/* Data that fills (part of) a gap is acknowledged at once, never
+		 * delayed (RFC 5681 4.2; tcp_delack.c) */
+		if (c->nooo)
+			rn_tcp_ack_later(w, c);
 		left = rn_tcp_take(w, c, s->data, s->len);
 		if (!left && rn_tcp_ooo_merge(w, c))
 			left = -EPIPE;

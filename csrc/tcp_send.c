@@ -255,6 +255,7 @@ static ssize_t rn_tcp_send_data(struct rn_worker *w, struct rn_tcp_flow *c, uint
 	rn_tcp_headers(pkt, &c->f.key, c->ip_id++, c->snd_nxt, c->rcv_nxt,
 		       RN_TCP_ACK | RN_TCP_PSH, c->last_wnd, NULL, 0, (uint32_t)n, c->mss);
 	rn_worker_tx_commit(w, hdr + (uint32_t)n);
+	rn_tcp_ack_sent(w, c);
 
 	end = c->snd_nxt + (uint32_t)n;
 	if (rn_seq_lt(c->snd_max, end)) {
@@ -263,6 +264,7 @@ static ssize_t rn_tcp_send_data(struct rn_worker *w, struct rn_tcp_flow *c, uint
 		if (fresh < (uint32_t)n)
 			rn_ctr_add(w->ctr, RN_WCTR_tcp_retransmits, 1);
 		c->f.bytes_down += fresh;
+		c->f.pkts_down++;
 		rn_ctr_add(w->ctr, RN_WCTR_tcp_bytes_down, fresh);
 		c->snd_max = end;
 		if (!(c->flags & RN_TCP_F_RTT)) {
@@ -440,6 +442,7 @@ void rn_tcp_rto(struct rn_worker *w, struct rn_tcp_flow *c)
 		/* Our SYN again; after as many tries as a SYN-ACK gets, the
 		 * client is reset */
 		if (++c->retries > RN_TCP_SYNACK_RETRIES) {
+			rn_flow_end(&c->f, RN_FLOW_END_RETRANSMIT);
 			rn_tcp_close(w, c, 1, 1);
 			return;
 		}
@@ -451,6 +454,7 @@ void rn_tcp_rto(struct rn_worker *w, struct rn_tcp_flow *c)
 		return;
 	case RN_TCP_SYN_RCVD:
 		if (++c->retries > RN_TCP_SYNACK_RETRIES) {
+			rn_flow_end(&c->f, RN_FLOW_END_RETRANSMIT);
 			rn_tcp_close(w, c, 1, 1);
 			return;
 		}
@@ -465,6 +469,7 @@ void rn_tcp_rto(struct rn_worker *w, struct rn_tcp_flow *c)
 	}
 	if (c->snd_una != c->snd_max) {
 		if (++c->retries > RN_TCP_RETRIES) {
+			rn_flow_end(&c->f, RN_FLOW_END_RETRANSMIT);
 			rn_tcp_close(w, c, 1, 1);
 			return;
 		}

@@ -176,6 +176,8 @@ int rn_tcp_send_ctl(struct rn_worker *w, struct rn_tcp_flow *c, uint8_t flags,
 	c->last_wnd = wnd;
 	c->flags &= ~RN_TCP_F_ACK_MAYBE;
 	rn_worker_tx_commit(w, l3 + RN_TCP_HDR + optlen);
+	if (flags & RN_TCP_ACK)
+		rn_tcp_ack_sent(w, c);
 	return 0;
 }
 

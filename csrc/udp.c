@@ -413,6 +413,15 @@ static void rn_udp_port_unlink(struct rn_worker *w, struct rn_udp_flow *fl)
 		fl->pnext->pprev = fl->pprev;
 	fl->port = NULL;
 	pt->nflows--;
+	if (!pt->nflows && pt->fwd) {
+		/* a forward's socket stays (udp_fwd.c); heard again if paused */
+		if (pt->paused && pt->f.fd >= 0) {
+			pt->paused = 0;
+			pt->waiter = NULL;
+			rn_worker_flow_watch(w, &pt->f, EPOLLIN);
+		}
+		return;
+	}
 	if (!pt->nflows) {
 		rn_udp_port_close(w, w->udp, pt);
 		return;
@@ -728,6 +737,7 @@ int rn_udp_input(struct rn_worker *w, struct rn_frame *f)
 	t->gso = gso;
 	fl->g.f.last = w->now;
 	fl->g.f.bytes_up += len;
+	fl->g.f.pkts_up++;
 	if (t->data >= w->rx.data && t->data < w->rx.data + w->rx.size)
 		rn_worker_defer(w, &fl->g.f);
 	else

@@ -67,6 +67,8 @@ struct rn_udp_flow {
  * @nflows:	how many
  * @paused:	not reading: ring to_ns is full and @waiter waits for room
  * @waiter:	the flow on the worker's room list on this port's behalf
+ * @fwd:	a UDP forward's host socket (udp_fwd.c), or NULL: any sender
+ *		gets a flow of its own, and the port stays without flows
  */
 struct rn_udp_port {
 	struct rn_flow f;
@@ -75,6 +77,7 @@ struct rn_udp_port {
 	uint32_t nflows;
 	uint8_t paused;
 	struct rn_udp_flow *waiter;
+	struct rn_fwd *fwd;
 };
 
 /**
@@ -170,5 +173,8 @@ int rn_udp_dns_err(struct rn_worker *w, struct rn_dgram_flow *g, const struct rn
 void rn_udp_event(struct rn_worker *w, struct rn_flow *f, uint32_t events);
 void rn_udp_room(struct rn_worker *w, struct rn_flow *f);
 void rn_udp_port_drain(struct rn_worker *w, struct rn_udp_port *pt, uint32_t events);
+/* UDP forwards (udp_fwd.c) */
+struct rn_udp_flow *rn_udp_fwd_flow_new(struct rn_worker *w, struct rn_udp_port *pt,
+					const struct sockaddr_storage *src);
 
 #endif /* RN_UDP_INT_H */

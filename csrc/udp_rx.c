@@ -37,6 +37,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 
+#include "rules.h"
 #include "udp_int.h"
 
 /**
@@ -105,6 +106,14 @@ static void rn_udp_deliver(struct rn_worker *w, struct rn_udp_flow *fl,
 	}
 	if (fl->g.dns || sport == rn_udp_port(&fl->g.dst))
 		sport = k->dport;
+	/* names for the egress rules, learnt before the namespace can read the answers:
+	 * one datagram per piece, or @gso-sized ones in a single coalesced piece */
+	for (i = 0; fl->g.dns && i < niov; i++) {
+		for (off = 0; off < iov[i].iov_len; off += niov > 1 || !gso ? len : gso)
+			rn_rules_learn(w, (const uint8_t *)iov[i].iov_base + off,
+				       niov > 1 || !gso || iov[i].iov_len - off < gso ?
+				       (uint32_t)(iov[i].iov_len - off) : gso);
+	}
 	out = rn_worker_tx_reserve(w, l3 + ulen, &err);
 	if (!out)
 		return;	/* room was checked: only a corrupted ring (fatal) gets here */
@@ -124,6 +133,7 @@ static void rn_udp_deliver(struct rn_worker *w, struct rn_udp_flow *fl,
 	rn_ctr_add(w->ctr, RN_WCTR_udp_out, dgrams);
 	fl->g.f.last = w->now;
 	fl->g.f.bytes_down += len;
+	fl->g.f.pkts_down++;
 	/* An answer (read from our private copy): its query needs no failover */
 	rn_dns_answered(&fl->dnsq, iov[0].iov_base, (uint32_t)iov[0].iov_len);
 }
@@ -236,8 +246,17 @@ static struct rn_udp_flow *rn_udp_port_exact(struct rn_worker *w, struct rn_udp_
 static struct rn_udp_flow *rn_udp_port_flow(struct rn_worker *w, struct rn_udp_port *pt,
 					    const struct sockaddr_storage *src)
 {
-	struct rn_udp_flow *fl = rn_udp_port_exact(w, pt, src);
+	struct rn_udp_flow *fl;
 
+	if (pt->fwd) {
+		/* A forward's socket: one flow per sender, any sender (udp_fwd.c) */
+		for (fl = pt->flows; fl; fl = fl->pnext) {
+			if (rn_udp_same_sender(&fl->g.dst, src))
+				return fl;
+		}
+		return rn_udp_fwd_flow_new(w, pt, src);
+	}
+	fl = rn_udp_port_exact(w, pt, src);
 	if (fl)
 		return fl;
 	for (fl = pt->flows; fl; fl = fl->pnext) {
@@ -347,6 +366,10 @@ static void rn_udp_quote(const struct rn_flow_key *k, uint8_t *l4, uint32_t len)
  */
 static void rn_udp_port_pause(struct rn_worker *w, struct rn_udp_port *pt)
 {
+	/* A forward's socket without flows has no flow to wait with: it stays
+	 * watched, and is read again once the pump made room */
+	if (!pt->flows)
+		return;
 	rn_worker_flow_watch(w, &pt->f, 0);
 	if (pt->paused)
 		return;

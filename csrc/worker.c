@@ -40,7 +40,8 @@
  * (rn_worker_defer()) are flushed (ops->flush(): one ACK per flow per batch)
  * and to_ns is published once; closed flows are freed at the end. Control
  * fds and ev_worker carry tag pointers (rn_worker_tag_ctl, &w->ev_worker)
- * instead.
+ * instead, and the on_connect hook's socket its verdict state (w->vd,
+ * verdict.c: its new asks are sent after each intake batch).
  *
  * Backpressure towards the namespace: a flow that finds to_ns full stops
  * reading its host socket and queues itself (rn_worker_wait_room()). The
@@ -61,6 +62,12 @@
  * committed to to_ns through rn_fault_commit(), which drop, duplicate or
  * reorder a fraction of them.
  *
+ * Network emulation (netem.c): with either direction on (w->netem.active),
+ * the same two hooks queue frames instead (rn_netem_input(),
+ * rn_netem_tx_commit(); tap.c's reserve takes room in the down queue), every
+ * pass releases what is due (rn_netem_run()), and a pass about to block arms
+ * the emulation's timerfd (rn_netem_arm()), which wakes the epoll wait.
+ *
  * Errors: a malformed frame is dropped; a ring whose indices or records are
  * impossible (rn_ring_peek(), rn_ring_reserve() return -EPROTO) ends the
  * worker: the error sticks in w->err and every later call returns it.
@@ -73,15 +80,21 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "capture.h"
 #include "fault.h"
 #include "flow.h"
 #include "flowtab.h"
 #include "frag.h"
 #include "forward.h"
 #include "icmp.h"
+#include "rules.h"
+#include "netem.h"
+#include "splice.h"
+#include "slice.h"
 #include "tap.h"
 #include "tcp.h"
 #include "udp.h"
+#include "verdict.h"
 #include "worker.h"
 
 #define RN_WORKER_EVENTS	64
@@ -92,7 +105,7 @@ static void rn_worker_flush(struct rn_worker *w);
  * rn_worker_kick() - wake the namespace side
  * @w:		worker
  */
-static void rn_worker_kick(struct rn_worker *w)
+void rn_worker_kick(struct rn_worker *w)
 {
 	uint64_t one = 1;
 
@@ -125,8 +138,12 @@ static int rn_worker_batch(struct rn_worker *w)
 			return rn_worker_fatal(w, rc);
 		if (!rc)
 			break;
-		if (w->fin.on)
-			rc = rn_fault_input(w, frame, len);
+		/* The capture sees the frame as the namespace sent it (capture.c) */
+		if (w->cap && w->cap->snaplen)
+			rn_capture_frame(w, frame, len, RN_CAP_DIR_OUT);
+		/* One branch for both hooks, which are exclusive */
+		if (w->fin.on | w->netem.up.on)
+			rc = rn_netem_input(w, frame, len);
 		else
 			rc = rn_tap_input(w, frame, len);
 		if (rc < 0)
@@ -154,6 +171,7 @@ static const struct rn_flow_ops *const rn_worker_ops[RN_FLOW_TYPES] = {
 	[RN_FLOW_UDP] = &rn_udp_ops,
 	[RN_FLOW_ICMP] = &rn_icmp_ops,
 	[RN_FLOW_FWD] = &rn_fwd_ops,	/* listeners, never in the table */
+	[RN_FLOW_SPLICE] = &rn_splice_ops,
 };
 
 /* Gauge counters of open flows by type */
@@ -163,6 +181,7 @@ static const unsigned int rn_worker_open_ctr[RN_FLOW_TYPES] = {
 	[RN_FLOW_UDP] = RN_WCTR_flows_open_udp,
 	[RN_FLOW_ICMP] = RN_WCTR_flows_open_icmp,
 	[RN_FLOW_FWD] = RN_WCTR_COUNT,
+	[RN_FLOW_SPLICE] = RN_WCTR_flows_open_splice,
 };
 
 /**
@@ -194,8 +213,10 @@ int rn_worker_flow_add(struct rn_worker *w, struct rn_flow *f)
 	f->events = 0;
 	f->wnext = NULL;
 	rc = rn_flowtab_insert(&w->flows, f, w->now);
-	if (!rc)
+	if (!rc) {
 		rn_ctr_add(w->ctr, rn_worker_open_ctr[f->type], 1);
+		rn_capture_flow(w, f, RN_CAP_EV_OPEN);
+	}
 	return rc;
 }
 
@@ -361,6 +382,7 @@ void rn_worker_flow_close(struct rn_worker *w, struct rn_flow *f)
 		rn_worker_room_unlink(w, f);
 	if (f->flags & RN_FLOW_F_DEFER)
 		rn_worker_defer_unlink(w, f);
+	rn_capture_flow(w, f, RN_CAP_EV_CLOSE);
 	rn_flowtab_remove(&w->flows, f);
 	rn_ctr_add(w->ctr, rn_worker_open_ctr[f->type], (uint64_t)-1);
 	if (f->fd >= 0) {
@@ -428,13 +450,19 @@ static int rn_worker_room(struct rn_worker *w)
 
 	if (!w->room_head)
 		return 0;
-	if (rn_ring_publish(&w->tx))
-		rn_worker_kick(w);
-	rc = rn_ring_producer_sleep(&w->tx, RN_FRAME_MAX);
-	if (rc < 0)
-		return rn_worker_fatal(w, rc);
-	if (rc)
-		return 0;
+	if (w->netem.down.on) {
+		/* Flows reserve in the emulation queue, not in the ring */
+		if (!rn_netem_room(w))
+			return 0;
+	} else {
+		if (rn_ring_publish(&w->tx))
+			rn_worker_kick(w);
+		rc = rn_ring_producer_sleep(&w->tx, RN_FRAME_MAX);
+		if (rc < 0)
+			return rn_worker_fatal(w, rc);
+		if (rc)
+			return 0;
+	}
 
 	/* Take the whole list: a flow that runs out of room again re-queues */
 	list = w->room_head;
@@ -505,16 +533,25 @@ static int rn_worker_events(struct rn_worker *w, int wait, int *ctl)
 		} else if (tag == &w->ev_worker) {
 			if (read(w->ev_worker, &v, sizeof(v)) < 0 && errno != EAGAIN)
 				return -errno;
+		} else if (tag == &w->netem) {
+			rn_netem_timer_event(w);
+		} else if (w->vd && tag == (void *)w->vd) {
+			int rc = rn_verdict_input(w);	/* on_connect verdicts */
+
+			if (rc < 0)
+				return rn_worker_fatal(w, rc);
 		} else {
 			f = tag;
 			if (f->flags & RN_FLOW_F_CLOSED)
 				continue;
 			ops = rn_worker_ops[f->type];
 			rn_ctr_add(w->ctr, RN_WCTR_host_events, 1);
-			if (ops && ops->event)
+			if (ops && ops->event) {
 				ops->event(w, f, ev[i].events);
-			else
+			} else {
+				rn_flow_end(f, RN_FLOW_END_ERROR);
 				rn_worker_flow_close(w, f);
+			}
 		}
 	}
 	return n;
@@ -579,24 +616,31 @@ static int rn_worker_pass(struct rn_worker *w, int block, int64_t deadline, int 
 	if (n < 0)
 		return n;
 	*frames = n;
+	if (w->netem.active && (rc = rn_netem_run(w)) < 0)
+		return rc;
 	rn_worker_timers(w);
-	rc = rn_worker_room(w);
+	rc = rn_verdict_expire(w);
+	if (!rc)
+		rc = rn_worker_room(w);
 	if (rc < 0)
 		return rc;
 	rn_worker_sync(w);
+	rn_verdict_send(w);	/* the on_connect hook's new asks, if any (verdict.c) */
 
 	idle = block && n < (int)RN_WORKER_BATCH && !w->deferred;
 	if (idle && (rc = rn_worker_nap(w, ctl)))
 		return rc < 0 ? rc : w->err;
 	idle = idle && rn_ring_consumer_sleep(&w->rx);
 	if (idle) {
-		next = rn_flowtab_next_deadline(&w->flows);
+		next = rn_verdict_next(w, rn_flowtab_next_deadline(&w->flows));
 		if (deadline && (!next || deadline < next))
 			next = deadline;
 		if (!next)
 			wait = -1;
 		else if (next > w->now)
 			wait = next - w->now > INT32_MAX ? INT32_MAX : (int)(next - w->now);
+		if (w->netem.active && rn_netem_arm(w))
+			wait = 0;
 	}
 	rc = rn_worker_events(w, wait, ctl);
 	if (idle)
@@ -726,8 +770,9 @@ static void rn_worker_nofile(void)
  * Attaches to_worker as consumer and to_ns as producer, adopting their
  * control blocks (validated by rn_ring_attach()). Rings must be large enough
  * for two RN_FRAME_MAX records each, that is at least 512 KiB. The flow table
- * is sized for p->max_flows (0 counts as 1), and the soft RLIMIT_NOFILE is
- * raised to the hard limit.
+ * is sized for p->max_flows (0 counts as 1), the soft RLIMIT_NOFILE is
+ * raised to the hard limit, and the calling thread asks for a short scheduler
+ * slice (slice.c).
  *
  * Return: 0, -EINVAL for bad parameters, -EPROTO for a bad shared header or
  *	   ring, -ENOMEM, or another negative errno from epoll
@@ -760,6 +805,7 @@ int rn_worker_new(struct rn_worker **out, const struct rn_worker_params *p, void
 	w->ev_worker = ev_worker_fd;
 	w->ev_ns = ev_ns_fd;
 	w->epfd = -1;
+	w->netem.tfd = -1;
 	w->room_tail = &w->room_head;
 	w->now = rn_worker_now_ms();
 
@@ -787,7 +833,11 @@ int rn_worker_new(struct rn_worker **out, const struct rn_worker_params *p, void
 		rc = -errno;
 		goto fail;
 	}
+	rc = rn_netem_init(w);
+	if (rc)
+		goto fail;
 	rn_worker_nofile();
+	rn_slice_set(RN_SLICE_US);	/* best effort: wake-ups preempt sooner */
 
 	*out = w;
 	return 0;
@@ -797,6 +847,7 @@ fail:
 	rn_flowtab_fini(&w->flows);
 	rn_fault_fini(&w->fin);
 	rn_fault_fini(&w->fout);
+	rn_netem_fini(w);
 	free(w);
 	return rc;
 }
@@ -811,16 +862,23 @@ void rn_worker_free(struct rn_worker *w)
 
 	if (!w)
 		return;
-	while ((f = rn_flowtab_first(&w->flows)))
+	while ((f = rn_flowtab_first(&w->flows))) {
+		rn_flow_end(f, RN_FLOW_END_SHUTDOWN);
 		rn_worker_flow_close(w, f);
+	}
 	rn_worker_reap(w);
+	rn_capture_free(w);
 	rn_fwd_free(w);
+	rn_splice_free(w);
 	rn_udp_free(w);
 	rn_tcp_free(w);
 	rn_frag_free(w);
+	rn_rules_free(w);
+	rn_verdict_free(w);
 	rn_flowtab_fini(&w->flows);
 	rn_fault_fini(&w->fin);
 	rn_fault_fini(&w->fout);
+	rn_netem_fini(w);
 	close(w->epfd);
 	free(w);
 }

@@ -36,6 +36,7 @@
 #include "fault.h"
 #include "flowtab.h"
 #include "moderate.h"
+#include "netem.h"
 #include "packet.h"
 #include "ring.h"
 #include "shm.h"
@@ -50,6 +51,10 @@
 struct rn_udp;
 struct rn_frag;
 struct rn_fwd;
+struct rn_rules_ctx;
+struct rn_splice_ctl;
+struct rn_verdict;
+struct rn_capture;
 
 /**
  * struct rn_worker_params - what a worker needs to know, from the orchestrator
@@ -83,6 +88,8 @@ struct rn_fwd;
  * @faults:	test-only fault injection on the ring path (all zero: off)
  * @coalesce_us:	nap this long instead of sleeping during small-packet streams
  *		(moderate.h), 0 to always sleep at once
+ * @tcp_delack_ms:	delay the ACK of small namespace data this long, for it to
+ *		ride on the host's answer (tcp_delack.c), 0: ACK at once
  * @nhost4:	entries used in @host4
  * @nhost6:	entries used in @host6
  * @host4:	the host's own IPv4 addresses, sorted ascending (memcmp order),
@@ -135,6 +142,7 @@ struct rn_worker_params {
 	struct rn_dns_upstream dns[RN_DNS_UPSTREAM_MAX];
 	struct rn_fault_params faults;
 	uint32_t coalesce_us;
+	uint32_t tcp_delack_ms;
 	uint32_t nhost4;
 	uint32_t nhost6;
 	uint8_t host4[RN_HOST_ADDR_MAX][4];
@@ -159,19 +167,24 @@ struct rn_worker_params {
  * @deferred:	flows waiting for ops->flush()
  * @udp:	UDP core state (udp.c), allocated on first use
  * @fwd:	forwarded host ports this worker accepts on (forward.c)
+ * @splice:	the splice socket towards the namespace child (splice.c), or NULL
  * @tcp_held:	bytes of TCP hold buffers allocated by all flows (tcp_recv.c)
  * @tcp_discard: TCP peek skip buffer for sockets without SO_PEEK_OFF
  *		(tcp_send.c), allocated on first use, freed by rn_tcp_free()
  * @frag:	fragment reassembly slots (frag.c), allocated on first use
+ * @vd:		on_connect hook verdicts (verdict.c), NULL without a hook
  * @logged:	RN_WORKER_LOGGED_* one-time messages already written
  * @dns_cur:	the current DNS upstream, an index into @p.dns (dns.c)
  * @dns_gen:	times @p.dns was replaced: DNS indexes of older lists are stale
  * @tx_resv:	frame (vnet header first) of the last rn_worker_tx_reserve()
  * @fin:	fault injection on frames from the namespace (tests only)
  * @fout:	fault injection on frames to the namespace (tests only)
+ * @netem:	network emulation (netem.h): queues, timerfd
  * @mod:	wake-up moderation (moderate.h), fed with UDP datagrams moved
  * @mod_up:	udp_in when @mod was last fed
  * @mod_down:	udp_out when @mod was last fed
+ * @rules:	egress rules, name table and rule hits (rules.c), or NULL
+ * @cap:	packet capture and flow log (capture.c), NULL until attached
  * @buf:	private copy of the frame being processed
  */
 struct rn_worker {
@@ -191,18 +204,23 @@ struct rn_worker {
 	struct rn_flow *deferred;
 	struct rn_udp *udp;
 	struct rn_fwd *fwd;
+	struct rn_splice_ctl *splice;
 	size_t tcp_held;
 	uint8_t *tcp_discard;
 	struct rn_frag *frag;
+	struct rn_verdict *vd;
 	uint32_t logged;
 	uint32_t dns_cur;
 	uint32_t dns_gen;
 	uint8_t *tx_resv;
 	struct rn_fault fin;
 	struct rn_fault fout;
+	struct rn_netem netem;
 	struct rn_mod mod;
 	uint64_t mod_up;
 	uint64_t mod_down;
+	struct rn_rules_ctx *rules;
+	struct rn_capture *cap;
 	uint8_t buf[RN_FRAME_MAX];
 };
 
@@ -303,5 +321,6 @@ void rn_worker_csum_complete(struct rn_worker *w, struct rn_frame *f);
 uint8_t *rn_worker_tx_reserve(struct rn_worker *w, uint32_t pktlen, int *err);
 void rn_worker_tx_commit(struct rn_worker *w, uint32_t pktlen);
 int64_t rn_worker_now_ms(void);
+void rn_worker_kick(struct rn_worker *w);
 
 #endif /* RN_WORKER_H */

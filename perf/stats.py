@@ -290,3 +290,65 @@ def run_ratio(a_runs: Sequence[dict[str, Any]], b_runs: Sequence[dict[str, Any]]
     if value is None:
         return Ratio(None, None, None, None, len(a), len(b), "no figure on one side")
     return ratio(a, b, basis, value=value)
+
+
+# Estimates against a target (perf/netem_check.py) ---------------------------------------------
+
+@dataclass(frozen=True)
+class Estimate:
+    """A figure and its 95% interval (``lo``, ``hi``; None with fewer than MIN_SAMPLES)."""
+
+    value: float
+    lo: Optional[float]
+    hi: Optional[float]
+    n: int
+
+    def text(self, digits: int = 2, unit: str = "") -> str:
+        ci = f"[{self.lo:.{digits}f}, {self.hi:.{digits}f}]" if self.lo is not None else "[n/a]"
+        return f"{self.value:.{digits}f}{unit} {ci}"
+
+
+def estimate(values: Iterable[float], how: str = "median", reps: int = BOOTSTRAP,
+             seed: int = SEED) -> Estimate:
+    """``how`` ("median" or "mean") of ``values`` with a seeded percentile bootstrap 95%
+    interval. Raises StatsError when there are no values."""
+    a = _array(values)
+    if a.size == 0:
+        raise StatsError("estimate of no values")
+    value = float(_stat(a, how))
+    if a.size < MIN_SAMPLES:
+        return Estimate(value, None, None, int(a.size))
+    rng = np.random.default_rng(seed)
+    r = _stat(a[rng.integers(0, a.size, size=(reps, a.size))], how)
+    tail = (1 - LEVEL) / 2
+    lo, hi = np.quantile(r, [tail, 1 - tail])
+    return Estimate(value, float(lo), float(hi), int(a.size))
+
+
+def difference(a: Iterable[float], b: Iterable[float], how: str = "median", reps: int = BOOTSTRAP,
+               seed: int = SEED) -> Estimate:
+    """stat(a) - stat(b) with a seeded bootstrap 95% interval, each sample resampled on its
+    own (an added delay: RTTs with it minus RTTs without)."""
+    xa, xb = _array(a), _array(b)
+    if xa.size == 0 or xb.size == 0:
+        raise StatsError("difference with an empty sample")
+    value = float(_stat(xa, how) - _stat(xb, how))
+    if min(xa.size, xb.size) < MIN_SAMPLES:
+        return Estimate(value, None, None, int(min(xa.size, xb.size)))
+    rng = np.random.default_rng(seed)
+    r = (_stat(xa[rng.integers(0, xa.size, size=(reps, xa.size))], how)
+         - _stat(xb[rng.integers(0, xb.size, size=(reps, xb.size))], how))
+    tail = (1 - LEVEL) / 2
+    lo, hi = np.quantile(r, [tail, 1 - tail])
+    return Estimate(value, float(lo), float(hi), int(min(xa.size, xb.size)))
+
+
+def proportion(k: int, n: int) -> Estimate:
+    """k of n as a fraction with its Wilson score 95% interval (a loss rate)."""
+    if n <= 0 or not 0 <= k <= n:
+        raise StatsError(f"proportion of {k} in {n}")
+    z = 1.959963984540054
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return Estimate(p, max(0.0, centre - half), min(1.0, centre + half), n)

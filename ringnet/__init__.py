@@ -17,8 +17,10 @@ pytest plugin (ringnet.pytest_plugin); this marker keeps its helper names out of
 ``dir(ringnet)``.
 """
 
+from ._nscall import RemoteTraceback
 from ._preflight import available
 from .config import MTU_MAX, MTU_MIN, NetworkConfig, default_workers
+from ._hook import ALLOW, DENY, Action, Flow, OnConnect, Redirect, Verdict
 from .errors import (ChildError, ChildOSError, ConfigError, CoreError, NamespaceError, ProtocolError,
                      PublishError, RingnetError, UnknownCounterError)
 from .network import Network, State
@@ -48,6 +50,14 @@ __all__ = [
     "ProtocolError",
     "PublishError",
     "UnknownCounterError",
+    "RemoteTraceback",
+    "Flow",
+    "Action",
+    "ALLOW",
+    "DENY",
+    "Redirect",
+    "Verdict",
+    "OnConnect",
     "__version__",
 ]
 

@@ -42,7 +42,8 @@ _FD = array.array("i")
 
 
 class Msg(enum.IntEnum):
-    HELLO = 1       # namespace child -> worker: rings (fds: memfd, ev_worker, ev_ns)
+    HELLO = 1       # namespace child -> worker: rings (fds: memfd, ev_worker, ev_ns, and the
+                    # worker's end of the splice socket, a SOCK_SEQPACKET socketpair)
     ACK = 2         # worker -> namespace child: rings accepted; worker -> orchestrator: done
     ERROR = 3       # any -> peer: errors.to_wire() (kind, errno, child, step, error text);
                     # the sender is giving up
@@ -67,6 +68,21 @@ class Msg(enum.IntEnum):
                           # WORKER_REPLACED
     WORKER_REPLACED = 30  # namespace child -> orchestrator: {"worker": i}, with "error"
                           # (text) when the new worker refused its rings
+    NS_SOCKET = 31  # orchestrator -> namespace child: {"seq", "family", "type", "proto"};
+                    # answered NS_SOCKET {"seq"} with the socket's fd, or {"seq", "error":
+                    # to_wire()} (_nssocket.py)
+    RULES = 15      # orchestrator -> worker: {"size"} (fd: memfd of the rule set, _rules.py);
+                    # answered ACK or ERROR (the worker keeps its old set)
+    NETEM = 23      # orchestrator -> worker: {"dir": "up"|"down", "params": {...}} (_netem.py);
+                    # answered ACK or ERROR (the worker goes on)
+    # On the splice socket only (worker <-> namespace child), sent and read by C
+    # (csrc/splice.c): this header with a fixed binary body, not JSON.
+    SPLICE_REQ = 25   # worker -> namespace child: u32 count, u8 family, u8 0, u16 0: "make me
+                      # count fresh TCP sockets inside the namespace" (the worker connects them)
+    SPLICE_FD = 26    # namespace child -> worker: u32 count, u8 family, u8 0, u16 errno; count
+                      # sockets ride as SCM_RIGHTS (errno when none could be made)
+    CAPTURE = 20    # orchestrator -> worker: {"snaplen": N (0: off), "flowlog": bool}: what to
+                    # put into the capture mapping (_capture.py); answered ACK
 
 
 class ParentGone(Exception):

@@ -6,6 +6,7 @@ orchestrator (checks on an attach target, the newuidmap path).
 
 from __future__ import annotations
 
+import array
 import errno
 import fcntl
 import os
@@ -18,11 +19,14 @@ from .errors import NamespaceError
 __all__ = [
     "unshare_user_net", "write_id_maps", "run_idmap_helpers", "enter_netns_of", "owning_userns",
     "check_attach_target", "ns_inode", "userns_available",
-    "check_netns_path", "enter_netns_path",
+    "check_netns_path", "enter_netns_path", "in_userns_of_ours",
 ]
 
 NS_GET_USERNS = 0xB701
+NS_GET_PARENT = 0xB702
 NS_GET_NSTYPE = 0xB703
+NS_GET_OWNER_UID = 0xB704
+_USERNS_DEPTH_MAX = 33   # the kernel nests user namespaces 32 deep
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
 
@@ -127,9 +131,10 @@ def check_attach_target(pid: int) -> None:
         st = os.stat(f"/proc/{pid}")
     except FileNotFoundError:
         raise NamespaceError(f"PID {pid} does not exist") from None
-    if st.st_uid != os.getuid() and os.getuid() != 0:
+    if st.st_uid != os.getuid() and os.getuid() != 0 and not in_userns_of_ours(pid):
         raise NamespaceError(f"PID {pid} belongs to uid {st.st_uid}, not to us (uid {os.getuid()}); "
-                             "attach only to your own processes")
+                             "attach only to your own processes, or to processes in a user "
+                             "namespace you created")
     try:
         target = ns_inode(f"/proc/{pid}/ns/net")
     except PermissionError:
@@ -139,6 +144,34 @@ def check_attach_target(pid: int) -> None:
     if target == ns_inode("/proc/self/ns/net"):
         raise NamespaceError(f"PID {pid} shares our own network namespace; attach to a process "
                              "in a separate one (for example started with unshare -Urn)")
+
+
+def in_userns_of_ours(pid: int) -> bool:
+    """Is ``pid`` in a user namespace below ours whose ancestor just below ours a process
+    of our uid created? Such a process may run as any uid mapped there (a container's
+    non-root user, ids from /etc/subuid): its uid is not ours, but we hold every
+    capability in its namespaces (the kernel's rule: the owner of the namespace whose
+    parent is ours), so the kernel lets us enter them."""
+    try:
+        fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False   # not ours to look at
+    own = ns_inode("/proc/self/ns/user")
+    try:
+        for _ in range(_USERNS_DEPTH_MAX):
+            parent = fcntl.ioctl(fd, NS_GET_PARENT)   # EPERM at our own user namespace
+            if os.fstat(parent).st_ino == own:
+                os.close(parent)
+                owner = array.array("I", [0])
+                fcntl.ioctl(fd, NS_GET_OWNER_UID, owner, True)
+                return owner[0] == os.getuid()
+            os.close(fd)
+            fd = parent
+    except OSError:
+        return False   # it is ours, or not below ours
+    finally:
+        os.close(fd)
+    return False
 
 
 def enter_netns_of(pid: int) -> None:

@@ -18,11 +18,23 @@ socketpair per worker (its receiving end to that worker, the sending end to ever
 other). With one worker there are none.
 
 Workers own every fd of a forward once they have acknowledged FORWARD_ADD; the
-orchestrator keeps only a copy of each listener, closed with the forward (FORWARD_DEL,
-or the network's end), so that a worker started again after a crash (_supervise.py)
-gets every forward again: ``reestablish()`` removes each forward from every worker and
-adds it anew with new handoff sockets, on the same listener (connections waiting in its
-accept queue stay there). Only TCP forwards exist so far.
+orchestrator keeps only a copy of each listener (and of each UDP forward's socket),
+closed with the forward (FORWARD_DEL, or the network's end), so that a worker started
+again after a crash (_supervise.py) gets its forwards again: ``reestablish()`` removes
+each TCP forward from every worker and adds it anew with new handoff sockets, on the
+same listener (connections waiting in its accept queue stay there), and gives a UDP
+forward's socket again to the replacement when the dead worker served it.
+
+Clients on host loopback take the splice route instead (csrc/splice.c, unless
+``splice_local`` is off): the worker connects a socket the namespace child made
+inside the namespace (to its loopback, else the forward's address) and relays the
+two sockets with splice(); the namespace sees them from its own loopback.
+
+UDP forwards (csrc/udp_fwd.c): the bound UDP socket goes to one worker (forward id
+modulo workers), which keeps one flow per sender, so replies return to the sender
+they answer; flows expire after ``udp_timeout`` idle. Senders appear as for TCP,
+except that a real address whose flow would hash to another worker appears from
+the gateway address too.
 """
 
 from __future__ import annotations
@@ -52,6 +64,17 @@ SPEC_FORM = "[ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp|/udp]"
 PORT_MIN, PORT_MAX = 1, 65535
 _UNPRIV_SYSCTL = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
 REPLY_TIMEOUT = 10.0
+
+
+def _covers(a: Optional[IPAddr], b: Optional[IPAddr]) -> bool:
+    """Whether a listener on host address ``a`` (None: all) takes connections meant for
+    ``b``: all addresses and the unspecified ones (0.0.0.0 for its family; :: for both,
+    as a dual-stack socket) cover every address they serve."""
+    if a is None:
+        return True
+    if a.is_unspecified:
+        return b is None or a.version == 6 or b.version == a.version
+    return a == b
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,27 +175,31 @@ def unprivileged_port_start() -> int:
         return 1024
 
 
-def open_listener(addr: Optional[IPAddr], port: int) -> socket.socket:
-    """A non-blocking TCP listener on ``addr`` (None: every address, IPv6 and IPv4 where
-    the host has IPv6) and ``port``. Raises PublishError naming the port when it is in
-    use, privileged, or the address is not the host's."""
+def open_listener(addr: Optional[IPAddr], port: int, proto: str = "tcp") -> socket.socket:
+    """A non-blocking TCP listener (or, for ``proto`` "udp", a bound UDP socket) on
+    ``addr`` (None: every address, IPv6 and IPv4 where the host has IPv6) and ``port``.
+    Raises PublishError naming the port when it is in use, privileged, or the address is
+    not the host's."""
     where = f"[{addr}]:{port}" if addr is not None and addr.version == 6 else f"{addr or '*'}:{port}"
+    kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
     if addr is None:
         try:
-            s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            s = socket.socket(socket.AF_INET6, kind)
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             bind_to: tuple = ("::", port)
         except OSError:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s = socket.socket(socket.AF_INET, kind)
             bind_to = ("0.0.0.0", port)
     else:
-        s = socket.socket(socket.AF_INET6 if addr.version == 6 else socket.AF_INET, socket.SOCK_STREAM)
+        s = socket.socket(socket.AF_INET6 if addr.version == 6 else socket.AF_INET, kind)
         bind_to = (str(addr), port)
     try:
-        # A port whose previous connections linger in TIME_WAIT can be published again
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if kind == socket.SOCK_STREAM:
+            # A port whose previous connections linger in TIME_WAIT can be published again
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(bind_to)
-        s.listen(socket.SOMAXCONN)
+        if kind == socket.SOCK_STREAM:
+            s.listen(socket.SOMAXCONN)
         s.setblocking(False)
     except OSError as e:
         s.close()
@@ -233,15 +260,14 @@ class Publisher:
         self._next_id = 1
         self._lock = threading.Lock()
         self._forwards: list[Forward] = []
-        # forward id -> (our copy of its listener, namespace address, namespace port)
+        # forward id -> (our copy of its listener or UDP socket, namespace address and port)
         self._listeners: dict[int, tuple[socket.socket, IPAddr, int]] = {}
+        self._udp_owner: dict[int, int] = {}  # UDP forward id -> index of the worker serving it
 
     def publish(self, text: str) -> Forward:
         """Publish ``text`` (see parse_spec); raises ConfigError for a bad or overlapping
         spec, PublishError when a host port cannot be listened on, or the worker's error."""
         spec = parse_spec(text)
-        if spec.proto != "tcp":
-            raise _bad(text, "UDP forwards are not supported yet: only /tcp")
         cfg = self._net.config
         addrs = cfg.addresses()
         v6 = spec.host_addr is not None and spec.host_addr.version == 6 and \
@@ -252,11 +278,14 @@ class Publisher:
             fwd = Forward(self, spec, [], [], ns_addr)
             try:
                 for host_port, ns_port in spec.pairs():
-                    lst = open_listener(spec.host_addr, host_port)
+                    lst = open_listener(spec.host_addr, host_port, spec.proto)
                     try:
                         fid = self._next_id
                         self._next_id += 1
-                        self._add(fid, lst, ns_addr, ns_port)
+                        if spec.proto == "udp":
+                            self._add_udp(fid, lst, ns_addr, ns_port)
+                        else:
+                            self._add(fid, lst, ns_addr, ns_port)
                     except BaseException:
                         lst.close()
                         raise
@@ -277,7 +306,7 @@ class Publisher:
             if o.proto != spec.proto or o.host_ports[1] < spec.host_ports[0] or \
                     spec.host_ports[1] < o.host_ports[0]:
                 continue
-            if o.host_addr is None or spec.host_addr is None or o.host_addr == spec.host_addr:
+            if _covers(o.host_addr, spec.host_addr) or _covers(spec.host_addr, o.host_addr):
                 raise _bad(spec.text, f"host ports overlap those of the forward {o.text!r}")
 
     def _add(self, fid: int, lst: socket.socket, ns_addr: IPAddr, ns_port: int) -> None:
@@ -308,6 +337,19 @@ class Publisher:
                 a.close()
                 b.close()
 
+    def _add_udp(self, fid: int, sock: socket.socket, ns_addr: IPAddr, ns_port: int,
+                 owner: Optional[int] = None) -> None:
+        """FORWARD_ADD of a UDP forward to one worker (forward ids spread them; ``owner``:
+        that worker's index, given again when it was replaced): a datagram cannot be
+        handed on as a connection can, so one worker serves all its clients."""
+        workers = self._net._workers()
+        child = workers[fid % len(workers)] if owner is None else \
+            next(c for c in workers if c.index == owner)
+        body = {"id": fid, "family": ns_addr.version, "addr": str(ns_addr), "port": ns_port,
+                "proto": "udp", "handoff": False, "out": []}
+        self._exchange(child, Msg.FORWARD_ADD, body, [sock.fileno()])
+        self._udp_owner[fid] = child.index
+
     def _exchange(self, child: Any, type_: Msg, body: dict, fds: list[int] = ()) -> None:
         with self._net._query_lock:
             _control.send(child.ctl, type_, body, fds)
@@ -318,7 +360,10 @@ class Publisher:
         if kept is not None:
             kept[0].close()
         first: Optional[BaseException] = None
+        owner = self._udp_owner.pop(fid, None)
         for child in self._net._workers():
+            if owner is not None and child.index != owner:
+                continue
             try:
                 self._exchange(child, Msg.FORWARD_DEL, {"id": fid})
             except (RingnetError, OSError) as e:
@@ -354,12 +399,19 @@ class Publisher:
                 lst.close()
             self._listeners = {}
 
-    def reestablish(self) -> None:
-        """A worker was replaced (_supervise.py): hand every forward to every worker
-        again, with new handoff sockets (the replacement's are new, and every other
-        worker's sending end towards it is stale). Raises the first worker's error."""
+    def reestablish(self, index: int) -> None:
+        """Worker ``index`` was replaced (_supervise.py): hand every TCP forward to every
+        worker again, with new handoff sockets (the replacement's are new, and every other
+        worker's sending end towards it is stale), and give the replacement the UDP
+        forwards its predecessor served. Raises the first worker's error."""
         with self._lock:
             for fid, (lst, ns_addr, ns_port) in sorted(self._listeners.items()):
+                owner = self._udp_owner.get(fid)
+                if owner is not None:
+                    if owner == index:   # the others never had it
+                        self._add_udp(fid, lst, ns_addr, ns_port, owner)
+                        log.info("UDP forward %d handed to worker %d again", fid, index)
+                    continue
                 for child in self._net._workers():
                     try:
                         self._exchange(child, Msg.FORWARD_DEL, {"id": fid})
@@ -389,6 +441,9 @@ def worker_forward(worker: Any, ctl: socket.socket, msg: _control.Message) -> No
             if not isinstance(out, list) or not all(isinstance(j, int) and 0 <= j < lib.RN_FWD_WORKERS_MAX
                                                    for j in out) or not isinstance(handoff, bool):
                 raise ProtocolError("FORWARD_ADD without a valid handoff list")
+            if msg.body.get("proto", "tcp") not in ("tcp", "udp") or \
+                    (msg.body.get("proto") == "udp" and (handoff or out)):
+                raise ProtocolError("FORWARD_ADD with a bad protocol")
             if len(msg.fds) != 1 + int(handoff) + len(out):
                 raise ProtocolError(f"FORWARD_ADD carries {len(msg.fds)} fds, "
                                     f"expected {1 + int(handoff) + len(out)}")
@@ -397,6 +452,14 @@ def worker_forward(worker: Any, ctl: socket.socket, msg: _control.Message) -> No
             if addr.version != msg.body.get("family") or not PORT_MIN <= port <= PORT_MAX:
                 raise ProtocolError("FORWARD_ADD with a bad namespace address or port")
             lfd = msg.fds[0]
+            packed = addr.packed + bytes(16 - len(addr.packed))
+            if msg.body.get("proto") == "udp":
+                check(lib.rn_worker_forward_add_udp(worker, fid, lfd, addr.version,
+                                                    ffi.new("uint8_t[16]", list(packed)), port),
+                      "rn_worker_forward_add_udp")
+                msg.fds = []
+                _control.send(ctl, Msg.ACK)
+                return
             hand_in = msg.fds[1] if handoff else -1
             nout = max(out) + 1 if out else 0
             arr = ffi.new("int[]", max(nout, 1))

@@ -60,7 +60,7 @@ import socket
 import subprocess
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 
 from . import _control
 from ._control import Msg
@@ -71,7 +71,7 @@ if TYPE_CHECKING:
     from ._shm import CounterArray
     from .network import Network, _Child
 
-__all__ = ["Supervisor", "NsQueues", "ns_replace_worker", "RESTART_WINDOW", "describe_status"]
+__all__ = ["Supervisor", "NsQueues", "Swap", "ns_replace_worker", "RESTART_WINDOW", "describe_status"]
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class NsQueues:
 
     def __init__(self, cfg: Any, hash_key: str, tun_fds: list[int], counters: "CounterArray",
                  socks: list[socket.socket], rings: list[Any],
-                 evs: list[tuple[int, int]]) -> None:
+                 evs: list[tuple[int, int]], splices: list[socket.socket]) -> None:
         from ._core import ffi
 
         self.cfg = cfg
@@ -110,6 +110,7 @@ class NsQueues:
         self.socks = socks
         self.rings = rings
         self.evs = evs
+        self.splices = splices   # our end of each worker's splice socket (csrc/splice.c)
         self.pump = ffi.NULL
 
     def start(self) -> None:
@@ -173,13 +174,22 @@ class _MappedRing:
             self.fd = -1
 
 
-def ns_replace_worker(q: NsQueues, msg: _control.Message, ctl: socket.socket
-                      ) -> tuple[Optional[int], Optional[socket.socket]]:
+class Swap(NamedTuple):
+    """What the namespace child's poll loop must stop and start watching after a
+    replacement: the old control and splice sockets' fds, the new sockets."""
+
+    old_ctl: int
+    new_ctl: socket.socket
+    old_splice: int
+    new_splice: socket.socket
+
+
+def ns_replace_worker(q: NsQueues, msg: _control.Message, ctl: socket.socket) -> Optional[Swap]:
     """Namespace child: WORKER_REPLACE from the orchestrator. Hand the new worker its
-    rings (HELLO, wait for ACK) while the pump runs, then stop the pump, swap the
-    worker's socket, ring and doorbells, and start it again. Answers WORKER_REPLACED
-    (with "error" when the new worker refused). Returns (fd of the old socket to stop
-    watching or None, the new socket to watch or None). A pump that fails to restart
+    rings and a new splice socket (HELLO, as at start-up; wait for ACK) while the pump
+    runs, then stop the pump, swap the worker's sockets, ring and doorbells, and start it
+    again. Answers WORKER_REPLACED (with "error" when the new worker refused). Returns
+    what to watch instead, or None when nothing changed. A pump that fails to restart
     raises (fatal)."""
     i = msg.body.get("worker")
     if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < len(q.socks) \
@@ -191,38 +201,48 @@ def ns_replace_worker(q: NsQueues, msg: _control.Message, ctl: socket.socket
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, 0, fileno=sock_fd)
     ring = None
     evs: tuple[int, ...] = ()
+    splice = None
     try:
         ring = _MappedRing(memfd, q.cfg.ring_size)
         evs = (os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK),
                os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK))
-        _control.send(sock, Msg.HELLO, {"version": _control.PROTOCOL_VERSION, "worker": i,
-                                        "ring_size": q.cfg.ring_size}, [ring.fd, *evs])
+        # a unix socket pair of the namespace (the sandbox allows AF_UNIX pairs only)
+        splice, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            _control.send(sock, Msg.HELLO, {"version": _control.PROTOCOL_VERSION, "worker": i,
+                                            "ring_size": q.cfg.ring_size},
+                          [ring.fd, *evs, theirs.fileno()])
+        finally:
+            theirs.close()
         _control.expect(sock, Msg.ACK, q.cfg.startup_timeout, f"worker {i}")
     except (RingnetError, OSError) as e:
         sock.close()
+        if splice is not None:
+            splice.close()
         if ring is not None:
             ring.close()
         for fd in evs:
             os.close(fd)
         log.warning("replacement of worker %d failed: %s", i, e)
         _control.send(ctl, Msg.WORKER_REPLACED, {"worker": i, "error": str(e)})
-        return None, None
+        return None
     paused = time.monotonic()
     err = q.stop()
-    old_sock, old_ring, old_evs = q.socks[i], q.rings[i], q.evs[i]
-    q.socks[i], q.rings[i], q.evs[i] = sock, ring, (evs[0], evs[1])
+    old_sock, old_ring, old_evs, old_splice = q.socks[i], q.rings[i], q.evs[i], q.splices[i]
+    q.socks[i], q.rings[i], q.evs[i], q.splices[i] = sock, ring, (evs[0], evs[1]), splice
     if err:
         raise CoreError(abs(err), "pump thread")
     q.start()
     paused = time.monotonic() - paused
-    old_fd = old_sock.fileno()
+    swap = Swap(old_sock.fileno(), sock, old_splice.fileno(), splice)
     old_sock.close()
+    old_splice.close()
     old_ring.close()
     for fd in old_evs:
         os.close(fd)
     log.info("worker %d replaced: new rings, pump stopped for %.1f ms", i, paused * 1000)
     _control.send(ctl, Msg.WORKER_REPLACED, {"worker": i})
-    return old_fd, sock
+    return swap
 
 
 # Orchestrator --------------------------------------------------------------------------
@@ -404,7 +424,6 @@ class Supervisor:
     def _replace(self, old: "_Child") -> "_Child":
         """Start worker ``old.index`` again with new rings (see the module's docstring)."""
         from ._shm import CounterArray, RingMapping
-        from .network import Role, _spawn
 
         net = self._net
         cfg = net.config
@@ -416,15 +435,12 @@ class Supervisor:
             ctr = CounterArray.create(f"w{i}")
             ns_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             try:
-                new = _spawn(Role.WORKER, i, dict(net._base_spec, index=i,
-                                                  ns_fd=worker_end.fileno(), counters_fd=ctr.fd),
-                             [worker_end.fileno(), ctr.fd])
+                # the very spec and fds of a first start, as things are now (network.py)
+                new = net._spawn_worker(i, worker_end, ctr)
             except BaseException:
                 ns_end.close()
                 ctr.close()
                 raise
-            finally:
-                worker_end.close()
             net._children[pos] = new
             self._retired.append(net._wctr[i])
             net._wctr[i] = ctr
@@ -444,6 +460,6 @@ class Supervisor:
             if reply.body.get("error"):
                 new.proc.kill()   # its death brings the next attempt, or the end
                 raise ChildError(f"the replacement refused its rings: {reply.body['error']}")
-            _control.send(new.ctl, Msg.OFFLOADS, {"offloads": net.offloads})
-        net._publisher.reestablish()
+            net._worker_resumed(new)   # offloads, a running capture
+        net._publisher.reestablish(i)
         return new

@@ -21,13 +21,16 @@ import os
 import signal
 import socket
 
-from . import _control
+from . import _control, _hook
 from ._child import current_step, parent_gone, run_child, setup_done, step
+from ._capture import CaptureShm, worker_capture
 from ._control import Msg
 from ._core import check, ffi, lib
 from ._hostaddrs import HostAddrs
 from ._shm import CounterArray, RingMapping, check_eventfd
+from ._netem import worker_netem, worker_start as netem_start
 from ._publish import worker_forward
+from ._rules import worker_attach, worker_rules
 from ._resolv import parse_upstream
 from .config import NetworkConfig, parse_faults
 from .errors import ConfigError, CoreError, ProtocolError
@@ -35,6 +38,8 @@ from .errors import ConfigError, CoreError, ProtocolError
 log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT = 60.0
+# Our delayed ACK of small TCP data from the namespace, ms (csrc/tcp_delack.c)
+TCP_DELACK_MS = 2
 
 
 def _params(spec: dict, cfg: NetworkConfig):
@@ -63,6 +68,7 @@ def _params(spec: dict, cfg: NetworkConfig):
     p.tcp_fin_timeout_ms = cfg.tcp_fin_timeout * 1000
     p.udp_timeout_ms = cfg.udp_timeout * 1000
     p.coalesce_us = cfg.coalesce_us
+    p.tcp_delack_ms = TCP_DELACK_MS
     p.ndns = _fill_upstreams(p.dns, spec["dns_upstreams"])
     if cfg.faults:
         f = parse_faults(cfg.faults)
@@ -112,10 +118,11 @@ def _set_host_addrs(worker, body: dict) -> None:
     log.debug("host addresses: %s", ", ".join(map(str, addrs.v4 + addrs.v6)) or "none")
 
 
-def _accept_hello(spec: dict, cfg: NetworkConfig, ns: socket.socket) -> tuple[RingMapping, int, int]:
+def _accept_hello(spec: dict, cfg: NetworkConfig,
+                  ns: socket.socket) -> tuple[RingMapping, int, int, socket.socket]:
     step("wait for rings")
-    msg = _control.expect(ns, Msg.HELLO, HELLO_TIMEOUT, "ns", nfds=3)
-    memfd, ev_worker, ev_ns = msg.fds
+    msg = _control.expect(ns, Msg.HELLO, HELLO_TIMEOUT, "ns", nfds=4)
+    memfd, ev_worker, ev_ns, splice_fd = msg.fds
     step("check rings")
     try:
         if msg.body.get("version") != _control.PROTOCOL_VERSION:
@@ -125,6 +132,10 @@ def _accept_hello(spec: dict, cfg: NetworkConfig, ns: socket.socket) -> tuple[Ri
             raise ProtocolError("HELLO names another worker or ring size than ours")
         check_eventfd(ev_worker, "ev_worker")
         check_eventfd(ev_ns, "ev_ns")
+        splice = socket.socket(fileno=splice_fd)
+        if splice.family != socket.AF_UNIX or splice.type != socket.SOCK_SEQPACKET:
+            splice.detach()
+            raise ProtocolError("HELLO's splice socket is not an AF_UNIX SOCK_SEQPACKET socket")
     except BaseException:
         msg.close_fds()
         raise
@@ -134,8 +145,9 @@ def _accept_hello(spec: dict, cfg: NetworkConfig, ns: socket.socket) -> tuple[Ri
     except BaseException:
         os.close(ev_worker)
         os.close(ev_ns)
+        splice.close()
         raise
-    return ring, ev_worker, ev_ns
+    return ring, ev_worker, ev_ns, splice
 
 
 def main(spec: dict, ctl: socket.socket) -> int:
@@ -143,19 +155,37 @@ def main(spec: dict, ctl: socket.socket) -> int:
     ns = socket.socket(fileno=spec["ns_fd"])
     step("map counters")
     counters = CounterArray.adopt(spec["counters_fd"])
+    # packet capture and flow log (_capture.py); absent only in tests that start a bare worker
+    capture = CaptureShm.adopt(spec["capture_fd"]) if spec.get("capture_fd") is not None else None
     ring = None
+    rules = None
     evs: tuple[int, ...] = ()
     worker = ffi.NULL
     try:
         try:
-            ring, ev_worker, ev_ns = _accept_hello(spec, cfg, ns)
+            ring, ev_worker, ev_ns, splice = _accept_hello(spec, cfg, ns)
             evs = (ev_worker, ev_ns)
             step("start worker")
             out = ffi.new("struct rn_worker **")
             check(lib.rn_worker_new(out, _params(spec, cfg), ring.ptr, ring.size, counters.ptr,
                                     ev_worker, ev_ns), "rn_worker_new")
             worker = out[0]
+            if cfg.splice_local:  # the splice route of host-local forward clients (splice.c)
+                check(lib.rn_splice_attach(worker, splice.fileno()), "rn_splice_attach")
+                splice.detach()
+            else:
+                splice.close()
+            if capture is not None:
+                check(lib.rn_capture_attach(worker, capture.ptr, capture.size), "rn_capture_attach")
+                check(lib.rn_capture_set(worker, 0, int(cfg.flow_log is not None)), "rn_capture_set")
             _set_host_addrs(worker, spec["host_addrs"])
+            step("load rules")
+            rules = worker_attach(worker, spec, cfg.workers)  # before the namespace runs anything
+            netem_start(worker, cfg)
+            hook = None   # kept open while the loop runs
+            if spec.get("hook_fd", -1) >= 0:   # on_connect: the C loop asks (_hook.py)
+                hook = socket.socket(fileno=spec["hook_fd"])
+                _hook.worker_setup(worker, cfg, hook)
             # The loop returns to Python when a control socket has a message, the
             # orchestrator process exits (its pidfd) or a signal arrives (Python's
             # wakeup fd, written by its C-level handler even when the signal lands
@@ -184,12 +214,16 @@ def main(spec: dict, ctl: socket.socket) -> int:
         signal.set_wakeup_fd(-1)
         if worker != ffi.NULL:
             lib.rn_worker_free(worker)
+        if rules is not None:
+            rules.close()
         for fd in evs:
             os.close(fd)
         if ring is not None:
             ring.close()
         ns.close()
         counters.close()
+        if capture is not None:
+            capture.close()
 
 
 def _drain(fd: int) -> None:
@@ -246,12 +280,21 @@ def _control_wants_exit(worker, ctl: socket.socket, ns: socket.socket) -> bool:
         if sock is ctl and msg.type in (Msg.FORWARD_ADD, Msg.FORWARD_DEL):
             worker_forward(worker, ctl, msg)  # answers ACK or ERROR; takes the fds
             continue
+        if sock is ctl and msg.type == Msg.RULES:
+            worker_rules(worker, ctl, msg)  # answers ACK or ERROR; closes the fd
+            continue
         msg.close_fds()
         if sock is ctl and msg.type == Msg.DNS_UPSTREAMS:
             _set_upstreams(worker, msg)
             continue
+        if sock is ctl and msg.type == Msg.NETEM:
+            worker_netem(worker, ctl, msg)  # answers ACK or ERROR
+            continue
         if sock is ctl and msg.type == Msg.HOST_ADDRS:
             _set_host_addrs(worker, msg.body)
+            continue
+        if sock is ctl and msg.type == Msg.CAPTURE:
+            worker_capture(worker, ctl, msg)
             continue
         if sock is ctl and msg.type == Msg.FLOWS:
             _control.send(ctl, Msg.FLOWS, flow_rows(worker, msg.body.get("max")))

@@ -2,9 +2,14 @@
 
     ringnet run [OPTIONS] -- CMD [ARGS...]   run CMD in a new rootless namespace with networking
     ringnet attach [OPTIONS] PID             give networking to PID's namespace until interrupted
+    ringnet attach [OPTIONS] --netns PATH [--userns PATH]   the same, for the namespace at PATH
     ringnet ls                               list this user's running networks
     ringnet stats ID [--json]                a snapshot of one network's counters and processes
     ringnet top ID                           a live view of one network, refreshed every second
+    ringnet forward ID add|ls|rm [SPEC|FWD]  add, list or remove a running network's forwards
+    ringnet netem ID [--up|--down] [SPEC]    show or change one network's emulation
+    ringnet rules ID ls|names|add|rm|default  list or change a running network's egress rules
+    ringnet capture ID FILE [--seconds N]    capture a running network's frames into a pcapng file
 
 ``run`` exits with CMD's status (128+N when CMD is killed by signal N), and 125
 when ringnet itself fails; SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to it are
@@ -32,12 +37,12 @@ import select
 import signal
 import sys
 import time
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
-from . import __version__, _ctlsock
+from . import __version__, _ctlsock, _forwardctl
 from ._resolv import MAX_UPSTREAMS
-from .config import (COALESCE_US_MAX, MTU_MAX, MTU_MIN, RING_SIZE_MAX, RING_SIZE_MIN, UDP_PORTS_MAX,
-                     UDP_PORTS_MIN, WORKERS_MAX, NetworkConfig)
+from .config import (COALESCE_US_MAX, MTU_MAX, MTU_MIN, PCAP_SNAPLEN_MAX, PCAP_SNAPLEN_MIN, RING_SIZE_MAX,
+                     RING_SIZE_MIN, UDP_PORTS_MAX, UDP_PORTS_MIN, WORKERS_MAX, NetworkConfig)
 from .errors import ConfigError, RingnetError
 from .network import Network
 from .stats import Stats, busiest_first, rates
@@ -53,6 +58,15 @@ _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(NetworkConfig)}
+
+
+class _AppendRule(argparse.Action):
+    """--allow SPEC / --deny SPEC: "allow SPEC" or "deny SPEC" onto NetworkConfig.rules, in
+    the order given on the command line (first match wins)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[override]
+        rule = f"{self.const} {values}"
+        setattr(namespace, self.dest, tuple(getattr(namespace, self.dest) or ()) + (rule,))
 
 
 class _AppendTuple(argparse.Action):
@@ -134,9 +148,39 @@ def _net_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--idmap-helpers", action="store_true", default=d["idmap_helpers"],
                    help="map subordinate ids with newuidmap/newgidmap")
     g.add_argument("-p", "--publish", action=_AppendTuple, metavar="SPEC", default=d["publish"],
-                   help="forward a host port inside: [ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp] "
+                   help="forward a host port inside: [ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp|/udp] "
                    "(repeatable; IPv6 as [::1]:8080:80)")
+    g.add_argument("--api-socket", default=d["api_socket"], metavar="PATH",
+                   help="serve slirp4netns's JSON API (add_hostfwd, list_hostfwd, remove_hostfwd) "
+                   "on a unix socket at PATH")
+    for verb in ("allow", "deny"):
+        g.add_argument(f"--{verb}", dest="rules", action=_AppendRule, const=verb,
+                       metavar="SPEC", default=d["rules"],
+                       help=f"{verb} new flows to [tcp:|udp:|icmp:]TARGET[:PORT[-PORT]], TARGET a "
+                       "CIDR ([V6]/N before ports), a host name or *.domain (repeatable; the "
+                       "first matching --allow/--deny wins)")
+    g.add_argument("--default-deny", action="store_true", default=d["default_deny"],
+                   help="refuse new flows no --allow/--deny matches (DNS excepted)")
+    for opt, dest, what in (("--netem", "netem", "both directions"),
+                            ("--netem-up", "netem_up", "namespace -> world only"),
+                            ("--netem-down", "netem_down", "world -> namespace only")):
+        g.add_argument(opt, dest=dest, default=d[dest], metavar="SPEC",
+                       help=f"network emulation, {what}: 'delay=20ms jitter=5ms loss=1%% "
+                       "dup=0.1%% reorder=1%% rate=100mbit limit=1000 seed=N' (any of them)")
+    g.add_argument("--no-splice", dest="splice_local", action="store_false",
+                   default=d["splice_local"],
+                   help="forwarded TCP clients on host loopback go through the C core (seen "
+                   "inside from the gateway) instead of being spliced (seen from loopback)")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more logging (repeatable)")
+    t = p.add_argument_group("seeing the traffic")
+    t.add_argument("--flow-log", default=d["flow_log"], metavar="FILE",
+                   help="append a JSON line for every flow opened and closed to FILE")
+    t.add_argument("--pcap", default=d["pcap"], metavar="FILE",
+                   help="capture the namespace's frames into FILE (pcapng, for tcpdump -r and "
+                   "Wireshark)")
+    t.add_argument("--pcap-snaplen", type=int, default=d["pcap_snaplen"], metavar="N",
+                   help=f"bytes of each packet the capture keeps, {PCAP_SNAPLEN_MIN}..{PCAP_SNAPLEN_MAX} "
+                   "(default %(default)s: all)")
     o = p.add_argument_group("output")
     o.add_argument("-q", "--quiet", action="store_true",
                    help="print only errors on stderr (no warnings, no notices)")
@@ -152,6 +196,7 @@ def _option_names() -> dict[str, str]:
     for a in run._actions:
         if a.dest in _DEFAULTS and a.nargs != 0:
             out[a.dest] = next(o for o in reversed(a.option_strings) if o.startswith("--"))
+    out.pop("rules", None)  # --allow and --deny: their errors name the rule itself
     return out
 
 
@@ -220,7 +265,15 @@ def _parser() -> argparse.ArgumentParser:
     _net_options(att)
     att.add_argument("--ready-fd", type=int, default=None,
                      help="write '1' to this fd once the network is up")
-    att.add_argument("pid", type=int, help="a process in the target network namespace")
+    att.add_argument("--netns", metavar="PATH", default=None,
+                     help="the network namespace at PATH (/proc/PID/ns/net or a bind mount of "
+                     "one) instead of PID's; ends when PATH no longer names it")
+    att.add_argument("--userns", metavar="PATH", default=None,
+                     help="with --netns: enter it through the user namespace at PATH (default: "
+                     "the one owning it)")
+    att.add_argument("pid", type=int, nargs="?", default=None,
+                     help="a process in the target network namespace (its owner, or a mapped "
+                     "uid of a user namespace you own)")
     ls = sub.add_parser("ls", help="list this user's running networks")
     ls.add_argument("--json", action="store_true", help="print JSON")
     st = sub.add_parser("stats", help="print a snapshot of a running network")
@@ -230,7 +283,45 @@ def _parser() -> argparse.ArgumentParser:
     top.add_argument("id", help="network id (or a unique prefix), from ringnet ls")
     top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
     top.add_argument("--iterations", type=int, default=0, help="stop after N refreshes (0: never)")
-    for q in (ls, st, top):
+    fw = sub.add_parser("forward", help="add, list or remove forwards of a running network",
+                        usage="ringnet forward ID {add SPEC | ls | rm SPEC-or-FWD-ID} [--json]")
+    fw.add_argument("id", help="network id (or a unique prefix), from ringnet ls")
+    fw.add_argument("action", choices=("add", "ls", "rm"))
+    fw.add_argument("target", nargs="?", default=None, metavar="SPEC-or-FWD-ID",
+                    help="add: [ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp|/udp]; rm: the forward's "
+                    "id (from ls) or its spec")
+    fw.add_argument("--json", action="store_true", help="print JSON")
+    ru = sub.add_parser("rules", help="list or change the egress rules of a running network",
+                        usage="ringnet rules ID {ls,names} | ID add allow|deny SPEC [--at N] "
+                        "| ID rm allow|deny SPEC | ID rm N | ID default allow|deny")
+    ru.add_argument("id", help="network id (or a unique prefix), from ringnet ls")
+    ru.add_argument("op", choices=("ls", "add", "rm", "names", "default"), help="what to do")
+    ru.add_argument("rule", nargs="*", help="allow|deny SPEC (rm: or the rule's index; "
+                    "default: allow or deny, for flows no rule matches)")
+    ru.add_argument("--at", type=int, default=None, metavar="N",
+                    help="add: insert before the rule at index N (default: last)")
+    ru.add_argument("--json", action="store_true", help="print JSON")
+    ne = sub.add_parser("netem", help="show or change a running network's emulation")
+    ne.add_argument("id", help="network id (or a unique prefix), from ringnet ls")
+    way = ne.add_mutually_exclusive_group()
+    way.add_argument("--up", dest="direction", action="store_const", const="up", default="both",
+                     help="namespace -> world only")
+    way.add_argument("--down", dest="direction", action="store_const", const="down",
+                     help="world -> namespace only")
+    ne.add_argument("spec", nargs="*", help="key=value ... (delay, jitter, loss, dup, reorder, "
+                    "rate, limit, seed), or off; none: show the current settings")
+    cap = sub.add_parser("capture", help="capture a running network's frames into a pcapng file",
+                         description="Capture both directions of the namespace's frames into FILE "
+                         "until interrupted (SIGINT, SIGTERM) or for --seconds; prints what was "
+                         "written and what was dropped.")
+    cap.add_argument("id", help="network id (or a unique prefix), from ringnet ls")
+    cap.add_argument("file", metavar="FILE", help="pcapng file to write (replaced if it exists)")
+    cap.add_argument("--seconds", type=float, default=None, metavar="N",
+                     help="stop after N seconds (default: until interrupted)")
+    cap.add_argument("--snaplen", type=int, default=PCAP_SNAPLEN_MAX, metavar="N",
+                     help=f"bytes of each packet to keep, {PCAP_SNAPLEN_MIN}..{PCAP_SNAPLEN_MAX} "
+                     "(default %(default)s: all)")
+    for q in (ls, st, top, fw, ru, ne, cap):
         q.add_argument("--dir", default=None, help="control socket directory "
                        "(default $XDG_RUNTIME_DIR/ringnet or /tmp/ringnet-UID)")
         q.add_argument("-v", "--verbose", action="count", default=0, help=argparse.SUPPRESS)
@@ -279,6 +370,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _attach(args: argparse.Namespace) -> int:
+    """Serve a process's namespace (PID) or one named by path (--netns) until a signal
+    comes, the process exits, or the path stops naming the namespace."""
+    if (args.pid is None) == (args.netns is None):
+        raise RingnetError("attach takes either PID or --netns PATH (one of them)")
+    if args.userns is not None and args.netns is None:
+        raise RingnetError("--userns PATH goes with --netns PATH")
     stop = {"sig": 0}
 
     def on_signal(signum, frame):
@@ -286,27 +383,52 @@ def _attach(args: argparse.Namespace) -> int:
 
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, on_signal)
-    pidfd = os.pidfd_open(args.pid)
+    if args.netns is not None:
+        net = Network.attach_path(args.netns, args.userns, _config(args))
+        label, still_there = f"attach {args.netns}", _names_same_namespace(args.netns)
+        pidfd = -1
+    else:
+        net = Network.attach(args.pid, _config(args))
+        label, still_there = f"attach {args.pid}", lambda: True
+        pidfd = os.pidfd_open(args.pid)
     pid_file = _PidFile(args.pid_file)
     try:
-        with Network.attach(args.pid, _config(args)) as net:
-            net.label = f"attach {args.pid}"
+        with net:
+            net.label = label
             pid_file.write()
             if args.ready_fd is not None:
                 os.write(args.ready_fd, b"1")
                 os.close(args.ready_fd)
             poller = select.poll()
-            poller.register(pidfd, select.POLLIN)
+            if pidfd >= 0:
+                poller.register(pidfd, select.POLLIN)
             while not stop["sig"]:
-                if poller.poll(500):
-                    break  # the target process exited
+                if poller.poll(500) or not still_there():
+                    break  # the target process exited, or its namespace left the path
                 broken = net.failed_children()
                 if broken:
                     raise RingnetError(f"network failed: {', '.join(broken)}")
     finally:
         pid_file.remove()
-        os.close(pidfd)
+        if pidfd >= 0:
+            os.close(pidfd)
     return 0
+
+
+def _names_same_namespace(path: str) -> Callable[[], bool]:
+    """A test that ``path`` still names the namespace it names now (a /proc/PID/ns/net
+    goes away with PID; a bind mount, when unmounted)."""
+    st = os.stat(path)
+    key = (st.st_dev, st.st_ino)
+
+    def same() -> bool:
+        try:
+            now = os.stat(path)
+        except OSError:
+            return False
+        return (now.st_dev, now.st_ino) == key
+
+    return same
 
 
 def _ls(args: argparse.Namespace) -> int:
@@ -333,7 +455,46 @@ def _stats(args: argparse.Namespace) -> int:
         print(json.dumps(snap, indent=2))
         return 0
     print(_render(Stats.from_dict(snap), None))
+    if snap.get("rules"):
+        print("\nrules (hits: new flows each decided)")
+        print("\n".join(f"{r['index']:>5} {r['hits']:>10}  {r['rule']}" for r in snap["rules"]))
     return 0
+
+
+def _rules(args: argparse.Namespace) -> int:
+    """``ringnet rules ID ls|names|add|rm``: the control socket's "rules" command."""
+    path = _ctlsock.resolve(args.id, args.dir)
+    text = " ".join(args.rule)
+    if args.op in ("add", "rm") and not text:
+        raise RingnetError(f"ringnet rules {args.op} needs a rule: allow|deny SPEC")
+    req: dict = {"op": args.op}
+    if args.op in ("add", "rm"):
+        req["rule"] = int(text) if args.op == "rm" and text.isdigit() else text
+    if args.op == "default":
+        if text not in ("allow", "deny"):
+            raise RingnetError("ringnet rules default takes allow or deny")
+        req["deny"] = text == "deny"
+    if args.at is not None:
+        req["index"] = args.at
+    out = _ctlsock.query(path, "rules", req)
+    if args.json or args.op in ("add", "rm"):
+        print(json.dumps(out, indent=2) if args.json else out)
+    elif args.op == "default":
+        print("deny" if out else "allow")
+    elif args.op == "names":
+        for e in out:
+            print(f"{e['name']:<40} {e['address']:<39} {e['expires_in']:>8.1f}s")
+    else:
+        print(_rule_lines(out["rules"], out["default_deny"]))
+    return 0
+
+
+def _rule_lines(rules: list, default_deny: bool) -> str:
+    """The rules as a table: index, hits, rule; the default last."""
+    lines = [f"{'#':>5} {'HITS':>10}  RULE"]
+    lines += [f"{r['index']:>5} {r['hits']:>10}  {r['rule']}" for r in rules]
+    lines.append(f"{'':>5} {'':>10}  default: {'deny' if default_deny else 'allow'}")
+    return "\n".join(lines)
 
 
 def _human(n: float, unit: str = "") -> str:
@@ -452,16 +613,72 @@ def _top(args: argparse.Namespace) -> int:
         time.sleep(args.interval)
 
 
+def _netem(args: argparse.Namespace) -> int:
+    """``ringnet netem ID [--up|--down] [SPEC]``: set (with SPEC) and print the emulation."""
+    req = {"direction": args.direction}
+    if args.spec:
+        req["spec"] = " ".join(args.spec)
+    cur = _ctlsock.query(_ctlsock.resolve(args.id, args.dir), "netem", req)
+    for d in ("up", "down"):
+        print(f"{d}: {cur[d]}")
+    return 0
+
+
+def _capture(args: argparse.Namespace) -> int:
+    """``ringnet capture``: start a capture through the control socket, wait for its end
+    (--seconds, or a signal: then stop it), report."""
+    from ._capture import check_seconds, check_snaplen
+
+    try:
+        check_snaplen(args.snaplen, "--snaplen")
+        check_seconds(args.seconds, "--seconds")
+    except ConfigError as e:
+        raise ConfigError(str(e).replace("--snaplen=", "--snaplen ").replace("--seconds=", "--seconds ")) from None
+    path = _ctlsock.resolve(args.id, args.dir)
+    target = os.path.abspath(args.file)
+    req = {"file": target, "snaplen": args.snaplen}
+    if args.seconds is not None:
+        req["seconds"] = args.seconds
+    stop = {"sig": 0}
+
+    def on_signal(signum, frame):
+        stop["sig"] = signum
+
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, on_signal)
+    _ctlsock.query(path, "capture", req)
+    print(f"ringnet: capturing into {target}" + (f" for {args.seconds:g} s" if args.seconds else
+                                                 " until interrupted"), file=sys.stderr)
+    while True:
+        if stop["sig"]:
+            report = _ctlsock.query(path, "capture", {"stop": True})
+            break
+        report = _ctlsock.query(path, "capture", {})
+        if not report.get("running") or report.get("file") != target:
+            break
+        time.sleep(0.2)
+    if report.get("file") == target:
+        print(f"ringnet: {report['frames']} frames written to {target}, {report['dropped']} dropped",
+              file=sys.stderr)
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``ringnet`` console script."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "netem":
+        args.spec += extra  # SPEC words after --up/--down (argparse took the empty list first)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     level = logging.ERROR if getattr(args, "quiet", False) else logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level,
                         format="ringnet: %(levelname)s %(message)s")
     failed = EXIT_RINGNET_FAILED if args.command == "run" else 1
     try:
-        handlers = {"run": _run, "attach": _attach, "ls": _ls, "stats": _stats, "top": _top}
+        handlers = {"run": _run, "attach": _attach, "ls": _ls, "stats": _stats, "top": _top,
+                    "forward": _forwardctl.main, "rules": _rules, "netem": _netem,
+                    "capture": _capture}
         return handlers[args.command](args)
     except RingnetError as e:
         print(f"ringnet: error: {e}", file=sys.stderr)

@@ -9,9 +9,13 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
-from typing import Optional, Union
+from typing import Any, Callable, Optional, Union
 
+from ._apisock import check_path as check_api_socket
+from ._netem import check_config as _check_netem
+from ._hook import check_options as check_hook_options
 from ._publish import parse_spec
+from ._rules import check_rules
 from ._resolv import MAX_UPSTREAMS, parse_upstream
 from .errors import ConfigError
 
@@ -28,6 +32,8 @@ COALESCE_US_MAX = 1000      # RN_MOD_NAP_MAX_US
 UDP_PORTS_DEFAULT = 8192     # host UDP ports for all workers: well below the 28,232 ephemeral ones
 UDP_PORTS_MIN = 16
 UDP_PORTS_MAX = 16384
+PCAP_SNAPLEN_MIN = 64       # RN_CAP_SNAPLEN_MIN (csrc/capture.h)
+PCAP_SNAPLEN_MAX = 65575    # RN_CAP_SNAPLEN_MAX: the largest IP packet a frame carries
 
 _V4_RESERVED = [ipaddress.ip_network(n) for n in ("0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/4",
                                                    "240.0.0.0/4")]
@@ -136,7 +142,40 @@ class NetworkConfig:
         faults: test-only fault injection on the ring path, "drop=F,dup=F,reorder=F,seed=N"
             with fractions F in 0..0.5; None (the default) injects nothing.
         publish: host ports to forward into the namespace once it is up, each
-            "[ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp]" (Network.publish()).
+            "[ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp|/udp]" (Network.publish()).
+        flow_log: append a JSON line for every flow opened and closed to this file
+            (ringnet/_flowlog.py lists the fields); None: no flow log.
+        pcap: capture the namespace's frames into this pcapng file from the start
+            (Network.capture() starts one later); None: no capture.
+        pcap_snaplen: bytes of each packet the capture keeps, 64..65575 (all of it).
+        api_socket: path of a unix socket serving slirp4netns's JSON API (add_hostfwd,
+            list_hostfwd, remove_hostfwd; _apisock.py) while the network runs; None: none.
+        rules: egress rules, first match wins, each "allow SPEC" or "deny SPEC" with SPEC
+            "[tcp:|udp:|icmp:]TARGET[:PORT[-PORT]]", TARGET a CIDR ([V6]/N before ports),
+            a host name or "*.domain" (ringnet/_rules.py; Network.rules changes them at
+            runtime); kept in canonical text form.
+        default_deny: refuse new flows no rule matches (the DNS forwarder excepted).
+        netem: network emulation in both directions, "delay=20ms jitter=5ms loss=1%
+            dup=0.1% reorder=1% rate=100mbit limit=1000 seed=N" (any of them; spaces or
+            commas between; _netem.py); None or "off": none. Network.netem() changes it.
+        netem_up, netem_down: the same for one direction (up: namespace -> world),
+            taking precedence over netem for it.
+        splice_local: forwarded TCP connections of clients on host loopback are relayed
+            socket to socket with splice() (a socket made inside the namespace, connected
+            to the namespace's loopback: it sees them from there); False sends them
+            through the C core too (seen from the gateway address).
+        on_connect: called in this process with a ringnet.Flow for every new flow from
+            the namespace (not per packet; not for DNS to the DNS address), returns
+            ringnet.ALLOW, ringnet.DENY or ringnet.Redirect(addr, port); the flow waits
+            for it. Runs after the built-in destination policy; None: no hook (_hook.py).
+        on_connect_timeout: seconds the hook may take (0 < t <= 60); later, or raising,
+            it gets the fail mode.
+        on_connect_cache: seconds a worker keeps a verdict per (protocol, destination,
+            port) and decides later flows to it without asking; 0 (default) asks for
+            every flow.
+        on_connect_fail: "deny" (default) or "allow": the verdict of a hook that raises,
+            times out or returns something else, and of flows beyond the bound of flows
+            held waiting (64 per worker).
         max_restarts: workers that exit (a crash, SIGKILL) are replaced with new rings,
             at most this many times within 60 s, 0..100; beyond that, or with 0, a
             worker's exit fails the network (_supervise.py).
@@ -176,6 +215,20 @@ class NetworkConfig:
     control_dir: Optional[str] = None
     publish: tuple[str, ...] = ()
     max_restarts: int = 5
+    flow_log: Optional[str] = None
+    pcap: Optional[str] = None
+    pcap_snaplen: int = PCAP_SNAPLEN_MAX
+    api_socket: Optional[str] = None
+    rules: tuple[str, ...] = ()
+    default_deny: bool = False
+    netem: Optional[str] = None
+    netem_up: Optional[str] = None
+    netem_down: Optional[str] = None
+    splice_local: bool = True
+    on_connect: Optional[Callable[..., Any]] = None   # ringnet.Flow -> verdict (_hook.py)
+    on_connect_timeout: float = 1.0
+    on_connect_cache: float = 0.0
+    on_connect_fail: str = "deny"
 
     def __post_init__(self) -> None:
         _int_in_range("mtu", self.mtu, MTU_MIN, MTU_MAX)
@@ -195,7 +248,7 @@ class NetworkConfig:
             raise ConfigError(f"startup_timeout={self.startup_timeout!r} must be between 0 and 600 s")
         _int_in_range("max_flows", self.max_flows, 16, 1 << 20)
         # host exposure options
-        for name in ("allow_host", "allow_link_local"):
+        for name in ("allow_host", "allow_link_local", "splice_local"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be True or False")
         _int_in_range("udp_ports", self.udp_ports, UDP_PORTS_MIN, UDP_PORTS_MAX)
@@ -219,6 +272,17 @@ class NetworkConfig:
                                                   else self.publish))
         for spec in self.publish:
             parse_spec(spec)
+        for name in ("flow_log", "pcap"):  # absolute: the file is opened after start-up
+            object.__setattr__(self, name, _file_path(name, getattr(self, name)))
+        _int_in_range("pcap_snaplen", self.pcap_snaplen, PCAP_SNAPLEN_MIN, PCAP_SNAPLEN_MAX)
+        check_api_socket(self.api_socket)
+        rules = [self.rules] if isinstance(self.rules, str) else self.rules
+        object.__setattr__(self, "rules", tuple(str(r) for r in check_rules(rules)))
+        if not isinstance(self.default_deny, bool):
+            raise ConfigError(f"default_deny={self.default_deny!r} must be True or False")
+        _check_netem(self)
+        check_hook_options(self.on_connect, self.on_connect_timeout, self.on_connect_cache,
+                           self.on_connect_fail)
         self._check_family(4, self.cidr4, ("guest4", "gateway4", "dns4"), _V4_RESERVED)
         if self.ipv6:
             self._check_family(6, self.cidr6, ("guest6", "gateway6", "dns6"), _V6_RESERVED)
@@ -291,6 +355,20 @@ def parse_faults(text: str) -> dict[str, float]:
             raise ConfigError(f"faults={text!r}: seed must be from 0 to 2**64-1")
         out[key] = num
     return out
+
+
+def _file_path(name: str, value) -> Optional[str]:
+    """A file ringnet writes (flow log, capture): None, or a path in an existing directory,
+    returned absolute."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value) \
+            or os.path.isdir(os.fspath(value)):
+        raise ConfigError(f"{name}={value!r} must be the path of a file")
+    where = os.path.dirname(os.path.abspath(os.fspath(value)))
+    if not os.path.isdir(where):
+        raise ConfigError(f"{name}={value!r}: directory {where} does not exist")
+    return os.path.join(where, os.path.basename(os.fspath(value)))
 
 
 def _int_in_range(name: str, value, lo: int, hi: int) -> None:

@@ -156,6 +156,8 @@ def to_wire(exc: BaseException, child: Optional[str], step: Optional[str]) -> di
     body: dict[str, Any] = {"child": child, "step": step}
     if isinstance(exc, CoreError):
         body.update(kind="CoreError", errno=exc.errno, what=exc.what)
+    elif isinstance(exc, PublishError):   # an OSError of our own: keep the class and errno
+        body.update(kind="PublishError", errno=exc.errno, message=str(exc))
     elif isinstance(exc, OSError):
         body.update(kind=_os_base(exc).__name__, errno=exc.errno, strerror=exc.strerror,
                     message=OSError.__str__(exc))
@@ -198,6 +200,8 @@ def _rebuild(body: dict[str, Any]) -> RingnetError:
     if kind == "CoreError" and errno_ is not None:
         # what failed and why, with the hint that names the switch: a text, not a name
         exc = CoreError(errno_, _clip(body.get("what"), _TEXT_MAX) or "C core")
+    elif kind == "PublishError":
+        exc = PublishError(errno_ or 0, text)
     elif kind in _OS:
         cls = ChildOSError.of(_OS[kind])
         if errno_ is None:  # raised with a message only: TimeoutError("...")

@@ -39,14 +39,19 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from . import _control, _resolv
+from . import _control, _forwardctl, _hook, _nscall, _resolv
+from ._apisock import ApiServer
+from ._capture import SNAPLEN_MAX, Capture, Taps
 from ._control import Msg
 from ._ctlsock import ControlServer
 from ._hostaddrs import HostAddrs, HostAddrWatcher, read_host_addrs
 from ._core import pump_counter_names, worker_counter_names
+from ._nssocket import AF_INET, SOCK_STREAM, SocketOpener
+from ._netem import NetemControl
 from ._nsutil import check_attach_target, check_netns_path, run_idmap_helpers
 from ._preflight import require
 from ._publish import Forward, Publisher
+from ._rules import RuleSet
 from ._resolv import ResolvWatcher, Upstream, namespace_resolv_conf
 from ._shm import CounterArray
 from ._supervise import Supervisor
@@ -55,6 +60,8 @@ from .errors import ChildError, NamespaceError, ProtocolError, RingnetError, fro
 from .stats import ProcessSampler, Stats, busiest_first, flow_array
 
 if TYPE_CHECKING:
+    from socket import socket as _Socket
+
     import numpy as np
 
 __all__ = ["Network", "State"]
@@ -185,6 +192,7 @@ class Network:
     the context (or ``start()``) brings it up; ``spawn()`` and ``run()`` run commands
     inside; leaving the context (or ``close()``) tears everything down.
     ``Network.attach(pid)`` gives networking to the namespace of an existing process.
+    ``net.rules`` holds its egress rules (ringnet/_rules.py: add, remove, list, names).
     """
 
     def __init__(self, config: Optional[NetworkConfig] = None, **overrides: Any) -> None:
@@ -199,6 +207,7 @@ class Network:
         self._started = 0.0
         self._sampler = ProcessSampler()
         self._ctlserver: Optional[ControlServer] = None
+        self._apiserver: Optional[ApiServer] = None   # slirp4netns's API (_apisock.py)
         self._attach_pid: Optional[int] = None
         self._attach_path: Optional[tuple[str, Optional[str]]] = None   # (netns, userns)
         self._lock = threading.Lock()
@@ -217,6 +226,11 @@ class Network:
         self._publisher = Publisher(self)   # forwards of host ports (_publish.py)
         self._base_spec: dict[str, Any] = {}   # what every worker is started with (current)
         self._supervisor: Optional[Supervisor] = None   # restarts workers (_supervise.py)
+        self._sockets = SocketOpener()   # sockets made inside for socket() (_nssocket.py)
+        self.rules = RuleSet(self)   # egress rules (_rules.py)
+        self._netem = NetemControl(config)   # network emulation settings (_netem.py)
+        self._hook: Optional[_hook.HookServer] = None   # on_connect (_hook.py)
+        self._taps = Taps(self)   # capture mappings, packet capture, flow log (_capture.py)
 
     @classmethod
     def attach(cls, pid: int, config: Optional[NetworkConfig] = None, **overrides: Any) -> "Network":
@@ -283,13 +297,15 @@ class Network:
         self._started = time.time()
         self.state = State.RUNNING
         self._supervisor = Supervisor(self).start()
-        if self.config.control_socket:
-            try:
+        try:
+            if self.config.control_socket:
                 self._ctlserver = ControlServer(self.id, self._control_handlers(),
                                                 self.config.control_dir)
-            except BaseException:
-                self.close()
-                raise
+            if self.config.api_socket:
+                self._apiserver = ApiServer(self, self.config.api_socket)
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def _preflight(self) -> None:
@@ -306,6 +322,46 @@ class Network:
         self._children.append(child)
         return child
 
+    def _spawn_worker(self, i: int, worker_end: socket.socket, ctr: CounterArray) -> _Child:
+        """Start worker ``i`` with everything a worker gets, as things are now: at the
+        network's start and for a replacement after a crash (_supervise.py), so the two
+        cannot drift apart. Its spec: the current DNS upstreams and host addresses
+        (_base_spec), the current netem settings (in its config), the rules memfd and a
+        memfd of the current rule set (_rules.py), its capture mapping (the same one for a
+        replacement: the capture and flow log readers go on reading it), a new hook socket
+        when on_connect is set (_hook.py), its counters and its control socket towards
+        the namespace child (``worker_end``, closed here). The namespace child gives it
+        rings and a splice socket in HELLO; forwards and a running capture follow as
+        messages. Returns the child (not added to _children)."""
+        base = self._base_spec
+        netem = {d: (None if v == "off" else v) for d, v in self._netem.current().items()}
+        config = dict(base["config"], netem=None, netem_up=netem["up"], netem_down=netem["down"])
+        rules_shm, rules_fd, rules_len = self.rules.worker_fds()
+        cap_fd = self._taps.shms[i].fd
+        hook_fd = self._hook.worker_end() if self._hook else -1
+        try:
+            return _spawn(Role.WORKER, i,
+                          dict(base, config=config, index=i, ns_fd=worker_end.fileno(),
+                               counters_fd=ctr.fd, rules_shm_fd=rules_shm, rules_fd=rules_fd,
+                               rules_len=rules_len, hook_fd=hook_fd, capture_fd=cap_fd),
+                          [worker_end.fileno(), ctr.fd, rules_shm, rules_fd, cap_fd]
+                          + ([hook_fd] if self._hook else []))
+        finally:
+            worker_end.close()
+            os.close(rules_fd)
+            if self._hook:
+                self._hook.children_started()
+
+    def _worker_resumed(self, child: _Child) -> None:
+        """A replacement worker runs (_supervise.py, under the query lock): what the others
+        were told after start-up, as it is now (offloads, a running capture). Its
+        forwards follow (Publisher.reestablish())."""
+        _control.send(child.ctl, Msg.OFFLOADS, {"offloads": self.offloads})
+        body = self._taps.worker_state()
+        if body is not None:
+            _control.send(child.ctl, Msg.CAPTURE, body)
+            _control.expect(child.ctl, Msg.ACK, 5.0, child.name)
+
     def _start(self) -> None:
         cfg = self.config
         key = self._hash_key = os.urandom(16).hex()
@@ -317,24 +373,24 @@ class Network:
             log.warning("no usable nameserver in %s: DNS queries inside the namespace will fail "
                         "until it names one (or set dns_upstream)", host_conf)
         host_addrs = read_host_addrs()  # refused unless allow_host
-        base = {"config": dataclasses.asdict(cfg), "hash_key": key, "dns_upstreams": ups,
-                "host_addrs": host_addrs.to_body()}
+        # the rules reach workers in a memfd (_rules.py), never on a command line; the
+        # on_connect hook stays in this process (_hook.child_config)
+        base = {"config": dict(_hook.child_config(cfg), rules=()), "hash_key": key,
+                "dns_upstreams": ups, "host_addrs": host_addrs.to_body()}
         self._base_spec = base
+        self.rules.start_fds()
         self._pctr = CounterArray.create("pump")
+        self._taps.create(cfg.workers)
         ns_ends: list[socket.socket] = []
+        if cfg.on_connect is not None:
+            self._hook = _hook.HookServer(cfg)
         try:
             for i in range(cfg.workers):
                 ctr = CounterArray.create(f"w{i}")
                 self._wctr.append(ctr)
                 ns_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
                 ns_ends.append(ns_end)
-                try:
-                    self._spawn_child(Role.WORKER, i,
-                                      dict(base, index=i, ns_fd=worker_end.fileno(),
-                                           counters_fd=ctr.fd),
-                                      [worker_end.fileno(), ctr.fd])
-                finally:
-                    worker_end.close()
+                self._children.append(self._spawn_worker(i, worker_end, ctr))
             ns = self._spawn_child(Role.NS, 0,
                                    dict(base, attach_pid=self._attach_pid,
                                         attach_path=self._attach_path,
@@ -346,6 +402,8 @@ class Network:
                 s.close()
         self._finalizer = weakref.finalize(self, _reap, self._children, self._spawned)
         self._wait_ready(ns)
+        if self._hook is not None:
+            self._hook.start()
         self._tell_workers(Msg.OFFLOADS, {"offloads": self.offloads})
         if cfg.resolv_conf and not self._attached:
             self._resolv_dir = tempfile.mkdtemp(prefix="ringnet-dns-")
@@ -356,6 +414,7 @@ class Network:
             self._addr_watcher = HostAddrWatcher(host_addrs, self._host_addrs_changed).start()
         for spec in cfg.publish:
             self._publisher.publish(spec)
+        self._taps.start()
 
     # DNS: the resolv.conf offered inside, upstream changes --------------------------------
 
@@ -472,6 +531,9 @@ class Network:
         if self._ctlserver is not None:
             self._ctlserver.close()
             self._ctlserver = None
+        if self._apiserver is not None:
+            self._apiserver.close()
+            self._apiserver = None
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
@@ -481,11 +543,17 @@ class Network:
         if not self._attached and self._nsfds[1] >= 0:
             self._kill_namespace_processes()
         self._publisher.forget()
+        self._taps.flush()   # flow records so far, while their rules and names can be looked up
+        self.rules.close()
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
         _reap(self._children, self._spawned)
         self._children = []
+        self._taps.close()   # the workers are gone: what they left goes to the files
+        if self._hook is not None:
+            self._hook.close()
+            self._hook = None
         for fd in self._nsfds:
             if fd >= 0:
                 os.close(fd)
@@ -589,11 +657,31 @@ class Network:
             done.check_returncode()
         return done
 
+    def socket(self, family: int = AF_INET, type: int = SOCK_STREAM, proto: int = 0) -> "_Socket":
+        """A new socket of the namespace's network for this process, as socket.socket()
+        makes one of the host's: listen or connect from inside without a subprocess,
+        blocking or with asyncio. ``family``: AF_INET or AF_INET6; ``type``: SOCK_STREAM
+        or SOCK_DGRAM (| SOCK_NONBLOCK, SOCK_CLOEXEC); ``proto``: 0 or the type's own.
+        Created by the namespace child and passed here (_nssocket.py). Raises
+        ConfigError for another family or type."""
+        self._require_running()
+        ns = next(c for c in self._children if c.role is Role.NS)
+        return self._sockets.open(ns.ctl, self._nsfds[1], family, type, proto)
+
+    def call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)`` in a fresh Python interpreter inside the namespace
+        (as spawn() runs commands) and return its result, or raise its exception (its
+        own class when it pickles, the remote traceback as its ``__cause__``). ``fn``,
+        the arguments and the result travel pickled (_nscall.py): ``fn`` must be
+        importable by name there (a module-level function). The result is unpickled
+        here: use it only with a namespace whose processes you trust."""
+        return _nscall.call(self, fn, args, kwargs)
+
     # Published ports (_publish.py) -------------------------------------------------------
 
     def publish(self, spec: str) -> Forward:
         """Forward host ports into the namespace: ``spec`` is
-        ``[ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp]`` as podman's ``-p``. Returns a handle
+        ``[ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp|/udp]`` as podman's ``-p``. Returns a handle
         whose ``close()`` removes it. Raises ConfigError or PublishError."""
         self._require_running()
         return self._publisher.publish(spec)
@@ -601,6 +689,28 @@ class Network:
     def forwards(self) -> list[Forward]:
         """The forwards of this network (publish() and NetworkConfig.publish)."""
         return self._publisher.forwards()
+
+    def netem(self, spec: Optional[str] = None, direction: str = "both") -> dict[str, str]:
+        """Network emulation: with ``spec`` ("delay=20ms loss=1% rate=100mbit ...", "off"),
+        set it for ``direction`` ("both", "up": namespace -> world, or "down") in every
+        worker; return the current settings, ``{"up": spec, "down": spec}``. Raises
+        ConfigError naming a bad key and its range."""
+        self._require_running()
+        if spec is None:
+            return self._netem.current()
+        with self._query_lock:
+            return self._netem.set(self._workers(), spec, direction, self.config.faults)
+
+    # Seeing the traffic (_capture.py, _flowlog.py) ----------------------------------------
+
+    def capture(self, path: str, snaplen: int = SNAPLEN_MAX, seconds: Optional[float] = None) -> Capture:
+        """Capture the namespace's frames, both directions, into the pcapng file ``path``
+        (``tcpdump -r`` and Wireshark read it), keeping at most ``snaplen`` bytes of each
+        packet, until the handle's ``close()`` or for ``seconds``. One capture at a time.
+        Frames the writer could not keep up with are left out and counted
+        (``handle.dropped``): capture never slows the traffic down."""
+        self._require_running()
+        return self._taps.capture(path, snaplen, seconds)
 
     # Introspection ---------------------------------------------------------------------
 
@@ -680,10 +790,14 @@ class Network:
             "info": lambda args: self.info(),
             "stats": lambda args: self._stats_dict(),
             "events": lambda args: self.events(),
+            "capture": self._taps.control,
+            **_forwardctl.handlers(self),   # forward_add, forward_ls, forward_rm
+            "rules": self.rules.control,
+            "netem": lambda args: self.netem(args.get("spec"), args.get("direction", "both")),
         }
 
     def _stats_dict(self) -> dict[str, Any]:
-        return self.stats().to_dict()
+        return dict(self.stats().to_dict(), rules=self.rules.list())
 
     def info(self) -> dict[str, Any]:
         """What ``ringnet ls`` shows of this network."""
@@ -693,7 +807,8 @@ class Network:
                 "ifname": self.ifname, "cidr4": self.config.cidr4,
                 "cidr6": self.config.cidr6 if self.config.ipv6 else None, "mtu": self.config.mtu,
                 "workers": self.config.workers, "started": self._started, "label": self.label,
-                "control_socket": self._ctlserver.path if self._ctlserver else None}
+                "control_socket": self._ctlserver.path if self._ctlserver else None,
+                "api_socket": self._apiserver.path if self._apiserver else None}
 
     @property
     def control_socket(self) -> Optional[str]:

@@ -21,10 +21,12 @@ torn down and the process exits 0. SIGINT, SIGTERM and SIGHUP tear it down too
 and end the process with that signal, as slirp4netns dies of it. A ringnet
 child that fails while serving ends the process with status 1.
 
+``-a/--api-socket PATH`` serves slirp4netns's JSON API there (add_hostfwd,
+list_hostfwd, remove_hostfwd; _apisock.py), which podman's
+``port_handler=slirp4netns`` uses to publish ports.
+
 Options ringnet cannot honour fail before anything starts, with a message that
-names them: ``--api-socket`` (port forwarding is issue 11; podman passes it
-only with ``port_handler=slirp4netns`` and ``-p``, and its default port handler,
-rootlessport, works without it), ``--outbound-addr``/``--outbound-addr6``
+names them: ``--outbound-addr``/``--outbound-addr6``
 (ringnet's host sockets are not bound to an address), ``--disable-dns`` (the
 DNS forwarder cannot be turned off), ``--macaddress`` (a tun device has no MAC
 address) and ``--target-type=bess``. ``--enable-sandbox`` and
@@ -73,7 +75,7 @@ User-mode networking for unprivileged network namespaces (ringnet, slirp4netns-c
 -r, --ready-fd=FD        specify the FD to write to when the network is configured
 -m, --mtu=MTU            specify MTU (default={DEFAULT_MTU}, min={MTU_MIN}, max={MTU_MAX})
 -6, --enable-ipv6        enable IPv6
--a, --api-socket=PATH    specify API socket path (not available yet in ringnet: fails)
+-a, --api-socket=PATH    specify API socket path
 --cidr=CIDR              specify network address CIDR (default=10.0.2.0/24)
 --disable-host-loopback  prohibit connecting to 127.0.0.1:* on the host namespace
 --netns-type=TYPE        specify network namespace type ([path|pid], default=pid)
@@ -211,10 +213,6 @@ def _refuse_unsupported(args: argparse.Namespace) -> None:
     if args.target_type == "bess":
         raise UsageError("--target-type=bess: ringnet serves network namespaces only "
                          "(--target-type=netns)")
-    if args.api_socket is not None:
-        raise UsageError("--api-socket: port forwarding is not available yet in ringnet; "
-                         "use podman's default port handler (rootlessport) instead of "
-                         "port_handler=slirp4netns")
     for option, value in (("--outbound-addr", args.outbound_addr),
                           ("--outbound-addr6", args.outbound_addr6)):
         if value is not None:
@@ -233,10 +231,11 @@ def config_from_args(args: argparse.Namespace) -> NetworkConfig:
         return NetworkConfig(mtu=args.mtu, cidr4=args.cidr, ipv6=args.enable_ipv6,
                              ifname=args.tapname, configure_interface=args.configure,
                              allow_host_loopback=not args.disable_host_loopback,
-                             resolv_conf=False)
+                             resolv_conf=False, api_socket=args.api_socket)
     except RingnetError as e:
         # name the option, not the field: cidr4 is --cidr, ifname is TAPNAME
-        text = str(e).replace("cidr4=", "--cidr=").replace("ifname=", "TAPNAME ")
+        text = str(e).replace("cidr4=", "--cidr=").replace("ifname=", "TAPNAME ") \
+            .replace("api_socket=", "--api-socket=")
         raise UsageError(text) from None
 
 

@@ -13,7 +13,10 @@ worker         uint16  index of the worker that owns the flow
 proto          U5      "tcp", "udp", "icmp" or "icmp6" (other protocols: the number)
 state          U12     TCP: "CONNECTING", "SYN_SENT", "SYN_RCVD", "ESTABLISHED",
                        "CLOSE_WAIT", "FIN_WAIT_1", "FIN_WAIT_2", "CLOSING", "LAST_ACK",
-                       "TIME_WAIT" (tcp_fsm.c); UDP and ICMP: "active"
+                       "TIME_WAIT" (tcp_fsm.c); UDP and ICMP: "active"; a forwarded
+                       connection on the splice route (splice.c): "SPLICE_REQ",
+                       "SPLICE_CONN", "SPLICED", "SPLICED_HALF" (guest: the forward's
+                       namespace address and port; remote: the client on host loopback)
 guest          U39     the namespace-side address (IPv4 or IPv6, as text)
 guest_port     uint16  the namespace-side port (ICMP: the echo identifier)
 remote         U39     the remote address as the namespace names it

@@ -2,7 +2,8 @@
 # setup-test-env.sh - install everything ringnet's tests need on a fresh Debian machine.
 #
 # As root: Debian packages (compiler, Python headers and venv, iperf3, ping, setpriv,
-# dnsmasq and dig for the DNS tests; podman, runc and busybox-static for the podman test),
+# dnsmasq and dig for the DNS tests, tcpdump to read captures back; podman, runc and
+# busybox-static for the podman test),
 # /dev/net/tun mode 0666 (as common distributions ship it), an unprivileged user for
 # the rootless tests, and a virtual environment that every user can run, made from
 # Debian's /usr/bin/python3, with ringnet and its test dependencies installed.
@@ -21,7 +22,7 @@ fi
 PY=/usr/bin/python3
 
 if [ "$(id -u)" = 0 ]; then
-    pkgs="gcc libc6-dev python3-dev python3-venv iperf3 iputils-ping iproute2 util-linux procps dnsmasq-base bind9-dnsutils uidmap slirp4netns passt curl clang libclang-rt-14-dev"
+    pkgs="gcc libc6-dev python3-dev python3-venv iperf3 iputils-ping iproute2 util-linux procps dnsmasq-base bind9-dnsutils uidmap slirp4netns passt curl clang libclang-rt-14-dev tcpdump"
     # shellcheck disable=SC2086
     missing=$(apt_missing $pkgs)
     if [ -n "$missing" ]; then

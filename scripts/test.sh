@@ -19,10 +19,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 # the tests that run the C core in this process: ring, ring loops, pump, flow hashing,
-# worker frame intake, TCP input, UDP worker, moderation rules
+# worker frame intake, TCP input, UDP worker, moderation rules, network emulation,
+# on_connect verdicts, the splice protocol, UDP forwards, capture
 HARNESS=(tests/test_ring.py tests/test_ring_stress.py tests/test_pump.py tests/test_flow.py
          tests/test_worker_input.py tests/test_tcp_input.py tests/test_udp_worker.py
-         tests/test_moderate.py)
+         tests/test_moderate.py tests/test_netem_worker.py tests/test_verdict.py
+         tests/test_splice_proto.py tests/test_udp_fwd_worker.py
+         tests/test_capture_core.py)
 
 sanitize_only=0
 if [ "${1:-}" = "--sanitize" ]; then

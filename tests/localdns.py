@@ -114,14 +114,15 @@ class LocalDns:
 
     ``port`` None picks a free one. ``upstream`` is the "ADDR:PORT" text for
     ringnet's dns_upstream. ``log_queries``: log each query received, for
-    ``queries()``. Raises RuntimeError if dnsmasq is missing or does not answer
+    ``queries()``. ``ttl``: the TTL of the answers (dnsmasq's default is 0). Raises RuntimeError if dnsmasq is missing or does not answer
     within 10 s (the reason is in the message).
     """
 
     def __init__(self, records: Mapping[str, Sequence[str]] = DEFAULT_RECORDS,
                  host: str = "127.0.0.1", port: Optional[int] = None,
-                 log_queries: bool = False) -> None:
+                 log_queries: bool = False, ttl: Optional[int] = None) -> None:
         self.records = dict(records)
+        self.ttl = ttl
         self.host = host
         self.port = port or free_port(host)
         self.proc: Optional[subprocess.Popen] = None
@@ -144,6 +145,8 @@ class LocalDns:
             argv += ["--no-daemon", "--log-facility=-"]
         if os.geteuid() == 0:
             argv.append("--user=nobody")
+        if self.ttl is not None:  # dnsmasq answers its own records with TTL 0 otherwise
+            argv.append(f"--local-ttl={self.ttl}")
         for name, addrs in self.records.items():
             argv.append(f"--host-record={name},{','.join(addrs)}")
         return argv

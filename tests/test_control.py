@@ -186,11 +186,13 @@ def test_worker_setup_error_arrives_as_the_same_os_error(no_leaks):
         worker_end.close()
     memfd = os.memfd_create("ringnet-test-ring", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     evs = [os.eventfd(0, os.EFD_CLOEXEC) for _ in range(2)]
+    splice = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         os.ftruncate(memfd, lib.rn_shm_size(cfg.ring_size))
         fcntl.fcntl(memfd, fcntl.F_ADD_SEALS, REQUIRED_SEALS | fcntl.F_SEAL_WRITE)
         _control.send(ns_side, Msg.HELLO, {"version": _control.PROTOCOL_VERSION, "worker": 0,
-                                           "ring_size": cfg.ring_size}, [memfd, *evs])
+                                           "ring_size": cfg.ring_size},
+                      [memfd, *evs, splice[1].fileno()])
         with pytest.raises(PermissionError) as info:
             _control.expect(ns_side, Msg.ACK, 60, "worker 0")
         msg = _control.recv(child.ctl, timeout=60)
@@ -201,6 +203,8 @@ def test_worker_setup_error_arrives_as_the_same_os_error(no_leaks):
     finally:
         for fd in (memfd, *evs):
             os.close(fd)
+        for sock in splice:
+            sock.close()
         if child.proc.poll() is None:
             child.proc.kill()
             child.proc.wait()

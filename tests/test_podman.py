@@ -9,10 +9,11 @@ and ``cgroup_manager = "cgroupfs"`` (crun refuses this machine's hybrid cgroup l
 The image is imported (``podman import``) from a rootfs holding busybox-static: no
 registry is involved.
 
-Port publishing through ``port_handler=slirp4netns`` needs slirp4netns's API socket,
-which waits for inbound forwarding (issue 11); until then ringnet-slirp4netns refuses
-``--api-socket`` clearly (tested here), and podman's default port handler,
-rootlessport, publishes ports without it (tested here too).
+Ports are published both ways podman has: its default port handler, rootlessport
+(which reaches the container through the namespace's own network), and
+``port_handler=slirp4netns``, where podman passes ``--api-socket`` and asks
+ringnet-slirp4netns over slirp4netns's JSON API (``add_hostfwd``) to forward the
+host port through ringnet.
 """
 
 from __future__ import annotations
@@ -145,7 +146,9 @@ def podman():
         pytest.skip(why)
     assert os.access(NETWORK_CMD, os.X_OK), f"{NETWORK_CMD} is not installed (console script)"
     uid, gid = unpriv_user()
-    root = tempfile.mkdtemp(prefix="ringnet-podman-")
+    # short: podman's API socket for port_handler=slirp4netns is run/libpod/tmp/<64 hex>.net
+    # under it, and a unix socket path holds at most 107 bytes
+    root = tempfile.mkdtemp(prefix="rnpm-")
     os.chmod(root, 0o755)
     pm = Podman(root, uid, gid)
     try:
@@ -240,14 +243,16 @@ def test_host_loopback_is_refused_by_default(podman, no_network_left):
     assert "Connection refused" in r.stderr, r.stderr
 
 
-def test_published_port_through_rootlessport(podman, no_network_left):
+def _serve_and_fetch(podman, network: str, marker: str, while_up=None) -> bytes:
+    """Run a web server container with ``-p 127.0.0.1:HOSTPORT:8080`` on ``network``, read
+    its page from the host, call ``while_up(HOSTPORT)`` if given; return the reply."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         host_port = s.getsockname()[1]
     name = f"ringnet-web-{secrets.token_hex(4)}"
-    r = podman("run", "-d", "--rm", "--name", name, "--network", "slirp4netns",
+    r = podman("run", "-d", "--rm", "--name", name, "--network", network,
                "-p", f"127.0.0.1:{host_port}:8080", IMAGE, "/bin/sh", "-c",
-               "echo served-from-the-container > /www/index.html; exec httpd -f -p 8080 -h /www")
+               f"echo {marker} > /www/index.html; exec httpd -f -p 8080 -h /www")
     assert r.returncode == 0, r.stderr
     try:
         got = {}
@@ -262,18 +267,39 @@ def test_published_port_through_rootlessport(podman, no_network_left):
             except OSError:
                 return False
             got["reply"] = data
-            return b"served-from-the-container" in data
+            return marker.encode() in data
 
         wait_until(fetch, "the published port to serve the container's page", interval=0.1)
-        assert got["reply"].startswith(b"HTTP/1.")
+        if while_up is not None:
+            while_up(host_port)
+        return got["reply"]
     finally:
         stopped = podman("stop", "-t", "0", name)
         assert stopped.returncode == 0, stopped.stderr
 
 
-def test_slirp4netns_port_handler_is_refused_clearly(podman, no_network_left):
-    r = podman("run", "--rm", "--network", "slirp4netns:port_handler=slirp4netns",
-               "-p", "127.0.0.1:8080:8080", IMAGE, "true")
-    assert r.returncode != 0
-    assert "--api-socket: port forwarding is not available yet in ringnet" in r.stderr, r.stderr
+def _listeners_of(port: int) -> list[psutil.Process]:
+    """The processes holding the listening socket of 127.0.0.1:``port``."""
+    return [psutil.Process(pid) for pid in {c.pid for c in psutil.net_connections("tcp4")
+            if c.status == psutil.CONN_LISTEN and c.laddr == ("127.0.0.1", port) and c.pid}]
 
+
+def test_published_port_through_rootlessport(podman, no_network_left):
+    reply = _serve_and_fetch(podman, "slirp4netns", "served-from-the-container")
+    assert reply.startswith(b"HTTP/1.")
+
+
+def test_published_port_through_the_api_socket(podman, no_network_left):
+    """port_handler=slirp4netns: podman starts ringnet-slirp4netns with --api-socket and
+    sends it add_hostfwd; the host port is a ringnet worker's, and the page comes through it."""
+    def while_up(port: int) -> None:
+        [net_cmd] = podman.network_processes()
+        assert any(a.startswith("--api-socket") for a in net_cmd.cmdline()), net_cmd.cmdline()
+        owners = _listeners_of(port)
+        assert owners
+        for owner in owners:   # ringnet's workers, not rootlessport
+            assert owner.name().startswith("ringnet-"), owner.cmdline()
+            assert net_cmd.pid in [p.pid for p in owner.parents()]
+    reply = _serve_and_fetch(podman, "slirp4netns:port_handler=slirp4netns", "through-the-api",
+                             while_up)
+    assert reply.startswith(b"HTTP/1.")

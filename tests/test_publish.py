@@ -205,11 +205,14 @@ def content(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def net(content):
-    """Two workers (so that flows of real-source clients may need a handoff), an HTTP
+    """Two workers (so that flows of real-source clients may need a handoff), the C-core
+    route for every client, an HTTP
     server and two whoami servers inside, one forward from the configuration."""
     http_host = free_port()
+    # splice_local=False: host-loopback clients go through the C core too (the splice
+    # route has tests/test_splice.py)
     with ringnet.Network(workers=2, publish=[f"127.0.0.1:{http_host}:{HTTP_PORT}"],
-                         control_socket=False) as n:
+                         control_socket=False, splice_local=False) as n:
         n.test_http_host = http_host
         procs = [n.spawn([sys.executable, "-m", "http.server", "--bind", "::", "-d",
                           str(content[0]), str(HTTP_PORT)],
@@ -396,8 +399,12 @@ def test_port_in_use_and_overlap_are_refused(net):
     try:
         with pytest.raises(ringnet.ConfigError, match="host ports overlap those of the forward"):
             net.publish(f"{port}:{WHOAMI2_PORT}")
-        with pytest.raises(ringnet.ConfigError, match="UDP forwards are not supported yet"):
-            net.publish(f"127.0.0.1:{free_port()}:53/udp")
+        # the unspecified addresses cover every address of their family (:: both)
+        for wild in ("0.0.0.0", "[::]"):
+            with pytest.raises(ringnet.ConfigError, match="host ports overlap those of the forward"):
+                net.publish(f"{wild}:{port}:{WHOAMI2_PORT}")
+        # the same host port for UDP is another forward (tests/test_publish_udp.py)
+        net.publish(f"127.0.0.1:{port}:{WHOAMI_PORT}/udp").close()
     finally:
         fwd.close()
 
@@ -456,7 +463,8 @@ def test_cli_bad_publish_spec_one_line_error():
 @needs_userns
 def test_cli_run_publish_as_unprivileged_user():
     """ringnet run -p, rootless (as the unprivileged test user when run as root), forwards a
-    host port to the command inside."""
+    host port to the command inside; the client on host loopback takes the splice route
+    (seen inside from the namespace's loopback)."""
     port = free_port()
     argv = ringnet_cmd("run", "--workers", "2", "-p", f"127.0.0.1:{port}:{WHOAMI_PORT}",
                        "--", sys.executable, "-c", ONE_SHOT, str(WHOAMI_PORT))
@@ -467,7 +475,7 @@ def test_cli_run_publish_as_unprivileged_user():
         wait_until(lambda: p.poll() is not None or got.append(ask("127.0.0.1", port)) or
                    got[-1] is not None, "the command inside to answer", interval=0.05)
         assert p.poll() is None or p.returncode == 0, p.stderr.read()
-        assert got[-1][0] == "10.0.2.2"
+        assert got[-1][0] == "127.0.0.1"
         assert p.wait(timeout=60) == 0
     finally:
         if p.poll() is None:

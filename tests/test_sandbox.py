@@ -242,19 +242,32 @@ def test_worker_keeps_the_host_network_and_itself():
 
 
 @needs_userns
-def test_nschild_may_start_threads_but_not_sockets():
+def test_nschild_may_start_threads_and_make_ip_sockets_only():
     """The namespace child's list lets it start threads (its pump threads start after the
-    sandbox: glibc's clone3 gets ENOSYS and falls back to clone with CLONE_THREAD) but
-    not make sockets; each thread carries the filter."""
+    sandbox: glibc's clone3 gets ENOSYS and falls back to clone with CLONE_THREAD) and
+    make IPv4 and IPv6 sockets of its namespace (Network.socket(), the splice route), but no other
+    family, and, without capabilities, no raw socket; each thread carries the filter."""
     def probe():
         seen = {}
-        t = threading.Thread(target=lambda: seen.update(tid=threading.get_native_id()))
+
+        def in_thread():
+            seen["tid"] = threading.get_native_id()
+            seen["netlink"] = oserror(lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW).close())
+
+        t = threading.Thread(target=in_thread)
         t.start()
         t.join()
-        return {"thread": bool(seen.get("tid")),
-                "socket": oserror(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))}
+        return {"thread": bool(seen.get("tid")), "thread_netlink": seen.get("netlink"),
+                "udp": oserror(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).close()),
+                "tcp6": oserror(lambda: socket.socket(socket.AF_INET6, socket.SOCK_STREAM).close()),
+                "splice_stream": oserror(lambda: socket.socket(
+                    socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC).close()),
+                "unix": oserror(lambda: socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).close()),
+                "raw": oserror(lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW,
+                                                     socket.IPPROTO_ICMP).close())}
     out, status = in_child("nschild", probe)
-    assert out == {"thread": True, "socket": errno.EPERM}, out
+    assert out == {"thread": True, "thread_netlink": errno.EPERM, "udp": 0, "tcp6": 0,
+                   "splice_stream": 0, "unix": errno.EPERM, "raw": errno.EPERM}, out
 
 
 @needs_userns

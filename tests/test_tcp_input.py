@@ -75,11 +75,14 @@ class TcpHarness(Harness):
     """One worker on its own mapping, host loopback allowed, driven from the namespace."""
 
     def __init__(self, max_flows: int = 64, idle_ms: int = 7_200_000, fin_ms: int = 60_000,
-                 allow: bool = True, mtu: int = 65520, confined: bool = True, dns=None):
+                 allow: bool = True, mtu: int = 65520, confined: bool = True, dns=None,
+                 delack_ms: int = 0):
         """confined=False lets the worker connect beyond loopback: only in a network
         namespace of the test's own. dns: (address, port) of the upstream resolver, or a
-        list of them."""
+        list of them. delack_ms: our delayed ACK (tcp_delack.c; off unless asked, so that
+        a cell's ACK comes at once)."""
         p = params(mtu=mtu)
+        p.tcp_delack_ms = delack_ms
         p.allow_host_loopback = int(allow)
         p.loopback_only = int(confined)
         if dns:
@@ -398,6 +401,56 @@ def test_established_data_to_host_acked_exactly(h, server):
     assert ack.ack == peer.snd_nxt and ack.flags == ACK and ack.wnd > 0
     assert conn.recv(100) == b"hello world"
     assert h.c("tcp_bytes_up") == 11
+
+
+@pytest.fixture
+def hd():
+    """A harness with our delayed ACK on, 2 ms as ringnet runs it."""
+    harness = TcpHarness(delack_ms=2)
+    yield harness
+    harness.close()
+
+
+def test_established_small_data_ack_rides_on_the_answer(hd, server):
+    peer = Peer(hd, server.getsockname()[1])
+    conn = peer.connect(server)
+    # the batch ends without an ACK (the deadline, 2 ms on, is not looked at before
+    # the next pass), held back for the host's answer
+    assert peer.send(ACK | PSH, b"ping") == [] and hd.c("tcp_acks_delayed") == 1
+    assert conn.recv(10) == b"ping"
+    conn.sendall(b"pong")
+    segs = peer.wait(lambda s: s.payload)
+    [data] = [s for s in segs if s.payload]
+    assert data.payload == b"pong" and data.ack == peer.snd_nxt  # the answer acknowledges
+
+
+def test_established_small_data_acked_alone_when_no_answer_comes(hd, server):
+    peer = Peer(hd, server.getsockname()[1])
+    conn = peer.connect(server)
+    assert peer.send(ACK | PSH, b"ping") == []
+    segs = peer.wait(lambda s: s.flags == ACK and s.ack == peer.snd_nxt)
+    assert all(not s.payload for s in segs) and hd.c("tcp_delack_timeouts") == 1
+    assert conn.recv(10) == b"ping"
+
+
+def test_established_full_segment_acked_at_once_with_delack(hd, server):
+    peer = Peer(hd, server.getsockname()[1])
+    conn = peer.connect(server)
+    [ack] = peer.send(ACK | PSH, b"x" * peer.mss)
+    assert ack.flags == ACK and ack.ack == peer.snd_nxt and hd.c("tcp_acks_delayed") == 0
+    assert len(conn.recv(peer.mss, socket.MSG_WAITALL)) == peer.mss
+
+
+def test_established_filled_gap_acked_at_once_with_delack(hd, server):
+    peer = Peer(hd, server.getsockname()[1])
+    conn = peer.connect(server)
+    base = peer.snd_nxt
+    [dup] = peer.send(ACK, b"world", seq=base + 6)
+    assert dup.ack == base
+    [ack] = peer.send(ACK, b"hello ", seq=base)  # fills the gap: never delayed
+    assert ack.ack == base + 11 and hd.c("tcp_acks_delayed") == 0
+    peer.snd_nxt = base + 11
+    assert conn.recv(100) == b"hello world"
 
 
 def test_established_host_data_to_namespace(h, server):

@@ -177,11 +177,31 @@ def test_udp_gso_from_inside_arrives_as_datagrams(no_leaks):
 
 
 FLOOD = r'''
-import socket, sys
+import socket, sys, time
 host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+
+def tun_tx():
+    """rn0's tx packets (counted as the pump reads them) and tx drops."""
+    with open("/proc/net/dev") as f:
+        for line in f:
+            name, _, rest = line.partition(":")
+            if name.strip() == "rn0":
+                v = rest.split()
+                return int(v[9]), int(v[11])
+    raise SystemExit("no rn0 in /proc/net/dev")
+
+# The tun device drops a datagram that finds its queue full, as a pump held off the CPU
+# leaves it: keep fewer than WINDOW datagrams between the sockets and the pump.
+WINDOW = 256
+read0, drops0 = tun_tx()
+read = 0
 for i in range(n):
+    while i - read >= WINDOW:
+        time.sleep(0.0005)  # pacing while the pump catches up, not synchronisation
+        read = tun_tx()[0] - read0
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.sendto(b"%d" % i, (host, port))
+print("sent", n, "dropped", tun_tx()[1] - drops0)
 '''
 
 
@@ -196,11 +216,14 @@ def test_ten_thousand_short_flows_stay_under_the_cap(no_leaks):
         srv.bind(("127.0.0.1", 0))
         peak = 0
         proc = net.spawn([sys.executable, "-c", FLOOD, "10.0.2.2", str(srv.getsockname()[1]),
-                          "10000"])
+                          "10000"], stdout=subprocess.PIPE, text=True)
         while proc.poll() is None:
             peak = max([peak] + [w["flows_open_udp"] for w in net.counters()["workers"]])
             time.sleep(0.01)
+        with proc.stdout:
+            out = proc.stdout.read()
         assert proc.returncode == 0
+        assert out.split() == ["sent", "10000", "dropped", "0"]
         wait_until(lambda: sum(w["udp_in"] + w["flows_refused_cap"]
                                for w in net.counters()["workers"]) == 10000,
                    "the workers to take all 10000 datagrams")
@@ -217,8 +240,9 @@ def test_idle_flows_expire_and_close_their_sockets(no_leaks):
         workers = [psutil.Process(p) for p in net.worker_pids]
         fds = [w.num_fds() for w in workers]
         r = net.run([sys.executable, "-c", FLOOD, "10.0.2.2", str(srv.getsockname()[1]), "100"],
-                    timeout=60)
-        assert r.returncode == 0
+                    timeout=60, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == ["sent", "100", "dropped", "0"]
         counter_reaches(net, "udp_in", 100)
         wait_until(lambda: counter(net, "flows_open_udp") == 0, "the idle flows to expire")
         wait_until(lambda: [w.num_fds() for w in workers] == fds, "their sockets to close")
