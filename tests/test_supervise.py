@@ -425,3 +425,99 @@ def test_describe_status():
     assert describe_status(-9) == "killed by SIGKILL"
     assert describe_status(1) == "exit status 1"
     assert json.dumps(describe_status(None)) == '"status unknown"'
+
+
+# Inside: connect to each port given, N times each from a new source port; print one word
+# per attempt: "ok" (connected) or the errno's name.
+CONNECTS = r"""
+import errno, socket, sys
+host, n, ports = sys.argv[1], int(sys.argv[2]), [int(p) for p in sys.argv[3:]]
+for port in ports:
+    out = []
+    for _ in range(n):
+        s = socket.socket()
+        s.settimeout(60)
+        try:
+            s.connect((host, port))
+            out.append("ok")
+        except OSError as e:
+            out.append(errno.errorcode.get(e.errno, str(e)))
+        finally:
+            s.close()
+    print(port, *out, flush=True)
+"""
+
+
+class _Acceptor:
+    """A TCP server on host loopback that accepts and closes (what a refused rule hides)."""
+
+    def __init__(self) -> None:
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.port = self.srv.getsockname()[1]
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            c.close()
+
+    def close(self) -> None:
+        self.srv.close()
+
+
+@needs_userns
+def test_restart_keeps_rules_and_forward(no_leaks):
+    """A worker replaced after SIGKILL starts with the rules as they are now (the
+    configured deny and one added at run time), so both workers, the survivor and the
+    replacement, still refuse those flows (each counts policy_rule) while an allowed
+    port connects; and a published TCP port still serves through the replacement."""
+    servers = [_Acceptor() for _ in range(3)]   # denied by config, denied at run time, allowed
+    denied_cfg, denied_rt, allowed = (s.port for s in servers)
+    fwd_port, inside = free_port(), 7101
+    try:
+        with ringnet.Network(workers=2, allow_host_loopback=True, control_socket=False,
+                             rules=[f"deny tcp:{GW}:{denied_cfg}"],
+                             publish=[f"127.0.0.1:{fwd_port}:{inside}"]) as net:
+            net.rules.add(f"deny tcp:{GW}:{denied_rt}")
+            net.spawn([sys.executable, "-c", ECHO, str(inside)])
+
+            def echoes() -> bool:
+                try:
+                    with socket.create_connection(("127.0.0.1", fwd_port), timeout=HANG_S) as s:
+                        s.sendall(b"ping\n")
+                        return s.recv(16) == b"ping\n"
+                except OSError:
+                    return False   # the server inside not up yet
+            wait_until(echoes, "the echo server behind the forward", interval=0.05)
+
+            victim = net.worker_pids[1]
+            os.kill(victim, signal.SIGKILL)
+            wait_until(lambda: _events(net, "worker_restarted"), "the restart")
+            assert net.worker_pids[1] != victim
+            before = [w["policy_rule"] for w in net.counters()["workers"]]
+            assert before[1] == 0   # the replacement's counters start from zero
+
+            def refused_by_both() -> bool:
+                r = net.run([sys.executable, "-c", CONNECTS, GW, "8",
+                             str(denied_cfg), str(denied_rt), str(allowed)],
+                            capture_output=True, text=True, timeout=HANG_S)
+                assert r.returncode == 0, r.stderr
+                got = {int(line.split()[0]): line.split()[1:] for line in r.stdout.splitlines()}
+                assert got[denied_cfg] == ["ECONNREFUSED"] * 8, got
+                assert got[denied_rt] == ["ECONNREFUSED"] * 8, got
+                assert got[allowed] == ["ok"] * 8, got
+                now = [w["policy_rule"] for w in net.counters()["workers"]]
+                return all(n > b for n, b in zip(now, before))
+            # each round's source ports hash anew: until each worker has refused some
+            wait_until(refused_by_both, "refusals counted by both workers")
+            assert [r["rule"] for r in net.rules.list()] == \
+                [f"deny tcp:{GW}/32:{denied_cfg}", f"deny tcp:{GW}/32:{denied_rt}"]
+            # the forward: connections from many source ports, so both workers accept
+            for _ in range(8):
+                assert echoes(), "the forward after the restart"
+    finally:
+        for s in servers:
+            s.close()
