@@ -4,21 +4,28 @@ Theory of operation
 -------------------
 Orchestrator side (``Supervisor``, one per running Network, a thread of ours with
 signals blocked): it polls a pidfd of every child (opened while the child is
-known alive, so a reaped and reused PID can never be mistaken for it), the
-namespace child's control socket and a wake-up pipe.
+known alive, so a reaped and reused PID can never be mistaken for it) and a
+wake-up pipe; not the namespace child's control socket, which carries
+``Network.socket()``'s exchanges (its report is read once its pidfd says it exited).
 
 - A worker exits (crash, SIGKILL, error): it is reaped and replaced, under the
-  query lock (no FLOWS or DNS_UPSTREAMS exchange meanwhile). The replacement is a
-  fresh interpreter started exactly as at start-up (same index, so the same flows
-  hash to it; a fresh counter array; the current DNS upstreams and host
-  addresses), with a new control socketpair towards the namespace child and a
-  fresh ring memfd, created, sealed and initialised here (the namespace child's
-  sandbox allows no memfd_create() or sealing). WORKER_REPLACE carries both to
-  the namespace child, which answers WORKER_REPLACED once the new worker has
-  accepted its rings; the orchestrator then sends OFFLOADS and re-establishes
-  every published port (``Publisher.reestablish()``: the listeners it keeps a
-  copy of are handed again to every worker with new handoff sockets). The event
-  is recorded (``Network.events()``) and logged as a warning.
+  query lock (no FLOWS or DNS_UPSTREAMS exchange meanwhile). The replacement is
+  started by the very function that starts the workers at first
+  (``Network._spawn_worker()``: same index, so the same flows hash to it; the
+  current DNS upstreams, host addresses and netem settings; the rules memfd and a
+  memfd of the current rule set; its capture mapping; a new hook socket when
+  on_connect is set; a fresh counter array), with a new control socketpair
+  towards the namespace child and a fresh ring memfd, created, sealed and
+  initialised here (the namespace child's sandbox allows no memfd_create() or
+  sealing). WORKER_REPLACE carries both to the namespace child (under the lock of
+  ``Network.socket()``'s exchanges on that socket), which makes the worker a new
+  splice socketpair and answers WORKER_REPLACED once the new worker has accepted
+  its rings; the orchestrator then sends OFFLOADS and a running capture's CAPTURE
+  (``Network._worker_resumed()``) and hands the forwards out again
+  (``Publisher.reestablish()``: the TCP listeners it keeps a copy of to every
+  worker with new handoff sockets, the UDP sockets the dead worker served to its
+  replacement). The event is recorded (``Network.events()``) and logged as a
+  warning.
 - Restarts are rate-limited: more than ``max_restarts`` within RESTART_WINDOW
   seconds (or any with ``max_restarts=0``) fail the network.
 - The namespace child exits, or reports an error: the namespace, its interface
@@ -32,9 +39,10 @@ still tears down whatever is left.
 Namespace child side (``NsQueues``, ``ns_replace_worker``): the pump threads
 share every worker's ring to_worker (a frame read from queue i may belong to
 worker j), so one queue's rings cannot be swapped under the others. The
-namespace child instead checks the new worker (HELLO, ACK) while the pump runs
-on, then stops the whole pump (its threads finish their batch; a frame a thread
-held for a full ring is dropped), swaps worker i's socket, ring and doorbells,
+namespace child instead checks the new worker (HELLO with the ring, doorbells
+and a new splice socket; ACK) while the pump runs on, then stops the whole pump
+(its threads finish their batch; a frame a thread held for a full ring is
+dropped), swaps worker i's control and splice sockets, ring and doorbells,
 and starts the pump again on the same tun queues, adopting the other rings as
 they are (indices in shared memory). The other workers' flows see a pause (its
 length is logged at INFO), no loss that TCP does not repair.
@@ -334,7 +342,6 @@ class Supervisor:
         while not self._stopping and self._failure is None:
             poller = select.poll()
             poller.register(self._wake_r, select.POLLIN)
-            poller.register(ns.ctl, select.POLLIN)
             for fd in self._pidfds:
                 poller.register(fd, select.POLLIN)
             for fd, _ in poller.poll():
@@ -342,9 +349,6 @@ class Supervisor:
                     return
                 if fd == self._wake_r:
                     continue
-                if fd == ns.ctl.fileno():
-                    self._ns_message(ns)
-                    break
                 child = self._pidfds.pop(fd)
                 os.close(fd)
                 if child is ns:
@@ -354,11 +358,12 @@ class Supervisor:
                 break   # the set of fds changed
 
     def _ns_message(self, ns: "_Child") -> None:
-        """The namespace child spoke unasked: an ERROR (it is giving up) or EOF (it is
-        gone; its exit status says how)."""
+        """The namespace child exited: read its ERROR report if it left one (else EOF),
+        and its exit status; fail the network."""
         try:
-            msg = _control.recv(ns.ctl)   # readable (or hung up): no wait
-        except (OSError, ProtocolError) as e:
+            # it exited: its report if it left one, else EOF (a bound all the same)
+            msg = _control.recv(ns.ctl, timeout=_STOP_TIMEOUT)
+        except (OSError, ProtocolError, TimeoutError) as e:
             msg, why = None, f" ({e})"
         else:
             why = ""
@@ -389,6 +394,11 @@ class Supervisor:
 
     def _worker_died(self, child: "_Child") -> None:
         status = child.proc.wait()
+        ns = self._ns()
+        if ns.proc.poll() is not None:
+            # the workers end when the namespace child does: that is the cause
+            self._ns_message(ns)
+            return
         reason = describe_status(status)
         limit = self._net.config.max_restarts
         now = self.clock()
@@ -448,12 +458,18 @@ class Supervisor:
             try:
                 ring = RingMapping.create(cfg.ring_size, i)
                 try:
-                    _control.send(ns.ctl, Msg.WORKER_REPLACE, {"worker": i}, [ns_end.fileno(), ring.fd])
+                    # one exchange at a time on its control socket: Network.socket()'s
+                    # NS_SOCKET takes the same lock
+                    with net._sockets.lock:
+                        _control.send(ns.ctl, Msg.WORKER_REPLACE, {"worker": i},
+                                      [ns_end.fileno(), ring.fd])
+                        ns_end.close()
+                        reply = _control.expect(ns.ctl, Msg.WORKER_REPLACED,
+                                                cfg.startup_timeout + 5, "ns")
                 finally:
                     ring.close()
             finally:
                 ns_end.close()
-            reply = _control.expect(ns.ctl, Msg.WORKER_REPLACED, cfg.startup_timeout + 5, "ns")
             if reply.body.get("worker") != i:
                 raise ProtocolError(f"WORKER_REPLACED names worker {reply.body.get('worker')!r}, "
                                     f"not {i}")
