@@ -521,3 +521,67 @@ def test_restart_keeps_rules_and_forward(no_leaks):
     finally:
         for s in servers:
             s.close()
+
+
+# Inside: a UDP echo server on port argv[1] (IPv4 and IPv6).
+UDP_ECHO = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.bind(("::", int(sys.argv[1])))
+while True:
+    data, a = s.recvfrom(65535)
+    s.sendto(b"echo " + data, a)
+"""
+
+
+@needs_userns
+def test_restart_keeps_udp_forward_and_hook(no_leaks):
+    """The worker serving a UDP forward (forward id 1 of 2 workers: worker 1) is killed:
+    its replacement gets the forward's socket again (a datagram to the host port is
+    echoed from inside), and a new hook socket: the on_connect hook decides the
+    replacement's flows too (it asks, hook_asks; the hook's DENY refuses)."""
+    servers = [_Acceptor() for _ in range(2)]   # denied by the hook, allowed
+    denied, allowed = (s.port for s in servers)
+    uport, inside = free_port(), 5354
+    asked: list[int] = []
+
+    def hook(flow):
+        asked.append(flow.dst_port)
+        return ringnet.DENY if flow.dst_port == denied else ringnet.ALLOW
+    try:
+        with ringnet.Network(workers=2, allow_host_loopback=True, control_socket=False,
+                             on_connect=hook, publish=[f"127.0.0.1:{uport}:{inside}/udp"]) as net:
+            net.spawn([sys.executable, "-c", UDP_ECHO, str(inside)])
+            cli = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            cli.settimeout(0.5)
+
+            def udp_echoes() -> bool:
+                cli.sendto(b"hi", ("127.0.0.1", uport))
+                try:
+                    return cli.recv(64) == b"echo hi"
+                except OSError:
+                    return False   # not up yet (the datagram may go before the server binds)
+            try:
+                wait_until(udp_echoes, "the UDP echo behind the forward", interval=0.05)
+                victim = net.worker_pids[1]
+                os.kill(victim, signal.SIGKILL)
+                wait_until(lambda: _events(net, "worker_restarted"), "the restart")
+                wait_until(udp_echoes, "the UDP forward after the restart", interval=0.05)
+            finally:
+                cli.close()
+
+            def decided_by_both() -> bool:
+                r = net.run([sys.executable, "-c", CONNECTS, GW, "8", str(denied), str(allowed)],
+                            capture_output=True, text=True, timeout=HANG_S)
+                assert r.returncode == 0, r.stderr
+                got = {int(line.split()[0]): line.split()[1:] for line in r.stdout.splitlines()}
+                assert got[denied] == ["ECONNREFUSED"] * 8, got
+                assert got[allowed] == ["ok"] * 8, got
+                return all(w["hook_asks"] > 0 for w in net.counters()["workers"])
+            # the replacement's counters start from zero: until it has asked the hook
+            wait_until(decided_by_both, "the replacement asking the hook")
+            assert denied in asked and allowed in asked
+    finally:
+        for s in servers:
+            s.close()
