@@ -417,6 +417,13 @@ class Supervisor:
         except (RingnetError, OSError) as e:
             if self._failure is not None:
                 return
+            try:   # a namespace child killed closes its sockets before it is waitable
+                ns.proc.wait(1.0)
+            except subprocess.TimeoutExpired:
+                pass
+            else:
+                self._ns_message(ns)   # the cause: the workers end with it
+                return
             if not any(c is not child and c.name == child.name for c in self._pidfds.values()):
                 # no replacement process to watch: nothing would bring the next attempt
                 self._fail(child.name, f"{role_display(child.name)} (pid {child.proc.pid}) "
