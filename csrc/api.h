@@ -8,6 +8,7 @@
 #define RN_API_H
 
 #include <sched.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 
 #include "ring.h"

@@ -206,6 +206,10 @@ static const struct sb_rule sb_rules[] = {
 	 * raw ones, and such a socket reaches only what the tun device it holds
 	 * reaches anyway. */
 	ARG_IN(socket, SB_WN, 0, 2, AF_INET, AF_INET6),
+	/* Namespace child: the splice socket of a worker replaced after a crash
+	 * (ringnet/_supervise.py), a pair of unnamed unix sockets: it reaches
+	 * nothing but its other end, passed to the new worker in HELLO. */
+	ARG_IN(socketpair, SB_N, 0, 1, AF_UNIX),
 	ALLOW(connect, SB_W),		/* TCP connects, connected UDP and ping sockets */
 	/* Worker, splice route: two pipes per spliced connection, data moved
 	 * socket -> pipe -> socket */

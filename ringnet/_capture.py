@@ -390,6 +390,15 @@ class Taps:
                 _control.send(child.ctl, Msg.CAPTURE, body)
                 _control.expect(child.ctl, Msg.ACK, REPLY_TIMEOUT, child.name)
 
+    def worker_state(self) -> Optional[dict[str, Any]]:
+        """The CAPTURE body a replaced worker needs (_supervise.py) when a capture runs,
+        else None (a worker starts with capture off and the flow log as configured). Its
+        capture mapping is the one its predecessor wrote into: the readers go on."""
+        cap = self._capture
+        if cap is None:
+            return None
+        return {"snaplen": cap.snaplen, "flowlog": self._net.config.flow_log is not None}
+
     def control(self, args: dict) -> dict[str, Any]:
         """The control socket's ``capture`` command: ``{"file": PATH, "snaplen": N,
         "seconds": S}`` starts one, ``{"stop": true}`` stops it, ``{}`` reports on it."""

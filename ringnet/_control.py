@@ -62,6 +62,12 @@ class Msg(enum.IntEnum):
                       # (fds: listener, [handoff socket], sending ends towards workers "out");
                       # answered ACK or ERROR (the worker goes on)
     FORWARD_DEL = 14  # orchestrator -> worker: {"id"}; answered ACK or ERROR
+    # supervision (_supervise.py)
+    WORKER_REPLACE = 29   # orchestrator -> namespace child: {"worker": i} (fds: the new
+                          # worker's control socket, its fresh ring memfd); answered
+                          # WORKER_REPLACED
+    WORKER_REPLACED = 30  # namespace child -> orchestrator: {"worker": i}, with "error"
+                          # (text) when the new worker refused its rings
     NS_SOCKET = 31  # orchestrator -> namespace child: {"seq", "family", "type", "proto"};
                     # answered NS_SOCKET {"seq"} with the socket's fd, or {"seq", "error":
                     # to_wire()} (_nssocket.py)
@@ -131,7 +137,9 @@ def send(sock: socket.socket, type_: Msg, body: Optional[dict] = None,
     if fds:
         socket.send_fds(sock, [payload], list(fds))
     else:
-        sock.sendall(payload)
+        # sendmsg(), as with fds: sendall() is sendto(), which the namespace child's
+        # sandbox refuses (its messages after set-up: WORKER_REPLACED, ERROR)
+        sock.sendmsg([payload])
 
 
 def recv(sock: socket.socket, timeout: Optional[float] = None,

@@ -212,14 +212,21 @@ class HookServer:
         self._deadlines: list[_Ask] = []
         self._stop = threading.Event()
         self._wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._kick = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)   # drained: a socket was added
         self._threads: list[threading.Thread] = []
 
     def worker_end(self) -> int:
         """A new hook socket pair: keep one end, return the fd of the worker's end (to pass
-        to the worker; close it with ``children_started()``)."""
+        to the worker; close it with ``children_started()``). Also once the threads run:
+        a worker replaced after a crash (_supervise.py) gets a new pair, polled from the
+        next round on (the kick pipe ends the current one)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._socks.append(ours)
         self._child_ends.append(theirs)
+        if self._poller is not None:
+            self._by_fd[ours.fileno()] = ours
+            self._poller.register(ours, select.POLLIN)
+            os.write(self._kick[1], b"x")
         return theirs.fileno()
 
     def children_started(self) -> None:
@@ -234,6 +241,7 @@ class HookServer:
         for fd in self._by_fd:
             self._poller.register(fd, select.POLLIN)
         self._poller.register(self._wake[0], select.POLLIN)
+        self._poller.register(self._kick[0], select.POLLIN)
         self._threads.append(start_thread(self._watchdog, "ringnet-hook"))
         for _ in range(HOOK_THREADS):
             self._add_runner()
@@ -264,6 +272,9 @@ class HookServer:
             os.close(self._wake[0])
             os.close(self._wake[1])
             self._wake = (-1, -1)
+            os.close(self._kick[0])
+            os.close(self._kick[1])
+            self._kick = (-1, -1)
 
     # the hook threads: poll in turn, run hooks
     def _run(self) -> None:
@@ -292,9 +303,16 @@ class HookServer:
                 if not ask.done:
                     return ask
             for fd, _ in self._poller.poll():
+                if fd == self._kick[0]:
+                    try:
+                        os.read(fd, 64)
+                    except BlockingIOError:
+                        pass
+                    continue
                 sock = self._by_fd.get(fd)
                 if sock is not None and not self._receive(sock):
                     self._poller.unregister(fd)
+                    del self._by_fd[fd]
         return None
 
     def _name_of(self, family: int, addr: bytes) -> Optional[str]:

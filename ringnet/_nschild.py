@@ -7,22 +7,25 @@ device, configure it through netlink, create each worker's ring mapping and
 send it in HELLO, wait for every worker's ACK, stop being dumpable, start the
 C pump (one thread per tun queue), and report READY with fds of its user and
 net namespaces. Then it waits for SHUTDOWN (or the end of the control
-connection, the orchestrator's exit, or a worker or pump failure), answering
-socket requests meanwhile (``Network.socket()``, _nssocket.py), and stops the
-pump before exiting.
+connection, the orchestrator's exit, or a pump failure), answering socket
+requests meanwhile (``Network.socket()``, _nssocket.py, and the workers' splice
+sockets, csrc/splice.c), and stops the pump before exiting. A worker that goes
+away leaves its queue waiting until the orchestrator sends its replacement
+(WORKER_REPLACE: new rings and splice socket, the pump restarted; _supervise.py).
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import select
 import socket
 
-from . import _control
+from . import _control, _supervise
 from ._child import run_child, setup_done, step
 from ._control import Msg
-from ._core import check, ffi, lib
+from ._core import lib
 from ._netconf import configure
 from ._nssocket import serve_request as serve_socket_request
 from ._nsutil import enter_netns_of, enter_netns_path, unshare_user_net, write_id_maps
@@ -32,6 +35,8 @@ from .config import NetworkConfig
 from .errors import ChildError, CoreError
 
 HELLO_TIMEOUT = 30.0
+
+log = logging.getLogger(__name__)
 
 
 def _enter(spec: dict, cfg: NetworkConfig, ctl: socket.socket) -> None:
@@ -77,21 +82,22 @@ def _hello_workers(spec: dict, cfg: NetworkConfig, socks: list[socket.socket],
     return evs
 
 
-def _serve(ctl: socket.socket, socks: list[socket.socket], splices: list[socket.socket], pump,
-           parent_pidfd: int) -> None:
-    """Wait for SHUTDOWN or the orchestrator's exit; raise the error of a worker or the
-    pump that fails first. Meanwhile answer the workers' requests for fresh sockets of the
-    namespace (the splice route of forwards, csrc/splice.c, all in C)."""
+def _serve(ctl: socket.socket, q: "_supervise.NsQueues", parent_pidfd: int) -> None:
+    """Wait for SHUTDOWN or the orchestrator's exit; raise the error of the pump if it
+    fails. A worker that goes away (crash, SIGKILL) leaves its queue waiting for the
+    replacement the orchestrator starts (WORKER_REPLACE, _supervise.py). Meanwhile
+    answer the workers' requests for fresh sockets of the namespace (the splice route of
+    forwards, csrc/splice.c, all in C) and the orchestrator's (Network.socket())."""
     poller = select.poll()
     poller.register(ctl, select.POLLIN)
     poller.register(parent_pidfd, select.POLLIN)
-    for s in socks:
+    for s in q.socks:
         poller.register(s, select.POLLIN)
-    splice_fds = {s.fileno() for s in splices}
+    splice_fds = {s.fileno() for s in q.splices}
     for fd in splice_fds:
         poller.register(fd, select.POLLIN)
     while True:
-        err = lib.rn_pump_error(pump)
+        err = lib.rn_pump_error(q.pump)
         if err:
             raise CoreError(abs(err), "pump thread")
         for fd, _ in poller.poll(500):
@@ -109,18 +115,33 @@ def _serve(ctl: socket.socket, socks: list[socket.socket], splices: list[socket.
                 msg = _control.recv(ctl)
                 if msg is None or msg.type == Msg.SHUTDOWN:
                     return
+                if msg.type == Msg.WORKER_REPLACE:
+                    swap = _supervise.ns_replace_worker(q, msg, ctl)
+                    if swap is not None:
+                        for old in (swap.old_ctl, swap.old_splice):
+                            try:
+                                poller.unregister(old)
+                            except KeyError:
+                                pass  # unwatched already: we saw it go away
+                        splice_fds.discard(swap.old_splice)
+                        poller.register(swap.new_ctl, select.POLLIN)
+                        splice_fds.add(swap.new_splice.fileno())
+                        poller.register(swap.new_splice, select.POLLIN)
+                    break  # the other events of this poll may name the old sockets
                 if msg.type == Msg.NS_SOCKET:   # net.socket()
                     serve_socket_request(ctl, msg, "ns")
                     continue
                 msg.close_fds()
                 raise ChildError(f"unexpected {msg.type.name} from the orchestrator")
-            idx = next(i for i, s in enumerate(socks) if s.fileno() == fd)
-            msg = _control.recv(socks[idx])
-            if msg is not None and msg.type == Msg.ERROR:
-                _control.raise_error(msg, f"worker {idx}")
+            idx = next(i for i, s in enumerate(q.socks) if s.fileno() == fd)
+            msg = _control.recv(q.socks[idx])
             if msg is not None:
                 msg.close_fds()
-            raise ChildError(f"worker {idx} went away")
+            # Its flows are gone with it; its queue waits for the replacement. (INFO: the
+            # orchestrator reports a crash; at close() the workers stop before we do.)
+            log.info("worker %d went away%s; waiting for its replacement", idx,
+                     " (it reported an error)" if msg is not None else "")
+            poller.unregister(fd)
 
 
 def main(spec: dict, ctl: socket.socket) -> int:
@@ -132,7 +153,7 @@ def main(spec: dict, ctl: socket.socket) -> int:
     splices: list[socket.socket] = []
     evs: list[tuple[int, int]] = []
     tun = None
-    pump = ffi.NULL
+    q = None
     try:
         step("enter namespaces")
         _enter(spec, cfg, ctl)
@@ -151,19 +172,9 @@ def main(spec: dict, ctl: socket.socket) -> int:
         setup_done("nschild", cfg.sandbox)
 
         step("start pump")
-        params = ffi.new("struct rn_pump_params *")
-        params.nqueues = cfg.workers
-        params.coalesce_us = cfg.coalesce_us
-        ffi.memmove(params.hash_key, bytes.fromhex(spec["hash_key"]), 16)
-        params.ring_size = cfg.ring_size
-        out = ffi.new("struct rn_pump **")
-        check(lib.rn_pump_start(out, params, ffi.new("int[]", tun.fds),
-                                ffi.new("void *[]", [r.ptr for r in rings]),
-                                ffi.new("int[]", [e[0] for e in evs]),
-                                ffi.new("int[]", [e[1] for e in evs]), counters.ptr),
-              "rn_pump_start")
-        pump = out[0]
-
+        q = _supervise.NsQueues(cfg, spec["hash_key"], tun.fds, counters, socks, rings, evs,
+                                 splices)
+        q.start()
         step("report ready")
         try:
             _control.send(ctl, Msg.READY, {"ifname": tun.name, "ifindex": ifindex,
@@ -173,11 +184,11 @@ def main(spec: dict, ctl: socket.socket) -> int:
             for fd in nsfds:
                 os.close(fd)
         step("serve")
-        _serve(ctl, socks, splices, pump, spec["parent_pidfd"])
+        _serve(ctl, q, spec["parent_pidfd"])
         return 0
     finally:
-        if pump != ffi.NULL:
-            err = lib.rn_pump_stop(pump)
+        if q is not None:
+            err = q.stop()
             if err:
                 _control.send_error(ctl, CoreError(abs(err), "pump thread"), spec["role"], "stop pump")
         for s in socks + splices:

@@ -107,7 +107,9 @@ class SocketOpener:
     """The orchestrator's end: asks the namespace child for sockets, one at a time."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        # one exchange at a time on the namespace child's control socket (the supervisor's
+        # WORKER_REPLACE takes it too, _supervise.py)
+        self.lock = threading.Lock()
         self._seq = 0   # numbers requests: a reply that comes after its request timed out is dropped
 
     def open(self, ctl: socket.socket, netns_fd: int, family: Any, type: Any,
@@ -118,7 +120,7 @@ class SocketOpener:
         when the kernel refuses the socket inside, ChildError or ProtocolError when the
         namespace child fails or answers wrongly."""
         fam, base, pro, flags = check_request(family, type, proto)
-        with self._lock:
+        with self.lock:
             self._seq += 1
             msg = self._exchange(ctl, {"seq": self._seq, "family": fam, "type": base, "proto": pro})
         if msg is None:

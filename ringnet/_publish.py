@@ -18,8 +18,12 @@ socketpair per worker (its receiving end to that worker, the sending end to ever
 other). With one worker there are none.
 
 Workers own every fd of a forward once they have acknowledged FORWARD_ADD; the
-orchestrator keeps none, so that when the last worker closes the listener (FORWARD_DEL,
-or the network's end) the host port is closed.
+orchestrator keeps only a copy of each listener (and of each UDP forward's socket),
+closed with the forward (FORWARD_DEL, or the network's end), so that a worker started
+again after a crash (_supervise.py) gets its forwards again: ``reestablish()`` removes
+each TCP forward from every worker and adds it anew with new handoff sockets, on the
+same listener (connections waiting in its accept queue stay there), and gives a UDP
+forward's socket again to the replacement when the dead worker served it.
 
 Clients on host loopback take the splice route instead (csrc/splice.c, unless
 ``splice_local`` is off): the worker connects a socket the namespace child made
@@ -256,6 +260,8 @@ class Publisher:
         self._next_id = 1
         self._lock = threading.Lock()
         self._forwards: list[Forward] = []
+        # forward id -> (our copy of its listener or UDP socket, namespace address and port)
+        self._listeners: dict[int, tuple[socket.socket, IPAddr, int]] = {}
         self._udp_owner: dict[int, int] = {}  # UDP forward id -> index of the worker serving it
 
     def publish(self, text: str) -> Forward:
@@ -280,8 +286,10 @@ class Publisher:
                             self._add_udp(fid, lst, ns_addr, ns_port)
                         else:
                             self._add(fid, lst, ns_addr, ns_port)
-                    finally:
-                        lst.close()  # the workers hold it now (or it is gone)
+                    except BaseException:
+                        lst.close()
+                        raise
+                    self._listeners[fid] = (lst, ns_addr, ns_port)  # for reestablish()
                     fwd.ids.append(fid)
                     fwd.ports.append((host_port, ns_port))
             except BaseException:
@@ -329,11 +337,14 @@ class Publisher:
                 a.close()
                 b.close()
 
-    def _add_udp(self, fid: int, sock: socket.socket, ns_addr: IPAddr, ns_port: int) -> None:
-        """FORWARD_ADD of a UDP forward to one worker (forward ids spread them): a datagram
-        cannot be handed on as a connection can, so one worker serves all its clients."""
+    def _add_udp(self, fid: int, sock: socket.socket, ns_addr: IPAddr, ns_port: int,
+                 owner: Optional[int] = None) -> None:
+        """FORWARD_ADD of a UDP forward to one worker (forward ids spread them; ``owner``:
+        that worker's index, given again when it was replaced): a datagram cannot be
+        handed on as a connection can, so one worker serves all its clients."""
         workers = self._net._workers()
-        child = workers[fid % len(workers)]
+        child = workers[fid % len(workers)] if owner is None else \
+            next(c for c in workers if c.index == owner)
         body = {"id": fid, "family": ns_addr.version, "addr": str(ns_addr), "port": ns_port,
                 "proto": "udp", "handoff": False, "out": []}
         self._exchange(child, Msg.FORWARD_ADD, body, [sock.fileno()])
@@ -345,6 +356,9 @@ class Publisher:
             _control.expect(child.ctl, Msg.ACK, REPLY_TIMEOUT, child.name)
 
     def _del(self, fid: int) -> None:
+        kept = self._listeners.pop(fid, None)
+        if kept is not None:
+            kept[0].close()
         first: Optional[BaseException] = None
         owner = self._udp_owner.pop(fid, None)
         for child in self._net._workers():
@@ -375,11 +389,36 @@ class Publisher:
             return list(self._forwards)
 
     def forget(self) -> None:
-        """The network is going away: its workers close every forward's sockets."""
+        """The network is going away: its workers close every forward's sockets, and we
+        our copies of the listeners."""
         with self._lock:
             for fwd in self._forwards:
                 fwd.closed = True
             self._forwards = []
+            for lst, _, _ in self._listeners.values():
+                lst.close()
+            self._listeners = {}
+
+    def reestablish(self, index: int) -> None:
+        """Worker ``index`` was replaced (_supervise.py): hand every TCP forward to every
+        worker again, with new handoff sockets (the replacement's are new, and every other
+        worker's sending end towards it is stale), and give the replacement the UDP
+        forwards its predecessor served. Raises the first worker's error."""
+        with self._lock:
+            for fid, (lst, ns_addr, ns_port) in sorted(self._listeners.items()):
+                owner = self._udp_owner.get(fid)
+                if owner is not None:
+                    if owner == index:   # the others never had it
+                        self._add_udp(fid, lst, ns_addr, ns_port, owner)
+                        log.info("UDP forward %d handed to worker %d again", fid, index)
+                    continue
+                for child in self._net._workers():
+                    try:
+                        self._exchange(child, Msg.FORWARD_DEL, {"id": fid})
+                    except (RingnetError, OSError):
+                        pass  # the replacement has none yet
+                self._add(fid, lst, ns_addr, ns_port)
+                log.info("forward %d handed to the workers again", fid)
 
 
 # Worker side ------------------------------------------------------------------------------

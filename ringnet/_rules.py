@@ -430,12 +430,11 @@ class RuleSet:
         self._base: dict[int, int] = {}
         self._default_deny = False
         self._shm: Optional[RulesShm] = None
-        self._start_fd = -1
 
     # start and end, called by Network
-    def start_fds(self) -> tuple[int, int, int]:
-        """Create the rules memfd and the initial set's memfd from the configuration:
-        (rules memfd, set memfd, set length) for every worker's start-up spec."""
+    def start_fds(self) -> None:
+        """Create the rules memfd and the initial set from the configuration (before the
+        workers start; each gets its fds from ``worker_fds()``)."""
         cfg = self._net.config
         self._default_deny = cfg.default_deny
         self._rules = []
@@ -443,19 +442,18 @@ class RuleSet:
         for r in check_rules(cfg.rules):
             self._rules.append((r, self._free.pop()))
         self._shm = RulesShm.create(cfg.workers)
-        blob = encode(self._rules, self._default_deny)
-        self._start_fd = _blob_memfd(blob)
-        return self._shm.fd, self._start_fd, len(blob)
 
-    def started(self) -> None:
-        """The workers have their start-up set: the orchestrator's copy of its fd goes."""
-        if self._start_fd >= 0:
-            os.close(self._start_fd)
-            self._start_fd = -1
+    def worker_fds(self) -> tuple[int, int, int]:
+        """(rules memfd, a new memfd of the current set, its length) for a worker's start-up
+        spec: at the network's start, and for a worker replaced later (_supervise.py), which
+        so starts with the rules as they are now. The caller closes the set's memfd once
+        the worker is started."""
+        assert self._shm is not None
+        blob = encode(list(self._rules), self._default_deny)
+        return self._shm.fd, _blob_memfd(blob), len(blob)
 
     def close(self) -> None:
         """Unmap the rules memfd (at the network's end)."""
-        self.started()
         if self._shm is not None:
             self._shm.close()
             self._shm = None

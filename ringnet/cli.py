@@ -118,6 +118,9 @@ def _net_options(p: argparse.ArgumentParser) -> None:
                    help="seconds a closing TCP flow may take to finish, 1..3600 (default %(default)s)")
     g.add_argument("--udp-timeout", type=int, default=d["udp_timeout"], metavar="S",
                    help="seconds a UDP flow may stay idle, 1..86400 (default %(default)s)")
+    g.add_argument("--max-restarts", type=int, default=d["max_restarts"], metavar="N",
+                   help="replace a worker that exits at most N times within 60 s, 0..100; "
+                   "beyond, or with 0, the network fails (default %(default)s)")
     g.add_argument("--startup-timeout", type=float, default=d["startup_timeout"], metavar="S",
                    help="seconds to wait for ringnet's processes to start, up to 600 "
                    "(default %(default)s)")

@@ -176,6 +176,9 @@ class NetworkConfig:
         on_connect_fail: "deny" (default) or "allow": the verdict of a hook that raises,
             times out or returns something else, and of flows beyond the bound of flows
             held waiting (64 per worker).
+        max_restarts: workers that exit (a crash, SIGKILL) are replaced with new rings,
+            at most this many times within 60 s, 0..100; beyond that, or with 0, a
+            worker's exit fails the network (_supervise.py).
     """
 
     mtu: int = MTU_MAX
@@ -211,6 +214,7 @@ class NetworkConfig:
     control_socket: bool = True
     control_dir: Optional[str] = None
     publish: tuple[str, ...] = ()
+    max_restarts: int = 5
     flow_log: Optional[str] = None
     pcap: Optional[str] = None
     pcap_snaplen: int = PCAP_SNAPLEN_MAX
@@ -251,6 +255,7 @@ class NetworkConfig:
         _int_in_range("tcp_idle_timeout", self.tcp_idle_timeout, 10, 604800)
         _int_in_range("tcp_fin_timeout", self.tcp_fin_timeout, 1, 3600)
         _int_in_range("udp_timeout", self.udp_timeout, 1, 86400)
+        _int_in_range("max_restarts", self.max_restarts, 0, 100)
         _int_in_range("coalesce_us", self.coalesce_us, 0, COALESCE_US_MAX)
         if self.dns_upstream is not None:
             if isinstance(self.dns_upstream, str):

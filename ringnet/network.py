@@ -54,6 +54,7 @@ from ._publish import Forward, Publisher
 from ._rules import RuleSet
 from ._resolv import ResolvWatcher, Upstream, namespace_resolv_conf
 from ._shm import CounterArray
+from ._supervise import Supervisor
 from .config import NetworkConfig
 from .errors import ChildError, NamespaceError, ProtocolError, RingnetError, from_wire, role_display
 from .stats import ProcessSampler, Stats, busiest_first, flow_array
@@ -223,6 +224,8 @@ class Network:
         self._addr_watcher: Optional[HostAddrWatcher] = None
         self._hash_key = ""   # the flow-hash secret: never on a command line
         self._publisher = Publisher(self)   # forwards of host ports (_publish.py)
+        self._base_spec: dict[str, Any] = {}   # what every worker is started with (current)
+        self._supervisor: Optional[Supervisor] = None   # restarts workers (_supervise.py)
         self._sockets = SocketOpener()   # sockets made inside for socket() (_nssocket.py)
         self.rules = RuleSet(self)   # egress rules (_rules.py)
         self._netem = NetemControl(config)   # network emulation settings (_netem.py)
@@ -293,6 +296,7 @@ class Network:
             raise ChildError(f"network failed to start: {e}") from e
         self._started = time.time()
         self.state = State.RUNNING
+        self._supervisor = Supervisor(self).start()
         try:
             if self.config.control_socket:
                 self._ctlserver = ControlServer(self.id, self._control_handlers(),
@@ -318,6 +322,46 @@ class Network:
         self._children.append(child)
         return child
 
+    def _spawn_worker(self, i: int, worker_end: socket.socket, ctr: CounterArray) -> _Child:
+        """Start worker ``i`` with everything a worker gets, as things are now: at the
+        network's start and for a replacement after a crash (_supervise.py), so the two
+        cannot drift apart. Its spec: the current DNS upstreams and host addresses
+        (_base_spec), the current netem settings (in its config), the rules memfd and a
+        memfd of the current rule set (_rules.py), its capture mapping (the same one for a
+        replacement: the capture and flow log readers go on reading it), a new hook socket
+        when on_connect is set (_hook.py), its counters and its control socket towards
+        the namespace child (``worker_end``, closed here). The namespace child gives it
+        rings and a splice socket in HELLO; forwards and a running capture follow as
+        messages. Returns the child (not added to _children)."""
+        base = self._base_spec
+        netem = {d: (None if v == "off" else v) for d, v in self._netem.current().items()}
+        config = dict(base["config"], netem=None, netem_up=netem["up"], netem_down=netem["down"])
+        rules_shm, rules_fd, rules_len = self.rules.worker_fds()
+        cap_fd = self._taps.shms[i].fd
+        hook_fd = self._hook.worker_end() if self._hook else -1
+        try:
+            return _spawn(Role.WORKER, i,
+                          dict(base, config=config, index=i, ns_fd=worker_end.fileno(),
+                               counters_fd=ctr.fd, rules_shm_fd=rules_shm, rules_fd=rules_fd,
+                               rules_len=rules_len, hook_fd=hook_fd, capture_fd=cap_fd),
+                          [worker_end.fileno(), ctr.fd, rules_shm, rules_fd, cap_fd]
+                          + ([hook_fd] if self._hook else []))
+        finally:
+            worker_end.close()
+            os.close(rules_fd)
+            if self._hook:
+                self._hook.children_started()
+
+    def _worker_resumed(self, child: _Child) -> None:
+        """A replacement worker runs (_supervise.py, under the query lock): what the others
+        were told after start-up, as it is now (offloads, a running capture). Its
+        forwards follow (Publisher.reestablish())."""
+        _control.send(child.ctl, Msg.OFFLOADS, {"offloads": self.offloads})
+        body = self._taps.worker_state()
+        if body is not None:
+            _control.send(child.ctl, Msg.CAPTURE, body)
+            _control.expect(child.ctl, Msg.ACK, 5.0, child.name)
+
     def _start(self) -> None:
         cfg = self.config
         key = self._hash_key = os.urandom(16).hex()
@@ -333,9 +377,10 @@ class Network:
         # on_connect hook stays in this process (_hook.child_config)
         base = {"config": dict(_hook.child_config(cfg), rules=()), "hash_key": key,
                 "dns_upstreams": ups, "host_addrs": host_addrs.to_body()}
-        rules_shm, rules_fd, rules_len = self.rules.start_fds()
+        self._base_spec = base
+        self.rules.start_fds()
         self._pctr = CounterArray.create("pump")
-        cap_fds = self._taps.create(cfg.workers)
+        self._taps.create(cfg.workers)
         ns_ends: list[socket.socket] = []
         if cfg.on_connect is not None:
             self._hook = _hook.HookServer(cfg, self.rules.name_of)
@@ -345,19 +390,7 @@ class Network:
                 self._wctr.append(ctr)
                 ns_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
                 ns_ends.append(ns_end)
-                hook_fd = self._hook.worker_end() if self._hook else -1
-                try:
-                    self._spawn_child(Role.WORKER, i,
-                                      dict(base, index=i, ns_fd=worker_end.fileno(),
-                                           counters_fd=ctr.fd, rules_shm_fd=rules_shm,
-                                           rules_fd=rules_fd, rules_len=rules_len, hook_fd=hook_fd,
-                                           capture_fd=cap_fds[i]),
-                                      [worker_end.fileno(), ctr.fd, rules_shm, rules_fd, cap_fds[i]]
-                                      + ([hook_fd] if self._hook else []))
-                finally:
-                    worker_end.close()
-                    if self._hook:
-                        self._hook.children_started()
+                self._children.append(self._spawn_worker(i, worker_end, ctr))
             ns = self._spawn_child(Role.NS, 0,
                                    dict(base, attach_pid=self._attach_pid,
                                         attach_path=self._attach_path,
@@ -367,7 +400,6 @@ class Network:
         finally:
             for s in ns_ends:
                 s.close()
-            self.rules.started()
         self._finalizer = weakref.finalize(self, _reap, self._children, self._spawned)
         self._wait_ready(ns)
         if self._hook is not None:
@@ -403,19 +435,25 @@ class Network:
 
     def _tell_workers(self, type_: Msg, body: dict) -> None:
         for c in self._workers():
-            _control.send(c.ctl, type_, body)
+            try:
+                _control.send(c.ctl, type_, body)
+            except OSError:
+                pass  # a dead worker: its replacement starts with what _base_spec holds
 
     def _dns_changed(self, upstreams: list[Upstream], search: list[str]) -> None:
         """The host's resolv.conf changed (called on the watcher's thread): tell every
         worker its new upstreams. Takes the query lock: a worker's control socket carries
         one exchange at a time, and flows() may be waiting for a worker's reply."""
         with self._query_lock:
+            self._base_spec["dns_upstreams"] = [str(u) for u in upstreams]
             self._tell_workers(Msg.DNS_UPSTREAMS, {"upstreams": [str(u) for u in upstreams]})
             self._write_resolv_conf(search)
 
     def _host_addrs_changed(self, addrs: HostAddrs) -> None:
         """The host's addresses changed: tell every worker."""
-        self._tell_workers(Msg.HOST_ADDRS, addrs.to_body())
+        with self._query_lock:
+            self._base_spec["host_addrs"] = addrs.to_body()
+            self._tell_workers(Msg.HOST_ADDRS, addrs.to_body())
 
     def _wait_ready(self, ns: _Child) -> None:
         """Wait for READY from the namespace child, serving IDMAP requests and watching the
@@ -488,6 +526,8 @@ class Network:
             self.state = State.CLOSED
 
     def _teardown(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.stop()
         if self._ctlserver is not None:
             self._ctlserver.close()
             self._ctlserver = None
@@ -548,6 +588,8 @@ class Network:
     # Running things inside ---------------------------------------------------------------
 
     def _require_running(self) -> None:
+        if self.state == State.FAILED and self._supervisor is not None and self._supervisor.failure:
+            raise RingnetError(f"network failed: {self._supervisor.failure}")
         if self.state != State.RUNNING:
             raise RingnetError(f"network is {self.state.value}, not running")
 
@@ -731,6 +773,8 @@ class Network:
                     _control.send(child.ctl, Msg.FLOWS, {"max": _control.FLOW_ROWS_MAX})
                     msg = _control.expect(child.ctl, Msg.FLOWS, 5.0, child.name)
             except (OSError, ProtocolError) as e:
+                if child.proc.poll() is not None and self._supervisor is not None:
+                    continue  # it died: its flows are gone, and the supervisor replaces it
                 if isinstance(e, RingnetError) and e.child is not None:
                     raise  # the worker's own error report
                 raise ChildError(f"{child.name} did not report its flows: {e}") from None
@@ -745,6 +789,7 @@ class Network:
         return {
             "info": lambda args: self.info(),
             "stats": lambda args: self._stats_dict(),
+            "events": lambda args: self.events(),
             "capture": self._taps.control,
             **_forwardctl.handlers(self),   # forward_add, forward_ls, forward_rm
             "rules": self.rules.control,
@@ -770,8 +815,20 @@ class Network:
         """Path of this network's control socket (None when disabled)."""
         return self._ctlserver.path if self._ctlserver else None
 
+    def events(self) -> list[dict[str, Any]]:
+        """What the supervisor saw, oldest first (_supervise.py): dicts with time, child,
+        kind ("worker_restarted", "worker_restart_failed", "network_failed") and reason."""
+        return self._supervisor.events() if self._supervisor is not None else []
+
+    def _supervisor_failed(self, reason: str) -> None:
+        """The supervisor gave up (namespace child gone, too many restarts)."""
+        self.state = State.FAILED
+
     def failed_children(self) -> list[str]:
-        """Names of children that have exited while the network runs (empty when healthy)."""
+        """Why the network failed: children that have exited and were not, or could not
+        be, replaced (empty when healthy)."""
+        if self._supervisor is not None:
+            return [self._supervisor.failure] if self._supervisor.failure else []
         return [f"{role_display(c.name)} (status {c.proc.returncode})" for c in self._children
                 if c.proc.poll() is not None]
 

@@ -219,7 +219,8 @@ def test_run_only_its_main_thread_takes_forwarded_signals():
     try:
         assert p.stdout.readline().strip() == "ready"
         threads = [int(t) for t in os.listdir(f"/proc/{p.pid}/task") if int(t) != p.pid]
-        assert len(threads) == 3  # the control socket server, the resolv.conf and host address watchers
+        # the control socket server, the resolv.conf and host address watchers, the supervisor
+        assert len(threads) == 4
         for tid in threads:
             assert {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
                     signal.SIGCHLD} <= _blocked_signals(p.pid, tid)

@@ -229,7 +229,7 @@ def test_ringnet_threads_block_signals(no_leaks, tmp_path):
     with ringnet.Network(workers=1, control_dir=str(tmp_path)) as net:
         ours = [t for t in threading.enumerate() if t.name.startswith("ringnet-")]
         assert {t.name for t in ours} == {f"ringnet-ctl-{net.id}", "ringnet-resolv-watch",
-                                          "ringnet-hostaddr-watch"}
+                                          "ringnet-hostaddr-watch", "ringnet-supervise"}
         wanted = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD,
                   signal.SIGUSR1, signal.SIGALRM}
         for t in ours:
