@@ -2,8 +2,9 @@
 test_forward_churn, test_publish, test_splice).
 
 WHOAMI runs inside a namespace and answers each connection with the address and port
-it sees; ask_loopback()/served_loopback()/refused() reach it through a forward on host
-127.0.0.1; ask()/served() through a forward on any address, telling our own port too;
+it sees; SINK with the SHA-256 and length of what the client sent. ask_loopback(),
+served_loopback() and refused() reach a server through a forward on host 127.0.0.1;
+ask()/served() through a forward on any address, telling our own port too;
 worker_fds() counts the open fds of a network's workers.
 """
 
@@ -25,6 +26,24 @@ WHOAMI = textwrap.dedent("""
     while True:
         c, a = s.accept()
         c.sendall(f"{a[0]} {a[1]}\\n".encode())
+        c.close()
+""")
+
+# argv: port; reads until the client's half-close (EOF), then answers with the SHA-256
+# of what it read and the byte count
+SINK = textwrap.dedent("""
+    import hashlib, socket, sys
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", int(sys.argv[1])))
+    s.listen(8)
+    while True:
+        c, a = s.accept()
+        h, n = hashlib.sha256(), 0
+        while chunk := c.recv(1 << 20):
+            h.update(chunk)
+            n += len(chunk)
+        c.sendall(f"{h.hexdigest()} {n}\\n".encode())
         c.close()
 """)
 

@@ -29,6 +29,7 @@ import ringnet
 from ringnet._publish import PortSpec, open_listener, parse_spec, unprivileged_port_start
 from conftest import as_user_argv, child_env, needs_userns, ringnet_cmd, wait_until, worker_counter
 import forwards
+from forwards import SINK
 from forwards import worker_fds as _worker_fds
 from localdns import free_port
 
@@ -138,22 +139,6 @@ def test_listener_privileged_port_says_so():
 # --- end to end ---------------------------------------------------------------------------------
 
 HTTP_PORT, WHOAMI_PORT, WHOAMI2_PORT, SINK_PORT, CLOSED_PORT = 8000, 7000, 7001, 7002, 7003
-# Reads until EOF, answers with the SHA-256 of what it read and the byte count
-SINK = textwrap.dedent("""
-    import hashlib, socket, sys
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", int(sys.argv[1])))
-    s.listen(8)
-    while True:
-        c, a = s.accept()
-        h, n = hashlib.sha256(), 0
-        while chunk := c.recv(1 << 20):
-            h.update(chunk)
-            n += len(chunk)
-        c.sendall(f"{h.hexdigest()} {n}\\n".encode())
-        c.close()
-""")
 WHOAMI = textwrap.dedent("""
     import socket, sys
     s = socket.socket(socket.AF_INET6)

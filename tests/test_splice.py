@@ -25,7 +25,7 @@ import pytest
 
 import ringnet
 from conftest import needs_userns, wait_until, worker_counter
-from forwards import ask, served
+from forwards import SINK, ask, served
 from localdns import free_port
 
 HTTP_PORT, WHOAMI_PORT, GUEST_ONLY_PORT, SINK_PORT, CLOSED_PORT = 8000, 7000, 7001, 7002, 7003
@@ -76,22 +76,6 @@ WHOAMI = textwrap.dedent("""
         c, a = s.accept()
         host = a[0][7:] if a[0].startswith("::ffff:") else a[0]
         c.sendall(f"{host} {a[1]}\\n".encode())
-        c.close()
-""")
-# Reads until the client's half-close, then answers with the SHA-256 and the byte count
-SINK = textwrap.dedent("""
-    import hashlib, socket, sys
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", int(sys.argv[1])))
-    s.listen(8)
-    while True:
-        c, a = s.accept()
-        h, n = hashlib.sha256(), 0
-        while chunk := c.recv(1 << 20):
-            h.update(chunk)
-            n += len(chunk)
-        c.sendall(f"{h.hexdigest()} {n}\\n".encode())
         c.close()
 """)
 
