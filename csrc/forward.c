@@ -432,6 +432,44 @@ static void rn_fwd_close(struct rn_worker *w, struct rn_fwd *fwd)
 }
 
 /**
+ * rn_fwd_new() - check a new forward's common arguments and allocate it
+ * @w:		worker
+ * @id:		forward id, unique among this worker's forwards
+ * @fd:		the forward's host socket (listener or UDP socket)
+ * @family:	4 or 6: family of @nsaddr
+ * @nsaddr:	namespace destination address, network order (4 or 16 bytes)
+ * @nsport:	namespace destination port, host order, not 0
+ * @out:	set to the new forward (zeroed but for id, family, nsaddr,
+ *		nsport and the flow types), not yet linked into @w
+ *
+ * Shared by rn_worker_forward_add() and rn_worker_forward_add_udp().
+ *
+ * Return: 0, -EINVAL for bad arguments, -EEXIST for a taken id, or -ENOMEM
+ */
+static int rn_fwd_new(struct rn_worker *w, uint32_t id, int fd, uint8_t family,
+		      const uint8_t *nsaddr, uint16_t nsport, struct rn_fwd **out)
+{
+	struct rn_fwd *fwd;
+
+	if (!w || fd < 0 || !nsaddr || !nsport || (family != 4 && family != 6))
+		return -EINVAL;
+	for (fwd = w->fwd; fwd; fwd = fwd->next) {
+		if (fwd->id == id)
+			return -EEXIST;
+	}
+	fwd = calloc(1, sizeof(*fwd));
+	if (!fwd)
+		return -ENOMEM;
+	fwd->id = id;
+	fwd->family = family;
+	memcpy(fwd->nsaddr, nsaddr, family == 6 ? 16 : 4);
+	fwd->nsport = nsport;
+	fwd->lis.type = fwd->hand.type = RN_FLOW_FWD;
+	*out = fwd;
+	return 0;
+}
+
+/**
  * rn_worker_forward_add() - start accepting on a forwarded host port
  * @w:		worker
  * @id:		forward id, unique among this worker's forwards
@@ -459,21 +497,11 @@ int rn_worker_forward_add(struct rn_worker *w, uint32_t id, int lfd, uint8_t fam
 	uint32_t i;
 	int rc;
 
-	if (!w || lfd < 0 || !nsaddr || !nsport || (family != 4 && family != 6) ||
-	    nout > RN_FWD_WORKERS_MAX || (nout && !hand_out))
+	if (nout > RN_FWD_WORKERS_MAX || (nout && !hand_out))
 		return -EINVAL;
-	for (fwd = w->fwd; fwd; fwd = fwd->next) {
-		if (fwd->id == id)
-			return -EEXIST;
-	}
-	fwd = calloc(1, sizeof(*fwd));
-	if (!fwd)
-		return -ENOMEM;
-	fwd->id = id;
-	fwd->family = family;
-	memcpy(fwd->nsaddr, nsaddr, family == 6 ? 16 : 4);
-	fwd->nsport = nsport;
-	fwd->lis.type = fwd->hand.type = RN_FLOW_FWD;
+	rc = rn_fwd_new(w, id, lfd, family, nsaddr, nsport, &fwd);
+	if (rc)
+		return rc;
 	fwd->lis.state = RN_FWD_LISTENER;
 	fwd->hand.state = RN_FWD_HANDOFF;
 	fwd->lis.fd = lfd;
@@ -518,20 +546,9 @@ int rn_worker_forward_add_udp(struct rn_worker *w, uint32_t id, int fd, uint8_t 
 	struct rn_fwd *fwd;
 	int rc;
 
-	if (!w || fd < 0 || !nsaddr || !nsport || (family != 4 && family != 6))
-		return -EINVAL;
-	for (fwd = w->fwd; fwd; fwd = fwd->next) {
-		if (fwd->id == id)
-			return -EEXIST;
-	}
-	fwd = calloc(1, sizeof(*fwd));
-	if (!fwd)
-		return -ENOMEM;
-	fwd->id = id;
-	fwd->family = family;
-	memcpy(fwd->nsaddr, nsaddr, family == 6 ? 16 : 4);
-	fwd->nsport = nsport;
-	fwd->lis.type = fwd->hand.type = RN_FLOW_FWD;
+	rc = rn_fwd_new(w, id, fd, family, nsaddr, nsport, &fwd);
+	if (rc)
+		return rc;
 	fwd->lis.fd = fwd->hand.fd = -1;
 	rc = rn_udp_fwd_open(w, fwd, fd);
 	if (rc) {

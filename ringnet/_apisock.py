@@ -50,12 +50,12 @@ import math
 import os
 import select
 import socket
-import struct
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
 from ._threads import start_thread
+from ._unixserve import peer_uid, stop_serving
 from .errors import ConfigError, RingnetError
 
 if TYPE_CHECKING:
@@ -278,11 +278,6 @@ def handle_request(api: _Api, data: bytes) -> bytes:
 # --- the socket ----------------------------------------------------------------------------
 
 
-def _peer_uid(conn: socket.socket) -> int:
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
-
-
 def _bind(path: str) -> socket.socket:
     """A listening socket at ``path`` (replacing what is there, as slirp4netns does), made
     under a temporary name and renamed, so that a client that waits for the file to appear
@@ -359,7 +354,7 @@ class ApiServer:
             if not chunk:
                 break
             data += chunk
-        if _peer_uid(conn) != os.getuid():
+        if peer_uid(conn) != os.getuid():
             conn.sendall(_error("refused: this network belongs to another user"))
         else:
             log.debug("api socket request: %r", data[:200])
@@ -373,12 +368,8 @@ class ApiServer:
         """Stop serving and remove the socket file (if it is still ours). Idempotent."""
         if self._stop_w < 0:
             return
-        os.write(self._stop_w, b"x")
-        self._thread.join()
-        for fd in (self._stop_r, self._stop_w):
-            os.close(fd)
+        stop_serving(self._sock, self._stop_r, self._stop_w, self._thread)
         self._stop_w = -1
-        self._sock.close()
         try:
             if os.stat(self.path).st_ino == self._ino:
                 os.unlink(self.path)

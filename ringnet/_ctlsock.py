@@ -19,10 +19,10 @@ import os
 import select
 import socket
 import stat
-import struct
 from typing import Any, Callable, Optional
 
 from ._threads import start_thread
+from ._unixserve import peer_uid, stop_serving
 from .errors import RingnetError, from_wire, to_wire
 
 __all__ = ["runtime_dir", "ControlServer", "query", "list_networks"]
@@ -53,11 +53,6 @@ def runtime_dir(create: bool = False) -> str:
         raise RingnetError(f"{path} is not a private directory of uid {os.getuid()} "
                            "(owner or mode 0700 wrong); remove it and retry")
     return path
-
-
-def _peer_uid(conn: socket.socket) -> int:
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
 
 
 class ControlServer:
@@ -113,7 +108,7 @@ class ControlServer:
             if not chunk:
                 break
             data += chunk
-        if _peer_uid(conn) != os.getuid():
+        if peer_uid(conn) != os.getuid():
             conn.sendall(json.dumps({"error": "refused: this network belongs to another user"}).encode() + b"\n")
             return
         try:
@@ -135,14 +130,11 @@ class ControlServer:
         conn.sendall(json.dumps(reply).encode() + b"\n")
 
     def close(self) -> None:
+        """Stop serving and remove the socket file. Idempotent."""
         if self._stop_w < 0:
             return
-        os.write(self._stop_w, b"x")
-        self._thread.join()
-        for fd in (self._stop_r, self._stop_w):
-            os.close(fd)
+        stop_serving(self._sock, self._stop_r, self._stop_w, self._thread)
         self._stop_w = -1
-        self._sock.close()
         try:
             os.unlink(self.path)
         except FileNotFoundError:

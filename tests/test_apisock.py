@@ -25,22 +25,11 @@ import pytest
 
 import ringnet
 from conftest import HANG_S, as_user_argv, child_env, needs_userns, ringnet_cmd, unpriv_user, wait_until
+from forwards import WHOAMI, refused
+from forwards import ask_loopback as ask, served_loopback as served
 from localdns import free_port
 
 WHOAMI_PORT = 7000
-WHOAMI = textwrap.dedent("""
-    import socket, sys
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", int(sys.argv[1])))
-    s.listen(64)
-    while True:
-        c, a = s.accept()
-        c.sendall(f"{a[0]} {a[1]}\\n".encode())
-        c.close()
-""")
-
-
 def api(path: str, data: bytes, shut: bool = True) -> bytes:
     """One request, as slirp4netns's clients send it (shut: then SHUT_WR, as its manual
     asks; podman does; some clients do not); the whole answer."""
@@ -66,33 +55,6 @@ def call(path: str, execute: str, **arguments) -> dict:
     if arguments:
         req["arguments"] = arguments
     return json.loads(api(path, json.dumps(req).encode() + b"\n"))
-
-
-def ask(port: int) -> str | None:
-    """What the whoami server behind 127.0.0.1:port answers, None if nothing answers."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=HANG_S) as s:
-            data = b""
-            while chunk := s.recv(256):
-                data += chunk
-    except (ConnectionRefusedError, ConnectionResetError):
-        return None
-    return data.decode() if data.endswith(b"\n") else None
-
-
-def served(port: int) -> str:
-    got: list = []
-    wait_until(lambda: got.append(ask(port)) or got[-1] is not None,
-               f"the server behind port {port}", interval=0.05)
-    return got[-1]
-
-
-def refused(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=HANG_S).close()
-    except ConnectionRefusedError:
-        return True
-    return False
 
 
 # --- the same answers as slirp4netns ------------------------------------------------------------

@@ -13,50 +13,21 @@ spare sockets and pipes a worker keeps by design (tests/test_splice.py: STOCK, P
 from __future__ import annotations
 
 import os
-import socket
 import sys
-import textwrap
-
 
 import pytest
 
 import ringnet
 from ringnet import _ctlsock
 from conftest import HANG_S, needs_userns, wait_until, worker_counter
+from forwards import WHOAMI
+from forwards import ask_loopback as ask, worker_fds as _worker_fds
 from localdns import free_port
 
 CONNECTIONS = 2000
 PORT = 7000
-WHOAMI = textwrap.dedent("""
-    import socket, sys
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", int(sys.argv[1])))
-    s.listen(128)
-    while True:
-        c, a = s.accept()
-        c.sendall(f"{a[0]} {a[1]}\\n".encode())
-        c.close()
-""")
-
-
-def ask(port: int) -> bytes | None:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=HANG_S) as s:
-            data = b""
-            while chunk := s.recv(256):
-                data += chunk
-    except (ConnectionRefusedError, ConnectionResetError):
-        return None
-    return data if data.endswith(b"\n") else None
-
-
 POOL = 32  # RN_SPLICE_POOL: empty pipes a worker keeps for its next connections
 STOCK = 16  # RN_SPLICE_STOCK: fresh namespace sockets a worker keeps per family
-
-
-def _worker_fds(net) -> int:
-    return sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in net.worker_pids)
 
 
 def _spare_max(net) -> int:
@@ -75,7 +46,7 @@ def _flows_to(net, port: int) -> int:
 def test_2000_sequential_connections_leave_no_flows_or_fds(tmp_path, splice):
     os.chmod(tmp_path, 0o700)
     with ringnet.Network(workers=2, control_dir=str(tmp_path), splice_local=splice) as net:
-        net.spawn([sys.executable, "-c", WHOAMI, str(PORT)])
+        net.spawn([sys.executable, "-c", WHOAMI, str(PORT), "128"])
         port = free_port()
         rec = _ctlsock.query(net.control_socket, "forward_add",
                              {"spec": f"127.0.0.1:{port}:{PORT}"}, timeout=HANG_S)

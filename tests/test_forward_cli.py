@@ -20,7 +20,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import textwrap
 
 import pytest
 
@@ -28,48 +27,11 @@ import ringnet
 from ringnet import _ctlsock
 from ringnet._publish import unprivileged_port_start
 from conftest import HANG_S, as_user_argv, child_env, needs_userns, ringnet_cmd, unpriv_user, wait_until
+from forwards import WHOAMI, refused
+from forwards import ask_loopback as ask, served_loopback as served
 from localdns import free_port
 
 WHOAMI_PORT = 7000
-WHOAMI = textwrap.dedent("""
-    import socket, sys
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", int(sys.argv[1])))
-    s.listen(64)
-    while True:
-        c, a = s.accept()
-        c.sendall(f"{a[0]} {a[1]}\\n".encode())
-        c.close()
-""")
-
-
-def ask(port: int) -> str | None:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=HANG_S) as s:
-            data = b""
-            while chunk := s.recv(256):
-                data += chunk
-    except (ConnectionRefusedError, ConnectionResetError):
-        return None
-    return data.decode() if data.endswith(b"\n") else None
-
-
-def served(port: int) -> str:
-    got: list = []
-    wait_until(lambda: got.append(ask(port)) or got[-1] is not None,
-               f"the server behind port {port}", interval=0.05)
-    return got[-1]
-
-
-def refused(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=HANG_S).close()
-    except ConnectionRefusedError:
-        return True
-    return False
-
-
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
     d = tmp_path_factory.mktemp("ctl")

@@ -14,6 +14,7 @@ port again; many sequential connections leave no flows or worker fds behind.
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import os
 import socket
@@ -27,6 +28,9 @@ import pytest
 import ringnet
 from ringnet._publish import PortSpec, open_listener, parse_spec, unprivileged_port_start
 from conftest import as_user_argv, child_env, needs_userns, ringnet_cmd, wait_until, worker_counter
+import forwards
+from forwards import SINK
+from forwards import worker_fds as _worker_fds
 from localdns import free_port
 
 A = ipaddress.ip_address
@@ -135,22 +139,6 @@ def test_listener_privileged_port_says_so():
 # --- end to end ---------------------------------------------------------------------------------
 
 HTTP_PORT, WHOAMI_PORT, WHOAMI2_PORT, SINK_PORT, CLOSED_PORT = 8000, 7000, 7001, 7002, 7003
-# Reads until EOF, answers with the SHA-256 of what it read and the byte count
-SINK = textwrap.dedent("""
-    import hashlib, socket, sys
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", int(sys.argv[1])))
-    s.listen(8)
-    while True:
-        c, a = s.accept()
-        h, n = hashlib.sha256(), 0
-        while chunk := c.recv(1 << 20):
-            h.update(chunk)
-            n += len(chunk)
-        c.sendall(f"{h.hexdigest()} {n}\\n".encode())
-        c.close()
-""")
 WHOAMI = textwrap.dedent("""
     import socket, sys
     s = socket.socket(socket.AF_INET6)
@@ -166,33 +154,9 @@ WHOAMI = textwrap.dedent("""
 """)
 
 
-def ask(addr: str, port: int, bind: tuple | None = None) -> tuple[str, int, int] | None:
-    """Connect through a forward; (address, port) the server inside saw and our own
-    port, or None when the server is not there (yet)."""
-    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
-    with socket.socket(fam) as s:
-        s.settimeout(30)
-        if bind:
-            s.bind(bind)
-        try:
-            s.connect((addr, port))
-            data = b""
-            while chunk := s.recv(256):
-                data += chunk
-        except (ConnectionResetError, ConnectionRefusedError):
-            return None
-        if not data.endswith(b"\n"):
-            return None
-        host, p = data.decode().split()
-        return host, int(p), s.getsockname()[1]
-
-
-def served(addr: str, port: int) -> tuple[str, int, int]:
-    """ask() once the server inside answers."""
-    got: list = []
-    wait_until(lambda: got.append(ask(addr, port)) or got[-1] is not None,
-               f"the server behind {addr}:{port}", interval=0.05)
-    return got[-1]
+# through a forward, with a 30 s timeout on each connection
+ask = functools.partial(forwards.ask, timeout=30)
+served = functools.partial(forwards.served, timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -407,10 +371,6 @@ def test_port_in_use_and_overlap_are_refused(net):
         net.publish(f"127.0.0.1:{port}:{WHOAMI_PORT}/udp").close()
     finally:
         fwd.close()
-
-
-def _worker_fds(net) -> int:
-    return sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in net.worker_pids)
 
 
 def _tcp_flows_to(net, ns_port: int) -> int:

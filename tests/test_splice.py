@@ -25,6 +25,7 @@ import pytest
 
 import ringnet
 from conftest import needs_userns, wait_until, worker_counter
+from forwards import SINK, ask, served
 from localdns import free_port
 
 HTTP_PORT, WHOAMI_PORT, GUEST_ONLY_PORT, SINK_PORT, CLOSED_PORT = 8000, 7000, 7001, 7002, 7003
@@ -77,22 +78,6 @@ WHOAMI = textwrap.dedent("""
         c.sendall(f"{host} {a[1]}\\n".encode())
         c.close()
 """)
-# Reads until the client's half-close, then answers with the SHA-256 and the byte count
-SINK = textwrap.dedent("""
-    import hashlib, socket, sys
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", int(sys.argv[1])))
-    s.listen(8)
-    while True:
-        c, a = s.accept()
-        h, n = hashlib.sha256(), 0
-        while chunk := c.recv(1 << 20):
-            h.update(chunk)
-            n += len(chunk)
-        c.sendall(f"{h.hexdigest()} {n}\\n".encode())
-        c.close()
-""")
 
 
 @pytest.fixture(scope="module")
@@ -118,35 +103,6 @@ def net(blob):
         n.spawn([sys.executable, "-c", WHOAMI, "10.0.2.100", str(GUEST_ONLY_PORT)])
         n.spawn([sys.executable, "-c", SINK, str(SINK_PORT)])
         yield n
-
-
-def ask(addr: str, port: int, bind: tuple | None = None) -> tuple[str, int, int] | None:
-    """Connect through a forward: (address, port) the server inside saw and our own port,
-    or None while the server is not there yet."""
-    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
-    with socket.socket(fam) as s:
-        s.settimeout(60)
-        if bind:
-            s.bind(bind)
-        try:
-            s.connect((addr, port))
-            data = b""
-            while chunk := s.recv(256):
-                data += chunk
-        except (ConnectionResetError, ConnectionRefusedError):
-            return None
-        if not data.endswith(b"\n"):
-            return None
-        host, p = data.decode().split()
-        return host, int(p), s.getsockname()[1]
-
-
-def served(addr: str, port: int) -> tuple[str, int, int]:
-    """ask() once the server inside answers."""
-    got: list = []
-    wait_until(lambda: got.append(ask(addr, port)) or got[-1] is not None,
-               f"the server behind {addr}:{port}", interval=0.05)
-    return got[-1]
 
 
 def _request(addr: str, port: int, method: str, body=None, length: int = 0):

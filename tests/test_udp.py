@@ -23,6 +23,7 @@ import pytest
 import ringnet
 
 from conftest import counter_reaches, needs_userns, wait_until
+from tunpace import TUN_PACE
 
 pytestmark = needs_userns
 
@@ -179,26 +180,9 @@ def test_udp_gso_from_inside_arrives_as_datagrams(no_leaks):
 FLOOD = r'''
 import socket, sys, time
 host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-
-def tun_tx():
-    """rn0's tx packets (counted as the pump reads them) and tx drops."""
-    with open("/proc/net/dev") as f:
-        for line in f:
-            name, _, rest = line.partition(":")
-            if name.strip() == "rn0":
-                v = rest.split()
-                return int(v[9]), int(v[11])
-    raise SystemExit("no rn0 in /proc/net/dev")
-
-# The tun device drops a datagram that finds its queue full, as a pump held off the CPU
-# leaves it: keep fewer than WINDOW datagrams between the sockets and the pump.
-WINDOW = 256
-read0, drops0 = tun_tx()
-read = 0
+''' + TUN_PACE + r'''
 for i in range(n):
-    while i - read >= WINDOW:
-        time.sleep(0.0005)  # pacing while the pump catches up, not synchronisation
-        read = tun_tx()[0] - read0
+    pace(i)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.sendto(b"%d" % i, (host, port))
 print("sent", n, "dropped", tun_tx()[1] - drops0)

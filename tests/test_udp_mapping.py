@@ -21,6 +21,7 @@ import ringnet
 
 import frames as F
 from conftest import HANG_S, counter_reaches, needs_userns, wait_until
+from tunpace import TUN_PACE
 from test_udp_worker import UdpHarness, complete, icmp_error, server, udp4, udp6, udp_fields
 from test_worker_input import GW4, Harness, params
 
@@ -147,26 +148,9 @@ def test_budget_refuses_new_sources_but_not_new_destinations():
 SENDER = r'''
 import socket, sys, time
 dst, port, n, first = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-
-def tun_tx():
-    """rn0's tx packets (counted as the pump reads them) and tx drops."""
-    with open("/proc/net/dev") as f:
-        for line in f:
-            name, _, rest = line.partition(":")
-            if name.strip() == "rn0":
-                v = rest.split()
-                return int(v[9]), int(v[11])
-    raise SystemExit("no rn0 in /proc/net/dev")
-
-# The tun device drops a datagram that finds its queue (txqueuelen, 1000 per queue) full,
-# as a pump held off the CPU leaves it: keep fewer than WINDOW between socket and pump.
-WINDOW = 256
-read0, drops0 = tun_tx()
-read = 0
+''' + TUN_PACE + r'''
 for i in range(n):
-    while i - read >= WINDOW:
-        time.sleep(0.0005)  # pacing while the pump catches up, not synchronisation
-        read = tun_tx()[0] - read0
+    pace(i)
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("0.0.0.0", first + i))
     s.sendto(b"x", (dst, port))
