@@ -3,7 +3,7 @@
 #
 # As root: Debian packages (compiler, Python headers and venv, iperf3, ping, setpriv,
 # dnsmasq and dig for the DNS tests, tcpdump to read captures back; podman, runc and
-# busybox-static for the podman test),
+# busybox-static for the podman test; nginx and wrk for the perf harness's churn test),
 # /dev/net/tun mode 0666 (as common distributions ship it), an unprivileged user for
 # the rootless tests, and a virtual environment that every user can run, made from
 # Debian's /usr/bin/python3, with ringnet and its test dependencies installed.
@@ -33,7 +33,9 @@ if [ "$(id -u)" = 0 ]; then
     # Rootless podman for tests/test_podman.py (ringnet-slirp4netns as its network command),
     # without its recommends (buildah, dbus-user-session): runc (crun refuses hybrid cgroup
     # layouts), catatonit for its pause process, busybox-static for the test image.
-    pkgs="podman runc conmon catatonit golang-github-containers-common busybox-static"
+    # nginx and wrk: tests/test_perf_harness.py runs the sweep's churn family (a private
+    # nginx as the test's user; the package's own service is not needed)
+    pkgs="podman runc conmon catatonit golang-github-containers-common busybox-static nginx wrk"
     # shellcheck disable=SC2086
     missing=$(apt_missing $pkgs)
     if [ -n "$missing" ]; then
