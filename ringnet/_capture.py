@@ -26,7 +26,6 @@ the control socket's ``capture`` command (``ringnet capture ID FILE``).
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import mmap
 import os
@@ -38,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from . import _control
 from ._control import Msg
 from ._core import check, ffi, lib, worker_counter_names
-from ._shm import REQUIRED_SEALS, _check_sealed
+from ._shm import _check_sealed, sealed_memfd
 from ._threads import start_thread
 from .errors import ConfigError, ProtocolError, RingnetError
 
@@ -95,15 +94,7 @@ class CaptureShm:
     @classmethod
     def create(cls, worker: int) -> "CaptureShm":
         """Orchestrator: a new sealed capture memfd for worker ``worker``, set up."""
-        size = lib.rn_capture_shm_size()
-        fd = os.memfd_create(f"ringnet-cap-w{worker}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-        try:
-            os.ftruncate(fd, size)
-            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, REQUIRED_SEALS)
-            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        except BaseException:
-            os.close(fd)
-            raise
+        fd, mm = sealed_memfd(f"ringnet-cap-w{worker}", lib.rn_capture_shm_size())
         self = cls(fd, mm)
         try:
             check(lib.rn_capture_shm_init(self.ptr, self.size), "rn_capture_shm_init")

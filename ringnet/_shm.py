@@ -19,9 +19,25 @@ import stat
 from ._core import check, ffi, lib
 from .errors import ProtocolError
 
-__all__ = ["RingMapping", "CounterArray", "check_eventfd", "REQUIRED_SEALS"]
+__all__ = ["RingMapping", "CounterArray", "check_eventfd", "sealed_memfd", "REQUIRED_SEALS"]
 
 REQUIRED_SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+
+
+def sealed_memfd(name: str, size: int, prot: int = mmap.PROT_READ | mmap.PROT_WRITE
+                 ) -> tuple[int, mmap.mmap]:
+    """A new memfd ``name`` of ``size`` zero bytes, sealed against shrinking, growing and
+    further seals (REQUIRED_SEALS: truncating it, say through /proc/PID/fd, would make
+    every process that maps it die of SIGBUS), and its shared mapping with ``prot``.
+    The caller owns both; on failure nothing is left open."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        os.ftruncate(fd, size)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, REQUIRED_SEALS)
+        return fd, mmap.mmap(fd, size, mmap.MAP_SHARED, prot)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 class RingMapping:
@@ -42,15 +58,7 @@ class RingMapping:
     def create(cls, ring_size: int, worker: int) -> "RingMapping":
         """Namespace child: create, size, seal and map the memfd, write the header and
         reset both rings."""
-        size = lib.rn_shm_size(ring_size)
-        fd = os.memfd_create(f"ringnet-w{worker}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-        try:
-            os.ftruncate(fd, size)
-            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, REQUIRED_SEALS)
-            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        except BaseException:
-            os.close(fd)
-            raise
+        fd, mm = sealed_memfd(f"ringnet-w{worker}", lib.rn_shm_size(ring_size))
         self = cls(fd, ring_size, mm)
         hdr = ffi.cast("struct rn_shm_hdr *", self.ptr)
         hdr.magic = lib.RN_SHM_MAGIC
@@ -143,17 +151,7 @@ class CounterArray:
     @classmethod
     def create(cls, name: str) -> "CounterArray":
         """Orchestrator: a new zeroed counter memfd, mapped read-only."""
-        size = lib.RN_CTR_SLOTS * 8
-        fd = os.memfd_create(f"ringnet-ctr-{name}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-        try:
-            os.ftruncate(fd, size)
-            # sealed as the rings are: truncating it (say, through /proc/PID/fd) would
-            # make every process that maps it die of SIGBUS
-            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, REQUIRED_SEALS)
-            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
-        except BaseException:
-            os.close(fd)
-            raise
+        fd, mm = sealed_memfd(f"ringnet-ctr-{name}", lib.RN_CTR_SLOTS * 8, mmap.PROT_READ)
         return cls(fd, mm, writable=False)
 
     @classmethod
