@@ -37,6 +37,8 @@
 	X(wakeups,		"times the worker woke from epoll")	\
 	X(kicks,		"doorbell writes towards the namespace")\
 	X(naps,			"naps instead of sleeps during small-packet streams") \
+	X(polls,		"looks again instead of a sleep (busy polling)") \
+	X(poll_hits,		"busy polls that ended with work found")	\
 	X(ring_full,		"frames for the namespace lost: ring full") \
 	X(icmp_echo_replies,	"ICMP echo replies sent")		\
 	X(icmp6_echo_replies,	"ICMPv6 echo replies sent")		\
@@ -200,7 +202,9 @@
 	X(handoffs,		"frames queued to another queue's worker") \
 	X(wakeups,		"times a pump thread woke from poll")	\
 	X(kicks,		"doorbell writes towards workers")	\
-	X(naps,			"naps instead of sleeps during small-packet streams")
+	X(naps,			"naps instead of sleeps during small-packet streams") \
+	X(polls,		"looks again instead of a sleep (busy polling)") \
+	X(poll_hits,		"busy polls that ended with work found")
 
 #define RN_CTR_ENUM_W(name, desc) RN_WCTR_##name,
 #define RN_CTR_ENUM_P(name, desc) RN_PCTR_##name,

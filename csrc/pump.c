@@ -36,7 +36,9 @@
  * ring is empty), not at the first release.
  *
  * Idle: during a stream of small frames (at most RN_MOD_SMALL bytes, either
- * way) the thread naps instead (moderate.h) and looks again. Else it announces
+ * way) the thread naps instead (moderate.h) and looks again. During
+ * request/response traffic it spins a while (busypoll.h): yields the CPU and
+ * runs its loop again, without announcing sleep. Else it announces
  * sleep on to_ns (NEED_WAKEUP), then poll()s ev_ns[i], the stop eventfd and,
  * unless waiting for ring space, the tun queue. A busy thread makes no syscall
  * for wakeups. rn_pump_stop() sets a flag that every loop looks at before it
@@ -48,6 +50,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -56,6 +59,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "busypoll.h"
 #include "counters.h"
 #include "flow.h"
 #include "moderate.h"
@@ -96,6 +100,9 @@ struct pump_ring {
  * @held_len:	its length
  * @held_owner:	its worker
  * @buf:	RN_FRAME_MAX bytes for a held frame
+ * @mod:	wake-up moderation (moderate.h)
+ * @bp:		busy polling (busypoll.h)
+ * @moved:	bytes read from and written to the tun queue (for @bp)
  * @ctr:	counts not yet added to the shared array
  */
 struct pump_queue {
@@ -115,6 +122,8 @@ struct pump_queue {
 	uint32_t held_owner;
 	uint8_t *buf;
 	struct rn_mod mod;
+	struct rn_bpoll bp;
+	uint64_t moved;
 	uint64_t ctr[RN_PCTR_COUNT];
 };
 
@@ -449,6 +458,7 @@ static int pump_rx(struct pump_queue *q)
 		n++;
 		q->ctr[RN_PCTR_tun_frames_in]++;
 		q->ctr[RN_PCTR_tun_bytes_in] += (uint64_t)len;
+		q->moved += (uint64_t)len;
 		rn_mod_up(&q->mod, pump_small_pkts(f, (uint32_t)len));
 		j = rn_flow_owner(pump->key, pump->nqueues, f, (uint32_t)len);
 		if (j == q->idx) {
@@ -519,6 +529,7 @@ static int pump_tx(struct pump_queue *q)
 		} else {
 			q->ctr[RN_PCTR_tun_frames_out]++;
 			q->ctr[RN_PCTR_tun_bytes_out] += len;
+			q->moved += len;
 			rn_mod_down(&q->mod, pump_small_pkts(f, len));
 		}
 		rn_ring_consume(&q->to_ns);
@@ -538,7 +549,8 @@ static int pump_tx(struct pump_queue *q)
  * pump_idle() - sleep until the tun queue, a doorbell or the stop eventfd fires
  * @q:		calling thread, with everything consumed released
  *
- * Or nap, during a stream of small frames (moderate.h), and return at once.
+ * Or nap, during a stream of small frames (moderate.h), or yield the CPU
+ * once while busy polling (busypoll.h), and return at once.
  *
  * Return: 0 to go on, 1 to stop, or negative errno
  */
@@ -555,6 +567,12 @@ static int pump_idle(struct pump_queue *q)
 	/* A stream of small frames: nap before announcing sleep (moderate.h) */
 	if (rn_mod_idle(&q->mod)) {
 		q->ctr[RN_PCTR_naps]++;
+		return 0;
+	}
+	/* Request/response traffic: look again for a while (busypoll.h) */
+	if (q->bp.max_ns && rn_bpoll_idle(&q->bp, rn_bpoll_now(), q->moved)) {
+		q->ctr[RN_PCTR_polls]++;
+		sched_yield();
 		return 0;
 	}
 	if (!rn_ring_consumer_sleep(&q->to_ns))
@@ -627,8 +645,11 @@ static void *pump_thread(void *arg)
 			break;
 		}
 		pump_flush(q);
-		if (rx || tx)
+		if (rx || tx) {
+			if (rn_bpoll_active(&q->bp) && rn_bpoll_work(&q->bp, rn_bpoll_now()))
+				q->ctr[RN_PCTR_poll_hits]++;
 			continue;
+		}
 		rc = pump_idle(q);
 		if (rc) {
 			rc = rc > 0 ? 0 : rc;
@@ -772,6 +793,7 @@ int rn_pump_start(struct rn_pump **out, const struct rn_pump_params *p, const in
 		if (rc)
 			goto fail;
 		rn_mod_init(&pump->qs[i].mod, p->coalesce_us);
+		rn_bpoll_init(&pump->qs[i].bp, p->busy_poll_us);
 	}
 	if ((pump->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
 		rc = -errno;

@@ -21,12 +21,14 @@
  * @ring_size:	data area size of each ring
  * @coalesce_us: nap this long instead of sleeping during small-packet streams
  *		(moderate.h), 0 to always sleep at once
+ * @busy_poll_us: spin at most this long before sleeping (busypoll.h), 0: never
  */
 struct rn_pump_params {
 	uint32_t nqueues;
 	uint8_t hash_key[16];
 	uint32_t ring_size;
 	uint32_t coalesce_us;
+	uint32_t busy_poll_us;
 };
 
 struct rn_pump;

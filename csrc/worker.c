@@ -73,6 +73,7 @@
  * worker: the error sticks in w->err and every later call returns it.
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -608,7 +609,7 @@ static int rn_worker_nap(struct rn_worker *w, int *ctl)
 static int rn_worker_pass(struct rn_worker *w, int block, int64_t deadline, int *frames,
 			  int *ctl)
 {
-	int n, idle, wait = 0, rc;
+	int n, idle, spin = 0, wait = 0, rc;
 	int64_t next;
 
 	w->now = rn_worker_now_ms();
@@ -630,6 +631,14 @@ static int rn_worker_pass(struct rn_worker *w, int block, int64_t deadline, int 
 	idle = block && n < (int)RN_WORKER_BATCH && !w->deferred;
 	if (idle && (rc = rn_worker_nap(w, ctl)))
 		return rc < 0 ? rc : w->err;
+	/* Request/response traffic: look again for a while (busypoll.h) */
+	if (n && rn_bpoll_active(&w->bp) && rn_bpoll_work(&w->bp, rn_bpoll_now()))
+		rn_ctr_add(w->ctr, RN_WCTR_poll_hits, 1);
+	if (idle && w->bp.max_ns && rn_bpoll_idle(&w->bp, rn_bpoll_now(),
+						   w->ctr[RN_WCTR_bytes_in] + w->ctr[RN_WCTR_bytes_out])) {
+		spin = 1;
+		idle = 0;
+	}
 	idle = idle && rn_ring_consumer_sleep(&w->rx);
 	if (idle) {
 		next = rn_verdict_next(w, rn_flowtab_next_deadline(&w->flows));
@@ -649,8 +658,14 @@ static int rn_worker_pass(struct rn_worker *w, int block, int64_t deadline, int 
 		return rc;
 	if (idle && wait)
 		rn_ctr_add(w->ctr, RN_WCTR_wakeups, 1);
+	if (rc > 0 && rn_bpoll_active(&w->bp) && rn_bpoll_work(&w->bp, rn_bpoll_now()))
+		rn_ctr_add(w->ctr, RN_WCTR_poll_hits, 1);
 	rn_worker_sync(w);
 	rn_worker_reap(w);
+	if (spin && !rc && !w->err) {
+		rn_ctr_add(w->ctr, RN_WCTR_polls, 1);
+		sched_yield();
+	}
 	return w->err;
 }
 
@@ -801,6 +816,7 @@ int rn_worker_new(struct rn_worker **out, const struct rn_worker_params *p, void
 		return -ENOMEM;
 	w->p = *p;
 	rn_mod_init(&w->mod, p->coalesce_us);
+	rn_bpoll_init(&w->bp, p->busy_poll_us);
 	w->ctr = counters;
 	w->ev_worker = ev_worker_fd;
 	w->ev_ns = ev_ns_fd;

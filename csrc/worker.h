@@ -35,6 +35,7 @@
 #include "counters.h"
 #include "fault.h"
 #include "flowtab.h"
+#include "busypoll.h"
 #include "moderate.h"
 #include "netem.h"
 #include "packet.h"
@@ -88,6 +89,7 @@ struct rn_capture;
  * @faults:	test-only fault injection on the ring path (all zero: off)
  * @coalesce_us:	nap this long instead of sleeping during small-packet streams
  *		(moderate.h), 0 to always sleep at once
+ * @busy_poll_us:	spin at most this long before sleeping (busypoll.h), 0: never
  * @tcp_delack_ms:	delay the ACK of small namespace data this long, for it to
  *		ride on the host's answer (tcp_delack.c), 0: ACK at once
  * @nhost4:	entries used in @host4
@@ -142,6 +144,7 @@ struct rn_worker_params {
 	struct rn_dns_upstream dns[RN_DNS_UPSTREAM_MAX];
 	struct rn_fault_params faults;
 	uint32_t coalesce_us;
+	uint32_t busy_poll_us;
 	uint32_t tcp_delack_ms;
 	uint32_t nhost4;
 	uint32_t nhost6;
@@ -183,6 +186,7 @@ struct rn_worker_params {
  * @mod:	wake-up moderation (moderate.h), fed with UDP datagrams moved
  * @mod_up:	udp_in when @mod was last fed
  * @mod_down:	udp_out when @mod was last fed
+ * @bp:	busy polling (busypoll.h)
  * @rules:	egress rules, name table and rule hits (rules.c), or NULL
  * @cap:	packet capture and flow log (capture.c), NULL until attached
  * @buf:	private copy of the frame being processed
@@ -219,6 +223,7 @@ struct rn_worker {
 	struct rn_mod mod;
 	uint64_t mod_up;
 	uint64_t mod_down;
+	struct rn_bpoll bp;
 	struct rn_rules_ctx *rules;
 	struct rn_capture *cap;
 	uint8_t buf[RN_FRAME_MAX];

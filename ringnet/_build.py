@@ -9,8 +9,8 @@ hardened with ``-D_FORTIFY_SOURCE=2 -fstack-protector-strong``.
 
 ``ringnet._ringnet_test`` (``testbuilder``), for tests and ``perf/`` only: the ring test
 loops (``csrc/ringtest.c``) with the ring they drive, and the rules of wake-up moderation
-(``csrc/moderate.c``, internal to the C core, exposed here so that tests can drive them
-with made-up clocks). It is never part of a plain
+and of busy polling (``csrc/moderate.c``, ``csrc/busypoll.c``, internal to the C core,
+exposed here so that tests can drive them with made-up clocks). It is never part of a plain
 ``pip install .``; it is built when ``RINGNET_TEST_BUILD=1`` is set, which also turns
 on ``-Werror`` for both extensions (scripts/setup-test-env.sh installs the test venv
 this way).
@@ -43,11 +43,11 @@ _CSRC = os.path.normpath(os.path.join(_HERE, "..", "csrc"))
 TEST_ONLY = ("ringtest",)
 # C modules of the shipped core whose declarations (.cdef) only the test extension
 # exposes: Python never calls them, tests do.
-TEST_API = ("moderate",)
+TEST_API = ("moderate", "busypoll")
 # What the test extension is made of: the ring test loops, the ring they drive, the
 # shared-memory constants (shm.h, header only) the ring tests size frames with, and
-# the moderation rules.
-_TEST_MODULES = ("ring", "shm", "ringtest", "moderate")
+# the rules of wake-up moderation and of busy polling.
+_TEST_MODULES = ("ring", "shm", "ringtest", "moderate", "busypoll")
 
 
 def _module(path: str) -> str:
@@ -119,7 +119,7 @@ testbuilder = FFI()
 testbuilder.cdef(_read_cdefs(_TEST_MODULES))
 testbuilder.set_source(
     "ringnet._ringnet_test",
-    '#include "shm.h"\n#include "ringtest.h"\n#include "moderate.h"\n',
+    '#include "shm.h"\n#include "ringtest.h"\n#include "moderate.h"\n#include "busypoll.h"\n',
     sources=_sources(_TEST_MODULES),
     include_dirs=["csrc"],
     extra_compile_args=_TCFLAGS,

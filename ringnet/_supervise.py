@@ -128,6 +128,7 @@ class NsQueues:
         params = ffi.new("struct rn_pump_params *")
         params.nqueues = self.cfg.workers
         params.coalesce_us = self.cfg.coalesce_us
+        params.busy_poll_us = self.cfg.busy_poll_us
         ffi.memmove(params.hash_key, bytes.fromhex(self.hash_key), 16)
         params.ring_size = self.cfg.ring_size
         out = ffi.new("struct rn_pump **")

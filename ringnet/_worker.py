@@ -68,6 +68,7 @@ def _params(spec: dict, cfg: NetworkConfig):
     p.tcp_fin_timeout_ms = cfg.tcp_fin_timeout * 1000
     p.udp_timeout_ms = cfg.udp_timeout * 1000
     p.coalesce_us = cfg.coalesce_us
+    p.busy_poll_us = cfg.busy_poll_us
     p.tcp_delack_ms = TCP_DELACK_MS
     p.ndns = _fill_upstreams(p.dns, spec["dns_upstreams"])
     if cfg.faults:

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from . import __version__, _ctlsock, _forwardctl
 from ._resolv import MAX_UPSTREAMS
-from .config import (COALESCE_US_MAX, MTU_MAX, MTU_MIN, PCAP_SNAPLEN_MAX, PCAP_SNAPLEN_MIN, RING_SIZE_MAX,
+from .config import (BUSY_POLL_US_MAX, COALESCE_US_MAX, MTU_MAX, MTU_MIN, PCAP_SNAPLEN_MAX, PCAP_SNAPLEN_MIN, RING_SIZE_MAX,
                      RING_SIZE_MIN, UDP_PORTS_MAX, UDP_PORTS_MIN, WORKERS_MAX, NetworkConfig)
 from .errors import ConfigError, RingnetError
 from .network import Network
@@ -145,6 +145,9 @@ def _net_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--coalesce-us", type=int, default=d["coalesce_us"], metavar="US",
                    help=f"wake-up moderation during small-packet streams, 0..{COALESCE_US_MAX} "
                    "microseconds (default %(default)s; 0: off)")
+    g.add_argument("--busy-poll-us", type=int, default=d["busy_poll_us"], metavar="US",
+                   help=f"adaptive busy polling before a data path thread sleeps, "
+                   f"0..{BUSY_POLL_US_MAX} microseconds (default %(default)s; 0: off)")
     g.add_argument("--idmap-helpers", action="store_true", default=d["idmap_helpers"],
                    help="map subordinate ids with newuidmap/newgidmap")
     g.add_argument("-p", "--publish", action=_AppendTuple, metavar="SPEC", default=d["publish"],

@@ -29,6 +29,8 @@ RING_SIZE_MAX = 256 * 1024 * 1024
 IFNAMSIZ = 16
 COALESCE_US_DEFAULT = 200   # see csrc/moderate.h
 COALESCE_US_MAX = 1000      # RN_MOD_NAP_MAX_US
+BUSY_POLL_US_DEFAULT = 200  # see csrc/busypoll.h
+BUSY_POLL_US_MAX = 1000     # RN_BPOLL_MAX_US
 UDP_PORTS_DEFAULT = 8192     # host UDP ports for all workers: well below the 28,232 ephemeral ones
 UDP_PORTS_MIN = 16
 UDP_PORTS_MAX = 16384
@@ -123,6 +125,12 @@ class NetworkConfig:
             sleeping until the next packet wakes it, so that it serves the stream in
             batches; a packet may then wait up to this long. Request/response traffic and
             TCP's 64 KiB frames are left alone. 0 turns moderation off.
+        busy_poll_us: adaptive busy polling, 0..1000 microseconds: a worker or pump thread
+            that runs out of work during request/response traffic looks again for up to
+            this long (yielding the CPU between looks) before it sleeps, so that the next
+            request or answer does not pay for waking it (and its CPU) up. The window is
+            learnt per thread and falls to 0 when traffic pauses (csrc/busypoll.h). 0 turns
+            busy polling off.
         dns_upstream: resolvers the DNS addresses forward to, each "ADDR[:PORT]" or
             "[V6ADDR]:PORT" (at most 3); None reads the host's /etc/resolv.conf, and
             again whenever it changes.
@@ -206,6 +214,7 @@ class NetworkConfig:
     tcp_fin_timeout: int = 60
     udp_timeout: int = 180
     coalesce_us: int = COALESCE_US_DEFAULT
+    busy_poll_us: int = BUSY_POLL_US_DEFAULT
     dns_upstream: Optional[tuple[str, ...]] = None
     resolv_conf: bool = True
     pid_namespace: bool = True
@@ -257,6 +266,7 @@ class NetworkConfig:
         _int_in_range("udp_timeout", self.udp_timeout, 1, 86400)
         _int_in_range("max_restarts", self.max_restarts, 0, 100)
         _int_in_range("coalesce_us", self.coalesce_us, 0, COALESCE_US_MAX)
+        _int_in_range("busy_poll_us", self.busy_poll_us, 0, BUSY_POLL_US_MAX)
         if self.dns_upstream is not None:
             if isinstance(self.dns_upstream, str):
                 object.__setattr__(self, "dns_upstream", (self.dns_upstream,))

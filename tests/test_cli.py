@@ -83,11 +83,12 @@ def test_cli_options_reach_the_config():
         ["run", "--mtu", "1500", "--workers", "3", "--cidr", "10.9.0.0/24", "--cidr6", "fd09::/64",
          "--disable-ipv6", "--ifname", "eth0", "--ring-size", str(1 << 20), "--allow-host-loopback",
          "--dns-upstream", "127.0.0.1:5353", "--dns-upstream", "[::1]:53", "--coalesce-us", "0",
-         "--idmap-helpers", "--no-resolv-conf", "--no-pid-namespace", "--", "true"])
+         "--busy-poll-us", "50", "--idmap-helpers", "--no-resolv-conf", "--no-pid-namespace", "--", "true"])
     assert cli._config(args) == ringnet.NetworkConfig(
         mtu=1500, workers=3, cidr4="10.9.0.0/24", cidr6="fd09::/64", ipv6=False, ifname="eth0",
         ring_size=1 << 20, allow_host_loopback=True, dns_upstream=("127.0.0.1:5353", "[::1]:53"),
-        coalesce_us=0, idmap_helpers=True, resolv_conf=False, pid_namespace=False)
+        coalesce_us=0, busy_poll_us=50, idmap_helpers=True, resolv_conf=False,
+        pid_namespace=False)
 
 
 def test_cli_new_options_reach_the_config():

@@ -110,3 +110,14 @@ def test_coalesce_us_out_of_range_names_option_and_range(us):
 @pytest.mark.parametrize("us", [0, 1, 200, 1000])
 def test_coalesce_us_in_range(us):
     assert NetworkConfig(coalesce_us=us).coalesce_us == us
+
+
+@pytest.mark.parametrize("us", [-1, 1001, "200", 2.5])
+def test_busy_poll_us_out_of_range_names_option_and_range(us):
+    with pytest.raises(ConfigError, match=r"busy_poll_us=.*0 to 1000"):
+        NetworkConfig(busy_poll_us=us)
+
+
+@pytest.mark.parametrize("us", [0, 1, 200, 1000])
+def test_busy_poll_us_in_range(us):
+    assert NetworkConfig(busy_poll_us=us).busy_poll_us == us
