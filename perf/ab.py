@@ -3,6 +3,8 @@
     python -m perf.ab --variant base=/tmp/ab/base --variant poll=/tmp/ab/poll \\
         [--peer pasta,slirp4netns,loopback] [--tests rr,crr,crr_rst] [--rounds 6]
         [--rr-seconds 2] [--streams 1] [--workers 1] [--mtu 1500] [--out FILE.json]
+        [--base NAME]
+    python -m perf.ab --summarize FILE.json [--base NAME]
 
 A variant is NAME=ROOT[:VAR=VALUE...]: ROOT is a directory holding a built ``ringnet``
 package (a copy of the checkout's ``ringnet/`` with its extension built in place, for
@@ -158,6 +160,11 @@ def paired(runs_b: list[dict[str, Any]], runs_a: list[dict[str, Any]], key: str,
     return f"{np.median(x):.3f}x [{lo:.3f}, {hi:.3f}]"
 
 
+def _based(names: list[str], base: Optional[str]) -> list[str]:
+    """``names`` with ``base`` (if given) first: summarize() gives ratios to the first."""
+    return [base] + [n for n in names if n != base] if base else names
+
+
 def summarize(results: dict[str, dict[str, list[dict[str, Any]]]], names: list[str]) -> str:
     """Markdown: per test, per variant, medians and ratios to names[0]."""
     out = []
@@ -225,11 +232,23 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--mtu", type=int, default=1500)
     p.add_argument("--out", default=None, help="write every run here (JSON)")
     p.add_argument("--as-root", action="store_true")
+    p.add_argument("--base", default=None,
+                   help="give ratios to this variant or peer (default: the first)")
+    p.add_argument("--summarize", default=None, metavar="FILE.json",
+                   help="run nothing: summarize the runs an earlier --out wrote (with --base)")
     p.add_argument("--agent", default=None, help=argparse.SUPPRESS)
     p.add_argument("--netbench", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.agent:
         return agent(args.agent, args.mtu, args.workers, args.netbench)
+    if args.summarize:
+        with open(args.summarize) as f:
+            saved = json.load(f)
+        names = list(next(iter(saved["results"].values())))
+        if args.base and args.base not in names:
+            p.error(f"--base: {args.base!r} is not one of {', '.join(names)}")
+        print(summarize(saved["results"], _based(names, args.base)))
+        return 0
     if rootless.should_drop(args.as_root):
         return rootless.rerun("perf.ab", sys.argv[1:] if argv is None else argv)
 
@@ -249,6 +268,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     agents = [Agent(n, s, args, netbench) for n, s in specs]
     names = [a.name for a in agents]
+    if args.base and args.base not in names:
+        p.error(f"--base: {args.base!r} is not one of {', '.join(names)}")
     results: dict[str, dict[str, list[dict[str, Any]]]] = {t: {n: [] for n in names} for t in tests}
     t0 = time.monotonic()
     try:
@@ -269,7 +290,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             a.close()
     text = (f"perf.ab: {', '.join(names)}; tests {', '.join(tests)}; {args.rounds} rounds; "
             f"streams {args.streams}; workers {args.workers}; mtu {args.mtu}; {rootless.whoami()}\n"
-            + summarize(results, names))
+            + summarize(results, _based(names, args.base)))
     print(text)
     if args.out:
         with open(args.out, "w") as f:

@@ -188,6 +188,26 @@ def test_tcp_target_rows_say_when_the_interval_straddles():
     assert tcp_bench._ratio_row("x", mine, None, "gbps", 2.5, "slirp4netns")["ok"] is None
 
 
+def test_ab_summary_gives_ratios_to_the_chosen_base(tmp_path):
+    from perf import ab
+    runs = {"x": [{"ok": True, "round": r, "ops_per_s": 2000.0 + r, "p50_us": 50, "p99_us": 90,
+                   "max_us": 300, "slow": 0} for r in range(4)],
+            "pasta": [{"ok": True, "round": r, "ops_per_s": 1000.0 + r, "p50_us": 100,
+                       "p99_us": 200, "max_us": 400, "slow": 1} for r in range(4)]}
+    assert ab._based(["x", "pasta"], None) == ["x", "pasta"]
+    assert ab._based(["x", "pasta"], "pasta") == ["pasta", "x"]
+    text = ab.summarize({"rr": runs}, ab._based(["x", "pasta"], "pasta"))
+    assert "ratio to pasta" in text
+    row = next(line for line in text.splitlines() if line.startswith("| x |"))
+    assert row.split("|")[3].strip().startswith("1.99")  # 2001.5 / 1001.5, over runs
+    saved = tmp_path / "ab.json"
+    saved.write_text(json.dumps({"args": {}, "results": {"rr": runs}, "summary": ""}))
+    r = subprocess.run([sys.executable, "-m", "perf.ab", "--summarize", str(saved), "--base", "nope"],
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "--base: 'nope' is not one of x, pasta" in r.stderr
+
+
 def test_udp_bench_verdicts():
     good = {"ok": True, "gbps": 0.99, "loss_percent": 0.05}
     lossy = {"ok": True, "gbps": 0.95, "loss_percent": 2.0}
