@@ -101,23 +101,14 @@ def test_txqueuelen_grows_when_mtu_shrinks():
     assert NetworkConfig(mtu=1500).txqueuelen() > NetworkConfig(mtu=65520).txqueuelen() >= 1000
 
 
+@pytest.mark.parametrize("option", ["coalesce_us", "busy_poll_us"])
 @pytest.mark.parametrize("us", [-1, 1001, "200", 2.5])
-def test_coalesce_us_out_of_range_names_option_and_range(us):
-    with pytest.raises(ConfigError, match=r"coalesce_us=.*0 to 1000"):
-        NetworkConfig(coalesce_us=us)
+def test_microsecond_option_out_of_range_names_option_and_range(option, us):
+    with pytest.raises(ConfigError, match=rf"{option}=.*0 to 1000"):
+        NetworkConfig(**{option: us})
 
 
+@pytest.mark.parametrize("option", ["coalesce_us", "busy_poll_us"])
 @pytest.mark.parametrize("us", [0, 1, 200, 1000])
-def test_coalesce_us_in_range(us):
-    assert NetworkConfig(coalesce_us=us).coalesce_us == us
-
-
-@pytest.mark.parametrize("us", [-1, 1001, "200", 2.5])
-def test_busy_poll_us_out_of_range_names_option_and_range(us):
-    with pytest.raises(ConfigError, match=r"busy_poll_us=.*0 to 1000"):
-        NetworkConfig(busy_poll_us=us)
-
-
-@pytest.mark.parametrize("us", [0, 1, 200, 1000])
-def test_busy_poll_us_in_range(us):
-    assert NetworkConfig(busy_poll_us=us).busy_poll_us == us
+def test_microsecond_option_in_range(option, us):
+    assert getattr(NetworkConfig(**{option: us}), option) == us
