@@ -497,13 +497,7 @@ static int rn_udp_flow_new(struct rn_worker *w, struct rn_udp *u, struct rn_fram
 		return rc;
 	}
 	fl = (struct rn_udp_flow *)g;
-	fl->port = pt;
-	fl->pnext = pt->flows;
-	if (pt->flows)
-		pt->flows->pprev = &fl->pnext;
-	fl->pprev = &pt->flows;
-	pt->flows = fl;
-	pt->nflows++;
+	rn_udp_port_link(pt, fl);
 	*out = fl;
 	return 0;
 }

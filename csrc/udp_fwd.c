@@ -141,13 +141,7 @@ struct rn_udp_flow *rn_udp_fwd_flow_new(struct rn_worker *w, struct rn_udp_port 
 	if (rn_dgram_create(w, &k, &spec, &d, -1, &g))
 		goto refuse;
 	fl = (struct rn_udp_flow *)g;
-	fl->port = pt;
-	fl->pnext = pt->flows;
-	if (pt->flows)
-		pt->flows->pprev = &fl->pnext;
-	fl->pprev = &pt->flows;
-	pt->flows = fl;
-	pt->nflows++;
+	rn_udp_port_link(pt, fl);
 	rn_ctr_add(w->ctr, RN_WCTR_fwd_udp_flows, 1);
 	return fl;
 refuse:

@@ -167,6 +167,25 @@ static inline int rn_udp_fd(const struct rn_udp_flow *fl)
 	return fl->port ? fl->port->f.fd : fl->g.f.fd;
 }
 
+/**
+ * rn_udp_port_link() - put a new flow on its port's list of flows
+ * @pt:		the port (host socket) the flow sends through
+ * @fl:		new flow, on no port's list yet
+ *
+ * Sets @fl->port, links @fl first in @pt->flows and counts it in
+ * @pt->nflows; rn_udp_port_unlink() (udp.c) undoes it when the flow closes.
+ */
+static inline void rn_udp_port_link(struct rn_udp_port *pt, struct rn_udp_flow *fl)
+{
+	fl->port = pt;
+	fl->pnext = pt->flows;
+	if (pt->flows)
+		pt->flows->pprev = &fl->pnext;
+	fl->pprev = &pt->flows;
+	pt->flows = fl;
+	pt->nflows++;
+}
+
 struct rn_udp *rn_udp_state(struct rn_worker *w);
 int rn_udp_dns_err(struct rn_worker *w, struct rn_dgram_flow *g, const struct rn_icmp_err *e,
 		   const uint8_t *payload, uint32_t len);
