@@ -1,15 +1,17 @@
 """Servers and clients shared by the forward tests (test_apisock, test_forward_cli,
-test_forward_churn, test_publish, test_splice).
+test_forward_churn, test_publish, test_publish_udp, test_splice).
 
 WHOAMI runs inside a namespace and answers each connection with the address and port
 it sees; SINK with the SHA-256 and length of what the client sent. ask_loopback(),
 served_loopback() and refused() reach a server through a forward on host 127.0.0.1;
 ask()/served() through a forward on any address, telling our own port too;
-worker_fds() counts the open fds of a network's workers.
+worker_fds() counts the open fds of a network's workers; own_address() finds this
+machine's non-loopback IPv4 address (test_publish_udp, test_splice).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import textwrap
@@ -110,3 +112,18 @@ def served(addr: str, port: int, timeout: float = 60) -> tuple[str, int, int]:
 def worker_fds(net) -> int:
     """The open fds of all the workers of ``net``."""
     return sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in net.worker_pids)
+
+
+def own_address() -> str | None:
+    """This machine's IPv4 address that is neither loopback, link-local nor in the
+    namespace's 10.0.2.0/24, to connect or send from; None if it has none."""
+    import psutil
+
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family == socket.AF_INET:
+                ip = ipaddress.ip_address(a.address)
+                if not ip.is_loopback and not ip.is_link_local and \
+                        ip not in ipaddress.ip_network("10.0.2.0/24"):
+                    return a.address
+    return None

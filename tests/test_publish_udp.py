@@ -9,7 +9,6 @@ real address; flows end after the idle timeout; removing the forward frees the h
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import sys
 import textwrap
@@ -18,6 +17,7 @@ import pytest
 
 import ringnet
 from conftest import needs_userns, wait_until, worker_counter
+from forwards import own_address
 from localdns import free_port
 
 ECHO_PORT = 5353
@@ -117,22 +117,9 @@ def test_flows_end_after_the_idle_timeout(net):
             c.close()
 
 
-def _own_address() -> str | None:
-    import psutil
-
-    for addrs in psutil.net_if_addrs().values():
-        for a in addrs:
-            if a.family == socket.AF_INET:
-                ip = ipaddress.ip_address(a.address)
-                if not ip.is_loopback and not ip.is_link_local and \
-                        ip not in ipaddress.ip_network("10.0.2.0/24"):
-                    return a.address
-    return None
-
-
 @needs_userns
 def test_non_loopback_sender_keeps_its_address_with_one_worker():
-    me = _own_address()
+    me = own_address()
     if me is None:
         pytest.skip("this machine has no non-loopback IPv4 address to send from")
     with ringnet.Network(workers=1, control_socket=False) as n:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import ipaddress
 import os
 import socket
 import sys
@@ -25,7 +24,7 @@ import pytest
 
 import ringnet
 from conftest import needs_userns, wait_until, worker_counter
-from forwards import SINK, ask, served
+from forwards import SINK, ask, own_address, served
 from localdns import free_port
 
 HTTP_PORT, WHOAMI_PORT, GUEST_ONLY_PORT, SINK_PORT, CLOSED_PORT = 8000, 7000, 7001, 7002, 7003
@@ -283,25 +282,12 @@ def test_spliced_flow_is_listed_then_gone(net):
         wait_until(lambda: len(row()) == 0, "the spliced flow to end")
 
 
-def _own_address() -> str | None:
-    import psutil
-
-    for addrs in psutil.net_if_addrs().values():
-        for a in addrs:
-            if a.family == socket.AF_INET:
-                ip = ipaddress.ip_address(a.address)
-                if not ip.is_loopback and not ip.is_link_local and \
-                        ip not in ipaddress.ip_network("10.0.2.0/24"):
-                    return a.address
-    return None
-
-
 @needs_userns
 def test_non_loopback_client_takes_the_c_core_with_its_real_source(net):
     """One forward on every IPv4 address: a client on host loopback is spliced (seen from the
     namespace's loopback), a client on this machine's own non-loopback address goes
     through the C core and is seen with its real address and port."""
-    me = _own_address()
+    me = own_address()
     if me is None:
         pytest.skip("this machine has no non-loopback IPv4 address to connect from")
     port = free_port("0.0.0.0")
