@@ -22,7 +22,6 @@ import subprocess
 import sys
 import textwrap
 
-import psutil
 import pytest
 
 import ringnet
@@ -286,23 +285,12 @@ def test_loopback_client_appears_from_gateway(net):
         fwd.close()
 
 
-def _own_address() -> str | None:
-    for addrs in psutil.net_if_addrs().values():
-        for a in addrs:
-            if a.family == socket.AF_INET:
-                ip = A(a.address)
-                if not ip.is_loopback and not ip.is_link_local and ip not in \
-                        ipaddress.ip_network("10.0.2.0/24"):
-                    return a.address
-    return None
-
-
 @needs_userns
 def test_real_client_address_is_seen_inside(net):
     """A client on a non-loopback address of this machine keeps its address and port,
     whichever worker accepts it: 16 connections, about half of them accepted by the worker
     that does not own the flow and handed over."""
-    me = _own_address()
+    me = forwards.own_address()
     if me is None:
         pytest.skip("this machine has no non-loopback IPv4 address to connect from")
     port = free_port(me)
