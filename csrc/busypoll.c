@@ -2,22 +2,7 @@
  *
  * See busypoll.h for the theory of operation.
  */
-#include <time.h>
-
 #include "busypoll.h"
-
-/**
- * rn_bpoll_now() - CLOCK_MONOTONIC in nanoseconds (never 0)
- *
- * Return: nanoseconds
- */
-int64_t rn_bpoll_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec + 1;
-}
 
 /**
  * rn_bpoll_init() - set up busy polling for one thread

@@ -38,13 +38,15 @@
  * Streams do not spin: a thread that moved RN_BPOLL_BULK bytes or more
  * between two idle points (64 KiB offload frames) blocks at once, as without
  * busy polling, for the next RN_BPOLL_BULK_HOLD_NS (the idle points of a
- * stream's ACK-only batches in between do not spin either). A stream's wake-ups are already paid for by the bytes each
- * one moves, and a spin there would only burn CPU (measured: +65% CPU per
- * GB on a one-stream iperf3 for the same throughput).
+ * stream's ACK-only batches in between do not spin either). A stream's
+ * wake-ups are already paid for by the bytes each one moves, and a spin there
+ * would only burn CPU (measured: +65% CPU per GB on a one-stream iperf3 for
+ * the same throughput).
  *
  * busy_poll_us 0 turns this off: every idle thread blocks at once.
  *
- * rn_bpoll_idle() and rn_bpoll_work() take the time as an argument, so that
+ * rn_bpoll_idle() and rn_bpoll_work() take the time (rn_mono_ns(), clock.h)
+ * as an argument, so that
  * tests drive the rules with made-up clocks (tests/test_busypoll.py).
  */
 #ifndef RN_BUSYPOLL_H
@@ -78,7 +80,6 @@ struct rn_bpoll {
 void rn_bpoll_init(struct rn_bpoll *b, uint32_t max_us);
 int rn_bpoll_idle(struct rn_bpoll *b, int64_t now, uint64_t moved);
 int rn_bpoll_work(struct rn_bpoll *b, int64_t now);
-int64_t rn_bpoll_now(void);
 
 /**
  * rn_bpoll_active() - whether the thread is idle now (a spin or a block is on)

@@ -5,20 +5,8 @@
 #include <errno.h>
 #include <time.h>
 
+#include "clock.h"
 #include "moderate.h"
-
-/**
- * mono_ns() - CLOCK_MONOTONIC in nanoseconds
- *
- * Return: nanoseconds
- */
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 /**
  * rn_mod_init() - set up moderation for one thread
@@ -114,7 +102,7 @@ int rn_mod_idle(struct rn_mod *m)
 	struct timespec ts;
 
 	/* The clock costs a system call on some machines: read it only if needed */
-	if (!rn_mod_decide(m, rn_mod_may_nap(m) ? mono_ns() : 0))
+	if (!rn_mod_decide(m, rn_mod_may_nap(m) ? rn_mono_ns() : 0))
 		return 0;
 	ts.tv_sec = 0;
 	ts.tv_nsec = m->nap_ns;

@@ -60,6 +60,7 @@
 #include <unistd.h>
 
 #include "busypoll.h"
+#include "clock.h"
 #include "counters.h"
 #include "flow.h"
 #include "moderate.h"
@@ -570,7 +571,7 @@ static int pump_idle(struct pump_queue *q)
 		return 0;
 	}
 	/* Request/response traffic: look again for a while (busypoll.h) */
-	if (q->bp.max_ns && rn_bpoll_idle(&q->bp, rn_bpoll_now(), q->moved)) {
+	if (q->bp.max_ns && rn_bpoll_idle(&q->bp, rn_mono_ns(), q->moved)) {
 		q->ctr[RN_PCTR_polls]++;
 		sched_yield();
 		return 0;
@@ -646,7 +647,7 @@ static void *pump_thread(void *arg)
 		}
 		pump_flush(q);
 		if (rx || tx) {
-			if (rn_bpoll_active(&q->bp) && rn_bpoll_work(&q->bp, rn_bpoll_now()))
+			if (rn_bpoll_active(&q->bp) && rn_bpoll_work(&q->bp, rn_mono_ns()))
 				q->ctr[RN_PCTR_poll_hits]++;
 			continue;
 		}

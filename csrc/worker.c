@@ -82,6 +82,7 @@
 #include <unistd.h>
 
 #include "capture.h"
+#include "clock.h"
 #include "fault.h"
 #include "flow.h"
 #include "flowtab.h"
@@ -192,10 +193,7 @@ static const unsigned int rn_worker_open_ctr[RN_FLOW_TYPES] = {
  */
 int64_t rn_worker_now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return rn_mono_ns() / 1000000;
 }
 
 /**
@@ -632,9 +630,9 @@ static int rn_worker_pass(struct rn_worker *w, int block, int64_t deadline, int 
 	if (idle && (rc = rn_worker_nap(w, ctl)))
 		return rc < 0 ? rc : w->err;
 	/* Request/response traffic: look again for a while (busypoll.h) */
-	if (n && rn_bpoll_active(&w->bp) && rn_bpoll_work(&w->bp, rn_bpoll_now()))
+	if (n && rn_bpoll_active(&w->bp) && rn_bpoll_work(&w->bp, rn_mono_ns()))
 		rn_ctr_add(w->ctr, RN_WCTR_poll_hits, 1);
-	if (idle && w->bp.max_ns && rn_bpoll_idle(&w->bp, rn_bpoll_now(),
+	if (idle && w->bp.max_ns && rn_bpoll_idle(&w->bp, rn_mono_ns(),
 						   w->ctr[RN_WCTR_bytes_in] + w->ctr[RN_WCTR_bytes_out])) {
 		spin = 1;
 		idle = 0;
@@ -658,7 +656,7 @@ static int rn_worker_pass(struct rn_worker *w, int block, int64_t deadline, int 
 		return rc;
 	if (idle && wait)
 		rn_ctr_add(w->ctr, RN_WCTR_wakeups, 1);
-	if (rc > 0 && rn_bpoll_active(&w->bp) && rn_bpoll_work(&w->bp, rn_bpoll_now()))
+	if (rc > 0 && rn_bpoll_active(&w->bp) && rn_bpoll_work(&w->bp, rn_mono_ns()))
 		rn_ctr_add(w->ctr, RN_WCTR_poll_hits, 1);
 	rn_worker_sync(w);
 	rn_worker_reap(w);
