@@ -46,8 +46,8 @@
  * busy_poll_us 0 turns this off: every idle thread blocks at once.
  *
  * rn_bpoll_idle() and rn_bpoll_work() take the time (rn_mono_ns(), clock.h)
- * as an argument, so that
- * tests drive the rules with made-up clocks (tests/test_busypoll.py).
+ * as an argument, so that tests drive the rules with made-up clocks
+ * (tests/test_busypoll.py).
  */
 #ifndef RN_BUSYPOLL_H
 #define RN_BUSYPOLL_H

@@ -608,9 +608,9 @@ static int rn_worker_pass(struct rn_worker *w, int block, int64_t deadline, int 
 			  int *ctl)
 {
 	int n, idle, spin = 0, wait = 0, rc;
-	int64_t next;
+	int64_t next, now_ns = rn_mono_ns();
 
-	w->now = rn_worker_now_ms();
+	w->now = now_ns / 1000000;	/* rn_worker_now_ms(), and busy polling's time */
 	n = rn_worker_batch(w);
 	if (n < 0)
 		return n;
@@ -630,9 +630,9 @@ static int rn_worker_pass(struct rn_worker *w, int block, int64_t deadline, int 
 	if (idle && (rc = rn_worker_nap(w, ctl)))
 		return rc < 0 ? rc : w->err;
 	/* Request/response traffic: look again for a while (busypoll.h) */
-	if (n && rn_bpoll_active(&w->bp) && rn_bpoll_work(&w->bp, rn_mono_ns()))
+	if (n && rn_bpoll_active(&w->bp) && rn_bpoll_work(&w->bp, now_ns))
 		rn_ctr_add(w->ctr, RN_WCTR_poll_hits, 1);
-	if (idle && w->bp.max_ns && rn_bpoll_idle(&w->bp, rn_mono_ns(),
+	if (idle && w->bp.max_ns && rn_bpoll_idle(&w->bp, now_ns,
 						   w->ctr[RN_WCTR_bytes_in] + w->ctr[RN_WCTR_bytes_out])) {
 		spin = 1;
 		idle = 0;
