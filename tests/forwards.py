@@ -6,15 +6,25 @@ it sees; SINK with the SHA-256 and length of what the client sent. ask_loopback(
 served_loopback() and refused() reach a server through a forward on host 127.0.0.1;
 ask()/served() through a forward on any address, telling our own port too;
 worker_fds() counts the open fds of a network's workers; own_address() finds this
-machine's non-loopback IPv4 address (test_publish_udp, test_splice).
+machine's non-loopback IPv4 address (test_publish_udp, test_splice). in_outer_namespace()
+runs a test body in a user+net namespace of its own, where OUTER_ADDR stands in for a
+non-loopback address of this machine (test_publish: a client from a real address,
+without sending to the machine's own address).
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import json
 import os
+import signal
 import socket
+import subprocess
+import sys
 import textwrap
+
+import pytest
 
 from conftest import HANG_S, wait_until
 
@@ -112,6 +122,75 @@ def served(addr: str, port: int, timeout: float = 60) -> tuple[str, int, int]:
 def worker_fds(net) -> int:
     """The open fds of all the workers of ``net``."""
     return sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in net.worker_pids)
+
+
+# The address that stands in for "this machine's own non-loopback address" in the outer
+# namespace of in_outer_namespace() (TEST-NET-1, RFC 5737)
+OUTER_ADDR = "192.0.2.1"
+
+# argv: address, tests directory; the body on stdin. Makes the outer user+net namespace
+# (ringnet's own helpers: this fresh interpreter is single-threaded, as unshare(CLONE_NEWUSER)
+# requires), brings its loopback up with the address on it, runs the body's main(address)
+# and prints what it returns as JSON on the last line.
+_OUTER = textwrap.dedent("""
+    import json, os, sys
+    addr, tests = sys.argv[1:3]
+    body = sys.stdin.read()
+    from ringnet._nsutil import unshare_user_net, write_id_maps
+    uid, gid = os.getuid(), os.getgid()
+    unshare_user_net()
+    write_id_maps(uid, gid)
+    from pyroute2 import IPRoute
+    with IPRoute() as ipr:
+        (lo,) = ipr.link_lookup(ifname="lo")
+        ipr.link("set", index=lo, state="up")
+        ipr.addr("add", index=lo, address=addr, prefixlen=32)
+    sys.path.insert(0, tests)
+    scope = {"__name__": "__outer__"}
+    exec(compile(body, "<outer namespace body>", "exec"), scope)
+    print(json.dumps(scope["main"](addr)), flush=True)
+""")
+
+
+@functools.lru_cache(maxsize=None)
+def _nested_userns_reason() -> str:
+    """Empty if a user namespace can be made inside one of ours (ringnet's namespace inside
+    the outer one), else why not."""
+    r = subprocess.run(["unshare", "-Urn", "unshare", "-Urn", "true"], capture_output=True,
+                       timeout=HANG_S)
+    if r.returncode != 0:
+        return f"the kernel forbids nested user namespaces here: {r.stderr.decode().strip()}"
+    return ""
+
+
+def in_outer_namespace(body: str, timeout: float = 4 * HANG_S):
+    """Run ``body`` in a user+net namespace of its own, where OUTER_ADDR on loopback stands
+    in for this machine's own non-loopback address: a test can then connect from a real
+    (non-loopback) source and still send only to a namespace it made. ``body`` is Python
+    source defining ``main(addr)`` (the tests directory is on sys.path) that returns a
+    JSON value, returned here. Fails with the child's stderr if
+    the body fails or outlives ``timeout``; skips if nested user namespaces are forbidden.
+    The namespace, and the network the body makes in it, end with the child."""
+    reason = _nested_userns_reason()
+    if reason:
+        pytest.skip(reason)
+    tests = os.path.dirname(os.path.abspath(__file__))
+    argv = [sys.executable, "-c", _OUTER, OUTER_ADDR, tests]
+    with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as p:
+        try:
+            out, err = p.communicate(body, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            try:
+                err = p.communicate(timeout=HANG_S)[1]
+            except subprocess.TimeoutExpired:
+                err = "(its stderr stayed open)"
+            raise AssertionError(f"the outer namespace's body still ran after {timeout:.0f} s:"
+                                 f"\n{err}") from None
+    if p.returncode != 0:
+        raise AssertionError(f"the outer namespace's body failed (exit {p.returncode}):\n{err}")
+    return json.loads(out.splitlines()[-1])
 
 
 def own_address() -> str | None:
