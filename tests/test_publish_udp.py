@@ -3,8 +3,10 @@
 A UDP echo server inside answers each datagram with its payload and the address and port it
 came from. Through a forward from host loopback (IPv4 and IPv6), two clients talking at the
 same time each get only their own replies (one flow per client), seen inside as two
-different gateway ports; a client on this machine's non-loopback address is seen with its
-real address; flows end after the idle timeout; removing the forward frees the host port.
+different gateway ports; a client on a non-loopback address is seen with its real address
+(in a user+net namespace of the test's own, where an address on its loopback stands in for
+one of this machine's); flows end after the idle timeout; removing the forward frees the
+host port.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pytest
 
 import ringnet
 from conftest import needs_userns, wait_until, worker_counter
-from forwards import own_address
+from forwards import OUTER_ADDR, in_outer_namespace
 from localdns import free_port
 
 ECHO_PORT = 5353
@@ -117,21 +119,32 @@ def test_flows_end_after_the_idle_timeout(net):
             c.close()
 
 
+# In a namespace of its own (forwards.in_outer_namespace): one worker, the echo server, a
+# sender on the outer address (which stands in for a non-loopback address of this machine)
+NON_LOOPBACK_SENDER = textwrap.dedent("""
+    import sys
+    import ringnet
+    from localdns import free_port
+    from test_publish_udp import ECHO, ECHO_PORT, _client, _until
+
+    def main(addr):
+        with ringnet.Network(workers=1, control_socket=False) as n:
+            n.spawn([sys.executable, "-c", ECHO, str(ECHO_PORT)])
+            port = free_port(addr)
+            with n.publish(f"{addr}:{port}:{ECHO_PORT}/udp"):
+                c = _client(addr)
+                try:
+                    return {"seen": _until(c, (addr, port), "who", []),
+                            "own_port": c.getsockname()[1]}
+                finally:
+                    c.close()
+""")
+
+
 @needs_userns
 def test_non_loopback_sender_keeps_its_address_with_one_worker():
-    me = own_address()
-    if me is None:
-        pytest.skip("this machine has no non-loopback IPv4 address to send from")
-    with ringnet.Network(workers=1, control_socket=False) as n:
-        n.spawn([sys.executable, "-c", ECHO, str(ECHO_PORT)])
-        port = free_port(me)
-        with n.publish(f"{me}:{port}:{ECHO_PORT}/udp"):
-            c = _client(me)
-            try:
-                host, seen_port = _until(c, (me, port), "who", [])
-                assert (host, seen_port) == (me, c.getsockname()[1])
-            finally:
-                c.close()
+    got = in_outer_namespace(NON_LOOPBACK_SENDER)
+    assert tuple(got["seen"]) == (OUTER_ADDR, got["own_port"])
 
 
 @needs_userns
