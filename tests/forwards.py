@@ -5,17 +5,15 @@ WHOAMI runs inside a namespace and answers each connection with the address and 
 it sees; SINK with the SHA-256 and length of what the client sent. ask_loopback(),
 served_loopback() and refused() reach a server through a forward on host 127.0.0.1;
 ask()/served() through a forward on any address, telling our own port too;
-worker_fds() counts the open fds of a network's workers; own_address() finds this
-machine's non-loopback IPv4 address (test_publish_udp, test_splice). in_outer_namespace()
-runs a test body in a user+net namespace of its own, where OUTER_ADDR stands in for a
-non-loopback address of this machine (test_publish: a client from a real address,
-without sending to the machine's own address).
+worker_fds() counts the open fds of a network's workers. in_outer_namespace() runs a
+test body in a user+net namespace of its own, where OUTER_ADDR stands in for a
+non-loopback address of this machine (test_publish, test_publish_udp, test_splice: a
+client from a real address, without sending to the machine's own address).
 """
 
 from __future__ import annotations
 
 import functools
-import ipaddress
 import json
 import os
 import signal
@@ -191,18 +189,3 @@ def in_outer_namespace(body: str, timeout: float = 4 * HANG_S):
     if p.returncode != 0:
         raise AssertionError(f"the outer namespace's body failed (exit {p.returncode}):\n{err}")
     return json.loads(out.splitlines()[-1])
-
-
-def own_address() -> str | None:
-    """This machine's IPv4 address that is neither loopback, link-local nor in the
-    namespace's 10.0.2.0/24, to connect or send from; None if it has none."""
-    import psutil
-
-    for addrs in psutil.net_if_addrs().values():
-        for a in addrs:
-            if a.family == socket.AF_INET:
-                ip = ipaddress.ip_address(a.address)
-                if not ip.is_loopback and not ip.is_link_local and \
-                        ip not in ipaddress.ip_network("10.0.2.0/24"):
-                    return a.address
-    return None

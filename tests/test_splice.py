@@ -7,8 +7,9 @@ server from python's http.server with PUT added, a "whoami" server answering wit
 address it sees, a sink that answers after the client's half-close): 256 MiB GET and PUT
 byte-exact over IPv4 and IPv6, the source the namespace sees, the fallback to the
 forward's address, a refused connect, the flow in flows(), and no fds left behind. A
-client on a non-loopback address of this machine takes the C-core route on the same
-forward and keeps its real source.
+client on a non-loopback address takes the C-core route on the same forward and keeps its
+real source (in a user+net namespace of the test's own, where an address on its loopback
+stands in for one of this machine's).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pytest
 
 import ringnet
 from conftest import needs_userns, wait_until, worker_counter
-from forwards import SINK, ask, own_address, served
+from forwards import OUTER_ADDR, SINK, ask, in_outer_namespace, served
 from localdns import free_port
 
 HTTP_PORT, WHOAMI_PORT, GUEST_ONLY_PORT, SINK_PORT, CLOSED_PORT = 8000, 7000, 7001, 7002, 7003
@@ -282,26 +283,47 @@ def test_spliced_flow_is_listed_then_gone(net):
         wait_until(lambda: len(row()) == 0, "the spliced flow to end")
 
 
+# In a namespace of its own (forwards.in_outer_namespace), as the module's network is set
+# up: two workers, the whoami server on every address; one forward on every IPv4 address,
+# a client on its loopback, then 8 from the outer address (which stands in for a
+# non-loopback address of this machine), with the splice and C-core counters around them
+NON_LOOPBACK_CLIENT = textwrap.dedent("""
+    import sys
+    import ringnet
+    from conftest import worker_counter
+    from forwards import ask, served
+    from localdns import free_port
+    from test_splice import WHOAMI, WHOAMI_PORT
+
+    def main(addr):
+        with ringnet.Network(workers=2, control_socket=False) as n:
+            n.spawn([sys.executable, "-c", WHOAMI, "::", str(WHOAMI_PORT)])
+            port = free_port("0.0.0.0")
+            with n.publish(f"0.0.0.0:{port}:{WHOAMI_PORT}"):
+                loopback = served("127.0.0.1", port)[0]
+                opened = worker_counter(n, "splice_opened")
+                tcp_in = worker_counter(n, "fwd_accepted")
+                seen = [ask(addr, port, bind=(addr, 0)) for _ in range(8)]
+                return {"loopback": loopback, "seen": seen,
+                        "spliced": worker_counter(n, "splice_opened") - opened,
+                        "accepted": worker_counter(n, "fwd_accepted") - tcp_in}
+""")
+
+
 @needs_userns
-def test_non_loopback_client_takes_the_c_core_with_its_real_source(net):
-    """One forward on every IPv4 address: a client on host loopback is spliced (seen from the
-    namespace's loopback), a client on this machine's own non-loopback address goes
-    through the C core and is seen with its real address and port."""
-    me = own_address()
-    if me is None:
-        pytest.skip("this machine has no non-loopback IPv4 address to connect from")
-    port = free_port("0.0.0.0")
-    with net.publish(f"0.0.0.0:{port}:{WHOAMI_PORT}"):
-        assert served("127.0.0.1", port)[0] == "127.0.0.1"
-        opened = worker_counter(net, "splice_opened")
-        tcp_in = worker_counter(net, "fwd_accepted")
-        for _ in range(8):
-            got = ask(me, port, bind=(me, 0))
-            assert got is not None
-            host, seen_port, own_port = got
-            assert (host, seen_port) == (me, own_port)
-        assert worker_counter(net, "splice_opened") == opened
-        assert worker_counter(net, "fwd_accepted") - tcp_in == 8
+def test_non_loopback_client_takes_the_c_core_with_its_real_source():
+    """One forward on every IPv4 address: a client on loopback is spliced (seen from the
+    namespace's loopback), a client on a non-loopback address goes through the C core
+    and is seen with its real address and port."""
+    got = in_outer_namespace(NON_LOOPBACK_CLIENT)
+    assert got["loopback"] == "127.0.0.1"
+    assert len(got["seen"]) == 8
+    for one in got["seen"]:
+        assert one is not None
+        host, seen_port, own_port = one
+        assert (host, seen_port) == (OUTER_ADDR, own_port)
+    assert got["spliced"] == 0
+    assert got["accepted"] == 8
 
 
 POOL = 32  # RN_SPLICE_POOL: empty pipes a worker keeps for its next connections
