@@ -305,6 +305,10 @@ REAL_CLIENTS = textwrap.dedent("""
                 served(addr, port)
                 before = worker_counter(n, "fwd_handoffs")
                 seen = [ask(addr, port, bind=(addr, 0)) for _ in range(16)]
+                # which worker accepts is the kernel's pick by the client's port: go on,
+                # up to 128 in all, until one was handed over (none in 128: 1 in 2**128)
+                while worker_counter(n, "fwd_handoffs") == before and len(seen) < 128:
+                    seen.append(ask(addr, port, bind=(addr, 0)))
                 return {"seen": seen, "handoffs": worker_counter(n, "fwd_handoffs") - before}
 """)
 
@@ -312,10 +316,10 @@ REAL_CLIENTS = textwrap.dedent("""
 @needs_userns
 def test_real_client_address_is_seen_inside():
     """A client on a non-loopback address keeps its address and port, whichever worker
-    accepts it: 16 connections, about half of them accepted by the worker that does not
-    own the flow and handed over (none at all: 1 in 65536)."""
+    accepts it: 16 connections or more, until one was accepted by the worker that does not
+    own the flow and handed over (about half are)."""
     got = forwards.in_outer_namespace(REAL_CLIENTS)
-    assert len(got["seen"]) == 16
+    assert 16 <= len(got["seen"]) <= 128
     for one in got["seen"]:
         assert one is not None
         host, seen_port, own_port = one
