@@ -3,7 +3,8 @@
 Started by the orchestrator as ``python -m ringnet._nschild SPEC``. In order:
 enter the namespace (unshare new user + net namespaces and map our ids, or
 setns into an existing process's namespaces for attach), create the tun
-device, configure it through netlink, create each worker's ring mapping and
+device, configure it through netlink, set the network sysctls asked for
+(_sysctl.py), create each worker's ring mapping and
 send it in HELLO, wait for every worker's ACK, stop being dumpable, start the
 C pump (one thread per tun queue), and report READY with fds of its user and
 net namespaces. Then it waits for SHUTDOWN (or the end of the control
@@ -30,6 +31,7 @@ from ._netconf import configure
 from ._nssocket import serve_request as serve_socket_request
 from ._nsutil import enter_netns_of, enter_netns_path, unshare_user_net, write_id_maps
 from ._shm import CounterArray, RingMapping
+from ._sysctl import apply as apply_sysctls
 from ._tun import open_tun
 from .config import NetworkConfig
 from .errors import ChildError, CoreError
@@ -162,6 +164,8 @@ def main(spec: dict, ctl: socket.socket) -> int:
         step("configure interface")
         ifindex = configure(cfg, cfg.ifname) if cfg.configure_interface \
             else socket.if_nametoindex(tun.name)
+        step("set sysctls")
+        apply_sysctls(cfg.sysctls)
         step("hand rings to workers")
         evs = _hello_workers(spec, cfg, socks, rings, splices)
         step("isolate")

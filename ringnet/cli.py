@@ -153,6 +153,10 @@ def _net_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("-p", "--publish", action=_AppendTuple, metavar="SPEC", default=d["publish"],
                    help="forward a host port inside: [ADDR:]HOSTPORT[-END]:NSPORT[-END][/tcp|/udp] "
                    "(repeatable; IPv6 as [::1]:8080:80)")
+    g.add_argument("--sysctl", dest="sysctls", action=_AppendTuple, metavar="KEY=VALUE",
+                   default=d["sysctls"],
+                   help="set a network sysctl inside the namespace once it is up, e.g. "
+                   "net.ipv4.tcp_tw_reuse=1 (repeatable; net.* keys only)")
     g.add_argument("--api-socket", default=d["api_socket"], metavar="PATH",
                    help="serve slirp4netns's JSON API (add_hostfwd, list_hostfwd, remove_hostfwd) "
                    "on a unix socket at PATH")

@@ -17,6 +17,7 @@ from ._hook import check_options as check_hook_options
 from ._publish import parse_spec
 from ._rules import check_rules
 from ._resolv import MAX_UPSTREAMS, parse_upstream
+from ._sysctl import normalize as _sysctls
 from .errors import ConfigError
 
 __all__ = ["NetworkConfig", "default_workers", "MTU_MIN", "MTU_MAX"]
@@ -184,6 +185,10 @@ class NetworkConfig:
         on_connect_fail: "deny" (default) or "allow": the verdict of a hook that raises,
             times out or returns something else, and of flows beyond the bound of flows
             held waiting (64 per worker).
+        sysctls: network sysctls to set inside the namespace once its interface is up, each
+            "KEY=VALUE" with KEY a net.* sysctl (net.ipv4.tcp_tw_reuse=1); a mapping
+            {KEY: VALUE} is taken too. Applied in order; a key the namespace's kernel lacks
+            or will not let it write fails the start (_sysctl.py).
         max_restarts: workers that exit (a crash, SIGKILL) are replaced with new rings,
             at most this many times within 60 s, 0..100; beyond that, or with 0, a
             worker's exit fails the network (_supervise.py).
@@ -223,6 +228,7 @@ class NetworkConfig:
     control_socket: bool = True
     control_dir: Optional[str] = None
     publish: tuple[str, ...] = ()
+    sysctls: tuple[str, ...] = ()
     max_restarts: int = 5
     flow_log: Optional[str] = None
     pcap: Optional[str] = None
@@ -282,6 +288,7 @@ class NetworkConfig:
                                                   else self.publish))
         for spec in self.publish:
             parse_spec(spec)
+        object.__setattr__(self, "sysctls", _sysctls(self.sysctls))
         for name in ("flow_log", "pcap"):  # absolute: the file is opened after start-up
             object.__setattr__(self, name, _file_path(name, getattr(self, name)))
         _int_in_range("pcap_snaplen", self.pcap_snaplen, PCAP_SNAPLEN_MIN, PCAP_SNAPLEN_MAX)

@@ -1,0 +1,92 @@
+"""Network sysctls of the namespace: NetworkConfig.sysctls, ``--sysctl KEY=VALUE``.
+
+Each setting is "KEY=VALUE" with KEY a sysctl of the network namespace, in sysctl(8)'s
+dotted form (net.ipv4.tcp_tw_reuse) or its slash form (net/ipv6/conf/eth0.5/mtu, for
+names holding dots), and VALUE what gets written to /proc/sys/KEY (spaces kept, as in
+"net.ipv4.ping_group_range=0 2147483647"). Only net.* keys: they are the ones a network
+namespace owns, and its root (ringnet's namespace child) may write them; the rest of
+/proc/sys belongs to the host.
+
+parse() checks the text when the config is made; apply() writes the values inside the
+namespace (the namespace child, after the interface is configured and before it
+isolates itself, so per-interface keys of ringnet's own interface work too). A key the
+namespace's kernel does not have, one it will not let the namespace write, or a value it
+refuses fails the start with a NamespaceError naming the setting.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+from typing import Iterable, Mapping, Union
+
+from .errors import ConfigError, NamespaceError
+
+__all__ = ["parse", "normalize", "apply"]
+
+VALUE_MAX = 1024
+# one path component: what kernel sysctl names and interface names use (no '/', no NUL)
+_PART = re.compile(r"[A-Za-z0-9_.:@+-]+")
+
+
+def parse(text: str) -> tuple[str, str]:
+    """``(path under /proc/sys, value)`` of one "KEY=VALUE"; ConfigError naming it and
+    what is allowed when it is bad."""
+    if not isinstance(text, str):
+        raise ConfigError(f"sysctls: {text!r} must be a string KEY=VALUE")
+    key, sep, value = text.partition("=")
+    key, value = key.strip(), value.strip()
+    if not sep or not key:
+        raise ConfigError(f"sysctls: {text!r} must be KEY=VALUE, e.g. net.ipv4.tcp_tw_reuse=1")
+    parts = key.split("/") if "/" in key else key.split(".")
+    if parts[0] != "net" or len(parts) < 2 or \
+            any(not _PART.fullmatch(p) or p in (".", "..") for p in parts):
+        raise ConfigError(f"sysctls: {key!r} is not a network sysctl: KEY must be net.* "
+                          "(dotted, or with '/' between names that hold dots), the settings a "
+                          "network namespace owns")
+    if not value or len(value) > VALUE_MAX or not value.replace("\t", " ").isprintable():
+        raise ConfigError(f"sysctls: {key}: the value must be 1 to {VALUE_MAX} printable "
+                          f"characters (tabs too), got {value!r}")
+    return "/".join(parts), value
+
+
+def normalize(sysctls: Union[str, Mapping[str, object], Iterable[str], None]) -> tuple[str, ...]:
+    """NetworkConfig.sysctls as given (one "KEY=VALUE", several, or a {KEY: VALUE} mapping)
+    as a checked tuple of "KEY=VALUE" strings; ConfigError if one is bad."""
+    if sysctls is None:
+        return ()
+    if isinstance(sysctls, str):
+        items = [sysctls]
+    elif isinstance(sysctls, Mapping):
+        items = [f"{k}={v}" for k, v in sysctls.items()]
+    else:
+        items = list(sysctls)
+    out = []
+    for item in items:
+        parse(item)
+        key, _, value = item.partition("=")
+        out.append(f"{key.strip()}={value.strip()}")
+    return tuple(out)
+
+
+def apply(sysctls: Iterable[str], root: str = "/proc/sys") -> None:
+    """Write each "KEY=VALUE" under ``root``, in order (a later one for the same key
+    wins), as the process's network namespace sees them. NamespaceError naming the
+    first one that fails and why."""
+    for item in sysctls:
+        path, value = parse(item)
+        key = item.partition("=")[0].strip()
+        try:
+            with open(f"{root}/{path}", "w", encoding="ascii") as f:
+                f.write(value)
+        except FileNotFoundError:
+            raise NamespaceError(f"sysctl {key}: the namespace's kernel has no such "
+                                 "setting") from None
+        except PermissionError:
+            raise NamespaceError(f"sysctl {key}: not writable from the namespace (read-only, "
+                                 "or a setting of the whole host)") from None
+        except (OSError, UnicodeEncodeError) as e:
+            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            if isinstance(e, OSError) and e.errno == errno.EINVAL:
+                why = "the kernel refused the value"
+            raise NamespaceError(f"sysctl {key}={value}: {why}") from None
