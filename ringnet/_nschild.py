@@ -31,7 +31,7 @@ from ._netconf import configure
 from ._nssocket import serve_request as serve_socket_request
 from ._nsutil import enter_netns_of, enter_netns_path, unshare_user_net, write_id_maps
 from ._shm import CounterArray, RingMapping
-from ._sysctl import apply as apply_sysctls
+from ._sysctl import CREATED_DEFAULTS, apply as apply_sysctls
 from ._tun import open_tun
 from .config import NetworkConfig
 from .errors import ChildError, CoreError
@@ -165,7 +165,8 @@ def main(spec: dict, ctl: socket.socket) -> int:
         ifindex = configure(cfg, cfg.ifname) if cfg.configure_interface \
             else socket.if_nametoindex(tun.name)
         step("set sysctls")
-        apply_sysctls(cfg.sysctls)
+        attached = bool(spec.get("attach_path") or spec["attach_pid"])
+        apply_sysctls(cfg.sysctls if attached else CREATED_DEFAULTS + cfg.sysctls)
         step("hand rings to workers")
         evs = _hello_workers(spec, cfg, socks, rings, splices)
         step("isolate")

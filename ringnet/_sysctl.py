@@ -22,9 +22,23 @@ from typing import Iterable, Mapping, Union
 
 from .errors import ConfigError, NamespaceError
 
-__all__ = ["parse", "normalize", "apply"]
+__all__ = ["parse", "normalize", "apply", "CREATED_DEFAULTS"]
 
 VALUE_MAX = 1024
+
+# Set in every namespace ringnet creates itself (not in one it attaches to: that one is its
+# container runtime's), before the user's sysctls, which override them.
+#
+# net.ipv4.tcp_tw_reuse=1: the namespace's kernel may reuse the port of a connection in
+# TIME_WAIT for a new connection to the same destination once it is a second old (with
+# TCP timestamps, whose PAWS check keeps old segments out of the new connection). The
+# kernel's default, 2, allows that only for loopback traffic, and every connection out of
+# the namespace goes to the gateway, so a client opening connections at more than about
+# 240 a second (28,232 ephemeral ports over 60 s of TIME_WAIT) found, after the first
+# ~14k, connect() spending milliseconds per call scanning TIME_WAIT sockets, and then no
+# port at all (EADDRNOTAVAIL). The path to the gateway is as private as loopback: the
+# peer is ringnet's TCP core, which takes a new SYN on a recently closed tuple.
+CREATED_DEFAULTS = ("net.ipv4.tcp_tw_reuse=1",)
 # one path component: what kernel sysctl names and interface names use (no '/', no NUL)
 _PART = re.compile(r"[A-Za-z0-9_.:@+-]+")
 

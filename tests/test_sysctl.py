@@ -2,7 +2,8 @@
 
 The parser's good and bad cases with their messages; then real networks: the values a
 command inside reads back (dotted and slash forms, a per-interface key of ringnet's own
-interface, a later setting of a key winning), the start failing with the setting named
+interface, a later setting of a key winning; ringnet's default tcp_tw_reuse=1 in the
+namespaces it creates and none in one it attaches to), the start failing with the setting named
 when the namespace's kernel lacks the key, keeps it to the host or refuses the value
 (leaving nothing behind), and the CLI as an unprivileged user.
 """
@@ -80,6 +81,28 @@ def test_values_are_set_inside(no_leaks):
         assert _read_inside(net, "net/ipv4/tcp_tw_reuse", "net/ipv4/ping_group_range",
                             "net/ipv6/conf/rn0/hop_limit", "net/ipv4/tcp_ecn") == \
             ["1", "0\t0", "33", "1"]
+
+
+@needs_userns
+def test_created_namespace_reuses_time_wait_ports_unless_told_otherwise(no_leaks):
+    """ringnet's own namespaces get net.ipv4.tcp_tw_reuse=1 (_sysctl.CREATED_DEFAULTS); the
+    user's setting overrides it."""
+    with ringnet.Network(workers=1, control_socket=False) as net:
+        assert _read_inside(net, "net/ipv4/tcp_tw_reuse") == ["1"]
+    with ringnet.Network(workers=1, control_socket=False,
+                         sysctls="net.ipv4.tcp_tw_reuse=2") as net:
+        assert _read_inside(net, "net/ipv4/tcp_tw_reuse") == ["2"]
+
+
+@needs_userns
+def test_attached_namespace_keeps_its_own_settings(unshared_target):
+    """A namespace ringnet attaches to is its runtime's: no defaults of ours, only the
+    sysctls asked for."""
+    with ringnet.Network.attach(unshared_target.pid, workers=1, control_socket=False) as net:
+        assert _read_inside(net, "net/ipv4/tcp_tw_reuse") == ["2"]
+    with ringnet.Network.attach(unshared_target.pid, workers=1, control_socket=False,
+                                sysctls={"net.ipv4.tcp_ecn": 1}) as net:
+        assert _read_inside(net, "net/ipv4/tcp_tw_reuse", "net/ipv4/tcp_ecn") == ["2", "1"]
 
 
 @needs_userns
