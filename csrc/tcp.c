@@ -14,7 +14,7 @@
  * lists them): tcp_recv.c for namespace -> host, tcp_send.c for host ->
  * namespace, tcp_conn.c for a connection's setup and end.
  *
- * Memory per connection: struct rn_tcp_flow (about 300 bytes), one host
+ * Memory per connection: struct rn_tcp_flow (about 500 bytes), one host
  * socket, and only while needed, hold buffers for bytes the socket refused
  * and bytes after a gap: at most RN_TCP_HOLD_FLOW (4 MiB) per flow and
  * RN_TCP_HOLD_WORKER (64 MiB) for all flows of a worker. The kernel bounds
