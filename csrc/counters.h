@@ -105,6 +105,7 @@
 	X(drop_tcp_window,	"TCP data beyond the window or after FIN (ACK sent)") \
 	X(drop_tcp_ooo,		"TCP data ahead of rcv_nxt, not buffered (dup ACK sent)") \
 	X(drop_tcp_old,		"TCP duplicate data or window probe (ACK sent)") \
+	X(drop_tcp_paws,	"TCP timestamp older than the last one seen: PAWS (ACK sent)") \
 	X(tcp_connects,		"TCP host connects started")		\
 	X(tcp_connected,	"TCP host connects that succeeded")	\
 	X(tcp_connect_refused,	"TCP host connects refused (RST to the namespace)") \

@@ -14,7 +14,7 @@
  * lists them): tcp_recv.c for namespace -> host, tcp_send.c for host ->
  * namespace, tcp_conn.c for a connection's setup and end.
  *
- * Memory per connection: struct rn_tcp_flow (about 300 bytes), one host
+ * Memory per connection: struct rn_tcp_flow (about 500 bytes), one host
  * socket, and only while needed, hold buffers for bytes the socket refused
  * and bytes after a gap: at most RN_TCP_HOLD_FLOW (4 MiB) per flow and
  * RN_TCP_HOLD_WORKER (64 MiB) for all flows of a worker. The kernel bounds
@@ -25,8 +25,12 @@
  * Bad input on a flow (RFC 793, RFC 5961): a RST is accepted only with seq ==
  * rcv_nxt, answered with a challenge ACK inside the window and dropped
  * outside; a SYN on a synchronised flow gets a challenge ACK; an ACK for data
- * never sent is answered with an ACK and dropped. Each case has its own drop
- * counter; a segment for no flow gets a RST (drop_tcp_no_flow).
+ * never sent is answered with an ACK and dropped; on a flow with timestamps
+ * (RFC 7323) a segment other than RST or SYN whose TSval is older than the
+ * last one taken is answered with an ACK and dropped (PAWS, rn_tcp_ts_in(),
+ * before the state's checks: it never moves a flow, so it is no event of the
+ * lifecycle table). Each case has its own drop counter; a segment for no flow
+ * gets a RST (drop_tcp_no_flow).
  *
  * Lifecycle: the flow's state (struct rn_flow.state, enum rn_tcp_state in
  * tcp.h) is the one record of where a connection is. Input is handled per
@@ -278,7 +282,7 @@ static void rn_tcp_no_flow(struct rn_worker *w, const struct rn_flow_key *k, str
  * @f:		validated frame, f->proto TCP
  *
  * Dispatch by the flow's state (tcp_fsm.c says what each state does with
- * each kind of segment): RST and SYN first, then the ACK of a SYN-ACK
+ * each kind of segment): timestamps (PAWS) first, then RST and SYN, then the ACK of a SYN-ACK
  * completes the handshake, then the sequence checks of a synchronised flow.
  *
  * Return: the counter recording what became of the frame, or a negative
@@ -315,6 +319,10 @@ int rn_tcp_input(struct rn_worker *w, struct rn_frame *f)
 		rn_tcp_syn_sent_in(w, c, &k, &s);
 		return w->err ? w->err : s.ctr;
 	}
+	/* PAWS and TS.Recent; CONNECTING has not answered the SYN yet */
+	if (!(s.flags & (RN_TCP_RST | RN_TCP_SYN)) && c->f.state != RN_TCP_CONNECTING &&
+	    rn_tcp_ts_in(w, c, &s))
+		return w->err ? w->err : s.ctr;
 	if (s.flags & RN_TCP_RST) {
 		rn_tcp_rst_in(w, c, &s);
 		return w->err ? w->err : s.ctr;

@@ -13,16 +13,26 @@
  * upstream (rn_tcp_dns_retry(), dns.c), also when the connect has not
  * completed after RN_DNS_FAILOVER_MS while another upstream is left. Options
  * negotiated: MSS (ours from the MTU; theirs caps gso_size), window scaling
- * (shift RN_TCP_WS) and SACK-permitted, each only when the namespace offers
- * it. To host loopback the kernel usually completes the handshake before
- * connect() returns; TCP_INFO then says so and the SYN-ACK goes out in the
- * same pass (tcp_connects_at_once) instead of after an EPOLLOUT round.
- * Timestamps are not implemented, so the SYN-ACK does not claim them.
+ * (shift RN_TCP_WS), SACK-permitted and timestamps (RFC 7323), each only
+ * when the namespace offers it. With timestamps every segment carries 12
+ * bytes of options, so a segment's payload is the MSS less 12 (the MSS
+ * excludes options, RFC 6691) and c->mss says so. Timestamps matter beyond
+ * RTT and PAWS here: Linux reuses a tuple it holds in TIME_WAIT for a new
+ * connect() only if the old connection had them (tcp_twsk_unique()), so
+ * without them a namespace that opens many short connections runs out of
+ * ports, or spends its connect()s scanning TIME_WAIT sockets (for an
+ * ephemeral port Linux also wants net.ipv4.tcp_tw_reuse=1 inside: its
+ * default reuses only loopback tuples; a bound port needs nothing more). Our TSval is
+ * the worker's millisecond clock plus an offset per address pair
+ * (rn_tcp_ts_offset()). To host loopback the kernel usually completes the
+ * handshake before connect() returns; TCP_INFO then says so and the SYN-ACK
+ * goes out in the same pass (tcp_connects_at_once) instead of after an
+ * EPOLLOUT round.
  *
  * Active open (inbound port forwarding, forward.c): rn_tcp_connect_ns()
  * takes a host socket the worker accepted and starts a flow in SYN_SENT: our
- * SYN offers MSS, window scaling and SACK-permitted, each kept only if the
- * namespace's SYN-ACK offers it too; the SYN is resent on RTO up to
+ * SYN offers MSS, window scaling, SACK-permitted and timestamps, each kept
+ * only if the namespace's SYN-ACK offers it too; the SYN is resent on RTO up to
  * RN_TCP_SYNACK_RETRIES times, then the client is reset. The accepted socket
  * is watched only for errors until the SYN-ACK: client bytes wait in it and
  * are pushed once the flow is ESTABLISHED, from where on it is an ordinary
@@ -48,6 +58,7 @@
 #include <unistd.h>
 
 #include "dns.h"
+#include "flow.h"
 #include "policy.h"
 #include "tcp_int.h"
 #include "verdict.h"
@@ -436,6 +447,47 @@ static uint32_t rn_tcp_new_isn(struct rn_worker *w, const struct rn_tcp_flow *c)
 }
 
 /**
+ * rn_tcp_ts_offset() - the offset of our TSval towards one address pair (RFC 7323, 7.1)
+ * @w:		worker (its hash key is the secret)
+ * @k:		flow key (only the family and the addresses count)
+ *
+ * A keyed hash of the address pair, as Linux does: the namespace learns
+ * nothing about our clock or other pairs, while on one pair our TSval keeps
+ * growing from one connection to the next, so that a SYN of ours for a
+ * tuple the namespace still holds in TIME_WAIT passes its PAWS check.
+ *
+ * Return: the offset
+ */
+uint32_t rn_tcp_ts_offset(const struct rn_worker *w, const struct rn_flow_key *k)
+{
+	uint8_t in[3 + 32];
+
+	in[0] = 't';
+	in[1] = 's';
+	in[2] = k->family;
+	memcpy(in + 3, k->saddr, 16);
+	memcpy(in + 19, k->daddr, 16);
+	return (uint32_t)rn_siphash(w->flows.key, in, sizeof(in));
+}
+
+/**
+ * rn_tcp_ts_start() - timestamps in use on a flow from now on
+ * @w:		worker
+ * @c:		flow
+ * @tsval:	the namespace's TSval in its SYN or SYN-ACK: the first ts_recent
+ *
+ * Also cuts c->mss (set already) by the option bytes every segment carries.
+ */
+static void rn_tcp_ts_start(struct rn_worker *w, struct rn_tcp_flow *c, uint32_t tsval)
+{
+	c->flags |= RN_TCP_F_TS;
+	c->ts_off = rn_tcp_ts_offset(w, &c->f.key);
+	c->ts_recent = tsval;
+	c->ts_recent_at = w->now;
+	c->mss = (uint16_t)(c->mss - RN_TCP_TS_LEN);
+}
+
+/**
  * rn_tcp_connected_now() - whether a non-blocking connect() has completed already
  * @fd:		TCP socket whose connect() returned EINPROGRESS
  *
@@ -525,6 +577,8 @@ int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, struct rn_tcp_
 		c->mss = k->family == 6 ? 1220 : 536;
 	else if (s->mss < c->mss)
 		c->mss = s->mss < 64 ? 64 : s->mss;
+	if (s->ts_ok)
+		rn_tcp_ts_start(w, c, s->tsval);
 	c->rto = RN_TCP_RTO_INIT;
 	rn_tcp_go(c, RN_TCP_EV_SYN);	/* CLOSED -> CONNECTING */
 	s->ctr = RN_WCTR_tcp_segments_in;
@@ -558,7 +612,8 @@ int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, struct rn_tcp_
  *		owned by the flow on success, the caller's on failure
  *
  * The active open of inbound port forwarding (forward.c): the flow starts in
- * SYN_SENT and sends our SYN with MSS, SACK-permitted and window scale; the
+ * SYN_SENT and sends our SYN with MSS, SACK-permitted, window scale and
+ * timestamps (TSecr 0); the
  * namespace's SYN-ACK makes it ESTABLISHED (rn_tcp_syn_sent_in(), tcp.c),
  * after which it is an ordinary flow. A flow lingering in TIME_WAIT on the
  * same tuple is replaced.
@@ -585,8 +640,9 @@ int rn_tcp_connect_ns(struct rn_worker *w, const struct rn_flow_key *k, int fd)
 	if (setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &zero, sizeof(zero)))
 		c->flags |= RN_TCP_F_NO_PEEKOFF;
 	/* Offered in our SYN; kept only if the SYN-ACK offers them too */
-	c->flags |= RN_TCP_F_SACK | RN_TCP_F_WS;
+	c->flags |= RN_TCP_F_SACK | RN_TCP_F_WS | RN_TCP_F_TS;
 	c->our_ws = RN_TCP_WS;
+	c->ts_off = rn_tcp_ts_offset(w, k);
 	c->iss = rn_tcp_new_isn(w, c);
 	c->snd_una = c->iss;
 	c->snd_nxt = c->snd_max = c->iss + 1;
@@ -619,8 +675,9 @@ int rn_tcp_connect_ns(struct rn_worker *w, const struct rn_flow_key *k, int fd)
  * @c:		flow in SYN_SENT
  * @s:		SYN-ACK acknowledging our SYN (ack == iss + 1)
  *
- * Takes the namespace's options (MSS, window scale, SACK-permitted: each
- * kept only if both offered it), acknowledges the SYN-ACK and starts the
+ * Takes the namespace's options (MSS, window scale, SACK-permitted,
+ * timestamps: each kept only if both offered it), acknowledges the SYN-ACK
+ * and starts the
  * data paths: client bytes that waited in the host socket are pushed at the
  * end of the batch.
  */
@@ -646,6 +703,9 @@ void rn_tcp_synack_in(struct rn_worker *w, struct rn_tcp_flow *c, const struct r
 		c->mss = c->f.key.family == 6 ? 1220 : 536;
 	else if (s->mss < c->mss)
 		c->mss = s->mss < 64 ? 64 : s->mss;
+	c->flags &= ~RN_TCP_F_TS;
+	if (s->ts_ok)
+		rn_tcp_ts_start(w, c, s->tsval);
 	rn_tcp_handshake_done(w, c);
 	rn_tcp_wnd_update(c);
 	rn_tcp_send_ack(w, c);

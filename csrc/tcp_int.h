@@ -49,6 +49,9 @@
 #define RN_TCP_HOLD_FLOW	(4u << 20)	/* hold buffers of one flow, bytes */
 #define RN_TCP_HOLD_WORKER	(64u << 20)	/* hold buffers of all flows */
 #define RN_TCP_OOO_BLOCKS	4		/* out-of-order blocks per flow */
+#define RN_TCP_TS_LEN		12u		/* NOP, NOP, timestamps (RFC 7323, 3.2) */
+#define RN_TCP_OPT_MAX		40u		/* option space of a TCP header */
+#define RN_TCP_PAWS_IDLE	(24LL * 24 * 3600 * 1000) /* ms: ts_recent expires (RFC 7323, 5.5) */
 
 /*
  * Pending work and properties of a flow (struct rn_tcp_flow.flags). The
@@ -67,6 +70,8 @@
 #define RN_TCP_F_WS		0x0400u	/* window scaling in use */
 #define RN_TCP_F_SACK		0x0800u	/* SACK permitted: we report held blocks */
 #define RN_TCP_F_DNS		0x1000u	/* to a DNS upstream: a failed connect tries the next */
+#define RN_TCP_F_TS		0x2000u	/* timestamps in use (RFC 7323): every segment we
+					 * send carries them, mss excludes them */
 
 /**
  * struct rn_tcp_blk - bytes held after a sequence gap
@@ -102,7 +107,9 @@ struct rn_tcp_blk {
  * @our_ws:	window scale shift of the windows we send
  * @dup_acks:	duplicate ACKs in a row
  * @retries:	RTO expiries since the last progress
- * @mss:	segment size towards the namespace (gso_size)
+ * @mss:	payload bytes per segment towards the namespace (gso_size): the
+ *		namespace's MSS (capped by our MTU), less RN_TCP_TS_LEN with
+ *		RN_TCP_F_TS, since its MSS excludes options (RFC 6691)
  * @ip_id:	IPv4 identification of the next frame
  * @irs:	the namespace's initial sequence number
  * @rcv_nxt:	next sequence number expected from the namespace
@@ -132,6 +139,12 @@ struct rn_tcp_blk {
  * @q_head:	sequence number of the first byte in the host socket's receive
  *		queue: acknowledged bytes are discarded up to snd_una once per
  *		batch (rn_tcp_flush())
+ * @ts_recent:	with RN_TCP_F_TS: TS.Recent, the namespace's TSval we echo
+ *		(RFC 7323, 4.3), the reference of the PAWS check
+ * @ts_off:	with RN_TCP_F_TS: added to w->now for our TSval (RFC 7323, 7.1;
+ *		rn_tcp_ts_offset())
+ * @ts_recent_at: when @ts_recent was last set, ms (it expires after
+ *		RN_TCP_PAWS_IDLE)
  * @dns:	with RN_TCP_F_DNS: the upstreams connected to (dns.c)
  */
 struct rn_tcp_flow {
@@ -178,6 +191,9 @@ struct rn_tcp_flow {
 	int64_t closing;
 	uint32_t peek_off;
 	uint32_t q_head;
+	uint32_t ts_recent;
+	uint32_t ts_off;
+	int64_t ts_recent_at;
 	struct rn_dns_try dns;
 };
 
@@ -195,6 +211,9 @@ struct rn_tcp_flow {
  * @sack_ok:	SACK-permitted option present
  * @sack_left:	left edges of the SACK blocks
  * @nsack:	SACK blocks in the segment
+ * @ts_ok:	timestamps option present (kind 8, length 10)
+ * @tsval:	its TSval
+ * @tsecr:	its TSecr
  * @ctr:	its outcome: the counter (RN_WCTR_*) rn_tcp_input() returns
  * @frame:	the frame it came in (held by the on_connect hook, verdict.c)
  */
@@ -211,6 +230,9 @@ struct rn_tcp_seg {
 	uint8_t sack_ok;
 	uint32_t sack_left[4];
 	uint8_t nsack;
+	uint8_t ts_ok;
+	uint32_t tsval;
+	uint32_t tsecr;
 	uint16_t ctr;
 	const struct rn_frame *frame;
 };
@@ -251,14 +273,27 @@ static inline struct rn_tcp_flow *rn_tcp_of(struct rn_flow *f)
 }
 
 /**
+ * rn_tcp_opt_len() - option bytes of every data segment we send on a flow
+ * @c:		flow
+ *
+ * Return: RN_TCP_TS_LEN with timestamps, else 0
+ */
+static inline uint32_t rn_tcp_opt_len(const struct rn_tcp_flow *c)
+{
+	return (c->flags & RN_TCP_F_TS) ? RN_TCP_TS_LEN : 0;
+}
+
+/**
  * rn_tcp_max_payload() - largest payload of one frame to the namespace
- * @k:		flow key
+ * @c:		flow (its family, and its options: rn_tcp_opt_len())
  *
  * Return: bytes: the IP length fields (16 bits) are the limit
  */
-static inline uint32_t rn_tcp_max_payload(const struct rn_flow_key *k)
+static inline uint32_t rn_tcp_max_payload(const struct rn_tcp_flow *c)
 {
-	return k->family == 6 ? 65535u - RN_TCP_HDR : 65535u - RN_IP4_HDR_LEN - RN_TCP_HDR;
+	uint32_t hdr = RN_TCP_HDR + rn_tcp_opt_len(c);
+
+	return c->f.key.family == 6 ? 65535u - hdr : 65535u - RN_IP4_HDR_LEN - hdr;
 }
 
 /**
@@ -353,12 +388,14 @@ void rn_tcp_rst_reply(struct rn_worker *w, const struct rn_flow_key *k,
 		      const struct rn_tcp_seg *s);
 void rn_tcp_icmp_unreach(struct rn_worker *w, struct rn_tcp_flow *c, int err);
 uint32_t rn_tcp_sack_above(const struct rn_tcp_seg *s, uint32_t ack, uint32_t max);
+uint32_t rn_tcp_ts_opts(const struct rn_worker *w, const struct rn_tcp_flow *c, uint8_t *opts);
 int rn_tcp_parse(struct rn_worker *w, struct rn_frame *f, struct rn_tcp_seg *s);
 
 /* tcp_recv.c */
 void rn_tcp_wnd_update(struct rn_tcp_flow *c);
 void rn_tcp_rtt_sample(struct rn_tcp_flow *c, uint32_t rtt);
 int rn_tcp_ack_in(struct rn_worker *w, struct rn_tcp_flow *c, struct rn_tcp_seg *s);
+int rn_tcp_ts_in(struct rn_worker *w, struct rn_tcp_flow *c, struct rn_tcp_seg *s);
 void rn_tcp_hold_free(struct rn_worker *w, struct rn_tcp_flow *c, uint8_t **buf, uint32_t *cap);
 int rn_tcp_ovf_drain(struct rn_worker *w, struct rn_tcp_flow *c);
 int rn_tcp_ooo_add(struct rn_worker *w, struct rn_tcp_flow *c, uint32_t seq,
@@ -386,5 +423,6 @@ void rn_tcp_established(struct rn_worker *w, struct rn_tcp_flow *c);
 void rn_tcp_connect_done(struct rn_worker *w, struct rn_tcp_flow *c, int err);
 int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, struct rn_tcp_seg *s);
 void rn_tcp_synack_in(struct rn_worker *w, struct rn_tcp_flow *c, const struct rn_tcp_seg *s);
+uint32_t rn_tcp_ts_offset(const struct rn_worker *w, const struct rn_flow_key *k);
 
 #endif /* RN_TCP_INT_H */

@@ -28,6 +28,16 @@
  * updates the namespace's window from the newest segment only (SND.WL1/WL2),
  * counts duplicate ACKs towards fast retransmit and NewReno-style recovery,
  * and answers an ACK for data never sent with an ACK.
+ *
+ * Timestamps (RFC 7323, on a flow with RN_TCP_F_TS; rn_tcp_ts_in(), before
+ * the state's own checks): PAWS drops a segment, RST and SYN excepted, whose
+ * TSval is older than ts_recent (a signed 32-bit comparison) and answers it
+ * with an ACK (drop_tcp_paws); ts_recent expires after RN_TCP_PAWS_IDLE
+ * without an update. It takes the TSval of a segment that covers the last
+ * ACK we sent (SEG.SEQ <= Last.ACK.sent <= its end), the RFC's rule, so that
+ * our TSecr echoes the segment that caused the ACK. A segment without
+ * timestamps on such a flow is accepted as it is, as Linux does: the RFC
+ * allows either, and dropping it would only stall a peer that errs.
  */
 #include <errno.h>
 #include <linux/sock_diag.h>
@@ -91,6 +101,39 @@ void rn_tcp_rtt_sample(struct rn_tcp_flow *c, uint32_t rtt)
 		c->rto = RN_TCP_RTO_MIN;
 	if (c->rto > RN_TCP_RTO_MAX)
 		c->rto = RN_TCP_RTO_MAX;
+}
+
+/**
+ * rn_tcp_ts_in() - timestamps of a segment on a flow: PAWS, then TS.Recent
+ * @w:		worker
+ * @c:		flow past CONNECTING (our SYN-ACK went out), not SYN_SENT
+ * @s:		segment without SYN or RST
+ *
+ * Nothing happens without RN_TCP_F_TS or without the option in @s. PAWS
+ * (RFC 7323, 5.3 R1): a TSval older than ts_recent, while that is not
+ * older than RN_TCP_PAWS_IDLE, drops the segment and an ACK answers it.
+ * Else (R3) ts_recent takes the TSval if the segment covers the last ACK
+ * we sent.
+ *
+ * Return: 0, or -EBADMSG (drop_tcp_paws in @s->ctr; an ACK at the end of
+ *	   the batch)
+ */
+int rn_tcp_ts_in(struct rn_worker *w, struct rn_tcp_flow *c, struct rn_tcp_seg *s)
+{
+	uint32_t end = s->seq + s->len + !!(s->flags & RN_TCP_FIN);
+
+	if (!(c->flags & RN_TCP_F_TS) || !s->ts_ok)
+		return 0;
+	if ((int32_t)(s->tsval - c->ts_recent) < 0 &&
+	    w->now - c->ts_recent_at <= RN_TCP_PAWS_IDLE) {
+		rn_tcp_ack_later(w, c);
+		return rn_tcp_drop(s, RN_WCTR_drop_tcp_paws);
+	}
+	if (rn_seq_le(s->seq, c->last_ack) && rn_seq_le(c->last_ack, end)) {
+		c->ts_recent = s->tsval;
+		c->ts_recent_at = w->now;
+	}
+	return 0;
 }
 
 /**
@@ -172,8 +215,7 @@ int rn_tcp_ack_in(struct rn_worker *w, struct rn_tcp_flow *c, struct rn_tcp_seg 
 		 * out of order: blocks above snd_una make it a duplicate anyway.
 		 * With fewer than four frames in flight, three duplicates never
 		 * come: early retransmit (RFC 5827) after as many as can. */
-		uint32_t frame = rn_tcp_max_payload(&c->f.key) - rn_tcp_max_payload(&c->f.key) %
-				 c->mss, flight = (c->snd_max - c->snd_una + frame - 1) / frame;
+		uint32_t frame = rn_tcp_max_payload(c) - rn_tcp_max_payload(c) % c->mss, flight = (c->snd_max - c->snd_una + frame - 1) / frame;
 		uint32_t thresh = flight < 4 ? (flight > 1 ? flight - 1 : 1) : RN_TCP_DUPACKS;
 
 		if (!c->hole_end && flight < 4)

@@ -5,7 +5,8 @@
  * Host data stays in the host socket's receive queue until the namespace
  * acknowledges it. We peek (MSG_PEEK with SO_PEEK_OFF, so each peek continues
  * where the last one ended) straight into ring memory, up to 64 KiB per frame
- * as a TSO super-frame (gso_size = the namespace's MSS), and discard
+ * as a TSO super-frame (gso_size = the namespace's MSS, less the 12 bytes
+ * of timestamps on a flow that uses them: every segment carries them), and discard
  * acknowledged bytes with recv(MSG_TRUNC), once per batch. Retransmission
  * peeks again from the offset of snd_una. Without SO_PEEK_OFF (kernels before
  * 6.9), the peek skips already-sent bytes into the worker's discard buffer
@@ -198,13 +199,14 @@ static int rn_tcp_send_fin(struct rn_worker *w, struct rn_tcp_flow *c)
  * @c:		flow
  * @len:	bytes the window and the budget allow
  *
- * Return: @len capped to a 64 KiB frame and, above one segment, cut down to
- *	   whole segments of the namespace's MSS
+ * Return: @len capped to a 64 KiB frame (options included) and, above one
+ *	   segment, cut down to whole segments of c->mss (the namespace's MSS
+ *	   less our options)
  */
 static uint32_t rn_tcp_frame_len(const struct rn_tcp_flow *c, uint32_t len)
 {
-	if (len > rn_tcp_max_payload(&c->f.key))
-		len = rn_tcp_max_payload(&c->f.key);
+	if (len > rn_tcp_max_payload(c))
+		len = rn_tcp_max_payload(c);
 	if (len > c->mss)
 		len -= len % c->mss;
 	return len;
@@ -223,8 +225,9 @@ static uint32_t rn_tcp_frame_len(const struct rn_tcp_flow *c, uint32_t len)
  */
 static ssize_t rn_tcp_send_data(struct rn_worker *w, struct rn_tcp_flow *c, uint32_t len)
 {
-	uint32_t l3 = rn_ip_hdr_len(c->f.key.family), hdr = l3 + RN_TCP_HDR, end;
-	uint8_t *pkt;
+	uint32_t l3 = rn_ip_hdr_len(c->f.key.family), end, optlen;
+	uint32_t hdr = l3 + RN_TCP_HDR + rn_tcp_opt_len(c);
+	uint8_t *pkt, opts[RN_TCP_TS_LEN];
 	ssize_t n;
 	int err;
 
@@ -252,8 +255,11 @@ static ssize_t rn_tcp_send_data(struct rn_worker *w, struct rn_tcp_flow *c, uint
 	c->flags &= ~(RN_TCP_F_ACK_DUE | RN_TCP_F_ACK_MAYBE);
 	c->last_ack = c->rcv_nxt;
 	c->last_wnd = rn_tcp_wnd_field(c);
+	/* Each segment of a super-frame gets this header, timestamps included */
+	optlen = rn_tcp_ts_opts(w, c, opts);
 	rn_tcp_headers(pkt, &c->f.key, c->ip_id++, c->snd_nxt, c->rcv_nxt,
-		       RN_TCP_ACK | RN_TCP_PSH, c->last_wnd, NULL, 0, (uint32_t)n, c->mss);
+		       RN_TCP_ACK | RN_TCP_PSH, c->last_wnd, optlen ? opts : NULL, optlen,
+		       (uint32_t)n, c->mss);
 	rn_worker_tx_commit(w, hdr + (uint32_t)n);
 	rn_tcp_ack_sent(w, c);
 
@@ -408,7 +414,7 @@ void rn_tcp_probe_tail(struct rn_worker *w, struct rn_tcp_flow *c)
 			c->snd_nxt = saved;
 		return;
 	}
-	frame = rn_tcp_max_payload(&c->f.key);
+	frame = rn_tcp_max_payload(c);
 	if (frame > c->mss)
 		frame -= frame % c->mss;
 	start = end - c->snd_una > frame ? end - frame : c->snd_una;

@@ -9,7 +9,10 @@
  * (only when the namespace's kernel computed it: NEEDS_CSUM frames carry a
  * partial sum we do not verify; then the checksum field must be where TCP's
  * is). Each reason has its own drop counter. Options read: MSS, window scale,
- * SACK-permitted and the left edges of SACK blocks; the payload stays in ring
+ * SACK-permitted, the left edges of SACK blocks and timestamps (TSval, TSecr;
+ * RFC 7323). An option whose length overruns the header drops the segment
+ * (drop_tcp_options); a known kind with the wrong length (a timestamps option
+ * not 10 bytes long, say) is ignored, as Linux does; the payload stays in ring
  * memory and is only ever copied out.
  *
  * Building: rn_tcp_headers() writes the TCP header of a frame to the
@@ -18,7 +21,10 @@
  * pseudo-header sum in the field), and frames with more than one MSS of
  * payload become TSO super-frames. Control
  * segments (SYN-ACK with our options, ACK with the SACK blocks we hold, FIN,
- * RST) go out through rn_tcp_send_ctl(); an ACK can go out now, or once at the
+ * RST) go out through rn_tcp_send_ctl(); on a flow with timestamps every
+ * segment but a RST carries them first (rn_tcp_ts_opts(): NOP, NOP, TS = 12
+ * bytes), which leaves room for 3 SACK blocks of the 4 we may hold within
+ * the 40 bytes of option space. An ACK can go out now, or once at the
  * end of the batch (rn_tcp_ack_later(), rn_tcp_update_later()). RSTs for
  * segments without a flow and the ICMP error for an unreachable destination
  * need no flow state beyond the key.
@@ -80,20 +86,46 @@ void rn_tcp_headers(uint8_t *pkt, const struct rn_flow_key *k, uint16_t ip_id,
 }
 
 /**
+ * rn_tcp_ts_opts() - timestamps option for a segment on a flow (RFC 7323)
+ * @w:		worker (its clock gives TSval)
+ * @c:		flow
+ * @opts:	where the option goes (RN_TCP_TS_LEN bytes)
+ *
+ * NOP, NOP, kind 8, length 10, TSval = w->now + ts_off (a 1 ms clock),
+ * TSecr = ts_recent (0 in our SYN: nothing to echo yet).
+ *
+ * Return: RN_TCP_TS_LEN, or 0 on a flow without timestamps (nothing written)
+ */
+uint32_t rn_tcp_ts_opts(const struct rn_worker *w, const struct rn_tcp_flow *c, uint8_t *opts)
+{
+	if (!(c->flags & RN_TCP_F_TS))
+		return 0;
+	opts[0] = opts[1] = 1;
+	opts[2] = 8;
+	opts[3] = 10;
+	rn_put_be32(opts + 4, (uint32_t)w->now + c->ts_off);
+	rn_put_be32(opts + 8, c->ts_recent);
+	return RN_TCP_TS_LEN;
+}
+
+/**
  * rn_tcp_sack_opts() - SACK option for the blocks we hold (RFC 2018)
  * @c:		flow
- * @opts:	where the option goes (up to 36 bytes)
+ * @opts:	where the option goes
+ * @room:	option bytes left for it (at most 40)
  *
  * The block that received the latest segment comes first, the others
- * follow in sequence order.
+ * follow in sequence order, as many as @room holds (NOP, NOP, kind, length,
+ * then 8 bytes a block: 4 blocks in 36 bytes, 3 beside timestamps).
  *
- * Return: option length, a multiple of 4 (0 without SACK or blocks)
+ * Return: option length, a multiple of 4, at most @room (0 without SACK or
+ *	   blocks, or without room for one)
  */
-static uint32_t rn_tcp_sack_opts(const struct rn_tcp_flow *c, uint8_t *opts)
+static uint32_t rn_tcp_sack_opts(const struct rn_tcp_flow *c, uint8_t *opts, uint32_t room)
 {
 	uint32_t len = 4, i, first = c->nooo;
 
-	if (!(c->flags & RN_TCP_F_SACK) || !c->nooo)
+	if (!(c->flags & RN_TCP_F_SACK) || !c->nooo || room < 4 + 8)
 		return 0;
 	for (i = 0; i < c->nooo; i++) {
 		if (c->ooo[i].seq == c->sack_first)
@@ -106,7 +138,7 @@ static uint32_t rn_tcp_sack_opts(const struct rn_tcp_flow *c, uint8_t *opts)
 		rn_put_be32(opts + len + 4, c->ooo[first].seq + c->ooo[first].len);
 		len += 8;
 	}
-	for (i = 0; i < c->nooo; i++) {
+	for (i = 0; i < c->nooo && len + 8 <= room; i++) {
 		if (i == first)
 			continue;
 		rn_put_be32(opts + len, c->ooo[i].seq);
@@ -129,7 +161,7 @@ static uint32_t rn_tcp_sack_opts(const struct rn_tcp_flow *c, uint8_t *opts)
 int rn_tcp_send_ctl(struct rn_worker *w, struct rn_tcp_flow *c, uint8_t flags,
 		    uint32_t seq)
 {
-	uint8_t opts[40];
+	uint8_t opts[RN_TCP_OPT_MAX];
 	uint32_t optlen = 0, l3 = rn_ip_hdr_len(c->f.key.family);
 	uint16_t wnd;
 	uint8_t *pkt;
@@ -154,8 +186,11 @@ int rn_tcp_send_ctl(struct rn_worker *w, struct rn_tcp_flow *c, uint8_t flags,
 			opts[optlen++] = 3;
 			opts[optlen++] = RN_TCP_WS;
 		}
+		/* MSS 4 + SACK-permitted 4 + window scale 4 + timestamps 12 */
+		optlen += rn_tcp_ts_opts(w, c, opts + optlen);
 	} else if (!(flags & RN_TCP_RST)) {
-		optlen = rn_tcp_sack_opts(c, opts);
+		optlen = rn_tcp_ts_opts(w, c, opts);
+		optlen += rn_tcp_sack_opts(c, opts + optlen, RN_TCP_OPT_MAX - optlen);
 	}
 	pkt = rn_worker_tx_reserve(w, l3 + RN_TCP_HDR + optlen, &err);
 	if (!pkt)
@@ -405,6 +440,11 @@ int rn_tcp_parse(struct rn_worker *w, struct rn_frame *f, struct rn_tcp_seg *s)
 			s->sack_ok = 1;
 		else if (o[0] == 5 && o[1] >= 10 && (o[1] - 2) % 8 == 0)
 			rn_tcp_parse_sack(s, o + 2, (o[1] - 2u) / 8u);
+		else if (o[0] == 8 && o[1] == 10) {
+			s->ts_ok = 1;
+			s->tsval = rn_be32(o + 2);
+			s->tsecr = rn_be32(o + 6);
+		}
 		off += o[1];
 	}
 

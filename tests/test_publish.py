@@ -275,6 +275,36 @@ def test_ipv6_loopback_client_appears_from_gateway6(net):
     assert fwd.closed
 
 
+# Answers with whether the accepted connection has timestamps (TCP_INFO tcpi_options),
+# in the "host port" form ask() reads
+TSINFO = textwrap.dedent("""
+    import socket, sys
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", int(sys.argv[1])))
+    s.listen(8)
+    while True:
+        c, a = s.accept()
+        ts = c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)[5] & 1
+        c.sendall(b"ts 1\\n" if ts else b"no-ts 0\\n")
+        c.close()
+""")
+
+
+@needs_userns
+def test_active_open_negotiates_timestamps(net):
+    """Our SYN towards the namespace offers timestamps (RFC 7323) and its kernel takes
+    them: the connection it accepted has them."""
+    port, nsport = free_port(), 7004
+    proc = net.spawn([sys.executable, "-c", TSINFO, str(nsport)])
+    try:
+        with net.publish(f"127.0.0.1:{port}:{nsport}"):
+            assert served("127.0.0.1", port)[:2] == ("ts", 1)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 @needs_userns
 def test_loopback_client_appears_from_gateway(net):
     port = free_port()

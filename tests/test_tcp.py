@@ -632,3 +632,111 @@ def namespace_unix_sockets(net) -> set[str]:
     sockets the namespace child made and passed to the workers (not flows)."""
     with open(f"/proc/{net.pid}/net/unix") as f:
         return {f"socket:[{line.split()[6]}]" for line in f.read().splitlines()[1:]}
+
+
+# --- timestamps (RFC 7323) and TIME_WAIT reuse inside the namespace ----------------------------
+
+TW_REUSE = r'''
+import errno, socket, struct
+TCPI_OPT_TIMESTAMPS = 1
+
+
+def once(port):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.settimeout(60)
+    s.bind(("0.0.0.0", port))
+    try:
+        s.connect(({gw!r}, {port}))
+    except OSError as e:
+        s.close()
+        return None, errno.errorcode[e.errno]
+    ts = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)[5] & TCPI_OPT_TIMESTAMPS
+    s.sendall(b"ping %d" % port)
+    assert s.recv(100) == b"pong %d" % port
+    # Closing first, and reading to the server's FIN: the connection is in TIME_WAIT now
+    s.shutdown(socket.SHUT_WR)
+    assert s.recv(100) == b""
+    port = s.getsockname()[1]
+    s.close()
+    return port, "ts" if ts else "no-ts"
+
+
+port, first = once(0)
+print(first)
+print(once(port)[1])  # the same tuple again: only with timestamps may Linux reuse it
+'''
+
+
+def _pong(conn: socket.socket) -> None:
+    conn.settimeout(HANG_S)
+    data = conn.recv(100)
+    conn.sendall(b"pong" + data[4:])
+    assert conn.recv(100) == b""  # the client closes first
+
+
+def _tw_reuse(n) -> list[str]:
+    srv = Server(_pong)
+    try:
+        out = run_inside(n, TW_REUSE.format(gw=GW4, port=srv.port)).split()
+        srv.join()
+        assert not srv.errors, srv.errors
+        return out
+    finally:
+        srv.close()
+
+
+def test_time_wait_tuple_reused_at_once_with_timestamps(net):
+    """The namespace's client closes first, so its kernel holds the connection in
+    TIME_WAIT; connecting from the same port to the same server again reuses that tuple
+    only if the connection had timestamps (tcp_twsk_unique(): an explicitly bound port
+    needs nothing else), else connect() fails with EADDRNOTAVAIL. Our SYN-ACK claims
+    them, the new SYN on the tuple the worker saw close is a new flow, and its bytes
+    arrive."""
+    assert _tw_reuse(net) == ["ts", "ts"]
+
+
+NO_TS = r'''
+import hashlib, os, socket
+with open("/proc/sys/net/ipv4/tcp_timestamps", "w") as f:
+    f.write("0")
+s = socket.create_connection(({gw!r}, {port}), timeout=60)
+assert not s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)[5] & 1  # no timestamps
+data = os.urandom(4 << 20)
+s.sendall(data)
+s.shutdown(socket.SHUT_WR)
+got = b""
+while True:
+    d = s.recv(1 << 20)
+    if not d:
+        break
+    got += d
+assert got == data[::-1][:len(got)] and len(got) == len(data), len(got)
+print("ok")
+'''
+
+
+def _reverse(conn: socket.socket) -> None:
+    conn.settimeout(HANG_S)
+    got = b""
+    while True:
+        d = conn.recv(1 << 20)
+        if not d:
+            break
+        got += d
+    conn.sendall(got[::-1])
+
+
+def test_namespace_without_timestamps_still_works():
+    """With net.ipv4.tcp_timestamps=0 inside (its root may set it), the SYN has none:
+    the connection has none either, and bulk data both ways is intact (segments of the
+    full MSS at MTU 1500); TIME_WAIT reuse is then impossible, as on main."""
+    with ringnet.Network(allow_host_loopback=True, workers=1, mtu=1500) as n:
+        srv = Server(_reverse)
+        try:
+            assert run_inside(n, NO_TS.format(gw=GW4, port=srv.port)).split() == ["ok"]
+            srv.join()
+            assert not srv.errors, srv.errors
+        finally:
+            srv.close()
+        assert _tw_reuse(n) == ["no-ts", "EADDRNOTAVAIL"]

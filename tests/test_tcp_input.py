@@ -71,6 +71,16 @@ def tcp_options(opts: bytes) -> dict[int, bytes]:
     return out
 
 
+def ts_opt(tsval: int, tsecr: int) -> bytes:
+    """NOP, NOP, timestamps: the 12 bytes Linux puts in every segment (RFC 7323, 3.2)."""
+    return b"\x01\x01\x08\x0a" + struct.pack("!II", tsval & 0xFFFFFFFF, tsecr & 0xFFFFFFFF)
+
+
+def ts_of(seg: "Seg") -> tuple[int, int]:
+    """(TSval, TSecr) of a segment the worker sent, which must carry them."""
+    return struct.unpack("!II", tcp_options(seg.opts)[8])
+
+
 class TcpHarness(Harness):
     """One worker on its own mapping, host loopback allowed, driven from the namespace."""
 
@@ -136,8 +146,11 @@ class Peer:
 
     def __init__(self, h: TcpHarness, dport: int, v6: bool = False, sport: int = 40000,
                  isn: int = 0x10000000, wnd: int = 65535, ws: int = 7, mss: int = 1460,
-                 sack: bool = False):
+                 sack: bool = False, ts: int | None = None):
+        """ts: offer timestamps (RFC 7323) with this first TSval; every later segment
+        then carries TSval self.tsval and TSecr self.ts_recent (unless opts are given)."""
         self.h, self.dport, self.v6, self.sport, self.sack = h, dport, v6, sport, sack
+        self.ts, self.tsval, self.ts_recent = ts is not None, ts or 0, 0
         self.src, self.dst = (GUEST6, GW6) if v6 else (GUEST4, GW4)
         self.isn, self.snd_nxt, self.wnd, self.ws, self.mss = isn, isn, wnd, ws, mss
         self.rcv_nxt = 0
@@ -147,6 +160,8 @@ class Peer:
               wnd: int = None, opts: bytes = b"", doff: int = None) -> bytes:
         seq = self.snd_nxt if seq is None else seq
         ack = (self.rcv_nxt if flags & ACK else 0) if ack is None else ack
+        if self.ts and not opts and not flags & SYN:
+            opts = ts_opt(self.tsval, self.ts_recent)
         wnd = self.wnd if wnd is None else wnd
         hl = 20 + len(opts)
         off = (doff if doff is not None else hl // 4) << 4
@@ -175,6 +190,8 @@ class Peer:
             opts += struct.pack("!BBBB", 1, 3, 3, self.ws)
         if self.sack:
             opts += b"\x01\x01\x04\x02"
+        if self.ts:
+            opts += ts_opt(self.tsval, 0)
         return self.send(SYN, opts=opts)
 
     def connect(self, server: socket.socket) -> socket.socket:
@@ -185,6 +202,8 @@ class Peer:
             segs = self.wait(lambda s: s.flags & SYN)
         [sa] = segs
         assert sa.flags == SYN | ACK and sa.ack == self.isn + 1
+        if self.ts:
+            self.ts_recent = ts_of(sa)[0]
         self.iss = sa.seq
         self.rcv_nxt = sa.seq + 1
         assert self.send(ACK) == []
@@ -878,3 +897,121 @@ def test_connecting_unreachable_destination_icmp_error():
     assert r.stdout.split("]")[0] + "]" == str([(4, F.PROTO_ICMP, 3, 0, True, True),
                                                   (6, F.PROTO_ICMPV6, 1, 0, True, True)])
     assert r.stdout.split("]")[1].split() == ["2", "0"]
+
+
+# --- timestamps (RFC 7323) ----------------------------------------------------------------------
+
+
+def test_syn_rcvd_timestamps_answered_only_if_offered(h, server):
+    peer = Peer(h, server.getsockname()[1], sack=True, ts=1000)
+    segs = peer.syn()
+    server.accept()
+    [sa] = segs or peer.wait(lambda s: s.flags & SYN)
+    opts = tcp_options(sa.opts)
+    assert set(opts) == {2, 3, 4, 8} and len(sa.opts) <= 40
+    assert ts_of(sa)[1] == 1000  # TSecr echoes the SYN's TSval
+    plain = Peer(h, server.getsockname()[1], sport=40001)
+    conn = plain.connect(server)
+    conn.sendall(b"no timestamps")
+    segs = [s for s in plain.wait(lambda s: s.payload) if s.payload]
+    assert segs[0].opts == b""  # a flow without them carries none
+
+
+def test_established_timestamps_on_every_segment_mss_less_12(server):
+    h = TcpHarness(mtu=1500)
+    try:
+        peer = Peer(h, server.getsockname()[1], wnd=65535, ws=7, mss=1460, ts=5000)
+        conn = peer.connect(server)
+        peer.tsval += 1
+        [ack] = peer.send(ACK | PSH, b"up")  # covers the last ACK sent: its TSval is echoed
+        assert ts_of(ack)[1] == 5001 and conn.recv(10) == b"up"
+        data = os.urandom(100_000)
+        conn.sendall(data)
+        got, last = b"", ts_of(ack)[0]
+        deadline = time.monotonic() + 5
+        while len(got) < len(data) and time.monotonic() < deadline:
+            segs = peer.recv(20)
+            got += peer.take(segs)
+            for s in segs:
+                tsval, tsecr = ts_of(s)  # every segment carries them
+                assert tsecr == 5001 and (tsval - last) & 0xFFFFFFFF < 1 << 31  # never back
+                last = tsval
+                assert s.opts[:4] == b"\x01\x01\x08\x0a"
+                if len(s.payload) > 1448:
+                    assert s.gso_type == F.GSO_TCPV4 and s.gso_size == 1460 - 12
+                    assert len(s.payload) <= 65535 - 20 - 20 - 12
+                else:
+                    assert 20 + 20 + 12 + len(s.payload) <= 1500  # one frame within the MTU
+            if segs:
+                peer.send(ACK)
+        assert got == data
+    finally:
+        h.close()
+
+
+def test_established_timestamps_leave_room_for_three_sack_blocks(h, server):
+    peer = Peer(h, server.getsockname()[1], sack=True, ts=1)
+    conn = peer.connect(server)
+    base = peer.snd_nxt
+    for i in range(4):  # four blocks held, with gaps between them
+        [dup] = peer.send(ACK, b"x" * 10, seq=base + 20 + 20 * i)
+    assert len(dup.opts) <= 40 and ts_of(dup)[1] == 1
+    blocks = tcp_options(dup.opts)[5]
+    assert len(blocks) == 3 * 8  # 12 bytes of timestamps + 4 + 3 * 8 = 40
+    assert blocks[:8] == struct.pack("!II", base + 80, base + 90)  # the latest first
+    assert h.c("tcp_ooo_held") == 40
+    del conn
+
+
+def test_established_paws_old_timestamp_dropped_and_acked(h, server):
+    peer = Peer(h, server.getsockname()[1], ts=0x7FFFFFF0)
+    conn = peer.connect(server)
+    peer.tsval = 0x80000010  # across the sign boundary: newer
+    [ack] = peer.send(ACK | PSH, b"new")
+    assert ts_of(ack)[1] == 0x80000010
+    peer.tsval = 0x80000000  # older than ts_recent
+    [ack] = peer.send(ACK | PSH, b"old", advance=False)
+    assert ack.flags == ACK and ack.ack == peer.snd_nxt  # answered, not taken
+    assert h.c("drop_tcp_paws") == 1 and ts_of(ack)[1] == 0x80000010
+    peer.tsval = 0x80000011
+    peer.send(ACK | PSH, b"!")
+    conn.settimeout(5)
+    got = b""
+    while len(got) < 4:
+        got += conn.recv(10)
+    assert got == b"new!"
+    peer.tsval = 0x80000000  # a RST is exempt from PAWS
+    peer.send(RST)
+    assert h.c("tcp_rst_received") == 1 and h.c("drop_tcp_paws") == 1
+
+
+def test_established_segment_without_timestamps_accepted(h, server):
+    peer = Peer(h, server.getsockname()[1], ts=100)
+    conn = peer.connect(server)
+    peer.send(ACK | PSH, b"plain", opts=b"\x01\x01\x01\x01")  # no TS option: as Linux, taken
+    conn.settimeout(5)
+    assert conn.recv(10) == b"plain"
+
+
+def test_established_malformed_timestamps_option(h, server):
+    peer = Peer(h, server.getsockname()[1], ts=100)
+    conn = peer.connect(server)
+    peer.tsval = 50  # any TSval read from these would be old: PAWS would drop the segment
+    short = b"\x08\x08" + struct.pack("!I", 50) + b"\x00\x00"  # length 8: ignored
+    long = b"\x08\x0c" + struct.pack("!II", 50, 0) + b"\x00\x00" + b"\x00" * 4  # length 12
+    peer.send(ACK | PSH, b"a", opts=short)
+    peer.send(ACK | PSH, b"b", opts=long)
+    assert h.c("drop_tcp_paws") == 0
+    overrun = [peer.frame(ACK, opts=b"\x01\x01\x08\x0a" + struct.pack("!I", 50)),  # 10 > 6 left
+               peer.frame(ACK, opts=b"\x01\x01\x01\x08")]  # kind 8 at the header's last byte
+    assert h.push(*overrun) == 2
+    lib.rn_worker_poll(h.w)
+    assert h.c("drop_tcp_options") == 2 and h.c("drop_tcp_paws") == 0
+    peer.tsval = 50  # well formed and old: PAWS
+    peer.send(ACK | PSH, b"c", advance=False)
+    assert h.c("drop_tcp_paws") == 1
+    conn.settimeout(5)
+    got = b""
+    while len(got) < 2:
+        got += conn.recv(10)
+    assert got == b"ab"

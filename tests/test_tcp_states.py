@@ -278,7 +278,8 @@ def to_syn_sent(c: Ctx) -> None:
     assert syn.flags == SYN and syn.src == F.addr(GW4) and syn.dst == F.addr(GUEST4)
     assert syn.dport == c.peer.sport
     opts = tcp_options(syn.opts)
-    assert set(opts) == {2, 3, 4}, opts  # MSS, window scale, SACK permitted
+    assert set(opts) == {2, 3, 4, 8}, opts  # MSS, window scale, SACK permitted, timestamps
+    assert len(syn.opts) <= 40 and opts[8][4:] == b"\0\0\0\0"  # TSecr 0: nothing to echo
     c.peer.dport = syn.sport
     c.peer.iss = syn.seq
     c.una = c.max = syn.seq + 1

@@ -478,7 +478,7 @@ def test_drop_reason(h, name, idx):
 
 def test_every_drop_counter_has_a_case():
     in_test_tcp_input = {"drop_tcp_no_flow", "drop_tcp_ack", "drop_tcp_rst", "drop_tcp_syn",
-                         "drop_tcp_window", "drop_tcp_ooo", "drop_tcp_old"}
+                         "drop_tcp_window", "drop_tcp_ooo", "drop_tcp_old", "drop_tcp_paws"}
     untested = set(DROPS) - set(DROP_CASES) - {"drop_wrong_owner"} - in_test_tcp_input
     assert not untested
 
