@@ -21,8 +21,9 @@
  * connect() only if the old connection had them (tcp_twsk_unique()), so
  * without them a namespace that opens many short connections runs out of
  * ports, or spends its connect()s scanning TIME_WAIT sockets (for an
- * ephemeral port Linux also wants net.ipv4.tcp_tw_reuse=1 inside: its
- * default reuses only loopback tuples; a bound port needs nothing more). Our TSval is
+ * ephemeral port Linux also wants net.ipv4.tcp_tw_reuse=1 inside, which
+ * ringnet/_sysctl.py sets in the namespaces ringnet creates: the default
+ * reuses only loopback tuples; a bound port needs nothing more). Our TSval is
  * the worker's millisecond clock plus an offset per address pair
  * (rn_tcp_ts_offset()). To host loopback the kernel usually completes the
  * handshake before connect() returns; TCP_INFO then says so and the SYN-ACK
