@@ -60,6 +60,11 @@ def tcp(flags: int, payload: bytes = b"", seq: int = 1000, ack: int = 0, opts: b
     return F.frame(pkt)
 
 
+def ts(val: int) -> bytes:
+    """NOP, NOP, timestamps option (RFC 7323) with TSval ``val`` and TSecr 0."""
+    return b"\x01\x01\x08\x0a" + struct.pack("!II", val, 0)
+
+
 def seeds() -> list[bytes]:
     out = []
     for v6 in (False, True):
@@ -73,6 +78,18 @@ def seeds() -> list[bytes]:
         conv += [record(FIX | POLL | RELACK, tcp(RST, seq=8107, v6=v6))]
         out.append(b"".join(conv))
         out.append(record(FIX | POLL, syn) + record(POLL, tcp(ACK, seq=5, ack=7, v6=v6)))
+        # timestamps (RFC 7323) offered with SACK-permitted, then on every segment: rising
+        # TSvals, one old one (PAWS), one segment without them
+        syn_ts = tcp(SYN, opts=b"\x02\x04\x05\xb4\x04\x02\x08\x0a" + struct.pack("!II", 100, 0) +
+                     b"\x01\x03\x03\x07", v6=v6)
+        conv = [record(FIX | POLL | HOST, syn_ts),
+                record(FIX | POLL | RELACK, tcp(ACK, seq=1001, opts=ts(101), v6=v6)),
+                record(FIX | POLL | RELACK, tcp(ACK | PSH, b"hello", seq=1001, opts=ts(102), v6=v6)),
+                record(FIX | POLL | RELACK, tcp(ACK | PSH, b"old", seq=1006, opts=ts(50), v6=v6)),
+                record(FIX | POLL | TSO | RELACK, tcp(ACK, b"z" * 4000, seq=1006, opts=ts(103), v6=v6)),
+                record(FIX | POLL | RELACK, tcp(ACK, b"w" * 10, seq=5006, v6=v6)),
+                record(FIX | POLL | HOST | RELACK | 0x40, tcp(ACK | FIN, seq=5016, opts=ts(104), v6=v6))]
+        out.append(b"".join(conv))
     return out
 
 
