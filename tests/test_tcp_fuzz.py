@@ -3,12 +3,12 @@
 tests/fuzz/fuzz_worker.c is built with clang (Debian packages clang and
 libclang-rt-14-dev, which scripts/setup-test-env.sh installs) together with every
 csrc/*.c file of the shipped core, with the warnings of the test build as errors, seeded
-with a few valid TCP conversations (with and without timestamps), and run for a fixed number of inputs from a fixed
-random seed (RINGNET_FUZZ_RUNS, 500,000 by default, under a minute here;
-RINGNET_FUZZ_SEED, 1), not for a time: a run does the same work on any machine and a
-failure can be replayed. Any crash, sanitizer report, accounting error
-or malformed output frame fails the test, with libFuzzer's report and the crashing
-input's path in the message.
+with a few valid TCP conversations (with and without timestamps), and run for a fixed
+number of inputs from a fixed random seed (RINGNET_FUZZ_RUNS, 500,000 by default, under a
+minute here; RINGNET_FUZZ_SEED, 1), not for a time: a run does the same work on any
+machine and a failure can be replayed. Any crash, sanitizer report, accounting error or
+malformed output frame fails the test, with libFuzzer's report and the crashing input's
+path in the message.
 """
 
 from __future__ import annotations
