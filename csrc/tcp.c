@@ -282,8 +282,9 @@ static void rn_tcp_no_flow(struct rn_worker *w, const struct rn_flow_key *k, str
  * @f:		validated frame, f->proto TCP
  *
  * Dispatch by the flow's state (tcp_fsm.c says what each state does with
- * each kind of segment): timestamps (PAWS) first, then RST and SYN, then the ACK of a SYN-ACK
- * completes the handshake, then the sequence checks of a synchronised flow.
+ * each kind of segment): timestamps (PAWS) first, then RST and SYN, then the
+ * ACK of a SYN-ACK completes the handshake, then the sequence checks of a
+ * synchronised flow.
  *
  * Return: the counter recording what became of the frame, or a negative
  *	   errno when the worker must stop (ring corrupted)

@@ -297,6 +297,20 @@ static inline uint32_t rn_tcp_max_payload(const struct rn_tcp_flow *c)
 }
 
 /**
+ * rn_tcp_max_frame() - largest payload of one frame, in whole segments
+ * @c:		flow
+ *
+ * Return: rn_tcp_max_payload() cut down to a multiple of c->mss (when it
+ *	   holds more than one segment): the payload of a full super-frame
+ */
+static inline uint32_t rn_tcp_max_frame(const struct rn_tcp_flow *c)
+{
+	uint32_t frame = rn_tcp_max_payload(c);
+
+	return frame > c->mss ? frame - frame % c->mss : frame;
+}
+
+/**
  * rn_tcp_wnd_field() - the window field for the next segment we send
  * @c:		flow
  *

@@ -215,7 +215,8 @@ int rn_tcp_ack_in(struct rn_worker *w, struct rn_tcp_flow *c, struct rn_tcp_seg 
 		 * out of order: blocks above snd_una make it a duplicate anyway.
 		 * With fewer than four frames in flight, three duplicates never
 		 * come: early retransmit (RFC 5827) after as many as can. */
-		uint32_t frame = rn_tcp_max_payload(c) - rn_tcp_max_payload(c) % c->mss, flight = (c->snd_max - c->snd_una + frame - 1) / frame;
+		uint32_t frame = rn_tcp_max_frame(c);
+		uint32_t flight = (c->snd_max - c->snd_una + frame - 1) / frame;
 		uint32_t thresh = flight < 4 ? (flight > 1 ? flight - 1 : 1) : RN_TCP_DUPACKS;
 
 		if (!c->hole_end && flight < 4)

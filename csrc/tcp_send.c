@@ -205,8 +205,10 @@ static int rn_tcp_send_fin(struct rn_worker *w, struct rn_tcp_flow *c)
  */
 static uint32_t rn_tcp_frame_len(const struct rn_tcp_flow *c, uint32_t len)
 {
-	if (len > rn_tcp_max_payload(c))
-		len = rn_tcp_max_payload(c);
+	uint32_t max = rn_tcp_max_frame(c);
+
+	if (len >= max)
+		return max;
 	if (len > c->mss)
 		len -= len % c->mss;
 	return len;
@@ -414,9 +416,7 @@ void rn_tcp_probe_tail(struct rn_worker *w, struct rn_tcp_flow *c)
 			c->snd_nxt = saved;
 		return;
 	}
-	frame = rn_tcp_max_payload(c);
-	if (frame > c->mss)
-		frame -= frame % c->mss;
+	frame = rn_tcp_max_frame(c);
 	start = end - c->snd_una > frame ? end - frame : c->snd_una;
 	c->snd_nxt = start;
 	n = rn_tcp_send_data(w, c, end - start);
