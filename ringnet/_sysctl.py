@@ -43,15 +43,21 @@ CREATED_DEFAULTS = ("net.ipv4.tcp_tw_reuse=1",)
 _PART = re.compile(r"[A-Za-z0-9_.:@+-]+")
 
 
-def parse(text: str) -> tuple[str, str]:
-    """``(path under /proc/sys, value)`` of one "KEY=VALUE"; ConfigError naming it and
-    what is allowed when it is bad."""
+def _split(text: str) -> tuple[str, str]:
+    """``(KEY, VALUE)`` of "KEY=VALUE", white space around each stripped; ConfigError if
+    it is not of that form."""
     if not isinstance(text, str):
         raise ConfigError(f"sysctls: {text!r} must be a string KEY=VALUE")
     key, sep, value = text.partition("=")
-    key, value = key.strip(), value.strip()
-    if not sep or not key:
+    if not sep or not key.strip():
         raise ConfigError(f"sysctls: {text!r} must be KEY=VALUE, e.g. net.ipv4.tcp_tw_reuse=1")
+    return key.strip(), value.strip()
+
+
+def parse(text: str) -> tuple[str, str]:
+    """``(path under /proc/sys, value)`` of one "KEY=VALUE"; ConfigError naming it and
+    what is allowed when it is bad."""
+    key, value = _split(text)
     parts = key.split("/") if "/" in key else key.split(".")
     if parts[0] != "net" or len(parts) < 2 or \
             any(not _PART.fullmatch(p) or p in (".", "..") for p in parts):
@@ -78,8 +84,8 @@ def normalize(sysctls: Union[str, Mapping[str, object], Iterable[str], None]) ->
     out = []
     for item in items:
         parse(item)
-        key, _, value = item.partition("=")
-        out.append(f"{key.strip()}={value.strip()}")
+        key, value = _split(item)
+        out.append(f"{key}={value}")
     return tuple(out)
 
 
@@ -89,7 +95,7 @@ def apply(sysctls: Iterable[str], root: str = "/proc/sys") -> None:
     first one that fails and why."""
     for item in sysctls:
         path, value = parse(item)
-        key = item.partition("=")[0].strip()
+        key = _split(item)[0]
         try:
             with open(f"{root}/{path}", "w", encoding="ascii") as f:
                 f.write(value)
