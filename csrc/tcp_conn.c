@@ -477,12 +477,13 @@ uint32_t rn_tcp_ts_offset(const struct rn_worker *w, const struct rn_flow_key *k
  * @c:		flow
  * @tsval:	the namespace's TSval in its SYN or SYN-ACK: the first ts_recent
  *
- * Also cuts c->mss (set already) by the option bytes every segment carries.
+ * c->ts_off must be set already (rn_tcp_ts_offset(): by rn_tcp_open(), or by
+ * rn_tcp_connect_ns() for the SYN it sends). Also cuts c->mss (set already)
+ * by the option bytes every segment carries.
  */
 static void rn_tcp_ts_start(struct rn_worker *w, struct rn_tcp_flow *c, uint32_t tsval)
 {
 	c->flags |= RN_TCP_F_TS;
-	c->ts_off = rn_tcp_ts_offset(w, &c->f.key);
 	c->ts_recent = tsval;
 	c->ts_recent_at = w->now;
 	c->mss = (uint16_t)(c->mss - RN_TCP_TS_LEN);
@@ -578,8 +579,10 @@ int rn_tcp_open(struct rn_worker *w, const struct rn_flow_key *k, struct rn_tcp_
 		c->mss = k->family == 6 ? 1220 : 536;
 	else if (s->mss < c->mss)
 		c->mss = s->mss < 64 ? 64 : s->mss;
-	if (s->ts_ok)
+	if (s->ts_ok) {
+		c->ts_off = rn_tcp_ts_offset(w, k);
 		rn_tcp_ts_start(w, c, s->tsval);
+	}
 	c->rto = RN_TCP_RTO_INIT;
 	rn_tcp_go(c, RN_TCP_EV_SYN);	/* CLOSED -> CONNECTING */
 	s->ctr = RN_WCTR_tcp_segments_in;
