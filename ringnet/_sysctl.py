@@ -38,7 +38,18 @@ VALUE_MAX = 1024
 # ~14k, connect() spending milliseconds per call scanning TIME_WAIT sockets, and then no
 # port at all (EADDRNOTAVAIL). The path to the gateway is as private as loopback: the
 # peer is ringnet's TCP core, which takes a new SYN on a recently closed tuple.
-CREATED_DEFAULTS = ("net.ipv4.tcp_tw_reuse=1",)
+#
+# net.ipv4.tcp_congestion_control=reno: a TCP connection of the namespace spans only the
+# hop to ringnet's core (over the tun device, in memory, no loss but a full tun queue);
+# the path beyond is the host socket's, with the host's congestion control. The
+# namespace inherits the host's default, and with BBR (the default on many hosts) every
+# sender in it paces each super-frame by a timer, at a rate estimated over a hop whose
+# delay is our batching: one stream out of the namespace ran at 6-8 Gbit/s at MTU 1500
+# and 9-10 at 65520, against 17-18 with reno, which sends as its window allows (perf/
+# results/issue12-latency.md). reno is the one algorithm a namespace may always make its
+# default (the others need the host's tcp_allowed_congestion_control); an application
+# still chooses its own per socket (TCP_CONGESTION).
+CREATED_DEFAULTS = ("net.ipv4.tcp_tw_reuse=1", "net.ipv4.tcp_congestion_control=reno")
 # one path component: what kernel sysctl names and interface names use (no '/', no NUL)
 _PART = re.compile(r"[A-Za-z0-9_.:@+-]+")
 

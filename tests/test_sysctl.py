@@ -11,6 +11,7 @@ when the namespace's kernel lacks the key, keeps it to the host or refuses the v
 from __future__ import annotations
 
 import subprocess
+import sys
 
 import pytest
 
@@ -83,23 +84,42 @@ def test_values_are_set_inside(no_leaks):
             ["1", "0\t0", "33", "1"]
 
 
+_NEW_SOCKET_CC = ("import socket; s = socket.socket(); "
+                  "print(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16)"
+                  ".rstrip(b'\\0').decode())")
+
+
+def _host_value(path: str) -> str:
+    with open(f"/proc/sys/{path}") as f:
+        return f.read().strip()
+
+
 @needs_userns
-def test_created_namespace_reuses_time_wait_ports_unless_told_otherwise(no_leaks):
-    """ringnet's own namespaces get net.ipv4.tcp_tw_reuse=1 (_sysctl.CREATED_DEFAULTS); the
-    user's setting overrides it."""
+def test_created_namespace_defaults_unless_told_otherwise(no_leaks):
+    """ringnet's own namespaces get net.ipv4.tcp_tw_reuse=1 and reno as the default
+    congestion control (_sysctl.CREATED_DEFAULTS), so a new socket inside uses reno; the
+    user's settings override them."""
     with ringnet.Network(workers=1, control_socket=False) as net:
-        assert _read_inside(net, "net/ipv4/tcp_tw_reuse") == ["1"]
+        assert _read_inside(net, "net/ipv4/tcp_tw_reuse",
+                            "net/ipv4/tcp_congestion_control") == ["1", "reno"]
+        out = net.run([sys.executable, "-c", _NEW_SOCKET_CC], capture_output=True, check=True)
+        assert out.stdout.decode().strip() == "reno"
+    host_cc = _host_value("net/ipv4/tcp_congestion_control")
     with ringnet.Network(workers=1, control_socket=False,
-                         sysctls="net.ipv4.tcp_tw_reuse=2") as net:
-        assert _read_inside(net, "net/ipv4/tcp_tw_reuse") == ["2"]
+                         sysctls=["net.ipv4.tcp_tw_reuse=2",
+                                  f"net.ipv4.tcp_congestion_control={host_cc}"]) as net:
+        assert _read_inside(net, "net/ipv4/tcp_tw_reuse",
+                            "net/ipv4/tcp_congestion_control") == ["2", host_cc]
 
 
 @needs_userns
 def test_attached_namespace_keeps_its_own_settings(unshared_target):
     """A namespace ringnet attaches to is its runtime's: no defaults of ours, only the
     sysctls asked for."""
+    host_cc = _host_value("net/ipv4/tcp_congestion_control")
     with ringnet.Network.attach(unshared_target.pid, workers=1, control_socket=False) as net:
-        assert _read_inside(net, "net/ipv4/tcp_tw_reuse") == ["2"]
+        assert _read_inside(net, "net/ipv4/tcp_tw_reuse",
+                            "net/ipv4/tcp_congestion_control") == ["2", host_cc]
     with ringnet.Network.attach(unshared_target.pid, workers=1, control_socket=False,
                                 sysctls={"net.ipv4.tcp_ecn": 1}) as net:
         assert _read_inside(net, "net/ipv4/tcp_tw_reuse", "net/ipv4/tcp_ecn") == ["2", "1"]
