@@ -120,6 +120,7 @@
 	X(tcp_loss_probes,	"TCP tail loss probes sent")		\
 	X(tcp_window_probes,	"TCP zero-window probes sent")		\
 	X(tcp_window_updates,	"TCP window updates after the host socket drained") \
+	X(tcp_window_clamps,	"TCP receive window clamps set on near host sockets (tcp_send.c)") \
 	X(tcp_buffered,		"TCP namespace bytes held until the host socket took them") \
 	X(tcp_ooo_held,		"TCP namespace bytes held after a gap until it was filled") \
 	X(tcp_short_sends,	"TCP segments partly refused: host socket and buffer full") \

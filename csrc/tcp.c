@@ -500,7 +500,7 @@ static void rn_tcp_room(struct rn_worker *w, struct rn_flow *fl)
 static void rn_tcp_flush(struct rn_worker *w, struct rn_flow *fl)
 {
 	struct rn_tcp_flow *c = rn_tcp_of(fl);
-	int rc = rn_tcp_discard_upto_una(c);
+	int rc = rn_tcp_discard_upto_una(w, c);
 
 	if (rc) {
 		rn_tcp_host_error(w, c, rc);

@@ -106,7 +106,7 @@ void rn_tcp_close(struct rn_worker *w, struct rn_tcp_flow *c, int rst_ns, int rs
 void rn_tcp_time_wait(struct rn_worker *w, struct rn_tcp_flow *c)
 {
 	/* Unread bytes at close() would make it a reset */
-	rn_tcp_discard_upto_una(c);
+	rn_tcp_discard_upto_una(w, c);
 	rn_tcp_send_ack(w, c);
 	if (c->f.fd >= 0) {
 		close(c->f.fd);

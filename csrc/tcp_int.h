@@ -43,6 +43,9 @@
 #define RN_TCP_TIME_WAIT_MS	1000
 #define RN_TCP_BUDGET		(256u * 1024u)	/* host bytes per flow per pass */
 #define RN_TCP_DISCARD		(1u << 20)	/* peek fallback: max bytes in flight */
+#define RN_TCP_NEAR_RTT_US	250u		/* a host path this near gets ... */
+#define RN_TCP_NEAR_CLAMP	(4 << 20)	/* ... this receive window clamp */
+#define RN_TCP_CLAMP_SHIFT	20		/* re-applied every 1 MiB consumed */
 #define RN_TCP_DUPACKS		3
 #define RN_TCP_PTO_MIN		10		/* ms, tail loss probe (RFC 8985) */
 #define RN_TCP_DELACK		40		/* ms, the peer's delayed ACK, at most */
@@ -420,7 +423,7 @@ int rn_tcp_data_in(struct rn_worker *w, struct rn_tcp_flow *c, const struct rn_t
 
 /* tcp_send.c */
 void rn_tcp_tlp_arm(struct rn_worker *w, struct rn_tcp_flow *c);
-int rn_tcp_discard_upto_una(struct rn_tcp_flow *c);
+int rn_tcp_discard_upto_una(struct rn_worker *w, struct rn_tcp_flow *c);
 void rn_tcp_push(struct rn_worker *w, struct rn_tcp_flow *c);
 void rn_tcp_retransmit_head(struct rn_worker *w, struct rn_tcp_flow *c);
 void rn_tcp_probe_tail(struct rn_worker *w, struct rn_tcp_flow *c);

@@ -205,7 +205,7 @@ int rn_tcp_ack_in(struct rn_worker *w, struct rn_tcp_flow *c, struct rn_tcp_seg 
 			rn_tcp_go(c, RN_TCP_EV_ACK);
 			if (c->f.state == RN_TCP_CLOSED) {
 				/* Unread bytes at close() would make it a reset */
-				rn_tcp_discard_upto_una(c);
+				rn_tcp_discard_upto_una(w, c);
 				rn_tcp_close(w, c, 0, 0);
 			}
 		}

@@ -272,6 +272,17 @@ def test_bulk_ipv6_both_ways(net):
     download(net, 64 * MIB, socket.AF_INET6)
 
 
+def test_near_host_socket_gets_its_window_clamped(net):
+    """A flow's host socket on a near path (host loopback: minimum RTT a few microseconds)
+    gets its receive window clamped (tcp_send.c, counted in tcp_window_clamps) as the
+    namespace takes its bytes, and the download stays byte-exact. (What the clamp is for,
+    fewer spurious retransmissions of a loopback sender, depends on scheduling: perf.ab
+    measures it, tcp_rev.)"""
+    before = worker_counter(net, "tcp_window_clamps")
+    download(net, 16 * MIB)
+    counter_reaches(net, "tcp_window_clamps", before + 1)
+
+
 CONCURRENT = r'''
 import asyncio, hashlib, random, struct
 async def one(i):
