@@ -48,14 +48,12 @@ import json
 import logging
 import math
 import os
-import select
 import socket
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
-from ._threads import start_thread
-from ._unixserve import peer_uid, stop_serving
+from ._unixserve import peer_uid, start_serving, stop_serving
 from .errors import ConfigError, RingnetError
 
 if TYPE_CHECKING:
@@ -321,25 +319,12 @@ class ApiServer:
         self._api = _Api(net)
         self._sock = _bind(self.path)
         self._ino = os.stat(self.path).st_ino
-        self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
-        self._thread = start_thread(self._serve, "ringnet-api-socket")
-
-    def _serve(self) -> None:
-        while True:
-            r, _, _ = select.select([self._sock, self._stop_r], [], [])
-            if self._stop_r in r:
-                return
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                continue
-            with conn:
-                try:
-                    self._answer(conn)
-                except OSError as e:
-                    log.debug("api socket client failed: %s", e)
+        self._stop_r, self._stop_w, self._thread = start_serving(
+            self._sock, self._answer, "ringnet-api-socket", log, "api socket client")
 
     def _answer(self, conn: socket.socket) -> None:
+        """Read one request from ``conn`` (until it is whole, at end of file or after
+        _TIMEOUT seconds), send its answer and shut the connection down."""
         deadline = time.monotonic() + _TIMEOUT
         data = b""
         while len(data) < MAX_REQUEST and not (data and _complete(data)):

@@ -16,13 +16,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import select
 import socket
 import stat
 from typing import Any, Callable, Optional
 
-from ._threads import start_thread
-from ._unixserve import peer_uid, stop_serving
+from ._unixserve import peer_uid, start_serving, stop_serving
 from .errors import RingnetError, from_wire, to_wire
 
 __all__ = ["runtime_dir", "ControlServer", "query", "list_networks"]
@@ -82,26 +80,13 @@ class ControlServer:
         except OSError as e:
             self._sock.close()
             raise RingnetError(f"cannot create control socket {self.path}: {e.strerror}") from None
-        self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
-        self._thread = start_thread(self._serve, f"ringnet-ctl-{net_id}")
-
-    def _serve(self) -> None:
-        while True:
-            r, _, _ = select.select([self._sock, self._stop_r], [], [])
-            if self._stop_r in r:
-                return
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                continue
-            with conn:
-                conn.settimeout(_TIMEOUT)
-                try:
-                    self._answer(conn)
-                except (OSError, ValueError) as e:
-                    log.debug("control client failed: %s", e)
+        self._stop_r, self._stop_w, self._thread = start_serving(
+            self._sock, self._answer, f"ringnet-ctl-{net_id}", log, "control client",
+            (OSError, ValueError))
 
     def _answer(self, conn: socket.socket) -> None:
+        """Read one request line from ``conn`` and send its answer line."""
+        conn.settimeout(_TIMEOUT)
         data = b""
         while b"\n" not in data and len(data) < _MAX_REQUEST:
             chunk = conn.recv(_MAX_REQUEST)
