@@ -2,13 +2,14 @@
 test_forward_churn, test_publish, test_publish_udp, test_splice).
 
 WHOAMI runs inside a namespace and answers each connection with the address and port
-it sees; SINK with the SHA-256 and length of what the client sent. ask_loopback(),
-served_loopback() and refused() reach a server through a forward on host 127.0.0.1;
-ask()/served() through a forward on any address, telling our own port too;
-worker_fds() counts the open fds of a network's workers. in_outer_namespace() runs a
-test body in a user+net namespace of its own, where OUTER_ADDR stands in for a
-non-loopback address of this machine (test_publish, test_publish_udp, test_splice: a
-client from a real address, without sending to the machine's own address).
+it sees (WHOAMI_AT the same on a given address, IPv6 too); SINK with the SHA-256 and
+length of what the client sent. ask_loopback(), served_loopback() and refused() reach a
+server through a forward on host 127.0.0.1; ask()/served() through a forward on any
+address, telling our own port too; worker_fds() counts the open fds of a network's
+workers. in_outer_namespace() runs a test body in a user+net namespace of its own, where
+OUTER_ADDR stands in for a non-loopback address of this machine (test_publish,
+test_publish_udp, test_splice: a client from a real address, without sending to the
+machine's own address).
 """
 
 from __future__ import annotations
@@ -26,16 +27,35 @@ import pytest
 
 from conftest import HANG_S, wait_until
 
-# argv: port [listen backlog, default 64]; IPv4, every address
+# argv: port [listen backlog, default 64 [connections to answer, then exit; default no
+# end]]; IPv4, every address
 WHOAMI = textwrap.dedent("""
-    import socket, sys
+    import itertools, socket, sys
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(("0.0.0.0", int(sys.argv[1])))
     s.listen(int(sys.argv[2]) if len(sys.argv) > 2 else 64)
-    while True:
+    for _ in (range(int(sys.argv[3])) if len(sys.argv) > 3 else itertools.count()):
         c, a = s.accept()
         c.sendall(f"{a[0]} {a[1]}\\n".encode())
+        c.close()
+""")
+
+# argv: bind address, port; an IPv6 address (:: is every address of both families) gets
+# an IPv6 socket that takes IPv4 too, and an IPv4 client is told its plain IPv4 address
+WHOAMI_AT = textwrap.dedent("""
+    import socket, sys
+    addr = sys.argv[1]
+    s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
+    if ":" in addr:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, int(sys.argv[2])))
+    s.listen(128)
+    while True:
+        c, a = s.accept()
+        host = a[0][7:] if a[0].startswith("::ffff:") else a[0]
+        c.sendall(f"{host} {a[1]}\\n".encode())
         c.close()
 """)
 

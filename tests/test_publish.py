@@ -30,7 +30,7 @@ import ringnet
 from ringnet._publish import PortSpec, open_listener, parse_spec, unprivileged_port_start
 from conftest import as_user_argv, child_env, needs_userns, ringnet_cmd, wait_until, worker_counter
 import forwards
-from forwards import SINK
+from forwards import SINK, WHOAMI, WHOAMI_AT
 from forwards import worker_fds as _worker_fds
 from localdns import free_port
 
@@ -140,19 +140,6 @@ def test_listener_privileged_port_says_so():
 # --- end to end ---------------------------------------------------------------------------------
 
 HTTP_PORT, WHOAMI_PORT, WHOAMI2_PORT, SINK_PORT, CLOSED_PORT = 8000, 7000, 7001, 7002, 7003
-WHOAMI = textwrap.dedent("""
-    import socket, sys
-    s = socket.socket(socket.AF_INET6)
-    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("::", int(sys.argv[1])))
-    s.listen(128)
-    while True:
-        c, a = s.accept()
-        host = a[0][7:] if a[0].startswith("::ffff:") else a[0]
-        c.sendall(f"{host} {a[1]}\\n".encode())
-        c.close()
-""")
 
 
 # through a forward, with a 30 s timeout on each connection
@@ -183,7 +170,7 @@ def net(content):
                           str(content[0]), str(HTTP_PORT)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
         for port in (WHOAMI_PORT, WHOAMI2_PORT):
-            procs.append(n.spawn([sys.executable, "-c", WHOAMI, str(port)]))
+            procs.append(n.spawn([sys.executable, "-c", WHOAMI_AT, "::", str(port)]))
         procs.append(n.spawn([sys.executable, "-c", SINK, str(SINK_PORT)]))
         yield n
 
@@ -325,11 +312,12 @@ REAL_CLIENTS = textwrap.dedent("""
     import ringnet
     from conftest import worker_counter
     from localdns import free_port
-    from test_publish import WHOAMI, WHOAMI_PORT, ask, served
+    from forwards import WHOAMI_AT
+    from test_publish import WHOAMI_PORT, ask, served
 
     def main(addr):
         with ringnet.Network(workers=2, control_socket=False, splice_local=False) as n:
-            n.spawn([sys.executable, "-c", WHOAMI, str(WHOAMI_PORT)])
+            n.spawn([sys.executable, "-c", WHOAMI_AT, "::", str(WHOAMI_PORT)])
             port = free_port(addr)
             with n.publish(f"{addr}:{port}:{WHOAMI_PORT}"):
                 served(addr, port)
@@ -439,18 +427,6 @@ def test_sequential_connections_leave_no_flows_or_fds(net):
 
 # --- the command line ---------------------------------------------------------------------------
 
-ONE_SHOT = textwrap.dedent("""
-    import socket, sys
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", int(sys.argv[1])))
-    s.listen(8)
-    c, a = s.accept()
-    c.sendall(f"{a[0]} {a[1]}\\n".encode())
-    c.close()
-""")
-
-
 def test_cli_bad_publish_spec_one_line_error():
     r = subprocess.run(ringnet_cmd("run", "-p", "0:80", "--", "true"), capture_output=True,
                        text=True, timeout=60, env=child_env())
@@ -466,7 +442,7 @@ def test_cli_run_publish_as_unprivileged_user():
     (seen inside from the namespace's loopback)."""
     port = free_port()
     argv = ringnet_cmd("run", "--workers", "2", "-p", f"127.0.0.1:{port}:{WHOAMI_PORT}",
-                       "--", sys.executable, "-c", ONE_SHOT, str(WHOAMI_PORT))
+                       "--", sys.executable, "-c", WHOAMI, str(WHOAMI_PORT), "8", "1")
     p = subprocess.Popen(as_user_argv(argv), env=child_env(), cwd="/",
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

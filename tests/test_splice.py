@@ -25,7 +25,7 @@ import pytest
 
 import ringnet
 from conftest import needs_userns, wait_until, worker_counter
-from forwards import OUTER_ADDR, SINK, ask, in_outer_namespace, served
+from forwards import OUTER_ADDR, SINK, WHOAMI_AT, ask, in_outer_namespace, served
 from localdns import free_port
 
 HTTP_PORT, WHOAMI_PORT, GUEST_ONLY_PORT, SINK_PORT, CLOSED_PORT = 8000, 7000, 7001, 7002, 7003
@@ -62,22 +62,6 @@ HTTPD = textwrap.dedent("""
 
     Server(("::", int(sys.argv[2])), functools.partial(Handler, directory=sys.argv[1])).serve_forever()
 """)
-# Answers with the address and port it sees; argv: bind address, port
-WHOAMI = textwrap.dedent("""
-    import socket, sys
-    addr = sys.argv[1]
-    s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
-    if ":" in addr:
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((addr, int(sys.argv[2])))
-    s.listen(128)
-    while True:
-        c, a = s.accept()
-        host = a[0][7:] if a[0].startswith("::ffff:") else a[0]
-        c.sendall(f"{host} {a[1]}\\n".encode())
-        c.close()
-""")
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +83,8 @@ def net(blob):
     the guest address only), the sink."""
     with ringnet.Network(workers=2, control_socket=False) as n:
         n.spawn([sys.executable, "-c", HTTPD, str(blob[0]), str(HTTP_PORT)])
-        n.spawn([sys.executable, "-c", WHOAMI, "::", str(WHOAMI_PORT)])
-        n.spawn([sys.executable, "-c", WHOAMI, "10.0.2.100", str(GUEST_ONLY_PORT)])
+        n.spawn([sys.executable, "-c", WHOAMI_AT, "::", str(WHOAMI_PORT)])
+        n.spawn([sys.executable, "-c", WHOAMI_AT, "10.0.2.100", str(GUEST_ONLY_PORT)])
         n.spawn([sys.executable, "-c", SINK, str(SINK_PORT)])
         yield n
 
@@ -291,13 +275,13 @@ NON_LOOPBACK_CLIENT = textwrap.dedent("""
     import sys
     import ringnet
     from conftest import worker_counter
-    from forwards import ask, served
+    from forwards import WHOAMI_AT, ask, served
     from localdns import free_port
-    from test_splice import WHOAMI, WHOAMI_PORT
+    from test_splice import WHOAMI_PORT
 
     def main(addr):
         with ringnet.Network(workers=2, control_socket=False) as n:
-            n.spawn([sys.executable, "-c", WHOAMI, "::", str(WHOAMI_PORT)])
+            n.spawn([sys.executable, "-c", WHOAMI_AT, "::", str(WHOAMI_PORT)])
             port = free_port("0.0.0.0")
             with n.publish(f"0.0.0.0:{port}:{WHOAMI_PORT}"):
                 loopback = served("127.0.0.1", port)[0]
