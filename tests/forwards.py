@@ -1,15 +1,16 @@
 """Servers and clients shared by the forward tests (test_apisock, test_forward_cli,
-test_forward_churn, test_publish, test_publish_udp, test_splice).
+test_forward_churn, test_publish, test_publish_udp, test_splice, test_splice_proto).
 
 WHOAMI runs inside a namespace and answers each connection with the address and port
 it sees (WHOAMI_AT the same on a given address, IPv6 too); SINK with the SHA-256 and
 length of what the client sent. ask_loopback(), served_loopback() and refused() reach a
 server through a forward on host 127.0.0.1; ask()/served() through a forward on any
-address, telling our own port too; worker_fds() counts the open fds of a network's
-workers. in_outer_namespace() runs a test body in a user+net namespace of its own, where
-OUTER_ADDR stands in for a non-loopback address of this machine (test_publish,
-test_publish_udp, test_splice: a client from a real address, without sending to the
-machine's own address).
+address, telling our own port too; upload_loopback()/uploaded_loopback() send bytes to
+a sink through a forward on host 127.0.0.1; worker_fds() counts the open fds of a
+network's workers. in_outer_namespace() runs a test body in a user+net namespace of its
+own, where OUTER_ADDR stands in for a non-loopback address of this machine
+(test_publish, test_publish_udp, test_splice: a client from a real address, without
+sending to the machine's own address).
 """
 
 from __future__ import annotations
@@ -134,6 +135,30 @@ def served(addr: str, port: int, timeout: float = 60) -> tuple[str, int, int]:
     got: list = []
     wait_until(lambda: got.append(ask(addr, port, timeout=timeout)) or got[-1] is not None,
                f"the server behind {addr}:{port}", interval=0.05)
+    return got[-1]
+
+
+def upload_loopback(port: int, data: bytes, timeout: float = 60) -> list[str] | None:
+    """Send ``data`` to the sink behind 127.0.0.1:port, shut our side down and read its
+    answer to the end: [SHA-256, byte count] (the answer split), or None while the sink is
+    not listening yet (the connection reset, or no answer)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            reply = b""
+            while chunk := s.recv(256):
+                reply += chunk
+    except (ConnectionResetError, BrokenPipeError):
+        return None
+    return reply.decode().split() or None
+
+
+def uploaded_loopback(port: int, data: bytes) -> list[str]:
+    """upload_loopback() once the sink inside answers."""
+    got: list = []
+    wait_until(lambda: got.append(upload_loopback(port, data)) or got[-1] is not None,
+               "the upload", interval=0.05)
     return got[-1]
 
 

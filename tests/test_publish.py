@@ -30,7 +30,7 @@ import ringnet
 from ringnet._publish import PortSpec, open_listener, parse_spec, unprivileged_port_start
 from conftest import as_user_argv, child_env, needs_userns, ringnet_cmd, wait_until, worker_counter
 import forwards
-from forwards import SINK, WHOAMI, WHOAMI_AT
+from forwards import SINK, WHOAMI, WHOAMI_AT, uploaded_loopback
 from forwards import worker_fds as _worker_fds
 from localdns import free_port
 
@@ -222,21 +222,7 @@ def test_upload_through_forward_byte_exact(net):
     data = os.urandom(32 << 20)
     port = free_port()
     with net.publish(f"127.0.0.1:{port}:{SINK_PORT}"):
-        def upload():
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
-                    s.sendall(data)
-                    s.shutdown(socket.SHUT_WR)
-                    reply = b""
-                    while chunk := s.recv(256):
-                        reply += chunk
-            except (ConnectionResetError, BrokenPipeError):
-                return None  # the sink is not listening yet
-            return reply.decode().split() or None
-        got: list = []
-        wait_until(lambda: got.append(upload()) or got[-1] is not None, "the upload",
-                   interval=0.05)
-        assert got[-1] == [hashlib.sha256(data).hexdigest(), str(len(data))]
+        assert uploaded_loopback(port, data) == [hashlib.sha256(data).hexdigest(), str(len(data))]
 
 
 @needs_userns

@@ -25,7 +25,8 @@ import pytest
 
 import ringnet
 from conftest import needs_userns, wait_until, worker_counter
-from forwards import OUTER_ADDR, SINK, WHOAMI_AT, ask, in_outer_namespace, served
+from forwards import (OUTER_ADDR, SINK, WHOAMI_AT, ask, in_outer_namespace, served,
+                      uploaded_loopback)
 from localdns import free_port
 
 HTTP_PORT, WHOAMI_PORT, GUEST_ONLY_PORT, SINK_PORT, CLOSED_PORT = 8000, 7000, 7001, 7002, 7003
@@ -185,21 +186,7 @@ def test_half_close_reaches_the_server(net):
     data = os.urandom(8 << 20)
     port = free_port()
     with net.publish(f"127.0.0.1:{port}:{SINK_PORT}"):
-        def upload():
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
-                    s.sendall(data)
-                    s.shutdown(socket.SHUT_WR)
-                    reply = b""
-                    while chunk := s.recv(256):
-                        reply += chunk
-            except (ConnectionResetError, BrokenPipeError):
-                return None
-            return reply.decode().split() or None
-        got: list = []
-        wait_until(lambda: got.append(upload()) or got[-1] is not None, "the upload",
-                   interval=0.05)
-        assert got[-1] == [hashlib.sha256(data).hexdigest(), str(len(data))]
+        assert uploaded_loopback(port, data) == [hashlib.sha256(data).hexdigest(), str(len(data))]
 
 
 @needs_userns

@@ -23,6 +23,7 @@ import pytest
 
 from ringnet._ringnet_c import lib
 
+from forwards import upload_loopback
 from test_worker_input import Harness
 
 HDR = struct.Struct("<IHHI")
@@ -188,13 +189,8 @@ def test_relay_in_process_byte_exact_with_half_close():
         t.start()
         try:
             data = os.urandom(8 << 20)
-            with socket.create_connection(("127.0.0.1", fwd_port), timeout=30) as c:
-                c.sendall(data)
-                c.shutdown(socket.SHUT_WR)
-                reply = b""
-                while chunk := c.recv(256):
-                    reply += chunk
-            assert reply.decode() == f"{hashlib.sha256(data).hexdigest()} {len(data)}"
+            assert upload_loopback(fwd_port, data, timeout=30) == \
+                [hashlib.sha256(data).hexdigest(), str(len(data))]
             deadline = time.monotonic() + 30  # only a hang detector
             while h.counters()["flows_open_splice"] and time.monotonic() < deadline:
                 time.sleep(0.01)
