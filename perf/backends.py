@@ -196,6 +196,37 @@ class _HolderEnv(Env):
             time.sleep(0.02)
         raise BackendError(f"{what}: the namespace had no default route after {_READY_TIMEOUT:.0f} s")
 
+    def start_pasta(self, argv: Sequence[str]) -> None:
+        """Start pasta as this env's stack (``argv``: its command line, up to the holder's
+        PID, which is added) and wait until the namespace has its default route.
+        BackendError if it does not; closing the env then is the caller's."""
+        self.stack = subprocess.Popen([*argv, str(self.holder.pid)], stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      start_new_session=True)
+        self.wait_default_route("pasta")
+
+    def start_slirp4netns(self, options: Sequence[str] = (), wrap: Sequence[str] = ()) -> None:
+        """Start slirp4netns as this env's stack (``--configure``, this env's MTU, ``tap0``;
+        ``options`` go before the holder's PID, ``wrap`` before the command) and wait until
+        it reports ready (``--ready-fd``) and the namespace has its default route.
+        BackendError if it does not; closing the env then is the caller's."""
+        ready_r, ready_w = os.pipe()
+        try:
+            self.stack = subprocess.Popen(
+                [*wrap, "slirp4netns", "--configure", f"--mtu={self.mtu}",
+                 f"--ready-fd={ready_w}", *options, str(self.holder.pid), "tap0"],
+                pass_fds=[ready_w], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE, start_new_session=True)
+            os.close(ready_w)
+            ready_w = -1
+            if not select.select([ready_r], [], [], _READY_TIMEOUT)[0] or os.read(ready_r, 1) != b"1":
+                raise BackendError(f"slirp4netns did not report ready: {self.stack_stderr()}")
+            self.wait_default_route("slirp4netns")
+        finally:
+            os.close(ready_r)
+            if ready_w >= 0:
+                os.close(ready_w)
+
     def stack_stderr(self) -> str:
         if self.stack is None or self.stack.stderr is None:
             return ""
@@ -235,26 +266,12 @@ class Slirp4netns(Backend):
 
     def start(self, mtu: int) -> Env:
         env = _HolderEnv(self, mtu)
-        ready_r, ready_w = os.pipe()
         try:
             # 10.0.2.2 reaches host loopback: slirp4netns's default (no --disable-host-loopback)
-            env.stack = subprocess.Popen(
-                [*self.wrap, "slirp4netns", "--configure", f"--mtu={mtu}",
-                 f"--ready-fd={ready_w}", *self.extra, str(env.holder.pid), "tap0"],
-                pass_fds=[ready_w], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE, start_new_session=True)
-            os.close(ready_w)
-            ready_w = -1
-            if not select.select([ready_r], [], [], _READY_TIMEOUT)[0] or os.read(ready_r, 1) != b"1":
-                raise BackendError(f"slirp4netns did not report ready: {env.stack_stderr()}")
-            env.wait_default_route("slirp4netns")
+            env.start_slirp4netns(self.extra, self.wrap)
         except BaseException:
             env.close()
             raise
-        finally:
-            os.close(ready_r)
-            if ready_w >= 0:
-                os.close(ready_w)
         return env
 
 
@@ -288,11 +305,7 @@ class Pasta(Backend):
             argv += ["--runas", "0"]      # as root pasta drops to nobody, who cannot enter the namespace
         env = _HolderEnv(self, mtu)
         try:
-            env.stack = subprocess.Popen([*self.wrap, *argv, *self.extra, str(env.holder.pid)],
-                                         stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                         start_new_session=True)
-            env.wait_default_route("pasta")
+            env.start_pasta([*self.wrap, *argv, *self.extra])
         except BaseException:
             env.close()
             raise

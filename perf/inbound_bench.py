@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import select
 import shutil
 import socket
 import subprocess
@@ -63,10 +62,7 @@ def _pasta_env(tcp_port: int, crr_port: int) -> _HolderEnv:
     if os.geteuid() == 0:
         argv += ["--runas", "0"]
     try:
-        env.stack = subprocess.Popen([*argv, str(env.holder.pid)], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     start_new_session=True)
-        env.wait_default_route("pasta")
+        env.start_pasta(argv)
     except BaseException:
         env.close()
         raise
@@ -89,18 +85,8 @@ def _slirp_api(path: str, request: dict[str, Any]) -> dict[str, Any]:
 def _slirp_env(tcp_port: int, crr_port: int, work: str) -> _HolderEnv:
     env = _HolderEnv(_Peer("slirp4netns"), MTU)
     api = os.path.join(work, "slirp.sock")
-    ready_r, ready_w = os.pipe()
     try:
-        env.stack = subprocess.Popen(
-            ["slirp4netns", "--configure", f"--mtu={MTU}", f"--ready-fd={ready_w}",
-             f"--api-socket={api}", str(env.holder.pid), "tap0"],
-            pass_fds=[ready_w], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, start_new_session=True)
-        os.close(ready_w)
-        ready_w = -1
-        if not select.select([ready_r], [], [], 15)[0] or os.read(ready_r, 1) != b"1":
-            raise BackendError(f"slirp4netns did not report ready: {env.stack_stderr()}")
-        env.wait_default_route("slirp4netns")
+        env.start_slirp4netns([f"--api-socket={api}"])
         for proto, host, guest in (("tcp", tcp_port, IPERF_PORT), ("udp", tcp_port, IPERF_PORT),
                                    ("tcp", crr_port, ECHO_PORT)):
             got = _slirp_api(api, {"execute": "add_hostfwd", "arguments": {
@@ -110,10 +96,6 @@ def _slirp_env(tcp_port: int, crr_port: int, work: str) -> _HolderEnv:
     except BaseException:
         env.close()
         raise
-    finally:
-        os.close(ready_r)
-        if ready_w >= 0:
-            os.close(ready_w)
     return env
 
 
