@@ -21,7 +21,10 @@
  * hook_held, hook_absorbed, hook_denied (the on_connect hook, verdict.c; a
  * held frame's replay is not counted again).
  * Everything else here counts events, not frames; counters marked (gauge) go
- * up and down (decremented by adding -1).
+ * up and down (decremented by adding -1). The marking is read by Python: a
+ * gauge's description ends with "(gauge)" (ringnet.stats.gauges()). A worker
+ * that replaces a dead one carries on from its counts of every other counter;
+ * its gauges are its own state (Network.counters()).
  */
 #ifndef RN_COUNTERS_H
 #define RN_COUNTERS_H

@@ -318,9 +318,11 @@ class Taps:
 
     def counter(self, name: str) -> int:
         """A worker counter of the network, summed over its workers (read from the
-        counter arrays directly: also while the network starts or closes)."""
+        counter arrays directly: also while the network starts or closes; a replaced
+        worker's successor carries on from its count, see Network.counters())."""
         idx = worker_counter_names().index(name)
-        return sum(int(c.values[idx]) for c in self._net._wctr)
+        with self._net._ctr_lock:
+            return sum(c.value(idx) for c in self._net._wctr)
 
     def start(self) -> None:
         """After start-up: the flow log and the capture the configuration asks for."""

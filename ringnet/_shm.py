@@ -7,6 +7,8 @@ is a memfd of RN_CTR_SLOTS uint64 values that the orchestrator creates, seals
 seals of, maps read-write and writes, and the orchestrator reads through a
 (read-only) numpy view without locks. Sealing is what keeps a truncation (from
 any process that can open the memfd) from killing its mappers with SIGBUS.
+A replacement worker's array carries on from its predecessor's final event
+counts (``carry_over``): what the orchestrator reads is those plus its own.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import fcntl
 import mmap
 import os
 import stat
+from typing import Iterable
 
 from ._core import check, ffi, lib
 from .errors import ProtocolError
@@ -129,12 +132,17 @@ class CounterArray:
     mapping). numpy is imported on first use of ``values`` only: children must stay
     single-threaded until they have entered their namespaces, and numpy's BLAS starts
     threads at import.
+
+    ``snapshot`` and ``value`` read the live values plus ``carried``: the event counts of
+    the dead workers this array's worker replaced (``carry_over``; None when it replaced
+    none). ``values`` is the live array alone.
     """
 
     def __init__(self, fd: int, mm: mmap.mmap, writable: bool) -> None:
         self.fd = fd
         self._mm = mm
         self._values = None
+        self.carried = None   # numpy uint64, RN_CTR_SLOTS: counted by predecessors
         self._buf = ffi.from_buffer(mm) if writable else None
         self.ptr = ffi.cast("uint64_t *", self._buf) if writable else None
 
@@ -165,9 +173,30 @@ class CounterArray:
         return cls(fd, mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE),
                    writable=True)
 
+    def carry_over(self, old: "CounterArray", gauges: "Iterable[int]") -> None:
+        """Orchestrator: carry on from ``old``, the array of the worker this array's worker
+        replaces, which has exited and been reaped (its values are final). From then on
+        snapshot() and value() add what ``old`` read as (its own values and what it
+        carried), except at the indices ``gauges``: counters of a current state (open
+        flows, queued frames), which ended with the old worker. ``old`` is no longer
+        needed afterwards."""
+        carried = old.values.copy()
+        if old.carried is not None:
+            carried += old.carried
+        carried[list(gauges)] = 0
+        self.carried = carried
+
     def snapshot(self, names: tuple[str, ...]) -> dict[str, int]:
+        """The first len(names) counters by name: live values plus what was carried over."""
         vals = self.values[: len(names)].copy()
+        if self.carried is not None:
+            vals += self.carried[: len(names)]
         return {n: int(v) for n, v in zip(names, vals)}
+
+    def value(self, index: int) -> int:
+        """Counter ``index``: its live value plus what was carried over."""
+        v = int(self.values[index])
+        return v + int(self.carried[index]) if self.carried is not None else v
 
     def close(self) -> None:
         if self._mm is None:

@@ -14,13 +14,15 @@ wake-up pipe; not the namespace child's control socket, which carries
   (``Network._spawn_worker()``: same index, so the same flows hash to it; the
   current DNS upstreams, host addresses and netem settings; the rules memfd and a
   memfd of the current rule set; its capture mapping; a new hook socket when
-  on_connect is set; a fresh counter array), with a new control socketpair
-  towards the namespace child and a fresh ring memfd, created, sealed and
-  initialised here (the namespace child's sandbox allows no memfd_create() or
-  sealing). WORKER_REPLACE carries both to the namespace child (under the lock of
-  ``Network.socket()``'s exchanges on that socket), which makes the worker a new
-  splice socketpair and answers WORKER_REPLACED once the new worker has accepted
-  its rings; the orchestrator then sends OFFLOADS and a running capture's CAPTURE
+  on_connect is set; a fresh counter array, which carries on from the dead
+  worker's final event counts while its gauges start afresh, the dead array then
+  closed), with a new control socketpair towards the namespace child and a fresh
+  ring memfd, created, sealed and initialised here (the namespace child's sandbox
+  allows no memfd_create() or sealing). WORKER_REPLACE carries both to the
+  namespace child (under the lock of ``Network.socket()``'s exchanges on that
+  socket), which makes the worker a new splice socketpair and answers
+  WORKER_REPLACED once the new worker has accepted its rings; the orchestrator
+  then sends OFFLOADS and a running capture's CAPTURE
   (``Network._worker_resumed()``) and hands the forwards out again
   (``Publisher.reestablish()``: the TCP listeners it keeps a copy of to every
   worker with new handoff sockets, the UDP sockets the dead worker served to its
@@ -268,7 +270,6 @@ class Supervisor:
         self._failure: Optional[str] = None
         self._restarts: collections.deque[float] = collections.deque()
         self._pidfds: dict[int, "_Child"] = {}
-        self._retired: list["CounterArray"] = []   # counters of dead workers, until close
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._stopping = False
         self._thread: Optional[threading.Thread] = None
@@ -298,9 +299,6 @@ class Supervisor:
         self._pidfds.clear()
         os.close(self._wake_r)
         os.close(self._wake_w)
-        for ctr in self._retired:
-            ctr.close()
-        self._retired = []
 
     def events(self) -> list[dict[str, Any]]:
         """What happened, oldest first: dicts with time (epoch seconds), child ("worker 1",
@@ -441,7 +439,9 @@ class Supervisor:
 
     def _replace(self, old: "_Child") -> "_Child":
         """Start worker ``old.index`` again with new rings (see the module's docstring)."""
+        from ._core import worker_counter_names
         from ._shm import CounterArray, RingMapping
+        from .stats import gauges
 
         net = self._net
         cfg = net.config
@@ -453,6 +453,10 @@ class Supervisor:
             ctr = CounterArray.create(f"w{i}")
             ns_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             try:
+                # the dead worker was reaped (_worker_died): its counts are final
+                gauge = gauges()
+                ctr.carry_over(net._wctr[i], [k for k, name in enumerate(worker_counter_names())
+                                              if name in gauge])
                 # the very spec and fds of a first start, as things are now (network.py)
                 new = net._spawn_worker(i, worker_end, ctr)
             except BaseException:
@@ -460,8 +464,7 @@ class Supervisor:
                 ctr.close()
                 raise
             net._children[pos] = new
-            self._retired.append(net._wctr[i])
-            net._wctr[i] = ctr
+            net._replace_counters(i, ctr)
             self._watch(new)   # from here on its death is seen, whatever happens below
             try:
                 ring = RingMapping.create(cfg.ring_size, i)

@@ -13,8 +13,9 @@ Children are known by role (Role.NS, Role.WORKER with its index), never by the
 text that names them in messages. An error a child reports arrives as data
 (errors.to_wire) and is re-raised as the same class, with the child's role and
 failing step. The counter arrays are mapped read-only here: only the child
-that owns one writes it. Threads of ours (the control socket server, the
-resolv.conf watcher) start with every asynchronous signal blocked, so that a
+that owns one writes it; a replacement worker's carries on from the dead one's
+event counts (Network.counters()). Threads of ours (the control socket server,
+the resolv.conf watcher) start with every asynchronous signal blocked, so that a
 signal sent to the process reaches the application's threads only (``ringnet
 run`` takes the signals it forwards with sigtimedwait in its main thread).
 """
@@ -215,6 +216,7 @@ class Network:
         self._children: list[_Child] = []   # the namespace child last
         self._spawned: list[subprocess.Popen] = []
         self._wctr: list[CounterArray] = []
+        self._ctr_lock = threading.Lock()   # readers of _wctr's arrays vs. a replaced one's close
         self._pctr: Optional[CounterArray] = None
         self._nsfds: tuple[int, int] = (-1, -1)
         self._ready: dict[str, Any] = {}
@@ -558,9 +560,10 @@ class Network:
             if fd >= 0:
                 os.close(fd)
         self._nsfds = (-1, -1)
-        for ctr in self._wctr:
-            ctr.close()
-        self._wctr = []
+        with self._ctr_lock:
+            for ctr in self._wctr:
+                ctr.close()
+            self._wctr = []
         if self._pctr is not None:
             self._pctr.close()
             self._pctr = None
@@ -740,12 +743,25 @@ class Network:
         return list(self._ready.get("offloads", []))
 
     def counters(self) -> dict[str, Any]:
-        """A snapshot of the C core's counters: ``{"pump": {...}, "workers": [{...}, ...]}``."""
+        """A snapshot of the C core's counters: ``{"pump": {...}, "workers": [{...}, ...]}``.
+        A worker's event counters never go backwards: a replacement worker's
+        (_supervise.py) carry on from what the dead one had counted; its gauges
+        (stats.gauges(): open flows, queued frames) are its own state only."""
         self._require_running()
         assert self._pctr is not None
         wnames, pnames = worker_counter_names(), pump_counter_names()
-        return {"pump": self._pctr.snapshot(pnames),
-                "workers": [c.snapshot(wnames) for c in self._wctr]}
+        with self._ctr_lock:
+            return {"pump": self._pctr.snapshot(pnames),
+                    "workers": [c.snapshot(wnames) for c in self._wctr]}
+
+    def _replace_counters(self, i: int, ctr: CounterArray) -> None:
+        """Put ``ctr``, the counter array of worker ``i``'s replacement (_supervise.py; it
+        carries on from the dead worker's event counts: CounterArray.carry_over(), done by
+        the caller), in the dead worker's array's place, and close that one; under the
+        lock readers take, so that none reads it closed."""
+        with self._ctr_lock:
+            old, self._wctr[i] = self._wctr[i], ctr
+            old.close()
 
     def stats(self) -> Stats:
         """A typed snapshot: counters, psutil figures of every ringnet process (the namespace

@@ -325,6 +325,19 @@ def test_every_counter_has_a_description():
         ringnet.counter_descriptions("nic")
 
 
+def test_gauges_are_marked_in_the_c_descriptions():
+    """stats.gauges(): the counters whose description ends with "(gauge)"; the marking
+    anywhere else would be missed, so it appears nowhere else."""
+    worker, gauges = ringnet.counter_descriptions(), ringnet.stats.gauges()
+    assert {"flows_open_tcp", "flows_open_udp", "flows_open_icmp", "flows_open_splice",
+            "udp_ports_open", "netem_queued_up", "netem_queued_down"} <= gauges
+    assert not gauges & {"frames_in", "tcp_connects", "netem_loss_up", "udp_in"}
+    assert [n for n, d in worker.items() if "(gauge)" in d and n not in gauges] == []
+    assert ringnet.stats.gauges("pump") == frozenset()
+    with pytest.raises(ringnet.ConfigError, match="kind"):
+        ringnet.stats.gauges("nic")
+
+
 def test_counters_doc_is_generated_from_the_c_lists():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     r = subprocess.run([sys.executable, os.path.join(root, "scripts", "gen-counters-doc.py")],

@@ -26,7 +26,8 @@ import ringnet
 from ringnet import _ctlsock
 from ringnet.errors import RingnetError
 
-from conftest import HANG_S, as_user_argv, child_env, needs_userns, ringnet_cmd, wait_until
+from conftest import (HANG_S, as_user_argv, child_env, counter_reaches, needs_userns, ringnet_cmd,
+                      wait_until, worker_counter)
 from localdns import free_port
 
 GW = "10.0.2.2"
@@ -498,7 +499,7 @@ def test_restart_keeps_rules_and_forward(no_leaks):
             wait_until(lambda: _events(net, "worker_restarted"), "the restart")
             assert net.worker_pids[1] != victim
             before = [w["policy_rule"] for w in net.counters()["workers"]]
-            assert before[1] == 0   # the replacement's counters start from zero
+            assert before[1] == 0   # none refused yet (the dead worker's count carries on)
 
             def refused_by_both() -> bool:
                 r = net.run([sys.executable, "-c", CONNECTS, GW, "8",
@@ -567,6 +568,8 @@ def test_restart_keeps_udp_forward_and_hook(no_leaks):
                 victim = net.worker_pids[1]
                 os.kill(victim, signal.SIGKILL)
                 wait_until(lambda: _events(net, "worker_restarted"), "the restart")
+                # the replacement's counters carry on from the dead worker's
+                asks0 = [w["hook_asks"] for w in net.counters()["workers"]]
                 wait_until(udp_echoes, "the UDP forward after the restart", interval=0.05)
             finally:
                 cli.close()
@@ -578,10 +581,135 @@ def test_restart_keeps_udp_forward_and_hook(no_leaks):
                 got = {int(line.split()[0]): line.split()[1:] for line in r.stdout.splitlines()}
                 assert got[denied] == ["ECONNREFUSED"] * 8, got
                 assert got[allowed] == ["ok"] * 8, got
-                return all(w["hook_asks"] > 0 for w in net.counters()["workers"])
-            # the replacement's counters start from zero: until it has asked the hook
+                return all(w["hook_asks"] > a
+                           for w, a in zip(net.counters()["workers"], asks0))
+            # each round's source ports hash anew: until the replacement (and the
+            # survivor) have asked the hook
             wait_until(decided_by_both, "the replacement asking the hook")
             assert denied in asked and allowed in asked
     finally:
         for s in servers:
             s.close()
+
+
+class _HostEcho:
+    """A TCP echo server on host loopback, one thread per connection."""
+
+    def __init__(self) -> None:
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.port = self.srv.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    @staticmethod
+    def _serve(c: socket.socket) -> None:
+        with c:
+            try:
+                while d := c.recv(4096):
+                    c.sendall(d)
+            except OSError:
+                pass   # the killed worker's host socket was reset; or we are closing
+
+    def close(self) -> None:
+        self.srv.close()
+        for c in self.conns:
+            c.close()
+
+
+def test_counter_array_carries_event_counts_over(no_leaks):
+    """CounterArray.carry_over(): a replacement's array reads as its predecessors' event
+    counts plus its own, down a chain of replacements; gauges are its own values only."""
+    from ringnet._core import worker_counter_names
+    from ringnet._shm import CounterArray
+
+    names = worker_counter_names()
+    gauges = ringnet.stats.gauges()
+    skip = [k for k, n in enumerate(names) if n in gauges]
+    ev, gauge = names.index("tcp_connects"), names.index("flows_open_tcp")
+    arrays = [CounterArray.create(f"t{n}") for n in range(3)]
+    writers = [CounterArray.adopt(os.dup(a.fd)) for a in arrays]   # the workers' side
+    try:
+        for w, (connects, open_) in zip(writers, [(7, 2), (3, 1), (1, 1)]):
+            w.values[ev], w.values[gauge] = connects, open_
+        arrays[1].carry_over(arrays[0], skip)
+        arrays[2].carry_over(arrays[1], skip)
+        assert arrays[0].snapshot(names)["tcp_connects"] == 7
+        assert [arrays[n].snapshot(names)["tcp_connects"] for n in (1, 2)] == [10, 11]
+        assert [arrays[n].snapshot(names)["flows_open_tcp"] for n in (1, 2)] == [1, 1]
+        assert (arrays[2].value(ev), arrays[2].value(gauge)) == (11, 1)
+    finally:
+        for a in [*writers, *arrays]:
+            a.close()
+
+
+@needs_userns
+def test_restart_carries_event_counters_on(no_leaks):
+    """A replaced worker's event counters carry on from the dead worker's counts: what
+    net.counters(), stats() and the control socket's stats show never goes back (a delta
+    across the restart has no negative event counter), and new traffic adds to it. Its
+    gauges are the replacement's own state: the dead worker's open flow is gone. Twice,
+    so that the replacement of a replacement carries both counts on."""
+    echo = _HostEcho()
+    held = None
+    try:
+        with ringnet.Network(workers=1, allow_host_loopback=True) as net:
+            gauges = ringnet.stats.gauges()
+            assert {"flows_open_tcp", "netem_queued_up"} <= gauges
+            assert "tcp_connects" not in gauges and "frames_in" not in gauges
+            connects = 0
+            for round_ in (1, 2):
+                churn = net.run([sys.executable, "-c", CHURN, GW, str(echo.port), "4"],
+                                capture_output=True, text=True, timeout=HANG_S)
+                assert churn.stdout.split() == ["4"], churn.stderr
+                # more traffic adds to what the previous worker(s) counted
+                connects = counter_reaches(net, "tcp_connects", connects + 4)
+                # a connection held open: a flow of the worker we kill
+                held = net.spawn([sys.executable, "-c", LINES, GW, str(echo.port)],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                held.stdout.readline()
+                wait_until(lambda: worker_counter(net, "flows_open_tcp") >= 1,
+                           "the held connection's flow")
+                before = net.stats()
+                connects = before.workers[0]["tcp_connects"]
+
+                os.kill(net.worker_pids[0], signal.SIGKILL)
+                wait_until(lambda: len(_events(net, "worker_restarted")) == round_,
+                           f"restart {round_}")
+                after = net.stats()
+                w = after.workers[0]
+                went_back = {k: v for k, v in after.delta(before).workers[0].items()
+                             if v < 0 and k not in gauges}
+                assert went_back == {}
+                assert w["tcp_connects"] >= connects >= 5 * round_
+                assert w["frames_in"] >= before.workers[0]["frames_in"] > 0
+                assert w["flows_open_tcp"] == 0   # the dead worker's flow is gone
+                ctl = _ctlsock.query(net.control_socket, "stats", {})["workers"][0]
+                assert ctl["tcp_connects"] >= connects and ctl["flows_open_tcp"] == 0
+
+                # the held connection: reset by the replacement at its next segment
+                held.stdin.write("again\n")
+                held.stdin.flush()
+                assert held.stdout.readline() == "ConnectionResetError\n"
+                held.stdin.close()
+                assert held.wait(HANG_S) == 0
+                held.stdout.close()
+            # the second replacement carries on from both predecessors' counts
+            churn = net.run([sys.executable, "-c", CHURN, GW, str(echo.port), "4"],
+                            capture_output=True, text=True, timeout=HANG_S)
+            assert churn.stdout.split() == ["4"], churn.stderr
+            assert counter_reaches(net, "tcp_connects", connects + 4) >= 14
+    finally:
+        if held is not None:   # a failure may leave it running (close() ends it)
+            held.stdin.close()
+            held.stdout.close()
+            held.wait(HANG_S)
+        echo.close()
