@@ -31,7 +31,7 @@ from ._netconf import configure
 from ._nssocket import serve_request as serve_socket_request
 from ._nsutil import enter_netns_of, enter_netns_path, unshare_user_net, write_id_maps
 from ._shm import CounterArray, RingMapping
-from ._sysctl import CREATED_DEFAULTS, apply as apply_sysctls
+from ._sysctl import apply as apply_sysctls, apply_defaults as apply_sysctl_defaults
 from ._tun import open_tun
 from .config import NetworkConfig
 from .errors import ChildError, CoreError
@@ -166,7 +166,9 @@ def main(spec: dict, ctl: socket.socket) -> int:
             else socket.if_nametoindex(tun.name)
         step("set sysctls")
         attached = bool(spec.get("attach_path") or spec["attach_pid"])
-        apply_sysctls(cfg.sysctls if attached else CREATED_DEFAULTS + cfg.sysctls)
+        if not attached:
+            apply_sysctl_defaults()     # best effort: no user asked for them
+        apply_sysctls(cfg.sysctls)
         step("hand rings to workers")
         evs = _hello_workers(spec, cfg, socks, rings, splices)
         step("isolate")

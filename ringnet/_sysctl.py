@@ -17,12 +17,13 @@ refuses fails the start with a NamespaceError naming the setting.
 from __future__ import annotations
 
 import errno
+import os
 import re
 from typing import Iterable, Mapping, Union
 
 from .errors import ConfigError, NamespaceError
 
-__all__ = ["parse", "normalize", "apply", "CREATED_DEFAULTS"]
+__all__ = ["parse", "normalize", "apply", "apply_defaults", "CREATED_DEFAULTS"]
 
 VALUE_MAX = 1024
 
@@ -108,8 +109,12 @@ def apply(sysctls: Iterable[str], root: str = "/proc/sys") -> None:
         path, value = parse(item)
         key = _split(item)[0]
         try:
-            with open(f"{root}/{path}", "w", encoding="ascii") as f:
-                f.write(value)
+            # never O_CREAT: a setting the kernel lacks is missing, not to be made
+            fd = os.open(f"{root}/{path}", os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, value.encode("ascii"))
+            finally:
+                os.close(fd)
         except FileNotFoundError:
             raise NamespaceError(f"sysctl {key}: the namespace's kernel has no such "
                                  "setting") from None
@@ -121,3 +126,19 @@ def apply(sysctls: Iterable[str], root: str = "/proc/sys") -> None:
             if isinstance(e, OSError) and e.errno == errno.EINVAL:
                 why = "the kernel refused the value"
             raise NamespaceError(f"sysctl {key}={value}: {why}") from None
+
+
+def apply_defaults(defaults: Iterable[str] = CREATED_DEFAULTS,
+                   root: str = "/proc/sys") -> tuple[str, ...]:
+    """Write ringnet's own settings (CREATED_DEFAULTS) where the kernel takes them, and
+    return those it did not: one the kernel lacks or keeps to the host (tcp_tw_reuse
+    and tcp_congestion_control became the namespace's own in Linux 4.x; README lists
+    kernels back to 3.17) is left as it is, since no user asked for it. The user's
+    sysctls go through apply(), whose failures stop the start."""
+    skipped = []
+    for item in defaults:
+        try:
+            apply((item,), root)
+        except NamespaceError:
+            skipped.append(item)
+    return tuple(skipped)

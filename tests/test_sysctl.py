@@ -60,6 +60,21 @@ def test_config_takes_a_mapping_a_string_or_a_sequence():
         ringnet.NetworkConfig(sysctls={"vm.swappiness": 1})
 
 
+def test_defaults_the_kernel_lacks_are_skipped_the_users_are_not(tmp_path):
+    """On a kernel (before 4.15) without a namespace's own tcp_congestion_control, our
+    defaults apply where they can and the start goes on; a user's setting that cannot
+    apply still fails, naming itself."""
+    (tmp_path / "net" / "ipv4").mkdir(parents=True)
+    (tmp_path / "net" / "ipv4" / "tcp_tw_reuse").write_text("2")
+    skipped = _sysctl.apply_defaults(root=str(tmp_path))
+    assert skipped == ("net.ipv4.tcp_congestion_control=reno",)
+    assert (tmp_path / "net" / "ipv4" / "tcp_tw_reuse").read_text() == "1"
+    with pytest.raises(ringnet.NamespaceError,
+                       match="sysctl net.ipv4.tcp_congestion_control: the namespace's kernel "
+                             "has no such setting"):
+        _sysctl.apply(["net.ipv4.tcp_congestion_control=reno"], root=str(tmp_path))
+
+
 def test_cli_error_names_the_option():
     r = subprocess.run(ringnet_cmd("run", "--sysctl", "kernel.hostname=x", "--", "true"),
                        capture_output=True, text=True, timeout=HANG_S, env=child_env())
