@@ -206,17 +206,19 @@ uint32_t rn_flow_owner(const uint8_t key[16], uint32_t nworkers, const uint8_t *
 }
 
 /**
- * rn_flow_pick_port() - choose a source port so that a new flow hashes to @want
+ * rn_flow_pick_port() - choose a far-end port so that a new flow hashes to @want
  * @key:	per-network secret
  * @nworkers:	number of workers
  * @want:	worker that must own the flow
- * @k:		flow key; @k->sport is set to the chosen port
+ * @k:		flow key as seen from the namespace; @k->dport is set to the
+ *		chosen port
  * @lo:		lowest acceptable port
  * @hi:		highest acceptable port
  * @start:	where to begin the search (wraps within lo..hi)
  *
- * Used by a worker that opens a flow towards the namespace, so that the
- * namespace's replies reach the same worker.
+ * Used by a worker that opens a flow towards the namespace from an address
+ * and port of its choosing (forward.c: a client shown from the gateway), so
+ * that the namespace's replies reach the same worker.
  *
  * Return: the port, or -EADDRNOTAVAIL if no port in range hashes to @want
  */
@@ -227,12 +229,12 @@ int rn_flow_pick_port(const uint8_t key[16], uint32_t nworkers, uint32_t want,
 
 	if (lo > hi || want >= (nworkers ? nworkers : 1))
 		return -EADDRNOTAVAIL;
-	span = (uint32_t)hi - lo + 1;
 	if (start < lo || start > hi)
 		start = lo;
+	span = (uint32_t)hi - lo + 1;
 	for (i = 0; i < span; i++) {
 		port = lo + ((uint32_t)start - lo + i) % span;
-		k->sport = (uint16_t)port;
+		k->dport = (uint16_t)port;
 		if (rn_flow_owner_key(key, nworkers, k) == want)
 			return (int)port;
 	}

@@ -139,27 +139,17 @@ static int rn_fwd_real_addr(const struct rn_fwd *fwd, const struct sockaddr_stor
  */
 static int rn_fwd_gw_key(struct rn_worker *w, struct rn_flow_key *k)
 {
-	struct rn_flow_key pk;
 	uint16_t start;
 	int port, tries;
 
 	memcpy(k->daddr, k->family == 6 ? w->p.gw6 : w->p.gw4, k->family == 6 ? 16 : 4);
 	if (getrandom(&start, sizeof(start), GRND_NONBLOCK) != sizeof(start))
 		start = (uint16_t)w->now;
-	/* rn_flow_pick_port() chooses a key's sport: the hash is symmetric,
-	 * so pick on the key turned round */
-	rn_flow_key_zero(&pk);
-	pk.family = k->family;
-	pk.proto = k->proto;
-	memcpy(pk.saddr, k->daddr, 16);
-	memcpy(pk.daddr, k->saddr, 16);
-	pk.dport = k->sport;
 	for (tries = 0; tries < 64; tries++) {
 		port = rn_flow_pick_port(w->p.hash_key, w->p.nworkers ? w->p.nworkers : 1,
-					 w->p.index, &pk, 1024, 65535, start);
+					 w->p.index, k, 1024, 65535, start);
 		if (port < 0)
 			return port;
-		k->dport = (uint16_t)port;
 		if (!rn_flowtab_lookup(&w->flows, k))
 			return 0;
 		start = (uint16_t)(port + 1);

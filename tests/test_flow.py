@@ -162,7 +162,7 @@ def test_pick_port_gives_a_port_the_wanted_worker_owns(nworkers):
             start = rng.randrange(32768, 61000)
             port = lib.rn_flow_pick_port(KEY, nworkers, want, k, 32768, 60999, start)
             assert 32768 <= port <= 60999
-            assert k.sport == port
+            assert k.dport == port
             assert lib.rn_flow_owner_key(KEY, nworkers, k) == want
             assert lib.rn_flow_owner_key(KEY, nworkers, reversed_key(k)) == want
 
@@ -171,7 +171,7 @@ def test_pick_port_search_starts_at_start_and_wraps():
     k = random_key(random.Random(3))
     owners = {p: None for p in range(1000, 1021)}
     for p in owners:
-        k.sport = p
+        k.dport = p
         owners[p] = lib.rn_flow_owner_key(KEY, 4, k)
     for start in owners:
         want = owners[start]
@@ -184,7 +184,7 @@ def test_pick_port_search_starts_at_start_and_wraps():
 
 def test_pick_port_fails_cleanly():
     k = random_key(random.Random(5))
-    k.sport = 5000
+    k.dport = 5000
     only_owner = lib.rn_flow_owner_key(KEY, 8, k)
     other = (only_owner + 1) % 8
     assert lib.rn_flow_pick_port(KEY, 8, other, k, 5000, 5000, 5000) == -errno.EADDRNOTAVAIL
