@@ -1,4 +1,4 @@
-/* flow.c - flow key extraction, symmetric keyed flow hash, owner selection */
+/* flow.c - flow key extraction, keyed flow hashes, owner selection (flow.h) */
 #include <errno.h>
 #include <string.h>
 
@@ -170,10 +170,55 @@ uint64_t rn_flow_hash(const uint8_t key[16], const struct rn_flow_key *k)
 }
 
 /**
+ * rn_flow_by_source() - whether @k is owned by its namespace endpoint alone
+ * @k:		flow key as seen from the namespace
+ *
+ * UDP keys with a source port: a UDP flow belongs to the worker of its
+ * namespace source (address, port), so that every flow of one source is in
+ * one worker and shares one host port there (udp.c: endpoint-independent
+ * mapping). Keys without ports (fragments, truncated headers) hash on the
+ * address pair, as every other protocol's do.
+ *
+ * Return: true for a key rn_flow_source_hash() owns
+ */
+static int rn_flow_by_source(const struct rn_flow_key *k)
+{
+	return k->proto == 17 && k->sport != 0;
+}
+
+/**
+ * rn_flow_source_hash() - keyed hash of a key's namespace endpoint
+ * @key:	per-network secret
+ * @k:		flow key as seen from the namespace: saddr and sport are hashed
+ *
+ * Family and protocol are hashed too; the message is shorter than any
+ * rn_flow_hash() message of the same family, so the two never hash alike
+ * by construction.
+ *
+ * Return: the hash of (family, proto, saddr, sport)
+ */
+static uint64_t rn_flow_source_hash(const uint8_t key[16], const struct rn_flow_key *k)
+{
+	uint8_t buf[2 + 16 + 2];
+	unsigned int alen = k->family == 6 ? 16 : 4;
+
+	buf[0] = k->family;
+	buf[1] = k->proto;
+	memcpy(buf + 2, k->saddr, alen);
+	buf[2 + alen] = (uint8_t)(k->sport >> 8);
+	buf[3 + alen] = (uint8_t)k->sport;
+	return rn_siphash(key, buf, 4 + alen);
+}
+
+/**
  * rn_flow_owner_key() - the worker that owns the flow @k
  * @key:	per-network secret
  * @nworkers:	number of workers, at least 1
- * @k:		flow key
+ * @k:		flow key as seen from the namespace (saddr, sport: its side)
+ *
+ * A UDP flow belongs to the worker of its namespace source
+ * (rn_flow_by_source()); any other to the symmetric hash of its 5-tuple
+ * (rn_flow_hash()), the same for @k and for @k turned round.
  *
  * Return: worker index below @nworkers
  */
@@ -182,6 +227,8 @@ uint32_t rn_flow_owner_key(const uint8_t key[16], uint32_t nworkers,
 {
 	if (nworkers <= 1)
 		return 0;
+	if (rn_flow_by_source(k))
+		return (uint32_t)(rn_flow_source_hash(key, k) % nworkers);
 	return (uint32_t)(rn_flow_hash(key, k) % nworkers);
 }
 
@@ -189,7 +236,8 @@ uint32_t rn_flow_owner_key(const uint8_t key[16], uint32_t nworkers,
  * rn_flow_owner() - the worker that owns a frame's flow
  * @key:	per-network secret
  * @nworkers:	number of workers, at least 1
- * @frame:	virtio-net header followed by an IP packet
+ * @frame:	virtio-net header followed by an IP packet, from the namespace
+ *		(its source is the namespace side of the flow; any bytes)
  * @len:	frame length
  *
  * Return: worker index below @nworkers; 0 for frames without a flow key
@@ -206,17 +254,22 @@ uint32_t rn_flow_owner(const uint8_t key[16], uint32_t nworkers, const uint8_t *
 }
 
 /**
- * rn_flow_pick_port() - choose a source port so that a new flow hashes to @want
+ * rn_flow_pick_port() - choose a far-end port so that a new flow hashes to @want
  * @key:	per-network secret
  * @nworkers:	number of workers
  * @want:	worker that must own the flow
- * @k:		flow key; @k->sport is set to the chosen port
+ * @k:		flow key as seen from the namespace; @k->dport is set to the
+ *		chosen port
  * @lo:		lowest acceptable port
  * @hi:		highest acceptable port
  * @start:	where to begin the search (wraps within lo..hi)
  *
- * Used by a worker that opens a flow towards the namespace, so that the
- * namespace's replies reach the same worker.
+ * Used by a worker that opens a flow towards the namespace from an address
+ * and port of its choosing (forward.c: a client shown from the gateway), so
+ * that the namespace's replies reach the same worker. The owner of a UDP
+ * flow does not depend on the far end (rn_flow_by_source()): then @start
+ * (or @lo) is the port if @want owns the namespace endpoint, and no port is
+ * otherwise, found without a search.
  *
  * Return: the port, or -EADDRNOTAVAIL if no port in range hashes to @want
  */
@@ -227,12 +280,18 @@ int rn_flow_pick_port(const uint8_t key[16], uint32_t nworkers, uint32_t want,
 
 	if (lo > hi || want >= (nworkers ? nworkers : 1))
 		return -EADDRNOTAVAIL;
-	span = (uint32_t)hi - lo + 1;
 	if (start < lo || start > hi)
 		start = lo;
+	if (rn_flow_by_source(k)) {
+		if (rn_flow_owner_key(key, nworkers, k) != want)
+			return -EADDRNOTAVAIL;
+		k->dport = start;
+		return (int)start;
+	}
+	span = (uint32_t)hi - lo + 1;
 	for (i = 0; i < span; i++) {
 		port = lo + ((uint32_t)start - lo + i) % span;
-		k->sport = (uint16_t)port;
+		k->dport = (uint16_t)port;
 		if (rn_flow_owner_key(key, nworkers, k) == want)
 			return (int)port;
 	}

@@ -33,11 +33,15 @@
  * A connection that cannot get a flow (flow cap, tuple busy, no memory) is
  * reset (SO_LINGER 0) and counted (fwd_refused).
  *
- * A UDP forward (rn_worker_forward_add_udp()) is served by one worker: its
+ * A UDP forward (rn_worker_forward_add_udp()) is served by one worker: the
+ * one that owns the forward's namespace address and port, since a UDP flow
+ * belongs to the worker of its namespace endpoint (flow.h), and every flow
+ * of the forward has that endpoint; Python picks that worker
+ * (_publish.py) and the worker refuses a forward it does not own. Its
  * socket is a UDP port of its own kind (udp_fwd.c), and each sender gets a
- * flow, keyed as above (rn_fwd_client_key()), but a real address whose
- * flow would hash to another worker is shown as the gateway's too. Removing a forward closes
- * its sockets; connections already accepted go on as ordinary flows.
+ * flow, keyed as above (rn_fwd_client_key()): its real address, or the
+ * gateway's (loopback clients). Removing a forward closes its sockets;
+ * connections already accepted go on as ordinary flows.
  *
  * The listener and the handoff socket are in the worker's epoll with
  * epoll_data pointing at a struct rn_flow header of type RN_FLOW_FWD that is
@@ -135,31 +139,24 @@ static int rn_fwd_real_addr(const struct rn_fwd *fwd, const struct sockaddr_stor
  * @w:		worker
  * @k:		key with the namespace side set; daddr/dport are filled
  *
+ * For a UDP key any free port will do if this worker owns the namespace
+ * endpoint, and none will if not (flow.h: UDP is owned by that endpoint).
+ *
  * Return: 0, or -EADDRNOTAVAIL if no free port hashes to this worker
  */
 static int rn_fwd_gw_key(struct rn_worker *w, struct rn_flow_key *k)
 {
-	struct rn_flow_key pk;
 	uint16_t start;
 	int port, tries;
 
 	memcpy(k->daddr, k->family == 6 ? w->p.gw6 : w->p.gw4, k->family == 6 ? 16 : 4);
 	if (getrandom(&start, sizeof(start), GRND_NONBLOCK) != sizeof(start))
 		start = (uint16_t)w->now;
-	/* rn_flow_pick_port() chooses a key's sport: the hash is symmetric,
-	 * so pick on the key turned round */
-	rn_flow_key_zero(&pk);
-	pk.family = k->family;
-	pk.proto = k->proto;
-	memcpy(pk.saddr, k->daddr, 16);
-	memcpy(pk.daddr, k->saddr, 16);
-	pk.dport = k->sport;
 	for (tries = 0; tries < 64; tries++) {
 		port = rn_flow_pick_port(w->p.hash_key, w->p.nworkers ? w->p.nworkers : 1,
-					 w->p.index, &pk, 1024, 65535, start);
+					 w->p.index, k, 1024, 65535, start);
 		if (port < 0)
 			return port;
-		k->dport = (uint16_t)port;
 		if (!rn_flowtab_lookup(&w->flows, k))
 			return 0;
 		start = (uint16_t)(port + 1);
@@ -177,7 +174,9 @@ static int rn_fwd_gw_key(struct rn_worker *w, struct rn_flow_key *k)
  *
  * The client's real address and port when it keeps them (rn_fwd_real_addr())
  * and the flow hashes to this worker; else the gateway address on a port
- * that hashes here (UDP forwards have no handoff: one worker serves each).
+ * that hashes here (UDP forwards have no handoff: one worker serves each,
+ * the owner of the forward's namespace endpoint, which owns every flow of
+ * it whoever the client is).
  *
  * Return: 0, or -EADDRNOTAVAIL
  */
@@ -534,18 +533,31 @@ int rn_worker_forward_add(struct rn_worker *w, uint32_t id, int lfd, uint8_t fam
  * @nsport:	namespace destination port, host order, not 0
  *
  * One worker serves a UDP forward (no handoff: a datagram cannot be passed
- * on as a connection can); its clients' flows are made to hash to it. On
- * success the worker owns @fd; on failure the caller keeps it.
+ * on as a connection can): the owner of the namespace endpoint
+ * (@nsaddr, @nsport), to which every flow of the forward belongs whoever
+ * its client is (flow.h). On success the worker owns @fd; on failure the
+ * caller keeps it.
  *
- * Return: 0, -EINVAL for bad arguments, -EEXIST for a taken id, -ENOMEM, or
- *	   negative errno from epoll_ctl()
+ * Return: 0, -EINVAL for bad arguments, -EXDEV if another worker owns the
+ *	   endpoint, -EEXIST for a taken id, -ENOMEM, or negative errno from
+ *	   epoll_ctl()
  */
 int rn_worker_forward_add_udp(struct rn_worker *w, uint32_t id, int fd, uint8_t family,
 			      const uint8_t *nsaddr, uint16_t nsport)
 {
+	struct rn_flow_key k;
 	struct rn_fwd *fwd;
 	int rc;
 
+	if (!w || !nsaddr || !nsport || (family != 4 && family != 6))
+		return -EINVAL;
+	rn_flow_key_zero(&k);
+	k.family = family;
+	k.proto = RN_IPPROTO_UDP;
+	memcpy(k.saddr, nsaddr, family == 6 ? 16 : 4);
+	k.sport = nsport;
+	if (rn_flow_owner_key(w->p.hash_key, w->p.nworkers ? w->p.nworkers : 1, &k) != w->p.index)
+		return -EXDEV;
 	rc = rn_fwd_new(w, id, fd, family, nsaddr, nsport, &fwd);
 	if (rc)
 		return rc;

@@ -19,11 +19,14 @@
  * loop like one; it closes with its last flow, and its struct is freed at
  * the next frame intake, when no epoll batch can still name it. A flow to a
  * DNS upstream has a socket of its own instead (failover may move it to an
- * upstream of the other family). Ports are per worker: flows are owned by
- * the hash of their 5-tuple (flow.h), so a source talking to destinations
- * owned by different workers has one host port in each of them (at most
- * nworkers); with one worker, or destinations of one worker, the mapping is
- * strictly endpoint-independent.
+ * upstream of the other family). Ports are per worker, and so is the
+ * mapping, but a UDP flow is owned by the hash of its namespace source
+ * (address, port) alone (flow.h), so every flow of one source is in one
+ * worker, and the mapping is endpoint-independent across workers. The
+ * exception: a fragmented datagram belongs to the worker of its address
+ * pair (its later pieces carry no ports), which reassembles it and sends it
+ * from its own port for the source, another host port if that worker is
+ * not the source's.
  *
  * Filtering: address-dependent (RFC 4787). A datagram on a port is
  * delivered if the source sent to its sender's address: through the flow to

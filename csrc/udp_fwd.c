@@ -15,13 +15,15 @@
  *   udp_rx.c for a sender without one): no filtering, the port is
  *   published. Its key shows the sender as forward.c decides for TCP
  *   (rn_fwd_client_key()): its real address and port, or the gateway
- *   address on a port chosen to hash to this worker. So replies from the
- *   namespace reach this worker, find the flow, and leave through the
- *   forward's socket towards that sender alone: one flow per client, each
- *   gets only its own replies.
+ *   address on a free port (a client on host loopback). This worker owns
+ *   the forward's namespace endpoint (rn_worker_forward_add_udp() refuses
+ *   it otherwise), and a UDP flow belongs to the owner of its namespace
+ *   endpoint (flow.h). So replies from the namespace reach this worker,
+ *   find the flow, and leave through the forward's socket towards that
+ *   sender alone: one flow per client, each gets only its own replies.
  * - the port is not in the UDP core's table of ports (the namespace's own
  *   datagrams from that source to other destinations still get an ordinary
- *   port) and does not close with its last flow; it closes when the
+ *   port, in this worker too) and does not close with its last flow; it closes when the
  *   forward is removed (rn_udp_fwd_close()), ending its flows.
  *
  * Flows expire after udp_timeout idle, as outbound UDP flows do, and count
@@ -113,7 +115,7 @@ void rn_udp_fwd_close(struct rn_worker *w, struct rn_fwd *fwd)
  * @pt:		the forward's port
  * @src:	the sender (as recvmmsg() gave it)
  *
- * Return: the flow, or NULL (flow cap, no port that hashes here, no memory:
+ * Return: the flow, or NULL (flow cap, no free gateway port, no memory:
  *	   the datagram is dropped and counted, fwd_udp_refused)
  */
 struct rn_udp_flow *rn_udp_fwd_flow_new(struct rn_worker *w, struct rn_udp_port *pt,

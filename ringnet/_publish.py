@@ -30,11 +30,12 @@ Clients on host loopback take the splice route instead (csrc/splice.c, unless
 inside the namespace (to its loopback, else the forward's address) and relays the
 two sockets with splice(); the namespace sees them from its own loopback.
 
-UDP forwards (csrc/udp_fwd.c): the bound UDP socket goes to one worker (forward id
-modulo workers), which keeps one flow per sender, so replies return to the sender
-they answer; flows expire after ``udp_timeout`` idle. Senders appear as for TCP,
-except that a real address whose flow would hash to another worker appears from
-the gateway address too.
+UDP forwards (csrc/udp_fwd.c): the bound UDP socket goes to one worker, the one that
+owns the namespace address and port it forwards to (``udp_owner()``): a UDP flow
+belongs to the worker of its namespace endpoint (csrc/flow.h), so that the namespace's
+replies from that endpoint, to any client, reach it. The worker keeps one flow per
+sender, so replies return to the sender they answer; flows expire after
+``udp_timeout`` idle. Senders appear as for TCP, without handoff.
 """
 
 from __future__ import annotations
@@ -251,6 +252,18 @@ class Forward:
         return f"<Forward {self.spec.text} -> {self.ns_addr}{' closed' if self.closed else ''}>"
 
 
+def udp_owner(hash_key: bytes, nworkers: int, ns_addr: IPAddr, ns_port: int) -> int:
+    """The index of the worker that owns UDP flows from ``ns_addr``:``ns_port`` inside
+    the namespace: the C core's rule (csrc/flow.c rn_flow_owner_key()), which the pump
+    routes the namespace's datagrams by."""
+    from ._core import ffi, lib
+
+    k = ffi.new("struct rn_flow_key *")
+    k.family, k.proto, k.sport = ns_addr.version, socket.IPPROTO_UDP, ns_port
+    k.saddr = list(ns_addr.packed.ljust(16, b"\0"))
+    return int(lib.rn_flow_owner_key(hash_key, max(nworkers, 1), k))
+
+
 class Publisher:
     """A Network's forwards: publish(), the list, removal. Uses the Network's workers
     and its query lock (one request/reply exchange per worker control socket at a time)."""
@@ -339,12 +352,14 @@ class Publisher:
 
     def _add_udp(self, fid: int, sock: socket.socket, ns_addr: IPAddr, ns_port: int,
                  owner: Optional[int] = None) -> None:
-        """FORWARD_ADD of a UDP forward to one worker (forward ids spread them; ``owner``:
-        that worker's index, given again when it was replaced): a datagram cannot be
-        handed on as a connection can, so one worker serves all its clients."""
+        """FORWARD_ADD of a UDP forward to the worker that owns its namespace endpoint
+        (``owner``: that worker's index, given again when it was replaced): a datagram
+        cannot be handed on as a connection can, so one worker serves all its clients."""
         workers = self._net._workers()
-        child = workers[fid % len(workers)] if owner is None else \
-            next(c for c in workers if c.index == owner)
+        if owner is None:
+            owner = udp_owner(bytes.fromhex(self._net._hash_key), self._net.config.workers,
+                              ns_addr, ns_port)
+        child = next(c for c in workers if c.index == owner)
         body = {"id": fid, "family": ns_addr.version, "addr": str(ns_addr), "port": ns_port,
                 "proto": "udp", "handoff": False, "out": []}
         self._exchange(child, Msg.FORWARD_ADD, body, [sock.fileno()])

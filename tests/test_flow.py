@@ -1,5 +1,6 @@
 """Flow ownership (csrc/flow.c): SipHash-2-4, the symmetric flow hash, owner
-selection and port picking."""
+selection (UDP by the namespace source, everything else by the symmetric 5-tuple hash)
+and port picking."""
 
 from __future__ import annotations
 
@@ -64,8 +65,37 @@ def test_hash_is_symmetric(family, proto, sa, da, sp, dp, key):
     n = 4 if family == 4 else 16
     k = key_of(family, proto, sa[:n], da[:n], sp, dp)
     assert lib.rn_flow_hash(key, k) == lib.rn_flow_hash(key, reversed_key(k))
+    if proto == 17 and (sp or dp):
+        return  # owned by the source endpoint: test_udp_owner_is_the_source_endpoints
     for nw in (2, 3, 8):
         assert lib.rn_flow_owner_key(key, nw, k) == lib.rn_flow_owner_key(key, nw, reversed_key(k))
+
+
+@settings(max_examples=300, deadline=None)
+@given(families, st.binary(min_size=16, max_size=16), st.binary(min_size=16, max_size=16),
+       st.binary(min_size=16, max_size=16), st.integers(1, 65535), ports, ports,
+       st.binary(min_size=16, max_size=16))
+def test_udp_owner_is_the_source_endpoints(family, sa, da, da2, sp, dp, dp2, key):
+    """Every UDP flow of one namespace source (address, port) has one owner, whatever its
+    destination: one host port for the source (csrc/udp.c, endpoint-independent mapping)."""
+    n = 4 if family == 4 else 16
+    k = key_of(family, 17, sa[:n], da[:n], sp, dp)
+    other = key_of(family, 17, sa[:n], da2[:n], sp, dp2)
+    for nw in (2, 3, 8):
+        assert lib.rn_flow_owner_key(key, nw, k) == lib.rn_flow_owner_key(key, nw, other)
+
+
+def test_udp_sources_are_spread_and_tcp_is_not_by_source():
+    """Sources of one address spread over the workers by port; a TCP flow's owner still
+    depends on its destination."""
+    rng = random.Random(11)
+    a = F.addr("10.0.2.100")
+    udp = Counter(lib.rn_flow_owner_key(KEY, 4, key_of(4, 17, a, rng.randbytes(4), p, 53))
+                  for p in range(20000, 24000))
+    assert set(udp) == {0, 1, 2, 3} and min(udp.values()) > 850, udp
+    tcp = {lib.rn_flow_owner_key(KEY, 4, key_of(4, 6, a, rng.randbytes(4), 40000, 443))
+           for _ in range(200)}
+    assert tcp == {0, 1, 2, 3}
 
 
 def test_hash_separates_directions_of_different_flows():
@@ -81,10 +111,6 @@ def test_hash_separates_directions_of_different_flows():
                             F.tcp("10.0.2.100", "93.184.216.34", 40000, 443))),
              F.frame(F.ipv4("93.184.216.34", "10.0.2.100", F.PROTO_TCP,
                             F.tcp("93.184.216.34", "10.0.2.100", 443, 40000)))),
-    lambda: (F.frame(F.ipv6("fd00::100", "2001:db8::1", F.PROTO_UDP,
-                            F.udp("fd00::100", "2001:db8::1", 5353, 53, b"q"))),
-             F.frame(F.ipv6("2001:db8::1", "fd00::100", F.PROTO_UDP,
-                            F.udp("2001:db8::1", "fd00::100", 53, 5353, b"a")))),
     lambda: (F.echo4_frame("10.0.2.100", "10.0.2.2", 0x1234, 1),
              F.frame(F.ipv4("10.0.2.2", "10.0.2.100", F.PROTO_ICMP,
                             F.icmp4_echo(0x1234, 1, type_=F.ICMP_ECHO_REPLY)))),
@@ -102,6 +128,21 @@ def test_frame_and_its_reply_have_one_owner(make):
     assert lib.rn_flow_key_parse(fwd[12:], len(fwd) - 12, fk) == 0
     assert lib.rn_flow_key_parse(rev[12:], len(rev) - 12, rk) == 0
     assert (fk.sport, fk.dport) == (rk.dport, rk.sport) != (0, 0)
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_udp_frames_of_one_source_have_one_owner(family):
+    """Frames from the namespace: one UDP source to many destinations, one owner."""
+    src, dsts = ("10.0.2.100", ["93.184.216.%d" % i for i in range(1, 40)]) if family == 4 else \
+        ("fd00::100", ["2001:db8::%x" % i for i in range(1, 40)])
+    ip = F.ipv4 if family == 4 else F.ipv6
+    frames = [F.frame(ip(src, d, F.PROTO_UDP, F.udp(src, d, 5353, 1000 + i, b"q")))
+              for i, d in enumerate(dsts)]
+    for n in range(2, 9):
+        assert len({lib.rn_flow_owner(KEY, n, f, len(f)) for f in frames}) == 1
+    k = ffi.new("struct rn_flow_key *")
+    assert lib.rn_flow_key_parse(frames[0][12:], len(frames[0]) - 12, k) == 0
+    assert lib.rn_flow_owner(KEY, 5, frames[0], len(frames[0])) == lib.rn_flow_owner_key(KEY, 5, k)
 
 
 def test_icmp_echo_identifier_is_both_ports():
@@ -162,7 +203,7 @@ def test_pick_port_gives_a_port_the_wanted_worker_owns(nworkers):
             start = rng.randrange(32768, 61000)
             port = lib.rn_flow_pick_port(KEY, nworkers, want, k, 32768, 60999, start)
             assert 32768 <= port <= 60999
-            assert k.sport == port
+            assert k.dport == port
             assert lib.rn_flow_owner_key(KEY, nworkers, k) == want
             assert lib.rn_flow_owner_key(KEY, nworkers, reversed_key(k)) == want
 
@@ -171,7 +212,7 @@ def test_pick_port_search_starts_at_start_and_wraps():
     k = random_key(random.Random(3))
     owners = {p: None for p in range(1000, 1021)}
     for p in owners:
-        k.sport = p
+        k.dport = p
         owners[p] = lib.rn_flow_owner_key(KEY, 4, k)
     for start in owners:
         want = owners[start]
@@ -184,9 +225,21 @@ def test_pick_port_search_starts_at_start_and_wraps():
 
 def test_pick_port_fails_cleanly():
     k = random_key(random.Random(5))
-    k.sport = 5000
+    k.dport = 5000
     only_owner = lib.rn_flow_owner_key(KEY, 8, k)
     other = (only_owner + 1) % 8
     assert lib.rn_flow_pick_port(KEY, 8, other, k, 5000, 5000, 5000) == -errno.EADDRNOTAVAIL
     assert lib.rn_flow_pick_port(KEY, 8, 8, k, 1, 65535, 1) == -errno.EADDRNOTAVAIL
     assert lib.rn_flow_pick_port(KEY, 8, 0, k, 10, 9, 10) == -errno.EADDRNOTAVAIL
+
+
+def test_pick_port_for_udp_needs_the_source_owner():
+    """A UDP flow's owner does not depend on the far end's port: the start port if the
+    wanted worker owns the namespace source, else none, at once."""
+    k = random_key(random.Random(9), proto=17)
+    k.sport = 5353
+    owner = lib.rn_flow_owner_key(KEY, 4, k)
+    assert lib.rn_flow_pick_port(KEY, 4, owner, k, 1024, 65535, 40000) == 40000 == k.dport
+    assert lib.rn_flow_pick_port(KEY, 4, owner, k, 1024, 65535, 10) == 1024 == k.dport
+    for want in set(range(4)) - {owner}:
+        assert lib.rn_flow_pick_port(KEY, 4, want, k, 1024, 65535, 40000) == -errno.EADDRNOTAVAIL

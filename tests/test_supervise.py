@@ -538,7 +538,8 @@ while True:
 
 @needs_userns
 def test_restart_keeps_udp_forward_and_hook(no_leaks):
-    """The worker serving a UDP forward (forward id 1 of 2 workers: worker 1) is killed:
+    """The worker serving a UDP forward (of 2 workers, the one that owns its namespace
+    endpoint, _publish.udp_owner()) is killed:
     its replacement gets the forward's socket again (a datagram to the host port is
     echoed from inside), and a new hook socket: the on_connect hook decides the
     replacement's flows too (it asks, hook_asks; the hook's DENY refuses)."""
@@ -565,7 +566,8 @@ def test_restart_keeps_udp_forward_and_hook(no_leaks):
                     return False   # not up yet (the datagram may go before the server binds)
             try:
                 wait_until(udp_echoes, "the UDP echo behind the forward", interval=0.05)
-                victim = net.worker_pids[1]
+                [serving] = net._publisher._udp_owner.values()
+                victim = net.worker_pids[serving]
                 os.kill(victim, signal.SIGKILL)
                 wait_until(lambda: _events(net, "worker_restarted"), "the restart")
                 # the replacement's counters carry on from the dead worker's

@@ -10,12 +10,14 @@ under ASan+UBSan too (scripts/test.sh --sanitize tests/test_udp_fwd_worker.py).
 
 from __future__ import annotations
 
+import errno
 import socket
 
 from ringnet._ringnet_c import ffi, lib
 
 import frames as F
 from test_udp_worker import GUEST4, GW4, UdpHarness, complete, udp4, udp_fields
+from test_worker_input import KEY, Harness, params
 
 NS_PORT = 5353
 
@@ -77,3 +79,49 @@ def test_flows_expire_and_the_forward_stays():
         [frm] = h.frames(1)
         assert udp_fields(complete(frm))[3] == b"two"
         assert h.counters()["fwd_udp_flows"] == 2
+
+
+class WorkerOf(UdpHarness):
+    """Worker ``index`` of ``nworkers`` (test_udp_worker's harness otherwise)."""
+
+    def __init__(self, index: int, nworkers: int):  # noqa: super().__init__ would build other params
+        p = params(index, nworkers)
+        p.allow_host_loopback = 1
+        p.max_flows = 64
+        p.udp_timeout_ms = 30000
+        p.prefix4, p.prefix6 = 24, 64
+        Harness.__init__(self, p=p)
+
+
+def test_forward_is_served_by_the_owner_of_its_namespace_endpoint():
+    """A UDP flow belongs to the worker of its namespace endpoint (csrc/flow.h): only that
+    worker takes a forward to it (the others refuse, -EXDEV, and leave the socket to the
+    caller), and the namespace's replies to its clients are routed to that worker."""
+    n = 4
+    k = ffi.new("struct rn_flow_key *")
+    k.family, k.proto, k.sport = 4, 17, NS_PORT
+    k.saddr = list(F.addr(GUEST4).ljust(16, b"\0"))
+    owner = lib.rn_flow_owner_key(KEY, n, k)
+    nsaddr = ffi.new("uint8_t[16]", list(F.addr(GUEST4)) + [0] * 12)
+    for index in range(n):
+        with WorkerOf(index, n) as h, _client() as a:
+            lst = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            lst.bind(("127.0.0.1", 0))
+            lst.setblocking(False)
+            port = lst.getsockname()[1]
+            rc = lib.rn_worker_forward_add_udp(h.w, 1, lst.fileno(), 4, nsaddr, NS_PORT)
+            if index != owner:
+                assert rc == -errno.EXDEV
+                lst.close()  # still ours
+                continue
+            assert rc == 0
+            lst.detach()
+            a.sendto(b"hello", ("127.0.0.1", port))
+            [frm] = h.frames(1)
+            view = udp_fields(complete(frm))[0]
+            reply = udp4(NS_PORT, view, b"re", dst=GW4)
+            assert lib.rn_flow_owner(KEY, n, reply, len(reply)) == index
+            h.send(reply)
+            assert a.recvfrom(100) == (b"re", ("127.0.0.1", port))
+            assert h.counters()["drop_wrong_owner"] == 0
+

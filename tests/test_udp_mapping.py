@@ -296,3 +296,38 @@ def test_one_inside_socket_keeps_one_host_port_end_to_end(no_leaks):
     finally:
         for s in sinks:
             s.close()
+
+
+@needs_userns
+def test_one_inside_socket_keeps_one_host_port_across_workers(no_leaks):
+    """Through a network of 4 workers: one socket inside sends to 12 servers on host
+    loopback. A UDP flow belongs to the worker that owns its namespace source (flow.c), so
+    all 12 flows are in one worker, share one host port, and every server sees that port.
+    (Were flows owned by their 5-tuple, 12 of them would all land on one of 4 workers with
+    probability 4**-11: the source would show up to 4 host ports.)"""
+    n = 12
+    sinks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
+    try:
+        for s in sinks:
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(HANG_S)
+        with ringnet.Network(workers=4, allow_host_loopback=True) as net:
+            proc = net.spawn([sys.executable, "-c", EIM] +
+                             [str(s.getsockname()[1]) for s in sinks],
+                             stdout=subprocess.PIPE, text=True)
+            peers = []
+            for s in sinks:
+                data, peer = s.recvfrom(100)
+                peers.append(peer)
+                s.sendto(b"re " + data, peer)
+            out, _ = proc.communicate(timeout=HANG_S)
+            counter_reaches(net, "udp_out", n)
+            c = net.counters()["workers"]
+        assert len({p[1] for p in peers}) == 1, sorted(p[1] for p in peers)
+        assert sorted(out.split("\n")[:-1]) == sorted(
+            f"{s.getsockname()[1]} re hello {s.getsockname()[1]}" for s in sinks)
+        assert sorted(w["udp_ports_open"] for w in c) == [0, 0, 0, 1]
+        assert sorted(w["flows_open_udp"] for w in c) == [0, 0, 0, n]
+    finally:
+        for s in sinks:
+            s.close()
