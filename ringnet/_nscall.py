@@ -40,11 +40,13 @@ from __future__ import annotations
 
 import os
 import pickle
+import selectors
 import subprocess
 import sys
-from typing import TYPE_CHECKING, Any, Callable
+import time
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from .errors import ChildError, RingnetError
+from .errors import ChildError, ConfigError, RingnetError
 
 if TYPE_CHECKING:
     from .network import Network
@@ -149,11 +151,64 @@ def _payload(fn: Callable[..., Any], args: tuple, kwargs: dict) -> bytes:
     return pickle.dumps((list(sys.path), _main_path(fn)), protocol=pickle.HIGHEST_PROTOCOL) + call
 
 
-def call(net: "Network", fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+def _exchange(proc: subprocess.Popen, fds: list[int], payload: bytes,
+              deadline: Optional[float]) -> bytes:
+    """With ``fds`` = [write end, read end]: write ``payload`` to the write end, close it
+    and remove it from ``fds`` (the caller closes what is left there), and read the
+    read end to its end, both at once, until ``deadline`` (time.monotonic(); None: no
+    limit); then wait for ``proc``. An interpreter that ends early closes its end: the
+    rest of the payload is dropped, and its status says why. Raises TimeoutError at the
+    deadline (the caller kills ``proc``)."""
+    wr, rd = fds
+    os.set_blocking(wr, False)
+    view, chunks = memoryview(payload), []
+    with selectors.DefaultSelector() as sel:
+        sel.register(wr, selectors.EVENT_WRITE)
+        sel.register(rd, selectors.EVENT_READ)
+        open_fds = 2
+        while open_fds:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError
+            for key, _ in sel.select(left):
+                if key.fd == rd:
+                    data = os.read(rd, 1 << 16)
+                    if data:
+                        chunks.append(data)
+                        continue
+                else:
+                    try:
+                        view = view[os.write(wr, view[:1 << 16]):]
+                    except BrokenPipeError:
+                        view = view[:0]   # it ended early: its status says why
+                    if view:
+                        continue
+                    sel.unregister(wr)
+                    fds.remove(wr)
+                    os.close(wr)
+                    open_fds -= 1
+                    continue
+                sel.unregister(key.fd)
+                open_fds -= 1
+    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+    try:
+        proc.wait(left)
+    except subprocess.TimeoutExpired:
+        raise TimeoutError from None
+    return b"".join(chunks)
+
+
+def call(net: "Network", fn: Callable[..., Any], args: tuple, kwargs: dict,
+         timeout: Optional[float] = None) -> Any:
     """Run ``fn(*args, **kwargs)`` in a fresh interpreter inside ``net``'s namespace; return
     its result or raise its exception (see the header). Raises RingnetError when ``fn``
     or its arguments cannot be pickled or the interpreter cannot load them, ChildError
-    when it ends without an answer."""
+    when it ends without an answer, TimeoutError when it has not answered and ended
+    within ``timeout`` seconds (None: no limit); then it is killed first."""
+    if timeout is not None and not timeout > 0:
+        raise ConfigError(f"call(): timeout={timeout!r} must be a positive number of "
+                          "seconds, or None for no limit")
+    deadline = None if timeout is None else time.monotonic() + timeout
     payload = _payload(fn, args, kwargs)
     in_r, in_w = os.pipe2(os.O_CLOEXEC)
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
@@ -166,21 +221,20 @@ def call(net: "Network", fn: Callable[..., Any], args: tuple, kwargs: dict) -> A
         raise
     os.close(in_r)
     os.close(out_w)
+    fds = [in_w, out_r]
     try:
-        try:
-            with open(in_w, "wb", closefd=True) as f:
-                f.write(payload)
-        except BrokenPipeError:
-            pass  # the interpreter ended early: its status says why, below
-        with open(out_r, "rb", closefd=False) as f:
-            data = f.read()
-        proc.wait()
-    except BaseException:
+        data = _exchange(proc, fds, payload, deadline)
+    except BaseException as e:
         proc.kill()
         proc.wait()
+        if isinstance(e, TimeoutError):
+            name = getattr(fn, "__qualname__", repr(fn))
+            raise TimeoutError(f"call(): {name} did not return within {timeout} s inside "
+                               "the namespace; its interpreter was killed") from None
         raise
     finally:
-        os.close(out_r)
+        for fd in fds:
+            os.close(fd)
     return _outcome(fn, data, proc.returncode)
 
 

@@ -680,6 +680,13 @@ class Network:
         here: use it only with a namespace whose processes you trust."""
         return _nscall.call(self, fn, args, kwargs)
 
+    def call_timeout(self, timeout: Optional[float], fn: Callable[..., Any], /,
+                     *args: Any, **kwargs: Any) -> Any:
+        """call() with a limit: if ``fn`` has not returned within ``timeout`` seconds
+        (None: no limit), its interpreter is killed and TimeoutError raised. ConfigError
+        if ``timeout`` is not a positive number."""
+        return _nscall.call(self, fn, args, kwargs, timeout)
+
     # Published ports (_publish.py) -------------------------------------------------------
 
     def publish(self, spec: str) -> Forward:

@@ -14,11 +14,12 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
 import ringnet
-from conftest import as_user_argv, child_env, needs_userns, unpriv_user
+from conftest import HANG_S, as_user_argv, child_env, needs_userns, unpriv_user
 
 pytestmark = needs_userns
 
@@ -59,6 +60,39 @@ def return_unpicklable():
 
 def exit_hard() -> None:
     os._exit(3)
+
+
+def sleep_for(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def doubled(data: bytes) -> bytes:
+    return data * 2
+
+
+def test_call_timeout_kills_a_call_that_does_not_return(no_leaks):
+    """The limit ends the call: TimeoutError naming the function, its interpreter killed
+    (no_leaks: no process of it left); the network goes on serving calls."""
+    with ringnet.Network(workers=1) as net:
+        with pytest.raises(TimeoutError, match=r"call\(\): sleep_for did not return within 1 s"):
+            net.call_timeout(1, sleep_for, 3600)
+        assert net.call_timeout(HANG_S, doubled, b"ok") == b"okok"
+
+
+def test_large_arguments_and_result_cross_both_pipes_at_once():
+    """4 MiB in and 8 MiB out, more than either pipe holds: the caller writes and reads
+    at the same time, so neither side waits for the other."""
+    data = os.urandom(4 << 20)
+    with ringnet.Network(workers=1) as net:
+        assert net.call_timeout(HANG_S, doubled, data) == data * 2
+        assert net.call(doubled, data) == data * 2
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan")])
+def test_call_timeout_must_be_positive(timeout):
+    with ringnet.Network(workers=1) as net:
+        with pytest.raises(ringnet.ConfigError, match=r"call\(\): timeout=.* must be a positive"):
+            net.call_timeout(timeout, doubled, b"")
 
 
 def test_returns_what_was_computed_inside(no_leaks):
