@@ -107,17 +107,14 @@ while True:
 """
 
 
-class HeldSink:
-    """A TCP sink on host loopback that reads ``hold`` bytes of each connection, then
-    stops reading until ``release()``: the sender's flow stays open, its window full,
-    for as long as the test wants. At EOF it answers "sha256 length"."""
+class _LoopbackServer:
+    """A TCP server on host loopback: each accepted connection is served by ``_serve(c)``
+    (the subclass's) in a thread of its own; close() closes the listener and every
+    connection."""
 
-    def __init__(self, hold: int) -> None:
-        self.hold = hold
+    def __init__(self) -> None:
         self.srv = socket.create_server(("127.0.0.1", 0))
         self.port = self.srv.getsockname()[1]
-        self.held = threading.Event()      # the first connection reached ``hold`` bytes
-        self.go = threading.Event()
         self.conns: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -129,6 +126,26 @@ class HeldSink:
                 return
             self.conns.append(c)
             threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.srv.close()
+        for c in self.conns:
+            c.close()
+
+
+class HeldSink(_LoopbackServer):
+    """A TCP sink on host loopback that reads ``hold`` bytes of each connection, then
+    stops reading until ``release()``: the sender's flow stays open, its window full,
+    for as long as the test wants. At EOF it answers "sha256 length"."""
+
+    def __init__(self, hold: int) -> None:
+        self.hold = hold
+        self.held = threading.Event()      # the first connection reached ``hold`` bytes
+        self.go = threading.Event()
+        super().__init__()
 
     def _serve(self, c: socket.socket) -> None:
         h, n = hashlib.sha256(), 0
@@ -153,9 +170,7 @@ class HeldSink:
 
     def close(self) -> None:
         self.go.set()
-        self.srv.close()
-        for c in self.conns:
-            c.close()
+        super().close()
 
 
 def _owner(net, guest_port: int, remote_port: int) -> int:
@@ -449,24 +464,11 @@ for port in ports:
 """
 
 
-class _Acceptor:
+class _Acceptor(_LoopbackServer):
     """A TCP server on host loopback that accepts and closes (what a refused rule hides)."""
 
-    def __init__(self) -> None:
-        self.srv = socket.create_server(("127.0.0.1", 0))
-        self.port = self.srv.getsockname()[1]
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                c, _ = self.srv.accept()
-            except OSError:
-                return
-            c.close()
-
-    def close(self) -> None:
-        self.srv.close()
+    def _serve(self, c: socket.socket) -> None:
+        c.close()
 
 
 @needs_userns
@@ -594,23 +596,8 @@ def test_restart_keeps_udp_forward_and_hook(no_leaks):
             s.close()
 
 
-class _HostEcho:
+class _HostEcho(_LoopbackServer):
     """A TCP echo server on host loopback, one thread per connection."""
-
-    def __init__(self) -> None:
-        self.srv = socket.create_server(("127.0.0.1", 0))
-        self.port = self.srv.getsockname()[1]
-        self.conns: list[socket.socket] = []
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                c, _ = self.srv.accept()
-            except OSError:
-                return
-            self.conns.append(c)
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     @staticmethod
     def _serve(c: socket.socket) -> None:
@@ -620,11 +607,6 @@ class _HostEcho:
                     c.sendall(d)
             except OSError:
                 pass   # the killed worker's host socket was reset; or we are closing
-
-    def close(self) -> None:
-        self.srv.close()
-        for c in self.conns:
-            c.close()
 
 
 def test_counter_array_carries_event_counts_over(no_leaks):
