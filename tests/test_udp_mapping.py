@@ -268,16 +268,16 @@ for _ in sys.argv[1:]:
 '''
 
 
-@needs_userns
-def test_one_inside_socket_keeps_one_host_port_end_to_end(no_leaks):
-    """Through a whole network (one worker): one socket inside sends to three servers on
-    host loopback; all three see it from the same host port, and all answers come back."""
-    sinks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+def _one_socket_to_servers(workers: int, n: int) -> tuple[list, list[str], list[dict]]:
+    """One socket inside a network of ``workers`` sends to ``n`` UDP servers on host
+    loopback, each of which answers; returns the address each server saw it from, its
+    sorted answers and each server's expected one, and the workers' counters after."""
+    sinks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
     try:
         for s in sinks:
             s.bind(("127.0.0.1", 0))
             s.settimeout(HANG_S)
-        with ringnet.Network(workers=1, allow_host_loopback=True) as net:
+        with ringnet.Network(workers=workers, allow_host_loopback=True) as net:
             proc = net.spawn([sys.executable, "-c", EIM] +
                              [str(s.getsockname()[1]) for s in sinks],
                              stdout=subprocess.PIPE, text=True)
@@ -287,15 +287,24 @@ def test_one_inside_socket_keeps_one_host_port_end_to_end(no_leaks):
                 peers.append(peer)
                 s.sendto(b"re " + data, peer)
             out, _ = proc.communicate(timeout=HANG_S)
-            counter_reaches(net, "udp_out", 3)  # counted once the answer is in the ring
-            c = net.counters()["workers"][0]
-        assert len({p[1] for p in peers}) == 1
-        assert sorted(out.split("\n")[:-1]) == sorted(
-            f"{s.getsockname()[1]} re hello {s.getsockname()[1]}" for s in sinks)
-        assert (c["udp_in"], c["udp_out"], c["flows_open_udp"], c["udp_ports_open"]) == (3, 3, 3, 1)
+            counter_reaches(net, "udp_out", n)  # counted once the answer is in the ring
+            counters = net.counters()["workers"]
+        answers = (sorted(out.split("\n")[:-1]),
+                   sorted(f"{s.getsockname()[1]} re hello {s.getsockname()[1]}" for s in sinks))
+        return peers, answers, counters
     finally:
         for s in sinks:
             s.close()
+
+
+@needs_userns
+def test_one_inside_socket_keeps_one_host_port_end_to_end(no_leaks):
+    """Through a whole network (one worker): one socket inside sends to three servers on
+    host loopback; all three see it from the same host port, and all answers come back."""
+    peers, (got, want), [c] = _one_socket_to_servers(1, 3)
+    assert len({p[1] for p in peers}) == 1
+    assert got == want
+    assert (c["udp_in"], c["udp_out"], c["flows_open_udp"], c["udp_ports_open"]) == (3, 3, 3, 1)
 
 
 @needs_userns
@@ -306,28 +315,8 @@ def test_one_inside_socket_keeps_one_host_port_across_workers(no_leaks):
     (Were flows owned by their 5-tuple, 12 of them would all land on one of 4 workers with
     probability 4**-11: the source would show up to 4 host ports.)"""
     n = 12
-    sinks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
-    try:
-        for s in sinks:
-            s.bind(("127.0.0.1", 0))
-            s.settimeout(HANG_S)
-        with ringnet.Network(workers=4, allow_host_loopback=True) as net:
-            proc = net.spawn([sys.executable, "-c", EIM] +
-                             [str(s.getsockname()[1]) for s in sinks],
-                             stdout=subprocess.PIPE, text=True)
-            peers = []
-            for s in sinks:
-                data, peer = s.recvfrom(100)
-                peers.append(peer)
-                s.sendto(b"re " + data, peer)
-            out, _ = proc.communicate(timeout=HANG_S)
-            counter_reaches(net, "udp_out", n)
-            c = net.counters()["workers"]
-        assert len({p[1] for p in peers}) == 1, sorted(p[1] for p in peers)
-        assert sorted(out.split("\n")[:-1]) == sorted(
-            f"{s.getsockname()[1]} re hello {s.getsockname()[1]}" for s in sinks)
-        assert sorted(w["udp_ports_open"] for w in c) == [0, 0, 0, 1]
-        assert sorted(w["flows_open_udp"] for w in c) == [0, 0, 0, n]
-    finally:
-        for s in sinks:
-            s.close()
+    peers, (got, want), c = _one_socket_to_servers(4, n)
+    assert len({p[1] for p in peers}) == 1, sorted(p[1] for p in peers)
+    assert got == want
+    assert sorted(w["udp_ports_open"] for w in c) == [0, 0, 0, 1]
+    assert sorted(w["flows_open_udp"] for w in c) == [0, 0, 0, n]
