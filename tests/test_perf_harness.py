@@ -476,6 +476,24 @@ def test_as_root_keeps_root(tmp_path):
     assert doc["environment"]["euid"] == 0 and "perf.sweep: running as uid 0 " in r.stdout
 
 
+def test_sweep_without_an_importable_ringnet_stops_at_once(tmp_path):
+    """A peer that is missing is skipped, but ringnet is what the sweep measures: a
+    ``ringnet`` package without its built core first on sys.path (a source tree that
+    shadows the installed one) stops the sweep before any run, saying what to do."""
+    fake = tmp_path / "fake" / "ringnet"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "fake"), REPO]))
+    r = subprocess.run([sys.executable, "-m", "perf.sweep", "--as-root", "--tests", "rr",
+                        "--mtus", "1500", "--streams", "1", "--backends", "loopback,ringnet",
+                        "--max-workers", "1", "--repeat", "1", "--no-ring", "--no-plots",
+                        "--no-progress", "--out", str(tmp_path / "out")],
+                       cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "ringnet-w1: ringnet cannot be imported" in r.stderr
+    assert not (tmp_path / "out" / "sweep.json").exists()
+
+
 @sweep_test
 def test_csv_markdown_and_plots(sweep):
     out = sweep["_out"]
