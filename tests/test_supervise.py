@@ -203,27 +203,8 @@ def test_sigkill_worker_replaced_other_flow_unaffected(no_leaks, tmp_path):
     through the new worker, and the transfer completes byte-exact. A connection of the
     killed worker is reset on its next segment (the replacement has no flow for it)."""
     sink = HeldSink(hold=4 << 20)
-    echo = socket.create_server(("127.0.0.1", 0))
-    echo_port = echo.getsockname()[1]
-    echo_conns: list[socket.socket] = []
-
-    def echo_serve() -> None:
-        while True:
-            try:
-                c, _ = echo.accept()
-            except OSError:
-                return
-            echo_conns.append(c)
-
-            def one(c=c) -> None:
-                with c:
-                    try:
-                        while d := c.recv(4096):
-                            c.sendall(d)
-                    except OSError:
-                        pass  # the killed worker's host socket was reset; or we are closing
-            threading.Thread(target=one, daemon=True).start()
-    threading.Thread(target=echo_serve, daemon=True).start()
+    echo = _HostEcho()
+    echo_port = echo.port
     ping_out = tmp_path / "ping.txt"
     try:
         with ringnet.Network(workers=2, allow_host_loopback=True) as net:
@@ -297,8 +278,6 @@ def test_sigkill_worker_replaced_other_flow_unaffected(no_leaks, tmp_path):
     finally:
         sink.close()
         echo.close()
-        for c in echo_conns:
-            c.close()
 
 
 @needs_userns
