@@ -107,6 +107,17 @@ while True:
 """
 
 
+def _expect_reset(client: subprocess.Popen) -> None:
+    """``client`` runs LINES on a connection its (killed) worker held: the next line it
+    sends is answered with a reset (the replacement has no flow for it), and it exits 0."""
+    client.stdin.write("again\n")
+    client.stdin.flush()
+    assert client.stdout.readline() == "ConnectionResetError\n"
+    client.stdin.close()
+    assert client.wait(HANG_S) == 0
+    client.stdout.close()
+
+
 class _LoopbackServer:
     """A TCP server on host loopback: each accepted connection is served by ``_serve(c)``
     (the subclass's) in a thread of its own; close() closes the listener and every
@@ -249,12 +260,7 @@ def test_sigkill_worker_replaced_other_flow_unaffected(no_leaks, tmp_path):
             assert new_pids[victim] == ev["pid"] != old_pids[victim]
             assert net.failed_children() == []
             # the killed worker's connection: reset by the replacement at its next segment
-            doomed.stdin.write("again\n")
-            doomed.stdin.flush()
-            assert doomed.stdout.readline() == "ConnectionResetError\n"
-            doomed.stdin.close()
-            assert doomed.wait(HANG_S) == 0
-            doomed.stdout.close()
+            _expect_reset(doomed)
             # the event through the control socket too (ringnet's clients)
             assert _ctlsock.query(net.control_socket, "events", {})[0]["kind"] == "worker_restarted"
 
@@ -659,12 +665,7 @@ def test_restart_carries_event_counters_on(no_leaks):
                 assert ctl["tcp_connects"] >= connects and ctl["flows_open_tcp"] == 0
 
                 # the held connection: reset by the replacement at its next segment
-                held.stdin.write("again\n")
-                held.stdin.flush()
-                assert held.stdout.readline() == "ConnectionResetError\n"
-                held.stdin.close()
-                assert held.wait(HANG_S) == 0
-                held.stdout.close()
+                _expect_reset(held)
             # the second replacement carries on from both predecessors' counts
             churn = net.run([sys.executable, "-c", CHURN, GW, str(echo.port), "4"],
                             capture_output=True, text=True, timeout=HANG_S)
