@@ -135,6 +135,36 @@ static int rn_fwd_real_addr(const struct rn_fwd *fwd, const struct sockaddr_stor
 }
 
 /**
+ * rn_fwd_ns_key() - start a forward's flow key: its namespace side
+ * @k:		set: zeroed, then family, proto and the namespace side
+ * @family:	4 or 6
+ * @proto:	RN_IPPROTO_TCP or RN_IPPROTO_UDP
+ * @nsaddr:	namespace address, network order (4 or 16 bytes)
+ * @nsport:	namespace port
+ */
+static void rn_fwd_ns_key(struct rn_flow_key *k, uint8_t family, uint8_t proto,
+			  const uint8_t *nsaddr, uint16_t nsport)
+{
+	rn_flow_key_zero(k);
+	k->family = family;
+	k->proto = proto;
+	memcpy(k->saddr, nsaddr, family == 6 ? 16 : 4);
+	k->sport = nsport;
+}
+
+/**
+ * rn_fwd_owner() - the worker that owns the flow @k, as the pump routes it (flow.h)
+ * @w:		worker (its hash key and worker count)
+ * @k:		flow key as seen from the namespace
+ *
+ * Return: worker index
+ */
+static uint32_t rn_fwd_owner(const struct rn_worker *w, const struct rn_flow_key *k)
+{
+	return rn_flow_owner_key(w->p.hash_key, w->p.nworkers ? w->p.nworkers : 1, k);
+}
+
+/**
  * rn_fwd_gw_key() - show the client from the gateway, on a port this worker owns
  * @w:		worker
  * @k:		key with the namespace side set; daddr/dport are filled
@@ -183,13 +213,8 @@ static int rn_fwd_gw_key(struct rn_worker *w, struct rn_flow_key *k)
 int rn_fwd_client_key(struct rn_worker *w, const struct rn_fwd *fwd, uint8_t proto,
 		      const struct sockaddr_storage *ss, struct rn_flow_key *k)
 {
-	rn_flow_key_zero(k);
-	k->family = fwd->family;
-	k->proto = proto;
-	memcpy(k->saddr, fwd->nsaddr, 16);
-	k->sport = fwd->nsport;
-	if (rn_fwd_real_addr(fwd, ss, k->daddr, &k->dport) &&
-	    rn_flow_owner_key(w->p.hash_key, w->p.nworkers ? w->p.nworkers : 1, k) == w->p.index)
+	rn_fwd_ns_key(k, fwd->family, proto, fwd->nsaddr, fwd->nsport);
+	if (rn_fwd_real_addr(fwd, ss, k->daddr, &k->dport) && rn_fwd_owner(w, k) == w->p.index)
 		return 0;
 	memset(k->daddr, 0, sizeof(k->daddr));
 	return rn_fwd_gw_key(w, k);
@@ -245,11 +270,7 @@ static void rn_fwd_take(struct rn_worker *w, struct rn_fwd *fwd, int fd, int may
 	uint32_t owner;
 	int rc;
 
-	rn_flow_key_zero(&k);
-	k.family = fwd->family;
-	k.proto = RN_IPPROTO_TCP;
-	memcpy(k.saddr, fwd->nsaddr, 16);
-	k.sport = fwd->nsport;
+	rn_fwd_ns_key(&k, fwd->family, RN_IPPROTO_TCP, fwd->nsaddr, fwd->nsport);
 	memset(&ss, 0, sizeof(ss));
 	if (getpeername(fd, (struct sockaddr *)&ss, &sl)) {
 		close(fd);	/* gone already */
@@ -262,7 +283,7 @@ static void rn_fwd_take(struct rn_worker *w, struct rn_fwd *fwd, int fd, int may
 		return;
 	}
 	if (rn_fwd_real_addr(fwd, &ss, k.daddr, &k.dport)) {
-		owner = rn_flow_owner_key(w->p.hash_key, w->p.nworkers ? w->p.nworkers : 1, &k);
+		owner = rn_fwd_owner(w, &k);
 		if (owner != w->p.index) {
 			if (may_hand && owner < fwd->nout && fwd->out[owner] >= 0) {
 				rn_fwd_handoff(w, fwd, owner, fd);
@@ -551,12 +572,8 @@ int rn_worker_forward_add_udp(struct rn_worker *w, uint32_t id, int fd, uint8_t 
 
 	if (!w || !nsaddr || !nsport || (family != 4 && family != 6))
 		return -EINVAL;
-	rn_flow_key_zero(&k);
-	k.family = family;
-	k.proto = RN_IPPROTO_UDP;
-	memcpy(k.saddr, nsaddr, family == 6 ? 16 : 4);
-	k.sport = nsport;
-	if (rn_flow_owner_key(w->p.hash_key, w->p.nworkers ? w->p.nworkers : 1, &k) != w->p.index)
+	rn_fwd_ns_key(&k, family, RN_IPPROTO_UDP, nsaddr, nsport);
+	if (rn_fwd_owner(w, &k) != w->p.index)
 		return -EXDEV;
 	rc = rn_fwd_new(w, id, fd, family, nsaddr, nsport, &fwd);
 	if (rc)
